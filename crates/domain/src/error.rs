@@ -1,0 +1,176 @@
+//! The error vocabulary. Every error carries a stable machine-readable [`Reason`] (sent to
+//! clients as `ErrorInfo.reason`); the server maps each variant to one gRPC code.
+
+use std::{error::Error as StdError, fmt};
+
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// One bad field of a request: `field` is the request path, e.g. `coupon_template.name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The same violation under a parent message, e.g. `name` -> `coupon_template.name`.
+    pub fn under(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+/// Stable reasons, sent as `ErrorInfo.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidArgument,
+    RequestIdReused,
+    TemplateNotFound,
+    TemplateArchived,
+    VersionMismatch,
+    StockBelowClaimed,
+    Unavailable,
+    Internal,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::RequestIdReused => "REQUEST_ID_REUSED",
+            Self::TemplateNotFound => "TEMPLATE_NOT_FOUND",
+            Self::TemplateArchived => "TEMPLATE_ARCHIVED",
+            Self::VersionMismatch => "VERSION_MISMATCH",
+            Self::StockBelowClaimed => "STOCK_BELOW_CLAIMED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarketingError {
+    /// The request is malformed; nothing was changed.
+    #[error("invalid request: {}", join(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The request id was used before for another operation or other parameters.
+    #[error("request_id was already used with other parameters")]
+    RequestIdReused,
+    #[error("coupon template not found")]
+    TemplateNotFound,
+    #[error("coupon template is archived")]
+    TemplateArchived,
+    /// The etag (resource version) the caller sent is not the current one.
+    #[error("version {expected} is stale, the current version is {current}")]
+    VersionMismatch { expected: i64, current: i64 },
+    #[error("stock cannot go below what is claimed: remaining stock is {remaining}")]
+    StockBelowClaimed { remaining: i64 },
+    /// A dependency (database, Redis) cannot be reached; retrying may help.
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A bug or an unexpected state; the cause is logged, not sent to clients.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+fn join(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl MarketingError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidArgument(_) => Reason::InvalidArgument,
+            Self::RequestIdReused => Reason::RequestIdReused,
+            Self::TemplateNotFound => Reason::TemplateNotFound,
+            Self::TemplateArchived => Reason::TemplateArchived,
+            Self::VersionMismatch { .. } => Reason::VersionMismatch,
+            Self::StockBelowClaimed { .. } => Reason::StockBelowClaimed,
+            Self::Unavailable(_) => Reason::Unavailable,
+            Self::Internal(_) => Reason::Internal,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+impl From<FieldViolation> for MarketingError {
+    fn from(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<Vec<FieldViolation>> for MarketingError {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+/// Collects the violations of several independent checks, so a client sees all of them at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the value of a check, or records its violation.
+    pub fn check<T>(&mut self, result: Result<T, FieldViolation>) -> Option<T> {
+        result.map_err(|violation| self.0.push(violation)).ok()
+    }
+
+    pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn extend(&mut self, violations: Vec<FieldViolation>) {
+        self.0.extend(violations);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when no check failed.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldViolation>> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(self.0)
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
+    }
+}

@@ -1,0 +1,13 @@
+//! The marketing domain: identifiers, coupon-template rules and the error vocabulary shared by
+//! every layer. Pure code: no I/O, no tonic, no SeaORM.
+#![forbid(unsafe_code)]
+
+pub mod coupon_template;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod time;
+
+pub use error::{FieldViolation, MarketingError, Reason};
+pub use ids::{MemberId, RequestId, TemplateId, TenantId};
+pub use time::UnixMicros;

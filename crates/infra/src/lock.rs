@@ -1,0 +1,280 @@
+//! Mutual exclusion with expiry and fencing tokens.
+//!
+//! A lock is taken with a random token and a TTL (Redis: `SET key token NX PX ttl`), released
+//! only by its holder (compare-and-delete), and each acquisition returns a fencing token that
+//! rises with every acquisition of the key, so the database can refuse a write from a holder
+//! whose lock expired and was taken by someone else. Acquisition waits with jittered backoff
+//! up to a deadline instead of failing "busy".
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deadpool_redis::redis::Script;
+use tokio::{sync::Notify, time::Instant};
+use uuid::Uuid;
+
+use crate::{InfraError, backoff, redis::RedisPool};
+
+const RETRY_BASE: Duration = Duration::from_millis(1);
+const RETRY_CAP: Duration = Duration::from_millis(25);
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockGuard {
+    pub key: String,
+    /// Random; only the holder of this token can release the lock.
+    pub token: String,
+    /// Rises with every acquisition of `key`; writes carry it so a stale holder is refused.
+    pub fence: i64,
+    /// When the lock lapses by itself unless released.
+    pub expires_at: Instant,
+}
+
+#[async_trait]
+pub trait DistributedLock: Send + Sync + 'static {
+    /// Takes the lock on `key` for `ttl`, retrying until `deadline`. `Ok(None)` when the
+    /// deadline passed first.
+    async fn acquire(
+        &self,
+        key: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<LockGuard>, InfraError>;
+
+    /// Releases the lock if `guard` still holds it; `Ok(false)` when it had already lapsed.
+    async fn release(&self, guard: &LockGuard) -> Result<bool, InfraError>;
+
+    /// Which implementation this is, for logs.
+    fn kind(&self) -> &'static str;
+}
+
+fn check_ttl(ttl: Duration) -> Result<u64, InfraError> {
+    match u64::try_from(ttl.as_millis()) {
+        Ok(millis) if millis > 0 => Ok(millis),
+        _ => Err(InfraError::Invalid(
+            "lock ttl must be at least a millisecond",
+        )),
+    }
+}
+
+/// Retries `attempt` with jittered backoff until it yields a guard or `deadline` passes.
+async fn retry_until<F, Fut>(
+    deadline: Instant,
+    mut attempt: F,
+) -> Result<Option<LockGuard>, InfraError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<LockGuard>, InfraError>>,
+{
+    let mut tries = 0;
+    loop {
+        if let Some(guard) = attempt().await? {
+            return Ok(Some(guard));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let wait = backoff(tries, RETRY_BASE, RETRY_CAP).min(deadline - now);
+        tokio::time::sleep(wait).await;
+        tries += 1;
+    }
+}
+
+/// The Redis lock, shared by every replica.
+#[derive(Debug, Clone)]
+pub struct RedisLock {
+    pool: RedisPool,
+    acquire_script: Arc<Script>,
+    release_script: Arc<Script>,
+}
+
+/// KEYS[1] lock, KEYS[2] fence counter; ARGV[1] token, ARGV[2] ttl ms.
+/// Returns the new fence on acquisition, 0 when held by someone else.
+const ACQUIRE_LUA: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+";
+
+/// KEYS[1] lock; ARGV[1] token. Deletes only the holder's own lock.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+impl RedisLock {
+    pub fn new(pool: RedisPool) -> Self {
+        Self {
+            pool,
+            acquire_script: Arc::new(Script::new(ACQUIRE_LUA)),
+            release_script: Arc::new(Script::new(RELEASE_LUA)),
+        }
+    }
+
+    async fn try_acquire(&self, key: &str, ttl_ms: u64) -> Result<Option<LockGuard>, InfraError> {
+        let lock_key = self.pool.key(&format!("lock:{key}"));
+        let fence_key = self.pool.key(&format!("fence:{key}"));
+        let token = Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let mut conn = self.pool.connection().await?;
+        let fence: i64 = self
+            .acquire_script
+            .key(&lock_key)
+            .key(&fence_key)
+            .arg(&token)
+            .arg(ttl_ms)
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok((fence > 0).then(|| LockGuard {
+            key: key.to_owned(),
+            token,
+            fence,
+            // Counted from before the call: the holder never believes it holds longer than Redis does.
+            expires_at: started + Duration::from_millis(ttl_ms),
+        }))
+    }
+}
+
+#[async_trait]
+impl DistributedLock for RedisLock {
+    async fn acquire(
+        &self,
+        key: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<LockGuard>, InfraError> {
+        let ttl_ms = check_ttl(ttl)?;
+        retry_until(deadline, || self.try_acquire(key, ttl_ms)).await
+    }
+
+    async fn release(&self, guard: &LockGuard) -> Result<bool, InfraError> {
+        let mut conn = self.pool.connection().await?;
+        let deleted: i64 = self
+            .release_script
+            .key(self.pool.key(&format!("lock:{}", guard.key)))
+            .arg(&guard.token)
+            .invoke_async(&mut *conn)
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    token: String,
+    expires_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct LocalState {
+    held: HashMap<String, Held>,
+    fences: HashMap<String, i64>,
+}
+
+/// The in-process lock of the embedded (single-node) mode.
+#[derive(Debug, Default)]
+pub struct LocalLock {
+    state: Mutex<LocalState>,
+    released: Notify,
+}
+
+impl LocalLock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn try_acquire(&self, key: &str, ttl: Duration) -> Option<LockGuard> {
+        let now = Instant::now();
+        // A poisoned mutex only means another thread panicked mid-update of plain maps; the
+        // maps stay consistent, so keep going.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state
+            .held
+            .get(key)
+            .is_some_and(|held| held.expires_at > now)
+        {
+            return None;
+        }
+        let token = Uuid::new_v4().to_string();
+        let expires_at = now + ttl;
+        state.held.insert(
+            key.to_owned(),
+            Held {
+                token: token.clone(),
+                expires_at,
+            },
+        );
+        let fence = state.fences.entry(key.to_owned()).or_insert(0);
+        *fence += 1;
+        Some(LockGuard {
+            key: key.to_owned(),
+            token,
+            fence: *fence,
+            expires_at,
+        })
+    }
+}
+
+#[async_trait]
+impl DistributedLock for LocalLock {
+    async fn acquire(
+        &self,
+        key: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<LockGuard>, InfraError> {
+        check_ttl(ttl)?;
+        loop {
+            let released = self.released.notified();
+            if let Some(guard) = self.try_acquire(key, ttl) {
+                return Ok(Some(guard));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Woken by a release, or retry when the holder's TTL may have lapsed.
+            let _ = tokio::time::timeout(RETRY_CAP.min(deadline - now), released).await;
+        }
+    }
+
+    async fn release(&self, guard: &LockGuard) -> Result<bool, InfraError> {
+        let released = {
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ours = state
+                .held
+                .get(&guard.key)
+                .is_some_and(|held| held.token == guard.token && held.expires_at > Instant::now());
+            if ours {
+                state.held.remove(&guard.key);
+            }
+            ours
+        };
+        if released {
+            self.released.notify_waiters();
+        }
+        Ok(released)
+    }
+
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+}

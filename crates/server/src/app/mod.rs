@@ -1,0 +1,162 @@
+//! The application layer: use cases that combine domain rules, storage and infrastructure,
+//! one transaction each. Handlers in `grpc` call exactly one of these.
+
+mod templates;
+
+use std::sync::Arc;
+
+use marketing_domain::{MarketingError, RequestId, TenantId};
+use marketing_infra::{
+    cache::{Cache, LocalCache, RedisCache},
+    lock::{DistributedLock, LocalLock, RedisLock},
+    redis::RedisPool,
+};
+use marketing_storage::{
+    Backend, Database, DatabaseTransaction,
+    idempotency::{self, Claim, IdempotencyKey, Outcome},
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+pub use templates::{
+    AddStock, ArchiveTemplate, CreateTemplate, ListTemplates, SetTemplateEnabled, UpdateTemplate,
+};
+
+use crate::config::{Config, redact};
+
+/// Everything a use case needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub cache: Arc<dyn Cache>,
+    pub lock: Arc<dyn DistributedLock>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let url = config.effective_database_url();
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+                anyhow::anyhow!(
+                    "cannot create data directory {}: {err}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        let db = Database::connect(&url, config.db_max_connections)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!("cannot connect to the database {}: {err}", redact(&url))
+            })?;
+        db.migrate()
+            .await
+            .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))?;
+        let (cache, lock): (Arc<dyn Cache>, Arc<dyn DistributedLock>) = match &config.redis_url {
+            Some(redis_url) => {
+                let pool =
+                    RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
+                        .map_err(|err| anyhow::anyhow!("invalid Redis configuration: {err}"))?;
+                if let Err(err) = pool.ping().await {
+                    // Redis is never the source of truth: start anyway, degraded.
+                    tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
+                }
+                (
+                    Arc::new(RedisCache::new(pool.clone())),
+                    Arc::new(RedisLock::new(pool)),
+                )
+            }
+            None => (
+                Arc::new(LocalCache::new(config.local_cache_capacity)),
+                Arc::new(LocalLock::new()),
+            ),
+        };
+        match (db.backend(), config.redis_url.is_some()) {
+            (Backend::Sqlite, _) if config.database_url.is_none() && config.redis_url.is_none() => {
+                tracing::info!(database = %url, "embedded mode: SQLite file with in-process lock and cache; single-node, run exactly one replica");
+            }
+            (Backend::Sqlite, _) => {
+                tracing::info!(database = %url, "SQLite database: single-node, run exactly one replica");
+            }
+            (Backend::Postgres, false) => {
+                tracing::warn!(
+                    "PostgreSQL without Redis: in-process lock and cache, so this server must run as a single replica"
+                );
+            }
+            (Backend::Postgres, true) => {
+                tracing::info!("PostgreSQL with Redis: ready for several replicas");
+            }
+        }
+        Ok(Self {
+            db,
+            cache,
+            lock,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The idempotency key of a mutation: its operation, and a digest of the request without its
+/// request id (set `request_id` empty in `request_without_id`).
+pub fn idempotency_key<M: Message>(
+    tenant_id: &TenantId,
+    request_id: RequestId,
+    operation: &'static str,
+    request_without_id: &M,
+) -> IdempotencyKey {
+    let fingerprint = Sha256::digest(request_without_id.encode_to_vec()).to_vec();
+    IdempotencyKey {
+        tenant_id: tenant_id.clone(),
+        request_id,
+        operation,
+        fingerprint,
+    }
+}
+
+/// A write transaction that owns its request id, or the first response of that request.
+pub enum Begun<R> {
+    Fresh(DatabaseTransaction),
+    Replay(R),
+}
+
+impl AppState {
+    /// Opens the transaction of a mutation and claims its request id in it.
+    pub async fn begin_idempotent<R: Message + Default>(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Begun<R>, MarketingError> {
+        let txn = self.db.begin_write().await?;
+        match idempotency::claim(&txn, key).await? {
+            Claim::Fresh => Ok(Begun::Fresh(txn)),
+            Claim::Replay(outcome) => {
+                // Nothing was written; dropping the transaction rolls it back.
+                drop(txn);
+                if outcome.status_code != 0 {
+                    return Err(MarketingError::internal(format!(
+                        "replaying stored error outcomes is not supported (status {})",
+                        outcome.status_code
+                    )));
+                }
+                R::decode(outcome.response.as_slice())
+                    .map(Begun::Replay)
+                    .map_err(MarketingError::internal)
+            }
+        }
+    }
+
+    /// Records `response` as the outcome of the request and commits.
+    pub async fn commit_idempotent<R: Message>(
+        &self,
+        txn: DatabaseTransaction,
+        key: &IdempotencyKey,
+        response: &R,
+    ) -> Result<(), MarketingError> {
+        let outcome = Outcome {
+            status_code: 0,
+            response: response.encode_to_vec(),
+        };
+        idempotency::complete(&txn, key, outcome).await?;
+        txn.commit().await.map_err(marketing_storage::db_error)
+    }
+}

@@ -1,0 +1,283 @@
+//! Coupon-template use cases. Mutations run in one transaction that also records their
+//! idempotency outcome; reads go through the template cache.
+
+use marketing_domain::{
+    MarketingError, TemplateId, TenantId, UnixMicros,
+    coupon_template::{CouponTemplate, TemplateDraft, TemplateField, TemplateTerms},
+    error::FieldViolation,
+};
+use marketing_infra::cache::Versioned;
+use marketing_proto::v1 as pb;
+use marketing_storage::{
+    idempotency::IdempotencyKey,
+    templates::{self, TemplateFilter},
+};
+use prost::Message;
+
+use super::{AppState, Begun};
+use crate::grpc::convert::template_to_proto;
+
+pub struct CreateTemplate {
+    pub key: IdempotencyKey,
+    pub terms: TemplateTerms,
+    pub total_stock: i64,
+}
+
+pub struct ListTemplates {
+    pub tenant_id: TenantId,
+    pub filter: TemplateFilter,
+    pub after: Option<TemplateId>,
+    pub page_size: u64,
+}
+
+pub struct UpdateTemplate {
+    pub key: IdempotencyKey,
+    pub id: TemplateId,
+    pub expected_version: i64,
+    /// The client's template; only `fields` of it are taken.
+    pub incoming: TemplateDraft,
+    pub fields: Vec<TemplateField>,
+}
+
+pub struct SetTemplateEnabled {
+    pub key: IdempotencyKey,
+    pub id: TemplateId,
+    pub enabled: bool,
+    pub expected_version: Option<i64>,
+}
+
+pub struct AddStock {
+    pub key: IdempotencyKey,
+    pub id: TemplateId,
+    pub amount: i64,
+}
+
+pub struct ArchiveTemplate {
+    pub key: IdempotencyKey,
+    pub id: TemplateId,
+    pub expected_version: Option<i64>,
+}
+
+fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
+    format!("tpl:{tenant_id}:{id}")
+}
+
+impl AppState {
+    pub async fn create_template(
+        &self,
+        cmd: CreateTemplate,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(template) => return Ok(template),
+            Begun::Fresh(txn) => txn,
+        };
+        let now = UnixMicros::now();
+        let template = CouponTemplate {
+            id: TemplateId::new(),
+            tenant_id: cmd.key.tenant_id.clone(),
+            terms: cmd.terms,
+            total_stock: cmd.total_stock,
+            remaining_stock: cmd.total_stock,
+            claimed_count: 0,
+            used_count: 0,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            archived_at: None,
+        };
+        templates::insert(&txn, &template).await?;
+        let response = template_to_proto(&template);
+        self.commit_idempotent(txn, &cmd.key, &response).await?;
+        self.cache_template(&template, &response).await;
+        tracing::info!(template_id = %template.id, "coupon template created");
+        Ok(response)
+    }
+
+    pub async fn get_template(
+        &self,
+        tenant_id: &TenantId,
+        id: TemplateId,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let key = cache_key(tenant_id, id);
+        match self.cache.get(&key).await {
+            Ok(Some(entry)) => match pb::CouponTemplate::decode(entry.value.as_slice()) {
+                Ok(template) => return Ok(template),
+                Err(err) => {
+                    tracing::warn!(error = %err, cache_key = %key, "undecodable cache entry")
+                }
+            },
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "template cache unavailable; reading the database")
+            }
+        }
+        let template = templates::get(self.db.conn(), tenant_id, id).await?;
+        let response = template_to_proto(&template);
+        self.cache_template(&template, &response).await;
+        Ok(response)
+    }
+
+    /// One page, and the last template of it when another page may follow.
+    pub async fn list_templates(
+        &self,
+        query: ListTemplates,
+    ) -> Result<(Vec<pb::CouponTemplate>, Option<TemplateId>), MarketingError> {
+        // One more than asked tells whether there is a next page.
+        let mut page = templates::list(
+            self.db.conn(),
+            &query.tenant_id,
+            &query.filter,
+            query.after,
+            query.page_size + 1,
+        )
+        .await?;
+        let has_more = page.len() as u64 > query.page_size;
+        page.truncate(query.page_size as usize);
+        let next = has_more.then(|| page.last().map(|t| t.id)).flatten();
+        Ok((page.iter().map(template_to_proto).collect(), next))
+    }
+
+    pub async fn update_template(
+        &self,
+        cmd: UpdateTemplate,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(template) => return Ok(template),
+            Begun::Fresh(txn) => txn,
+        };
+        let tenant_id = &cmd.key.tenant_id;
+        let current = templates::get(&txn, tenant_id, cmd.id).await?;
+        if current.archived_at.is_some() {
+            return Err(MarketingError::TemplateArchived);
+        }
+        if current.version != cmd.expected_version {
+            return Err(MarketingError::VersionMismatch {
+                expected: cmd.expected_version,
+                current: current.version,
+            });
+        }
+        let mut draft = current.terms.to_draft();
+        draft.overwrite(cmd.incoming, &cmd.fields);
+        let terms = TemplateTerms::parse(draft).map_err(|violations| {
+            violations
+                .into_iter()
+                .map(|v| v.under("coupon_template"))
+                .collect::<Vec<FieldViolation>>()
+        })?;
+        let updated = templates::update_terms(
+            &txn,
+            tenant_id,
+            cmd.id,
+            cmd.expected_version,
+            &terms,
+            UnixMicros::now(),
+        )
+        .await?;
+        self.finish_change(txn, &cmd.key, updated).await
+    }
+
+    pub async fn set_template_enabled(
+        &self,
+        cmd: SetTemplateEnabled,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(template) => return Ok(template),
+            Begun::Fresh(txn) => txn,
+        };
+        let updated = templates::set_enabled(
+            &txn,
+            &cmd.key.tenant_id,
+            cmd.id,
+            cmd.enabled,
+            cmd.expected_version,
+            UnixMicros::now(),
+        )
+        .await?;
+        self.finish_change(txn, &cmd.key, updated).await
+    }
+
+    pub async fn add_stock(&self, cmd: AddStock) -> Result<pb::CouponTemplate, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(template) => return Ok(template),
+            Begun::Fresh(txn) => txn,
+        };
+        let updated = templates::add_stock(
+            &txn,
+            &cmd.key.tenant_id,
+            cmd.id,
+            cmd.amount,
+            UnixMicros::now(),
+        )
+        .await?;
+        self.finish_change(txn, &cmd.key, updated).await
+    }
+
+    pub async fn archive_template(
+        &self,
+        cmd: ArchiveTemplate,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(template) => return Ok(template),
+            Begun::Fresh(txn) => txn,
+        };
+        let updated = templates::archive(
+            &txn,
+            &cmd.key.tenant_id,
+            cmd.id,
+            cmd.expected_version,
+            UnixMicros::now(),
+        )
+        .await?;
+        self.finish_change(txn, &cmd.key, updated).await
+    }
+
+    /// Records the changed template as the request's outcome, commits, refreshes the cache.
+    async fn finish_change(
+        &self,
+        txn: marketing_storage::DatabaseTransaction,
+        key: &IdempotencyKey,
+        updated: CouponTemplate,
+    ) -> Result<pb::CouponTemplate, MarketingError> {
+        let response = template_to_proto(&updated);
+        self.commit_idempotent(txn, key, &response).await?;
+        self.cache_template(&updated, &response).await;
+        tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");
+        Ok(response)
+    }
+
+    /// Writes the template through to the cache. The cache keeps the highest version, so a
+    /// slow reader cannot put an older copy back. If the write fails, the entry is evicted so
+    /// no older copy outlives the change; if that fails too, the TTL bounds the staleness.
+    async fn cache_template(&self, template: &CouponTemplate, response: &pb::CouponTemplate) {
+        let key = cache_key(&template.tenant_id, template.id);
+        let entry = Versioned {
+            version: template.version,
+            value: response.encode_to_vec(),
+        };
+        if let Err(err) = self
+            .cache
+            .put(&key, entry, self.config.template_cache_ttl)
+            .await
+        {
+            tracing::warn!(error = %err, cache_key = %key, "caching template failed");
+            if let Err(err) = self.cache.evict(&key).await {
+                tracing::warn!(error = %err, cache_key = %key, "evicting template failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Configuration, layered: built-in defaults, then an optional TOML file (`MARKETING_CONFIG`),
+//! then environment variables. Validated once at start-up; secrets (URLs with passwords) are
+//! never logged.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        problem: problem.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// `postgres://...` or `sqlite://...`; when unset, a SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// Directory of the embedded SQLite database.
+    pub data_dir: PathBuf,
+    pub db_max_connections: u32,
+    /// When unset, the in-process lock and cache are used (single replica only).
+    pub redis_url: Option<String>,
+    pub redis_pool_size: usize,
+    /// Namespaces every Redis key of this deployment.
+    pub redis_key_prefix: String,
+    pub template_cache_ttl: Duration,
+    /// Bound of the in-process cache, in entries.
+    pub local_cache_capacity: u64,
+    /// After health turns NOT_SERVING on shutdown, how long to keep accepting calls so load
+    /// balancers notice before the listener closes.
+    pub shutdown_drain_delay: Duration,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("database", &self.database_url.as_deref().map(redact))
+            .field("data_dir", &self.data_dir)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("redis", &self.redis_url.as_deref().map(redact))
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("template_cache_ttl", &self.template_cache_ttl)
+            .field("local_cache_capacity", &self.local_cache_capacity)
+            .field("shutdown_drain_delay", &self.shutdown_drain_delay)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/db` -> `scheme://***@host/db`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: None,
+            data_dir: PathBuf::from("data"),
+            db_max_connections: 16,
+            redis_url: None,
+            redis_pool_size: 32,
+            redis_key_prefix: "marketing:".to_owned(),
+            template_cache_ttl: Duration::from_secs(600),
+            local_cache_capacity: 100_000,
+            shutdown_drain_delay: Duration::ZERO,
+            log_format: LogFormat::Plain,
+        }
+    }
+}
+
+/// The file layer: every key optional, names as in the environment without `MARKETING_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLayer {
+    grpc_addr: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    db_max_connections: Option<u32>,
+    redis_url: Option<String>,
+    redis_pool_size: Option<usize>,
+    redis_key_prefix: Option<String>,
+    template_cache_ttl_secs: Option<u64>,
+    local_cache_capacity: Option<u64>,
+    shutdown_drain_delay_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads from the process environment (and the file it names).
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_sources(|name| std::env::var(name).ok())
+    }
+
+    /// Loads from `env` (a lookup of environment variables) and the file it names.
+    pub fn from_sources(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let file = match env("MARKETING_CONFIG") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+            }
+            None => FileLayer::default(),
+        };
+        let mut config = Self::default();
+        config.apply_file(file)?;
+        config.apply_env(&env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, file: FileLayer) -> Result<(), ConfigError> {
+        if let Some(addr) = file.grpc_addr {
+            self.grpc_addr = parse_addr("grpc_addr", &addr)?;
+        }
+        if file.database_url.is_some() {
+            self.database_url = file.database_url;
+        }
+        if let Some(dir) = file.data_dir {
+            self.data_dir = dir;
+        }
+        if let Some(n) = file.db_max_connections {
+            self.db_max_connections = n;
+        }
+        if file.redis_url.is_some() {
+            self.redis_url = file.redis_url;
+        }
+        if let Some(n) = file.redis_pool_size {
+            self.redis_pool_size = n;
+        }
+        if let Some(prefix) = file.redis_key_prefix {
+            self.redis_key_prefix = prefix;
+        }
+        if let Some(secs) = file.template_cache_ttl_secs {
+            self.template_cache_ttl = Duration::from_secs(secs);
+        }
+        if let Some(n) = file.local_cache_capacity {
+            self.local_cache_capacity = n;
+        }
+        if let Some(ms) = file.shutdown_drain_delay_ms {
+            self.shutdown_drain_delay = Duration::from_millis(ms);
+        }
+        if let Some(format) = file.log_format {
+            self.log_format = format;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        // The unprefixed names are the conventional ones; the prefixed ones win.
+        let var = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|name| env(name).filter(|v| !v.is_empty()))
+        };
+        if let Some(addr) = var(&["MARKETING_GRPC_ADDR"]) {
+            self.grpc_addr = parse_addr("MARKETING_GRPC_ADDR", &addr)?;
+        }
+        if let Some(url) = var(&["MARKETING_DATABASE_URL", "DATABASE_URL"]) {
+            self.database_url = Some(url);
+        }
+        if let Some(dir) = var(&["MARKETING_DATA_DIR"]) {
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(n) = var(&["MARKETING_DB_MAX_CONNECTIONS"]) {
+            self.db_max_connections = parse_number("MARKETING_DB_MAX_CONNECTIONS", &n)?;
+        }
+        if let Some(url) = var(&["MARKETING_REDIS_URL", "REDIS_URL"]) {
+            self.redis_url = Some(url);
+        }
+        if let Some(n) = var(&["MARKETING_REDIS_POOL_SIZE"]) {
+            self.redis_pool_size = parse_number("MARKETING_REDIS_POOL_SIZE", &n)?;
+        }
+        if let Some(prefix) = var(&["MARKETING_REDIS_KEY_PREFIX"]) {
+            self.redis_key_prefix = prefix;
+        }
+        if let Some(secs) = var(&["MARKETING_TEMPLATE_CACHE_TTL_SECS"]) {
+            self.template_cache_ttl =
+                Duration::from_secs(parse_number("MARKETING_TEMPLATE_CACHE_TTL_SECS", &secs)?);
+        }
+        if let Some(n) = var(&["MARKETING_LOCAL_CACHE_CAPACITY"]) {
+            self.local_cache_capacity = parse_number("MARKETING_LOCAL_CACHE_CAPACITY", &n)?;
+        }
+        if let Some(ms) = var(&["MARKETING_SHUTDOWN_DRAIN_DELAY_MS"]) {
+            self.shutdown_drain_delay =
+                Duration::from_millis(parse_number("MARKETING_SHUTDOWN_DRAIN_DELAY_MS", &ms)?);
+        }
+        if let Some(format) = var(&["MARKETING_LOG_FORMAT"]) {
+            self.log_format = match format.as_str() {
+                "plain" => LogFormat::Plain,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "MARKETING_LOG_FORMAT",
+                        format!("{other:?} is not plain or json"),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err(invalid(
+                "MARKETING_DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "MARKETING_REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid(
+                "MARKETING_DB_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        if self.redis_pool_size == 0 {
+            return Err(invalid("MARKETING_REDIS_POOL_SIZE", "must be at least 1"));
+        }
+        if self.template_cache_ttl.is_zero() {
+            return Err(invalid(
+                "MARKETING_TEMPLATE_CACHE_TTL_SECS",
+                "must be at least 1",
+            ));
+        }
+        if self.local_cache_capacity == 0 {
+            return Err(invalid(
+                "MARKETING_LOCAL_CACHE_CAPACITY",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("marketing.sqlite").display()
+            )
+        })
+    }
+}
+
+fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            name,
+            format!("{value:?} is not a socket address like 127.0.0.1:50051"),
+        )
+    })
+}
+
+fn parse_number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            name,
+            format!("{value:?} is not a non-negative whole number"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_sources(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let config = load(&[]).expect("defaults are valid");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert!(
+            config
+                .effective_database_url()
+                .starts_with("sqlite://data/marketing.sqlite")
+        );
+        assert!(config.redis_url.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("marketing-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("marketing.toml");
+        std::fs::write(
+            &file,
+            "grpc_addr = \"0.0.0.0:6000\"\nredis_pool_size = 7\nlog_format = \"json\"\n",
+        )
+        .expect("write config");
+        let config = load(&[
+            ("MARKETING_CONFIG", file.to_str().expect("utf-8 path")),
+            ("MARKETING_GRPC_ADDR", "127.0.0.1:7000"),
+            ("DATABASE_URL", "postgres://u:secret@db/marketing"),
+        ])
+        .expect("valid");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.redis_pool_size, 7);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (vars, name) in [
+            (vec![("MARKETING_GRPC_ADDR", "nope")], "MARKETING_GRPC_ADDR"),
+            (
+                vec![("DATABASE_URL", "mysql://x")],
+                "MARKETING_DATABASE_URL",
+            ),
+            (vec![("REDIS_URL", "http://x")], "MARKETING_REDIS_URL"),
+            (
+                vec![("MARKETING_DB_MAX_CONNECTIONS", "0")],
+                "MARKETING_DB_MAX_CONNECTIONS",
+            ),
+            (
+                vec![("MARKETING_LOG_FORMAT", "xml")],
+                "MARKETING_LOG_FORMAT",
+            ),
+        ] {
+            let err = load(&vars).expect_err("invalid config");
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+        let missing = load(&[("MARKETING_CONFIG", "/nonexistent/marketing.toml")]);
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:pw@host:5432/db"),
+            "postgres://***@host:5432/db"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,247 @@
+//! Conversions between protobuf messages and domain types, and opaque page tokens.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use marketing_domain::{
+    FieldViolation, UnixMicros,
+    coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
+    error::Violations,
+};
+use marketing_proto::v1 as pb;
+use prost_types::Timestamp;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub fn timestamp(at: UnixMicros) -> Timestamp {
+    let (seconds, nanos) = at.to_parts();
+    Timestamp { seconds, nanos }
+}
+
+/// An optional timestamp field; out-of-range values are a violation of `field`.
+pub fn micros(
+    field: &str,
+    value: Option<&Timestamp>,
+) -> Result<Option<UnixMicros>, FieldViolation> {
+    value
+        .map(|ts| {
+            UnixMicros::from_parts(ts.seconds, ts.nanos)
+                .ok_or_else(|| FieldViolation::new(field, "is not a valid timestamp"))
+        })
+        .transpose()
+}
+
+pub fn discount_type_to_proto(discount_type: DiscountType) -> pb::DiscountType {
+    match discount_type {
+        DiscountType::FixedAmount => pb::DiscountType::FixedAmount,
+        DiscountType::PercentOff => pb::DiscountType::PercentOff,
+    }
+}
+
+/// `UNSPECIFIED` means no filter.
+pub fn discount_type_filter(
+    field: &str,
+    value: i32,
+) -> Result<Option<DiscountType>, FieldViolation> {
+    match pb::DiscountType::try_from(value) {
+        Ok(pb::DiscountType::Unspecified) => Ok(None),
+        Ok(pb::DiscountType::FixedAmount) => Ok(Some(DiscountType::FixedAmount)),
+        Ok(pb::DiscountType::PercentOff) => Ok(Some(DiscountType::PercentOff)),
+        Err(_) => Err(FieldViolation::new(
+            field,
+            format!("unknown discount type {value}"),
+        )),
+    }
+}
+
+pub fn template_to_proto(template: &CouponTemplate) -> pb::CouponTemplate {
+    let terms = &template.terms;
+    pb::CouponTemplate {
+        id: template.id.to_string(),
+        tenant_id: template.tenant_id.to_string(),
+        name: terms.name.clone(),
+        description: terms.description.clone(),
+        discount: Some(match terms.discount {
+            Discount::FixedAmount { amount } => {
+                pb::coupon_template::Discount::FixedAmount(pb::FixedAmountDiscount { amount })
+            }
+            Discount::PercentOff {
+                basis_points,
+                max_discount_amount,
+            } => pb::coupon_template::Discount::PercentOff(pb::PercentOffDiscount {
+                basis_points,
+                max_discount_amount,
+            }),
+        }),
+        currency: terms.currency.as_str().to_owned(),
+        min_spend_amount: terms.min_spend_amount,
+        total_stock: template.total_stock,
+        remaining_stock: template.remaining_stock,
+        claimed_count: template.claimed_count,
+        used_count: template.used_count,
+        per_member_limit: terms.per_member_limit,
+        distribution_start_time: Some(timestamp(terms.distribution_start)),
+        distribution_end_time: Some(timestamp(terms.distribution_end)),
+        validity: Some(match terms.validity {
+            Validity::FixedWindow {
+                valid_from,
+                valid_until,
+            } => pb::coupon_template::Validity::FixedWindow(pb::FixedValidityWindow {
+                valid_from: Some(timestamp(valid_from)),
+                valid_until: Some(timestamp(valid_until)),
+            }),
+            Validity::Relative { valid_days } => {
+                pb::coupon_template::Validity::Relative(pb::RelativeValidity { valid_days })
+            }
+        }),
+        enabled: terms.enabled,
+        version: template.version,
+        create_time: Some(timestamp(template.created_at)),
+        update_time: Some(timestamp(template.updated_at)),
+        discount_type: discount_type_to_proto(terms.discount.discount_type()).into(),
+        archived: template.archived_at.is_some(),
+        archive_time: template.archived_at.map(timestamp),
+    }
+}
+
+/// The terms a client sent, unchecked; field names relative to the template message.
+/// Only malformed timestamps are violations here; the domain checks the rest.
+pub fn draft_from_proto(
+    template: &pb::CouponTemplate,
+    violations: &mut Violations,
+) -> TemplateDraft {
+    let discount = template.discount.as_ref().map(|discount| match discount {
+        pb::coupon_template::Discount::FixedAmount(fixed) => Discount::FixedAmount {
+            amount: fixed.amount,
+        },
+        pb::coupon_template::Discount::PercentOff(percent) => Discount::PercentOff {
+            basis_points: percent.basis_points,
+            max_discount_amount: percent.max_discount_amount,
+        },
+    });
+    let validity = match &template.validity {
+        None => None,
+        Some(pb::coupon_template::Validity::FixedWindow(window)) => {
+            let from = violations.check(micros(
+                "fixed_window.valid_from",
+                window.valid_from.as_ref(),
+            ));
+            let until = violations.check(micros(
+                "fixed_window.valid_until",
+                window.valid_until.as_ref(),
+            ));
+            match (from, until) {
+                (Some(Some(valid_from)), Some(Some(valid_until))) => Some(Validity::FixedWindow {
+                    valid_from,
+                    valid_until,
+                }),
+                (Some(from), Some(until)) => {
+                    if from.is_none() {
+                        violations.push("fixed_window.valid_from", "is required");
+                    }
+                    if until.is_none() {
+                        violations.push("fixed_window.valid_until", "is required");
+                    }
+                    None
+                }
+                _ => None,
+            }
+        }
+        Some(pb::coupon_template::Validity::Relative(relative)) => Some(Validity::Relative {
+            valid_days: relative.valid_days,
+        }),
+    };
+    TemplateDraft {
+        name: template.name.clone(),
+        description: template.description.clone(),
+        discount,
+        currency: template.currency.clone(),
+        min_spend_amount: template.min_spend_amount,
+        per_member_limit: template.per_member_limit,
+        distribution_start: violations
+            .check(micros(
+                "distribution_start_time",
+                template.distribution_start_time.as_ref(),
+            ))
+            .flatten(),
+        distribution_end: violations
+            .check(micros(
+                "distribution_end_time",
+                template.distribution_end_time.as_ref(),
+            ))
+            .flatten(),
+        validity,
+        enabled: template.enabled,
+    }
+}
+
+const PAGE_TOKEN_VERSION: u8 = 1;
+
+/// An opaque page token: the last id of the page, bound to the query it came from (a digest
+/// of its tenant and filters), so it cannot be replayed against other filters.
+pub fn encode_page_token(last_id: Uuid, query: &str) -> String {
+    let mut bytes = Vec::with_capacity(25);
+    bytes.push(PAGE_TOKEN_VERSION);
+    bytes.extend_from_slice(last_id.as_bytes());
+    bytes.extend_from_slice(&Sha256::digest(query.as_bytes())[..8]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The last id of the previous page; an empty token is the first page.
+pub fn decode_page_token(
+    field: &str,
+    token: &str,
+    query: &str,
+) -> Result<Option<Uuid>, FieldViolation> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || FieldViolation::new(field, "is not a page token of this query");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let [PAGE_TOKEN_VERSION, rest @ ..] = bytes.as_slice() else {
+        return Err(invalid());
+    };
+    let (id, digest) = rest.split_at_checked(16).ok_or_else(invalid)?;
+    if digest != &Sha256::digest(query.as_bytes())[..8] {
+        return Err(invalid());
+    }
+    Uuid::from_slice(id).map(Some).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_are_bound_to_their_query() {
+        let id = Uuid::now_v7();
+        let token = encode_page_token(id, "tenant=a;enabled=true");
+        assert_eq!(
+            decode_page_token("page_token", &token, "tenant=a;enabled=true"),
+            Ok(Some(id))
+        );
+        assert!(decode_page_token("page_token", &token, "tenant=b;enabled=true").is_err());
+        assert!(decode_page_token("page_token", "garbage!", "q").is_err());
+        assert!(decode_page_token("page_token", &token[..10], "q").is_err());
+        assert_eq!(decode_page_token("page_token", "", "q"), Ok(None));
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let ts = Timestamp {
+            seconds: 1_763_788_800,
+            nanos: 123_456_000,
+        };
+        let at = micros("t", Some(&ts)).expect("valid").expect("present");
+        assert_eq!(timestamp(at), ts);
+        assert!(
+            micros(
+                "t",
+                Some(&Timestamp {
+                    seconds: 0,
+                    nanos: -5
+                })
+            )
+            .is_err()
+        );
+        assert_eq!(micros("t", None), Ok(None));
+    }
+}

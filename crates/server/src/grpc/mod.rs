@@ -1,0 +1,8 @@
+//! The tonic adapters: thin handlers over the use cases in `app`.
+
+pub mod convert;
+mod coupon_templates;
+mod pending;
+
+pub use coupon_templates::CouponTemplates;
+pub use pending::{PendingPoints, PendingUserCoupons};

@@ -1,0 +1,13 @@
+//! The marketing gRPC server: configuration, telemetry, the tonic adapters and the use cases
+//! behind them. `run` starts it the same way for the binary and for the tests.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod grpc;
+mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{Server, run};

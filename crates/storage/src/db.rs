@@ -1,0 +1,144 @@
+//! Connecting, migrating, write transactions, and the one place database errors are classified.
+
+use std::time::Duration;
+
+use marketing_domain::MarketingError;
+use marketing_migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool to the database, PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub struct Database {
+    conn: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects to `url` (`postgres://...` or `sqlite://path?mode=rwc`) with a pool of at most
+    /// `max_connections`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false)
+            // WAL lets readers proceed while one writer commits; FULL keeps every commit
+            // durable; the busy timeout makes writers queue instead of failing.
+            .map_sqlx_sqlite_opts(|sqlite| {
+                sqlite
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let conn = sea_orm::Database::connect(options).await?;
+        let backend = match conn.get_database_backend() {
+            DbBackend::Postgres => Backend::Postgres,
+            DbBackend::Sqlite => Backend::Sqlite,
+            other => {
+                return Err(DbErr::Custom(format!(
+                    "unsupported database backend {other:?}: use postgres:// or sqlite://"
+                )));
+            }
+        };
+        Ok(Self { conn, backend })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.conn, None).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for reads.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
+    /// when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, MarketingError> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend == Backend::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.conn
+            .begin_with_options(options)
+            .await
+            .map_err(db_error)
+    }
+
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.conn.close().await
+    }
+}
+
+/// What a database error means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A UNIQUE or PRIMARY KEY constraint refused the write.
+    UniqueViolation,
+    /// A CHECK constraint refused the write: an invariant the application should have kept.
+    CheckViolation,
+    /// A serialization failure, deadlock or busy database: the transaction may be retried.
+    Retryable,
+    /// The database cannot be reached or the pool is exhausted.
+    Unavailable,
+    Other,
+}
+
+/// Classifies a database error by SQLSTATE (PostgreSQL) or extended result code (SQLite).
+pub fn classify(err: &DbErr) -> DbFailure {
+    let sqlx_err = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return DbFailure::Unavailable,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return DbFailure::Other,
+    };
+    let Some(db_err) = sqlx_err.as_database_error() else {
+        return match &**sqlx_err {
+            sea_orm::sqlx::Error::Io(_)
+            | sea_orm::sqlx::Error::PoolTimedOut
+            | sea_orm::sqlx::Error::PoolClosed => DbFailure::Unavailable,
+            _ => DbFailure::Other,
+        };
+    };
+    match db_err.code().as_deref() {
+        // PostgreSQL SQLSTATEs; SQLite extended codes 2067 (UNIQUE) and 1555 (PRIMARY KEY).
+        Some("23505" | "2067" | "1555") => DbFailure::UniqueViolation,
+        // PostgreSQL 23514; SQLite 275 (SQLITE_CONSTRAINT_CHECK).
+        Some("23514" | "275") => DbFailure::CheckViolation,
+        // PostgreSQL serialization failure and deadlock; SQLite BUSY (5, 517) and LOCKED (6).
+        Some("40001" | "40P01" | "5" | "517" | "6") => DbFailure::Retryable,
+        // PostgreSQL: cannot connect now, too many connections, admin shutdown.
+        Some("57P03" | "53300" | "57P01") => DbFailure::Unavailable,
+        _ => DbFailure::Other,
+    }
+}
+
+/// Turns a database error into the domain error clients see: unavailability is retryable,
+/// anything else is internal (the cause is kept for the log).
+pub fn db_error(err: DbErr) -> MarketingError {
+    match classify(&err) {
+        DbFailure::Unavailable | DbFailure::Retryable => MarketingError::Unavailable(err.into()),
+        DbFailure::UniqueViolation | DbFailure::CheckViolation | DbFailure::Other => {
+            MarketingError::Internal(err.into())
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! SeaORM entities, one per table of `migrations/`. Times are `*_at` microseconds since the
+//! epoch; enum columns hold the codes defined in `marketing-domain`.
+
+pub mod coupon_template;
+pub mod idempotency_record;
+pub mod points_account;
+pub mod points_allocation;
+pub mod points_daily_earning;
+pub mod points_hold;
+pub mod points_lot;
+pub mod points_rule;
+pub mod points_transaction;
+pub mod user_coupon;

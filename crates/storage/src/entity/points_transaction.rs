@@ -1,0 +1,28 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "points_transactions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub account_id: Uuid,
+    pub member_id: String,
+    pub tx_type: i16,
+    pub amount: i64,
+    pub available_after: i64,
+    pub frozen_after: i64,
+    pub biz_type: Option<String>,
+    pub biz_id: Option<String>,
+    pub request_id: Option<String>,
+    pub hold_id: Option<Uuid>,
+    pub related_transaction_id: Option<Uuid>,
+    pub description: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

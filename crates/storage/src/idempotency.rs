@@ -1,0 +1,115 @@
+//! Idempotency records (AIP-155): the first outcome of every mutation, by (tenant, request id).
+//!
+//! A mutation claims its request id as the first write of its transaction. A concurrent
+//! duplicate blocks on that row until the first commits, then sees the record and replays it;
+//! if the first rolls back, the duplicate proceeds as the first. So the record and the change it
+//! describes commit together, or not at all.
+
+use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict,
+};
+
+use crate::{db::db_error, entity::idempotency_record as record};
+
+/// Marks a record whose transaction has not committed; never visible to other transactions.
+const PENDING: i32 = -1;
+
+/// Who asks, for which operation, with which parameters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub tenant_id: TenantId,
+    pub request_id: RequestId,
+    pub operation: &'static str,
+    /// A digest of the request's parameters (without the request id).
+    pub fingerprint: Vec<u8>,
+}
+
+/// The first outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status_code: i32,
+    pub response: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This transaction owns the request id: do the work, then [`complete`].
+    Fresh,
+    /// The request was done before: return this outcome.
+    Replay(Outcome),
+}
+
+/// Claims the request id inside `txn`. A record of another operation or other parameters is
+/// `RequestIdReused`.
+pub async fn claim(
+    txn: &impl ConnectionTrait,
+    key: &IdempotencyKey,
+) -> Result<Claim, MarketingError> {
+    let row = record::ActiveModel {
+        tenant_id: Set(key.tenant_id.as_str().to_owned()),
+        request_id: Set(key.request_id.as_str().to_owned()),
+        operation: Set(key.operation.to_owned()),
+        fingerprint: Set(key.fingerprint.clone()),
+        status_code: Set(PENDING),
+        response: Set(Vec::new()),
+        created_at: Set(UnixMicros::now().0),
+    };
+    let inserted = record::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([record::Column::TenantId, record::Column::RequestId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_error)?;
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let existing = record::Entity::find()
+        .filter(record::Column::TenantId.eq(key.tenant_id.as_str()))
+        .filter(record::Column::RequestId.eq(key.request_id.as_str()))
+        .one(txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            MarketingError::internal("idempotency record vanished after a conflicting insert")
+        })?;
+    if existing.operation != key.operation || existing.fingerprint != key.fingerprint {
+        return Err(MarketingError::RequestIdReused);
+    }
+    if existing.status_code == PENDING {
+        return Err(MarketingError::internal(
+            "idempotency record committed while pending",
+        ));
+    }
+    Ok(Claim::Replay(Outcome {
+        status_code: existing.status_code,
+        response: existing.response,
+    }))
+}
+
+/// Records the outcome of a claimed request, in the same transaction as its change.
+pub async fn complete(
+    txn: &impl ConnectionTrait,
+    key: &IdempotencyKey,
+    outcome: Outcome,
+) -> Result<(), MarketingError> {
+    let updated = record::Entity::update_many()
+        .col_expr(record::Column::StatusCode, outcome.status_code.into())
+        .col_expr(record::Column::Response, outcome.response.into())
+        .filter(record::Column::TenantId.eq(key.tenant_id.as_str()))
+        .filter(record::Column::RequestId.eq(key.request_id.as_str()))
+        .filter(record::Column::StatusCode.eq(PENDING))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(MarketingError::internal(
+            "completing an idempotency record this transaction did not claim",
+        ))
+    }
+}

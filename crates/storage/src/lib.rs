@@ -1,0 +1,12 @@
+//! Storage of the marketing service on PostgreSQL or SQLite through SeaORM: connecting and
+//! migrating, one classification of database errors, and tenant-scoped repositories whose
+//! functions take any `ConnectionTrait`, so they run on the pool or inside a transaction.
+#![forbid(unsafe_code)]
+
+mod db;
+pub mod entity;
+pub mod idempotency;
+pub mod templates;
+
+pub use db::{Backend, Database, DbFailure, classify, db_error};
+pub use sea_orm::{ConnectionTrait, DatabaseTransaction};

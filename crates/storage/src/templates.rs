@@ -1,0 +1,328 @@
+//! Coupon templates. Every query is scoped by tenant; every change is a conditional update
+//! that checks what the caller assumed (version, not archived, stock bounds) in its WHERE
+//! clause, so concurrent writers cannot interleave between a read and a write.
+
+use marketing_domain::{
+    MarketingError, TemplateId, TenantId, UnixMicros,
+    coupon_template::{
+        CouponTemplate, Currency, Discount, DiscountType, MAX_TOTAL_STOCK, TemplateTerms, Validity,
+    },
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
+};
+
+use crate::{db::db_error, entity::coupon_template as tpl};
+
+/// Filters of a template list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateFilter {
+    pub enabled: Option<bool>,
+    pub discount_type: Option<DiscountType>,
+    /// Only templates that accept claims at this time.
+    pub claimable_at: Option<UnixMicros>,
+    pub show_archived: bool,
+}
+
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    template: &CouponTemplate,
+) -> Result<(), MarketingError> {
+    let mut row = tpl::ActiveModel {
+        id: Set(template.id.0),
+        tenant_id: Set(template.tenant_id.as_str().to_owned()),
+        total_stock: Set(template.total_stock),
+        remaining_stock: Set(template.remaining_stock),
+        claimed_count: Set(template.claimed_count),
+        used_count: Set(template.used_count),
+        archived_at: Set(template.archived_at.map(|t| t.0)),
+        version: Set(template.version),
+        fence_token: Set(0),
+        created_at: Set(template.created_at.0),
+        updated_at: Set(template.updated_at.0),
+        ..Default::default()
+    };
+    set_terms(&mut row, &template.terms);
+    tpl::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub async fn find(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+) -> Result<Option<CouponTemplate>, MarketingError> {
+    tpl::Entity::find_by_id(id.0)
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Like [`find`], but a missing template (or one of another tenant) is `TemplateNotFound`.
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+) -> Result<CouponTemplate, MarketingError> {
+    find(conn, tenant, id)
+        .await?
+        .ok_or(MarketingError::TemplateNotFound)
+}
+
+/// Up to `limit` templates after `after` in id (creation) order. Keyset pagination: rows
+/// inserted meanwhile never shift a page.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    filter: &TemplateFilter,
+    after: Option<TemplateId>,
+    limit: u64,
+) -> Result<Vec<CouponTemplate>, MarketingError> {
+    let mut query = tpl::Entity::find().filter(tpl::Column::TenantId.eq(tenant.as_str()));
+    if let Some(after) = after {
+        query = query.filter(tpl::Column::Id.gt(after.0));
+    }
+    if let Some(enabled) = filter.enabled {
+        query = query.filter(tpl::Column::Enabled.eq(enabled));
+    }
+    if let Some(discount_type) = filter.discount_type {
+        query = query.filter(tpl::Column::DiscountType.eq(discount_type.code()));
+    }
+    if !filter.show_archived {
+        query = query.filter(tpl::Column::ArchivedAt.is_null());
+    }
+    if let Some(at) = filter.claimable_at {
+        query = query.filter(
+            Condition::all()
+                .add(tpl::Column::Enabled.eq(true))
+                .add(tpl::Column::ArchivedAt.is_null())
+                .add(tpl::Column::DistributionStartAt.lte(at.0))
+                .add(tpl::Column::DistributionEndAt.gt(at.0))
+                .add(tpl::Column::RemainingStock.gt(0)),
+        );
+    }
+    query
+        .order_by_asc(tpl::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Replaces the terms of a live template whose version is `expected_version`.
+pub async fn update_terms(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    expected_version: i64,
+    terms: &TemplateTerms,
+    now: UnixMicros,
+) -> Result<CouponTemplate, MarketingError> {
+    let mut row = tpl::ActiveModel::default();
+    set_terms(&mut row, terms);
+    let update = tpl::Entity::update_many().set(row);
+    conditional_update(conn, tenant, id, Some(expected_version), now, update, None).await
+}
+
+pub async fn set_enabled(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    enabled: bool,
+    expected_version: Option<i64>,
+    now: UnixMicros,
+) -> Result<CouponTemplate, MarketingError> {
+    let update = tpl::Entity::update_many().col_expr(tpl::Column::Enabled, Expr::value(enabled));
+    conditional_update(conn, tenant, id, expected_version, now, update, None).await
+}
+
+/// Adds `amount` (signed) to total and remaining stock. Remaining stock never goes below zero,
+/// so stock already claimed can never be taken away.
+pub async fn add_stock(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    amount: i64,
+    now: UnixMicros,
+) -> Result<CouponTemplate, MarketingError> {
+    let update = tpl::Entity::update_many()
+        .col_expr(
+            tpl::Column::TotalStock,
+            Expr::col(tpl::Column::TotalStock).add(amount),
+        )
+        .col_expr(
+            tpl::Column::RemainingStock,
+            Expr::col(tpl::Column::RemainingStock).add(amount),
+        )
+        .filter(Expr::col(tpl::Column::RemainingStock).add(amount).gte(0))
+        .filter(
+            Expr::col(tpl::Column::TotalStock)
+                .add(amount)
+                .lte(MAX_TOTAL_STOCK),
+        );
+    conditional_update(conn, tenant, id, None, now, update, Some(amount)).await
+}
+
+/// Archives (soft-deletes) a live template.
+pub async fn archive(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    expected_version: Option<i64>,
+    now: UnixMicros,
+) -> Result<CouponTemplate, MarketingError> {
+    let update = tpl::Entity::update_many()
+        .col_expr(tpl::Column::ArchivedAt, Expr::value(now.0))
+        .col_expr(tpl::Column::Enabled, Expr::value(false));
+    conditional_update(conn, tenant, id, expected_version, now, update, None).await
+}
+
+/// Runs `update` on the live template `id` of `tenant` (with version `expected_version` when
+/// given), raising its version. When no row matched, reads the template to say why.
+async fn conditional_update(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    expected_version: Option<i64>,
+    now: UnixMicros,
+    update: sea_orm::UpdateMany<tpl::Entity>,
+    stock_change: Option<i64>,
+) -> Result<CouponTemplate, MarketingError> {
+    let mut update = update
+        .col_expr(tpl::Column::Version, Expr::col(tpl::Column::Version).add(1))
+        .col_expr(tpl::Column::UpdatedAt, Expr::value(now.0))
+        .filter(tpl::Column::Id.eq(id.0))
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .filter(tpl::Column::ArchivedAt.is_null());
+    if let Some(version) = expected_version {
+        update = update.filter(tpl::Column::Version.eq(version));
+    }
+    let mut rows = update.exec_with_returning(conn).await.map_err(db_error)?;
+    if let Some(row) = rows.pop() {
+        return to_domain(row);
+    }
+    let current = get(conn, tenant, id).await?;
+    Err(if current.archived_at.is_some() {
+        MarketingError::TemplateArchived
+    } else if let Some(expected) = expected_version.filter(|v| *v != current.version) {
+        MarketingError::VersionMismatch {
+            expected,
+            current: current.version,
+        }
+    } else if let Some(amount) = stock_change {
+        if current.remaining_stock + amount < 0 {
+            MarketingError::StockBelowClaimed {
+                remaining: current.remaining_stock,
+            }
+        } else {
+            MarketingError::invalid(
+                "amount",
+                format!("total stock would exceed {MAX_TOTAL_STOCK}"),
+            )
+        }
+    } else {
+        MarketingError::internal("template update matched no row for no known reason")
+    })
+}
+
+fn set_terms(row: &mut tpl::ActiveModel, terms: &TemplateTerms) {
+    row.name = Set(terms.name.clone());
+    row.description = Set(terms.description.clone());
+    row.discount_type = Set(terms.discount.discount_type().code());
+    let (amount, basis_points, cap) = match terms.discount {
+        Discount::FixedAmount { amount } => (Some(amount), None, None),
+        Discount::PercentOff {
+            basis_points,
+            max_discount_amount,
+        } => (None, Some(basis_points), max_discount_amount),
+    };
+    row.discount_amount = Set(amount);
+    row.discount_basis_points = Set(basis_points);
+    row.max_discount_amount = Set(cap);
+    row.currency = Set(terms.currency.as_str().to_owned());
+    row.min_spend_amount = Set(terms.min_spend_amount);
+    row.per_member_limit = Set(terms.per_member_limit);
+    row.distribution_start_at = Set(terms.distribution_start.0);
+    row.distribution_end_at = Set(terms.distribution_end.0);
+    row.validity_kind = Set(terms.validity.kind_code());
+    let (from, until, days) = match terms.validity {
+        Validity::FixedWindow {
+            valid_from,
+            valid_until,
+        } => (Some(valid_from.0), Some(valid_until.0), None),
+        Validity::Relative { valid_days } => (None, None, Some(valid_days)),
+    };
+    row.valid_from_at = Set(from);
+    row.valid_until_at = Set(until);
+    row.valid_days = Set(days);
+    row.enabled = Set(terms.enabled);
+}
+
+/// A row the schema allows but the domain cannot represent is corrupt data: internal error.
+fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
+    let corrupt = |what: &str| {
+        MarketingError::internal(format!("coupon template {} has a corrupt {what}", row.id))
+    };
+    let discount = match (
+        DiscountType::from_code(row.discount_type),
+        row.discount_amount,
+        row.discount_basis_points,
+    ) {
+        (Some(DiscountType::FixedAmount), Some(amount), _) => Discount::FixedAmount { amount },
+        (Some(DiscountType::PercentOff), _, Some(basis_points)) => Discount::PercentOff {
+            basis_points,
+            max_discount_amount: row.max_discount_amount,
+        },
+        _ => return Err(corrupt("discount")),
+    };
+    let validity = match (
+        row.validity_kind,
+        row.valid_from_at,
+        row.valid_until_at,
+        row.valid_days,
+    ) {
+        (1, Some(from), Some(until), _) => Validity::FixedWindow {
+            valid_from: UnixMicros(from),
+            valid_until: UnixMicros(until),
+        },
+        (2, _, _, Some(valid_days)) => Validity::Relative { valid_days },
+        _ => return Err(corrupt("validity")),
+    };
+    let tenant_id =
+        TenantId::parse("tenant_id", &row.tenant_id).map_err(|_| corrupt("tenant id"))?;
+    let currency = Currency::parse("currency", &row.currency).map_err(|_| corrupt("currency"))?;
+    Ok(CouponTemplate {
+        id: TemplateId(row.id),
+        tenant_id,
+        terms: TemplateTerms {
+            name: row.name,
+            description: row.description,
+            discount,
+            currency,
+            min_spend_amount: row.min_spend_amount,
+            per_member_limit: row.per_member_limit,
+            distribution_start: UnixMicros(row.distribution_start_at),
+            distribution_end: UnixMicros(row.distribution_end_at),
+            validity,
+            enabled: row.enabled,
+        },
+        total_stock: row.total_stock,
+        remaining_stock: row.remaining_stock,
+        claimed_count: row.claimed_count,
+        used_count: row.used_count,
+        version: row.version,
+        created_at: UnixMicros(row.created_at),
+        updated_at: UnixMicros(row.updated_at),
+        archived_at: row.archived_at.map(UnixMicros),
+    })
+}

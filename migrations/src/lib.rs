@@ -1,0 +1,16 @@
+//! Database migrations of the marketing service. The same list runs on PostgreSQL and SQLite:
+//! tables are built with sea-query so each backend gets its own column types; the few
+//! statements written as SQL (partial indexes) use syntax both backends share.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial_schema;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial_schema::Migration)]
+    }
+}
