@@ -1,1 +1,261 @@
+//! The end-to-end test harness: `spawn_app` starts the real server, in process, on port 0,
+//! with its own database (a fresh SQLite file, or a fresh PostgreSQL database) and its own
+//! Redis key prefix, exactly as the binary starts it.
+//!
+//! Environment: `MARKETING_TEST_DATABASE_URL` (an admin URL of a PostgreSQL server, default
+//! `postgres://postgres:postgres@127.0.0.1:5432/postgres`), `MARKETING_TEST_REDIS_URL`
+//! (default `redis://127.0.0.1:6379`), `TEST_LOG=1` to see the server's logs.
 
+use std::{net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
+
+use marketing_proto::v1::{
+    coupon_template_service_client::CouponTemplateServiceClient,
+    points_account_service_client::PointsAccountServiceClient,
+    user_coupon_service_client::UserCouponServiceClient,
+};
+use marketing_server::{Config, Server, app::AppState};
+use sea_orm::ConnectionTrait;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+/// Where a test server keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file with the in-process lock and cache: the default `cargo run` mode.
+    Embedded,
+    /// PostgreSQL and Redis: the production mode.
+    PostgresRedis,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("MARKETING_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("MARKETING_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The state a test owns and removes when it stops.
+enum Storage {
+    Directory(PathBuf),
+    PostgresDatabase(String),
+}
+
+/// Options of a test server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub shutdown_drain_delay: Duration,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub backend: Backend,
+    pub channel: Channel,
+    /// The server's own state: for checks of what the database holds.
+    pub state: AppState,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<anyhow::Result<()>>,
+    storage: Storage,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    init_logs();
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let (database_url, redis, storage) = match backend {
+        Backend::Embedded => {
+            let dir = std::env::temp_dir().join(format!("marketing-test-{unique}"));
+            std::fs::create_dir_all(&dir).expect("create the test's data directory");
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("marketing.sqlite").display()
+            );
+            (url, None, Storage::Directory(dir))
+        }
+        Backend::PostgresRedis => {
+            let name = format!("mk_test_{unique}");
+            admin_execute(&format!("CREATE DATABASE \"{name}\"")).await;
+            let url = database_url_for(&name);
+            (url, Some(redis_url()), Storage::PostgresDatabase(name))
+        }
+    };
+    let config = Config {
+        database_url: Some(database_url),
+        redis_url: redis,
+        redis_key_prefix: format!("test:{unique}:"),
+        db_max_connections: 8,
+        redis_pool_size: 8,
+        shutdown_drain_delay: options.shutdown_drain_delay,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let addr = listener.local_addr().expect("local address");
+    let server = Server::build(config.clone())
+        .await
+        .expect("the server starts on a fresh database");
+    let state = server.app().clone();
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let server = tokio::spawn(server.serve(listener, async move {
+        let _ = shutdown_rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connect to the test server");
+    TestApp {
+        addr,
+        backend,
+        channel,
+        state,
+        config,
+        shutdown: Some(shutdown),
+        server,
+        storage,
+    }
+}
+
+/// `admin_url` with its database replaced by `name`.
+fn database_url_for(name: &str) -> String {
+    let admin = postgres_admin_url();
+    let base = admin.split('?').next().unwrap_or(&admin);
+    let (server, _db) = base
+        .rsplit_once('/')
+        .expect("the admin URL names a database");
+    format!("{server}/{name}")
+}
+
+async fn admin_execute(sql: &str) {
+    let admin = sea_orm::Database::connect(postgres_admin_url())
+        .await
+        .expect("connect to PostgreSQL as admin (is it running? see scripts/test.sh)");
+    admin
+        .execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    let _ = admin.close().await;
+}
+
+impl TestApp {
+    pub fn templates(&self) -> CouponTemplateServiceClient<Channel> {
+        CouponTemplateServiceClient::new(self.channel.clone())
+    }
+
+    pub fn user_coupons(&self) -> UserCouponServiceClient<Channel> {
+        UserCouponServiceClient::new(self.channel.clone())
+    }
+
+    pub fn points(&self) -> PointsAccountServiceClient<Channel> {
+        PointsAccountServiceClient::new(self.channel.clone())
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Stops the server (gracefully) and removes the test's database.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        let result = tokio::time::timeout(Duration::from_secs(30), &mut self.server).await;
+        match result {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => panic!("the server failed: {err:#}"),
+            Ok(Err(join)) => panic!("the server task failed: {join}"),
+            Err(_) => panic!("the server did not stop within 30 s"),
+        }
+        match &self.storage {
+            Storage::Directory(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Storage::PostgresDatabase(name) => {
+                admin_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+            }
+        }
+    }
+
+    /// Waits for the server task to end by itself (after `begin_shutdown`).
+    pub async fn join(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await?
+    }
+}
+
+/// Asserts the status has `code` and an `ErrorInfo` with `reason`.
+#[track_caller]
+pub fn assert_error(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
+    assert_eq!(info.domain, "marketing.v1");
+}
+
+/// The fields named by the status's `BadRequest` violations.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts INVALID_ARGUMENT naming exactly `fields`.
+#[track_caller]
+pub fn assert_invalid(status: &Status, fields: &[&str]) {
+    assert_error(status, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let mut found = violated_fields(status);
+    found.sort();
+    let mut expected: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+    expected.sort();
+    assert_eq!(found, expected, "violations of {status:?}");
+}
+
+/// Runs `$test(&TestApp)` on every backend: `embedded::$test` and `postgres_redis::$test`.
+#[macro_export]
+macro_rules! backend_suite {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let app = $crate::spawn_app($crate::Backend::Embedded).await;
+                    super::$test(&app).await;
+                    app.stop().await;
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let app = $crate::spawn_app($crate::Backend::PostgresRedis).await;
+                    super::$test(&app).await;
+                    app.stop().await;
+                }
+            )*
+        }
+    };
+}

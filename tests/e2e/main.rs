@@ -1,1 +1,7 @@
+//! One integration-test binary. Every suite runs on both backends (see `backend_suite!`).
 
+mod fixtures;
+mod infra;
+mod schema;
+mod server;
+mod templates;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and the end-to-end suite against the real server on both
+# backends (embedded SQLite, and PostgreSQL + Redis). Installs or starts PostgreSQL, Redis and
+# grpcurl where they are missing. Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_postgres
+ensure_redis
+ensure_grpcurl
+drop_stale_test_databases
+
+cargo test --workspace --locked "$@"

@@ -1,0 +1,58 @@
+//! Valid requests to start from; tests change one thing at a time.
+
+use marketing_proto::v1::{self as pb, coupon_template};
+use prost_types::Timestamp;
+
+pub const DAY: i64 = 86_400;
+
+pub fn at(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A percent-off template distributed for a year around now, valid 30 days after claim.
+pub fn template() -> pb::CouponTemplate {
+    let now = now_seconds();
+    pb::CouponTemplate {
+        name: "Spring 10%".into(),
+        description: "10% off, at most 5.00".into(),
+        discount: Some(coupon_template::Discount::PercentOff(
+            pb::PercentOffDiscount {
+                basis_points: 1000,
+                max_discount_amount: Some(500),
+            },
+        )),
+        currency: "EUR".into(),
+        min_spend_amount: 2000,
+        total_stock: 100,
+        per_member_limit: 2,
+        distribution_start_time: at(now - 180 * DAY),
+        distribution_end_time: at(now + 180 * DAY),
+        validity: Some(coupon_template::Validity::Relative(pb::RelativeValidity {
+            valid_days: 30,
+        })),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+pub fn create_request(
+    tenant: &str,
+    template: pb::CouponTemplate,
+) -> pb::CreateCouponTemplateRequest {
+    pb::CreateCouponTemplateRequest {
+        tenant_id: tenant.into(),
+        request_id: unique("create"),
+        coupon_template: Some(template),
+    }
+}

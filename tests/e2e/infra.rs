@@ -1,0 +1,206 @@
+//! The lock and cache contracts, run against both implementations: Redis (real server) and
+//! in-process.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use marketing_infra::{
+    cache::{Cache, Versioned},
+    lock::DistributedLock,
+    redis::RedisPool,
+};
+use tokio::time::Instant;
+
+fn redis_pool() -> RedisPool {
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
+    RedisPool::new(&marketing_tests::redis_url(), 16, &prefix).expect("redis pool")
+}
+
+macro_rules! infra_suite {
+    ($($test:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let pool = super::redis_pool();
+                    super::$test(
+                        std::sync::Arc::new(marketing_infra::lock::RedisLock::new(pool.clone())),
+                        std::sync::Arc::new(marketing_infra::cache::RedisCache::new(pool)),
+                    )
+                    .await;
+                }
+            )*
+        }
+        mod in_process {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(
+                        std::sync::Arc::new(marketing_infra::lock::LocalLock::new()),
+                        std::sync::Arc::new(marketing_infra::cache::LocalCache::new(1000)),
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+infra_suite! {
+    lock_excludes_concurrent_holders,
+    lock_fences_rise_and_only_the_holder_releases,
+    lock_lapses_after_its_ttl_and_waits_are_bounded,
+    cache_never_goes_back_to_an_older_version,
+}
+
+async fn lock_excludes_concurrent_holders(lock: Arc<dyn DistributedLock>, _cache: Arc<dyn Cache>) {
+    let counter = Arc::new(AtomicI64::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let lock = lock.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    let guard = lock
+                        .acquire("counter", Duration::from_secs(5), deadline)
+                        .await
+                        .expect("lock backend")
+                        .expect("acquired before the deadline");
+                    // A read-modify-write that loses updates unless the lock excludes.
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    assert!(lock.release(&guard).await.expect("release"));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 80);
+}
+
+async fn lock_fences_rise_and_only_the_holder_releases(
+    lock: Arc<dyn DistributedLock>,
+    _cache: Arc<dyn Cache>,
+) {
+    let deadline = || Instant::now() + Duration::from_secs(1);
+    let first = lock
+        .acquire("k", Duration::from_secs(5), deadline())
+        .await
+        .expect("ok")
+        .expect("free");
+    let mut forged = first.clone();
+    forged.token = "not-the-holder".into();
+    assert!(
+        !lock.release(&forged).await.expect("release"),
+        "a stranger cannot release"
+    );
+    assert!(lock.release(&first).await.expect("release"));
+    assert!(
+        !lock.release(&first).await.expect("release"),
+        "releasing twice is a no-op"
+    );
+    let second = lock
+        .acquire("k", Duration::from_secs(5), deadline())
+        .await
+        .expect("ok")
+        .expect("free");
+    assert!(
+        second.fence > first.fence,
+        "fences rise: {} then {}",
+        first.fence,
+        second.fence
+    );
+    let other_key = lock
+        .acquire("other", Duration::from_secs(5), deadline())
+        .await
+        .expect("ok");
+    assert!(other_key.is_some(), "keys are independent");
+}
+
+async fn lock_lapses_after_its_ttl_and_waits_are_bounded(
+    lock: Arc<dyn DistributedLock>,
+    _cache: Arc<dyn Cache>,
+) {
+    let held = lock
+        .acquire(
+            "ttl",
+            Duration::from_millis(300),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await
+        .expect("ok")
+        .expect("free");
+    let started = Instant::now();
+    let refused = lock
+        .acquire(
+            "ttl",
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_millis(50),
+        )
+        .await
+        .expect("ok");
+    assert!(refused.is_none(), "held: the wait ends at its deadline");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let taken_over = lock
+        .acquire(
+            "ttl",
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .expect("ok")
+        .expect("the first holder's TTL lapses");
+    assert!(taken_over.fence > held.fence);
+    assert!(
+        !lock.release(&held).await.expect("release"),
+        "the lapsed holder cannot release"
+    );
+    assert!(lock.release(&taken_over).await.expect("release"));
+    let err = lock.acquire("ttl", Duration::ZERO, Instant::now()).await;
+    assert!(err.is_err(), "a zero TTL is refused");
+}
+
+async fn cache_never_goes_back_to_an_older_version(
+    _lock: Arc<dyn DistributedLock>,
+    cache: Arc<dyn Cache>,
+) {
+    let ttl = Duration::from_secs(60);
+    let entry = |version: i64, value: &str| Versioned {
+        version,
+        value: value.as_bytes().to_vec(),
+    };
+    assert_eq!(cache.get("t").await.expect("get"), None);
+    cache.put("t", entry(2, "two"), ttl).await.expect("put");
+    cache
+        .put("t", entry(1, "one"), ttl)
+        .await
+        .expect("put older");
+    assert_eq!(cache.get("t").await.expect("get"), Some(entry(2, "two")));
+    cache
+        .put("t", entry(3, "three"), ttl)
+        .await
+        .expect("put newer");
+    assert_eq!(cache.get("t").await.expect("get"), Some(entry(3, "three")));
+    cache.evict("t").await.expect("evict");
+    assert_eq!(cache.get("t").await.expect("get"), None);
+
+    cache
+        .put("short", entry(1, "x"), Duration::from_millis(100))
+        .await
+        .expect("put");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        cache.get("short").await.expect("get"),
+        None,
+        "entries expire"
+    );
+}
