@@ -119,72 +119,71 @@ pub async fn list(
         .collect()
 }
 
-/// Replaces the terms of a live template whose version is `expected_version`.
-pub async fn update_terms(
-    conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    id: TemplateId,
-    expected_version: i64,
-    terms: &TemplateTerms,
-    now: UnixMicros,
-) -> Result<CouponTemplate, MarketingError> {
-    let mut row = tpl::ActiveModel::default();
-    set_terms(&mut row, terms);
-    let update = tpl::Entity::update_many().set(row);
-    conditional_update(conn, tenant, id, Some(expected_version), now, update, None).await
+/// A change of a live template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateChange {
+    /// Replace the editable terms.
+    Terms(TemplateTerms),
+    Enabled(bool),
+    /// Add (signed) to total and remaining stock. Remaining stock never goes below zero, so
+    /// stock already claimed can never be taken away.
+    Stock(i64),
+    /// Archive (soft-delete): disabled and frozen, still readable.
+    Archive,
 }
 
-pub async fn set_enabled(
-    conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    id: TemplateId,
-    enabled: bool,
-    expected_version: Option<i64>,
-    now: UnixMicros,
-) -> Result<CouponTemplate, MarketingError> {
-    let update = tpl::Entity::update_many().col_expr(tpl::Column::Enabled, Expr::value(enabled));
-    conditional_update(conn, tenant, id, expected_version, now, update, None).await
-}
-
-/// Adds `amount` (signed) to total and remaining stock. Remaining stock never goes below zero,
-/// so stock already claimed can never be taken away.
-pub async fn add_stock(
-    conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    id: TemplateId,
-    amount: i64,
-    now: UnixMicros,
-) -> Result<CouponTemplate, MarketingError> {
-    let update = tpl::Entity::update_many()
-        .col_expr(
-            tpl::Column::TotalStock,
-            Expr::col(tpl::Column::TotalStock).add(amount),
-        )
-        .col_expr(
-            tpl::Column::RemainingStock,
-            Expr::col(tpl::Column::RemainingStock).add(amount),
-        )
-        .filter(Expr::col(tpl::Column::RemainingStock).add(amount).gte(0))
-        .filter(
-            Expr::col(tpl::Column::TotalStock)
-                .add(amount)
-                .lte(MAX_TOTAL_STOCK),
-        );
-    conditional_update(conn, tenant, id, None, now, update, Some(amount)).await
-}
-
-/// Archives (soft-deletes) a live template.
-pub async fn archive(
+/// Applies `change` to the live template `id` of `tenant` (whose version must be
+/// `expected_version` when given), raising its version.
+pub async fn change(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
     expected_version: Option<i64>,
+    change: &TemplateChange,
     now: UnixMicros,
 ) -> Result<CouponTemplate, MarketingError> {
-    let update = tpl::Entity::update_many()
-        .col_expr(tpl::Column::ArchivedAt, Expr::value(now.0))
-        .col_expr(tpl::Column::Enabled, Expr::value(false));
-    conditional_update(conn, tenant, id, expected_version, now, update, None).await
+    let mut stock_change = None;
+    let update = match change {
+        TemplateChange::Terms(terms) => {
+            let mut row = tpl::ActiveModel::default();
+            set_terms(&mut row, terms);
+            tpl::Entity::update_many().set(row)
+        }
+        TemplateChange::Enabled(enabled) => {
+            tpl::Entity::update_many().col_expr(tpl::Column::Enabled, Expr::value(*enabled))
+        }
+        TemplateChange::Stock(amount) => {
+            stock_change = Some(*amount);
+            tpl::Entity::update_many()
+                .col_expr(
+                    tpl::Column::TotalStock,
+                    Expr::col(tpl::Column::TotalStock).add(*amount),
+                )
+                .col_expr(
+                    tpl::Column::RemainingStock,
+                    Expr::col(tpl::Column::RemainingStock).add(*amount),
+                )
+                .filter(Expr::col(tpl::Column::RemainingStock).add(*amount).gte(0))
+                .filter(
+                    Expr::col(tpl::Column::TotalStock)
+                        .add(*amount)
+                        .lte(MAX_TOTAL_STOCK),
+                )
+        }
+        TemplateChange::Archive => tpl::Entity::update_many()
+            .col_expr(tpl::Column::ArchivedAt, Expr::value(now.0))
+            .col_expr(tpl::Column::Enabled, Expr::value(false)),
+    };
+    conditional_update(
+        conn,
+        tenant,
+        id,
+        expected_version,
+        now,
+        update,
+        stock_change,
+    )
+    .await
 }
 
 /// Runs `update` on the live template `id` of `tenant` (with version `expected_version` when

@@ -18,9 +18,7 @@ use marketing_storage::{
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-pub use templates::{
-    AddStock, ArchiveTemplate, CreateTemplate, ListTemplates, SetTemplateEnabled, UpdateTemplate,
-};
+pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
 
 use crate::config::{Config, redact};
 

@@ -10,7 +10,7 @@ use marketing_infra::cache::Versioned;
 use marketing_proto::v1 as pb;
 use marketing_storage::{
     idempotency::IdempotencyKey,
-    templates::{self, TemplateFilter},
+    templates::{self, TemplateChange, TemplateFilter},
 };
 use prost::Message;
 
@@ -39,23 +39,12 @@ pub struct UpdateTemplate {
     pub fields: Vec<TemplateField>,
 }
 
-pub struct SetTemplateEnabled {
-    pub key: IdempotencyKey,
-    pub id: TemplateId,
-    pub enabled: bool,
-    pub expected_version: Option<i64>,
-}
-
-pub struct AddStock {
-    pub key: IdempotencyKey,
-    pub id: TemplateId,
-    pub amount: i64,
-}
-
-pub struct ArchiveTemplate {
+/// Enable or disable, add stock, or archive.
+pub struct ChangeTemplate {
     pub key: IdempotencyKey,
     pub id: TemplateId,
     pub expected_version: Option<i64>,
+    pub change: TemplateChange,
 }
 
 fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
@@ -170,21 +159,21 @@ impl AppState {
                 .map(|v| v.under("coupon_template"))
                 .collect::<Vec<FieldViolation>>()
         })?;
-        let updated = templates::update_terms(
+        let updated = templates::change(
             &txn,
             tenant_id,
             cmd.id,
-            cmd.expected_version,
-            &terms,
+            Some(cmd.expected_version),
+            &TemplateChange::Terms(terms),
             UnixMicros::now(),
         )
         .await?;
         self.finish_change(txn, &cmd.key, updated).await
     }
 
-    pub async fn set_template_enabled(
+    pub async fn change_template(
         &self,
-        cmd: SetTemplateEnabled,
+        cmd: ChangeTemplate,
     ) -> Result<pb::CouponTemplate, MarketingError> {
         let txn = match self
             .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
@@ -193,57 +182,16 @@ impl AppState {
             Begun::Replay(template) => return Ok(template),
             Begun::Fresh(txn) => txn,
         };
-        let updated = templates::set_enabled(
-            &txn,
-            &cmd.key.tenant_id,
-            cmd.id,
-            cmd.enabled,
-            cmd.expected_version,
-            UnixMicros::now(),
-        )
-        .await?;
-        self.finish_change(txn, &cmd.key, updated).await
-    }
-
-    pub async fn add_stock(&self, cmd: AddStock) -> Result<pb::CouponTemplate, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(template) => return Ok(template),
-            Begun::Fresh(txn) => txn,
-        };
-        let updated = templates::add_stock(
-            &txn,
-            &cmd.key.tenant_id,
-            cmd.id,
-            cmd.amount,
-            UnixMicros::now(),
-        )
-        .await?;
-        self.finish_change(txn, &cmd.key, updated).await
-    }
-
-    pub async fn archive_template(
-        &self,
-        cmd: ArchiveTemplate,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(template) => return Ok(template),
-            Begun::Fresh(txn) => txn,
-        };
-        let updated = templates::archive(
+        let changed = templates::change(
             &txn,
             &cmd.key.tenant_id,
             cmd.id,
             cmd.expected_version,
+            &cmd.change,
             UnixMicros::now(),
         )
         .await?;
-        self.finish_change(txn, &cmd.key, updated).await
+        self.finish_change(txn, &cmd.key, changed).await
     }
 
     /// Records the changed template as the request's outcome, commits, refreshes the cache.

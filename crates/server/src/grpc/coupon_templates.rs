@@ -2,13 +2,16 @@
 //! reported at once), calls one use case, and maps the result.
 
 use marketing_domain::{
-    MarketingError, RequestId, TemplateId, TenantId,
+    FieldViolation, MarketingError, RequestId, TemplateId, TenantId,
     coupon_template::{TemplateField, TemplateTerms, check_initial_stock, check_stock_change},
     error::Violations,
     page::page_size,
 };
 use marketing_proto::v1::{self as pb, coupon_template_service_server::CouponTemplateService};
-use marketing_storage::{idempotency::IdempotencyKey, templates::TemplateFilter};
+use marketing_storage::{
+    idempotency::IdempotencyKey,
+    templates::{TemplateChange, TemplateFilter},
+};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -18,8 +21,7 @@ use super::convert::{
 };
 use crate::{
     app::{
-        AddStock, AppState, ArchiveTemplate, CreateTemplate, ListTemplates, SetTemplateEnabled,
-        UpdateTemplate, idempotency_key,
+        AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate, idempotency_key,
     },
     error::to_status,
 };
@@ -195,76 +197,39 @@ fn optional_version(violations: &mut Violations, version: Option<i64>) -> Option
     }
 }
 
-impl TryFrom<&pb::SetCouponTemplateEnabledRequest> for SetTemplateEnabled {
-    type Error = Status;
-
-    fn try_from(request: &pb::SetCouponTemplateEnabledRequest) -> Result<Self, Status> {
-        let mut violations = Violations::new();
-        let key = mutation_key(
-            &mut violations,
-            &request.tenant_id,
-            &request.request_id,
-            "SetCouponTemplateEnabled",
-            &without_request_id(request, |r| r.request_id.clear()),
-        );
-        let id = violations.check(TemplateId::parse("template_id", &request.template_id));
-        let expected_version = optional_version(&mut violations, request.version);
-        let command = (|| {
-            Some(SetTemplateEnabled {
-                key: key?,
-                id: id?,
-                enabled: request.enabled,
-                expected_version,
-            })
-        })();
-        finish(violations, command)
-    }
+/// The fields shared by the requests that change one template by id.
+struct ChangeRequest<'a, M> {
+    operation: &'static str,
+    /// The request with its request id cleared: the idempotency fingerprint.
+    without_request_id: M,
+    tenant_id: &'a str,
+    request_id: &'a str,
+    template_id: &'a str,
+    version: Option<i64>,
 }
 
-impl TryFrom<&pb::AddCouponStockRequest> for AddStock {
-    type Error = Status;
-
-    fn try_from(request: &pb::AddCouponStockRequest) -> Result<Self, Status> {
+impl<M: Message> ChangeRequest<'_, M> {
+    fn parse(
+        self,
+        change: Result<TemplateChange, FieldViolation>,
+    ) -> Result<ChangeTemplate, Status> {
         let mut violations = Violations::new();
         let key = mutation_key(
             &mut violations,
-            &request.tenant_id,
-            &request.request_id,
-            "AddCouponStock",
-            &without_request_id(request, |r| r.request_id.clear()),
+            self.tenant_id,
+            self.request_id,
+            self.operation,
+            &self.without_request_id,
         );
-        let id = violations.check(TemplateId::parse("template_id", &request.template_id));
-        let amount = violations.check(check_stock_change("amount", request.amount));
+        let id = violations.check(TemplateId::parse("template_id", self.template_id));
+        let expected_version = optional_version(&mut violations, self.version);
+        let change = violations.check(change);
         let command = (|| {
-            Some(AddStock {
-                key: key?,
-                id: id?,
-                amount: amount?,
-            })
-        })();
-        finish(violations, command)
-    }
-}
-
-impl TryFrom<&pb::DeleteCouponTemplateRequest> for ArchiveTemplate {
-    type Error = Status;
-
-    fn try_from(request: &pb::DeleteCouponTemplateRequest) -> Result<Self, Status> {
-        let mut violations = Violations::new();
-        let key = mutation_key(
-            &mut violations,
-            &request.tenant_id,
-            &request.request_id,
-            "DeleteCouponTemplate",
-            &without_request_id(request, |r| r.request_id.clear()),
-        );
-        let id = violations.check(TemplateId::parse("template_id", &request.template_id));
-        let expected_version = optional_version(&mut violations, request.version);
-        let command = (|| {
-            Some(ArchiveTemplate {
+            Some(ChangeTemplate {
                 key: key?,
                 id: id?,
                 expected_version,
+                change: change?,
             })
         })();
         finish(violations, command)
@@ -387,12 +352,17 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::SetCouponTemplateEnabledRequest>,
     ) -> Result<Response<pb::SetCouponTemplateEnabledResponse>, Status> {
-        let command = SetTemplateEnabled::try_from(request.get_ref())?;
-        let template = self
-            .app
-            .set_template_enabled(command)
-            .await
-            .map_err(to_status)?;
+        let r = request.get_ref();
+        let command = ChangeRequest {
+            operation: "SetCouponTemplateEnabled",
+            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            request_id: &r.request_id,
+            template_id: &r.template_id,
+            version: r.version,
+        }
+        .parse(Ok(TemplateChange::Enabled(r.enabled)))?;
+        let template = self.app.change_template(command).await.map_err(to_status)?;
         Ok(Response::new(pb::SetCouponTemplateEnabledResponse {
             coupon_template: Some(template),
         }))
@@ -404,8 +374,17 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::AddCouponStockRequest>,
     ) -> Result<Response<pb::AddCouponStockResponse>, Status> {
-        let command = AddStock::try_from(request.get_ref())?;
-        let template = self.app.add_stock(command).await.map_err(to_status)?;
+        let r = request.get_ref();
+        let command = ChangeRequest {
+            operation: "AddCouponStock",
+            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            request_id: &r.request_id,
+            template_id: &r.template_id,
+            version: None,
+        }
+        .parse(check_stock_change("amount", r.amount).map(TemplateChange::Stock))?;
+        let template = self.app.change_template(command).await.map_err(to_status)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
         }))
@@ -417,12 +396,17 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::DeleteCouponTemplateRequest>,
     ) -> Result<Response<pb::DeleteCouponTemplateResponse>, Status> {
-        let command = ArchiveTemplate::try_from(request.get_ref())?;
-        let template = self
-            .app
-            .archive_template(command)
-            .await
-            .map_err(to_status)?;
+        let r = request.get_ref();
+        let command = ChangeRequest {
+            operation: "DeleteCouponTemplate",
+            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            request_id: &r.request_id,
+            template_id: &r.template_id,
+            version: r.version,
+        }
+        .parse(Ok(TemplateChange::Archive))?;
+        let template = self.app.change_template(command).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteCouponTemplateResponse {
             coupon_template: Some(template),
         }))
