@@ -54,12 +54,20 @@ fn init_logs() {
 enum Storage {
     Directory(PathBuf),
     PostgresDatabase(String),
+    /// A replica: the first server owns the storage.
+    Shared,
 }
 
 /// Options of a test server.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub shutdown_drain_delay: Duration,
+    /// Overrides the claim lock's TTL.
+    pub claim_lock_ttl: Option<Duration>,
+    /// Overrides how often the sweepers run.
+    pub sweep_interval: Option<Duration>,
+    /// Overrides the Redis server (PostgresRedis backend), e.g. a [`TestRedis`].
+    pub redis_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -95,9 +103,11 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             let name = format!("mk_test_{unique}");
             admin_execute(&format!("CREATE DATABASE \"{name}\"")).await;
             let url = database_url_for(&name);
-            (url, Some(redis_url()), Storage::PostgresDatabase(name))
+            let redis = options.redis_url.clone().unwrap_or_else(redis_url);
+            (url, Some(redis), Storage::PostgresDatabase(name))
         }
     };
+    let defaults = Config::default();
     let config = Config {
         database_url: Some(database_url),
         redis_url: redis,
@@ -105,8 +115,14 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         db_max_connections: 8,
         redis_pool_size: 8,
         shutdown_drain_delay: options.shutdown_drain_delay,
-        ..Config::default()
+        claim_lock_ttl: options.claim_lock_ttl.unwrap_or(defaults.claim_lock_ttl),
+        sweep_interval: options.sweep_interval.unwrap_or(defaults.sweep_interval),
+        ..defaults
     };
+    start(backend, config, storage).await
+}
+
+async fn start(backend: Backend, config: Config, storage: Storage) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -158,6 +174,11 @@ async fn admin_execute(sql: &str) {
 }
 
 impl TestApp {
+    /// Another server on the same database and Redis (same key prefix): a second replica.
+    pub async fn spawn_replica(&self) -> TestApp {
+        start(self.backend, self.config.clone(), Storage::Shared).await
+    }
+
     pub fn templates(&self) -> CouponTemplateServiceClient<Channel> {
         CouponTemplateServiceClient::new(self.channel.clone())
     }
@@ -194,6 +215,7 @@ impl TestApp {
             Storage::PostgresDatabase(name) => {
                 admin_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
             }
+            Storage::Shared => {}
         }
     }
 
@@ -233,15 +255,16 @@ pub fn assert_invalid(status: &Status, fields: &[&str]) {
     assert_eq!(found, expected, "violations of {status:?}");
 }
 
-/// Runs `$test(&TestApp)` on every backend: `embedded::$test` and `postgres_redis::$test`.
+/// Runs `$test(&TestApp)` on every backend: `embedded::$test` and `postgres_redis::$test`,
+/// optionally with `with <Options expression>;` first.
 #[macro_export]
 macro_rules! backend_suite {
-    ($($test:ident),* $(,)?) => {
+    (with $options:expr; $($test:ident),* $(,)?) => {
         mod embedded {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let app = $crate::spawn_app($crate::Backend::Embedded).await;
+                    let app = $crate::spawn_app_with($crate::Backend::Embedded, $options).await;
                     super::$test(&app).await;
                     app.stop().await;
                 }
@@ -251,11 +274,67 @@ macro_rules! backend_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let app = $crate::spawn_app($crate::Backend::PostgresRedis).await;
+                    let app = $crate::spawn_app_with($crate::Backend::PostgresRedis, $options).await;
                     super::$test(&app).await;
                     app.stop().await;
                 }
             )*
         }
     };
+    ($($test:ident),* $(,)?) => {
+        $crate::backend_suite!(with $crate::Options::default(); $($test),*);
+    };
+}
+
+/// A Redis server this test owns (and may stop mid-run), on a free port.
+pub struct TestRedis {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (scripts/test.sh installs it)");
+        // Owned at once: if it never comes up, dropping it kills and reaps the process.
+        let redis = TestRedis {
+            url: format!("redis://127.0.0.1:{port}"),
+            child,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not come up");
+    }
+
+    /// Kills the server: every later call to it fails.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

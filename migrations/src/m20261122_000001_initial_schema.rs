@@ -38,6 +38,7 @@ enum CouponTemplates {
     Enabled,
     ArchivedAt,
     Version,
+    Revision,
     FenceToken,
     CreatedAt,
     UpdatedAt,
@@ -276,6 +277,7 @@ async fn create_coupon_tables(manager: &SchemaManager<'_>) -> Result<(), DbErr> 
                 .col(boolean(T::Enabled))
                 .col(big_integer_null(T::ArchivedAt))
                 .col(big_integer(T::Version))
+                .col(big_integer(T::Revision).default(1))
                 .col(big_integer(T::FenceToken).default(0))
                 .col(big_integer(T::CreatedAt))
                 .col(big_integer(T::UpdatedAt))

@@ -56,3 +56,38 @@ pub fn create_request(
         coupon_template: Some(template),
     }
 }
+
+pub async fn create_template(
+    app: &marketing_tests::TestApp,
+    tenant: &str,
+    template: pb::CouponTemplate,
+) -> pb::CouponTemplate {
+    app.templates()
+        .create_coupon_template(create_request(tenant, template))
+        .await
+        .expect("create template")
+        .into_inner()
+        .coupon_template
+        .expect("template")
+}
+
+pub fn claim_request(tenant: &str, member: &str, template_id: &str) -> pb::ClaimCouponRequest {
+    pb::ClaimCouponRequest {
+        tenant_id: tenant.into(),
+        member_id: member.into(),
+        template_id: template_id.into(),
+        request_id: unique("claim"),
+    }
+}
+
+pub async fn claim(
+    app: &marketing_tests::TestApp,
+    tenant: &str,
+    member: &str,
+    template_id: &str,
+) -> Result<pb::UserCoupon, tonic::Status> {
+    app.user_coupons()
+        .claim_coupon(claim_request(tenant, member, template_id))
+        .await
+        .map(|r| r.into_inner().user_coupon.expect("coupon"))
+}

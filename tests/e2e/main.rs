@@ -1,5 +1,7 @@
 //! One integration-test binary. Every suite runs on both backends (see `backend_suite!`).
 
+mod claims;
+mod coupons;
 mod fixtures;
 mod infra;
 mod schema;

@@ -425,7 +425,10 @@ pub struct CouponTemplate {
     pub remaining_stock: i64,
     pub claimed_count: i64,
     pub used_count: i64,
+    /// The etag of updates: raised by every change an operator makes.
     pub version: i64,
+    /// Raised by every write, claims and uses included: which of two copies is newer.
+    pub revision: i64,
     pub created_at: UnixMicros,
     pub updated_at: UnixMicros,
     pub archived_at: Option<UnixMicros>,

@@ -42,6 +42,19 @@ pub enum Reason {
     TemplateArchived,
     VersionMismatch,
     StockBelowClaimed,
+    TemplateDisabled,
+    OutsideDistributionWindow,
+    OutOfStock,
+    MemberLimitReached,
+    CouponNotFound,
+    InvalidCouponState,
+    OrderMismatch,
+    CouponExpired,
+    CouponNotYetValid,
+    CurrencyMismatch,
+    MinSpendNotMet,
+    ConcurrentModification,
+    DeadlineExceeded,
     Unavailable,
     Internal,
 }
@@ -55,6 +68,19 @@ impl Reason {
             Self::TemplateArchived => "TEMPLATE_ARCHIVED",
             Self::VersionMismatch => "VERSION_MISMATCH",
             Self::StockBelowClaimed => "STOCK_BELOW_CLAIMED",
+            Self::TemplateDisabled => "TEMPLATE_DISABLED",
+            Self::OutsideDistributionWindow => "OUTSIDE_DISTRIBUTION_WINDOW",
+            Self::OutOfStock => "OUT_OF_STOCK",
+            Self::MemberLimitReached => "MEMBER_LIMIT_REACHED",
+            Self::CouponNotFound => "COUPON_NOT_FOUND",
+            Self::InvalidCouponState => "INVALID_COUPON_STATE",
+            Self::OrderMismatch => "ORDER_MISMATCH",
+            Self::CouponExpired => "COUPON_EXPIRED",
+            Self::CouponNotYetValid => "COUPON_NOT_YET_VALID",
+            Self::CurrencyMismatch => "CURRENCY_MISMATCH",
+            Self::MinSpendNotMet => "MIN_SPEND_NOT_MET",
+            Self::ConcurrentModification => "CONCURRENT_MODIFICATION",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -84,6 +110,41 @@ pub enum MarketingError {
     VersionMismatch { expected: i64, current: i64 },
     #[error("stock cannot go below what is claimed: remaining stock is {remaining}")]
     StockBelowClaimed { remaining: i64 },
+    #[error("coupon template is disabled")]
+    TemplateDisabled,
+    #[error("coupon template is outside its distribution window")]
+    OutsideDistributionWindow,
+    #[error("coupon template is out of stock")]
+    OutOfStock,
+    #[error("member already holds the most coupons of this template allowed")]
+    MemberLimitReached,
+    /// A distribution was refused as a whole because of one member.
+    #[error("member {member_id} cannot get a coupon: {refusal}")]
+    DistributionRefused {
+        member_id: String,
+        #[source]
+        refusal: Box<MarketingError>,
+    },
+    #[error("coupon not found")]
+    CouponNotFound,
+    #[error("coupon is {status}")]
+    InvalidCouponState { status: String },
+    #[error("coupon is held by another order")]
+    OrderMismatch,
+    #[error("coupon has expired")]
+    CouponExpired,
+    #[error("coupon is not valid yet")]
+    CouponNotYetValid,
+    #[error("order currency differs from the coupon's")]
+    CurrencyMismatch,
+    #[error("order amount is below the coupon's minimum spend")]
+    MinSpendNotMet,
+    /// A concurrent writer changed what this request read; retrying may help.
+    #[error("concurrent modification, retry")]
+    ConcurrentModification(#[source] BoxError),
+    /// The request's deadline passed before it could be served.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
     /// A dependency (database, Redis) cannot be reached; retrying may help.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] BoxError),
@@ -109,6 +170,20 @@ impl MarketingError {
             Self::TemplateArchived => Reason::TemplateArchived,
             Self::VersionMismatch { .. } => Reason::VersionMismatch,
             Self::StockBelowClaimed { .. } => Reason::StockBelowClaimed,
+            Self::TemplateDisabled => Reason::TemplateDisabled,
+            Self::OutsideDistributionWindow => Reason::OutsideDistributionWindow,
+            Self::OutOfStock => Reason::OutOfStock,
+            Self::MemberLimitReached => Reason::MemberLimitReached,
+            Self::DistributionRefused { refusal, .. } => refusal.reason(),
+            Self::CouponNotFound => Reason::CouponNotFound,
+            Self::InvalidCouponState { .. } => Reason::InvalidCouponState,
+            Self::OrderMismatch => Reason::OrderMismatch,
+            Self::CouponExpired => Reason::CouponExpired,
+            Self::CouponNotYetValid => Reason::CouponNotYetValid,
+            Self::CurrencyMismatch => Reason::CurrencyMismatch,
+            Self::MinSpendNotMet => Reason::MinSpendNotMet,
+            Self::ConcurrentModification(_) => Reason::ConcurrentModification,
+            Self::DeadlineExceeded => Reason::DeadlineExceeded,
             Self::Unavailable(_) => Reason::Unavailable,
             Self::Internal(_) => Reason::Internal,
         }

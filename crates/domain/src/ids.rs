@@ -114,6 +114,10 @@ uuid_id!(
     /// A coupon template.
     TemplateId
 );
+uuid_id!(
+    /// A coupon held by a member.
+    CouponId
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,8 @@ pub mod error;
 pub mod ids;
 pub mod page;
 pub mod time;
+pub mod user_coupon;
 
 pub use error::{FieldViolation, MarketingError, Reason};
-pub use ids::{MemberId, RequestId, TemplateId, TenantId};
+pub use ids::{CouponId, MemberId, RequestId, TemplateId, TenantId};
 pub use time::UnixMicros;

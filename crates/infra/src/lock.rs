@@ -28,7 +28,8 @@ pub struct LockGuard {
     pub key: String,
     /// Random; only the holder of this token can release the lock.
     pub token: String,
-    /// Rises with every acquisition of `key`; writes carry it so a stale holder is refused.
+    /// Rises with every acquisition of `key` (a microsecond clock reading or the last fence
+    /// + 1); writes carry it so a stale holder is refused.
     pub fence: i64,
     /// When the lock lapses by itself unless released.
     pub expires_at: Instant,
@@ -93,11 +94,17 @@ pub struct RedisLock {
     release_script: Arc<Script>,
 }
 
-/// KEYS[1] lock, KEYS[2] fence counter; ARGV[1] token, ARGV[2] ttl ms.
-/// Returns the new fence on acquisition, 0 when held by someone else.
+/// KEYS[1] lock, KEYS[2] last fence; ARGV[1] token, ARGV[2] ttl ms.
+/// Returns the new fence on acquisition, 0 when held by someone else. The fence is Redis's
+/// clock in microseconds (or the last fence + 1 if that is larger), so fences keep rising
+/// even when Redis restarts empty and forgets the last one.
 const ACQUIRE_LUA: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local fence = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0') + 1)
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+  return fence
 end
 return 0
 ";
@@ -219,12 +226,18 @@ impl LocalLock {
                 expires_at,
             },
         );
-        let fence = state.fences.entry(key.to_owned()).or_insert(0);
-        *fence += 1;
+        // Same rule as Redis: the clock in microseconds, or the last fence + 1.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+            });
+        let last = state.fences.entry(key.to_owned()).or_insert(0);
+        *last = clock.max(*last + 1);
         Some(LockGuard {
             key: key.to_owned(),
             token,
-            fence: *fence,
+            fence: *last,
             expires_at,
         })
     }

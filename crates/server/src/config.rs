@@ -60,6 +60,17 @@ pub struct Config {
     /// balancers notice before the listener closes.
     pub shutdown_drain_delay: Duration,
     pub log_format: LogFormat,
+    /// How long one claim batch may hold a template's lock before it lapses by itself.
+    pub claim_lock_ttl: Duration,
+    /// How long a claim may wait (for the lock, and retrying) unless the client's own
+    /// deadline is shorter.
+    pub claim_timeout: Duration,
+    /// Most claims one locked batch serves.
+    pub claim_batch_max: usize,
+    /// How long `LockCoupon` holds a coupon when the request names no TTL.
+    pub coupon_lock_ttl: Duration,
+    /// How often the sweepers release lapsed coupon locks and expire coupons.
+    pub sweep_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -76,6 +87,11 @@ impl std::fmt::Debug for Config {
             .field("local_cache_capacity", &self.local_cache_capacity)
             .field("shutdown_drain_delay", &self.shutdown_drain_delay)
             .field("log_format", &self.log_format)
+            .field("claim_lock_ttl", &self.claim_lock_ttl)
+            .field("claim_timeout", &self.claim_timeout)
+            .field("claim_batch_max", &self.claim_batch_max)
+            .field("coupon_lock_ttl", &self.coupon_lock_ttl)
+            .field("sweep_interval", &self.sweep_interval)
             .finish()
     }
 }
@@ -104,6 +120,11 @@ impl Default for Config {
             local_cache_capacity: 100_000,
             shutdown_drain_delay: Duration::ZERO,
             log_format: LogFormat::Plain,
+            claim_lock_ttl: Duration::from_millis(3000),
+            claim_timeout: Duration::from_secs(10),
+            claim_batch_max: 512,
+            coupon_lock_ttl: Duration::from_secs(900),
+            sweep_interval: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +144,11 @@ struct FileLayer {
     local_cache_capacity: Option<u64>,
     shutdown_drain_delay_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    claim_lock_ttl_ms: Option<u64>,
+    claim_timeout_ms: Option<u64>,
+    claim_batch_max: Option<usize>,
+    coupon_lock_ttl_secs: Option<u64>,
+    sweep_interval_ms: Option<u64>,
 }
 
 impl Config {
@@ -185,6 +211,21 @@ impl Config {
         if let Some(format) = file.log_format {
             self.log_format = format;
         }
+        if let Some(ms) = file.claim_lock_ttl_ms {
+            self.claim_lock_ttl = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.claim_timeout_ms {
+            self.claim_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = file.claim_batch_max {
+            self.claim_batch_max = n;
+        }
+        if let Some(secs) = file.coupon_lock_ttl_secs {
+            self.coupon_lock_ttl = Duration::from_secs(secs);
+        }
+        if let Some(ms) = file.sweep_interval_ms {
+            self.sweep_interval = Duration::from_millis(ms);
+        }
         Ok(())
     }
 
@@ -226,6 +267,27 @@ impl Config {
         if let Some(ms) = var(&["MARKETING_SHUTDOWN_DRAIN_DELAY_MS"]) {
             self.shutdown_drain_delay =
                 Duration::from_millis(parse_number("MARKETING_SHUTDOWN_DRAIN_DELAY_MS", &ms)?);
+        }
+        let millis = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
+            var(&[name])
+                .map(|v| parse_number(name, &v).map(Duration::from_millis))
+                .transpose()
+        };
+        if let Some(ttl) = millis("MARKETING_CLAIM_LOCK_TTL_MS")? {
+            self.claim_lock_ttl = ttl;
+        }
+        if let Some(timeout) = millis("MARKETING_CLAIM_TIMEOUT_MS")? {
+            self.claim_timeout = timeout;
+        }
+        if let Some(n) = var(&["MARKETING_CLAIM_BATCH_MAX"]) {
+            self.claim_batch_max = parse_number("MARKETING_CLAIM_BATCH_MAX", &n)?;
+        }
+        if let Some(secs) = var(&["MARKETING_COUPON_LOCK_TTL_SECS"]) {
+            self.coupon_lock_ttl =
+                Duration::from_secs(parse_number("MARKETING_COUPON_LOCK_TTL_SECS", &secs)?);
+        }
+        if let Some(interval) = millis("MARKETING_SWEEP_INTERVAL_MS")? {
+            self.sweep_interval = interval;
         }
         if let Some(format) = var(&["MARKETING_LOG_FORMAT"]) {
             self.log_format = match format.as_str() {
@@ -275,6 +337,19 @@ impl Config {
                 "MARKETING_TEMPLATE_CACHE_TTL_SECS",
                 "must be at least 1",
             ));
+        }
+        for (name, value) in [
+            ("MARKETING_CLAIM_LOCK_TTL_MS", self.claim_lock_ttl),
+            ("MARKETING_CLAIM_TIMEOUT_MS", self.claim_timeout),
+            ("MARKETING_COUPON_LOCK_TTL_SECS", self.coupon_lock_ttl),
+            ("MARKETING_SWEEP_INTERVAL_MS", self.sweep_interval),
+        ] {
+            if value.as_millis() == 0 {
+                return Err(invalid(name, "must be positive"));
+            }
+        }
+        if self.claim_batch_max == 0 {
+            return Err(invalid("MARKETING_CLAIM_BATCH_MAX", "must be at least 1"));
         }
         if self.local_cache_capacity == 0 {
             return Err(invalid(

@@ -18,8 +18,31 @@ pub fn to_status(err: MarketingError) -> Status {
         MarketingError::InvalidArgument(_) | MarketingError::RequestIdReused => {
             Code::InvalidArgument
         }
-        MarketingError::TemplateNotFound => Code::NotFound,
-        MarketingError::TemplateArchived => Code::FailedPrecondition,
+        MarketingError::TemplateNotFound | MarketingError::CouponNotFound => Code::NotFound,
+        MarketingError::TemplateArchived
+        | MarketingError::TemplateDisabled
+        | MarketingError::OutsideDistributionWindow
+        | MarketingError::InvalidCouponState { .. }
+        | MarketingError::OrderMismatch
+        | MarketingError::CouponExpired
+        | MarketingError::CouponNotYetValid
+        | MarketingError::CurrencyMismatch
+        | MarketingError::MinSpendNotMet => Code::FailedPrecondition,
+        MarketingError::OutOfStock | MarketingError::MemberLimitReached => Code::ResourceExhausted,
+        MarketingError::DistributionRefused { member_id, refusal } => {
+            metadata.insert("member_id".to_owned(), member_id.clone());
+            match **refusal {
+                MarketingError::OutOfStock | MarketingError::MemberLimitReached => {
+                    Code::ResourceExhausted
+                }
+                _ => Code::FailedPrecondition,
+            }
+        }
+        MarketingError::ConcurrentModification(_) => {
+            tracing::warn!(error = %chain(&err), "concurrent modification outlasted the retries");
+            Code::Aborted
+        }
+        MarketingError::DeadlineExceeded => Code::DeadlineExceeded,
         MarketingError::StockBelowClaimed { remaining } => {
             metadata.insert("remaining_stock".to_owned(), remaining.to_string());
             Code::FailedPrecondition

@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use crate::{
     app::AppState,
     config::Config,
-    grpc::{CouponTemplates, PendingPoints, PendingUserCoupons},
+    grpc::{CouponTemplates, PendingPoints, UserCoupons},
 };
 
 /// Serves on `listener` until `shutdown` completes. Then health turns NOT_SERVING, the server
@@ -85,6 +85,7 @@ impl Server {
             tokio::time::sleep(drain_delay).await;
         };
 
+        let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving gRPC");
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -96,12 +97,30 @@ impl Server {
             .add_service(CouponTemplateServiceServer::new(CouponTemplates::new(
                 app.clone(),
             )))
-            .add_service(UserCouponServiceServer::new(PendingUserCoupons))
+            .add_service(UserCouponServiceServer::new(UserCoupons::new(app.clone())))
             .add_service(PointsAccountServiceServer::new(PendingPoints))
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
+        // Aborting mid-sweep rolls its statement back: nothing is half-done.
+        sweeper.abort();
         app.db.close().await?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Releases lapsed coupon locks and expires coupons every `sweep_interval`, on every replica
+/// (the sweeps are conditional updates, safe to run concurrently).
+async fn sweep_forever(app: AppState) {
+    const BATCH: u64 = 500;
+    let mut interval = tokio::time::interval(app.config.sweep_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match app.sweep_coupons(BATCH).await {
+            Ok((0, 0)) => {}
+            Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
+            Err(err) => tracing::warn!(error = %err, "coupon sweep failed; retrying next interval"),
+        }
     }
 }

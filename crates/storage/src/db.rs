@@ -132,13 +132,15 @@ pub fn classify(err: &DbErr) -> DbFailure {
     }
 }
 
-/// Turns a database error into the domain error clients see: unavailability is retryable,
+/// Turns a database error into a domain error: unavailability and lost races are retryable,
 /// anything else is internal (the cause is kept for the log).
 pub fn db_error(err: DbErr) -> MarketingError {
     match classify(&err) {
-        DbFailure::Unavailable | DbFailure::Retryable => MarketingError::Unavailable(err.into()),
-        DbFailure::UniqueViolation | DbFailure::CheckViolation | DbFailure::Other => {
-            MarketingError::Internal(err.into())
+        DbFailure::Unavailable => MarketingError::Unavailable(err.into()),
+        // A concurrent writer won a race: the use case may retry its transaction.
+        DbFailure::Retryable | DbFailure::UniqueViolation => {
+            MarketingError::ConcurrentModification(err.into())
         }
+        DbFailure::CheckViolation | DbFailure::Other => MarketingError::Internal(err.into()),
     }
 }

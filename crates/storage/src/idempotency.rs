@@ -113,3 +113,85 @@ pub async fn complete(
         ))
     }
 }
+
+/// A stored record: who asked what, and the outcome.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub operation: String,
+    pub fingerprint: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    /// The replayable outcome of `key`'s request, or `RequestIdReused` when the record is of
+    /// another request.
+    pub fn replay_for(self, key: &IdempotencyKey) -> Result<Outcome, MarketingError> {
+        if self.operation != key.operation || self.fingerprint != key.fingerprint {
+            Err(MarketingError::RequestIdReused)
+        } else {
+            Ok(self.outcome)
+        }
+    }
+}
+
+/// The committed records of `request_ids` in `tenant`, by request id.
+pub async fn find_many(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    request_ids: &[&str],
+) -> Result<std::collections::HashMap<String, Record>, MarketingError> {
+    let mut found = std::collections::HashMap::new();
+    for chunk in request_ids.chunks(1000) {
+        let rows = record::Entity::find()
+            .filter(record::Column::TenantId.eq(tenant.as_str()))
+            .filter(record::Column::RequestId.is_in(chunk.iter().copied()))
+            .filter(record::Column::StatusCode.ne(PENDING))
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            found.insert(
+                row.request_id,
+                Record {
+                    operation: row.operation,
+                    fingerprint: row.fingerprint,
+                    outcome: Outcome {
+                        status_code: row.status_code,
+                        response: row.response,
+                    },
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Inserts completed records in one statement. A request id recorded meanwhile by a
+/// concurrent transaction fails the insert (`ConcurrentModification`): retry, and the record
+/// will be found.
+pub async fn insert_completed(
+    conn: &impl ConnectionTrait,
+    records: Vec<(&IdempotencyKey, Outcome)>,
+) -> Result<(), MarketingError> {
+    let now = UnixMicros::now().0;
+    let rows: Vec<record::ActiveModel> = records
+        .into_iter()
+        .map(|(key, outcome)| record::ActiveModel {
+            tenant_id: Set(key.tenant_id.as_str().to_owned()),
+            request_id: Set(key.request_id.as_str().to_owned()),
+            operation: Set(key.operation.to_owned()),
+            fingerprint: Set(key.fingerprint.clone()),
+            status_code: Set(outcome.status_code),
+            response: Set(outcome.response),
+            created_at: Set(now),
+        })
+        .collect();
+    // 7 columns a row: 1000 rows stay below every backend's bind-parameter limit.
+    for chunk in rows.chunks(1000) {
+        record::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}

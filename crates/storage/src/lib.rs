@@ -7,6 +7,7 @@ mod db;
 pub mod entity;
 pub mod idempotency;
 pub mod templates;
+pub mod user_coupons;
 
 pub use db::{Backend, Database, DbFailure, classify, db_error};
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};

@@ -38,6 +38,7 @@ pub async fn insert(
         used_count: Set(template.used_count),
         archived_at: Set(template.archived_at.map(|t| t.0)),
         version: Set(template.version),
+        revision: Set(template.revision),
         fence_token: Set(0),
         created_at: Set(template.created_at.0),
         updated_at: Set(template.updated_at.0),
@@ -199,6 +200,10 @@ async fn conditional_update(
 ) -> Result<CouponTemplate, MarketingError> {
     let mut update = update
         .col_expr(tpl::Column::Version, Expr::col(tpl::Column::Version).add(1))
+        .col_expr(
+            tpl::Column::Revision,
+            Expr::col(tpl::Column::Revision).add(1),
+        )
         .col_expr(tpl::Column::UpdatedAt, Expr::value(now.0))
         .filter(tpl::Column::Id.eq(id.0))
         .filter(tpl::Column::TenantId.eq(tenant.as_str()))
@@ -320,8 +325,99 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
         claimed_count: row.claimed_count,
         used_count: row.used_count,
         version: row.version,
+        revision: row.revision,
         created_at: UnixMicros(row.created_at),
         updated_at: UnixMicros(row.updated_at),
         archived_at: row.archived_at.map(UnixMicros),
     })
+}
+
+/// Reads a template and locks its row until the transaction ends (PostgreSQL `FOR UPDATE`;
+/// a SQLite write transaction already excludes other writers).
+pub async fn get_for_update(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+) -> Result<CouponTemplate, MarketingError> {
+    tpl::Entity::find_by_id(id.0)
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .lock_exclusive()
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()?
+        .ok_or(MarketingError::TemplateNotFound)
+}
+
+/// Moves `count` coupons from remaining to claimed stock, never below zero, and returns the
+/// template as written. With a lock `fence`, the write is refused (`ConcurrentModification`)
+/// if a later lock holder already wrote: a holder whose lock lapsed cannot write.
+pub async fn take_stock(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    count: i64,
+    fence: Option<i64>,
+) -> Result<CouponTemplate, MarketingError> {
+    let mut update = tpl::Entity::update_many()
+        .col_expr(
+            tpl::Column::Revision,
+            Expr::col(tpl::Column::Revision).add(1),
+        )
+        .col_expr(
+            tpl::Column::RemainingStock,
+            Expr::col(tpl::Column::RemainingStock).sub(count),
+        )
+        .col_expr(
+            tpl::Column::ClaimedCount,
+            Expr::col(tpl::Column::ClaimedCount).add(count),
+        )
+        .filter(tpl::Column::Id.eq(id.0))
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .filter(tpl::Column::RemainingStock.gte(count));
+    if let Some(fence) = fence {
+        update = update
+            .col_expr(tpl::Column::FenceToken, Expr::value(fence))
+            .filter(tpl::Column::FenceToken.lte(fence));
+    }
+    match update
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_error)?
+        .pop()
+    {
+        Some(row) => to_domain(row),
+        None => Err(MarketingError::ConcurrentModification(
+            "stock or lock fence changed under a claim batch".into(),
+        )),
+    }
+}
+
+/// Adds `delta` (+1 on use, -1 on return) to the template's used count; returns the template
+/// as written.
+pub async fn add_used(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    delta: i64,
+) -> Result<CouponTemplate, MarketingError> {
+    tpl::Entity::update_many()
+        .col_expr(
+            tpl::Column::UsedCount,
+            Expr::col(tpl::Column::UsedCount).add(delta),
+        )
+        .col_expr(
+            tpl::Column::Revision,
+            Expr::col(tpl::Column::Revision).add(1),
+        )
+        .filter(tpl::Column::Id.eq(id.0))
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_error)?
+        .pop()
+        .map(to_domain)
+        .transpose()?
+        .ok_or(MarketingError::TemplateNotFound)
 }

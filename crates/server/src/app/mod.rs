@@ -1,6 +1,9 @@
 //! The application layer: use cases that combine domain rules, storage and infrastructure,
 //! one transaction each. Handlers in `grpc` call exactly one of these.
 
+mod claims;
+mod coupons;
+mod metrics;
 mod templates;
 
 use std::sync::Arc;
@@ -18,6 +21,9 @@ use marketing_storage::{
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+pub use claims::{ClaimCoupon, DistributeCoupons};
+pub use coupons::{CouponChange, ListCoupons, TransitionCoupon};
+pub use metrics::Metrics;
 pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
 
 use crate::config::{Config, redact};
@@ -29,6 +35,8 @@ pub struct AppState {
     pub cache: Arc<dyn Cache>,
     pub lock: Arc<dyn DistributedLock>,
     pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    claim_queues: Arc<claims::ClaimQueues>,
 }
 
 impl AppState {
@@ -91,6 +99,8 @@ impl AppState {
             cache,
             lock,
             config: Arc::new(config),
+            metrics: Arc::default(),
+            claim_queues: Arc::default(),
         })
     }
 }

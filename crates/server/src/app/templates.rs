@@ -73,6 +73,7 @@ impl AppState {
             claimed_count: 0,
             used_count: 0,
             version: 1,
+            revision: 1,
             created_at: now,
             updated_at: now,
             archived_at: None,
@@ -80,7 +81,7 @@ impl AppState {
         templates::insert(&txn, &template).await?;
         let response = template_to_proto(&template);
         self.commit_idempotent(txn, &cmd.key, &response).await?;
-        self.cache_template(&template, &response).await;
+        self.cache_template_as(&template, &response).await;
         tracing::info!(template_id = %template.id, "coupon template created");
         Ok(response)
     }
@@ -105,7 +106,7 @@ impl AppState {
         }
         let template = templates::get(self.db.conn(), tenant_id, id).await?;
         let response = template_to_proto(&template);
-        self.cache_template(&template, &response).await;
+        self.cache_template_as(&template, &response).await;
         Ok(response)
     }
 
@@ -203,18 +204,24 @@ impl AppState {
     ) -> Result<pb::CouponTemplate, MarketingError> {
         let response = template_to_proto(&updated);
         self.commit_idempotent(txn, key, &response).await?;
-        self.cache_template(&updated, &response).await;
+        self.cache_template_as(&updated, &response).await;
         tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");
         Ok(response)
     }
 
-    /// Writes the template through to the cache. The cache keeps the highest version, so a
+    /// Writes a template just written to the database through to the cache.
+    pub(super) async fn cache_template(&self, template: &CouponTemplate) {
+        self.cache_template_as(template, &template_to_proto(template))
+            .await;
+    }
+
+    /// Writes the template through to the cache. The cache keeps the highest revision, so a
     /// slow reader cannot put an older copy back. If the write fails, the entry is evicted so
     /// no older copy outlives the change; if that fails too, the TTL bounds the staleness.
-    async fn cache_template(&self, template: &CouponTemplate, response: &pb::CouponTemplate) {
+    async fn cache_template_as(&self, template: &CouponTemplate, response: &pb::CouponTemplate) {
         let key = cache_key(&template.tenant_id, template.id);
         let entry = Versioned {
-            version: template.version,
+            version: template.revision,
             value: response.encode_to_vec(),
         };
         if let Err(err) = self

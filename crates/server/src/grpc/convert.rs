@@ -5,6 +5,7 @@ use marketing_domain::{
     FieldViolation, UnixMicros,
     coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
     error::Violations,
+    user_coupon::{CouponStatus, UserCoupon},
 };
 use marketing_proto::v1 as pb;
 use prost_types::Timestamp;
@@ -49,6 +50,74 @@ pub fn discount_type_filter(
             field,
             format!("unknown discount type {value}"),
         )),
+    }
+}
+
+pub fn coupon_status_to_proto(status: CouponStatus) -> pb::UserCouponState {
+    match status {
+        CouponStatus::Available => pb::UserCouponState::Available,
+        CouponStatus::Locked => pb::UserCouponState::Locked,
+        CouponStatus::Used => pb::UserCouponState::Used,
+        CouponStatus::Expired => pb::UserCouponState::Expired,
+        CouponStatus::Revoked => pb::UserCouponState::Revoked,
+    }
+}
+
+pub fn coupon_status_from_proto(field: &str, value: i32) -> Result<CouponStatus, FieldViolation> {
+    match pb::UserCouponState::try_from(value) {
+        Ok(pb::UserCouponState::Available) => Ok(CouponStatus::Available),
+        Ok(pb::UserCouponState::Locked) => Ok(CouponStatus::Locked),
+        Ok(pb::UserCouponState::Used) => Ok(CouponStatus::Used),
+        Ok(pb::UserCouponState::Expired) => Ok(CouponStatus::Expired),
+        Ok(pb::UserCouponState::Revoked) => Ok(CouponStatus::Revoked),
+        Ok(pb::UserCouponState::Unspecified) | Err(_) => Err(FieldViolation::new(
+            field,
+            format!("{value} is not a coupon state"),
+        )),
+    }
+}
+
+/// The coupon as a reader sees it at `now` (its effective state).
+pub fn coupon_to_proto(coupon: &UserCoupon, now: UnixMicros) -> pb::UserCoupon {
+    let status = coupon.effective_status(now);
+    // A lapsed lock no longer names its order.
+    let locked = status == CouponStatus::Locked;
+    let order_id = match status {
+        CouponStatus::Locked | CouponStatus::Used => coupon.order_id.clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    pb::UserCoupon {
+        id: coupon.id.to_string(),
+        tenant_id: coupon.tenant_id.to_string(),
+        member_id: coupon.member_id.to_string(),
+        template_id: coupon.template_id.to_string(),
+        state: coupon_status_to_proto(status).into(),
+        discount: Some(match coupon.discount {
+            Discount::FixedAmount { amount } => {
+                pb::user_coupon::Discount::FixedAmount(pb::FixedAmountDiscount { amount })
+            }
+            Discount::PercentOff {
+                basis_points,
+                max_discount_amount,
+            } => pb::user_coupon::Discount::PercentOff(pb::PercentOffDiscount {
+                basis_points,
+                max_discount_amount,
+            }),
+        }),
+        currency: coupon.currency.as_str().to_owned(),
+        min_spend_amount: coupon.min_spend_amount,
+        valid_from: Some(timestamp(coupon.valid_from)),
+        valid_until: Some(timestamp(coupon.valid_until)),
+        claim_time: Some(timestamp(coupon.claimed_at)),
+        order_id,
+        lock_expire_time: coupon.lock_expires_at.filter(|_| locked).map(timestamp),
+        order_amount: coupon.order_amount.unwrap_or_default(),
+        discount_amount: coupon.discount_applied.unwrap_or_default(),
+        use_time: coupon.used_at.map(timestamp),
+        revoke_reason: coupon.revoke_reason.clone().unwrap_or_default(),
+        version: coupon.version,
+        update_time: Some(timestamp(coupon.updated_at)),
+        discount_type: discount_type_to_proto(coupon.discount.discount_type()).into(),
     }
 }
 

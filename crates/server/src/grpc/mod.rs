@@ -3,6 +3,8 @@
 pub mod convert;
 mod coupon_templates;
 mod pending;
+mod user_coupons;
 
 pub use coupon_templates::CouponTemplates;
-pub use pending::{PendingPoints, PendingUserCoupons};
+pub use pending::PendingPoints;
+pub use user_coupons::UserCoupons;

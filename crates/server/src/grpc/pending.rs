@@ -1,16 +1,10 @@
-//! The services whose issues are still open: every RPC answers `UNIMPLEMENTED` with an
+//! The service whose issue is still open: every RPC answers `UNIMPLEMENTED` with an
 //! `ErrorInfo` (reason `NOT_IMPLEMENTED`), so the whole contract is visible and callable.
 
-use marketing_proto::v1::{
-    self as pb, points_account_service_server::PointsAccountService,
-    user_coupon_service_server::UserCouponService,
-};
+use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
 use tonic::{Request, Response, Status};
 
 use crate::error::not_implemented;
-
-/// `UserCouponService`, until the user-coupon issue lands.
-pub struct PendingUserCoupons;
 
 /// `PointsAccountService`, until the points issue lands.
 pub struct PendingPoints;
@@ -28,21 +22,6 @@ macro_rules! unimplemented_service {
             )*
         }
     };
-}
-
-unimplemented_service! {
-    UserCouponService for PendingUserCoupons {
-        claim_coupon: "ClaimCoupon", ClaimCouponRequest -> ClaimCouponResponse;
-        distribute_coupons: "DistributeCoupons", DistributeCouponsRequest -> DistributeCouponsResponse;
-        get_user_coupon: "GetUserCoupon", GetUserCouponRequest -> GetUserCouponResponse;
-        list_member_coupons: "ListMemberCoupons", ListMemberCouponsRequest -> ListMemberCouponsResponse;
-        validate_coupon: "ValidateCoupon", ValidateCouponRequest -> ValidateCouponResponse;
-        lock_coupon: "LockCoupon", LockCouponRequest -> LockCouponResponse;
-        use_coupon: "UseCoupon", UseCouponRequest -> UseCouponResponse;
-        release_coupon: "ReleaseCoupon", ReleaseCouponRequest -> ReleaseCouponResponse;
-        return_coupon: "ReturnCoupon", ReturnCouponRequest -> ReturnCouponResponse;
-        revoke_coupon: "RevokeCoupon", RevokeCouponRequest -> RevokeCouponResponse;
-    }
 }
 
 unimplemented_service! {

@@ -27,7 +27,10 @@ pub struct Model {
     pub valid_days: Option<i32>,
     pub enabled: bool,
     pub archived_at: Option<i64>,
+    /// The etag: raised by changes of the terms, enabled flag, stock or archiving.
     pub version: i64,
+    /// Raised by every write of the row, claims included: orders cached copies.
+    pub revision: i64,
     /// Raised by every stock claim under a lock; a lock holder whose token is older cannot write.
     pub fence_token: i64,
     pub created_at: i64,

@@ -1,0 +1,545 @@
+//! Claims and distributions: where stock is taken.
+//!
+//! Claims of one template queue up in this replica; one drainer at a time takes the waiting
+//! claims as a batch, takes the template's lock (Redis or in-process) once, and serves the
+//! whole batch in one transaction: one conditional stock update (checked against the lock's
+//! fence), one multi-row insert of coupons and one of idempotency records. Claims arriving
+//! meanwhile wait for the next batch, so the lock is taken once per batch, not once per claim.
+//!
+//! The database decides: the template row is locked for the transaction, stock is taken with
+//! `remaining_stock >= n`, and `(template, member, slot)` is unique. With Redis unreachable the
+//! batch runs without the lock (counted in `Metrics::lock_unavailable`): slower under contention,
+//! never wrong.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use marketing_domain::{
+    MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
+    coupon_template::CouponTemplate,
+    user_coupon::{ClaimRefusal, CouponId, CouponStatus, UserCoupon, plan_claims},
+};
+use marketing_infra::{backoff, lock::LockGuard};
+use marketing_proto::v1 as pb;
+use marketing_storage::{
+    DatabaseTransaction,
+    idempotency::{self, IdempotencyKey, Outcome},
+    templates, user_coupons,
+};
+use prost::Message;
+use tokio::{sync::oneshot, time::Instant};
+
+use super::{AppState, Begun};
+use crate::grpc::convert::coupon_to_proto;
+
+const RETRY_BASE: Duration = Duration::from_millis(2);
+const RETRY_CAP: Duration = Duration::from_millis(100);
+
+pub struct ClaimCoupon {
+    pub key: IdempotencyKey,
+    pub template_id: TemplateId,
+    pub member_id: MemberId,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+}
+
+pub struct DistributeCoupons {
+    pub key: IdempotencyKey,
+    pub template_id: TemplateId,
+    /// Distinct members, in the order of the request.
+    pub members: Vec<MemberId>,
+    pub allow_partial: bool,
+    pub deadline: Instant,
+}
+
+type ClaimResult = Result<pb::UserCoupon, MarketingError>;
+
+/// What a batch issued: a decision per member, and the template as written (when any stock
+/// was taken), to refresh the cache after commit.
+struct Issued {
+    results: Vec<Result<UserCoupon, ClaimRefusal>>,
+    template: Option<CouponTemplate>,
+}
+
+struct Waiting {
+    claim: ClaimCoupon,
+    reply: oneshot::Sender<ClaimResult>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    draining: bool,
+}
+
+type SharedQueue = Arc<Mutex<Queue>>;
+
+/// The claim queues of this replica, one per template.
+#[derive(Default)]
+pub struct ClaimQueues {
+    queues: Mutex<HashMap<TemplateId, SharedQueue>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a push, a drain or a flag flip: a panic elsewhere cannot leave
+    // the queue inconsistent, so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ClaimQueues {
+    fn queue(&self, template: TemplateId) -> SharedQueue {
+        locked(&self.queues).entry(template).or_default().clone()
+    }
+}
+
+/// A copy of an error for another waiter: business errors as they are, infrastructure
+/// errors by their message (their cause was logged once).
+fn copy_error(err: &MarketingError) -> MarketingError {
+    match err {
+        MarketingError::TemplateNotFound => MarketingError::TemplateNotFound,
+        MarketingError::TemplateDisabled => MarketingError::TemplateDisabled,
+        MarketingError::OutsideDistributionWindow => MarketingError::OutsideDistributionWindow,
+        MarketingError::OutOfStock => MarketingError::OutOfStock,
+        MarketingError::MemberLimitReached => MarketingError::MemberLimitReached,
+        MarketingError::RequestIdReused => MarketingError::RequestIdReused,
+        MarketingError::DeadlineExceeded => MarketingError::DeadlineExceeded,
+        MarketingError::Unavailable(cause) => MarketingError::Unavailable(cause.to_string().into()),
+        MarketingError::ConcurrentModification(cause) => {
+            MarketingError::ConcurrentModification(cause.to_string().into())
+        }
+        other => MarketingError::internal(other.to_string()),
+    }
+}
+
+/// Clears the draining flag and fails the waiting claims if a drainer dies (a panic): the
+/// queue must never stay marked as drained by nobody.
+struct DrainGuard {
+    queue: SharedQueue,
+    armed: bool,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queue = locked(&self.queue);
+            queue.draining = false;
+            for waiting in queue.waiting.drain(..) {
+                let _ = waiting
+                    .reply
+                    .send(Err(MarketingError::internal("the claim drainer stopped")));
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Claims one coupon: waits in the template's queue and is served in the next batch.
+    pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
+        let (reply, answer) = oneshot::channel();
+        let template = claim.template_id;
+        let queue = self.claim_queues.queue(template);
+        let start_drainer = {
+            let mut state = locked(&queue);
+            state.waiting.push(Waiting { claim, reply });
+            !std::mem::replace(&mut state.draining, true)
+        };
+        if start_drainer {
+            let app = self.clone();
+            tokio::spawn(async move { app.drain_claims(queue).await });
+        }
+        answer
+            .await
+            .map_err(|_| MarketingError::internal("the claim batch ended without an answer"))?
+    }
+
+    async fn drain_claims(self, queue: SharedQueue) {
+        let mut guard = DrainGuard {
+            queue: queue.clone(),
+            armed: true,
+        };
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut state = locked(&queue);
+                if state.waiting.is_empty() {
+                    state.draining = false;
+                    guard.armed = false;
+                    return;
+                }
+                let take = state.waiting.len().min(self.config.claim_batch_max);
+                state.waiting.drain(..take).collect()
+            };
+            self.serve_claim_batch(batch).await;
+        }
+    }
+
+    async fn serve_claim_batch(&self, batch: Vec<Waiting>) {
+        // Callers that gave up are not served: no coupon is taken for an abandoned request.
+        let batch: Vec<Waiting> = batch.into_iter().filter(|w| !w.reply.is_closed()).collect();
+        // Retries racing each other in one batch share one outcome; the first decides.
+        let mut unique: Vec<(ClaimCoupon, Vec<oneshot::Sender<ClaimResult>>)> = Vec::new();
+        let mut by_request: HashMap<String, usize> = HashMap::new();
+        for Waiting { claim, reply } in batch {
+            match by_request.get(claim.key.request_id.as_str()) {
+                Some(&first) if unique[first].0.key.fingerprint == claim.key.fingerprint => {
+                    unique[first].1.push(reply);
+                }
+                Some(_) => {
+                    let _ = reply.send(Err(MarketingError::RequestIdReused));
+                }
+                None => {
+                    by_request.insert(claim.key.request_id.as_str().to_owned(), unique.len());
+                    unique.push((claim, vec![reply]));
+                }
+            }
+        }
+        let Some(deadline) = unique.iter().map(|(claim, _)| claim.deadline).min() else {
+            return;
+        };
+        let claims: Vec<&ClaimCoupon> = unique.iter().map(|(claim, _)| claim).collect();
+        let template = claims[0].template_id;
+        let tenant = claims[0].key.tenant_id.clone();
+        let mut attempt = 0;
+        let outcomes = loop {
+            let lock = match self.template_lock(template, deadline).await {
+                Ok(lock) => lock,
+                Err(err) => break Err(err),
+            };
+            let result = self
+                .claim_batch_transaction(&tenant, template, &claims, lock.as_ref().map(|l| l.fence))
+                .await;
+            self.release_template_lock(lock).await;
+            match retry_or_finish(result, &mut attempt, deadline, &self.metrics).await {
+                Some(done) => break done,
+                None => continue,
+            }
+        };
+        self.metrics.record_claim_batch(claims.len());
+        match outcomes {
+            Ok(outcomes) => {
+                for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
+                    for reply in replies {
+                        let copy = match &outcome {
+                            Ok(coupon) => Ok(coupon.clone()),
+                            Err(err) => Err(copy_error(err)),
+                        };
+                        let _ = reply.send(copy);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(template_id = %template, error = %err, claims = unique.len(), "claim batch failed");
+                for (_, replies) in unique {
+                    for reply in replies {
+                        let _ = reply.send(Err(copy_error(&err)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for a batch of distinct claims: replays, then decisions, then writes.
+    async fn claim_batch_transaction(
+        &self,
+        tenant: &TenantId,
+        template: TemplateId,
+        claims: &[&ClaimCoupon],
+        fence: Option<i64>,
+    ) -> Result<Vec<ClaimResult>, MarketingError> {
+        let txn = self.db.begin_write().await?;
+        let request_ids: Vec<&str> = claims.iter().map(|c| c.key.request_id.as_str()).collect();
+        let mut records = idempotency::find_many(&txn, tenant, &request_ids).await?;
+        let mut outcomes: Vec<Option<ClaimResult>> = Vec::with_capacity(claims.len());
+        let mut fresh = Vec::new();
+        for (index, claim) in claims.iter().enumerate() {
+            match records.remove(claim.key.request_id.as_str()) {
+                Some(record) => {
+                    outcomes.push(Some(record.replay_for(&claim.key).and_then(decode_coupon)))
+                }
+                None => {
+                    outcomes.push(None);
+                    fresh.push(index);
+                }
+            }
+        }
+        let mut written = None;
+        if !fresh.is_empty() {
+            let members: Vec<&MemberId> = fresh.iter().map(|&i| &claims[i].member_id).collect();
+            match self
+                .issue_coupons(&txn, tenant, template, &members, fence, false)
+                .await
+            {
+                Err(MarketingError::TemplateNotFound) => {
+                    for &i in &fresh {
+                        outcomes[i] = Some(Err(MarketingError::TemplateNotFound));
+                    }
+                }
+                Err(err) => return Err(err),
+                Ok(issued) => {
+                    written = issued.template;
+                    let now = UnixMicros::now();
+                    let mut records = Vec::new();
+                    for (&i, result) in fresh.iter().zip(issued.results) {
+                        outcomes[i] = Some(match result {
+                            Ok(coupon) => {
+                                let response = coupon_to_proto(&coupon, now);
+                                records.push((&claims[i].key, ok_outcome(&response)));
+                                Ok(response)
+                            }
+                            Err(refusal) => Err(refusal.into_error()),
+                        });
+                    }
+                    idempotency::insert_completed(&txn, records).await?;
+                }
+            }
+        }
+        txn.commit().await.map_err(marketing_storage::db_error)?;
+        if let Some(template) = written {
+            self.cache_template(&template).await;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| Err(MarketingError::internal("claim left undecided")))
+            })
+            .collect())
+    }
+
+    /// Decides `members`' claims against the locked template row and writes the grants: one
+    /// stock update and one multi-row insert. With `all_or_nothing`, any refusal writes
+    /// nothing and is returned as the error.
+    async fn issue_coupons(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: &TenantId,
+        template: TemplateId,
+        members: &[&MemberId],
+        fence: Option<i64>,
+        all_or_nothing: bool,
+    ) -> Result<Issued, MarketingError> {
+        let template = templates::get_for_update(txn, tenant, template).await?;
+        let held = user_coupons::held_slots(txn, template.id, members).await?;
+        let now = UnixMicros::now();
+        let plan = plan_claims(&template, now, &held, members);
+        if all_or_nothing
+            && let Some((member, refusal)) = members
+                .iter()
+                .zip(&plan)
+                .find_map(|(member, decision)| decision.err().map(|refusal| (member, refusal)))
+        {
+            return Err(MarketingError::DistributionRefused {
+                member_id: member.to_string(),
+                refusal: Box::new(refusal.into_error()),
+            });
+        }
+        let mut issued = Vec::with_capacity(plan.len());
+        for (member, decision) in members.iter().zip(plan) {
+            issued.push(match decision {
+                Ok(grant) => Ok(new_coupon(&template, member, grant.slot, now)?),
+                Err(refusal) => Err(refusal),
+            });
+        }
+        let coupons: Vec<UserCoupon> = issued
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        let mut written = None;
+        if !coupons.is_empty() {
+            written = Some(
+                templates::take_stock(txn, tenant, template.id, coupons.len() as i64, fence)
+                    .await?,
+            );
+            user_coupons::insert_many(txn, &coupons).await?;
+        }
+        Ok(Issued {
+            results: issued,
+            template: written,
+        })
+    }
+
+    /// Issues one coupon to each member, under the same lock and rules as claims, in one
+    /// transaction: all or nothing, or (with `allow_partial`) what stock and limits allow.
+    pub async fn distribute_coupons(
+        &self,
+        cmd: DistributeCoupons,
+    ) -> Result<pb::DistributeCouponsResponse, MarketingError> {
+        let mut attempt = 0;
+        loop {
+            let lock = self.template_lock(cmd.template_id, cmd.deadline).await?;
+            let result = self
+                .distribution_transaction(&cmd, lock.as_ref().map(|l| l.fence))
+                .await;
+            self.release_template_lock(lock).await;
+            if let Some(done) =
+                retry_or_finish(result, &mut attempt, cmd.deadline, &self.metrics).await
+            {
+                return done;
+            }
+        }
+    }
+
+    async fn distribution_transaction(
+        &self,
+        cmd: &DistributeCoupons,
+        fence: Option<i64>,
+    ) -> Result<pb::DistributeCouponsResponse, MarketingError> {
+        let txn = match self
+            .begin_idempotent::<pb::DistributeCouponsResponse>(&cmd.key)
+            .await?
+        {
+            Begun::Replay(response) => return Ok(response),
+            Begun::Fresh(txn) => txn,
+        };
+        let members: Vec<&MemberId> = cmd.members.iter().collect();
+        let issued = self
+            .issue_coupons(
+                &txn,
+                &cmd.key.tenant_id,
+                cmd.template_id,
+                &members,
+                fence,
+                !cmd.allow_partial,
+            )
+            .await?;
+        let written = issued.template;
+        let issued = issued.results;
+        let now = UnixMicros::now();
+        let mut response = pb::DistributeCouponsResponse::default();
+        for (member, result) in members.iter().zip(issued) {
+            let (user_coupon, failure_reason) = match result {
+                Ok(coupon) => (Some(coupon_to_proto(&coupon, now)), String::new()),
+                Err(refusal) => (None, refusal.into_error().reason().as_str().to_owned()),
+            };
+            if user_coupon.is_some() {
+                response.issued_count += 1;
+            } else {
+                response.failed_count += 1;
+            }
+            response.results.push(pb::DistributionResult {
+                member_id: member.to_string(),
+                user_coupon,
+                failure_reason,
+            });
+        }
+        self.commit_idempotent(txn, &cmd.key, &response).await?;
+        if let Some(template) = written {
+            self.cache_template(&template).await;
+        }
+        tracing::info!(
+            template_id = %cmd.template_id,
+            issued = response.issued_count,
+            failed = response.failed_count,
+            "coupons distributed"
+        );
+        Ok(response)
+    }
+
+    /// The template's lock, waiting until `deadline`. `Ok(None)` when the lock backend is
+    /// unreachable: the caller proceeds on the database alone (and this is counted).
+    async fn template_lock(
+        &self,
+        template: TemplateId,
+        deadline: Instant,
+    ) -> Result<Option<LockGuard>, MarketingError> {
+        let key = format!("tpl:{template}");
+        match self
+            .lock
+            .acquire(&key, self.config.claim_lock_ttl, deadline)
+            .await
+        {
+            Ok(Some(guard)) => Ok(Some(guard)),
+            Ok(None) => Err(MarketingError::DeadlineExceeded),
+            Err(err) => {
+                self.metrics.record_lock_unavailable();
+                tracing::warn!(template_id = %template, error = %err, lock = self.lock.kind(),
+                    "template lock unavailable; claiming on the database alone");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn release_template_lock(&self, lock: Option<LockGuard>) {
+        if let Some(guard) = lock
+            && let Err(err) = self.lock.release(&guard).await
+        {
+            // The TTL frees it anyway.
+            tracing::warn!(key = %guard.key, error = %err, "releasing a template lock failed");
+        }
+    }
+}
+
+/// `Some(result)` when done; `None` after sleeping, to retry a transaction that lost a race
+/// while the deadline allows.
+async fn retry_or_finish<T>(
+    result: Result<T, MarketingError>,
+    attempt: &mut u32,
+    deadline: Instant,
+    metrics: &super::Metrics,
+) -> Option<Result<T, MarketingError>> {
+    match result {
+        Err(MarketingError::ConcurrentModification(cause)) => {
+            let wait = backoff(*attempt, RETRY_BASE, RETRY_CAP);
+            if Instant::now() + wait >= deadline {
+                tracing::warn!(error = %cause, attempts = *attempt + 1, "retries ran out at the deadline");
+                return Some(Err(MarketingError::DeadlineExceeded));
+            }
+            tracing::debug!(error = %cause, attempt = *attempt, "retrying after a lost race");
+            metrics
+                .claim_retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *attempt += 1;
+            tokio::time::sleep(wait).await;
+            None
+        }
+        done => Some(done),
+    }
+}
+
+fn new_coupon(
+    template: &CouponTemplate,
+    member: &MemberId,
+    slot: i32,
+    now: UnixMicros,
+) -> Result<UserCoupon, MarketingError> {
+    let (valid_from, valid_until) = template
+        .terms
+        .validity
+        .window_for_claim(now)
+        .ok_or_else(|| MarketingError::internal("coupon validity overflows"))?;
+    Ok(UserCoupon {
+        id: CouponId::new(),
+        tenant_id: template.tenant_id.clone(),
+        template_id: template.id,
+        member_id: member.clone(),
+        claim_slot: slot,
+        status: CouponStatus::Available,
+        discount: template.terms.discount,
+        currency: template.terms.currency.clone(),
+        min_spend_amount: template.terms.min_spend_amount,
+        valid_from,
+        valid_until,
+        claimed_at: now,
+        order_id: None,
+        lock_expires_at: None,
+        order_amount: None,
+        discount_applied: None,
+        used_at: None,
+        revoke_reason: None,
+        revoked_at: None,
+        version: 1,
+        updated_at: now,
+    })
+}
+
+fn ok_outcome(response: &impl Message) -> Outcome {
+    Outcome {
+        status_code: 0,
+        response: response.encode_to_vec(),
+    }
+}
+
+fn decode_coupon(outcome: Outcome) -> ClaimResult {
+    pb::UserCoupon::decode(outcome.response.as_slice()).map_err(MarketingError::internal)
+}

@@ -1,0 +1,265 @@
+//! The lifecycle of a held coupon: reads (showing the effective state), the checkout dry run,
+//! and the transitions, each a compare-and-set on the row's version in one transaction with
+//! its idempotency record.
+
+use std::time::Duration;
+
+use marketing_domain::{
+    CouponId, MarketingError, MemberId, TenantId, UnixMicros,
+    coupon_template::Currency,
+    user_coupon::{CouponStatus, Transition, UsabilityProblem, UserCoupon},
+};
+use marketing_proto::v1 as pb;
+use marketing_storage::{idempotency::IdempotencyKey, templates, user_coupons};
+
+use super::{AppState, Begun};
+use crate::grpc::convert::coupon_to_proto;
+
+/// How often a transition re-reads and retries when a concurrent change won the race.
+const CAS_ATTEMPTS: usize = 5;
+
+pub struct ListCoupons {
+    pub tenant_id: TenantId,
+    pub member_id: MemberId,
+    pub statuses: Vec<CouponStatus>,
+    pub before: Option<CouponId>,
+    pub page_size: u64,
+}
+
+/// What a transition does, with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CouponChange {
+    Lock {
+        order_id: String,
+        ttl: Duration,
+    },
+    Use {
+        order_id: String,
+        amount: i64,
+        currency: Currency,
+    },
+    Release {
+        order_id: String,
+    },
+    Return {
+        order_id: String,
+    },
+    Revoke {
+        reason: String,
+    },
+}
+
+impl CouponChange {
+    fn transition(&self) -> (Transition, Option<&str>) {
+        match self {
+            Self::Lock { order_id, .. } => (Transition::Lock, Some(order_id)),
+            Self::Use { order_id, .. } => (Transition::Use, Some(order_id)),
+            Self::Release { order_id } => (Transition::Release, Some(order_id)),
+            Self::Return { order_id } => (Transition::Return, Some(order_id)),
+            Self::Revoke { .. } => (Transition::Revoke, None),
+        }
+    }
+
+    /// The coupon after this change at `now` (checked by the caller first).
+    fn apply(&self, coupon: &UserCoupon, now: UnixMicros) -> Result<UserCoupon, MarketingError> {
+        let mut next = coupon.clone();
+        next.updated_at = now;
+        match self {
+            Self::Lock { order_id, ttl } => {
+                let ttl = i64::try_from(ttl.as_micros()).map_err(MarketingError::internal)?;
+                next.status = CouponStatus::Locked;
+                next.order_id = Some(order_id.clone());
+                next.lock_expires_at = Some(UnixMicros(now.0.saturating_add(ttl)));
+            }
+            Self::Use {
+                order_id,
+                amount,
+                currency,
+            } => {
+                // The state was checked by the transition; the rest of usability here.
+                if let Some(problem) = coupon
+                    .usability_problems(now, *amount, currency, Some(order_id))
+                    .into_iter()
+                    .find(|p| !matches!(p, UsabilityProblem::State(_)))
+                {
+                    return Err(problem.into_error());
+                }
+                next.status = CouponStatus::Used;
+                next.order_id = Some(order_id.clone());
+                next.lock_expires_at = None;
+                next.order_amount = Some(*amount);
+                next.discount_applied = Some(coupon.discount.discount_for(*amount));
+                next.used_at = Some(now);
+            }
+            Self::Release { .. } => {
+                next.status = CouponStatus::Available;
+                next.order_id = None;
+                next.lock_expires_at = None;
+            }
+            Self::Return { .. } => {
+                next.status = if now >= coupon.valid_until {
+                    CouponStatus::Expired
+                } else {
+                    CouponStatus::Available
+                };
+                next.order_id = None;
+                next.order_amount = None;
+                next.discount_applied = None;
+                next.used_at = None;
+            }
+            Self::Revoke { reason } => {
+                next.status = CouponStatus::Revoked;
+                next.order_id = None;
+                next.lock_expires_at = None;
+                next.revoke_reason = Some(reason.clone());
+                next.revoked_at = Some(now);
+            }
+        }
+        Ok(next)
+    }
+
+    /// How the template's `used_count` moves.
+    fn used_delta(&self) -> i64 {
+        match self {
+            Self::Use { .. } => 1,
+            Self::Return { .. } => -1,
+            _ => 0,
+        }
+    }
+}
+
+pub struct TransitionCoupon {
+    pub key: IdempotencyKey,
+    pub coupon_id: CouponId,
+    /// When set, a coupon of another member is not found.
+    pub member_id: Option<MemberId>,
+    pub change: CouponChange,
+}
+
+impl AppState {
+    pub async fn get_coupon(
+        &self,
+        tenant: &TenantId,
+        id: CouponId,
+        member: Option<&MemberId>,
+    ) -> Result<pb::UserCoupon, MarketingError> {
+        let coupon = user_coupons::get(self.db.conn(), tenant, id, member).await?;
+        Ok(coupon_to_proto(&coupon, UnixMicros::now()))
+    }
+
+    /// One page, newest first, and the last coupon of it when another page may follow.
+    pub async fn list_coupons(
+        &self,
+        query: ListCoupons,
+    ) -> Result<(Vec<pb::UserCoupon>, Option<CouponId>), MarketingError> {
+        let now = UnixMicros::now();
+        let mut page = user_coupons::list_for_member(
+            self.db.conn(),
+            &query.tenant_id,
+            &query.member_id,
+            &query.statuses,
+            query.before,
+            query.page_size + 1,
+            now,
+        )
+        .await?;
+        let has_more = page.len() as u64 > query.page_size;
+        page.truncate(query.page_size as usize);
+        let next = has_more.then(|| page.last().map(|c| c.id)).flatten();
+        Ok((page.iter().map(|c| coupon_to_proto(c, now)).collect(), next))
+    }
+
+    /// The checkout dry run: writes nothing.
+    pub async fn validate_coupon(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        id: CouponId,
+        amount: i64,
+        currency: &Currency,
+        order_id: Option<&str>,
+    ) -> Result<pb::ValidateCouponResponse, MarketingError> {
+        let coupon = user_coupons::get(self.db.conn(), tenant, id, Some(member)).await?;
+        let now = UnixMicros::now();
+        let problems = coupon.usability_problems(now, amount, currency, order_id);
+        Ok(pb::ValidateCouponResponse {
+            usable: problems.is_empty(),
+            discount_amount: if problems.is_empty() {
+                coupon.discount.discount_for(amount)
+            } else {
+                0
+            },
+            failures: problems
+                .into_iter()
+                .map(|problem| pb::CouponValidationFailure {
+                    reason: problem.reason().to_owned(),
+                    message: problem.message(),
+                })
+                .collect(),
+            user_coupon: Some(coupon_to_proto(&coupon, now)),
+        })
+    }
+
+    pub async fn transition_coupon(
+        &self,
+        cmd: TransitionCoupon,
+    ) -> Result<pb::UserCoupon, MarketingError> {
+        let txn = match self.begin_idempotent::<pb::UserCoupon>(&cmd.key).await? {
+            Begun::Replay(coupon) => return Ok(coupon),
+            Begun::Fresh(txn) => txn,
+        };
+        let tenant = &cmd.key.tenant_id;
+        let (transition, order_id) = cmd.change.transition();
+        for _ in 0..CAS_ATTEMPTS {
+            let coupon =
+                user_coupons::get(&txn, tenant, cmd.coupon_id, cmd.member_id.as_ref()).await?;
+            let now = UnixMicros::now();
+            transition.check(&coupon, now, order_id)?;
+            let mut next = cmd.change.apply(&coupon, now)?;
+            if user_coupons::compare_and_set(&txn, &next, coupon.version).await? {
+                next.version = coupon.version + 1;
+                let delta = cmd.change.used_delta();
+                let template = if delta != 0 {
+                    Some(templates::add_used(&txn, tenant, coupon.template_id, delta).await?)
+                } else {
+                    None
+                };
+                let response = coupon_to_proto(&next, now);
+                self.commit_idempotent(txn, &cmd.key, &response).await?;
+                if let Some(template) = template {
+                    self.cache_template(&template).await;
+                }
+                tracing::info!(coupon_id = %next.id, ?transition, "coupon changed");
+                return Ok(response);
+            }
+        }
+        Err(MarketingError::ConcurrentModification(
+            "the coupon kept changing under the transition".into(),
+        ))
+    }
+
+    /// One sweep: lapsed locks back to AVAILABLE, unused coupons past validity to EXPIRED, in
+    /// batches of `batch`. Safe to run on every replica at once.
+    pub async fn sweep_coupons(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
+        let now = UnixMicros::now();
+        let (mut unlocked, mut expired) = (0, 0);
+        loop {
+            let n = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;
+            unlocked += n;
+            if n < batch {
+                break;
+            }
+        }
+        loop {
+            let n = user_coupons::expire_lapsed(self.db.conn(), now, batch).await?;
+            expired += n;
+            if n < batch {
+                break;
+            }
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.coupons_unlocked.fetch_add(unlocked, Relaxed);
+        self.metrics.coupons_expired.fetch_add(expired, Relaxed);
+        Ok((unlocked, expired))
+    }
+}

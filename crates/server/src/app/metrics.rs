@@ -1,0 +1,30 @@
+//! Counters of this replica, read by operators (and the operations work to come).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Claim batches (and distributions) that ran without the template lock because the lock
+    /// backend (Redis) was unreachable.
+    pub lock_unavailable: AtomicU64,
+    /// Claim batches served, and the claims in them.
+    pub claim_batches: AtomicU64,
+    pub claims_batched: AtomicU64,
+    /// Claim or distribution transactions retried after losing a race (a lapsed lock's fence,
+    /// a serialization failure).
+    pub claim_retries: AtomicU64,
+    /// Coupons the sweepers released from lapsed locks, and expired.
+    pub coupons_unlocked: AtomicU64,
+    pub coupons_expired: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_lock_unavailable(&self) {
+        self.lock_unavailable.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_claim_batch(&self, claims: usize) {
+        self.claim_batches.fetch_add(1, Relaxed);
+        self.claims_batched.fetch_add(claims as u64, Relaxed);
+    }
+}

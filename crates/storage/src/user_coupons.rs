@@ -1,0 +1,357 @@
+//! Coupons held by members. Queries are scoped by tenant; a state change is a
+//! compare-and-set on the row's version; sweeps are conditional batch updates that any number
+//! of replicas may run at once.
+
+use std::collections::HashMap;
+
+use marketing_domain::{
+    CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
+    coupon_template::{Currency, Discount, DiscountType},
+    user_coupon::{CouponStatus, UserCoupon},
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
+};
+
+use crate::{db::db_error, entity::user_coupon as uc};
+
+/// Rows a multi-row insert carries: 25 columns x 1000 stays below every backend's
+/// bind-parameter limit.
+const INSERT_CHUNK: usize = 1000;
+
+pub async fn insert_many(
+    conn: &impl ConnectionTrait,
+    coupons: &[UserCoupon],
+) -> Result<(), MarketingError> {
+    for chunk in coupons.chunks(INSERT_CHUNK) {
+        uc::Entity::insert_many(chunk.iter().map(to_row))
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The highest claim slot each of `members` holds of `template` (members holding none are
+/// absent).
+pub async fn held_slots(
+    conn: &impl ConnectionTrait,
+    template: TemplateId,
+    members: &[&MemberId],
+) -> Result<HashMap<MemberId, i32>, MarketingError> {
+    let mut held = HashMap::new();
+    let mut unique: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    for chunk in unique.chunks(INSERT_CHUNK) {
+        let rows: Vec<(String, Option<i32>)> = uc::Entity::find()
+            .select_only()
+            .column(uc::Column::MemberId)
+            .column_as(uc::Column::ClaimSlot.max(), "max_slot")
+            .filter(uc::Column::TemplateId.eq(template.0))
+            .filter(uc::Column::MemberId.is_in(chunk.iter().copied()))
+            .group_by(uc::Column::MemberId)
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for (member, slot) in rows {
+            if let (Ok(member), Some(slot)) = (MemberId::parse("member_id", &member), slot) {
+                held.insert(member, slot);
+            }
+        }
+    }
+    Ok(held)
+}
+
+pub async fn find(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: CouponId,
+) -> Result<Option<UserCoupon>, MarketingError> {
+    uc::Entity::find_by_id(id.0)
+        .filter(uc::Column::TenantId.eq(tenant.as_str()))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()
+}
+
+/// The coupon, if it exists in `tenant` and (when given) belongs to `member`.
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: CouponId,
+    member: Option<&MemberId>,
+) -> Result<UserCoupon, MarketingError> {
+    find(conn, tenant, id)
+        .await?
+        .filter(|coupon| member.is_none_or(|m| &coupon.member_id == m))
+        .ok_or(MarketingError::CouponNotFound)
+}
+
+/// Rows whose *effective* status (see `UserCoupon::effective_status`) is `status` at `now`.
+fn effective_status_is(status: CouponStatus, now: UnixMicros) -> Condition {
+    let code = |s: CouponStatus| s.code();
+    let valid = uc::Column::ValidUntilAt.gt(now.0);
+    match status {
+        CouponStatus::Available => Condition::any()
+            .add(
+                Condition::all()
+                    .add(uc::Column::Status.eq(code(CouponStatus::Available)))
+                    .add(valid.clone()),
+            )
+            .add(
+                Condition::all()
+                    .add(uc::Column::Status.eq(code(CouponStatus::Locked)))
+                    .add(uc::Column::LockExpiresAt.lte(now.0))
+                    .add(valid),
+            ),
+        CouponStatus::Locked => Condition::all()
+            .add(uc::Column::Status.eq(code(CouponStatus::Locked)))
+            .add(uc::Column::LockExpiresAt.gt(now.0))
+            .add(valid),
+        CouponStatus::Expired => Condition::any()
+            .add(uc::Column::Status.eq(code(CouponStatus::Expired)))
+            .add(
+                Condition::all()
+                    .add(
+                        uc::Column::Status
+                            .is_in([code(CouponStatus::Available), code(CouponStatus::Locked)]),
+                    )
+                    .add(uc::Column::ValidUntilAt.lte(now.0)),
+            ),
+        CouponStatus::Used | CouponStatus::Revoked => {
+            Condition::all().add(uc::Column::Status.eq(code(status)))
+        }
+    }
+}
+
+/// A member's coupons, newest first, before `before`, in any of `statuses` (all when empty).
+pub async fn list_for_member(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+    statuses: &[CouponStatus],
+    before: Option<CouponId>,
+    limit: u64,
+    now: UnixMicros,
+) -> Result<Vec<UserCoupon>, MarketingError> {
+    let mut query = uc::Entity::find()
+        .filter(uc::Column::TenantId.eq(tenant.as_str()))
+        .filter(uc::Column::MemberId.eq(member.as_str()));
+    if let Some(before) = before {
+        query = query.filter(uc::Column::Id.lt(before.0));
+    }
+    if !statuses.is_empty() {
+        let any = statuses.iter().fold(Condition::any(), |any, status| {
+            any.add(effective_status_is(*status, now))
+        });
+        query = query.filter(any);
+    }
+    query
+        .order_by_desc(uc::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Writes `coupon`'s state if the stored row still has `read_version` (compare-and-set);
+/// the row's version rises by one. `false` when a concurrent change won.
+pub async fn compare_and_set(
+    conn: &impl ConnectionTrait,
+    coupon: &UserCoupon,
+    read_version: i64,
+) -> Result<bool, MarketingError> {
+    let result = uc::Entity::update_many()
+        .col_expr(uc::Column::Status, Expr::value(coupon.status.code()))
+        .col_expr(uc::Column::OrderId, Expr::value(coupon.order_id.clone()))
+        .col_expr(
+            uc::Column::LockExpiresAt,
+            Expr::value(coupon.lock_expires_at.map(|t| t.0)),
+        )
+        .col_expr(uc::Column::OrderAmount, Expr::value(coupon.order_amount))
+        .col_expr(
+            uc::Column::DiscountApplied,
+            Expr::value(coupon.discount_applied),
+        )
+        .col_expr(uc::Column::UsedAt, Expr::value(coupon.used_at.map(|t| t.0)))
+        .col_expr(
+            uc::Column::RevokeReason,
+            Expr::value(coupon.revoke_reason.clone()),
+        )
+        .col_expr(
+            uc::Column::RevokedAt,
+            Expr::value(coupon.revoked_at.map(|t| t.0)),
+        )
+        .col_expr(uc::Column::Version, Expr::value(read_version + 1))
+        .col_expr(uc::Column::UpdatedAt, Expr::value(coupon.updated_at.0))
+        .filter(uc::Column::Id.eq(coupon.id.0))
+        .filter(uc::Column::TenantId.eq(coupon.tenant_id.as_str()))
+        .filter(uc::Column::Version.eq(read_version))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE; the
+/// number changed. Conditional on the state, so concurrent sweepers never double-apply.
+pub async fn release_lapsed_locks(
+    conn: &impl ConnectionTrait,
+    now: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    let due = uc::Entity::find()
+        .select_only()
+        .column(uc::Column::Id)
+        .filter(uc::Column::Status.eq(CouponStatus::Locked.code()))
+        .filter(uc::Column::LockExpiresAt.lte(now.0))
+        .limit(limit)
+        .into_tuple::<uuid::Uuid>()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let result = uc::Entity::update_many()
+        .col_expr(
+            uc::Column::Status,
+            Expr::value(CouponStatus::Available.code()),
+        )
+        .col_expr(uc::Column::OrderId, Expr::value(Option::<String>::None))
+        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
+        .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
+        .filter(uc::Column::Id.is_in(due))
+        .filter(uc::Column::Status.eq(CouponStatus::Locked.code()))
+        .filter(uc::Column::LockExpiresAt.lte(now.0))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected)
+}
+
+/// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED; the
+/// number changed.
+pub async fn expire_lapsed(
+    conn: &impl ConnectionTrait,
+    now: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    let unused = [CouponStatus::Available.code(), CouponStatus::Locked.code()];
+    let due = uc::Entity::find()
+        .select_only()
+        .column(uc::Column::Id)
+        .filter(uc::Column::Status.is_in(unused))
+        .filter(uc::Column::ValidUntilAt.lte(now.0))
+        .limit(limit)
+        .into_tuple::<uuid::Uuid>()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let result = uc::Entity::update_many()
+        .col_expr(
+            uc::Column::Status,
+            Expr::value(CouponStatus::Expired.code()),
+        )
+        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
+        .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
+        .filter(uc::Column::Id.is_in(due))
+        .filter(uc::Column::Status.is_in(unused))
+        .filter(uc::Column::ValidUntilAt.lte(now.0))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected)
+}
+
+fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {
+    let (amount, basis_points, cap) = match coupon.discount {
+        Discount::FixedAmount { amount } => (Some(amount), None, None),
+        Discount::PercentOff {
+            basis_points,
+            max_discount_amount,
+        } => (None, Some(basis_points), max_discount_amount),
+    };
+    uc::ActiveModel {
+        id: Set(coupon.id.0),
+        tenant_id: Set(coupon.tenant_id.as_str().to_owned()),
+        template_id: Set(coupon.template_id.0),
+        member_id: Set(coupon.member_id.as_str().to_owned()),
+        claim_slot: Set(coupon.claim_slot),
+        status: Set(coupon.status.code()),
+        discount_type: Set(coupon.discount.discount_type().code()),
+        discount_amount: Set(amount),
+        discount_basis_points: Set(basis_points),
+        max_discount_amount: Set(cap),
+        currency: Set(coupon.currency.as_str().to_owned()),
+        min_spend_amount: Set(coupon.min_spend_amount),
+        valid_from_at: Set(coupon.valid_from.0),
+        valid_until_at: Set(coupon.valid_until.0),
+        claimed_at: Set(coupon.claimed_at.0),
+        order_id: Set(coupon.order_id.clone()),
+        lock_expires_at: Set(coupon.lock_expires_at.map(|t| t.0)),
+        order_amount: Set(coupon.order_amount),
+        discount_applied: Set(coupon.discount_applied),
+        used_at: Set(coupon.used_at.map(|t| t.0)),
+        revoke_reason: Set(coupon.revoke_reason.clone()),
+        revoked_at: Set(coupon.revoked_at.map(|t| t.0)),
+        version: Set(coupon.version),
+        updated_at: Set(coupon.updated_at.0),
+    }
+}
+
+fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
+    let corrupt = |what: &str| {
+        MarketingError::internal(format!("user coupon {} has a corrupt {what}", row.id))
+    };
+    let discount = match (
+        DiscountType::from_code(row.discount_type),
+        row.discount_amount,
+        row.discount_basis_points,
+    ) {
+        (Some(DiscountType::FixedAmount), Some(amount), _) => Discount::FixedAmount { amount },
+        (Some(DiscountType::PercentOff), _, Some(basis_points)) => Discount::PercentOff {
+            basis_points,
+            max_discount_amount: row.max_discount_amount,
+        },
+        _ => return Err(corrupt("discount")),
+    };
+    Ok(UserCoupon {
+        id: CouponId(row.id),
+        tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
+            .map_err(|_| corrupt("tenant id"))?,
+        template_id: TemplateId(row.template_id),
+        member_id: MemberId::parse("member_id", &row.member_id)
+            .map_err(|_| corrupt("member id"))?,
+        claim_slot: row.claim_slot,
+        status: CouponStatus::from_code(row.status).ok_or_else(|| corrupt("status"))?,
+        discount,
+        currency: Currency::parse("currency", &row.currency).map_err(|_| corrupt("currency"))?,
+        min_spend_amount: row.min_spend_amount,
+        valid_from: UnixMicros(row.valid_from_at),
+        valid_until: UnixMicros(row.valid_until_at),
+        claimed_at: UnixMicros(row.claimed_at),
+        order_id: row.order_id,
+        lock_expires_at: row.lock_expires_at.map(UnixMicros),
+        order_amount: row.order_amount,
+        discount_applied: row.discount_applied,
+        used_at: row.used_at.map(UnixMicros),
+        revoke_reason: row.revoke_reason,
+        revoked_at: row.revoked_at.map(UnixMicros),
+        version: row.version,
+        updated_at: UnixMicros(row.updated_at),
+    })
+}
