@@ -202,41 +202,23 @@ pub async fn compare_and_set(
 }
 
 /// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE; the
-/// number changed. Conditional on the state, so concurrent sweepers never double-apply.
+/// number changed.
 pub async fn release_lapsed_locks(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
 ) -> Result<u64, MarketingError> {
-    let due = uc::Entity::find()
-        .select_only()
-        .column(uc::Column::Id)
-        .filter(uc::Column::Status.eq(CouponStatus::Locked.code()))
-        .filter(uc::Column::LockExpiresAt.lte(now.0))
-        .limit(limit)
-        .into_tuple::<uuid::Uuid>()
-        .all(conn)
-        .await
-        .map_err(db_error)?;
-    if due.is_empty() {
-        return Ok(0);
-    }
-    let result = uc::Entity::update_many()
+    let due = Condition::all()
+        .add(uc::Column::Status.eq(CouponStatus::Locked.code()))
+        .add(uc::Column::LockExpiresAt.lte(now.0));
+    let update = uc::Entity::update_many()
         .col_expr(
             uc::Column::Status,
             Expr::value(CouponStatus::Available.code()),
         )
         .col_expr(uc::Column::OrderId, Expr::value(Option::<String>::None))
-        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None))
-        .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
-        .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
-        .filter(uc::Column::Id.is_in(due))
-        .filter(uc::Column::Status.eq(CouponStatus::Locked.code()))
-        .filter(uc::Column::LockExpiresAt.lte(now.0))
-        .exec(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(result.rows_affected)
+        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None));
+    sweep(conn, due, update, now, limit).await
 }
 
 /// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED; the
@@ -246,31 +228,47 @@ pub async fn expire_lapsed(
     now: UnixMicros,
     limit: u64,
 ) -> Result<u64, MarketingError> {
-    let unused = [CouponStatus::Available.code(), CouponStatus::Locked.code()];
-    let due = uc::Entity::find()
+    let due = Condition::all()
+        .add(
+            uc::Column::Status.is_in([CouponStatus::Available.code(), CouponStatus::Locked.code()]),
+        )
+        .add(uc::Column::ValidUntilAt.lte(now.0));
+    let update = uc::Entity::update_many()
+        .col_expr(
+            uc::Column::Status,
+            Expr::value(CouponStatus::Expired.code()),
+        )
+        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None));
+    sweep(conn, due, update, now, limit).await
+}
+
+/// Applies `update` to up to `limit` rows matching `due` (found through the partial indexes).
+/// The update repeats the `due` condition, so rows changed meanwhile, by a request or another
+/// replica's sweeper, are left alone: concurrent sweeps never double-apply.
+async fn sweep(
+    conn: &impl ConnectionTrait,
+    due: Condition,
+    update: sea_orm::UpdateMany<uc::Entity>,
+    now: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    let ids = uc::Entity::find()
         .select_only()
         .column(uc::Column::Id)
-        .filter(uc::Column::Status.is_in(unused))
-        .filter(uc::Column::ValidUntilAt.lte(now.0))
+        .filter(due.clone())
         .limit(limit)
         .into_tuple::<uuid::Uuid>()
         .all(conn)
         .await
         .map_err(db_error)?;
-    if due.is_empty() {
+    if ids.is_empty() {
         return Ok(0);
     }
-    let result = uc::Entity::update_many()
-        .col_expr(
-            uc::Column::Status,
-            Expr::value(CouponStatus::Expired.code()),
-        )
-        .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None))
+    let result = update
         .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
-        .filter(uc::Column::Id.is_in(due))
-        .filter(uc::Column::Status.is_in(unused))
-        .filter(uc::Column::ValidUntilAt.lte(now.0))
+        .filter(uc::Column::Id.is_in(ids))
+        .filter(due)
         .exec(conn)
         .await
         .map_err(db_error)?;

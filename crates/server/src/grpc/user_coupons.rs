@@ -37,6 +37,19 @@ impl UserCoupons {
         Self { app }
     }
 
+    /// A transition that needs only an order id besides the common fields.
+    async fn order_transition<M: Message>(
+        &self,
+        request: TransitionRequest<'_, M>,
+        order_id: &str,
+        change: impl FnOnce(String) -> CouponChange,
+    ) -> Result<pb::UserCoupon, Status> {
+        let mut violations = Violations::new();
+        let order_id = violations.check(reference("order_id", order_id));
+        let command = request.parse(&mut violations, order_id.map(change))?;
+        self.app.transition_coupon(command).await.map_err(to_status)
+    }
+
     /// When the call must be answered: the client's `grpc-timeout`, capped by the server's
     /// claim timeout.
     fn deadline(&self, metadata: &MetadataMap) -> Instant {
@@ -457,25 +470,20 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::ReleaseCouponRequest>,
     ) -> Result<Response<pb::ReleaseCouponResponse>, Status> {
         let r = request.get_ref();
-        let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id));
-        let command = TransitionRequest {
-            operation: "ReleaseCoupon",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            coupon_id: &r.coupon_id,
-            member_id: Some(&r.member_id),
-        }
-        .parse(
-            &mut violations,
-            order_id.map(|order_id| CouponChange::Release { order_id }),
-        )?;
         let coupon = self
-            .app
-            .transition_coupon(command)
-            .await
-            .map_err(to_status)?;
+            .order_transition(
+                TransitionRequest {
+                    operation: "ReleaseCoupon",
+                    without_request_id: cleared(r, |m| m.request_id.clear()),
+                    tenant_id: &r.tenant_id,
+                    request_id: &r.request_id,
+                    coupon_id: &r.coupon_id,
+                    member_id: Some(&r.member_id),
+                },
+                &r.order_id,
+                |order_id| CouponChange::Release { order_id },
+            )
+            .await?;
         Ok(Response::new(pb::ReleaseCouponResponse {
             user_coupon: Some(coupon),
         }))
@@ -488,25 +496,20 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::ReturnCouponRequest>,
     ) -> Result<Response<pb::ReturnCouponResponse>, Status> {
         let r = request.get_ref();
-        let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id));
-        let command = TransitionRequest {
-            operation: "ReturnCoupon",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            coupon_id: &r.coupon_id,
-            member_id: Some(&r.member_id),
-        }
-        .parse(
-            &mut violations,
-            order_id.map(|order_id| CouponChange::Return { order_id }),
-        )?;
         let coupon = self
-            .app
-            .transition_coupon(command)
-            .await
-            .map_err(to_status)?;
+            .order_transition(
+                TransitionRequest {
+                    operation: "ReturnCoupon",
+                    without_request_id: cleared(r, |m| m.request_id.clear()),
+                    tenant_id: &r.tenant_id,
+                    request_id: &r.request_id,
+                    coupon_id: &r.coupon_id,
+                    member_id: Some(&r.member_id),
+                },
+                &r.order_id,
+                |order_id| CouponChange::Return { order_id },
+            )
+            .await?;
         Ok(Response::new(pb::ReturnCouponResponse {
             user_coupon: Some(coupon),
         }))
