@@ -24,6 +24,8 @@ marketing_tests::backend_suite! {
     coupons_expire_before_and_after_the_sweep,
     members_list_their_coupons_newest_first,
     coupons_of_others_are_not_found,
+    a_return_after_validity_expires_the_coupon,
+    racing_orders_use_a_coupon_once,
 }
 
 /// A fixed 5.00 EUR coupon for orders from 20.00 EUR.
@@ -593,4 +595,56 @@ async fn coupons_of_others_are_not_found(app: &TestApp) {
         .expect_err("other tenant");
     assert_error(&err, Code::NotFound, "COUPON_NOT_FOUND");
     assert_eq!(state(&get(app, &coupon).await), State::Available);
+}
+
+async fn a_return_after_validity_expires_the_coupon(app: &TestApp) {
+    let now = now_seconds();
+    let (created, coupon) = claimed_coupon(
+        app,
+        "m1",
+        pb::CouponTemplate {
+            validity: Some(pb::coupon_template::Validity::FixedWindow(
+                pb::FixedValidityWindow {
+                    valid_from: at(now - 60),
+                    valid_until: at(now + 1),
+                },
+            )),
+            ..five_off()
+        },
+    )
+    .await;
+    let mut client = app.user_coupons();
+    client
+        .use_coupon(use_for(&coupon, "order-1", 5000))
+        .await
+        .expect("use while valid");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let returned = client
+        .return_coupon(give_back(&coupon, "order-1"))
+        .await
+        .expect("return")
+        .into_inner()
+        .user_coupon
+        .expect("coupon");
+    assert_eq!(state(&returned), State::Expired);
+    assert_eq!(used_count(app, &created.id).await, 0);
+}
+
+async fn racing_orders_use_a_coupon_once(app: &TestApp) {
+    let (created, coupon) = claimed_coupon(app, "m1", five_off()).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for order in 0..10 {
+        let mut client = app.user_coupons();
+        let request = use_for(&coupon, &format!("order-{order}"), 5000);
+        calls.spawn(async move { client.use_coupon(request).await });
+    }
+    let mut used = 0;
+    while let Some(result) = calls.join_next().await {
+        match result.expect("task") {
+            Ok(_) => used += 1,
+            Err(err) => assert_error(&err, Code::FailedPrecondition, "INVALID_COUPON_STATE"),
+        }
+    }
+    assert_eq!(used, 1, "exactly one order uses the coupon");
+    assert_eq!(used_count(app, &created.id).await, 1);
 }
