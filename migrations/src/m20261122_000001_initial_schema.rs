@@ -114,6 +114,7 @@ enum PointsTransactions {
     MemberId,
     TxType,
     Amount,
+    FrozenAmount,
     AvailableAfter,
     FrozenAfter,
     BizType,
@@ -468,6 +469,7 @@ async fn create_points_tables(manager: &SchemaManager<'_>) -> Result<(), DbErr> 
                 .col(string_len(X::MemberId, MEMBER_LEN))
                 .col(small_integer(X::TxType))
                 .col(big_integer(X::Amount))
+                .col(big_integer(X::FrozenAmount).default(0))
                 .col(big_integer(X::AvailableAfter))
                 .col(big_integer(X::FrozenAfter))
                 .col(string_len_null(X::BizType, 64))

@@ -3,8 +3,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use marketing_proto::v1 as pb;
-use marketing_tests::{Backend, Options, TestApp, assert_error, spawn_app_with};
+use marketing_tests::{Backend, Options, TestApp, spawn_app_with};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -14,7 +13,6 @@ use crate::fixtures::template;
 
 marketing_tests::backend_suite! {
     health_reports_every_service_serving,
-    open_issues_answer_unimplemented_with_a_reason,
 }
 
 async fn health(app: &TestApp, service: &str) -> Result<i32, tonic::Status> {
@@ -41,15 +39,6 @@ async fn health_reports_every_service_serving(app: &TestApp) {
     }
     let err = health(app, "no.such.Service").await.expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
-}
-
-async fn open_issues_answer_unimplemented_with_a_reason(app: &TestApp) {
-    let err = app
-        .points()
-        .earn_points(pb::EarnPointsRequest::default())
-        .await
-        .expect_err("pending");
-    assert_error(&err, Code::Unimplemented, "NOT_IMPLEMENTED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

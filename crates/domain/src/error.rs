@@ -53,6 +53,19 @@ pub enum Reason {
     CouponNotYetValid,
     CurrencyMismatch,
     MinSpendNotMet,
+    AccountNotFound,
+    InsufficientPoints,
+    HoldNotFound,
+    InvalidHoldState,
+    OrderAlreadyHeld,
+    TransactionNotFound,
+    NotRefundable,
+    RefundExceedsSpent,
+    DuplicateBizReference,
+    RuleNotFound,
+    RuleDisabled,
+    RuleExists,
+    DailyCapReached,
     ConcurrentModification,
     DeadlineExceeded,
     Unavailable,
@@ -79,6 +92,19 @@ impl Reason {
             Self::CouponNotYetValid => "COUPON_NOT_YET_VALID",
             Self::CurrencyMismatch => "CURRENCY_MISMATCH",
             Self::MinSpendNotMet => "MIN_SPEND_NOT_MET",
+            Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            Self::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Self::HoldNotFound => "HOLD_NOT_FOUND",
+            Self::InvalidHoldState => "INVALID_HOLD_STATE",
+            Self::OrderAlreadyHeld => "ORDER_ALREADY_HELD",
+            Self::TransactionNotFound => "TRANSACTION_NOT_FOUND",
+            Self::NotRefundable => "NOT_REFUNDABLE",
+            Self::RefundExceedsSpent => "REFUND_EXCEEDS_SPENT",
+            Self::DuplicateBizReference => "DUPLICATE_BIZ_REFERENCE",
+            Self::RuleNotFound => "POINTS_RULE_NOT_FOUND",
+            Self::RuleDisabled => "POINTS_RULE_DISABLED",
+            Self::RuleExists => "POINTS_RULE_EXISTS",
+            Self::DailyCapReached => "DAILY_CAP_REACHED",
             Self::ConcurrentModification => "CONCURRENT_MODIFICATION",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Unavailable => "UNAVAILABLE",
@@ -139,6 +165,36 @@ pub enum MarketingError {
     CurrencyMismatch,
     #[error("order amount is below the coupon's minimum spend")]
     MinSpendNotMet,
+    #[error("points account not found")]
+    AccountNotFound,
+    #[error("not enough points: {available} available")]
+    InsufficientPoints { available: i64 },
+    #[error("points hold not found")]
+    HoldNotFound,
+    #[error("points hold is {status}")]
+    InvalidHoldState { status: String },
+    #[error("the order already holds points")]
+    OrderAlreadyHeld,
+    #[error("points transaction not found")]
+    TransactionNotFound,
+    #[error("only deductions and confirmed holds can be refunded")]
+    NotRefundable,
+    #[error("refund exceeds what is left to refund: {refundable}")]
+    RefundExceedsSpent { refundable: i64 },
+    #[error("this business reference was already processed")]
+    DuplicateBizReference,
+    #[error("no points rule for this event type")]
+    RuleNotFound,
+    #[error("the points rule for this event type is disabled")]
+    RuleDisabled,
+    #[error("a points rule for this event type exists")]
+    RuleExists,
+    #[error("the daily cap of this event is reached")]
+    DailyCapReached,
+    /// The first outcome of a request, replayed as it was sent (gRPC code and encoded
+    /// `google.rpc.Status`).
+    #[error("replayed refusal")]
+    Replayed { code: i32, status: Vec<u8> },
     /// A concurrent writer changed what this request read; retrying may help.
     #[error("concurrent modification, retry")]
     ConcurrentModification(#[source] BoxError),
@@ -182,11 +238,46 @@ impl MarketingError {
             Self::CouponNotYetValid => Reason::CouponNotYetValid,
             Self::CurrencyMismatch => Reason::CurrencyMismatch,
             Self::MinSpendNotMet => Reason::MinSpendNotMet,
+            Self::AccountNotFound => Reason::AccountNotFound,
+            Self::InsufficientPoints { .. } => Reason::InsufficientPoints,
+            Self::HoldNotFound => Reason::HoldNotFound,
+            Self::InvalidHoldState { .. } => Reason::InvalidHoldState,
+            Self::OrderAlreadyHeld => Reason::OrderAlreadyHeld,
+            Self::TransactionNotFound => Reason::TransactionNotFound,
+            Self::NotRefundable => Reason::NotRefundable,
+            Self::RefundExceedsSpent { .. } => Reason::RefundExceedsSpent,
+            Self::DuplicateBizReference => Reason::DuplicateBizReference,
+            Self::RuleNotFound => Reason::RuleNotFound,
+            Self::RuleDisabled => Reason::RuleDisabled,
+            Self::RuleExists => Reason::RuleExists,
+            Self::DailyCapReached => Reason::DailyCapReached,
+            // The replayed status carries its own reason; this one is only for logs.
+            Self::Replayed { .. } => Reason::InvalidArgument,
             Self::ConcurrentModification(_) => Reason::ConcurrentModification,
             Self::DeadlineExceeded => Reason::DeadlineExceeded,
             Self::Unavailable(_) => Reason::Unavailable,
             Self::Internal(_) => Reason::Internal,
         }
+    }
+
+    /// A refusal for a business reason: recorded as the request's first outcome, so a retry
+    /// of the same request id replays it.
+    pub fn is_business_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::AccountNotFound
+                | Self::InsufficientPoints { .. }
+                | Self::HoldNotFound
+                | Self::InvalidHoldState { .. }
+                | Self::OrderAlreadyHeld
+                | Self::TransactionNotFound
+                | Self::NotRefundable
+                | Self::RefundExceedsSpent { .. }
+                | Self::DuplicateBizReference
+                | Self::RuleNotFound
+                | Self::RuleDisabled
+                | Self::DailyCapReached
+        )
     }
 
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {

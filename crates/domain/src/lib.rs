@@ -6,6 +6,8 @@ pub mod coupon_template;
 pub mod error;
 pub mod ids;
 pub mod page;
+pub mod points;
+pub mod points_rule;
 pub mod time;
 pub mod user_coupon;
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod leaderboard;
 pub mod lock;
 pub mod redis;
 

@@ -71,6 +71,12 @@ pub struct Config {
     pub coupon_lock_ttl: Duration,
     /// How often the sweepers release lapsed coupon locks and expire coupons.
     pub sweep_interval: Duration,
+    /// How long a points hold lives when `FreezePoints` names no TTL.
+    pub points_hold_ttl: Duration,
+    /// Lifetime of cached points rules.
+    pub rule_cache_ttl: Duration,
+    /// How long a points write may retry after losing optimistic-version races.
+    pub points_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -92,6 +98,9 @@ impl std::fmt::Debug for Config {
             .field("claim_batch_max", &self.claim_batch_max)
             .field("coupon_lock_ttl", &self.coupon_lock_ttl)
             .field("sweep_interval", &self.sweep_interval)
+            .field("points_hold_ttl", &self.points_hold_ttl)
+            .field("rule_cache_ttl", &self.rule_cache_ttl)
+            .field("points_timeout", &self.points_timeout)
             .finish()
     }
 }
@@ -125,6 +134,9 @@ impl Default for Config {
             claim_batch_max: 512,
             coupon_lock_ttl: Duration::from_secs(900),
             sweep_interval: Duration::from_secs(5),
+            points_hold_ttl: Duration::from_secs(900),
+            rule_cache_ttl: Duration::from_secs(1800),
+            points_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +161,9 @@ struct FileLayer {
     claim_batch_max: Option<usize>,
     coupon_lock_ttl_secs: Option<u64>,
     sweep_interval_ms: Option<u64>,
+    points_hold_ttl_secs: Option<u64>,
+    rule_cache_ttl_secs: Option<u64>,
+    points_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -226,6 +241,15 @@ impl Config {
         if let Some(ms) = file.sweep_interval_ms {
             self.sweep_interval = Duration::from_millis(ms);
         }
+        if let Some(secs) = file.points_hold_ttl_secs {
+            self.points_hold_ttl = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.rule_cache_ttl_secs {
+            self.rule_cache_ttl = Duration::from_secs(secs);
+        }
+        if let Some(ms) = file.points_timeout_ms {
+            self.points_timeout = Duration::from_millis(ms);
+        }
         Ok(())
     }
 
@@ -289,6 +313,20 @@ impl Config {
         if let Some(interval) = millis("MARKETING_SWEEP_INTERVAL_MS")? {
             self.sweep_interval = interval;
         }
+        let seconds = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
+            var(&[name])
+                .map(|v| parse_number(name, &v).map(Duration::from_secs))
+                .transpose()
+        };
+        if let Some(ttl) = seconds("MARKETING_POINTS_HOLD_TTL_SECS")? {
+            self.points_hold_ttl = ttl;
+        }
+        if let Some(ttl) = seconds("MARKETING_RULE_CACHE_TTL_SECS")? {
+            self.rule_cache_ttl = ttl;
+        }
+        if let Some(timeout) = millis("MARKETING_POINTS_TIMEOUT_MS")? {
+            self.points_timeout = timeout;
+        }
         if let Some(format) = var(&["MARKETING_LOG_FORMAT"]) {
             self.log_format = match format.as_str() {
                 "plain" => LogFormat::Plain,
@@ -343,6 +381,9 @@ impl Config {
             ("MARKETING_CLAIM_TIMEOUT_MS", self.claim_timeout),
             ("MARKETING_COUPON_LOCK_TTL_SECS", self.coupon_lock_ttl),
             ("MARKETING_SWEEP_INTERVAL_MS", self.sweep_interval),
+            ("MARKETING_POINTS_HOLD_TTL_SECS", self.points_hold_ttl),
+            ("MARKETING_RULE_CACHE_TTL_SECS", self.rule_cache_ttl),
+            ("MARKETING_POINTS_TIMEOUT_MS", self.points_timeout),
         ] {
             if value.as_millis() == 0 {
                 return Err(invalid(name, "must be positive"));

@@ -12,9 +12,21 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub const ERROR_DOMAIN: &str = "marketing.v1";
 
 pub fn to_status(err: MarketingError) -> Status {
+    status_of(&err)
+}
+
+/// The status of `err`, without consuming it (to record a refusal and still return it).
+pub fn status_of(err: &MarketingError) -> Status {
+    if let MarketingError::Replayed { code, status } = err {
+        // The stored first outcome, as it was sent.
+        let message = <tonic_types::pb::Status as prost::Message>::decode(status.as_slice())
+            .map(|decoded| decoded.message)
+            .unwrap_or_default();
+        return Status::with_details(Code::from(*code), message, status.clone().into());
+    }
     let reason = err.reason().as_str();
     let mut metadata = HashMap::new();
-    let code = match &err {
+    let code = match err {
         MarketingError::InvalidArgument(_) | MarketingError::RequestIdReused => {
             Code::InvalidArgument
         }
@@ -43,6 +55,25 @@ pub fn to_status(err: MarketingError) -> Status {
             Code::Aborted
         }
         MarketingError::DeadlineExceeded => Code::DeadlineExceeded,
+        MarketingError::AccountNotFound
+        | MarketingError::HoldNotFound
+        | MarketingError::TransactionNotFound
+        | MarketingError::RuleNotFound => Code::NotFound,
+        MarketingError::InsufficientPoints { available } => {
+            metadata.insert("available".to_owned(), available.to_string());
+            Code::FailedPrecondition
+        }
+        MarketingError::RefundExceedsSpent { refundable } => {
+            metadata.insert("refundable".to_owned(), refundable.to_string());
+            Code::FailedPrecondition
+        }
+        MarketingError::InvalidHoldState { .. }
+        | MarketingError::OrderAlreadyHeld
+        | MarketingError::NotRefundable
+        | MarketingError::RuleDisabled
+        | MarketingError::DailyCapReached => Code::FailedPrecondition,
+        MarketingError::DuplicateBizReference | MarketingError::RuleExists => Code::AlreadyExists,
+        MarketingError::Replayed { .. } => Code::Internal,
         MarketingError::StockBelowClaimed { remaining } => {
             metadata.insert("remaining_stock".to_owned(), remaining.to_string());
             Code::FailedPrecondition
@@ -61,22 +92,12 @@ pub fn to_status(err: MarketingError) -> Status {
         }
     };
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-    if let MarketingError::InvalidArgument(violations) = &err {
+    if let MarketingError::InvalidArgument(violations) = err {
         for violation in violations {
             details.add_bad_request_violation(&violation.field, &violation.description);
         }
     }
     Status::with_error_details(code, err.to_string(), details)
-}
-
-/// `UNIMPLEMENTED`, for RPCs whose issue is still open.
-pub fn not_implemented(rpc: &str) -> Status {
-    let details = ErrorDetails::with_error_info("NOT_IMPLEMENTED", ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(
-        Code::Unimplemented,
-        format!("{rpc} is not implemented yet"),
-        details,
-    )
 }
 
 /// "error: cause: cause's cause".

@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use crate::{
     app::AppState,
     config::Config,
-    grpc::{CouponTemplates, PendingPoints, UserCoupons},
+    grpc::{CouponTemplates, Points, UserCoupons},
 };
 
 /// Serves on `listener` until `shutdown` completes. Then health turns NOT_SERVING, the server
@@ -98,7 +98,7 @@ impl Server {
                 app.clone(),
             )))
             .add_service(UserCouponServiceServer::new(UserCoupons::new(app.clone())))
-            .add_service(PointsAccountServiceServer::new(PendingPoints))
+            .add_service(PointsAccountServiceServer::new(Points::new(app.clone())))
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         // Aborting mid-sweep rolls its statement back: nothing is half-done.
@@ -109,8 +109,8 @@ impl Server {
     }
 }
 
-/// Releases lapsed coupon locks and expires coupons every `sweep_interval`, on every replica
-/// (the sweeps are conditional updates, safe to run concurrently).
+/// Every `sweep_interval`, on every replica: releases lapsed coupon locks, expires coupons,
+/// releases lapsed points holds and expires points lots (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
     let mut interval = tokio::time::interval(app.config.sweep_interval);
@@ -121,6 +121,13 @@ async fn sweep_forever(app: AppState) {
             Ok((0, 0)) => {}
             Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
             Err(err) => tracing::warn!(error = %err, "coupon sweep failed; retrying next interval"),
+        }
+        match app.sweep_points(BATCH).await {
+            Ok((0, 0)) => {}
+            Ok((holds_released, accounts_expired)) => {
+                tracing::info!(holds_released, accounts_expired, "points sweep");
+            }
+            Err(err) => tracing::warn!(error = %err, "points sweep failed; retrying next interval"),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod db;
 pub mod entity;
 pub mod idempotency;
+pub mod points;
 pub mod templates;
 pub mod user_coupons;
 

@@ -4,6 +4,7 @@
 mod claims;
 mod coupons;
 mod metrics;
+mod points;
 mod templates;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use marketing_domain::{MarketingError, RequestId, TenantId};
 use marketing_infra::{
     cache::{Cache, LocalCache, RedisCache},
+    leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
     redis::RedisPool,
 };
@@ -24,6 +26,7 @@ use sha2::{Digest, Sha256};
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use coupons::{CouponChange, ListCoupons, TransitionCoupon};
 pub use metrics::Metrics;
+pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget};
 pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
 
 use crate::config::{Config, redact};
@@ -36,7 +39,9 @@ pub struct AppState {
     pub lock: Arc<dyn DistributedLock>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub leaderboard: Arc<dyn Leaderboard>,
     claim_queues: Arc<claims::ClaimQueues>,
+    stale_boards: Arc<points::StaleBoards>,
 }
 
 impl AppState {
@@ -59,7 +64,12 @@ impl AppState {
         db.migrate()
             .await
             .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))?;
-        let (cache, lock): (Arc<dyn Cache>, Arc<dyn DistributedLock>) = match &config.redis_url {
+        type Backends = (
+            Arc<dyn Cache>,
+            Arc<dyn DistributedLock>,
+            Arc<dyn Leaderboard>,
+        );
+        let (cache, lock, leaderboard): Backends = match &config.redis_url {
             Some(redis_url) => {
                 let pool =
                     RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
@@ -70,12 +80,14 @@ impl AppState {
                 }
                 (
                     Arc::new(RedisCache::new(pool.clone())),
-                    Arc::new(RedisLock::new(pool)),
+                    Arc::new(RedisLock::new(pool.clone())),
+                    Arc::new(RedisLeaderboard::new(pool)),
                 )
             }
             None => (
                 Arc::new(LocalCache::new(config.local_cache_capacity)),
                 Arc::new(LocalLock::new()),
+                Arc::new(LocalLeaderboard::new()),
             ),
         };
         match (db.backend(), config.redis_url.is_some()) {
@@ -100,7 +112,9 @@ impl AppState {
             lock,
             config: Arc::new(config),
             metrics: Arc::default(),
+            leaderboard,
             claim_queues: Arc::default(),
+            stale_boards: Arc::default(),
         })
     }
 }
@@ -122,6 +136,17 @@ pub fn idempotency_key<M: Message>(
     }
 }
 
+/// The first outcome of a request: its response, or the refusal it got.
+pub fn decode_outcome<R: Message + Default>(outcome: Outcome) -> Result<R, MarketingError> {
+    if outcome.status_code != 0 {
+        return Err(MarketingError::Replayed {
+            code: outcome.status_code,
+            status: outcome.response,
+        });
+    }
+    R::decode(outcome.response.as_slice()).map_err(MarketingError::internal)
+}
+
 /// A write transaction that owns its request id, or the first response of that request.
 pub enum Begun<R> {
     Fresh(DatabaseTransaction),
@@ -140,15 +165,7 @@ impl AppState {
             Claim::Replay(outcome) => {
                 // Nothing was written; dropping the transaction rolls it back.
                 drop(txn);
-                if outcome.status_code != 0 {
-                    return Err(MarketingError::internal(format!(
-                        "replaying stored error outcomes is not supported (status {})",
-                        outcome.status_code
-                    )));
-                }
-                R::decode(outcome.response.as_slice())
-                    .map(Begun::Replay)
-                    .map_err(MarketingError::internal)
+                decode_outcome(outcome).map(Begun::Replay)
             }
         }
     }

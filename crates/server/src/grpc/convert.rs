@@ -2,9 +2,11 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use marketing_domain::{
-    FieldViolation, UnixMicros,
+    FieldViolation, MemberId, TenantId, UnixMicros,
     coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
     error::Violations,
+    points::{Account, Entry, Hold, HoldStatus, Ledger, Lot, TxType},
+    points_rule::PointsRule,
     user_coupon::{CouponStatus, UserCoupon},
 };
 use marketing_proto::v1 as pb;
@@ -50,6 +52,110 @@ pub fn discount_type_filter(
             field,
             format!("unknown discount type {value}"),
         )),
+    }
+}
+
+pub fn account_to_proto(account: &Account, lots: &[Lot], now: UnixMicros) -> pb::PointsAccount {
+    let next = Ledger::next_expiry(lots, now);
+    pb::PointsAccount {
+        tenant_id: account.tenant_id.to_string(),
+        member_id: account.member_id.to_string(),
+        available: account.available,
+        frozen: account.frozen,
+        total_earned: account.total_earned,
+        total_spent: account.total_spent,
+        total_expired: account.total_expired,
+        total_refunded: account.total_refunded,
+        version: account.version,
+        next_expiry_amount: next.map_or(0, |(amount, _)| amount),
+        next_expiry_time: next.map(|(_, at)| timestamp(at)),
+        create_time: Some(timestamp(account.created_at)),
+        update_time: Some(timestamp(account.updated_at)),
+    }
+}
+
+pub fn tx_type_to_proto(tx_type: TxType) -> pb::PointsTransactionType {
+    match tx_type {
+        TxType::Earn => pb::PointsTransactionType::Earn,
+        TxType::Deduct => pb::PointsTransactionType::Deduct,
+        TxType::Freeze => pb::PointsTransactionType::Freeze,
+        TxType::Confirm => pb::PointsTransactionType::Confirm,
+        TxType::Release => pb::PointsTransactionType::Release,
+        TxType::Refund => pb::PointsTransactionType::Refund,
+        TxType::Expire => pb::PointsTransactionType::Expire,
+        TxType::Adjust => pb::PointsTransactionType::Adjust,
+    }
+}
+
+pub fn tx_type_from_proto(field: &str, value: i32) -> Result<TxType, FieldViolation> {
+    TxType::ALL
+        .into_iter()
+        .find(|t| tx_type_to_proto(*t) as i32 == value)
+        .ok_or_else(|| FieldViolation::new(field, format!("{value} is not a transaction type")))
+}
+
+pub fn entry_to_proto(
+    tenant: &TenantId,
+    member: &MemberId,
+    entry: &Entry,
+) -> pb::PointsTransaction {
+    pb::PointsTransaction {
+        id: entry.id.to_string(),
+        tenant_id: tenant.to_string(),
+        member_id: member.to_string(),
+        r#type: tx_type_to_proto(entry.tx_type).into(),
+        amount: entry.amount,
+        frozen_amount: entry.frozen_amount,
+        available_after: entry.available_after,
+        frozen_after: entry.frozen_after,
+        biz_type: entry.meta.biz_type.clone().unwrap_or_default(),
+        biz_id: entry.meta.biz_id.clone().unwrap_or_default(),
+        request_id: entry.meta.request_id.clone().unwrap_or_default(),
+        hold_id: entry.hold_id.map(|id| id.to_string()).unwrap_or_default(),
+        related_transaction_id: entry
+            .related_transaction_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        description: entry.meta.description.clone(),
+        create_time: Some(timestamp(entry.created_at)),
+        expire_time: entry.expires_at.map(timestamp),
+    }
+}
+
+pub fn hold_to_proto(tenant: &TenantId, member: &MemberId, hold: &Hold) -> pb::PointsHold {
+    let state = match hold.status {
+        HoldStatus::Held => pb::PointsHoldState::Held,
+        HoldStatus::Confirmed => pb::PointsHoldState::Confirmed,
+        HoldStatus::Released => pb::PointsHoldState::Released,
+        HoldStatus::Expired => pb::PointsHoldState::Expired,
+    };
+    pb::PointsHold {
+        id: hold.id.to_string(),
+        tenant_id: tenant.to_string(),
+        member_id: member.to_string(),
+        order_id: hold.order_id.clone(),
+        state: state.into(),
+        amount: hold.amount,
+        confirmed_amount: hold.confirmed_amount,
+        expire_time: Some(timestamp(hold.expires_at)),
+        create_time: Some(timestamp(hold.created_at)),
+        update_time: Some(timestamp(hold.updated_at)),
+    }
+}
+
+pub fn rule_to_proto(rule: &PointsRule) -> pb::PointsRule {
+    pb::PointsRule {
+        id: rule.id.to_string(),
+        tenant_id: rule.tenant_id.to_string(),
+        event_type: rule.event_type.clone(),
+        description: rule.terms.description.clone(),
+        points: rule.terms.points,
+        daily_cap: rule.terms.daily_cap,
+        expiry_days: rule.terms.expiry_days,
+        enabled: rule.terms.enabled,
+        version: rule.version,
+        create_time: Some(timestamp(rule.created_at)),
+        update_time: Some(timestamp(rule.updated_at)),
     }
 }
 

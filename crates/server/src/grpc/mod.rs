@@ -2,9 +2,9 @@
 
 pub mod convert;
 mod coupon_templates;
-mod pending;
+mod points;
 mod user_coupons;
 
 pub use coupon_templates::CouponTemplates;
-pub use pending::PendingPoints;
+pub use points::Points;
 pub use user_coupons::UserCoupons;

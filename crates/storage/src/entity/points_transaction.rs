@@ -9,7 +9,10 @@ pub struct Model {
     pub account_id: Uuid,
     pub member_id: String,
     pub tx_type: i16,
+    /// Change of `available`.
     pub amount: i64,
+    /// Change of `frozen`.
+    pub frozen_amount: i64,
     pub available_after: i64,
     pub frozen_after: i64,
     pub biz_type: Option<String>,

@@ -1,0 +1,679 @@
+//! `PointsAccountService`: parse, call one use case, map.
+
+use std::time::Duration;
+
+use marketing_domain::{
+    FieldViolation, MarketingError, MemberId, RequestId, TenantId, UnixMicros,
+    error::Violations,
+    page::page_size,
+    points::{EntryMeta, MAX_POINTS},
+    points_rule::{RuleField, RuleTerms, parse_event_type},
+};
+use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
+use prost::Message;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::convert::{decode_page_token, encode_page_token, micros, tx_type_from_proto};
+use crate::{
+    app::{
+        AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget,
+        idempotency_key,
+    },
+    error::to_status,
+};
+
+const MAX_HOLD_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+
+pub struct Points {
+    app: AppState,
+}
+
+impl Points {
+    pub fn new(app: AppState) -> Self {
+        Self { app }
+    }
+
+    async fn change(&self, cmd: PointsCommand) -> Result<PointsResponse, Status> {
+        self.app.change_points(cmd).await.map_err(to_status)
+    }
+}
+
+fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
+    let value = violations
+        .finish(|| value)
+        .map_err(|v| to_status(v.into()))?;
+    value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
+}
+
+fn cleared<M: Clone>(request: &M, clear: impl FnOnce(&mut M)) -> M {
+    let mut copy = request.clone();
+    clear(&mut copy);
+    copy
+}
+
+fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
+    if (1..=MAX_POINTS).contains(&amount) {
+        Ok(amount)
+    } else {
+        Err(FieldViolation::new(
+            field,
+            format!("must be between 1 and {MAX_POINTS}"),
+        ))
+    }
+}
+
+fn reference(field: &str, value: &str, max: usize) -> Result<String, FieldViolation> {
+    if value.is_empty() || value.len() > max {
+        Err(FieldViolation::new(
+            field,
+            format!("must be 1 to {max} bytes"),
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ))
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn parse_uuid(field: &str, value: &str) -> Result<Uuid, FieldViolation> {
+    Uuid::try_parse(value).map_err(|_| FieldViolation::new(field, "must be a UUID"))
+}
+
+/// The caller's reference and description of an entry: `biz_type` and `biz_id` go together.
+fn entry_meta(
+    violations: &mut Violations,
+    biz_type: &str,
+    biz_id: &str,
+    description: &str,
+) -> EntryMeta {
+    let mut meta = EntryMeta::default();
+    match (biz_type.is_empty(), biz_id.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            meta.biz_type = violations.check(reference("biz_type", biz_type, 64));
+            meta.biz_id = violations.check(reference("biz_id", biz_id, 128));
+        }
+        (true, false) => violations.push("biz_type", "is required with biz_id"),
+        (false, true) => violations.push("biz_id", "is required with biz_type"),
+    }
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        violations.push(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        );
+    }
+    meta.description = description.to_owned();
+    meta
+}
+
+/// The parts every account mutation has.
+struct Mutation<'a, M> {
+    operation: &'static str,
+    without_request_id: M,
+    tenant_id: &'a str,
+    member_id: &'a str,
+    request_id: &'a str,
+}
+
+impl<M: Message> Mutation<'_, M> {
+    fn parse(
+        self,
+        mut violations: Violations,
+        op: Option<PointsOp>,
+        meta: EntryMeta,
+        deadline: Instant,
+    ) -> Result<PointsCommand, Status> {
+        let tenant = violations.check(TenantId::parse("tenant_id", self.tenant_id));
+        let member = violations.check(MemberId::parse("member_id", self.member_id));
+        let request_id = violations.check(RequestId::parse("request_id", self.request_id));
+        let command = (|| {
+            let tenant = tenant?;
+            Some(PointsCommand {
+                key: Some(idempotency_key(
+                    &tenant,
+                    request_id?,
+                    self.operation,
+                    &self.without_request_id,
+                )),
+                tenant_id: tenant,
+                member_id: member?,
+                op: op?,
+                meta,
+                deadline,
+            })
+        })();
+        finish(violations, command)
+    }
+}
+
+fn hold_selector(
+    violations: &mut Violations,
+    hold: Option<&HoldRefProto<'_>>,
+) -> Option<HoldSelector> {
+    match hold {
+        None => {
+            violations.push("hold_ref", "set hold_id or order_id");
+            None
+        }
+        Some(HoldRefProto::Id(id)) => violations
+            .check(parse_uuid("hold_id", id))
+            .map(HoldSelector::Id),
+        Some(HoldRefProto::Order(order)) => violations
+            .check(reference("order_id", order, 128))
+            .map(HoldSelector::Order),
+    }
+}
+
+enum HoldRefProto<'a> {
+    Id(&'a str),
+    Order(&'a str),
+}
+
+fn confirm_ref(r: &pb::ConfirmFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
+    r.hold_ref.as_ref().map(|h| match h {
+        pb::confirm_frozen_points_request::HoldRef::HoldId(id) => HoldRefProto::Id(id),
+        pb::confirm_frozen_points_request::HoldRef::OrderId(order) => HoldRefProto::Order(order),
+    })
+}
+
+fn release_ref(r: &pb::ReleaseFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
+    r.hold_ref.as_ref().map(|h| match h {
+        pb::release_frozen_points_request::HoldRef::HoldId(id) => HoldRefProto::Id(id),
+        pb::release_frozen_points_request::HoldRef::OrderId(order) => HoldRefProto::Order(order),
+    })
+}
+
+fn list_query_text(r: &pb::ListPointsTransactionsRequest) -> String {
+    format!(
+        "ledger;tenant={};member={};types={:?};start={:?};end={:?}",
+        r.tenant_id,
+        r.member_id,
+        r.types,
+        r.start_time.as_ref().map(|t| (t.seconds, t.nanos)),
+        r.end_time.as_ref().map(|t| (t.seconds, t.nanos))
+    )
+}
+
+fn rules_query_text(r: &pb::ListPointsRulesRequest) -> String {
+    format!("rules;tenant={};enabled={:?}", r.tenant_id, r.enabled)
+}
+
+fn rule_terms(rule: &pb::PointsRule) -> RuleTerms {
+    RuleTerms {
+        description: rule.description.clone(),
+        points: rule.points,
+        daily_cap: rule.daily_cap,
+        expiry_days: rule.expiry_days,
+        enabled: rule.enabled,
+    }
+}
+
+#[tonic::async_trait]
+impl PointsAccountService for Points {
+    #[instrument(name = "PointsAccountService.GetPointsAccount", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn get_points_account(
+        &self,
+        request: Request<pb::GetPointsAccountRequest>,
+    ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let member = violations.check(MemberId::parse("member_id", &r.member_id));
+        let (tenant, member) = finish(violations, tenant.zip(member))?;
+        let account = self
+            .app
+            .points_account(&tenant, &member)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetPointsAccountResponse {
+            points_account: Some(account),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.EarnPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn earn_points(
+        &self,
+        request: Request<pb::EarnPointsRequest>,
+    ) -> Result<Response<pb::EarnPointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
+        let expires_at = violations
+            .check(micros("expire_time", r.expire_time.as_ref()))
+            .flatten();
+        if expires_at.is_some_and(|at| at <= UnixMicros::now()) {
+            violations.push("expire_time", "must be in the future");
+        }
+        let source = match &r.source {
+            None => {
+                violations.push("source", "set amount or event_type");
+                None
+            }
+            Some(pb::earn_points_request::Source::Amount(amount)) => violations
+                .check(points_amount("amount", *amount))
+                .map(|amount| EarnSource::Amount { amount, expires_at }),
+            Some(pb::earn_points_request::Source::EventType(event)) => {
+                if expires_at.is_some() {
+                    violations.push("expire_time", "is set by the event's rule");
+                }
+                violations
+                    .check(parse_event_type("event_type", event))
+                    .map(EarnSource::Event)
+            }
+        };
+        let command = Mutation {
+            operation: "EarnPoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(violations, source.map(PointsOp::Earn), meta, deadline)?;
+        let done = self.change(command).await?;
+        Ok(Response::new(pb::EarnPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.DeductPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn deduct_points(
+        &self,
+        request: Request<pb::DeductPointsRequest>,
+    ) -> Result<Response<pb::DeductPointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
+        let amount = violations.check(points_amount("amount", r.amount));
+        let command = Mutation {
+            operation: "DeductPoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(violations, amount.map(PointsOp::Deduct), meta, deadline)?;
+        let done = self.change(command).await?;
+        Ok(Response::new(pb::DeductPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.FreezePoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn freeze_points(
+        &self,
+        request: Request<pb::FreezePointsRequest>,
+    ) -> Result<Response<pb::FreezePointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let amount = violations.check(points_amount("amount", r.amount));
+        let order_id = violations.check(reference("order_id", &r.order_id, 128));
+        let ttl = match r.hold_ttl.filter(|d| d.seconds != 0 || d.nanos != 0) {
+            None => Some(self.app.config.points_hold_ttl),
+            Some(ttl) => match Duration::try_from(ttl) {
+                Ok(ttl) if ttl >= Duration::from_secs(1) && ttl <= MAX_HOLD_TTL => Some(ttl),
+                _ => {
+                    violations.push("hold_ttl", "must be between 1 second and 24 hours");
+                    None
+                }
+            },
+        };
+        let op = (|| {
+            Some(PointsOp::Freeze {
+                amount: amount?,
+                order_id: order_id?,
+                ttl: ttl?,
+            })
+        })();
+        let command = Mutation {
+            operation: "FreezePoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(violations, op, EntryMeta::default(), deadline)?;
+        Ok(Response::new(self.change(command).await?))
+    }
+
+    #[instrument(name = "PointsAccountService.ConfirmFrozenPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn confirm_frozen_points(
+        &self,
+        request: Request<pb::ConfirmFrozenPointsRequest>,
+    ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let hold = hold_selector(&mut violations, confirm_ref(r).as_ref());
+        let amount = match r.amount {
+            None => Some(None),
+            Some(amount) => violations.check(points_amount("amount", amount)).map(Some),
+        };
+        let op = (|| {
+            Some(PointsOp::Confirm {
+                hold: hold?,
+                amount: amount?,
+            })
+        })();
+        let command = Mutation {
+            operation: "ConfirmFrozenPoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(violations, op, EntryMeta::default(), deadline)?;
+        let done = self.change(command).await?;
+        Ok(Response::new(pb::ConfirmFrozenPointsResponse {
+            points_account: done.points_account,
+            hold: done.hold,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.ReleaseFrozenPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn release_frozen_points(
+        &self,
+        request: Request<pb::ReleaseFrozenPointsRequest>,
+    ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let hold = hold_selector(&mut violations, release_ref(r).as_ref());
+        let command = Mutation {
+            operation: "ReleaseFrozenPoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(
+            violations,
+            hold.map(PointsOp::Release),
+            EntryMeta::default(),
+            deadline,
+        )?;
+        let done = self.change(command).await?;
+        Ok(Response::new(pb::ReleaseFrozenPointsResponse {
+            points_account: done.points_account,
+            hold: done.hold,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.RefundPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn refund_points(
+        &self,
+        request: Request<pb::RefundPointsRequest>,
+    ) -> Result<Response<pb::RefundPointsResponse>, Status> {
+        let deadline = Instant::now() + self.app.config.points_timeout;
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let meta = entry_meta(&mut violations, "", "", &r.description);
+        let target = match &r.target {
+            None => {
+                violations.push("target", "set transaction_id or biz");
+                None
+            }
+            Some(pb::refund_points_request::Target::TransactionId(id)) => violations
+                .check(parse_uuid("transaction_id", id))
+                .map(RefundTarget::Transaction),
+            Some(pb::refund_points_request::Target::Biz(biz)) => {
+                let biz_type = violations.check(reference("biz.biz_type", &biz.biz_type, 64));
+                let biz_id = violations.check(reference("biz.biz_id", &biz.biz_id, 128));
+                biz_type
+                    .zip(biz_id)
+                    .map(|(biz_type, biz_id)| RefundTarget::Biz { biz_type, biz_id })
+            }
+        };
+        let amount = match r.amount {
+            None => Some(None),
+            Some(amount) => violations.check(points_amount("amount", amount)).map(Some),
+        };
+        let op = (|| {
+            Some(PointsOp::Refund {
+                target: target?,
+                amount: amount?,
+            })
+        })();
+        let command = Mutation {
+            operation: "RefundPoints",
+            without_request_id: cleared(r, |m| m.request_id.clear()),
+            tenant_id: &r.tenant_id,
+            member_id: &r.member_id,
+            request_id: &r.request_id,
+        }
+        .parse(violations, op, meta, deadline)?;
+        let done = self.change(command).await?;
+        Ok(Response::new(pb::RefundPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.ListPointsTransactions", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn list_points_transactions(
+        &self,
+        request: Request<pb::ListPointsTransactionsRequest>,
+    ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let member = violations.check(MemberId::parse("member_id", &r.member_id));
+        let size = violations.check(page_size("page_size", r.page_size));
+        let after = violations.check(decode_page_token(
+            "page_token",
+            &r.page_token,
+            &list_query_text(r),
+        ));
+        let start = violations.check(micros("start_time", r.start_time.as_ref()));
+        let end = violations.check(micros("end_time", r.end_time.as_ref()));
+        let mut types = Vec::new();
+        for (index, value) in r.types.iter().enumerate() {
+            if let Some(t) =
+                violations.check(tx_type_from_proto(&format!("types[{index}]"), *value))
+            {
+                types.push(t);
+            }
+        }
+        let parsed = (|| Some((tenant?, member?, size?, after?, start?, end?)))();
+        let (tenant, member, size, after, start, end) = finish(violations, parsed)?;
+        let (transactions, last) = self
+            .app
+            .list_points_transactions(&tenant, &member, &types, (start, end), after, size)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPointsTransactionsResponse {
+            transactions,
+            next_page_token: last
+                .map(|id| encode_page_token(id, &list_query_text(r)))
+                .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.GetPointsLeaderboard", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn get_points_leaderboard(
+        &self,
+        request: Request<pb::GetPointsLeaderboardRequest>,
+    ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let top_n = match r.top_n {
+            0 => Some(10),
+            1..=100 => Some(r.top_n as usize),
+            _ => {
+                violations.push("top_n", "must be between 0 and 100");
+                None
+            }
+        };
+        let (tenant, top_n) = finish(violations, tenant.zip(top_n))?;
+        let top = self
+            .app
+            .leaderboard(&tenant, top_n)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetPointsLeaderboardResponse {
+            entries: top
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, (member_id, total_earned))| pb::PointsLeaderboardEntry {
+                        rank: i as i32 + 1,
+                        member_id,
+                        total_earned,
+                    },
+                )
+                .collect(),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.CreatePointsRule", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn create_points_rule(
+        &self,
+        request: Request<pb::CreatePointsRuleRequest>,
+    ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
+        let Some(rule) = &r.points_rule else {
+            violations.push("points_rule", "is required");
+            return Err(to_status(violations.into_vec().into()));
+        };
+        let event = violations.check(parse_event_type("points_rule.event_type", &rule.event_type));
+        let terms = match rule_terms(rule).check() {
+            Ok(terms) => Some(terms),
+            Err(found) => {
+                violations.extend(found.into_iter().map(|v| v.under("points_rule")).collect());
+                None
+            }
+        };
+        let parsed = (|| {
+            let tenant = tenant?;
+            let key = idempotency_key(
+                &tenant,
+                request_id?,
+                "CreatePointsRule",
+                &cleared(r, |m| m.request_id.clear()),
+            );
+            Some((key, event?, terms?))
+        })();
+        let (key, event, terms) = finish(violations, parsed)?;
+        let rule = self
+            .app
+            .create_rule(key, event, terms)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreatePointsRuleResponse {
+            points_rule: Some(rule),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.UpdatePointsRule", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn update_points_rule(
+        &self,
+        request: Request<pb::UpdatePointsRuleRequest>,
+    ) -> Result<Response<pb::UpdatePointsRuleResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
+        let Some(rule) = &r.points_rule else {
+            violations.push("points_rule", "is required");
+            return Err(to_status(violations.into_vec().into()));
+        };
+        let id = violations.check(parse_uuid("points_rule.id", &rule.id));
+        if rule.version <= 0 {
+            violations.push(
+                "points_rule.version",
+                "is required: the rule's current version (its etag)",
+            );
+        }
+        let mut fields = Vec::new();
+        match r.update_mask.as_ref().map(|m| m.paths.as_slice()) {
+            None | Some([]) => violations.push("update_mask", "must name the fields to update"),
+            Some(paths) if paths.iter().any(|p| p == "*") => fields.extend(RuleField::ALL),
+            Some(paths) => {
+                for path in paths {
+                    match RuleField::from_path(path) {
+                        Ok(field) if !fields.contains(&field) => fields.push(field),
+                        Ok(_) => {}
+                        Err(problem) => violations.push("update_mask", problem),
+                    }
+                }
+            }
+        }
+        let parsed = (|| {
+            let tenant = tenant?;
+            let key = idempotency_key(
+                &tenant,
+                request_id?,
+                "UpdatePointsRule",
+                &cleared(r, |m| m.request_id.clear()),
+            );
+            Some((key, id?))
+        })();
+        let (key, id) = finish(violations, parsed)?;
+        let updated = self
+            .app
+            .update_rule(key, id, rule.version, rule_terms(rule), &fields)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::UpdatePointsRuleResponse {
+            points_rule: Some(updated),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.ListPointsRules", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn list_points_rules(
+        &self,
+        request: Request<pb::ListPointsRulesRequest>,
+    ) -> Result<Response<pb::ListPointsRulesResponse>, Status> {
+        let r = request.get_ref();
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let size = violations.check(page_size("page_size", r.page_size));
+        let after = violations.check(decode_page_token(
+            "page_token",
+            &r.page_token,
+            &rules_query_text(r),
+        ));
+        let parsed = (|| Some((tenant?, size?, after?)))();
+        let (tenant, size, after) = finish(violations, parsed)?;
+        let (points_rules, last) = self
+            .app
+            .list_rules(&tenant, r.enabled, after, size)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPointsRulesResponse {
+            points_rules,
+            next_page_token: last
+                .map(|id| encode_page_token(id, &rules_query_text(r)))
+                .unwrap_or_default(),
+        }))
+    }
+}

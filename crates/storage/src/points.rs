@@ -1,0 +1,803 @@
+//! Points storage: accounts, lots, the ledger, allocations, holds, rules and daily caps.
+//! A change of an account is written by [`write_ledger`]: the account row only if its version
+//! is still the one read (optimistic concurrency), then everything else the change made. All
+//! rows of an account change only through that version check, so they stay consistent.
+
+use std::collections::HashMap;
+
+use marketing_domain::{
+    MarketingError, MemberId, TenantId, UnixMicros,
+    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
+    points_rule::{PointsRule, RuleTerms},
+};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, OnConflict},
+};
+use uuid::Uuid;
+
+use crate::{
+    db::db_error,
+    entity::{
+        points_account as acct, points_allocation as alloc, points_daily_earning as daily,
+        points_hold as hold, points_lot as lot, points_rule as rule, points_transaction as tx,
+    },
+};
+
+/// Rows one multi-row insert carries (17 columns at most), below every bind-parameter limit.
+const CHUNK: usize = 1000;
+
+fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
+    MarketingError::internal(format!("{what} {id} is corrupt"))
+}
+
+pub async fn find_account(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+) -> Result<Option<Account>, MarketingError> {
+    acct::Entity::find()
+        .filter(acct::Column::TenantId.eq(tenant.as_str()))
+        .filter(acct::Column::MemberId.eq(member.as_str()))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(account_to_domain)
+        .transpose()
+}
+
+/// The member's account, created empty if it does not exist yet. Concurrent creators agree:
+/// the second insert does nothing and both read the same row.
+pub async fn get_or_create_account(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+    now: UnixMicros,
+) -> Result<Account, MarketingError> {
+    if let Some(account) = find_account(conn, tenant, member).await? {
+        return Ok(account);
+    }
+    let row = acct::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant.as_str().to_owned()),
+        member_id: Set(member.as_str().to_owned()),
+        available: Set(0),
+        frozen: Set(0),
+        total_earned: Set(0),
+        total_spent: Set(0),
+        total_expired: Set(0),
+        total_refunded: Set(0),
+        version: Set(1),
+        earned_updated_at: Set(now.0),
+        created_at: Set(now.0),
+        updated_at: Set(now.0),
+    };
+    acct::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([acct::Column::TenantId, acct::Column::MemberId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    find_account(conn, tenant, member)
+        .await?
+        .ok_or_else(|| MarketingError::internal("points account vanished after its creation"))
+}
+
+/// The account's lots that still hold points.
+pub async fn live_lots(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+) -> Result<Vec<Lot>, MarketingError> {
+    Ok(lot::Entity::find()
+        .filter(lot::Column::AccountId.eq(account))
+        .filter(lot::Column::Remaining.gt(0))
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(lot_to_domain)
+        .collect())
+}
+
+pub async fn lots_by_id(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Lot>, MarketingError> {
+    Ok(lot::Entity::find()
+        .filter(lot::Column::AccountId.eq(account))
+        .filter(lot::Column::Id.is_in(ids.iter().copied()))
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(lot_to_domain)
+        .collect())
+}
+
+/// Writes a ledger's changes. `Ok(false)` (nothing written) when the account's version is no
+/// longer the one read: a concurrent change won, the caller rolls back and retries.
+pub async fn write_ledger(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    ledger: &Ledger,
+) -> Result<bool, MarketingError> {
+    let a = &ledger.account;
+    let now = ledger.now().0;
+    let updated = acct::Entity::update_many()
+        .col_expr(acct::Column::Available, Expr::value(a.available))
+        .col_expr(acct::Column::Frozen, Expr::value(a.frozen))
+        .col_expr(acct::Column::TotalEarned, Expr::value(a.total_earned))
+        .col_expr(acct::Column::TotalSpent, Expr::value(a.total_spent))
+        .col_expr(acct::Column::TotalExpired, Expr::value(a.total_expired))
+        .col_expr(acct::Column::TotalRefunded, Expr::value(a.total_refunded))
+        .col_expr(
+            acct::Column::EarnedUpdatedAt,
+            Expr::value(a.earned_updated_at.0),
+        )
+        .col_expr(acct::Column::Version, Expr::value(ledger.read_version + 1))
+        .col_expr(acct::Column::UpdatedAt, Expr::value(now))
+        .filter(acct::Column::Id.eq(a.id))
+        .filter(acct::Column::Version.eq(ledger.read_version))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected != 1 {
+        return Ok(false);
+    }
+    for changed in ledger.changed_lots() {
+        lot::Entity::update_many()
+            .col_expr(lot::Column::Remaining, Expr::value(changed.remaining))
+            .col_expr(lot::Column::Frozen, Expr::value(changed.frozen))
+            .filter(lot::Column::Id.eq(changed.id))
+            .exec(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    let new_lots: Vec<lot::ActiveModel> = ledger
+        .new_lots
+        .iter()
+        .map(|l| lot::ActiveModel {
+            id: Set(l.id),
+            tenant_id: Set(tenant.as_str().to_owned()),
+            account_id: Set(a.id),
+            earn_transaction_id: Set(l.earn_transaction_id),
+            amount: Set(l.amount),
+            remaining: Set(l.remaining),
+            frozen: Set(l.frozen),
+            expires_at: Set(l.expires_at.map(|t| t.0)),
+            created_at: Set(l.created_at.0),
+        })
+        .collect();
+    for chunk in new_lots.chunks(CHUNK) {
+        lot::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    let entries: Vec<tx::ActiveModel> = ledger
+        .entries
+        .iter()
+        .map(|e| entry_row(tenant, a, e))
+        .collect();
+    for chunk in entries.chunks(CHUNK) {
+        tx::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    for h in &ledger.holds {
+        upsert_hold(conn, tenant, a, h).await?;
+    }
+    let allocations: Vec<alloc::ActiveModel> = ledger
+        .allocations
+        .iter()
+        .map(|al| alloc::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.as_str().to_owned()),
+            lot_id: Set(al.lot_id),
+            transaction_id: Set(al.transaction_id),
+            hold_id: Set(al.hold_id),
+            amount: Set(al.amount),
+        })
+        .collect();
+    for chunk in allocations.chunks(CHUNK) {
+        alloc::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(true)
+}
+
+fn entry_row(tenant: &TenantId, account: &Account, e: &Entry) -> tx::ActiveModel {
+    tx::ActiveModel {
+        id: Set(e.id),
+        tenant_id: Set(tenant.as_str().to_owned()),
+        account_id: Set(account.id),
+        member_id: Set(account.member_id.as_str().to_owned()),
+        tx_type: Set(e.tx_type.code()),
+        amount: Set(e.amount),
+        frozen_amount: Set(e.frozen_amount),
+        available_after: Set(e.available_after),
+        frozen_after: Set(e.frozen_after),
+        biz_type: Set(e.meta.biz_type.clone()),
+        biz_id: Set(e.meta.biz_id.clone()),
+        request_id: Set(e.meta.request_id.clone()),
+        hold_id: Set(e.hold_id),
+        related_transaction_id: Set(e.related_transaction_id),
+        description: Set(e.meta.description.clone()),
+        expires_at: Set(e.expires_at.map(|t| t.0)),
+        created_at: Set(e.created_at.0),
+    }
+}
+
+async fn upsert_hold(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    account: &Account,
+    h: &Hold,
+) -> Result<(), MarketingError> {
+    let row = hold::ActiveModel {
+        id: Set(h.id),
+        tenant_id: Set(tenant.as_str().to_owned()),
+        account_id: Set(account.id),
+        member_id: Set(account.member_id.as_str().to_owned()),
+        order_id: Set(h.order_id.clone()),
+        status: Set(h.status.code()),
+        amount: Set(h.amount),
+        confirmed_amount: Set(h.confirmed_amount),
+        expires_at: Set(h.expires_at.0),
+        created_at: Set(h.created_at.0),
+        updated_at: Set(h.updated_at.0),
+    };
+    hold::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(hold::Column::Id)
+                .update_columns([
+                    hold::Column::Status,
+                    hold::Column::ConfirmedAmount,
+                    hold::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// A hold of the member's account, by id or by its order (the one still HELD, else the
+/// latest).
+pub async fn find_hold(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+    by: HoldRef<'_>,
+) -> Result<Option<Hold>, MarketingError> {
+    let mut query = hold::Entity::find().filter(hold::Column::AccountId.eq(account));
+    query = match by {
+        HoldRef::Id(id) => query.filter(hold::Column::Id.eq(id)),
+        HoldRef::Order(order) => query
+            .filter(hold::Column::OrderId.eq(order))
+            .order_by_asc(Expr::col(hold::Column::Status).ne(HoldStatus::Held.code()))
+            .order_by_desc(hold::Column::Id),
+    };
+    query
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(hold_to_domain)
+        .transpose()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum HoldRef<'a> {
+    Id(Uuid),
+    Order(&'a str),
+}
+
+/// Lots and points a hold froze.
+pub async fn hold_allocations(
+    conn: &impl ConnectionTrait,
+    hold_id: Uuid,
+) -> Result<Vec<(Uuid, i64)>, MarketingError> {
+    let rows = alloc::Entity::find()
+        .filter(alloc::Column::HoldId.eq(hold_id))
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows.into_iter().map(|r| (r.lot_id, r.amount)).collect())
+}
+
+pub async fn find_entry(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+    id: Uuid,
+) -> Result<Option<Entry>, MarketingError> {
+    tx::Entity::find_by_id(id)
+        .filter(tx::Column::AccountId.eq(account))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(entry_to_domain)
+        .transpose()
+}
+
+/// The EARN or DEDUCT (or CONFIRM) of a business reference in the tenant.
+pub async fn find_by_biz(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    types: &[TxType],
+    biz_type: &str,
+    biz_id: &str,
+) -> Result<Option<Entry>, MarketingError> {
+    tx::Entity::find()
+        .filter(tx::Column::TenantId.eq(tenant.as_str()))
+        .filter(tx::Column::TxType.is_in(types.iter().map(|t| t.code())))
+        .filter(tx::Column::BizType.eq(biz_type))
+        .filter(tx::Column::BizId.eq(biz_id))
+        .order_by_asc(tx::Column::Id)
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(entry_to_domain)
+        .transpose()
+}
+
+/// Per lot, the points `target` took that no refund has given back yet.
+pub async fn refundable_allocations(
+    conn: &impl ConnectionTrait,
+    target: Uuid,
+) -> Result<Vec<(Uuid, i64)>, MarketingError> {
+    let refunds: Vec<Uuid> = tx::Entity::find()
+        .select_only()
+        .column(tx::Column::Id)
+        .filter(tx::Column::RelatedTransactionId.eq(target))
+        .filter(tx::Column::TxType.eq(TxType::Refund.code()))
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let rows = alloc::Entity::find()
+        .filter(
+            Condition::any()
+                .add(alloc::Column::TransactionId.eq(target))
+                .add(alloc::Column::TransactionId.is_in(refunds)),
+        )
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let mut per_lot: HashMap<Uuid, i64> = HashMap::new();
+    for row in rows {
+        *per_lot.entry(row.lot_id).or_default() += row.amount;
+    }
+    Ok(per_lot.into_iter().filter(|(_, left)| *left > 0).collect())
+}
+
+/// Points a member earned today from `event_type`.
+pub async fn earned_today(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+    event_type: &str,
+    day: i32,
+) -> Result<i64, MarketingError> {
+    Ok(daily::Entity::find_by_id((
+        tenant.as_str().to_owned(),
+        member.as_str().to_owned(),
+        event_type.to_owned(),
+        day,
+    ))
+    .one(conn)
+    .await
+    .map_err(db_error)?
+    .map_or(0, |row| row.earned))
+}
+
+pub async fn add_earned_today(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+    event_type: &str,
+    day: i32,
+    points: i64,
+) -> Result<(), MarketingError> {
+    let row = daily::ActiveModel {
+        tenant_id: Set(tenant.as_str().to_owned()),
+        member_id: Set(member.as_str().to_owned()),
+        event_type: Set(event_type.to_owned()),
+        day: Set(day),
+        earned: Set(points),
+    };
+    daily::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                daily::Column::TenantId,
+                daily::Column::MemberId,
+                daily::Column::EventType,
+                daily::Column::Day,
+            ])
+            .value(
+                daily::Column::Earned,
+                Expr::col((daily::Entity, daily::Column::Earned)).add(points),
+            )
+            .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// A page of a member's ledger, newest first, after the entry `after` (exclusive).
+pub async fn list_entries(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    member: &MemberId,
+    types: &[TxType],
+    range: (Option<UnixMicros>, Option<UnixMicros>),
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Entry>, MarketingError> {
+    let mut query = tx::Entity::find()
+        .filter(tx::Column::TenantId.eq(tenant.as_str()))
+        .filter(tx::Column::MemberId.eq(member.as_str()));
+    if !types.is_empty() {
+        query = query.filter(tx::Column::TxType.is_in(types.iter().map(|t| t.code())));
+    }
+    if let Some(start) = range.0 {
+        query = query.filter(tx::Column::CreatedAt.gte(start.0));
+    }
+    if let Some(end) = range.1 {
+        query = query.filter(tx::Column::CreatedAt.lt(end.0));
+    }
+    if let Some(after) = after {
+        let Some(last) = tx::Entity::find_by_id(after)
+            .filter(tx::Column::TenantId.eq(tenant.as_str()))
+            .one(conn)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(
+            Condition::any()
+                .add(tx::Column::CreatedAt.lt(last.created_at))
+                .add(
+                    Condition::all()
+                        .add(tx::Column::CreatedAt.eq(last.created_at))
+                        .add(tx::Column::Id.lt(last.id)),
+                ),
+        );
+    }
+    query
+        .order_by_desc(tx::Column::CreatedAt)
+        .order_by_desc(tx::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(entry_to_domain)
+        .collect()
+}
+
+/// Every entry of an account, oldest first (for audits and tests).
+pub async fn all_entries(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+) -> Result<Vec<Entry>, MarketingError> {
+    tx::Entity::find()
+        .filter(tx::Column::AccountId.eq(account))
+        .order_by_asc(tx::Column::CreatedAt)
+        .order_by_asc(tx::Column::Id)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(entry_to_domain)
+        .collect()
+}
+
+/// All lots of an account, spent ones included (for audits and tests).
+pub async fn all_lots(
+    conn: &impl ConnectionTrait,
+    account: Uuid,
+) -> Result<Vec<Lot>, MarketingError> {
+    Ok(lot::Entity::find()
+        .filter(lot::Column::AccountId.eq(account))
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(lot_to_domain)
+        .collect())
+}
+
+/// Top `n` members of a tenant by total earned, ties by who reached it first: (member, total,
+/// reached at). Served by the leaderboard index.
+pub async fn top_earners(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    n: u64,
+) -> Result<Vec<(String, i64, i64)>, MarketingError> {
+    acct::Entity::find()
+        .select_only()
+        .column(acct::Column::MemberId)
+        .column(acct::Column::TotalEarned)
+        .column(acct::Column::EarnedUpdatedAt)
+        .filter(acct::Column::TenantId.eq(tenant.as_str()))
+        .filter(acct::Column::TotalEarned.gt(0))
+        .order_by_desc(acct::Column::TotalEarned)
+        .order_by_asc(acct::Column::EarnedUpdatedAt)
+        .order_by_asc(acct::Column::MemberId)
+        .limit(n)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)
+}
+
+/// Accounts with lots whose time has passed but still hold free points: (tenant, member).
+pub async fn accounts_with_due_lots(
+    conn: &impl ConnectionTrait,
+    now: UnixMicros,
+    limit: u64,
+) -> Result<Vec<(String, String)>, MarketingError> {
+    let accounts: Vec<Uuid> = lot::Entity::find()
+        .select_only()
+        .column(lot::Column::AccountId)
+        .filter(lot::Column::Remaining.gt(0))
+        .filter(lot::Column::ExpiresAt.lte(now.0))
+        .filter(Expr::col(lot::Column::Remaining).gt(Expr::col(lot::Column::Frozen)))
+        .distinct()
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    members_of(conn, accounts).await
+}
+
+/// HELD holds whose time has passed: (tenant, member, hold id).
+pub async fn due_holds(
+    conn: &impl ConnectionTrait,
+    now: UnixMicros,
+    limit: u64,
+) -> Result<Vec<(String, String, Uuid)>, MarketingError> {
+    hold::Entity::find()
+        .select_only()
+        .column(hold::Column::TenantId)
+        .column(hold::Column::MemberId)
+        .column(hold::Column::Id)
+        .filter(hold::Column::Status.eq(HoldStatus::Held.code()))
+        .filter(hold::Column::ExpiresAt.lte(now.0))
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)
+}
+
+async fn members_of(
+    conn: &impl ConnectionTrait,
+    accounts: Vec<Uuid>,
+) -> Result<Vec<(String, String)>, MarketingError> {
+    if accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    acct::Entity::find()
+        .select_only()
+        .column(acct::Column::TenantId)
+        .column(acct::Column::MemberId)
+        .filter(acct::Column::Id.is_in(accounts))
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)
+}
+
+pub async fn insert_rule(
+    conn: &impl ConnectionTrait,
+    r: &PointsRule,
+) -> Result<(), MarketingError> {
+    let row = rule::ActiveModel {
+        id: Set(r.id),
+        tenant_id: Set(r.tenant_id.as_str().to_owned()),
+        event_type: Set(r.event_type.clone()),
+        description: Set(r.terms.description.clone()),
+        points: Set(r.terms.points),
+        daily_cap: Set(r.terms.daily_cap),
+        expiry_days: Set(r.terms.expiry_days),
+        enabled: Set(r.terms.enabled),
+        version: Set(r.version),
+        created_at: Set(r.created_at.0),
+        updated_at: Set(r.updated_at.0),
+    };
+    let inserted = rule::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([rule::Column::TenantId, rule::Column::EventType])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    if inserted == 1 {
+        Ok(())
+    } else {
+        Err(MarketingError::RuleExists)
+    }
+}
+
+pub async fn find_rule(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    by: RuleRef<'_>,
+) -> Result<Option<PointsRule>, MarketingError> {
+    let query = rule::Entity::find().filter(rule::Column::TenantId.eq(tenant.as_str()));
+    let query = match by {
+        RuleRef::Id(id) => query.filter(rule::Column::Id.eq(id)),
+        RuleRef::Event(event) => query.filter(rule::Column::EventType.eq(event)),
+    };
+    query
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(rule_to_domain)
+        .transpose()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum RuleRef<'a> {
+    Id(Uuid),
+    Event(&'a str),
+}
+
+/// Replaces a rule's terms if its version is `expected_version`; returns it as written.
+pub async fn update_rule(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: Uuid,
+    expected_version: i64,
+    terms: &RuleTerms,
+    now: UnixMicros,
+) -> Result<Option<PointsRule>, MarketingError> {
+    rule::Entity::update_many()
+        .col_expr(
+            rule::Column::Description,
+            Expr::value(terms.description.clone()),
+        )
+        .col_expr(rule::Column::Points, Expr::value(terms.points))
+        .col_expr(rule::Column::DailyCap, Expr::value(terms.daily_cap))
+        .col_expr(rule::Column::ExpiryDays, Expr::value(terms.expiry_days))
+        .col_expr(rule::Column::Enabled, Expr::value(terms.enabled))
+        .col_expr(rule::Column::Version, Expr::value(expected_version + 1))
+        .col_expr(rule::Column::UpdatedAt, Expr::value(now.0))
+        .filter(rule::Column::Id.eq(id))
+        .filter(rule::Column::TenantId.eq(tenant.as_str()))
+        .filter(rule::Column::Version.eq(expected_version))
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_error)?
+        .pop()
+        .map(rule_to_domain)
+        .transpose()
+}
+
+pub async fn list_rules(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    enabled: Option<bool>,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<PointsRule>, MarketingError> {
+    let mut query = rule::Entity::find().filter(rule::Column::TenantId.eq(tenant.as_str()));
+    if let Some(enabled) = enabled {
+        query = query.filter(rule::Column::Enabled.eq(enabled));
+    }
+    if let Some(after) = after {
+        query = query.filter(rule::Column::Id.gt(after));
+    }
+    query
+        .order_by_asc(rule::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(rule_to_domain)
+        .collect()
+}
+
+fn account_to_domain(row: acct::Model) -> Result<Account, MarketingError> {
+    Ok(Account {
+        id: row.id,
+        tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
+            .map_err(|_| corrupt("account", row.id))?,
+        member_id: MemberId::parse("member_id", &row.member_id)
+            .map_err(|_| corrupt("account", row.id))?,
+        available: row.available,
+        frozen: row.frozen,
+        total_earned: row.total_earned,
+        total_spent: row.total_spent,
+        total_expired: row.total_expired,
+        total_refunded: row.total_refunded,
+        version: row.version,
+        earned_updated_at: UnixMicros(row.earned_updated_at),
+        created_at: UnixMicros(row.created_at),
+        updated_at: UnixMicros(row.updated_at),
+    })
+}
+
+fn lot_to_domain(row: lot::Model) -> Lot {
+    Lot {
+        id: row.id,
+        earn_transaction_id: row.earn_transaction_id,
+        amount: row.amount,
+        remaining: row.remaining,
+        frozen: row.frozen,
+        expires_at: row.expires_at.map(UnixMicros),
+        created_at: UnixMicros(row.created_at),
+    }
+}
+
+fn hold_to_domain(row: hold::Model) -> Result<Hold, MarketingError> {
+    Ok(Hold {
+        id: row.id,
+        account_id: row.account_id,
+        status: HoldStatus::from_code(row.status).ok_or_else(|| corrupt("hold", row.id))?,
+        order_id: row.order_id,
+        amount: row.amount,
+        confirmed_amount: row.confirmed_amount,
+        expires_at: UnixMicros(row.expires_at),
+        created_at: UnixMicros(row.created_at),
+        updated_at: UnixMicros(row.updated_at),
+    })
+}
+
+fn entry_to_domain(row: tx::Model) -> Result<Entry, MarketingError> {
+    Ok(Entry {
+        id: row.id,
+        tx_type: TxType::from_code(row.tx_type)
+            .ok_or_else(|| corrupt("points transaction", row.id))?,
+        amount: row.amount,
+        frozen_amount: row.frozen_amount,
+        available_after: row.available_after,
+        frozen_after: row.frozen_after,
+        meta: EntryMeta {
+            biz_type: row.biz_type,
+            biz_id: row.biz_id,
+            request_id: row.request_id,
+            description: row.description,
+        },
+        hold_id: row.hold_id,
+        related_transaction_id: row.related_transaction_id,
+        expires_at: row.expires_at.map(UnixMicros),
+        created_at: UnixMicros(row.created_at),
+    })
+}
+
+fn rule_to_domain(row: rule::Model) -> Result<PointsRule, MarketingError> {
+    Ok(PointsRule {
+        id: row.id,
+        tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
+            .map_err(|_| corrupt("rule", row.id))?,
+        event_type: row.event_type,
+        terms: RuleTerms {
+            description: row.description,
+            points: row.points,
+            daily_cap: row.daily_cap,
+            expiry_days: row.expiry_days,
+            enabled: row.enabled,
+        },
+        version: row.version,
+        created_at: UnixMicros(row.created_at),
+        updated_at: UnixMicros(row.updated_at),
+    })
+}
