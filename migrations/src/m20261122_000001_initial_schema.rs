@@ -124,6 +124,8 @@ enum PointsTransactions {
     RelatedTransactionId,
     Description,
     ExpiresAt,
+    AccountVersion,
+    Position,
     CreatedAt,
 }
 
@@ -479,6 +481,8 @@ async fn create_points_tables(manager: &SchemaManager<'_>) -> Result<(), DbErr> 
                 .col(uuid_null(X::RelatedTransactionId))
                 .col(text(X::Description))
                 .col(big_integer_null(X::ExpiresAt))
+                .col(big_integer(X::AccountVersion))
+                .col(integer(X::Position))
                 .col(big_integer(X::CreatedAt))
                 .check(Expr::col(X::AvailableAfter).gte(0))
                 .check(Expr::col(X::FrozenAfter).gte(0))
@@ -503,6 +507,16 @@ async fn create_points_tables(manager: &SchemaManager<'_>) -> Result<(), DbErr> 
                 .to_owned(),
         )
         .await?;
+    // The ledger's order: the account version each write produced, then the position in the
+    // write. Unique, so two writes can never both claim the same place in an account's history.
+    create_index(
+        manager,
+        "uq_points_transactions_sequence",
+        X::Table,
+        vec![X::AccountId, X::AccountVersion, X::Position],
+        true,
+    )
+    .await?;
     create_index(
         manager,
         "idx_points_transactions_related",

@@ -4,6 +4,7 @@ mod claims;
 mod coupons;
 mod fixtures;
 mod infra;
+mod points;
 mod schema;
 mod server;
 mod templates;

@@ -166,6 +166,10 @@ pub struct Entry {
     pub related_transaction_id: Option<Uuid>,
     /// For EARN: when the lot expires.
     pub expires_at: Option<UnixMicros>,
+    /// The ledger's order, independent of clocks: the account version the entry's write
+    /// produced, and the entry's position in that write.
+    pub account_version: i64,
+    pub position: i32,
     pub created_at: UnixMicros,
 }
 
@@ -265,6 +269,8 @@ impl Ledger {
             hold_id: None,
             related_transaction_id: None,
             expires_at: None,
+            account_version: self.read_version + 1,
+            position: i32::try_from(self.entries.len()).unwrap_or(i32::MAX),
             created_at: self.now,
         });
         id
@@ -595,8 +601,9 @@ impl Ledger {
     }
 }
 
-/// Checks an account against the replay of its entries (oldest first): the balances after
-/// each entry, the totals, and the lot invariant. `Err` describes the first difference.
+/// Checks an account against the replay of its entries (in ledger order: account version,
+/// then position): the balances after each entry, the totals, and the lot invariant. `Err`
+/// describes the first difference.
 pub fn verify_replay(account: &Account, entries: &[Entry], lots: &[Lot]) -> Result<(), String> {
     let (mut available, mut frozen) = (0i64, 0i64);
     let (mut earned, mut spent, mut expired, mut refunded) = (0i64, 0i64, 0i64, 0i64);

@@ -233,6 +233,8 @@ fn entry_row(tenant: &TenantId, account: &Account, e: &Entry) -> tx::ActiveModel
         related_transaction_id: Set(e.related_transaction_id),
         description: Set(e.meta.description.clone()),
         expires_at: Set(e.expires_at.map(|t| t.0)),
+        account_version: Set(e.account_version),
+        position: Set(e.position),
         created_at: Set(e.created_at.0),
     }
 }
@@ -434,7 +436,7 @@ pub async fn add_earned_today(
     Ok(())
 }
 
-/// A page of a member's ledger, newest first, after the entry `after` (exclusive).
+/// A page of a member's ledger, newest first (ledger order), after the entry `after`.
 pub async fn list_entries(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
@@ -467,17 +469,17 @@ pub async fn list_entries(
         };
         query = query.filter(
             Condition::any()
-                .add(tx::Column::CreatedAt.lt(last.created_at))
+                .add(tx::Column::AccountVersion.lt(last.account_version))
                 .add(
                     Condition::all()
-                        .add(tx::Column::CreatedAt.eq(last.created_at))
-                        .add(tx::Column::Id.lt(last.id)),
+                        .add(tx::Column::AccountVersion.eq(last.account_version))
+                        .add(tx::Column::Position.lt(last.position)),
                 ),
         );
     }
     query
-        .order_by_desc(tx::Column::CreatedAt)
-        .order_by_desc(tx::Column::Id)
+        .order_by_desc(tx::Column::AccountVersion)
+        .order_by_desc(tx::Column::Position)
         .limit(limit)
         .all(conn)
         .await
@@ -779,6 +781,8 @@ fn entry_to_domain(row: tx::Model) -> Result<Entry, MarketingError> {
         hold_id: row.hold_id,
         related_transaction_id: row.related_transaction_id,
         expires_at: row.expires_at.map(UnixMicros),
+        account_version: row.account_version,
+        position: row.position,
         created_at: UnixMicros(row.created_at),
     })
 }

@@ -197,16 +197,18 @@ impl AppState {
         cmd: &PointsCommand,
     ) -> Result<Planned, MarketingError> {
         let tenant = &cmd.tenant_id;
-        let now = UnixMicros::now();
         let account = match cmd.op {
             PointsOp::Earn(_) => {
-                points::get_or_create_account(txn, tenant, &cmd.member_id, now).await?
+                points::get_or_create_account(txn, tenant, &cmd.member_id, UnixMicros::now())
+                    .await?
             }
             _ => points::find_account(txn, tenant, &cmd.member_id)
                 .await?
                 .ok_or(MarketingError::AccountNotFound)?,
         };
         let lots = points::live_lots(txn, account.id).await?;
+        // Read after the account: a change that committed before this read is older.
+        let now = UnixMicros::now();
         let mut ledger = Ledger::new(account, lots, now);
         // Every change first catches up with time: due lots expire.
         ledger.expire_due();

@@ -22,6 +22,9 @@ pub struct Model {
     pub related_transaction_id: Option<Uuid>,
     pub description: String,
     pub expires_at: Option<i64>,
+    /// The account version the entry's write produced; with `position`, the ledger's order.
+    pub account_version: i64,
+    pub position: i32,
     pub created_at: i64,
 }
 

@@ -1,0 +1,931 @@
+//! PointsAccountService: the ledger stays exact under concurrency on several replicas, and
+//! every rule of lots, holds, refunds, expiry, caps, rules, the leaderboard and replays.
+
+use std::{collections::HashMap, time::Duration};
+
+use marketing_domain::{MemberId, TenantId, points::verify_replay};
+use marketing_proto::v1::{self as pb, PointsTransactionType as Type};
+use marketing_storage::{entity::points_account, points as store};
+use marketing_tests::{Backend, TestApp, assert_error, assert_invalid};
+use sea_orm::EntityTrait;
+use tonic::Code;
+
+use crate::fixtures::{now_seconds, unique};
+
+/// Every account of the database equals the replay of its ledger, and no balance is negative.
+async fn audit(app: &TestApp) -> usize {
+    let db = app.state.db.conn();
+    let accounts = points_account::Entity::find()
+        .all(db)
+        .await
+        .expect("accounts");
+    for row in &accounts {
+        let tenant = TenantId::parse("t", &row.tenant_id).expect("tenant");
+        let member = MemberId::parse("m", &row.member_id).expect("member");
+        let account = store::find_account(db, &tenant, &member)
+            .await
+            .expect("q")
+            .expect("account");
+        let entries = store::all_entries(db, account.id).await.expect("entries");
+        let lots = store::all_lots(db, account.id).await.expect("lots");
+        assert!(account.available >= 0 && account.frozen >= 0);
+        if let Err(problem) = verify_replay(&account, &entries, &lots) {
+            panic!("{}/{}: {problem}", row.tenant_id, row.member_id);
+        }
+    }
+    accounts.len()
+}
+
+fn earn(member: &str, amount: i64) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("earn"),
+        source: Some(pb::earn_points_request::Source::Amount(amount)),
+        ..Default::default()
+    }
+}
+
+fn deduct(member: &str, amount: i64) -> pb::DeductPointsRequest {
+    pb::DeductPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("deduct"),
+        amount,
+        ..Default::default()
+    }
+}
+
+fn freeze(member: &str, amount: i64, order: &str) -> pb::FreezePointsRequest {
+    pb::FreezePointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("freeze"),
+        amount,
+        order_id: order.into(),
+        hold_ttl: None,
+    }
+}
+
+fn confirm(member: &str, order: &str, amount: Option<i64>) -> pb::ConfirmFrozenPointsRequest {
+    pb::ConfirmFrozenPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("confirm"),
+        hold_ref: Some(pb::confirm_frozen_points_request::HoldRef::OrderId(
+            order.into(),
+        )),
+        amount,
+    }
+}
+
+fn release(member: &str, order: &str) -> pb::ReleaseFrozenPointsRequest {
+    pb::ReleaseFrozenPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("release"),
+        hold_ref: Some(pb::release_frozen_points_request::HoldRef::OrderId(
+            order.into(),
+        )),
+    }
+}
+
+fn refund(member: &str, transaction: &str, amount: Option<i64>) -> pb::RefundPointsRequest {
+    pb::RefundPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("refund"),
+        target: Some(pb::refund_points_request::Target::TransactionId(
+            transaction.into(),
+        )),
+        amount,
+        description: String::new(),
+    }
+}
+
+async fn account(app: &TestApp, member: &str) -> pb::PointsAccount {
+    app.points()
+        .get_points_account(pb::GetPointsAccountRequest {
+            tenant_id: "acme".into(),
+            member_id: member.into(),
+        })
+        .await
+        .expect("account")
+        .into_inner()
+        .points_account
+        .expect("account")
+}
+
+/// A tiny deterministic generator: the storm is the same every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+const CALLERS: u64 = 50;
+const OPS_PER_CALLER: u64 = 20;
+const MEMBERS: u64 = 20;
+
+/// 1,000 mixed operations by 50 concurrent callers over 20 members, spread over `replicas`.
+async fn mixed_storm(replicas: &[&TestApp]) {
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..CALLERS {
+        let mut client = replicas[caller as usize % replicas.len()].points();
+        callers.spawn(async move {
+            let mut rng = Lcg(caller + 1);
+            let mut open_holds: Vec<(String, String)> = Vec::new();
+            let mut spent: Vec<(String, String)> = Vec::new();
+            let mut refusals: HashMap<String, usize> = HashMap::new();
+            for op in 0..OPS_PER_CALLER {
+                let member = format!("member-{}", rng.next(MEMBERS));
+                let roll = rng.next(100);
+                let result: Result<(), tonic::Status> = if roll < 30 {
+                    client
+                        .earn_points(earn(&member, 1 + rng.next(100) as i64))
+                        .await
+                        .map(|_| ())
+                } else if roll < 50 {
+                    client
+                        .deduct_points(deduct(&member, 1 + rng.next(50) as i64))
+                        .await
+                        .map(|r| {
+                            if let Some(t) = r.into_inner().transaction {
+                                spent.push((member.clone(), t.id));
+                            }
+                        })
+                } else if roll < 65 {
+                    let order = format!("order-{caller}-{op}");
+                    client
+                        .freeze_points(freeze(&member, 1 + rng.next(50) as i64, &order))
+                        .await
+                        .map(|_| open_holds.push((member.clone(), order)))
+                } else if roll < 75 && !open_holds.is_empty() {
+                    let (member, order) = open_holds.remove(0);
+                    let part = (rng.next(2) == 0).then_some(1);
+                    client
+                        .confirm_frozen_points(confirm(&member, &order, part))
+                        .await
+                        .map(|r| {
+                            if let Some(t) = r.into_inner().transaction
+                                && t.r#type == Type::Confirm as i32
+                            {
+                                spent.push((member, t.id));
+                            }
+                        })
+                } else if roll < 85 && !open_holds.is_empty() {
+                    let (member, order) = open_holds.remove(0);
+                    client
+                        .release_frozen_points(release(&member, &order))
+                        .await
+                        .map(|_| ())
+                } else if !spent.is_empty() {
+                    let (member, tx) = spent[rng.next(spent.len() as u64) as usize].clone();
+                    let part = (rng.next(2) == 0).then_some(1 + rng.next(5) as i64);
+                    client
+                        .refund_points(refund(&member, &tx, part))
+                        .await
+                        .map(|_| ())
+                } else {
+                    client.earn_points(earn(&member, 10)).await.map(|_| ())
+                };
+                if let Err(status) = result {
+                    let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                        .map(|info| info.reason)
+                        .unwrap_or_else(|| format!("{status:?}"));
+                    *refusals.entry(reason).or_default() += 1;
+                }
+            }
+            refusals
+        });
+    }
+    let mut refusals: HashMap<String, usize> = HashMap::new();
+    while let Some(done) = callers.join_next().await {
+        for (reason, n) in done.expect("caller") {
+            *refusals.entry(reason).or_default() += n;
+        }
+    }
+    eprintln!("points storm refusals: {refusals:?}");
+    for reason in refusals.keys() {
+        assert!(
+            [
+                "INSUFFICIENT_POINTS",
+                "ACCOUNT_NOT_FOUND",
+                "REFUND_EXCEEDS_SPENT"
+            ]
+            .contains(&reason.as_str()),
+            "unexpected failure {reason} (no CONCURRENT_MODIFICATION, no internal errors)"
+        );
+    }
+    let audited = audit(replicas[0]).await;
+    assert!(audited > 0);
+    // Every kind of operation really happened.
+    let entries = marketing_storage::entity::points_transaction::Entity::find()
+        .all(replicas[0].state.db.conn())
+        .await
+        .expect("entries");
+    let mut kinds: HashMap<i16, usize> = HashMap::new();
+    for entry in &entries {
+        *kinds.entry(entry.tx_type).or_default() += 1;
+    }
+    eprintln!("points storm ledger entries by type code: {kinds:?}");
+    for code in 1..=6 {
+        assert!(
+            kinds.get(&code).is_some_and(|n| *n > 0),
+            "no entries of type {code}"
+        );
+    }
+}
+
+/// 50 concurrent deductions of 10 on one account funded with exactly 500.
+async fn deduction_race(replicas: &[&TestApp]) {
+    replicas[0]
+        .points()
+        .earn_points(earn("hot", 500))
+        .await
+        .expect("fund");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let mut client = replicas[i % replicas.len()].points();
+        calls.spawn(async move { client.deduct_points(deduct("hot", 10)).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.expect("task").expect("every deduction succeeds");
+    }
+    let hot = account(replicas[0], "hot").await;
+    assert_eq!((hot.available, hot.total_spent), (0, 500));
+    audit(replicas[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_keep_every_ledger_exact() {
+    let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
+    let replica = app.spawn_replica().await;
+    mixed_storm(&[&app, &replica]).await;
+    deduction_race(&[&app, &replica]).await;
+    replica.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_keeps_every_ledger_exact() {
+    let app = marketing_tests::spawn_app(Backend::Embedded).await;
+    mixed_storm(&[&app]).await;
+    deduction_race(&[&app]).await;
+    app.stop().await;
+}
+
+marketing_tests::backend_suite! {
+    with marketing_tests::Options {
+        sweep_interval: Some(std::time::Duration::from_millis(200)),
+        ..marketing_tests::Options::default()
+    };
+    deductions_take_the_earliest_expiring_lots_first,
+    holds_confirm_in_part_and_release,
+    refunds_return_points_to_their_lots,
+    the_sweeper_expires_lots_and_holds,
+    rules_price_events_with_daily_caps,
+    rule_changes_reach_earning_at_once,
+    the_leaderboard_ranks_and_rebuilds,
+    replays_return_the_first_outcome,
+    tenants_are_isolated,
+    bad_points_requests_are_rejected,
+    the_ledger_lists_newest_first,
+}
+
+fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        expire_time: Some(prost_types::Timestamp {
+            seconds: now_seconds() + in_seconds,
+            nanos: 0,
+        }),
+        ..earn(member, amount)
+    }
+}
+
+async fn deductions_take_the_earliest_expiring_lots_first(app: &TestApp) {
+    let mut client = app.points();
+    client
+        .earn_points(earn_expiring("m1", 100, 10 * 86_400))
+        .await
+        .expect("earn");
+    client
+        .earn_points(earn_expiring("m1", 100, 5 * 86_400))
+        .await
+        .expect("earn");
+    client.earn_points(earn("m1", 100)).await.expect("earn");
+    let done = client
+        .deduct_points(deduct("m1", 150))
+        .await
+        .expect("deduct")
+        .into_inner();
+    let shown = done.points_account.expect("account");
+    assert_eq!(shown.available, 150);
+    // The 5-day lot is gone, 50 of the 10-day lot are left: they expire next.
+    assert_eq!(shown.next_expiry_amount, 50);
+    let expiry = shown.next_expiry_time.expect("expiry").seconds;
+    assert!((expiry - (now_seconds() + 10 * 86_400)).abs() < 60);
+    let err = client
+        .deduct_points(deduct("m1", 151))
+        .await
+        .expect_err("short");
+    assert_error(&err, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    audit(app).await;
+}
+
+async fn holds_confirm_in_part_and_release(app: &TestApp) {
+    let mut client = app.points();
+    client.earn_points(earn("m1", 500)).await.expect("earn");
+    let frozen = client
+        .freeze_points(freeze("m1", 200, "order-1"))
+        .await
+        .expect("freeze")
+        .into_inner();
+    let shown = frozen.points_account.expect("account");
+    assert_eq!((shown.available, shown.frozen), (300, 200));
+    let err = client
+        .freeze_points(freeze("m1", 10, "order-1"))
+        .await
+        .expect_err("one hold per order");
+    assert_error(&err, Code::FailedPrecondition, "ORDER_ALREADY_HELD");
+
+    let confirmed = client
+        .confirm_frozen_points(confirm("m1", "order-1", Some(120)))
+        .await
+        .expect("confirm")
+        .into_inner();
+    let hold = confirmed.hold.expect("hold");
+    assert_eq!(
+        (hold.state, hold.confirmed_amount),
+        (pb::PointsHoldState::Confirmed as i32, 120)
+    );
+    let shown = confirmed.points_account.expect("account");
+    assert_eq!(
+        (shown.available, shown.frozen, shown.total_spent),
+        (380, 0, 120)
+    );
+    let err = client
+        .confirm_frozen_points(confirm("m1", "order-1", None))
+        .await
+        .expect_err("once");
+    assert_error(&err, Code::FailedPrecondition, "INVALID_HOLD_STATE");
+    let err = client
+        .release_frozen_points(release("m1", "order-1"))
+        .await
+        .expect_err("once");
+    assert_error(&err, Code::FailedPrecondition, "INVALID_HOLD_STATE");
+
+    client
+        .freeze_points(freeze("m1", 80, "order-2"))
+        .await
+        .expect("freeze");
+    let released = client
+        .release_frozen_points(release("m1", "order-2"))
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(
+        released.hold.expect("hold").state,
+        pb::PointsHoldState::Released as i32
+    );
+    assert_eq!(released.points_account.expect("account").available, 380);
+    let err = client
+        .confirm_frozen_points(confirm("m1", "order-9", None))
+        .await
+        .expect_err("none");
+    assert_error(&err, Code::NotFound, "HOLD_NOT_FOUND");
+    let err = client
+        .confirm_frozen_points(confirm("m1", "order-2", Some(1)))
+        .await
+        .expect_err("released");
+    assert_error(&err, Code::FailedPrecondition, "INVALID_HOLD_STATE");
+    audit(app).await;
+}
+
+async fn refunds_return_points_to_their_lots(app: &TestApp) {
+    let mut client = app.points();
+    client
+        .earn_points(earn_expiring("m1", 100, 1))
+        .await
+        .expect("earn");
+    client.earn_points(earn("m1", 100)).await.expect("earn");
+    let mut spend = deduct("m1", 150);
+    spend.biz_type = "order".into();
+    spend.biz_id = "order-7".into();
+    client.deduct_points(spend).await.expect("deduct");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Refund everything by the business reference: the 100 that came from the expired lot
+    // expire again at once, the 50 from the other lot are back.
+    let refunded = client
+        .refund_points(pb::RefundPointsRequest {
+            target: Some(pb::refund_points_request::Target::Biz(pb::BizReference {
+                biz_type: "order".into(),
+                biz_id: "order-7".into(),
+            })),
+            ..refund("m1", "", None)
+        })
+        .await
+        .expect("refund")
+        .into_inner();
+    let shown = refunded.points_account.expect("account");
+    assert_eq!(
+        (shown.available, shown.total_refunded, shown.total_expired),
+        (100, 150, 100)
+    );
+    let tx = refunded.transaction.expect("refund entry");
+    assert_eq!((tx.r#type, tx.amount), (Type::Refund as i32, 150));
+    let ledger = client
+        .list_points_transactions(pb::ListPointsTransactionsRequest {
+            tenant_id: "acme".into(),
+            member_id: "m1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ledger")
+        .into_inner();
+    let newest: Vec<i32> = ledger
+        .transactions
+        .iter()
+        .take(2)
+        .map(|t| t.r#type)
+        .collect();
+    assert_eq!(
+        newest,
+        [Type::Expire as i32, Type::Refund as i32],
+        "the ledger shows both"
+    );
+    let err = client
+        .refund_points(refund("m1", &tx.related_transaction_id, Some(1)))
+        .await
+        .expect_err("all refunded");
+    assert_error(&err, Code::FailedPrecondition, "REFUND_EXCEEDS_SPENT");
+    let earn_id = ledger.transactions.last().expect("earn").id.clone();
+    let err = client
+        .refund_points(refund("m1", &earn_id, None))
+        .await
+        .expect_err("an earn");
+    assert_error(&err, Code::FailedPrecondition, "NOT_REFUNDABLE");
+    audit(app).await;
+}
+
+async fn the_sweeper_expires_lots_and_holds(app: &TestApp) {
+    let mut client = app.points();
+    client
+        .earn_points(earn_expiring("m1", 100, 1))
+        .await
+        .expect("earn");
+    client.earn_points(earn("m2", 100)).await.expect("earn");
+    client
+        .freeze_points(pb::FreezePointsRequest {
+            hold_ttl: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..freeze("m2", 60, "order-1")
+        })
+        .await
+        .expect("freeze");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Shown expired at once; stored by the sweeper.
+    assert_eq!(account(app, "m1").await.available, 0);
+    let db = app.state.db.conn();
+    let tenant = TenantId::parse("t", "acme").expect("tenant");
+    let mut swept = false;
+    for _ in 0..50 {
+        let m1 = store::find_account(db, &tenant, &MemberId::parse("m", "m1").expect("m"))
+            .await
+            .expect("q")
+            .expect("a");
+        let m2 = store::find_account(db, &tenant, &MemberId::parse("m", "m2").expect("m"))
+            .await
+            .expect("q")
+            .expect("a");
+        if (m1.available, m1.total_expired, m2.available, m2.frozen) == (0, 100, 100, 0) {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swept, "the sweeper expired the lot and released the hold");
+    let err = client
+        .confirm_frozen_points(confirm("m2", "order-1", None))
+        .await
+        .expect_err("expired hold");
+    assert_error(&err, Code::FailedPrecondition, "INVALID_HOLD_STATE");
+    audit(app).await;
+}
+
+fn rule(event: &str, points: i64, daily_cap: Option<i64>) -> pb::CreatePointsRuleRequest {
+    pb::CreatePointsRuleRequest {
+        tenant_id: "acme".into(),
+        request_id: unique("rule"),
+        points_rule: Some(pb::PointsRule {
+            event_type: event.into(),
+            points,
+            daily_cap,
+            expiry_days: Some(30),
+            enabled: true,
+            ..Default::default()
+        }),
+    }
+}
+
+fn earn_event(member: &str, event: &str) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        source: Some(pb::earn_points_request::Source::EventType(event.into())),
+        ..earn(member, 0)
+    }
+}
+
+async fn rules_price_events_with_daily_caps(app: &TestApp) {
+    let mut client = app.points();
+    client
+        .create_points_rule(rule("order_paid", 50, Some(120)))
+        .await
+        .expect("rule");
+    let err = client
+        .create_points_rule(rule("order_paid", 5, None))
+        .await
+        .expect_err("duplicate");
+    assert_error(&err, Code::AlreadyExists, "POINTS_RULE_EXISTS");
+    let mut awarded = Vec::new();
+    for _ in 0..3 {
+        let done = client
+            .earn_points(earn_event("m1", "order_paid"))
+            .await
+            .expect("earn")
+            .into_inner();
+        let tx = done.transaction.expect("entry");
+        assert!(tx.expire_time.is_some(), "the rule's expiry applies");
+        awarded.push(tx.amount);
+    }
+    assert_eq!(awarded, [50, 50, 20], "capped at 120 a day");
+    let err = client
+        .earn_points(earn_event("m1", "order_paid"))
+        .await
+        .expect_err("cap");
+    assert_error(&err, Code::FailedPrecondition, "DAILY_CAP_REACHED");
+    client
+        .earn_points(earn_event("m2", "order_paid"))
+        .await
+        .expect("another member has their own cap");
+    let err = client
+        .earn_points(earn_event("m1", "no_such_event"))
+        .await
+        .expect_err("no rule");
+    assert_error(&err, Code::NotFound, "POINTS_RULE_NOT_FOUND");
+    audit(app).await;
+}
+
+async fn rule_changes_reach_earning_at_once(app: &TestApp) {
+    let mut client = app.points();
+    let created = client
+        .create_points_rule(rule("signup", 10, None))
+        .await
+        .expect("rule")
+        .into_inner();
+    let created = created.points_rule.expect("rule");
+    let first = client
+        .earn_points(earn_event("m1", "signup"))
+        .await
+        .expect("earn")
+        .into_inner();
+    assert_eq!(first.transaction.expect("entry").amount, 10);
+    let update =
+        |points: i64, enabled: bool, version: i64, paths: &[&str]| pb::UpdatePointsRuleRequest {
+            tenant_id: "acme".into(),
+            request_id: unique("rule-update"),
+            points_rule: Some(pb::PointsRule {
+                id: created.id.clone(),
+                version,
+                points,
+                enabled,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+        };
+    let updated = client
+        .update_points_rule(update(25, true, 1, &["points"]))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.points_rule.expect("rule").version, 2);
+    let second = client
+        .earn_points(earn_event("m1", "signup"))
+        .await
+        .expect("earn")
+        .into_inner();
+    assert_eq!(
+        second.transaction.expect("entry").amount,
+        25,
+        "the cached rule was replaced"
+    );
+    let err = client
+        .update_points_rule(update(30, true, 1, &["points"]))
+        .await
+        .expect_err("stale");
+    assert_error(&err, Code::Aborted, "VERSION_MISMATCH");
+    client
+        .update_points_rule(update(0, false, 2, &["enabled"]))
+        .await
+        .expect("disable");
+    let err = client
+        .earn_points(earn_event("m1", "signup"))
+        .await
+        .expect_err("disabled");
+    assert_error(&err, Code::FailedPrecondition, "POINTS_RULE_DISABLED");
+    let listed = client
+        .list_points_rules(pb::ListPointsRulesRequest {
+            tenant_id: "acme".into(),
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.points_rules.len(), 1);
+}
+
+async fn flush_leaderboards(app: &TestApp) {
+    match app.backend {
+        Backend::PostgresRedis => {
+            let pool = deadpool_redis::Config::from_url(marketing_tests::redis_url())
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .expect("pool");
+            let mut conn = pool.get().await.expect("redis");
+            let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
+                .arg(format!("{}*", app.config.redis_key_prefix))
+                .query_async(&mut *conn)
+                .await
+                .expect("keys");
+            for key in keys {
+                let _: i64 = deadpool_redis::redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut *conn)
+                    .await
+                    .expect("del");
+            }
+        }
+        Backend::Embedded => app
+            .state
+            .leaderboard
+            .invalidate("acme")
+            .await
+            .expect("invalidate"),
+    }
+}
+
+async fn leaders(app: &TestApp) -> Vec<(String, i64)> {
+    app.points()
+        .get_points_leaderboard(pb::GetPointsLeaderboardRequest {
+            tenant_id: "acme".into(),
+            top_n: 10,
+        })
+        .await
+        .expect("leaderboard")
+        .into_inner()
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            assert_eq!(e.rank, i as i32 + 1);
+            (e.member_id, e.total_earned)
+        })
+        .collect()
+}
+
+async fn the_leaderboard_ranks_and_rebuilds(app: &TestApp) {
+    let mut client = app.points();
+    client.earn_points(earn("a", 100)).await.expect("earn");
+    assert_eq!(leaders(app).await, [("a".to_string(), 100)]);
+    client.earn_points(earn("b", 300)).await.expect("earn");
+    client.earn_points(earn("c", 100)).await.expect("earn");
+    let expected = vec![("b".to_string(), 300), ("a".into(), 100), ("c".into(), 100)];
+    assert_eq!(
+        leaders(app).await,
+        expected,
+        "ties go to who reached the score first"
+    );
+    flush_leaderboards(app).await;
+    assert_eq!(leaders(app).await, expected, "rebuilt from the database");
+    client.earn_points(earn("c", 250)).await.expect("earn");
+    client
+        .deduct_points(deduct("b", 300))
+        .await
+        .expect("spending does not lower the rank");
+    assert_eq!(
+        leaders(app).await,
+        [("c".to_string(), 350), ("b".into(), 300), ("a".into(), 100)]
+    );
+}
+
+async fn replays_return_the_first_outcome(app: &TestApp) {
+    let mut client = app.points();
+    let mut first = earn("m1", 100);
+    first.biz_type = "order".into();
+    first.biz_id = "order-1".into();
+    let a = client
+        .earn_points(first.clone())
+        .await
+        .expect("earn")
+        .into_inner();
+    let b = client
+        .earn_points(first.clone())
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(a, b);
+    assert_eq!(account(app, "m1").await.total_earned, 100);
+    let mut changed = first.clone();
+    changed.source = Some(pb::earn_points_request::Source::Amount(5));
+    let err = client.earn_points(changed).await.expect_err("reused");
+    assert_error(&err, Code::InvalidArgument, "REQUEST_ID_REUSED");
+    let mut again = first;
+    again.request_id = unique("earn");
+    let err = client
+        .earn_points(again)
+        .await
+        .expect_err("same order twice");
+    assert_error(&err, Code::AlreadyExists, "DUPLICATE_BIZ_REFERENCE");
+
+    // A refusal is the first outcome too: the retry does not deduct even once funds arrived.
+    let big = deduct("m1", 1000);
+    let err = client.deduct_points(big.clone()).await.expect_err("short");
+    assert_error(&err, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    client.earn_points(earn("m1", 5000)).await.expect("funds");
+    let err = client
+        .deduct_points(big)
+        .await
+        .expect_err("replayed refusal");
+    assert_error(&err, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    assert_eq!(account(app, "m1").await.available, 5100);
+    audit(app).await;
+}
+
+async fn tenants_are_isolated(app: &TestApp) {
+    let mut client = app.points();
+    let earned = client
+        .earn_points(earn("m1", 100))
+        .await
+        .expect("earn")
+        .into_inner();
+    let foreign = |r: &mut pb::DeductPointsRequest| r.tenant_id = "globex".into();
+    let mut request = deduct("m1", 10);
+    foreign(&mut request);
+    let err = client
+        .deduct_points(request)
+        .await
+        .expect_err("other tenant");
+    assert_error(&err, Code::NotFound, "ACCOUNT_NOT_FOUND");
+    let err = client
+        .get_points_account(pb::GetPointsAccountRequest {
+            tenant_id: "globex".into(),
+            member_id: "m1".into(),
+        })
+        .await
+        .expect_err("other tenant");
+    assert_error(&err, Code::NotFound, "ACCOUNT_NOT_FOUND");
+    let mut theirs = refund("m1", &earned.transaction.expect("tx").id, None);
+    theirs.tenant_id = "globex".into();
+    let err = client
+        .refund_points(theirs)
+        .await
+        .expect_err("other tenant");
+    assert_error(&err, Code::NotFound, "ACCOUNT_NOT_FOUND");
+    let board = client
+        .get_points_leaderboard(pb::GetPointsLeaderboardRequest {
+            tenant_id: "globex".into(),
+            top_n: 0,
+        })
+        .await
+        .expect("board")
+        .into_inner();
+    assert!(board.entries.is_empty());
+}
+
+async fn bad_points_requests_are_rejected(app: &TestApp) {
+    let mut client = app.points();
+    let err = client
+        .earn_points(pb::EarnPointsRequest::default())
+        .await
+        .expect_err("empty");
+    assert_invalid(&err, &["tenant_id", "member_id", "request_id", "source"]);
+    let mut bad = earn("m1", -5);
+    bad.biz_id = "o".into();
+    let err = client.earn_points(bad).await.expect_err("negative");
+    assert_invalid(&err, &["amount", "biz_type"]);
+    let err = client
+        .earn_points(earn("m1", 1 << 51))
+        .await
+        .expect_err("too many");
+    assert_invalid(&err, &["amount"]);
+    let err = client
+        .earn_points(earn_event("m1", "Bad Event"))
+        .await
+        .expect_err("event");
+    assert_invalid(&err, &["event_type"]);
+    let err = client
+        .deduct_points(deduct("m1", 0))
+        .await
+        .expect_err("zero");
+    assert_invalid(&err, &["amount"]);
+    let err = client
+        .freeze_points(pb::FreezePointsRequest {
+            hold_ttl: Some(prost_types::Duration {
+                seconds: 90_000,
+                nanos: 0,
+            }),
+            ..freeze("m1", 10, "")
+        })
+        .await
+        .expect_err("bad hold");
+    assert_invalid(&err, &["order_id", "hold_ttl"]);
+    let err = client
+        .confirm_frozen_points(pb::ConfirmFrozenPointsRequest {
+            hold_ref: None,
+            ..confirm("m1", "o", Some(-1))
+        })
+        .await
+        .expect_err("bad confirm");
+    assert_invalid(&err, &["hold_ref", "amount"]);
+    let err = client
+        .refund_points(refund("m1", "nope", Some(0)))
+        .await
+        .expect_err("bad refund");
+    assert_invalid(&err, &["transaction_id", "amount"]);
+    let err = client
+        .get_points_leaderboard(pb::GetPointsLeaderboardRequest {
+            tenant_id: "acme".into(),
+            top_n: 101,
+        })
+        .await
+        .expect_err("too many");
+    assert_invalid(&err, &["top_n"]);
+    let err = client
+        .create_points_rule(rule("x", 0, Some(0)))
+        .await
+        .expect_err("bad rule");
+    assert_invalid(&err, &["points_rule.points", "points_rule.daily_cap"]);
+    assert_eq!(audit(app).await, 0, "nothing was written");
+}
+
+async fn the_ledger_lists_newest_first(app: &TestApp) {
+    let mut client = app.points();
+    for amount in [1, 2, 3, 4, 5] {
+        client.earn_points(earn("m1", amount)).await.expect("earn");
+    }
+    client.deduct_points(deduct("m1", 3)).await.expect("deduct");
+    let mut request = pb::ListPointsTransactionsRequest {
+        tenant_id: "acme".into(),
+        member_id: "m1".into(),
+        page_size: 4,
+        ..Default::default()
+    };
+    let mut amounts = Vec::new();
+    loop {
+        let page = client
+            .list_points_transactions(request.clone())
+            .await
+            .expect("page")
+            .into_inner();
+        amounts.extend(page.transactions.iter().map(|t| t.amount));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(amounts, [-3, 5, 4, 3, 2, 1]);
+    let deducts = client
+        .list_points_transactions(pb::ListPointsTransactionsRequest {
+            types: vec![Type::Deduct as i32],
+            page_size: 10,
+            page_token: String::new(),
+            ..request.clone()
+        })
+        .await
+        .expect("filtered")
+        .into_inner();
+    assert_eq!(deducts.transactions.len(), 1);
+    let future = client
+        .list_points_transactions(pb::ListPointsTransactionsRequest {
+            start_time: Some(prost_types::Timestamp {
+                seconds: now_seconds() + 3600,
+                nanos: 0,
+            }),
+            page_size: 10,
+            page_token: String::new(),
+            ..request
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert!(future.transactions.is_empty());
+}
