@@ -2,7 +2,7 @@
 //! reported at once), calls one use case, and maps the result.
 
 use marketing_domain::{
-    FieldViolation, MarketingError, RequestId, TemplateId, TenantId,
+    FieldViolation, RequestId, TemplateId, TenantId,
     coupon_template::{TemplateField, TemplateTerms, check_initial_stock, check_stock_change},
     error::Violations,
     page::page_size,
@@ -19,6 +19,7 @@ use tracing::instrument;
 use super::convert::{
     decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
 };
+use super::parse::{cleared, finish};
 use crate::{
     app::{
         AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate, idempotency_key,
@@ -55,20 +56,6 @@ fn mutation_key<M: Message>(
     ))
 }
 
-fn without_request_id<M: Clone>(request: &M, clear: impl FnOnce(&mut M)) -> M {
-    let mut copy = request.clone();
-    clear(&mut copy);
-    copy
-}
-
-/// `Ok(value)` only when no check recorded a violation.
-fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
-    let value = violations
-        .finish(|| value)
-        .map_err(|v| to_status(v.into()))?;
-    value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
-}
-
 impl TryFrom<&pb::CreateCouponTemplateRequest> for CreateTemplate {
     type Error = Status;
 
@@ -79,7 +66,7 @@ impl TryFrom<&pb::CreateCouponTemplateRequest> for CreateTemplate {
             &request.tenant_id,
             &request.request_id,
             "CreateCouponTemplate",
-            &without_request_id(request, |r| r.request_id.clear()),
+            &cleared(request, |r| r.request_id.clear()),
         );
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
@@ -136,7 +123,7 @@ impl TryFrom<&pb::UpdateCouponTemplateRequest> for UpdateTemplate {
             &request.tenant_id,
             &request.request_id,
             "UpdateCouponTemplate",
-            &without_request_id(request, |r| r.request_id.clear()),
+            &cleared(request, |r| r.request_id.clear()),
         );
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
@@ -355,7 +342,7 @@ impl CouponTemplateService for CouponTemplates {
         let r = request.get_ref();
         let command = ChangeRequest {
             operation: "SetCouponTemplateEnabled",
-            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            without_request_id: cleared(r, |m| m.request_id.clear()),
             tenant_id: &r.tenant_id,
             request_id: &r.request_id,
             template_id: &r.template_id,
@@ -377,7 +364,7 @@ impl CouponTemplateService for CouponTemplates {
         let r = request.get_ref();
         let command = ChangeRequest {
             operation: "AddCouponStock",
-            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            without_request_id: cleared(r, |m| m.request_id.clear()),
             tenant_id: &r.tenant_id,
             request_id: &r.request_id,
             template_id: &r.template_id,
@@ -399,7 +386,7 @@ impl CouponTemplateService for CouponTemplates {
         let r = request.get_ref();
         let command = ChangeRequest {
             operation: "DeleteCouponTemplate",
-            without_request_id: without_request_id(r, |m| m.request_id.clear()),
+            without_request_id: cleared(r, |m| m.request_id.clear()),
             tenant_id: &r.tenant_id,
             request_id: &r.request_id,
             template_id: &r.template_id,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use marketing_domain::{
-    FieldViolation, MarketingError, MemberId, RequestId, TenantId, UnixMicros,
+    FieldViolation, MemberId, RequestId, TenantId, UnixMicros,
     error::Violations,
     page::page_size,
     points::{EntryMeta, MAX_POINTS},
@@ -16,7 +16,10 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::convert::{decode_page_token, encode_page_token, micros, tx_type_from_proto};
+use super::{
+    convert::{decode_page_token, encode_page_token, micros, tx_type_from_proto},
+    parse::{cleared, finish, reference},
+};
 use crate::{
     app::{
         AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget,
@@ -42,19 +45,6 @@ impl Points {
     }
 }
 
-fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
-    let value = violations
-        .finish(|| value)
-        .map_err(|v| to_status(v.into()))?;
-    value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
-}
-
-fn cleared<M: Clone>(request: &M, clear: impl FnOnce(&mut M)) -> M {
-    let mut copy = request.clone();
-    clear(&mut copy);
-    copy
-}
-
 fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     if (1..=MAX_POINTS).contains(&amount) {
         Ok(amount)
@@ -63,22 +53,6 @@ fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
             field,
             format!("must be between 1 and {MAX_POINTS}"),
         ))
-    }
-}
-
-fn reference(field: &str, value: &str, max: usize) -> Result<String, FieldViolation> {
-    if value.is_empty() || value.len() > max {
-        Err(FieldViolation::new(
-            field,
-            format!("must be 1 to {max} bytes"),
-        ))
-    } else if value.chars().any(char::is_control) {
-        Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ))
-    } else {
-        Ok(value.to_owned())
     }
 }
 
@@ -111,6 +85,19 @@ fn entry_meta(
     }
     meta.description = description.to_owned();
     meta
+}
+
+/// The header of an account mutation request `$r` (it has tenant, member and request ids).
+macro_rules! mutation {
+    ($r:expr, $operation:literal) => {
+        Mutation {
+            operation: $operation,
+            without_request_id: cleared($r, |m| m.request_id.clear()),
+            tenant_id: &$r.tenant_id,
+            member_id: &$r.member_id,
+            request_id: &$r.request_id,
+        }
+    };
 }
 
 /// The parts every account mutation has.
@@ -271,14 +258,12 @@ impl PointsAccountService for Points {
                     .map(EarnSource::Event)
             }
         };
-        let command = Mutation {
-            operation: "EarnPoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(violations, source.map(PointsOp::Earn), meta, deadline)?;
+        let command = mutation!(r, "EarnPoints").parse(
+            violations,
+            source.map(PointsOp::Earn),
+            meta,
+            deadline,
+        )?;
         let done = self.change(command).await?;
         Ok(Response::new(pb::EarnPointsResponse {
             points_account: done.points_account,
@@ -297,14 +282,12 @@ impl PointsAccountService for Points {
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
         let amount = violations.check(points_amount("amount", r.amount));
-        let command = Mutation {
-            operation: "DeductPoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(violations, amount.map(PointsOp::Deduct), meta, deadline)?;
+        let command = mutation!(r, "DeductPoints").parse(
+            violations,
+            amount.map(PointsOp::Deduct),
+            meta,
+            deadline,
+        )?;
         let done = self.change(command).await?;
         Ok(Response::new(pb::DeductPointsResponse {
             points_account: done.points_account,
@@ -340,14 +323,8 @@ impl PointsAccountService for Points {
                 ttl: ttl?,
             })
         })();
-        let command = Mutation {
-            operation: "FreezePoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(violations, op, EntryMeta::default(), deadline)?;
+        let command =
+            mutation!(r, "FreezePoints").parse(violations, op, EntryMeta::default(), deadline)?;
         Ok(Response::new(self.change(command).await?))
     }
 
@@ -371,14 +348,12 @@ impl PointsAccountService for Points {
                 amount: amount?,
             })
         })();
-        let command = Mutation {
-            operation: "ConfirmFrozenPoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(violations, op, EntryMeta::default(), deadline)?;
+        let command = mutation!(r, "ConfirmFrozenPoints").parse(
+            violations,
+            op,
+            EntryMeta::default(),
+            deadline,
+        )?;
         let done = self.change(command).await?;
         Ok(Response::new(pb::ConfirmFrozenPointsResponse {
             points_account: done.points_account,
@@ -397,14 +372,7 @@ impl PointsAccountService for Points {
         let r = request.get_ref();
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, release_ref(r).as_ref());
-        let command = Mutation {
-            operation: "ReleaseFrozenPoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(
+        let command = mutation!(r, "ReleaseFrozenPoints").parse(
             violations,
             hold.map(PointsOp::Release),
             EntryMeta::default(),
@@ -454,14 +422,7 @@ impl PointsAccountService for Points {
                 amount: amount?,
             })
         })();
-        let command = Mutation {
-            operation: "RefundPoints",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            member_id: &r.member_id,
-            request_id: &r.request_id,
-        }
-        .parse(violations, op, meta, deadline)?;
+        let command = mutation!(r, "RefundPoints").parse(violations, op, meta, deadline)?;
         let done = self.change(command).await?;
         Ok(Response::new(pb::RefundPointsResponse {
             points_account: done.points_account,

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use marketing_domain::{
-    CouponId, FieldViolation, MarketingError, MemberId, RequestId, TemplateId, TenantId,
+    CouponId, FieldViolation, MemberId, RequestId, TemplateId, TenantId,
     coupon_template::{Currency, MAX_AMOUNT},
     error::Violations,
     page::page_size,
@@ -15,7 +15,10 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::instrument;
 
-use super::convert::{coupon_status_from_proto, decode_page_token, encode_page_token};
+use super::{
+    convert::{coupon_status_from_proto, decode_page_token, encode_page_token},
+    parse::{cleared, finish, reference},
+};
 use crate::{
     app::{
         AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon,
@@ -45,7 +48,7 @@ impl UserCoupons {
         change: impl FnOnce(String) -> CouponChange,
     ) -> Result<pb::UserCoupon, Status> {
         let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", order_id));
+        let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
         let command = request.parse(&mut violations, order_id.map(change))?;
         self.app.transition_coupon(command).await.map_err(to_status)
     }
@@ -78,25 +81,6 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// A caller's reference (an order id): 1..=128 characters, no control characters.
-fn reference(field: &str, value: &str) -> Result<String, FieldViolation> {
-    if value.is_empty() {
-        Err(FieldViolation::new(field, "must not be empty"))
-    } else if value.len() > MAX_REFERENCE_LEN {
-        Err(FieldViolation::new(
-            field,
-            format!("must be at most {MAX_REFERENCE_LEN} bytes"),
-        ))
-    } else if value.chars().any(char::is_control) {
-        Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ))
-    } else {
-        Ok(value.to_owned())
-    }
-}
-
 fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     if (0..=MAX_AMOUNT).contains(&amount) {
         Ok(amount)
@@ -122,19 +106,6 @@ fn lock_ttl(
         return Err(invalid());
     }
     Ok(ttl)
-}
-
-fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
-    let value = violations
-        .finish(|| value)
-        .map_err(|v| to_status(v.into()))?;
-    value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
-}
-
-fn cleared<M: Clone>(request: &M, clear: impl FnOnce(&mut M)) -> M {
-    let mut copy = request.clone();
-    clear(&mut copy);
-    copy
 }
 
 /// The fields every coupon transition carries.
@@ -374,7 +345,7 @@ impl UserCouponService for UserCoupons {
             Some(None)
         } else {
             violations
-                .check(reference("order_id", &r.order_id))
+                .check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN))
                 .map(Some)
         };
         let parsed = (|| Some((tenant?, member?, id?, amount?, currency?, order_id?)))();
@@ -395,7 +366,7 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::LockCouponResponse>, Status> {
         let r = request.get_ref();
         let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id));
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
         let ttl = violations.check(lock_ttl(
             "lock_ttl",
             r.lock_ttl.as_ref(),
@@ -434,7 +405,7 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::UseCouponResponse>, Status> {
         let r = request.get_ref();
         let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id));
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
         let amount = violations.check(order_amount("amount", r.amount));
         let currency = violations.check(Currency::parse("currency", &r.currency));
         let change = (|| {
