@@ -1,0 +1,433 @@
+//! `marketing-bench`: a load generator for the marketing service with ghz's options and
+//! outputs, and the goal table of `scripts/bench.sh`.
+//!
+//! ```text
+//! marketing-bench <scenario> [--addr 127.0.0.1:50051] [-c 50] [--connections 1]
+//!                 [-n COUNT | -z DURATION] [--rps N] [-O summary|json] [-o FILE] [--tenant T]
+//! marketing-bench report --dir DIR      (reads the JSON files bench.sh wrote)
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod report;
+mod runner;
+mod scenarios;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{report::Stats, runner::LoadOptions};
+
+struct Args {
+    scenario: String,
+    addr: String,
+    load: LoadOptions,
+    json: bool,
+    output: Option<PathBuf>,
+    tenant: Option<String>,
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("bad duration {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("bad duration unit {other:?} (ms, s, m, h)"),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let scenario = args.next().context("name a scenario or `report`")?;
+    let mut parsed = Args {
+        scenario,
+        addr: "127.0.0.1:50051".into(),
+        load: LoadOptions {
+            concurrency: 50,
+            connections: 1,
+            total: None,
+            duration: None,
+            rps: None,
+        },
+        json: false,
+        output: None,
+        tenant: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" | "--host" => parsed.addr = value()?,
+            "-c" | "--concurrency" => parsed.load.concurrency = value()?.parse()?,
+            "--connections" => parsed.load.connections = value()?.parse()?,
+            "-n" | "--total" => parsed.load.total = Some(value()?.parse()?),
+            "-z" | "--duration" => parsed.load.duration = Some(parse_duration(&value()?)?),
+            "-r" | "--rps" => parsed.load.rps = Some(value()?.parse()?),
+            "-O" | "--format" => {
+                parsed.json = match value()?.as_str() {
+                    "json" | "pretty" => true,
+                    "summary" => false,
+                    other => bail!("format {other:?}: summary or json"),
+                }
+            }
+            "-o" | "--output" => parsed.output = Some(PathBuf::from(value()?)),
+            "--tenant" => parsed.tenant = Some(value()?),
+            other => bail!("unknown option {other:?}"),
+        }
+    }
+    if parsed.load.total.is_none() && parsed.load.duration.is_none() {
+        parsed.load.total = Some(200);
+    }
+    Ok(parsed)
+}
+
+async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        let channel = Endpoint::from_shared(uri.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let channels = connect(&args.addr, args.load.connections).await?;
+    let tenant = args
+        .tenant
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]));
+    let (run, scenario) = tokio::time::timeout(
+        scenarios::SETUP_TIMEOUT + args.load.duration.unwrap_or(Duration::from_secs(600)),
+        scenarios::run_scenario(&args.scenario, &tenant, &channels, &args.load),
+    )
+    .await
+    .context("the scenario did not finish in time")??;
+    let stats = Stats::of(&run);
+    let text = if args.json {
+        let options = json!({
+            "call": args.scenario,
+            "host": args.addr,
+            "concurrency": args.load.concurrency,
+            "connections": args.load.connections,
+            "total": args.load.total,
+            "duration": args.load.duration.map(|d| d.as_nanos() as u64),
+            "rps": args.load.rps,
+        });
+        serde_json::to_string_pretty(&report::json(&stats, options, scenario))?
+    } else {
+        let mut text = report::summary(&stats);
+        if scenario.as_object().is_some_and(|o| !o.is_empty()) {
+            text.push_str(&format!("\nScenario:\n  {scenario}\n"));
+        }
+        text
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// A goal row: measured, target, and whether it is met.
+struct Row {
+    scenario: String,
+    measured: String,
+    goal: String,
+    met: bool,
+}
+
+fn load_json(dir: &std::path::Path, name: &str) -> anyhow::Result<Value> {
+    let path = dir.join(format!("{name}.json"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn ok_rps(run: &Value) -> f64 {
+    let ok = run["statusCodeDistribution"]["OK"].as_f64().unwrap_or(0.0);
+    let total = run["total"].as_f64().unwrap_or(0.0) / 1e9;
+    if total > 0.0 { ok / total } else { 0.0 }
+}
+
+fn p99_ms(run: &Value) -> f64 {
+    run["latencyDistribution"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["percentage"] == 99))
+        .and_then(|p| p["latency"].as_f64())
+        .unwrap_or(f64::MAX)
+        / 1e6
+}
+
+fn unexpected_errors(run: &Value, allowed: &[&str]) -> u64 {
+    run["statusCodeDistribution"]
+        .as_object()
+        .map(|codes| {
+            codes
+                .iter()
+                .filter(|(code, _)| code.as_str() != "OK" && !allowed.contains(&code.as_str()))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The goal table of the performance issue, from the files bench.sh wrote.
+fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let pg = load_json(dir, "pgbench")?;
+    let tps = |name: &str| pg[name].as_f64().unwrap_or(0.0);
+    let rss_mb = std::fs::read_to_string(dir.join("rss_kb.txt"))
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0);
+    let mut rows = Vec::new();
+    let ratio_row = |scenario: &str,
+                     run: &Value,
+                     rps: f64,
+                     base_name: &str,
+                     base: f64,
+                     factor: f64,
+                     p99_goal: Option<f64>| {
+        let p99 = p99_ms(run);
+        let ratio = if base > 0.0 { rps / base } else { 0.0 };
+        let met = ratio >= factor && p99_goal.is_none_or(|g| p99 <= g);
+        Row {
+            scenario: scenario.to_owned(),
+            measured: format!("{rps:.0}/s ({ratio:.2}x {base_name} {base:.0}), P99 {p99:.1} ms"),
+            goal: format!(
+                ">= {factor:.1}x {base_name}{}",
+                p99_goal
+                    .map(|g| format!(", P99 <= {g} ms"))
+                    .unwrap_or_default()
+            ),
+            met,
+        }
+    };
+    let claim_hot = load_json(dir, "claim-hot")?;
+    let mut row = ratio_row(
+        "claim-hot c=64",
+        &claim_hot,
+        ok_rps(&claim_hot),
+        "hot_claim.sql",
+        tps("hot_claim"),
+        3.0,
+        Some(50.0),
+    );
+    row.met &= claim_hot["scenario"]["verified"] == true;
+    row.goal.push_str(", zero oversell");
+    rows.push(row);
+
+    let sellout = load_json(dir, "claim-sellout")?;
+    rows.push(Row {
+        scenario: "claim-sellout".into(),
+        measured: format!(
+            "{} claimed of {}, sold out after {:.1} s, {} other refusals",
+            sellout["scenario"]["granted"],
+            sellout["scenario"]["total_stock"],
+            sellout["scenario"]["sold_out_after_seconds"]
+                .as_f64()
+                .unwrap_or(0.0),
+            sellout["scenario"]["refused_for_other_reasons"]
+        ),
+        goal: "exactly the stock; only OUT_OF_STOCK / MEMBER_LIMIT_REACHED".into(),
+        met: sellout["scenario"]["verified"] == true,
+    });
+
+    let spread = load_json(dir, "deduct-spread")?;
+    rows.push(ratio_row(
+        "deduct-spread c=64",
+        &spread,
+        ok_rps(&spread),
+        "spread_deduct.sql",
+        tps("spread_deduct"),
+        1.0,
+        Some(50.0),
+    ));
+
+    let hot = load_json(dir, "deduct-hot")?;
+    let mut row = ratio_row(
+        "deduct-hot c=32",
+        &hot,
+        ok_rps(&hot),
+        "hot_update.sql",
+        tps("hot_update"),
+        0.5,
+        None,
+    );
+    let aborted = hot["scenario"]["concurrent_modification"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    row.measured
+        .push_str(&format!(", {aborted} CONCURRENT_MODIFICATION"));
+    row.goal.push_str(", zero CONCURRENT_MODIFICATION");
+    row.met &= aborted == 0;
+    rows.push(row);
+
+    let health = load_json(dir, "health")?;
+    let get = load_json(dir, "get-template")?;
+    rows.push(ratio_row(
+        "get-template c=64",
+        &get,
+        ok_rps(&get),
+        "health",
+        ok_rps(&health),
+        0.7,
+        Some(10.0),
+    ));
+
+    let list = load_json(dir, "list-coupons")?;
+    rows.push(ratio_row(
+        "list-coupons c=64",
+        &list,
+        ok_rps(&list),
+        "point_read.sql",
+        tps("point_read"),
+        0.3,
+        None,
+    ));
+
+    let mut unexpected = 0;
+    for (name, allowed) in [
+        ("claim-hot", &[][..]),
+        ("claim-sellout", &["ResourceExhausted"][..]),
+        ("deduct-spread", &[][..]),
+        ("deduct-hot", &[][..]),
+        ("health", &[][..]),
+        ("get-template", &[][..]),
+        ("list-coupons", &[][..]),
+        ("mixed", &[][..]),
+    ] {
+        unexpected += unexpected_errors(&load_json(dir, name)?, allowed);
+    }
+    rows.push(Row {
+        scenario: "every scenario".into(),
+        measured: format!("peak RSS {rss_mb:.0} MB, {unexpected} unexpected errors"),
+        goal: "RSS <= 150 MB; no unexpected errors".into(),
+        met: rss_mb <= 150.0 && unexpected == 0,
+    });
+    Ok(rows)
+}
+
+fn report(dir: PathBuf) -> anyhow::Result<()> {
+    let rows = goal_table(&dir)?;
+    let pg = load_json(&dir, "pgbench")?;
+    println!("| database ceiling (pgbench -c 16 -j 2) | TPS |");
+    println!("|---|---|");
+    for name in ["hot_claim", "spread_deduct", "hot_update", "point_read"] {
+        println!("| `{name}.sql` | {:.0} |", pg[name].as_f64().unwrap_or(0.0));
+    }
+    println!();
+    println!("| scenario | measured | goal | met |");
+    println!("|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.scenario,
+            row.measured,
+            row.goal,
+            if row.met { "yes" } else { "**no**" }
+        );
+    }
+    println!();
+    println!("| scenario | requests/s | P50 ms | P99 ms | status codes |");
+    println!("|---|---|---|---|---|");
+    for name in scenarios::NAMES {
+        let run = load_json(&dir, name)?;
+        let p50 = run["latencyDistribution"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["percentage"] == 50))
+            .and_then(|p| p["latency"].as_f64())
+            .unwrap_or(0.0)
+            / 1e6;
+        println!(
+            "| {name} | {:.0} | {p50:.1} | {:.1} | {} |",
+            run["rps"].as_f64().unwrap_or(0.0),
+            p99_ms(&run),
+            run["statusCodeDistribution"]
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    let result = if args.peek().map(String::as_str) == Some("report") {
+        args.next();
+        match (args.next().as_deref(), args.next()) {
+            (Some("--dir"), Some(dir)) => report(PathBuf::from(dir)),
+            _ => Err(anyhow::anyhow!("usage: marketing-bench report --dir DIR")),
+        }
+    } else {
+        parse_args(args).and_then(|parsed| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(bench(parsed))
+        })
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!(
+                "marketing-bench: {err:#}\nscenarios: {}",
+                scenarios::NAMES.join(", ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ghz_style_options_parse() {
+        let args = [
+            "claim-hot",
+            "-c",
+            "64",
+            "-z",
+            "10s",
+            "--connections",
+            "4",
+            "-O",
+            "json",
+            "--rps",
+            "500",
+        ]
+        .into_iter()
+        .map(String::from);
+        let parsed = parse_args(args).expect("valid");
+        assert_eq!(parsed.scenario, "claim-hot");
+        assert_eq!(parsed.load.concurrency, 64);
+        assert_eq!(parsed.load.connections, 4);
+        assert_eq!(parsed.load.duration, Some(Duration::from_secs(10)));
+        assert_eq!(parsed.load.rps, Some(500.0));
+        assert!(parsed.json);
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert!(parse_args(["x", "--bogus"].into_iter().map(String::from)).is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! The scenarios. Each sets up its own data in a fresh tenant, then runs the load; some also
+//! verify what the service did (a sell-out must claim exactly the stock).
+
+use std::{sync::Arc, time::Duration};
+
+use marketing_proto::v1::{
+    self as pb, coupon_template_service_client::CouponTemplateServiceClient,
+    points_account_service_client::PointsAccountServiceClient,
+    user_coupon_service_client::UserCouponServiceClient,
+};
+use serde_json::{Value, json};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::runner::{LoadOptions, Run, run};
+
+pub const NAMES: [&str; 8] = [
+    "health",
+    "get-template",
+    "claim-hot",
+    "claim-sellout",
+    "deduct-spread",
+    "deduct-hot",
+    "list-coupons",
+    "mixed",
+];
+
+const SELLOUT_STOCK: i64 = 10_000;
+const SPREAD_ACCOUNTS: u64 = 10_000;
+const LIST_MEMBERS: u64 = 100;
+const COUPONS_PER_MEMBER: i32 = 50;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn template(stock: i64, per_member_limit: i32) -> pb::CouponTemplate {
+    pb::CouponTemplate {
+        name: "bench".into(),
+        discount: Some(pb::coupon_template::Discount::FixedAmount(
+            pb::FixedAmountDiscount { amount: 100 },
+        )),
+        currency: "EUR".into(),
+        total_stock: stock,
+        per_member_limit,
+        distribution_start_time: Some(prost_types::Timestamp {
+            seconds: now() - 3600,
+            nanos: 0,
+        }),
+        distribution_end_time: Some(prost_types::Timestamp {
+            seconds: now() + 86_400,
+            nanos: 0,
+        }),
+        validity: Some(pb::coupon_template::Validity::Relative(
+            pb::RelativeValidity { valid_days: 30 },
+        )),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    tenant: String,
+    channel: Channel,
+}
+
+impl Setup {
+    fn request_id(&self, what: &str) -> String {
+        format!("{what}-{}", uuid::Uuid::now_v7().simple())
+    }
+
+    async fn template(&self, stock: i64, per_member_limit: i32) -> anyhow::Result<String> {
+        let created = CouponTemplateServiceClient::new(self.channel.clone())
+            .create_coupon_template(pb::CreateCouponTemplateRequest {
+                tenant_id: self.tenant.clone(),
+                request_id: self.request_id("template"),
+                coupon_template: Some(template(stock, per_member_limit)),
+            })
+            .await?
+            .into_inner();
+        Ok(created.coupon_template.map(|t| t.id).unwrap_or_default())
+    }
+
+    /// Funds `members` accounts with `points` each, 64 at a time.
+    async fn fund(&self, prefix: &str, members: u64, points: i64) -> anyhow::Result<()> {
+        let load = LoadOptions {
+            concurrency: 64,
+            connections: 1,
+            total: Some(members),
+            duration: None,
+            rps: None,
+        };
+        let tenant = self.tenant.clone();
+        let prefix = prefix.to_owned();
+        let funded = run(
+            &load,
+            std::slice::from_ref(&self.channel),
+            move |channel, i| {
+                let request = pb::EarnPointsRequest {
+                    tenant_id: tenant.clone(),
+                    member_id: format!("{prefix}{i}"),
+                    request_id: format!("fund-{prefix}{i}"),
+                    source: Some(pb::earn_points_request::Source::Amount(points)),
+                    ..Default::default()
+                };
+                async move {
+                    PointsAccountServiceClient::new(channel)
+                        .earn_points(request)
+                        .await
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        let failed = funded.samples.iter().filter(|s| s.code != Code::Ok).count();
+        anyhow::ensure!(failed == 0, "{failed} accounts could not be funded");
+        Ok(())
+    }
+}
+
+/// Runs `name` and returns the run and what the scenario measured or verified.
+pub async fn run_scenario(
+    name: &str,
+    tenant: &str,
+    channels: &[Channel],
+    load: &LoadOptions,
+) -> anyhow::Result<(Run, Value)> {
+    let setup = Setup {
+        tenant: tenant.to_owned(),
+        channel: channels[0].clone(),
+    };
+    let tenant = Arc::new(tenant.to_owned());
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    match name {
+        "health" => {
+            let result = run(load, channels, |channel, _| async move {
+                HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+            Ok((result, json!({})))
+        }
+        "get-template" => {
+            let id = Arc::new(setup.template(1_000, 1).await?);
+            let result = run(load, channels, move |channel, _| {
+                let request = pb::GetCouponTemplateRequest {
+                    tenant_id: tenant.to_string(),
+                    template_id: id.to_string(),
+                };
+                async move {
+                    CouponTemplateServiceClient::new(channel)
+                        .get_coupon_template(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            Ok((result, json!({})))
+        }
+        "claim-hot" | "claim-sellout" => {
+            let sellout = name == "claim-sellout";
+            let stock = if sellout {
+                SELLOUT_STOCK
+            } else {
+                1_000_000_000
+            };
+            let id = setup.template(stock, 1).await?;
+            let template_id = Arc::new(id.clone());
+            let mut load = load.clone();
+            if sellout {
+                // Five claimants for every coupon, each member once.
+                load.total = Some(5 * SELLOUT_STOCK as u64);
+                load.duration = None;
+            }
+            let run_id = Arc::new(run_id);
+            let result = run(&load, channels, move |channel, i| {
+                let request = pb::ClaimCouponRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("m{i}"),
+                    template_id: template_id.to_string(),
+                    request_id: format!("claim-{run_id}-{i}"),
+                };
+                async move {
+                    UserCouponServiceClient::new(channel)
+                        .claim_coupon(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            let shown = CouponTemplateServiceClient::new(channels[0].clone())
+                .get_coupon_template(pb::GetCouponTemplateRequest {
+                    tenant_id: setup.tenant.clone(),
+                    template_id: id,
+                })
+                .await?
+                .into_inner()
+                .coupon_template
+                .unwrap_or_default();
+            let granted = result.samples.iter().filter(|s| s.code == Code::Ok).count() as i64;
+            let refused_otherwise = result
+                .samples
+                .iter()
+                .filter(|s| !matches!(s.code, Code::Ok | Code::ResourceExhausted))
+                .count();
+            let sold_out_at = result
+                .samples
+                .iter()
+                .filter(|s| s.code == Code::Ok)
+                .map(|s| s.at)
+                .max()
+                .unwrap_or_default();
+            let exact = shown.claimed_count == granted
+                && shown.remaining_stock + shown.claimed_count == shown.total_stock
+                && (!sellout || granted == SELLOUT_STOCK);
+            Ok((
+                result,
+                json!({
+                    "granted": granted,
+                    "claimed_count": shown.claimed_count,
+                    "remaining_stock": shown.remaining_stock,
+                    "total_stock": shown.total_stock,
+                    "refused_for_other_reasons": refused_otherwise,
+                    "sold_out_after_seconds": sold_out_at.as_secs_f64(),
+                    "verified": exact && refused_otherwise == 0,
+                }),
+            ))
+        }
+        "deduct-spread" | "deduct-hot" => {
+            let hot = name == "deduct-hot";
+            let accounts = if hot { 1 } else { SPREAD_ACCOUNTS };
+            setup.fund("acct-", accounts, 1_000_000_000).await?;
+            let run_id = Arc::new(run_id);
+            let result = run(load, channels, move |channel, i| {
+                let request = pb::DeductPointsRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("acct-{}", i % accounts),
+                    request_id: format!("deduct-{run_id}-{i}"),
+                    amount: 1,
+                    ..Default::default()
+                };
+                async move {
+                    PointsAccountServiceClient::new(channel)
+                        .deduct_points(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            let aborted = result
+                .samples
+                .iter()
+                .filter(|s| s.code == Code::Aborted)
+                .count();
+            Ok((
+                result,
+                json!({ "accounts": accounts, "concurrent_modification": aborted }),
+            ))
+        }
+        "list-coupons" => {
+            let id = setup
+                .template(
+                    LIST_MEMBERS as i64 * i64::from(COUPONS_PER_MEMBER),
+                    COUPONS_PER_MEMBER,
+                )
+                .await?;
+            let members: Vec<String> = (0..LIST_MEMBERS).map(|m| format!("holder-{m}")).collect();
+            for _ in 0..COUPONS_PER_MEMBER {
+                UserCouponServiceClient::new(channels[0].clone())
+                    .distribute_coupons(pb::DistributeCouponsRequest {
+                        tenant_id: setup.tenant.clone(),
+                        template_id: id.clone(),
+                        request_id: setup.request_id("gift"),
+                        member_ids: members.clone(),
+                        allow_partial: false,
+                    })
+                    .await?;
+            }
+            let result = run(load, channels, move |channel, i| {
+                let request = pb::ListMemberCouponsRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("holder-{}", i % LIST_MEMBERS),
+                    page_size: 20,
+                    ..Default::default()
+                };
+                async move {
+                    let page = UserCouponServiceClient::new(channel)
+                        .list_member_coupons(request)
+                        .await?;
+                    if page.get_ref().user_coupons.len() == 20 {
+                        Ok(())
+                    } else {
+                        Err(tonic::Status::data_loss("a page of 20 was expected"))
+                    }
+                }
+            })
+            .await;
+            Ok((
+                result,
+                json!({ "members": LIST_MEMBERS, "coupons_each": COUPONS_PER_MEMBER }),
+            ))
+        }
+        "mixed" => {
+            let id = Arc::new(setup.template(1_000_000_000, 1).await?);
+            setup.fund("shopper-", 1_000, 1_000_000).await?;
+            let run_id = Arc::new(run_id);
+            let result = run(load, channels, move |channel, i| {
+                let tenant = tenant.to_string();
+                let id = id.to_string();
+                let member = format!("shopper-{}", i % 1_000);
+                let request_id = format!("mixed-{run_id}-{i}");
+                async move { checkout_step(channel, i, tenant, id, member, request_id).await }
+            })
+            .await;
+            Ok((
+                result,
+                json!({ "mix": "40% get template, 10% claim, 10% validate-like list, 20% earn, 10% deduct, 10% account" }),
+            ))
+        }
+        other => anyhow::bail!("unknown scenario {other:?}; one of {NAMES:?}"),
+    }
+}
+
+/// One step of a checkout-like mix.
+async fn checkout_step(
+    channel: Channel,
+    i: u64,
+    tenant: String,
+    template_id: String,
+    member: String,
+    request_id: String,
+) -> Result<(), tonic::Status> {
+    match i % 10 {
+        0..=3 => CouponTemplateServiceClient::new(channel)
+            .get_coupon_template(pb::GetCouponTemplateRequest {
+                tenant_id: tenant,
+                template_id,
+            })
+            .await
+            .map(|_| ()),
+        4 => UserCouponServiceClient::new(channel)
+            .claim_coupon(pb::ClaimCouponRequest {
+                tenant_id: tenant,
+                member_id: format!("claimer-{i}"),
+                template_id,
+                request_id,
+            })
+            .await
+            .map(|_| ()),
+        5 => UserCouponServiceClient::new(channel)
+            .list_member_coupons(pb::ListMemberCouponsRequest {
+                tenant_id: tenant,
+                member_id: member,
+                page_size: 20,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        6 | 7 => PointsAccountServiceClient::new(channel)
+            .earn_points(pb::EarnPointsRequest {
+                tenant_id: tenant,
+                member_id: member,
+                request_id,
+                source: Some(pb::earn_points_request::Source::Amount(10)),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        8 => PointsAccountServiceClient::new(channel)
+            .deduct_points(pb::DeductPointsRequest {
+                tenant_id: tenant,
+                member_id: member,
+                request_id,
+                amount: 1,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        _ => PointsAccountServiceClient::new(channel)
+            .get_points_account(pb::GetPointsAccountRequest {
+                tenant_id: tenant,
+                member_id: member,
+            })
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// How long `setup` may take before the bench gives up (10,000 funded accounts included).
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The benchmark, in one go on this machine: the bare database's ceilings with pgbench, then
+# every gRPC scenario against the server (release build) on PostgreSQL + Redis, then the goal
+# table with ratios (target/bench/report.md). Results of one run are comparable with each
+# other, not with another machine's.
+#   BENCH_DURATION=10s   length of each gRPC scenario
+#   BENCH_PG_SECONDS=20  length of each pgbench run
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+OUT="$ROOT/target/bench"
+DURATION=${BENCH_DURATION:-10s}
+PG_SECONDS=${BENCH_PG_SECONDS:-20}
+ADDR=127.0.0.1:50551
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/rss_kb.txt
+
+ensure_postgres
+ensure_redis
+command -v pgbench >/dev/null 2>&1 || apt_install postgresql-contrib
+BASE=${MARKETING_TEST_DATABASE_URL%/*}
+
+fresh_database() {
+  psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+  psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE $1" >/dev/null
+}
+
+log "building the server and the bench (release)"
+cargo build --release --locked -p marketing-server -p marketing-bench
+
+log "database ceilings: pgbench -c 16 -j 2 -T $PG_SECONDS"
+fresh_database mk_bench_pgbench
+psql "$BASE/mk_bench_pgbench" -q -f scripts/pgbench/schema.sql >/dev/null
+printf '{' >"$OUT/pgbench.json"
+separator=""
+for script in hot_claim spread_deduct hot_update point_read; do
+  tps=$(pgbench -n -c 16 -j 2 -T "$PG_SECONDS" -f "scripts/pgbench/$script.sql" "$BASE/mk_bench_pgbench" 2>/dev/null |
+    awk '/^tps = / { print $3; exit }')
+  log "$script.sql: $tps TPS"
+  printf '%s"%s": %s' "$separator" "$script" "${tps:-0}" >>"$OUT/pgbench.json"
+  separator=", "
+done
+printf '}\n' >>"$OUT/pgbench.json"
+
+log "starting the server on PostgreSQL + Redis"
+fresh_database mk_bench_app
+MARKETING_DATABASE_URL="$BASE/mk_bench_app" MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
+  MARKETING_REDIS_KEY_PREFIX="bench:$(date +%s):" MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn \
+  target/release/marketing-server >"$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+wait_for 60 "the server" env MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck
+
+for run in "health 64" "get-template 64" "claim-hot 64" "claim-sellout 64" "deduct-spread 64" \
+  "deduct-hot 32" "list-coupons 64" "mixed 64"; do
+  set -- $run
+  log "scenario $1, c=$2, $DURATION"
+  target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z "$DURATION" -O json -o "$OUT/$1.json"
+done
+awk '/VmHWM/ { print $2 }' "/proc/$SERVER/status" >"$OUT/rss_kb.txt"
+kill $SERVER
+wait $SERVER 2>/dev/null || true
+trap - EXIT
+
+log "report (also in target/bench/report.md)"
+target/release/marketing-bench report --dir "$OUT" | tee "$OUT/report.md"
