@@ -1,5 +1,6 @@
 //! One integration-test binary. Every suite runs on both backends (see `backend_suite!`).
 
+mod cache;
 mod claims;
 mod coupons;
 mod fixtures;

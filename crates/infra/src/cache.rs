@@ -2,7 +2,13 @@
 //! replaces an entry with an older version, so a reader that loaded a record just before an
 //! update cannot put the old copy back after the update refreshed the cache.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{AsyncCommands, Script};
@@ -28,6 +34,41 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
+
+    /// Hits, misses and evictions so far.
+    fn stats(&self) -> CacheStatsSnapshot;
+}
+
+/// Counters of a cache, ready to be exported.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub local_hits: AtomicU64,
+    pub remote_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    /// Evictions announced by other replicas and applied here.
+    pub remote_evictions: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStatsSnapshot {
+    pub local_hits: u64,
+    pub remote_hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub remote_evictions: u64,
+}
+
+impl CacheStats {
+    pub fn snapshot(&self) -> CacheStatsSnapshot {
+        CacheStatsSnapshot {
+            local_hits: self.local_hits.load(Relaxed),
+            remote_hits: self.remote_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            remote_evictions: self.remote_evictions.load(Relaxed),
+        }
+    }
 }
 
 fn ttl_millis(ttl: Duration) -> Result<u64, InfraError> {
@@ -75,6 +116,7 @@ return 1
 pub struct RedisCache {
     pool: RedisPool,
     put_script: Arc<Script>,
+    stats: Arc<CacheStats>,
 }
 
 impl RedisCache {
@@ -82,6 +124,7 @@ impl RedisCache {
         Self {
             pool,
             put_script: Arc::new(Script::new(PUT_LUA)),
+            stats: Arc::default(),
         }
     }
 
@@ -95,7 +138,14 @@ impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, InfraError> {
         let mut conn = self.pool.connection().await?;
         let bytes: Option<Vec<u8>> = conn.get(self.key(key)).await?;
-        Ok(bytes.as_deref().and_then(decode))
+        let entry = bytes.as_deref().and_then(decode);
+        let counter = if entry.is_some() {
+            &self.stats.remote_hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        Ok(entry)
     }
 
     async fn put(&self, key: &str, entry: Versioned, ttl: Duration) -> Result<(), InfraError> {
@@ -114,11 +164,16 @@ impl Cache for RedisCache {
     async fn evict(&self, key: &str) -> Result<(), InfraError> {
         let mut conn = self.pool.connection().await?;
         let _: i64 = conn.del(self.key(key)).await?;
+        self.stats.evictions.fetch_add(1, Relaxed);
         Ok(())
     }
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn stats(&self) -> CacheStatsSnapshot {
+        self.stats.snapshot()
     }
 }
 
@@ -151,9 +206,10 @@ impl Expiry<String, LocalEntry> for PerEntryTtl {
     }
 }
 
-/// The bounded in-process cache of the embedded mode.
+/// The bounded in-process cache: the only level in embedded mode, the first in production.
 pub struct LocalCache {
     entries: MokaCache<String, LocalEntry>,
+    stats: Arc<CacheStats>,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -172,14 +228,27 @@ impl LocalCache {
                 .max_capacity(max_entries)
                 .expire_after(PerEntryTtl)
                 .build(),
+            stats: Arc::default(),
         }
+    }
+
+    /// Drops every entry (after missed invalidations).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
     }
 }
 
 #[async_trait]
 impl Cache for LocalCache {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, InfraError> {
-        Ok(self.entries.get(key).map(|local| local.entry))
+        let entry = self.entries.get(key).map(|local| local.entry);
+        let counter = if entry.is_some() {
+            &self.stats.local_hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        Ok(entry)
     }
 
     async fn put(&self, key: &str, entry: Versioned, ttl: Duration) -> Result<(), InfraError> {
@@ -199,13 +268,182 @@ impl Cache for LocalCache {
 
     async fn evict(&self, key: &str) -> Result<(), InfraError> {
         self.entries.invalidate(key);
+        self.stats.evictions.fetch_add(1, Relaxed);
         Ok(())
     }
 
     fn kind(&self) -> &'static str {
         "in-process"
     }
+
+    fn stats(&self) -> CacheStatsSnapshot {
+        self.stats.snapshot()
+    }
 }
+
+/// Production's two levels: this replica's [`LocalCache`] in front of the shared
+/// [`RedisCache`]. Every write or eviction is published on a Redis channel; the other replicas
+/// drop their local copy of that key when they hear it, so a change reaches every replica
+/// within the channel's latency (milliseconds), not the TTL. While this replica's subscription
+/// is down it cannot hear changes, so it bypasses its local level until it has resubscribed
+/// (and cleared it).
+pub struct TieredCache {
+    local: Arc<LocalCache>,
+    remote: RedisCache,
+    pool: RedisPool,
+    /// This replica's id: its own announcements are not applied twice.
+    origin: String,
+    subscribed: Arc<AtomicBool>,
+    stats: Arc<CacheStats>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("origin", &self.origin)
+            .field("subscribed", &self.subscribed.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TieredCache {
+    /// Builds the cache and starts listening for other replicas' changes (a task that
+    /// resubscribes after Redis outages). `local_ttl` bounds the local copies.
+    pub fn start(pool: RedisPool, local_capacity: u64) -> Self {
+        let cache = Self {
+            local: Arc::new(LocalCache::new(local_capacity)),
+            remote: RedisCache::new(pool.clone()),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            pool,
+            subscribed: Arc::new(AtomicBool::new(false)),
+            stats: Arc::default(),
+        };
+        tokio::spawn(listen(
+            cache.pool.clone(),
+            cache.channel(),
+            cache.origin.clone(),
+            cache.local.clone(),
+            cache.subscribed.clone(),
+            cache.stats.clone(),
+        ));
+        cache
+    }
+
+    fn channel(&self) -> String {
+        self.pool.key("cache-evictions")
+    }
+
+    /// Tells the other replicas to drop their copy of `key`.
+    async fn announce(&self, key: &str) -> Result<(), InfraError> {
+        let mut conn = self.pool.connection().await?;
+        let _: i64 = conn
+            .publish(self.channel(), format!("{}|{key}", self.origin))
+            .await?;
+        Ok(())
+    }
+
+    fn local_trusted(&self) -> bool {
+        self.subscribed.load(Relaxed)
+    }
+}
+
+/// Applies other replicas' announcements to `local`, resubscribing after failures.
+async fn listen(
+    pool: RedisPool,
+    channel: String,
+    origin: String,
+    local: Arc<LocalCache>,
+    subscribed: Arc<AtomicBool>,
+    stats: Arc<CacheStats>,
+) {
+    use futures::StreamExt as _;
+    let mut attempt = 0;
+    loop {
+        let session = async {
+            let mut pubsub = pool.client()?.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            // Changes made while unsubscribed were not heard: start clean.
+            local.clear();
+            subscribed.store(true, Relaxed);
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((sender, key)) = payload.split_once('|')
+                    && sender != origin
+                {
+                    local.entries.invalidate(key);
+                    stats.remote_evictions.fetch_add(1, Relaxed);
+                }
+            }
+            Ok::<(), InfraError>(())
+        };
+        let result = session.await;
+        subscribed.store(false, Relaxed);
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "cache eviction channel lost; bypassing the local cache until resubscribed");
+        }
+        tokio::time::sleep(crate::backoff(
+            attempt,
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ))
+        .await;
+        attempt = (attempt + 1).min(10);
+    }
+}
+
+#[async_trait]
+impl Cache for TieredCache {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, InfraError> {
+        if self.local_trusted()
+            && let Some(local) = self.local.entries.get(key)
+        {
+            self.stats.local_hits.fetch_add(1, Relaxed);
+            return Ok(Some(local.entry));
+        }
+        let entry = self.remote.get(key).await?;
+        match &entry {
+            Some(found) => {
+                self.stats.remote_hits.fetch_add(1, Relaxed);
+                if self.local_trusted() {
+                    // The local copy lives at most as long as a remote one would.
+                    self.local.put(key, found.clone(), LOCAL_TTL).await?;
+                }
+            }
+            None => {
+                self.stats.misses.fetch_add(1, Relaxed);
+            }
+        }
+        Ok(entry)
+    }
+
+    async fn put(&self, key: &str, entry: Versioned, ttl: Duration) -> Result<(), InfraError> {
+        self.remote.put(key, entry.clone(), ttl).await?;
+        self.local.put(key, entry, ttl.min(LOCAL_TTL)).await?;
+        self.announce(key).await
+    }
+
+    async fn evict(&self, key: &str) -> Result<(), InfraError> {
+        self.local.entries.invalidate(key);
+        self.stats.evictions.fetch_add(1, Relaxed);
+        self.remote.evict(key).await?;
+        self.announce(key).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "in-process + redis"
+    }
+
+    fn stats(&self) -> CacheStatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+/// How long a local copy may live: the announcements keep it fresh; this bounds the damage of
+/// an announcement lost in flight.
+const LOCAL_TTL: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

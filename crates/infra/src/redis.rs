@@ -11,6 +11,7 @@ use crate::InfraError;
 pub struct RedisPool {
     pool: Pool,
     prefix: String,
+    url: String,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -41,11 +42,17 @@ impl RedisPool {
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
+            url: url.to_owned(),
         })
     }
 
     pub async fn connection(&self) -> Result<deadpool_redis::Connection, InfraError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A client for connections outside the pool (pub/sub subscriptions).
+    pub fn client(&self) -> Result<deadpool_redis::redis::Client, InfraError> {
+        Ok(deadpool_redis::redis::Client::open(self.url.as_str())?)
     }
 
     /// The namespaced key.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use marketing_domain::{MarketingError, RequestId, TenantId};
 use marketing_infra::{
-    cache::{Cache, LocalCache, RedisCache},
+    cache::{Cache, LocalCache, TieredCache},
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
     redis::RedisPool,
@@ -79,7 +79,10 @@ impl AppState {
                     tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
                 }
                 (
-                    Arc::new(RedisCache::new(pool.clone())),
+                    Arc::new(TieredCache::start(
+                        pool.clone(),
+                        config.local_cache_capacity,
+                    )),
                     Arc::new(RedisLock::new(pool.clone())),
                     Arc::new(RedisLeaderboard::new(pool)),
                 )
