@@ -5,8 +5,9 @@ use std::time::Duration;
 use marketing_domain::MarketingError;
 use marketing_migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -143,4 +144,26 @@ pub fn db_error(err: DbErr) -> MarketingError {
         }
         DbFailure::CheckViolation | DbFailure::Other => MarketingError::Internal(err.into()),
     }
+}
+
+/// Rows one multi-row INSERT carries: at 25 columns, below PostgreSQL's (65,535) and SQLite's
+/// (32,766) bind-parameter limits.
+const INSERT_CHUNK: usize = 1000;
+
+/// Inserts `rows` with one multi-row INSERT per 1,000 rows. The statement is built and
+/// executed directly: measured on the claim path, SeaORM 2.0's
+/// `insert_many(..).exec_without_returning()` spent ~40 ms of client time on 56 rows that
+/// this executes in under 1 ms.
+pub async fn insert_rows<A>(conn: &impl ConnectionTrait, rows: Vec<A>) -> Result<(), MarketingError>
+where
+    A: ActiveModelTrait,
+{
+    let backend = conn.get_database_backend();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
+        let statement = <A::Entity as EntityTrait>::insert_many(chunk).build(backend);
+        conn.execute_raw(statement).await.map_err(db_error)?;
+    }
+    Ok(())
 }

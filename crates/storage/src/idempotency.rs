@@ -186,12 +186,6 @@ pub async fn insert_completed(
             created_at: Set(now),
         })
         .collect();
-    // 7 columns a row: 1000 rows stay below every backend's bind-parameter limit.
-    for chunk in rows.chunks(1000) {
-        record::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
-    }
+    crate::db::insert_rows(conn, rows).await?;
     Ok(())
 }

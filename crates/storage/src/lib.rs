@@ -10,5 +10,5 @@ pub mod points;
 pub mod templates;
 pub mod user_coupons;
 
-pub use db::{Backend, Database, DbFailure, classify, db_error};
+pub use db::{Backend, Database, DbFailure, classify, db_error, insert_rows};
 pub use sea_orm::{ConnectionTrait, DatabaseTransaction};

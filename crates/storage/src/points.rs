@@ -26,9 +26,6 @@ use crate::{
     },
 };
 
-/// Rows one multi-row insert carries (17 columns at most), below every bind-parameter limit.
-const CHUNK: usize = 1000;
-
 fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
     MarketingError::internal(format!("{what} {id} is corrupt"))
 }
@@ -174,23 +171,13 @@ pub async fn write_ledger(
             created_at: Set(l.created_at.0),
         })
         .collect();
-    for chunk in new_lots.chunks(CHUNK) {
-        lot::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
-    }
+    crate::db::insert_rows(conn, new_lots).await?;
     let entries: Vec<tx::ActiveModel> = ledger
         .entries
         .iter()
         .map(|e| entry_row(tenant, a, e))
         .collect();
-    for chunk in entries.chunks(CHUNK) {
-        tx::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
-    }
+    crate::db::insert_rows(conn, entries).await?;
     for h in &ledger.holds {
         upsert_hold(conn, tenant, a, h).await?;
     }
@@ -206,12 +193,7 @@ pub async fn write_ledger(
             amount: Set(al.amount),
         })
         .collect();
-    for chunk in allocations.chunks(CHUNK) {
-        alloc::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
-    }
+    crate::db::insert_rows(conn, allocations).await?;
     Ok(true)
 }
 

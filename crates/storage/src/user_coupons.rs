@@ -16,21 +16,14 @@ use sea_orm::{
 
 use crate::{db::db_error, entity::user_coupon as uc};
 
-/// Rows a multi-row insert carries: 25 columns x 1000 stays below every backend's
-/// bind-parameter limit.
-const INSERT_CHUNK: usize = 1000;
+/// Members per `IN (...)` list.
+const IN_CHUNK: usize = 1000;
 
 pub async fn insert_many(
     conn: &impl ConnectionTrait,
     coupons: &[UserCoupon],
 ) -> Result<(), MarketingError> {
-    for chunk in coupons.chunks(INSERT_CHUNK) {
-        uc::Entity::insert_many(chunk.iter().map(to_row))
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
-    }
-    Ok(())
+    crate::db::insert_rows(conn, coupons.iter().map(to_row).collect()).await
 }
 
 /// The highest claim slot each of `members` holds of `template` (members holding none are
@@ -44,7 +37,7 @@ pub async fn held_slots(
     let mut unique: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
     unique.sort_unstable();
     unique.dedup();
-    for chunk in unique.chunks(INSERT_CHUNK) {
+    for chunk in unique.chunks(IN_CHUNK) {
         let rows: Vec<(String, Option<i32>)> = uc::Entity::find()
             .select_only()
             .column(uc::Column::MemberId)

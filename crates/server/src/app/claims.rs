@@ -199,6 +199,7 @@ impl AppState {
             return;
         };
         let claims: Vec<&ClaimCoupon> = unique.iter().map(|(claim, _)| claim).collect();
+        let started = std::time::Instant::now();
         let template = claims[0].template_id;
         let tenant = claims[0].key.tenant_id.clone();
         let mut attempt = 0;
@@ -217,6 +218,8 @@ impl AppState {
             }
         };
         self.metrics.record_claim_batch(claims.len());
+        tracing::debug!(template_id = %template, claims = claims.len(), attempts = attempt + 1,
+            elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
         match outcomes {
             Ok(outcomes) => {
                 for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
