@@ -97,7 +97,7 @@ impl ClaimQueues {
 
 /// A copy of an error for another waiter: business errors as they are, infrastructure
 /// errors by their message (their cause was logged once).
-fn copy_error(err: &MarketingError) -> MarketingError {
+pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
     match err {
         MarketingError::TemplateNotFound => MarketingError::TemplateNotFound,
         MarketingError::TemplateDisabled => MarketingError::TemplateDisabled,

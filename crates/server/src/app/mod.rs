@@ -41,6 +41,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub leaderboard: Arc<dyn Leaderboard>,
     claim_queues: Arc<claims::ClaimQueues>,
+    points_queue: Arc<points::PointsQueue>,
     stale_boards: Arc<points::StaleBoards>,
 }
 
@@ -117,6 +118,7 @@ impl AppState {
             metrics: Arc::default(),
             leaderboard,
             claim_queues: Arc::default(),
+            points_queue: Arc::default(),
             stale_boards: Arc::default(),
         })
     }

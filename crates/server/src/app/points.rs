@@ -4,7 +4,11 @@
 //! backoff until the deadline. Business refusals are recorded under the request id, so a retry
 //! replays the first refusal too.
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
@@ -15,14 +19,14 @@ use marketing_domain::{
 use marketing_infra::{backoff, cache::Versioned, leaderboard::Standing};
 use marketing_proto::v1 as pb;
 use marketing_storage::{
-    idempotency::{self, Claim, IdempotencyKey, Outcome},
+    idempotency::{self, IdempotencyKey, Outcome},
     points::{self, HoldRef, RuleRef},
 };
 use prost::Message;
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 use uuid::Uuid;
 
-use super::{AppState, Begun, decode_outcome};
+use super::{AppState, Begun, claims::copy_error, decode_outcome};
 use crate::{
     error::status_of,
     grpc::convert::{account_to_proto, entry_to_proto, hold_to_proto, rule_to_proto},
@@ -30,6 +34,8 @@ use crate::{
 
 const RETRY_BASE: Duration = Duration::from_millis(1);
 const RETRY_CAP: Duration = Duration::from_millis(50);
+/// How often one account is re-planned within a batch when another writer won the race.
+const CAS_ATTEMPTS: usize = 8;
 /// Members a rebuilt leaderboard holds: enough that any top-100 stays exact.
 const LEADERBOARD_DEPTH: u64 = 1000;
 
@@ -88,13 +94,74 @@ pub struct PointsCommand {
 /// The shape every points mutation answers with (FreezePoints' response is the superset).
 pub type PointsResponse = pb::FreezePointsResponse;
 
-/// A planned change: the ledger to write, what to answer, and what else to write.
-struct Planned {
-    ledger: Ledger,
+/// What one command did: the hold and the entry to answer with.
+#[derive(Default)]
+struct Applied {
     hold: Option<Hold>,
     entry: Option<Uuid>,
-    /// A rule-priced earn under a daily cap: (event type, day, points).
-    daily: Option<(String, i32, i64)>,
+}
+
+type PointsResult = Result<PointsResponse, MarketingError>;
+
+/// A business reference: (tenant, entry type, biz_type, biz_id).
+type BizRef = (String, i16, String, String);
+
+/// What the accounts already written in this batch claimed.
+#[derive(Default)]
+struct BatchContext {
+    biz: HashSet<BizRef>,
+}
+
+/// What one account's commands claimed so far in this attempt.
+#[derive(Default)]
+struct GroupContext {
+    /// Points awarded per (event type, day) under daily caps.
+    daily: HashMap<(String, i32), i64>,
+    biz: HashSet<BizRef>,
+}
+
+struct PendingPoints {
+    cmd: PointsCommand,
+    reply: oneshot::Sender<PointsResult>,
+}
+
+#[derive(Default)]
+struct PointsQueueState {
+    waiting: Vec<PendingPoints>,
+    draining: bool,
+}
+
+/// This replica's points queue: commands wait here and are served in batches.
+#[derive(Default)]
+pub struct PointsQueue(Mutex<PointsQueueState>);
+
+impl PointsQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, PointsQueueState> {
+        // Every critical section is a push, a drain or a flag flip.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Clears the draining flag and fails the waiting commands if a drainer dies.
+struct PointsDrainGuard {
+    queue: std::sync::Arc<PointsQueue>,
+    armed: bool,
+}
+
+impl Drop for PointsDrainGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queue = self.queue.state();
+            queue.draining = false;
+            for pending in queue.waiting.drain(..) {
+                let _ = pending
+                    .reply
+                    .send(Err(MarketingError::internal("the points drainer stopped")));
+            }
+        }
+    }
 }
 
 /// Tenants whose Redis leaderboard missed updates (Redis was down): rebuilt on next read.
@@ -110,120 +177,302 @@ impl StaleBoards {
 }
 
 impl AppState {
+    /// Applies one command: it waits in this replica's points queue and is served in the
+    /// next batch (one transaction, one write per account, one commit for all).
     pub async fn change_points(
         &self,
         cmd: PointsCommand,
     ) -> Result<PointsResponse, MarketingError> {
-        let mut attempt = 0;
+        let (reply, answer) = oneshot::channel();
+        let start_drainer = {
+            let mut queue = self.points_queue.state();
+            queue.waiting.push(PendingPoints { cmd, reply });
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start_drainer {
+            let app = self.clone();
+            tokio::spawn(async move { app.drain_points().await });
+        }
+        answer
+            .await
+            .map_err(|_| MarketingError::internal("the points batch ended without an answer"))?
+    }
+
+    async fn drain_points(self) {
+        let mut guard = PointsDrainGuard {
+            queue: self.points_queue.clone(),
+            armed: true,
+        };
         loop {
-            if let Some(done) = self.points_attempt(&cmd).await? {
-                return Ok(done);
-            }
-            let wait = backoff(attempt, RETRY_BASE, RETRY_CAP);
-            if Instant::now() + wait >= cmd.deadline {
-                return Err(MarketingError::ConcurrentModification(
-                    format!("account changed under {} attempts", attempt + 1).into(),
-                ));
-            }
-            attempt += 1;
-            tokio::time::sleep(wait).await;
+            let batch: Vec<PendingPoints> = {
+                let mut queue = self.points_queue.state();
+                if queue.waiting.is_empty() {
+                    queue.draining = false;
+                    guard.armed = false;
+                    return;
+                }
+                let take = queue.waiting.len().min(self.config.claim_batch_max);
+                queue.waiting.drain(..take).collect()
+            };
+            self.serve_points_batch(batch).await;
         }
     }
 
-    /// One attempt; `Ok(None)` when a concurrent change won the race.
-    async fn points_attempt(
-        &self,
-        cmd: &PointsCommand,
-    ) -> Result<Option<PointsResponse>, MarketingError> {
-        let txn = self.db.begin_write().await?;
-        if let Some(key) = &cmd.key
-            && let Claim::Replay(outcome) = idempotency::claim(&txn, key).await?
-        {
-            drop(txn);
-            return decode_outcome(outcome).map(Some);
-        }
-        let planned = match self.plan_points(&txn, cmd).await {
-            Ok(planned) => planned,
-            Err(MarketingError::ConcurrentModification(_)) => return Ok(None),
-            Err(err) => {
-                drop(txn);
-                if err.is_business_refusal()
-                    && let Some(key) = &cmd.key
+    async fn serve_points_batch(&self, batch: Vec<PendingPoints>) {
+        let batch: Vec<PendingPoints> =
+            batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+        // Retries racing each other in one batch share the first's outcome.
+        let mut unique: Vec<(PointsCommand, Vec<oneshot::Sender<PointsResult>>)> = Vec::new();
+        let mut by_request: HashMap<(String, String), usize> = HashMap::new();
+        for PendingPoints { cmd, reply } in batch {
+            let Some(key) = cmd.key.as_ref() else {
+                unique.push((cmd, vec![reply]));
+                continue;
+            };
+            let id = (key.tenant_id.to_string(), key.request_id.to_string());
+            match by_request.get(&id) {
+                Some(&first)
+                    if unique[first].0.key.as_ref().map(|k| &k.fingerprint)
+                        == Some(&key.fingerprint) =>
                 {
-                    self.record_refusal(key, &err).await;
+                    unique[first].1.push(reply);
                 }
-                return Err(err);
+                Some(_) => {
+                    let _ = reply.send(Err(MarketingError::RequestIdReused));
+                }
+                None => {
+                    by_request.insert(id, unique.len());
+                    unique.push((cmd, vec![reply]));
+                }
+            }
+        }
+        let Some(deadline) = unique.iter().map(|(cmd, _)| cmd.deadline).min() else {
+            return;
+        };
+        let cmds: Vec<&PointsCommand> = unique.iter().map(|(cmd, _)| cmd).collect();
+        let mut attempt = 0;
+        let outcome = loop {
+            match self.points_batch_transaction(&cmds).await {
+                Err(MarketingError::ConcurrentModification(cause)) => {
+                    let wait = backoff(attempt, RETRY_BASE, RETRY_CAP);
+                    if Instant::now() + wait >= deadline {
+                        break Err(MarketingError::ConcurrentModification(cause));
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                done => break done,
             }
         };
-        match points::write_ledger(&txn, &cmd.tenant_id, &planned.ledger).await {
-            Ok(true) => {}
-            // A concurrent change won (version), or a concurrent earn of the same business
-            // reference (unique index): retry, and the plan will see it.
-            Ok(false) | Err(MarketingError::ConcurrentModification(_)) => return Ok(None),
-            Err(err) => return Err(err),
+        match outcome {
+            Ok(results) => {
+                for ((_, replies), result) in unique.into_iter().zip(results) {
+                    // The first waiter gets the result itself; identical retries, a copy.
+                    let mut replies = replies.into_iter();
+                    let first = replies.next();
+                    for reply in replies {
+                        let _ = reply.send(match &result {
+                            Ok(response) => Ok(response.clone()),
+                            Err(err) => Err(replayable_copy(err)),
+                        });
+                    }
+                    if let Some(first) = first {
+                        let _ = first.send(result);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, commands = unique.len(), "points batch failed");
+                for (_, replies) in unique {
+                    for reply in replies {
+                        let _ = reply.send(Err(copy_error(&err)));
+                    }
+                }
+            }
         }
-        if let Some((event, day, points)) = &planned.daily {
-            points::add_earned_today(&txn, &cmd.tenant_id, &cmd.member_id, event, *day, *points)
-                .await?;
-        }
-        let response = response_of(&planned);
-        match &cmd.key {
-            Some(key) => self.commit_idempotent(txn, key, &response).await?,
-            None => txn.commit().await.map_err(marketing_storage::db_error)?,
-        }
-        if planned
-            .ledger
-            .entries
-            .iter()
-            .any(|e| e.tx_type == TxType::Earn)
-        {
-            let account = &planned.ledger.account;
-            self.record_standing(
-                &cmd.tenant_id,
-                Standing {
-                    member_id: account.member_id.to_string(),
-                    total_earned: account.total_earned,
-                    reached_at: account.earned_updated_at.0,
-                },
-            )
-            .await;
-        }
-        Ok(Some(response))
     }
 
-    async fn plan_points(
+    /// One transaction for a batch: replays; then, account by account (in key order, so
+    /// concurrent batches lock accounts in the same order), plan every command on one ledger
+    /// and write it with one version-checked update (re-planned on fresh data when another
+    /// writer won); then every outcome recorded in one insert, and one commit.
+    async fn points_batch_transaction(
+        &self,
+        cmds: &[&PointsCommand],
+    ) -> Result<Vec<PointsResult>, MarketingError> {
+        let txn = self.db.begin_write().await?;
+        let mut results: Vec<Option<PointsResult>> = cmds.iter().map(|_| None).collect();
+        let mut by_tenant: HashMap<&TenantId, Vec<&str>> = HashMap::new();
+        for cmd in cmds {
+            if let Some(key) = &cmd.key {
+                by_tenant
+                    .entry(&key.tenant_id)
+                    .or_default()
+                    .push(key.request_id.as_str());
+            }
+        }
+        let mut records = HashMap::new();
+        for (tenant, ids) in by_tenant {
+            for (request_id, record) in idempotency::find_many(&txn, tenant, &ids).await? {
+                records.insert((tenant.to_string(), request_id), record);
+            }
+        }
+        let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        let mut replayed = vec![false; cmds.len()];
+        for (index, cmd) in cmds.iter().enumerate() {
+            if let Some(key) = &cmd.key
+                && let Some(record) =
+                    records.remove(&(key.tenant_id.to_string(), key.request_id.to_string()))
+            {
+                results[index] = Some(record.replay_for(key).and_then(decode_outcome));
+                replayed[index] = true;
+                continue;
+            }
+            groups
+                .entry((cmd.tenant_id.to_string(), cmd.member_id.to_string()))
+                .or_default()
+                .push(index);
+        }
+        let mut batch = BatchContext::default();
+        let mut earned: Vec<(TenantId, Standing)> = Vec::new();
+        for indexes in groups.values() {
+            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
+            let (group_results, standing) =
+                self.write_account_group(&txn, &group, &mut batch).await?;
+            for (&index, result) in indexes.iter().zip(group_results) {
+                results[index] = Some(result);
+            }
+            if let Some(standing) = standing {
+                earned.push((group[0].tenant_id.clone(), standing));
+            }
+        }
+        let mut outcomes = Vec::new();
+        for ((cmd, result), replayed) in cmds.iter().zip(&results).zip(replayed) {
+            let (Some(key), Some(result), false) = (&cmd.key, result, replayed) else {
+                continue;
+            };
+            match result {
+                Ok(response) => outcomes.push((
+                    key,
+                    Outcome {
+                        status_code: 0,
+                        response: response.encode_to_vec(),
+                    },
+                )),
+                Err(err) if err.is_business_refusal() => {
+                    let status = status_of(err);
+                    outcomes.push((
+                        key,
+                        Outcome {
+                            status_code: status.code() as i32,
+                            response: status.details().to_vec(),
+                        },
+                    ));
+                }
+                // Infrastructure errors are not outcomes: a retry tries again.
+                Err(_) => {}
+            }
+        }
+        idempotency::insert_completed(&txn, outcomes).await?;
+        txn.commit().await.map_err(marketing_storage::db_error)?;
+        for (tenant, standing) in earned {
+            self.record_standing(&tenant, standing).await;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(MarketingError::internal("points command left undecided")))
+            })
+            .collect())
+    }
+
+    /// Plans and writes one account's commands. Returns their results, and the account's
+    /// standing when it earned.
+    async fn write_account_group(
         &self,
         txn: &marketing_storage::DatabaseTransaction,
-        cmd: &PointsCommand,
-    ) -> Result<Planned, MarketingError> {
-        let tenant = &cmd.tenant_id;
-        let account = match cmd.op {
-            PointsOp::Earn(_) => {
-                points::get_or_create_account(txn, tenant, &cmd.member_id, UnixMicros::now())
-                    .await?
+        group: &[&PointsCommand],
+        batch: &mut BatchContext,
+    ) -> Result<(Vec<PointsResult>, Option<Standing>), MarketingError> {
+        let tenant = &group[0].tenant_id;
+        let member = &group[0].member_id;
+        let creates = group.iter().any(|cmd| matches!(cmd.op, PointsOp::Earn(_)));
+        for _ in 0..CAS_ATTEMPTS {
+            let account = if creates {
+                Some(points::get_or_create_account(txn, tenant, member, UnixMicros::now()).await?)
+            } else {
+                points::find_account(txn, tenant, member).await?
+            };
+            let Some(account) = account else {
+                return Ok((
+                    group
+                        .iter()
+                        .map(|_| Err(MarketingError::AccountNotFound))
+                        .collect(),
+                    None,
+                ));
+            };
+            let lots = points::live_lots(txn, account.id).await?;
+            // Read after the account: a change that committed before this read is older.
+            let mut ledger = Ledger::new(account, lots, UnixMicros::now());
+            ledger.expire_due();
+            let mut context = GroupContext::default();
+            let mut results = Vec::with_capacity(group.len());
+            for cmd in group {
+                match self
+                    .apply_points_op(txn, &mut ledger, cmd, batch, &mut context)
+                    .await
+                {
+                    Ok(applied) => results.push(Ok(response_of(&ledger, &applied))),
+                    Err(err) if err.is_business_refusal() => results.push(Err(err)),
+                    Err(err) => return Err(err),
+                }
             }
-            _ => points::find_account(txn, tenant, &cmd.member_id)
-                .await?
-                .ok_or(MarketingError::AccountNotFound)?,
-        };
-        let lots = points::live_lots(txn, account.id).await?;
-        // Read after the account: a change that committed before this read is older.
-        let now = UnixMicros::now();
-        let mut ledger = Ledger::new(account, lots, now);
-        // Every change first catches up with time: due lots expire.
-        ledger.expire_due();
+            if ledger.entries.is_empty() {
+                return Ok((results, None));
+            }
+            if !points::write_ledger(txn, tenant, &ledger).await? {
+                // Another writer changed the account since it was read: plan again.
+                continue;
+            }
+            for ((event, day), points) in &context.daily {
+                points::add_earned_today(txn, tenant, member, event, *day, *points).await?;
+            }
+            batch.biz.extend(context.biz);
+            let standing = ledger
+                .entries
+                .iter()
+                .any(|e| e.tx_type == TxType::Earn)
+                .then(|| Standing {
+                    member_id: member.to_string(),
+                    total_earned: ledger.account.total_earned,
+                    reached_at: ledger.account.earned_updated_at.0,
+                });
+            return Ok((results, standing));
+        }
+        Err(MarketingError::ConcurrentModification(
+            "the account kept changing under the batch".into(),
+        ))
+    }
+
+    /// Applies one command to the account's ledger. Refusals are decided before the ledger
+    /// changes, so a refused command leaves it as it was.
+    async fn apply_points_op(
+        &self,
+        txn: &marketing_storage::DatabaseTransaction,
+        ledger: &mut Ledger,
+        cmd: &PointsCommand,
+        batch: &BatchContext,
+        context: &mut GroupContext,
+    ) -> Result<Applied, MarketingError> {
+        let tenant = &cmd.tenant_id;
+        let now = ledger.now();
         let mut meta = cmd.meta.clone();
         meta.request_id = cmd.key.as_ref().map(|k| k.request_id.to_string());
-        let mut planned = Planned {
-            ledger,
-            hold: None,
-            entry: None,
-            daily: None,
-        };
-        let ledger = &mut planned.ledger;
+        let mut planned = Applied::default();
         match &cmd.op {
             PointsOp::Earn(source) => {
-                self.refuse_duplicate_biz(txn, tenant, TxType::Earn, &meta)
+                self.refuse_duplicate_biz(txn, tenant, TxType::Earn, &meta, batch, context)
                     .await?;
                 let (amount, expires_at) = match source {
                     EarnSource::Amount { amount, expires_at } => (*amount, *expires_at),
@@ -236,14 +485,21 @@ impl AppState {
                         if let Some(cap) = rule.terms.daily_cap {
                             let day = i32::try_from(now.0.div_euclid(MICROS_PER_DAY))
                                 .map_err(MarketingError::internal)?;
+                            // Stored today, plus what this batch already awarded.
+                            let pending = context
+                                .daily
+                                .get(&(event.clone(), day))
+                                .copied()
+                                .unwrap_or(0);
                             let earned =
                                 points::earned_today(txn, tenant, &cmd.member_id, event, day)
-                                    .await?;
+                                    .await?
+                                    + pending;
                             award = award.min(cap - earned);
                             if award <= 0 {
                                 return Err(MarketingError::DailyCapReached);
                             }
-                            planned.daily = Some((event.clone(), day, award));
+                            *context.daily.entry((event.clone(), day)).or_default() += award;
                         }
                         let expires = rule
                             .terms
@@ -258,7 +514,7 @@ impl AppState {
                 planned.entry = Some(ledger.earn(amount, expires_at, meta)?);
             }
             PointsOp::Deduct(amount) => {
-                self.refuse_duplicate_biz(txn, tenant, TxType::Deduct, &meta)
+                self.refuse_duplicate_biz(txn, tenant, TxType::Deduct, &meta, batch, context)
                     .await?;
                 planned.entry = Some(ledger.deduct(*amount, meta)?);
             }
@@ -392,37 +648,36 @@ impl AppState {
         Ok((hold, held))
     }
 
-    /// An order earns (or deducts) at most once per tenant, whatever the request id.
+    /// An order earns (or deducts) at most once per tenant, whatever the request id: not in
+    /// the database, not earlier in this batch.
     async fn refuse_duplicate_biz(
         &self,
         txn: &marketing_storage::DatabaseTransaction,
         tenant: &TenantId,
         tx_type: TxType,
         meta: &EntryMeta,
+        batch: &BatchContext,
+        context: &mut GroupContext,
     ) -> Result<(), MarketingError> {
-        if let (Some(biz_type), Some(biz_id)) = (&meta.biz_type, &meta.biz_id)
-            && points::find_by_biz(txn, tenant, &[tx_type], biz_type, biz_id)
+        let (Some(biz_type), Some(biz_id)) = (&meta.biz_type, &meta.biz_id) else {
+            return Ok(());
+        };
+        let reference = (
+            tenant.to_string(),
+            tx_type.code(),
+            biz_type.clone(),
+            biz_id.clone(),
+        );
+        if batch.biz.contains(&reference)
+            || context.biz.contains(&reference)
+            || points::find_by_biz(txn, tenant, &[tx_type], biz_type, biz_id)
                 .await?
                 .is_some()
         {
             return Err(MarketingError::DuplicateBizReference);
         }
+        context.biz.insert(reference);
         Ok(())
-    }
-
-    /// Stores a refusal as the request's first outcome (best effort: a concurrent identical
-    /// request may have stored it already).
-    async fn record_refusal(&self, key: &IdempotencyKey, err: &MarketingError) {
-        let status = status_of(err);
-        let outcome = Outcome {
-            status_code: status.code() as i32,
-            response: status.details().to_vec(),
-        };
-        if let Err(store) =
-            idempotency::insert_completed(self.db.conn(), vec![(key, outcome)]).await
-        {
-            tracing::debug!(error = %store, "refusal not recorded; a concurrent retry recorded it");
-        }
     }
 
     /// The account as it stands now (due lots shown as expired even before the sweeper runs).
@@ -717,16 +972,28 @@ impl AppState {
     }
 }
 
-fn response_of(planned: &Planned) -> PointsResponse {
-    let ledger = &planned.ledger;
+/// A copy of a refusal for another waiter: the status it would get, carried verbatim.
+fn replayable_copy(err: &MarketingError) -> MarketingError {
+    if err.is_business_refusal() {
+        let status = status_of(err);
+        MarketingError::Replayed {
+            code: status.code() as i32,
+            status: status.details().to_vec(),
+        }
+    } else {
+        copy_error(err)
+    }
+}
+
+fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
     let account = &ledger.account;
-    let entry: Option<&Entry> = planned
+    let entry: Option<&Entry> = applied
         .entry
         .and_then(|id| ledger.entries.iter().find(|e| e.id == id));
     let lots: Vec<Lot> = ledger.lots();
     PointsResponse {
         points_account: Some(account_to_proto(account, &lots, ledger.now())),
-        hold: planned
+        hold: applied
             .hold
             .as_ref()
             .map(|h| hold_to_proto(&account.tenant_id, &account.member_id, h)),
