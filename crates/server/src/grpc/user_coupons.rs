@@ -108,6 +108,20 @@ fn lock_ttl(
     Ok(ttl)
 }
 
+/// The header of a transition request `$r` whose member is `$member` (`Some` when required).
+macro_rules! transition {
+    ($r:expr, $operation:literal, $member:expr) => {
+        TransitionRequest {
+            operation: $operation,
+            without_request_id: cleared($r, |m| m.request_id.clear()),
+            tenant_id: &$r.tenant_id,
+            request_id: &$r.request_id,
+            coupon_id: &$r.coupon_id,
+            member_id: $member,
+        }
+    };
+}
+
 /// The fields every coupon transition carries.
 struct TransitionRequest<'a, M> {
     operation: &'static str,
@@ -378,15 +392,8 @@ impl UserCouponService for UserCoupons {
                 ttl: ttl?,
             })
         })();
-        let command = TransitionRequest {
-            operation: "LockCoupon",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            coupon_id: &r.coupon_id,
-            member_id: Some(&r.member_id),
-        }
-        .parse(&mut violations, change)?;
+        let command =
+            transition!(r, "LockCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
         let coupon = self
             .app
             .transition_coupon(command)
@@ -415,15 +422,8 @@ impl UserCouponService for UserCoupons {
                 currency: currency?,
             })
         })();
-        let command = TransitionRequest {
-            operation: "UseCoupon",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            coupon_id: &r.coupon_id,
-            member_id: Some(&r.member_id),
-        }
-        .parse(&mut violations, change)?;
+        let command =
+            transition!(r, "UseCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
         let coupon = self
             .app
             .transition_coupon(command)
@@ -443,14 +443,7 @@ impl UserCouponService for UserCoupons {
         let r = request.get_ref();
         let coupon = self
             .order_transition(
-                TransitionRequest {
-                    operation: "ReleaseCoupon",
-                    without_request_id: cleared(r, |m| m.request_id.clear()),
-                    tenant_id: &r.tenant_id,
-                    request_id: &r.request_id,
-                    coupon_id: &r.coupon_id,
-                    member_id: Some(&r.member_id),
-                },
+                transition!(r, "ReleaseCoupon", Some(&r.member_id)),
                 &r.order_id,
                 |order_id| CouponChange::Release { order_id },
             )
@@ -469,14 +462,7 @@ impl UserCouponService for UserCoupons {
         let r = request.get_ref();
         let coupon = self
             .order_transition(
-                TransitionRequest {
-                    operation: "ReturnCoupon",
-                    without_request_id: cleared(r, |m| m.request_id.clear()),
-                    tenant_id: &r.tenant_id,
-                    request_id: &r.request_id,
-                    coupon_id: &r.coupon_id,
-                    member_id: Some(&r.member_id),
-                },
+                transition!(r, "ReturnCoupon", Some(&r.member_id)),
                 &r.order_id,
                 |order_id| CouponChange::Return { order_id },
             )
@@ -500,14 +486,11 @@ impl UserCouponService for UserCoupons {
                 format!("must be at most {MAX_REVOKE_REASON_CHARS} characters"),
             );
         }
-        let command = TransitionRequest {
-            operation: "RevokeCoupon",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            coupon_id: &r.coupon_id,
-            member_id: (!r.member_id.is_empty()).then_some(r.member_id.as_str()),
-        }
+        let command = transition!(
+            r,
+            "RevokeCoupon",
+            (!r.member_id.is_empty()).then_some(r.member_id.as_str())
+        )
         .parse(
             &mut violations,
             Some(CouponChange::Revoke {
