@@ -471,6 +471,22 @@ async fn refunds_return_points_to_their_lots(app: &TestApp) {
         .await
         .expect_err("an earn");
     assert_error(&err, Code::FailedPrecondition, "NOT_REFUNDABLE");
+    // Another member cannot refund this member's deduction by its business reference.
+    client
+        .earn_points(earn("m2", 10))
+        .await
+        .expect("m2 has an account");
+    let err = client
+        .refund_points(pb::RefundPointsRequest {
+            target: Some(pb::refund_points_request::Target::Biz(pb::BizReference {
+                biz_type: "order".into(),
+                biz_id: "order-7".into(),
+            })),
+            ..refund("m2", "", None)
+        })
+        .await
+        .expect_err("not m2's deduction");
+    assert_error(&err, Code::NotFound, "TRANSACTION_NOT_FOUND");
     audit(app).await;
 }
 

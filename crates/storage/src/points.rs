@@ -117,12 +117,33 @@ pub async fn lots_by_id(
         .collect())
 }
 
-/// Writes a ledger's changes. `Ok(false)` (nothing written) when the account's version is no
-/// longer the one read: a concurrent change won, the caller rolls back and retries.
+/// The rows a batch of ledgers adds, inserted together by [`insert_ledger_rows`]: one
+/// multi-row INSERT per table for the whole batch instead of three per account.
+#[derive(Default)]
+pub struct LedgerRows {
+    lots: Vec<lot::ActiveModel>,
+    entries: Vec<tx::ActiveModel>,
+    allocations: Vec<alloc::ActiveModel>,
+}
+
+/// Inserts what `write_ledger` collected (lots first: allocations refer to them).
+pub async fn insert_ledger_rows(
+    conn: &impl ConnectionTrait,
+    rows: LedgerRows,
+) -> Result<(), MarketingError> {
+    crate::db::insert_rows(conn, rows.lots).await?;
+    crate::db::insert_rows(conn, rows.entries).await?;
+    crate::db::insert_rows(conn, rows.allocations).await
+}
+
+/// Writes a ledger's account, lots and holds, and adds its new rows to `rows` (insert them
+/// with [`insert_ledger_rows`] before commit). `Ok(false)` (nothing written, nothing added)
+/// when the account's version is no longer the one read: a concurrent change won.
 pub async fn write_ledger(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     ledger: &Ledger,
+    rows: &mut LedgerRows,
 ) -> Result<bool, MarketingError> {
     let a = &ledger.account;
     let now = ledger.now().0;
@@ -156,10 +177,8 @@ pub async fn write_ledger(
             .await
             .map_err(db_error)?;
     }
-    let new_lots: Vec<lot::ActiveModel> = ledger
-        .new_lots
-        .iter()
-        .map(|l| lot::ActiveModel {
+    rows.lots
+        .extend(ledger.new_lots.iter().map(|l| lot::ActiveModel {
             id: Set(l.id),
             tenant_id: Set(tenant.as_str().to_owned()),
             account_id: Set(a.id),
@@ -169,31 +188,21 @@ pub async fn write_ledger(
             frozen: Set(l.frozen),
             expires_at: Set(l.expires_at.map(|t| t.0)),
             created_at: Set(l.created_at.0),
-        })
-        .collect();
-    crate::db::insert_rows(conn, new_lots).await?;
-    let entries: Vec<tx::ActiveModel> = ledger
-        .entries
-        .iter()
-        .map(|e| entry_row(tenant, a, e))
-        .collect();
-    crate::db::insert_rows(conn, entries).await?;
+        }));
+    rows.entries
+        .extend(ledger.entries.iter().map(|e| entry_row(tenant, a, e)));
     for h in &ledger.holds {
         upsert_hold(conn, tenant, a, h).await?;
     }
-    let allocations: Vec<alloc::ActiveModel> = ledger
-        .allocations
-        .iter()
-        .map(|al| alloc::ActiveModel {
+    rows.allocations
+        .extend(ledger.allocations.iter().map(|al| alloc::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.as_str().to_owned()),
             lot_id: Set(al.lot_id),
             transaction_id: Set(al.transaction_id),
             hold_id: Set(al.hold_id),
             amount: Set(al.amount),
-        })
-        .collect();
-    crate::db::insert_rows(conn, allocations).await?;
+        }));
     Ok(true)
 }
 
@@ -312,16 +321,21 @@ pub async fn find_entry(
         .transpose()
 }
 
-/// The EARN or DEDUCT (or CONFIRM) of a business reference in the tenant.
+/// The EARN or DEDUCT (or CONFIRM) of a business reference in the tenant, or only in
+/// `account` when given.
 pub async fn find_by_biz(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
+    account: Option<Uuid>,
     types: &[TxType],
     biz_type: &str,
     biz_id: &str,
 ) -> Result<Option<Entry>, MarketingError> {
-    tx::Entity::find()
-        .filter(tx::Column::TenantId.eq(tenant.as_str()))
+    let mut query = tx::Entity::find().filter(tx::Column::TenantId.eq(tenant.as_str()));
+    if let Some(account) = account {
+        query = query.filter(tx::Column::AccountId.eq(account));
+    }
+    query
         .filter(tx::Column::TxType.is_in(types.iter().map(|t| t.code())))
         .filter(tx::Column::BizType.eq(biz_type))
         .filter(tx::Column::BizId.eq(biz_id))

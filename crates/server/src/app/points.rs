@@ -334,11 +334,13 @@ impl AppState {
                 .push(index);
         }
         let mut batch = BatchContext::default();
+        let mut rows = points::LedgerRows::default();
         let mut earned: Vec<(TenantId, Standing)> = Vec::new();
         for indexes in groups.values() {
             let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
-            let (group_results, standing) =
-                self.write_account_group(&txn, &group, &mut batch).await?;
+            let (group_results, standing) = self
+                .write_account_group(&txn, &group, &mut batch, &mut rows)
+                .await?;
             for (&index, result) in indexes.iter().zip(group_results) {
                 results[index] = Some(result);
             }
@@ -346,6 +348,7 @@ impl AppState {
                 earned.push((group[0].tenant_id.clone(), standing));
             }
         }
+        points::insert_ledger_rows(&txn, rows).await?;
         let mut outcomes = Vec::new();
         for ((cmd, result), replayed) in cmds.iter().zip(&results).zip(replayed) {
             let (Some(key), Some(result), false) = (&cmd.key, result, replayed) else {
@@ -393,6 +396,7 @@ impl AppState {
         txn: &marketing_storage::DatabaseTransaction,
         group: &[&PointsCommand],
         batch: &mut BatchContext,
+        rows: &mut points::LedgerRows,
     ) -> Result<(Vec<PointsResult>, Option<Standing>), MarketingError> {
         let tenant = &group[0].tenant_id;
         let member = &group[0].member_id;
@@ -431,7 +435,7 @@ impl AppState {
             if ledger.entries.is_empty() {
                 return Ok((results, None));
             }
-            if !points::write_ledger(txn, tenant, &ledger).await? {
+            if !points::write_ledger(txn, tenant, &ledger, rows).await? {
                 // Another writer changed the account since it was read: plan again.
                 continue;
             }
@@ -578,6 +582,7 @@ impl AppState {
                         points::find_by_biz(
                             txn,
                             tenant,
+                            Some(ledger.account.id),
                             &[TxType::Deduct, TxType::Confirm],
                             biz_type,
                             biz_id,
@@ -670,7 +675,7 @@ impl AppState {
         );
         if batch.biz.contains(&reference)
             || context.biz.contains(&reference)
-            || points::find_by_biz(txn, tenant, &[tx_type], biz_type, biz_id)
+            || points::find_by_biz(txn, tenant, None, &[tx_type], biz_type, biz_id)
                 .await?
                 .is_some()
         {
