@@ -430,7 +430,7 @@ async fn coupons_expire_before_and_after_the_sweep(app: &TestApp) {
             validity: Some(pb::coupon_template::Validity::FixedWindow(
                 pb::FixedValidityWindow {
                     valid_from: at(now - 60),
-                    valid_until: at(now + 1),
+                    valid_until: crate::fixtures::after_millis(1000),
                 },
             )),
             ..five_off()
@@ -606,7 +606,7 @@ async fn a_return_after_validity_expires_the_coupon(app: &TestApp) {
             validity: Some(pb::coupon_template::Validity::FixedWindow(
                 pb::FixedValidityWindow {
                     valid_from: at(now - 60),
-                    valid_until: at(now + 1),
+                    valid_until: crate::fixtures::after_millis(1000),
                 },
             )),
             ..five_off()

@@ -9,6 +9,18 @@ pub fn at(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
 }
 
+/// Exactly `millis` from now (not rounded to seconds, so "in one second" is a full second).
+pub fn after_millis(millis: i64) -> Option<Timestamp> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let target = now.as_millis() as i64 + millis;
+    Some(Timestamp {
+        seconds: target.div_euclid(1000),
+        nanos: (target.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
 pub fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -301,10 +301,7 @@ marketing_tests::backend_suite! {
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
     pb::EarnPointsRequest {
-        expire_time: Some(prost_types::Timestamp {
-            seconds: now_seconds() + in_seconds,
-            nanos: 0,
-        }),
+        expire_time: crate::fixtures::after_millis(in_seconds * 1000),
         ..earn(member, amount)
     }
 }
