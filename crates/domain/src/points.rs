@@ -576,22 +576,22 @@ impl Ledger {
         Ok(id)
     }
 
-    /// The next points to expire: (amount, when), among live lots.
-    pub fn next_expiry(lots: &[Lot], now: UnixMicros) -> Option<(i64, UnixMicros)> {
-        let first = lots
-            .iter()
-            .filter(|lot| lot.free() > 0 || lot.frozen > 0)
-            .filter_map(|lot| lot.expires_at.filter(|at| *at > now))
+    /// The next points to expire: (amount, when), among the lots holding points (no copies:
+    /// this runs for every answered command).
+    pub fn next_expiry(&self) -> Option<(i64, UnixMicros)> {
+        let lots = || self.lots.values().chain(self.new_lots.iter());
+        let first = lots()
+            .filter(|lot| lot.remaining > 0)
+            .filter_map(|lot| lot.expires_at.filter(|at| *at > self.now))
             .min()?;
-        let amount = lots
-            .iter()
+        let amount = lots()
             .filter(|lot| lot.expires_at == Some(first))
             .map(|lot| lot.remaining)
             .sum();
         Some((amount, first))
     }
 
-    /// All lots known, for `next_expiry` after a change.
+    /// All lots known, old and new (for audits).
     pub fn lots(&self) -> Vec<Lot> {
         self.lots
             .values()
@@ -827,9 +827,6 @@ mod tests {
     #[test]
     fn the_next_expiry_is_the_earliest_live_lot() {
         let ledger = ledger_with(0, &[(10, Some(3 * DAY)), (5, Some(DAY)), (7, None)]);
-        assert_eq!(
-            Ledger::next_expiry(&ledger.lots(), UnixMicros(0)),
-            Some((5, UnixMicros(DAY)))
-        );
+        assert_eq!(ledger.next_expiry(), Some((5, UnixMicros(DAY))));
     }
 }

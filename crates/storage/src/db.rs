@@ -146,6 +146,29 @@ pub fn db_error(err: DbErr) -> MarketingError {
     }
 }
 
+/// Inserts `row` unless a row with the same `conflict` columns exists (`ON CONFLICT DO
+/// NOTHING`, on both backends); `true` when it was inserted. On PostgreSQL a concurrent
+/// transaction inserting the same key makes this wait for its outcome first.
+pub async fn insert_if_absent<A, C>(
+    conn: &impl ConnectionTrait,
+    row: A,
+    conflict: impl IntoIterator<Item = C>,
+) -> Result<bool, MarketingError>
+where
+    A: ActiveModelTrait,
+    C: sea_orm::sea_query::IntoIden,
+{
+    let statement = <A::Entity as EntityTrait>::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns(conflict)
+                .do_nothing()
+                .to_owned(),
+        )
+        .build(conn.get_database_backend());
+    let result = conn.execute_raw(statement).await.map_err(db_error)?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// Rows one multi-row INSERT carries: at 25 columns, below PostgreSQL's (65,535) and SQLite's
 /// (32,766) bind-parameter limits.
 const INSERT_CHUNK: usize = 1000;

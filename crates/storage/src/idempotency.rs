@@ -6,9 +6,7 @@
 //! describes commit together, or not at all.
 
 use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::{db::db_error, entity::idempotency_record as record};
 
@@ -55,16 +53,13 @@ pub async fn claim(
         response: Set(Vec::new()),
         created_at: Set(UnixMicros::now().0),
     };
-    let inserted = record::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([record::Column::TenantId, record::Column::RequestId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await
-        .map_err(db_error)?;
-    if inserted == 1 {
+    let inserted = crate::db::insert_if_absent(
+        txn,
+        row,
+        [record::Column::TenantId, record::Column::RequestId],
+    )
+    .await?;
+    if inserted {
         return Ok(Claim::Fresh);
     }
     let existing = record::Entity::find()

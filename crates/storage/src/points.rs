@@ -71,15 +71,8 @@ pub async fn get_or_create_account(
         created_at: Set(now.0),
         updated_at: Set(now.0),
     };
-    acct::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([acct::Column::TenantId, acct::Column::MemberId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await
-        .map_err(db_error)?;
+    crate::db::insert_if_absent(conn, row, [acct::Column::TenantId, acct::Column::MemberId])
+        .await?;
     find_account(conn, tenant, member)
         .await?
         .ok_or_else(|| MarketingError::internal("points account vanished after its creation"))
@@ -617,16 +610,10 @@ pub async fn insert_rule(
         created_at: Set(r.created_at.0),
         updated_at: Set(r.updated_at.0),
     };
-    let inserted = rule::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([rule::Column::TenantId, rule::Column::EventType])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await
-        .map_err(db_error)?;
-    if inserted == 1 {
+    let inserted =
+        crate::db::insert_if_absent(conn, row, [rule::Column::TenantId, rule::Column::EventType])
+            .await?;
+    if inserted {
         Ok(())
     } else {
         Err(MarketingError::RuleExists)

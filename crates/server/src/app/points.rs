@@ -12,7 +12,7 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
-    points::{Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
+    points::{Entry, EntryMeta, Hold, HoldStatus, Ledger, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
     time::MICROS_PER_DAY,
 };
@@ -697,7 +697,7 @@ impl AppState {
         let lots = points::live_lots(self.db.conn(), account.id).await?;
         let mut view = Ledger::new(account, lots, UnixMicros::now());
         view.expire_due();
-        Ok(account_to_proto(&view.account, &view.lots(), view.now()))
+        Ok(account_to_proto(&view.account, view.next_expiry()))
     }
 
     pub async fn list_points_transactions(
@@ -995,9 +995,8 @@ fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
     let entry: Option<&Entry> = applied
         .entry
         .and_then(|id| ledger.entries.iter().find(|e| e.id == id));
-    let lots: Vec<Lot> = ledger.lots();
     PointsResponse {
-        points_account: Some(account_to_proto(account, &lots, ledger.now())),
+        points_account: Some(account_to_proto(account, ledger.next_expiry())),
         hold: applied
             .hold
             .as_ref()

@@ -5,7 +5,7 @@ use marketing_domain::{
     FieldViolation, MemberId, TenantId, UnixMicros,
     coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
     error::Violations,
-    points::{Account, Entry, Hold, HoldStatus, Ledger, Lot, TxType},
+    points::{Account, Entry, Hold, HoldStatus, TxType},
     points_rule::PointsRule,
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -55,8 +55,8 @@ pub fn discount_type_filter(
     }
 }
 
-pub fn account_to_proto(account: &Account, lots: &[Lot], now: UnixMicros) -> pb::PointsAccount {
-    let next = Ledger::next_expiry(lots, now);
+/// `next`: the next points to expire, as `Ledger::next_expiry` gives them.
+pub fn account_to_proto(account: &Account, next: Option<(i64, UnixMicros)>) -> pb::PointsAccount {
     pb::PointsAccount {
         tenant_id: account.tenant_id.to_string(),
         member_id: account.member_id.to_string(),
