@@ -21,6 +21,8 @@ pub enum InfraError {
     Redis(#[from] deadpool_redis::redis::RedisError),
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    #[error("redis pool configuration: {0}")]
+    Config(String),
 }
 
 /// Jittered exponential backoff: attempt 0 waits ~`base`, doubling up to `cap`, each wait
