@@ -6,8 +6,8 @@ use marketing_domain::MarketingError;
 use marketing_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait, Value,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -189,4 +189,65 @@ where
         conn.execute_raw(statement).await.map_err(db_error)?;
     }
     Ok(())
+}
+
+/// Bind parameters one statement carries: below SQLite's limit (32,766) and PostgreSQL's
+/// (65,535).
+const MAX_PARAMETERS: usize = 30_000;
+
+/// Many rows of one table updated by one statement, each with its own values:
+/// `WITH v(columns) AS (VALUES (..), ..) UPDATE table SET set FROM v WHERE condition
+/// RETURNING id`. The statement is the same on PostgreSQL and SQLite (3.35 or later).
+pub(crate) struct ValuesUpdate<'a> {
+    pub table: &'a str,
+    /// The columns of `v`. Name the key `key`, not `id`, so `RETURNING id` is unambiguous.
+    pub columns: &'a [&'a str],
+    /// The assignments, reading `v`: `remaining = v.remaining, ..`.
+    pub set: &'a str,
+    /// How a row meets its values (and any check it must pass): `t.id = v.key AND ..`.
+    pub condition: &'a str,
+}
+
+impl ValuesUpdate<'_> {
+    /// Updates with `rows` (each as many values as `columns`, in that order), one statement
+    /// per 30,000 parameters. Returns the ids of the rows the condition let through.
+    pub(crate) async fn execute(
+        &self,
+        conn: &impl ConnectionTrait,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<uuid::Uuid>, MarketingError> {
+        let backend = conn.get_database_backend();
+        let width = self.columns.len();
+        let chunk = (MAX_PARAMETERS / width).max(1);
+        let mut updated = Vec::with_capacity(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut values = Vec::new();
+            let mut sql = format!("WITH v({}) AS (VALUES ", self.columns.join(", "));
+            for (index, row) in rows.by_ref().take(chunk).enumerate() {
+                debug_assert_eq!(row.len(), width, "a row of {}", self.table);
+                sql.push_str(if index == 0 { "(" } else { ", (" });
+                for (column, value) in row.into_iter().enumerate() {
+                    values.push(value);
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    match backend {
+                        DbBackend::Postgres => sql.push_str(&format!("${}", values.len())),
+                        _ => sql.push('?'),
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push_str(&format!(
+                ") UPDATE {} SET {} FROM v WHERE {} RETURNING id",
+                self.table, self.set, self.condition
+            ));
+            let statement = Statement::from_sql_and_values(backend, sql, values);
+            for row in conn.query_all_raw(statement).await.map_err(db_error)? {
+                updated.push(row.try_get_by_index(0).map_err(db_error)?);
+            }
+        }
+        Ok(updated)
+    }
 }

@@ -1,9 +1,9 @@
 //! Points storage: accounts, lots, the ledger, allocations, holds, rules and daily caps.
-//! A change of an account is written by [`write_ledger`]: the account row only if its version
+//! A change of an account is written by [`write_ledgers`]: the account row only if its version
 //! is still the one read (optimistic concurrency), then everything else the change made. All
 //! rows of an account change only through that version check, so they stay consistent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
@@ -13,13 +13,13 @@ use marketing_domain::{
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, Value,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
 
 use crate::{
-    db::db_error,
+    db::{ValuesUpdate, db_error},
     entity::{
         points_account as acct, points_allocation as alloc, points_daily_earning as daily,
         points_hold as hold, points_lot as lot, points_rule as rule, points_transaction as tx,
@@ -43,6 +43,58 @@ pub async fn find_account(
         .map_err(db_error)?
         .map(account_to_domain)
         .transpose()
+}
+
+/// The accounts of `members` that exist, in one query.
+pub async fn find_accounts(
+    conn: &impl ConnectionTrait,
+    members: &[(&TenantId, &MemberId)],
+) -> Result<Vec<Account>, MarketingError> {
+    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (tenant, member) in members {
+        by_tenant
+            .entry(tenant.as_str())
+            .or_default()
+            .push(member.as_str());
+    }
+    let mut accounts = Vec::with_capacity(members.len());
+    // Bounded IN lists; a batch is far smaller than one chunk.
+    for (tenant, members) in by_tenant {
+        for chunk in members.chunks(1000) {
+            let rows = acct::Entity::find()
+                .filter(acct::Column::TenantId.eq(tenant))
+                .filter(acct::Column::MemberId.is_in(chunk.iter().copied()))
+                .all(conn)
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                accounts.push(account_to_domain(row)?);
+            }
+        }
+    }
+    Ok(accounts)
+}
+
+/// The live lots of each of `accounts`, in one query.
+pub async fn live_lots_of(
+    conn: &impl ConnectionTrait,
+    accounts: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Lot>>, MarketingError> {
+    let mut lots: HashMap<Uuid, Vec<Lot>> = HashMap::new();
+    for chunk in accounts.chunks(1000) {
+        let rows = lot::Entity::find()
+            .filter(lot::Column::AccountId.is_in(chunk.iter().copied()))
+            .filter(lot::Column::Remaining.gt(0))
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            lots.entry(row.account_id)
+                .or_default()
+                .push(lot_to_domain(row));
+        }
+    }
+    Ok(lots)
 }
 
 /// The member's account, created empty if it does not exist yet. Concurrent creators agree:
@@ -119,7 +171,7 @@ pub struct LedgerRows {
     allocations: Vec<alloc::ActiveModel>,
 }
 
-/// Inserts what `write_ledger` collected (lots first: allocations refer to them).
+/// Inserts what `write_ledgers` collected (lots first: allocations refer to them).
 pub async fn insert_ledger_rows(
     conn: &impl ConnectionTrait,
     rows: LedgerRows,
@@ -129,74 +181,115 @@ pub async fn insert_ledger_rows(
     crate::db::insert_rows(conn, rows.allocations).await
 }
 
-/// Writes a ledger's account, lots and holds, and adds its new rows to `rows` (insert them
-/// with [`insert_ledger_rows`] before commit). `Ok(false)` (nothing written, nothing added)
-/// when the account's version is no longer the one read: a concurrent change won.
-pub async fn write_ledger(
+/// Writes ledgers' accounts, lots and holds, and adds their new rows to `rows` (insert them
+/// with [`insert_ledger_rows`] before commit): one version-checked UPDATE for all accounts,
+/// one UPDATE for all their changed lots. Returns the ids of the accounts written. A ledger
+/// whose account no longer has the version read is left out, nothing of it written or added:
+/// a concurrent change won, and its caller plans again on fresh data.
+pub async fn write_ledgers(
     conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    ledger: &Ledger,
+    ledgers: &[&Ledger],
     rows: &mut LedgerRows,
-) -> Result<bool, MarketingError> {
-    let a = &ledger.account;
-    let now = ledger.now().0;
-    let updated = acct::Entity::update_many()
-        .col_expr(acct::Column::Available, Expr::value(a.available))
-        .col_expr(acct::Column::Frozen, Expr::value(a.frozen))
-        .col_expr(acct::Column::TotalEarned, Expr::value(a.total_earned))
-        .col_expr(acct::Column::TotalSpent, Expr::value(a.total_spent))
-        .col_expr(acct::Column::TotalExpired, Expr::value(a.total_expired))
-        .col_expr(acct::Column::TotalRefunded, Expr::value(a.total_refunded))
-        .col_expr(
-            acct::Column::EarnedUpdatedAt,
-            Expr::value(a.earned_updated_at.0),
-        )
-        .col_expr(acct::Column::Version, Expr::value(ledger.read_version + 1))
-        .col_expr(acct::Column::UpdatedAt, Expr::value(now))
-        .filter(acct::Column::Id.eq(a.id))
-        .filter(acct::Column::Version.eq(ledger.read_version))
-        .exec(conn)
-        .await
-        .map_err(db_error)?;
-    if updated.rows_affected != 1 {
-        return Ok(false);
+) -> Result<HashSet<Uuid>, MarketingError> {
+    const ACCOUNTS: ValuesUpdate<'static> = ValuesUpdate {
+        table: "points_accounts",
+        columns: &[
+            "key",
+            "read_version",
+            "available",
+            "frozen",
+            "total_earned",
+            "total_spent",
+            "total_expired",
+            "total_refunded",
+            "earned_updated_at",
+            "updated_at",
+        ],
+        set: "available = v.available, frozen = v.frozen, total_earned = v.total_earned, \
+              total_spent = v.total_spent, total_expired = v.total_expired, \
+              total_refunded = v.total_refunded, earned_updated_at = v.earned_updated_at, \
+              version = v.read_version + 1, updated_at = v.updated_at",
+        condition: "points_accounts.id = v.key AND points_accounts.version = v.read_version",
+    };
+    const LOTS: ValuesUpdate<'static> = ValuesUpdate {
+        table: "points_lots",
+        columns: &["key", "remaining", "frozen"],
+        set: "remaining = v.remaining, frozen = v.frozen",
+        condition: "points_lots.id = v.key",
+    };
+    let accounts = ledgers
+        .iter()
+        .map(|ledger| {
+            let a = &ledger.account;
+            vec![
+                a.id.into(),
+                ledger.read_version.into(),
+                a.available.into(),
+                a.frozen.into(),
+                a.total_earned.into(),
+                a.total_spent.into(),
+                a.total_expired.into(),
+                a.total_refunded.into(),
+                a.earned_updated_at.0.into(),
+                ledger.now().0.into(),
+            ]
+        })
+        .collect();
+    let written: HashSet<Uuid> = ACCOUNTS
+        .execute(conn, accounts)
+        .await?
+        .into_iter()
+        .collect();
+    let written_ledgers: Vec<&Ledger> = ledgers
+        .iter()
+        .copied()
+        .filter(|ledger| written.contains(&ledger.account.id))
+        .collect();
+    let lots: Vec<Vec<Value>> = written_ledgers
+        .iter()
+        .flat_map(|ledger| ledger.changed_lots())
+        .map(|l| vec![l.id.into(), l.remaining.into(), l.frozen.into()])
+        .collect();
+    if !lots.is_empty() {
+        let expected = lots.len();
+        let updated = LOTS.execute(conn, lots).await?.len();
+        if updated != expected {
+            return Err(MarketingError::internal(format!(
+                "{updated} of {expected} changed lots found"
+            )));
+        }
     }
-    for changed in ledger.changed_lots() {
-        lot::Entity::update_many()
-            .col_expr(lot::Column::Remaining, Expr::value(changed.remaining))
-            .col_expr(lot::Column::Frozen, Expr::value(changed.frozen))
-            .filter(lot::Column::Id.eq(changed.id))
-            .exec(conn)
-            .await
-            .map_err(db_error)?;
+    for ledger in written_ledgers {
+        let a = &ledger.account;
+        let tenant = &a.tenant_id;
+        rows.lots
+            .extend(ledger.new_lots.iter().map(|l| lot::ActiveModel {
+                id: Set(l.id),
+                tenant_id: Set(tenant.as_str().to_owned()),
+                account_id: Set(a.id),
+                earn_transaction_id: Set(l.earn_transaction_id),
+                amount: Set(l.amount),
+                remaining: Set(l.remaining),
+                frozen: Set(l.frozen),
+                expires_at: Set(l.expires_at.map(|t| t.0)),
+                created_at: Set(l.created_at.0),
+            }));
+        rows.entries
+            .extend(ledger.entries.iter().map(|e| entry_row(tenant, a, e)));
+        for h in &ledger.holds {
+            upsert_hold(conn, tenant, a, h).await?;
+        }
+        rows.allocations
+            .extend(ledger.allocations.iter().map(|al| alloc::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.as_str().to_owned()),
+                lot_id: Set(al.lot_id),
+                transaction_id: Set(al.transaction_id),
+                hold_id: Set(al.hold_id),
+                amount: Set(al.amount),
+            }));
     }
-    rows.lots
-        .extend(ledger.new_lots.iter().map(|l| lot::ActiveModel {
-            id: Set(l.id),
-            tenant_id: Set(tenant.as_str().to_owned()),
-            account_id: Set(a.id),
-            earn_transaction_id: Set(l.earn_transaction_id),
-            amount: Set(l.amount),
-            remaining: Set(l.remaining),
-            frozen: Set(l.frozen),
-            expires_at: Set(l.expires_at.map(|t| t.0)),
-            created_at: Set(l.created_at.0),
-        }));
-    rows.entries
-        .extend(ledger.entries.iter().map(|e| entry_row(tenant, a, e)));
-    for h in &ledger.holds {
-        upsert_hold(conn, tenant, a, h).await?;
-    }
-    rows.allocations
-        .extend(ledger.allocations.iter().map(|al| alloc::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.as_str().to_owned()),
-            lot_id: Set(al.lot_id),
-            transaction_id: Set(al.transaction_id),
-            hold_id: Set(al.hold_id),
-            amount: Set(al.amount),
-        }));
-    Ok(true)
+    Ok(written)
 }
 
 fn entry_row(tenant: &TenantId, account: &Account, e: &Entry) -> tx::ActiveModel {

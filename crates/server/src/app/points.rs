@@ -12,7 +12,7 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
-    points::{Entry, EntryMeta, Hold, HoldStatus, Ledger, TxType},
+    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
     time::MICROS_PER_DAY,
 };
@@ -106,10 +106,39 @@ type PointsResult = Result<PointsResponse, MarketingError>;
 /// A business reference: (tenant, entry type, biz_type, biz_id).
 type BizRef = (String, i16, String, String);
 
+/// Points an earn by event adds to its daily cap's count: ((event type, day), points).
+type DailyAward = ((String, i32), i64);
+
+/// The business reference a command takes when it succeeds: earns and deductions that name
+/// one are unique per tenant.
+fn biz_reference(cmd: &PointsCommand) -> Option<BizRef> {
+    let tx_type = match cmd.op {
+        PointsOp::Earn(_) => TxType::Earn,
+        PointsOp::Deduct(_) => TxType::Deduct,
+        _ => return None,
+    };
+    let (Some(biz_type), Some(biz_id)) = (&cmd.meta.biz_type, &cmd.meta.biz_id) else {
+        return None;
+    };
+    Some((
+        cmd.tenant_id.to_string(),
+        tx_type.code(),
+        biz_type.clone(),
+        biz_id.clone(),
+    ))
+}
+
 /// What the accounts already written in this batch claimed.
 #[derive(Default)]
 struct BatchContext {
     biz: HashSet<BizRef>,
+}
+
+/// One account's commands planned on its ledger, not written yet.
+struct PlannedGroup {
+    results: Vec<PointsResult>,
+    ledger: Ledger,
+    context: GroupContext,
 }
 
 /// What one account's commands claimed so far in this attempt.
@@ -250,6 +279,7 @@ impl AppState {
             return;
         };
         let cmds: Vec<&PointsCommand> = unique.iter().map(|(cmd, _)| cmd).collect();
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         let outcome = loop {
             match self.points_batch_transaction(&cmds).await {
@@ -264,6 +294,12 @@ impl AppState {
                 done => break done,
             }
         };
+        tracing::debug!(
+            commands = cmds.len(),
+            attempts = attempt + 1,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "points batch served"
+        );
         match outcome {
             Ok(results) => {
                 for ((_, replies), result) in unique.into_iter().zip(results) {
@@ -336,11 +372,62 @@ impl AppState {
         let mut batch = BatchContext::default();
         let mut rows = points::LedgerRows::default();
         let mut earned: Vec<(TenantId, Standing)> = Vec::new();
-        for indexes in groups.values() {
+        // Every account of the batch read at once, planned on that snapshot, and written with
+        // one version-checked update; an account another writer changed meanwhile (and an
+        // account an earn creates) goes through `write_account_group` on its own.
+        let members: Vec<(&TenantId, &MemberId)> = groups
+            .values()
+            .map(|indexes| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id))
+            .collect();
+        let mut accounts: HashMap<(String, String), Account> =
+            points::find_accounts(&txn, &members)
+                .await?
+                .into_iter()
+                .map(|a| ((a.tenant_id.to_string(), a.member_id.to_string()), a))
+                .collect();
+        let ids: Vec<Uuid> = accounts.values().map(|a| a.id).collect();
+        let mut lots = points::live_lots_of(&txn, &ids).await?;
+        let now = UnixMicros::now();
+        let mut planned: Vec<(&[usize], Option<PlannedGroup>)> = Vec::with_capacity(groups.len());
+        for (key, indexes) in &groups {
             let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
-            let (group_results, standing) = self
-                .write_account_group(&txn, &group, &mut batch, &mut rows)
-                .await?;
+            let plan = match accounts.remove(key) {
+                Some(account) => {
+                    let lots = lots.remove(&account.id).unwrap_or_default();
+                    let ledger = Ledger::new(account, lots, now);
+                    let plan = self.plan_group(&txn, &group, ledger, &batch).await?;
+                    batch.biz.extend(plan.context.biz.iter().cloned());
+                    Some(plan)
+                }
+                None => None,
+            };
+            planned.push((indexes, plan));
+        }
+        let ledgers: Vec<&Ledger> = planned
+            .iter()
+            .filter_map(|(_, plan)| plan.as_ref())
+            .filter(|plan| !plan.ledger.entries.is_empty())
+            .map(|plan| &plan.ledger)
+            .collect();
+        let written = points::write_ledgers(&txn, &ledgers, &mut rows).await?;
+        for (indexes, plan) in planned {
+            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
+            let (group_results, standing) = match plan {
+                Some(plan) if plan.ledger.entries.is_empty() => (plan.results, None),
+                Some(plan) if written.contains(&plan.ledger.account.id) => {
+                    self.finish_group(&txn, &group, plan, &mut batch).await?
+                }
+                lost => {
+                    if let Some(plan) = lost {
+                        // Planned again below, on fresh data: its references are not taken yet.
+                        for reference in &plan.context.biz {
+                            batch.biz.remove(reference);
+                        }
+                    }
+                    self.write_account_group(&txn, &group, &mut batch, &mut rows)
+                        .await?
+                }
+            };
             for (&index, result) in indexes.iter().zip(group_results) {
                 results[index] = Some(result);
             }
@@ -389,8 +476,9 @@ impl AppState {
             .collect())
     }
 
-    /// Plans and writes one account's commands. Returns their results, and the account's
-    /// standing when it earned.
+    /// Reads, plans and writes one account's commands on their own, re-planned on fresh data
+    /// while another writer wins the race. Returns their results, and the account's standing
+    /// when it earned.
     async fn write_account_group(
         &self,
         txn: &marketing_storage::DatabaseTransaction,
@@ -418,62 +506,105 @@ impl AppState {
             };
             let lots = points::live_lots(txn, account.id).await?;
             // Read after the account: a change that committed before this read is older.
-            let mut ledger = Ledger::new(account, lots, UnixMicros::now());
-            ledger.expire_due();
-            let mut context = GroupContext::default();
-            let mut results = Vec::with_capacity(group.len());
-            for cmd in group {
-                match self
-                    .apply_points_op(txn, &mut ledger, cmd, batch, &mut context)
-                    .await
-                {
-                    Ok(applied) => results.push(Ok(response_of(&ledger, &applied))),
-                    Err(err) if err.is_business_refusal() => results.push(Err(err)),
-                    Err(err) => return Err(err),
-                }
+            let ledger = Ledger::new(account, lots, UnixMicros::now());
+            let plan = self.plan_group(txn, group, ledger, batch).await?;
+            if plan.ledger.entries.is_empty() {
+                return Ok((plan.results, None));
             }
-            if ledger.entries.is_empty() {
-                return Ok((results, None));
-            }
-            if !points::write_ledger(txn, tenant, &ledger, rows).await? {
+            if points::write_ledgers(txn, &[&plan.ledger], rows)
+                .await?
+                .is_empty()
+            {
                 // Another writer changed the account since it was read: plan again.
                 continue;
             }
-            for ((event, day), points) in &context.daily {
-                points::add_earned_today(txn, tenant, member, event, *day, *points).await?;
-            }
-            batch.biz.extend(context.biz);
-            let standing = ledger
-                .entries
-                .iter()
-                .any(|e| e.tx_type == TxType::Earn)
-                .then(|| Standing {
-                    member_id: member.to_string(),
-                    total_earned: ledger.account.total_earned,
-                    reached_at: ledger.account.earned_updated_at.0,
-                });
-            return Ok((results, standing));
+            return self.finish_group(txn, group, plan, batch).await;
         }
         Err(MarketingError::ConcurrentModification(
             "the account kept changing under the batch".into(),
         ))
     }
 
+    /// Plans one account's commands on its ledger. A refused command leaves the ledger as it
+    /// was and takes no business reference.
+    async fn plan_group(
+        &self,
+        txn: &marketing_storage::DatabaseTransaction,
+        group: &[&PointsCommand],
+        mut ledger: Ledger,
+        batch: &BatchContext,
+    ) -> Result<PlannedGroup, MarketingError> {
+        ledger.expire_due();
+        let mut context = GroupContext::default();
+        let mut results = Vec::with_capacity(group.len());
+        for cmd in group {
+            match self
+                .apply_points_op(txn, &mut ledger, cmd, batch, &context)
+                .await
+            {
+                Ok((applied, award)) => {
+                    if let Some((key, points)) = award {
+                        *context.daily.entry(key).or_default() += points;
+                    }
+                    context.biz.extend(biz_reference(cmd));
+                    results.push(Ok(response_of(&ledger, &applied)));
+                }
+                Err(err) if err.is_business_refusal() => results.push(Err(err)),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(PlannedGroup {
+            results,
+            ledger,
+            context,
+        })
+    }
+
+    /// What follows a written ledger: daily caps counted, business references taken, and the
+    /// account's standing when it earned.
+    async fn finish_group(
+        &self,
+        txn: &marketing_storage::DatabaseTransaction,
+        group: &[&PointsCommand],
+        plan: PlannedGroup,
+        batch: &mut BatchContext,
+    ) -> Result<(Vec<PointsResult>, Option<Standing>), MarketingError> {
+        let tenant = &group[0].tenant_id;
+        let member = &group[0].member_id;
+        for ((event, day), points) in &plan.context.daily {
+            points::add_earned_today(txn, tenant, member, event, *day, *points).await?;
+        }
+        batch.biz.extend(plan.context.biz);
+        let ledger = plan.ledger;
+        let standing = ledger
+            .entries
+            .iter()
+            .any(|e| e.tx_type == TxType::Earn)
+            .then(|| Standing {
+                member_id: member.to_string(),
+                total_earned: ledger.account.total_earned,
+                reached_at: ledger.account.earned_updated_at.0,
+            });
+        Ok((plan.results, standing))
+    }
+
     /// Applies one command to the account's ledger. Refusals are decided before the ledger
-    /// changes, so a refused command leaves it as it was.
+    /// changes, so a refused command leaves it as it was. Also returns what an earn by event
+    /// adds to its daily cap's count.
     async fn apply_points_op(
         &self,
         txn: &marketing_storage::DatabaseTransaction,
         ledger: &mut Ledger,
         cmd: &PointsCommand,
         batch: &BatchContext,
-        context: &mut GroupContext,
-    ) -> Result<Applied, MarketingError> {
+        context: &GroupContext,
+    ) -> Result<(Applied, Option<DailyAward>), MarketingError> {
         let tenant = &cmd.tenant_id;
         let now = ledger.now();
         let mut meta = cmd.meta.clone();
         meta.request_id = cmd.key.as_ref().map(|k| k.request_id.to_string());
         let mut planned = Applied::default();
+        let mut award_counted = None;
         match &cmd.op {
             PointsOp::Earn(source) => {
                 self.refuse_duplicate_biz(txn, tenant, TxType::Earn, &meta, batch, context)
@@ -503,7 +634,7 @@ impl AppState {
                             if award <= 0 {
                                 return Err(MarketingError::DailyCapReached);
                             }
-                            *context.daily.entry((event.clone(), day)).or_default() += award;
+                            award_counted = Some(((event.clone(), day), award));
                         }
                         let expires = rule
                             .terms
@@ -606,7 +737,7 @@ impl AppState {
             }
             PointsOp::ExpireLots => planned.entry = ledger.entries.last().map(|e| e.id),
         }
-        Ok(planned)
+        Ok((planned, award_counted))
     }
 
     /// Ends a HELD hold without spending: its points go back (and expire if their lots did).
@@ -662,7 +793,7 @@ impl AppState {
         tx_type: TxType,
         meta: &EntryMeta,
         batch: &BatchContext,
-        context: &mut GroupContext,
+        context: &GroupContext,
     ) -> Result<(), MarketingError> {
         let (Some(biz_type), Some(biz_id)) = (&meta.biz_type, &meta.biz_id) else {
             return Ok(());
@@ -681,7 +812,6 @@ impl AppState {
         {
             return Err(MarketingError::DuplicateBizReference);
         }
-        context.biz.insert(reference);
         Ok(())
     }
 
