@@ -35,6 +35,14 @@ impl Database {
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
             .sqlx_logging(false)
+            // Generic plans for our prepared statements (their partial-index conditions are
+            // written as constants, see `constant`): key lookups planned on the column's
+            // average, not on the statistics of the one value bound. With custom plans, a
+            // tenant or template newer than the last ANALYZE looks empty, and PostgreSQL scans
+            // all of its rows by the prefix (filtering the batch's keys) instead of looking the
+            // keys up: measured, a batch's idempotency lookup took 2.6 ms instead of 0.1 ms, and
+            // it grows with the tenant. A fixed plan per statement also skips re-planning.
+            .map_sqlx_postgres_opts(|pg| pg.options([("plan_cache_mode", "force_generic_plan")]))
             // WAL lets readers proceed while one writer commits; FULL keeps every commit
             // durable; the busy timeout makes writers queue instead of failing.
             .map_sqlx_sqlite_opts(|sqlite| {
@@ -89,6 +97,14 @@ impl Database {
     pub async fn close(self) -> Result<(), DbErr> {
         self.conn.close().await
     }
+}
+
+/// A constant written into the statement's text instead of bound as a parameter. The
+/// conditions that select a partial index (`remaining > 0`, `status = 1`) must be constants:
+/// a generic plan (see [`Database::connect`]) cannot use a partial index whose predicate
+/// depends on a parameter's value, and falls back to scanning the table.
+pub(crate) fn constant(value: impl Into<Value>) -> sea_orm::sea_query::Expr {
+    sea_orm::sea_query::Expr::Constant(value.into())
 }
 
 /// What a database error means for the caller.

@@ -19,7 +19,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::{
-    db::{ValuesUpdate, db_error},
+    db::{ValuesUpdate, constant, db_error},
     entity::{
         points_account as acct, points_allocation as alloc, points_daily_earning as daily,
         points_hold as hold, points_lot as lot, points_rule as rule, points_transaction as tx,
@@ -84,7 +84,7 @@ pub async fn live_lots_of(
     for chunk in accounts.chunks(1000) {
         let rows = lot::Entity::find()
             .filter(lot::Column::AccountId.is_in(chunk.iter().copied()))
-            .filter(lot::Column::Remaining.gt(0))
+            .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
             .all(conn)
             .await
             .map_err(db_error)?;
@@ -137,7 +137,7 @@ pub async fn live_lots(
 ) -> Result<Vec<Lot>, MarketingError> {
     Ok(lot::Entity::find()
         .filter(lot::Column::AccountId.eq(account))
-        .filter(lot::Column::Remaining.gt(0))
+        .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
         .all(conn)
         .await
         .map_err(db_error)?
@@ -422,7 +422,8 @@ pub async fn find_by_biz(
         query = query.filter(tx::Column::AccountId.eq(account));
     }
     query
-        .filter(tx::Column::TxType.is_in(types.iter().map(|t| t.code())))
+        // Constants: with earns or deductions alone, the unique partial index serves.
+        .filter(Expr::col(tx::Column::TxType).is_in(types.iter().map(|t| constant(t.code()))))
         .filter(tx::Column::BizType.eq(biz_type))
         .filter(tx::Column::BizId.eq(biz_id))
         .order_by_asc(tx::Column::Id)
@@ -636,8 +637,9 @@ pub async fn accounts_with_due_lots(
     let accounts: Vec<Uuid> = lot::Entity::find()
         .select_only()
         .column(lot::Column::AccountId)
-        .filter(lot::Column::Remaining.gt(0))
-        .filter(lot::Column::ExpiresAt.lte(now.0))
+        .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
+        // The time as a constant: planned for this instant, the partial index is chosen.
+        .filter(Expr::col(lot::Column::ExpiresAt).lte(constant(now.0)))
         .filter(Expr::col(lot::Column::Remaining).gt(Expr::col(lot::Column::Frozen)))
         .distinct()
         .limit(limit)
@@ -659,8 +661,8 @@ pub async fn due_holds(
         .column(hold::Column::TenantId)
         .column(hold::Column::MemberId)
         .column(hold::Column::Id)
-        .filter(hold::Column::Status.eq(HoldStatus::Held.code()))
-        .filter(hold::Column::ExpiresAt.lte(now.0))
+        .filter(Expr::col(hold::Column::Status).eq(constant(HoldStatus::Held.code())))
+        .filter(Expr::col(hold::Column::ExpiresAt).lte(constant(now.0)))
         .limit(limit)
         .into_tuple()
         .all(conn)

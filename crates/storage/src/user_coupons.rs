@@ -14,7 +14,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, sea_query::Expr,
 };
 
-use crate::{db::db_error, entity::user_coupon as uc};
+use crate::{
+    db::{constant, db_error},
+    entity::user_coupon as uc,
+};
 
 /// Members per `IN (...)` list.
 const IN_CHUNK: usize = 1000;
@@ -202,8 +205,9 @@ pub async fn release_lapsed_locks(
     limit: u64,
 ) -> Result<u64, MarketingError> {
     let due = Condition::all()
-        .add(uc::Column::Status.eq(CouponStatus::Locked.code()))
-        .add(uc::Column::LockExpiresAt.lte(now.0));
+        .add(Expr::col(uc::Column::Status).eq(constant(CouponStatus::Locked.code())))
+        // The time as a constant too: planned for this instant, the partial index is chosen.
+        .add(Expr::col(uc::Column::LockExpiresAt).lte(constant(now.0)));
     let update = uc::Entity::update_many()
         .col_expr(
             uc::Column::Status,
@@ -222,10 +226,11 @@ pub async fn expire_lapsed(
     limit: u64,
 ) -> Result<u64, MarketingError> {
     let due = Condition::all()
-        .add(
-            uc::Column::Status.is_in([CouponStatus::Available.code(), CouponStatus::Locked.code()]),
-        )
-        .add(uc::Column::ValidUntilAt.lte(now.0));
+        .add(Expr::col(uc::Column::Status).is_in([
+            constant(CouponStatus::Available.code()),
+            constant(CouponStatus::Locked.code()),
+        ]))
+        .add(Expr::col(uc::Column::ValidUntilAt).lte(constant(now.0)));
     let update = uc::Entity::update_many()
         .col_expr(
             uc::Column::Status,
