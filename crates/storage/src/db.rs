@@ -8,7 +8,10 @@ use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait, Value,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::{
+        self,
+        sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +108,44 @@ impl Database {
 /// depends on a parameter's value, and falls back to scanning the table.
 pub(crate) fn constant(value: impl Into<Value>) -> sea_orm::sea_query::Expr {
     sea_orm::sea_query::Expr::Constant(value.into())
+}
+
+/// Reads a row's columns in order, through sqlx directly. SeaORM 2.0 formats an error message
+/// for every NULL it reads into an `Option` (`TryGetError::Null(format!(..))`) and looks every
+/// column up by name; on a page of coupons, each with nine NULL columns, that was a tenth of
+/// the server's CPU. Use it for the hot reads, with the columns selected in the order read.
+pub(crate) struct RowReader<'a> {
+    row: &'a sea_orm::QueryResult,
+    next: usize,
+}
+
+impl<'a> RowReader<'a> {
+    pub(crate) fn new(row: &'a sea_orm::QueryResult) -> Self {
+        Self { row, next: 0 }
+    }
+
+    /// The next column's value; `name` is the column expected there (checked in debug builds).
+    pub(crate) fn next<T>(&mut self, name: &str) -> Result<T, DbErr>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>,
+    {
+        use sea_orm::sqlx::Row;
+        let index = self.next;
+        self.next += 1;
+        let decoded = if let Some(row) = self.row.try_as_pg_row() {
+            debug_assert_eq!(row.columns().get(index).map(sqlx::Column::name), Some(name));
+            row.try_get(index)
+        } else if let Some(row) = self.row.try_as_sqlite_row() {
+            debug_assert_eq!(row.columns().get(index).map(sqlx::Column::name), Some(name));
+            row.try_get(index)
+        } else {
+            return Err(DbErr::Custom("a row of an unsupported backend".into()));
+        };
+        decoded.map_err(|err| DbErr::Type(format!("column {index} ({name}): {err}")))
+    }
 }
 
 /// What a database error means for the caller.

@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use crate::{
-    db::{constant, db_error},
+    db::{RowReader, constant, db_error},
     entity::user_coupon as uc,
 };
 
@@ -66,13 +66,8 @@ pub async fn find(
     tenant: &TenantId,
     id: CouponId,
 ) -> Result<Option<UserCoupon>, MarketingError> {
-    uc::Entity::find_by_id(id.0)
-        .filter(uc::Column::TenantId.eq(tenant.as_str()))
-        .one(conn)
-        .await
-        .map_err(db_error)?
-        .map(to_domain)
-        .transpose()
+    let query = uc::Entity::find_by_id(id.0).filter(uc::Column::TenantId.eq(tenant.as_str()));
+    Ok(fetch(conn, query).await?.pop())
 }
 
 /// The coupon, if it exists in `tenant` and (when given) belongs to `member`.
@@ -147,15 +142,52 @@ pub async fn list_for_member(
         });
         query = query.filter(any);
     }
-    query
-        .order_by_desc(uc::Column::Id)
-        .limit(limit)
-        .all(conn)
+    fetch(conn, query.order_by_desc(uc::Column::Id).limit(limit)).await
+}
+
+/// Runs a query for whole coupon rows and decodes them with [`RowReader`] (by position, in
+/// the column order of `uc::Model`, which `find()` selects).
+async fn fetch(
+    conn: &impl ConnectionTrait,
+    query: sea_orm::Select<uc::Entity>,
+) -> Result<Vec<UserCoupon>, MarketingError> {
+    let statement = sea_orm::QueryTrait::build(&query, conn.get_database_backend());
+    conn.query_all_raw(statement)
         .await
         .map_err(db_error)?
-        .into_iter()
-        .map(to_domain)
+        .iter()
+        .map(|row| model_of(row).map_err(db_error).and_then(to_domain))
         .collect()
+}
+
+fn model_of(row: &sea_orm::QueryResult) -> Result<uc::Model, sea_orm::DbErr> {
+    let mut r = RowReader::new(row);
+    Ok(uc::Model {
+        id: r.next("id")?,
+        tenant_id: r.next("tenant_id")?,
+        template_id: r.next("template_id")?,
+        member_id: r.next("member_id")?,
+        claim_slot: r.next("claim_slot")?,
+        status: r.next("status")?,
+        discount_type: r.next("discount_type")?,
+        discount_amount: r.next("discount_amount")?,
+        discount_basis_points: r.next("discount_basis_points")?,
+        max_discount_amount: r.next("max_discount_amount")?,
+        currency: r.next("currency")?,
+        min_spend_amount: r.next("min_spend_amount")?,
+        valid_from_at: r.next("valid_from_at")?,
+        valid_until_at: r.next("valid_until_at")?,
+        claimed_at: r.next("claimed_at")?,
+        order_id: r.next("order_id")?,
+        lock_expires_at: r.next("lock_expires_at")?,
+        order_amount: r.next("order_amount")?,
+        discount_applied: r.next("discount_applied")?,
+        used_at: r.next("used_at")?,
+        revoke_reason: r.next("revoke_reason")?,
+        revoked_at: r.next("revoked_at")?,
+        version: r.next("version")?,
+        updated_at: r.next("updated_at")?,
+    })
 }
 
 /// Writes `coupon`'s state if the stored row still has `read_version` (compare-and-set);
