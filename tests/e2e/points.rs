@@ -263,12 +263,39 @@ async fn deduction_race(replicas: &[&TestApp]) {
     audit(replicas[0]).await;
 }
 
+/// 30 members without accounts each earn 4 times at once, over every replica: batches open
+/// the accounts together, and each member ends with one account holding all four earns.
+async fn first_earns_race(replicas: &[&TestApp]) {
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let mut client = replicas[i % replicas.len()].points();
+        let member = format!("newcomer-{}", i % 30);
+        calls.spawn(async move { client.earn_points(earn(&member, 7)).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.expect("task").expect("every first earn succeeds");
+    }
+    let accounts = points_account::Entity::find()
+        .all(replicas[0].state.db.conn())
+        .await
+        .expect("accounts");
+    for m in 0..30 {
+        let member = format!("newcomer-{m}");
+        let rows = accounts.iter().filter(|a| a.member_id == member).count();
+        assert_eq!(rows, 1, "{member} has one account");
+        let shown = account(replicas[0], &member).await;
+        assert_eq!((shown.available, shown.total_earned), (28, 28), "{member}");
+    }
+    audit(replicas[0]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_keep_every_ledger_exact() {
     let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
     let replica = app.spawn_replica().await;
     mixed_storm(&[&app, &replica]).await;
     deduction_race(&[&app, &replica]).await;
+    first_earns_race(&[&app, &replica]).await;
     replica.stop().await;
     app.stop().await;
 }
@@ -278,6 +305,7 @@ async fn embedded_keeps_every_ledger_exact() {
     let app = marketing_tests::spawn_app(Backend::Embedded).await;
     mixed_storm(&[&app]).await;
     deduction_race(&[&app]).await;
+    first_earns_race(&[&app]).await;
     app.stop().await;
 }
 
@@ -738,6 +766,19 @@ async fn the_leaderboard_ranks_and_rebuilds(app: &TestApp) {
         leaders(app).await,
         [("c".to_string(), 350), ("b".into(), 300), ("a".into(), 100)]
     );
+    // Concurrent earns, batched together, record their standings together.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let mut client = app.points();
+        calls.spawn(async move { client.earn_points(earn(&format!("d{i}"), 400 + i)).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.expect("task").expect("earn");
+    }
+    let mut expected: Vec<(String, i64)> =
+        (0..6).rev().map(|i| (format!("d{i}"), 400 + i)).collect();
+    expected.extend([("c".to_string(), 350), ("b".into(), 300), ("a".into(), 100)]);
+    assert_eq!(leaders(app).await, expected);
 }
 
 async fn replays_return_the_first_outcome(app: &TestApp) {

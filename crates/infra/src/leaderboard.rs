@@ -28,8 +28,9 @@ pub struct Standing {
 
 #[async_trait]
 pub trait Leaderboard: Send + Sync + 'static {
-    /// Raises the member's score (ignored when the board is missing, or when lower).
-    async fn record(&self, tenant: &str, standing: &Standing) -> Result<(), InfraError>;
+    /// Raises each member's score (ignored when the board is missing, or when lower), in one
+    /// round trip.
+    async fn record(&self, tenant: &str, standings: &[Standing]) -> Result<(), InfraError>;
 
     /// The top `n`, best first; `None` when the board is missing (rebuild it).
     async fn top(&self, tenant: &str, n: usize) -> Result<Option<Vec<(String, i64)>>, InfraError>;
@@ -49,18 +50,27 @@ fn entry_name(standing: &Standing) -> String {
     )
 }
 
-/// KEYS: board (zset), names (hash), built marker. ARGV: member, score, name.
+/// KEYS: board (zset), names (hash), built marker. ARGV: member, score, name; repeated.
+/// Returns how many scores rose.
 const RECORD_LUA: &str = r"
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then
-  local score = redis.call('ZSCORE', KEYS[1], old)
-  if score and tonumber(score) >= tonumber(ARGV[2]) then return 0 end
-  redis.call('ZREM', KEYS[1], old)
+local raised = 0
+for i = 1, #ARGV, 3 do
+  local member, score, name = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = redis.call('HGET', KEYS[2], member)
+  local stale = true
+  if old then
+    local current = redis.call('ZSCORE', KEYS[1], old)
+    if current and tonumber(current) >= tonumber(score) then stale = false
+    else redis.call('ZREM', KEYS[1], old) end
+  end
+  if stale then
+    redis.call('ZADD', KEYS[1], score, name)
+    redis.call('HSET', KEYS[2], member, name)
+    raised = raised + 1
+  end
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 1
+return raised
 ";
 
 /// KEYS: board, names, marker. ARGV: n. `false` when not built.
@@ -96,19 +106,21 @@ impl RedisLeaderboard {
 
 #[async_trait]
 impl Leaderboard for RedisLeaderboard {
-    async fn record(&self, tenant: &str, standing: &Standing) -> Result<(), InfraError> {
+    async fn record(&self, tenant: &str, standings: &[Standing]) -> Result<(), InfraError> {
+        if standings.is_empty() {
+            return Ok(());
+        }
         let [board, names, built] = self.keys(tenant);
+        let mut invocation = self.record.key(board);
+        invocation.key(names).key(built);
+        for standing in standings {
+            invocation
+                .arg(&standing.member_id)
+                .arg(standing.total_earned)
+                .arg(entry_name(standing));
+        }
         let mut conn = self.pool.connection().await?;
-        let _: i64 = self
-            .record
-            .key(board)
-            .key(names)
-            .key(built)
-            .arg(&standing.member_id)
-            .arg(standing.total_earned)
-            .arg(entry_name(standing))
-            .invoke_async(&mut *conn)
-            .await?;
+        let _: i64 = invocation.invoke_async(&mut *conn).await?;
         Ok(())
     }
 
@@ -192,30 +204,32 @@ impl LocalLeaderboard {
 
 #[async_trait]
 impl Leaderboard for LocalLeaderboard {
-    async fn record(&self, tenant: &str, standing: &Standing) -> Result<(), InfraError> {
+    async fn record(&self, tenant: &str, standings: &[Standing]) -> Result<(), InfraError> {
         let mut boards = self.boards();
         let Some(board) = boards.get_mut(tenant) else {
             return Ok(());
         };
-        if let Some(&(score, reached)) = board.by_member.get(&standing.member_id) {
-            if score >= standing.total_earned {
-                return Ok(());
+        for standing in standings {
+            if let Some(&(score, reached)) = board.by_member.get(&standing.member_id) {
+                if score >= standing.total_earned {
+                    continue;
+                }
+                board.ranking.remove(&(
+                    std::cmp::Reverse(score),
+                    reached,
+                    standing.member_id.clone(),
+                ));
             }
-            board.ranking.remove(&(
-                std::cmp::Reverse(score),
-                reached,
+            board.ranking.insert((
+                std::cmp::Reverse(standing.total_earned),
+                standing.reached_at,
                 standing.member_id.clone(),
             ));
+            board.by_member.insert(
+                standing.member_id.clone(),
+                (standing.total_earned, standing.reached_at),
+            );
         }
-        board.ranking.insert((
-            std::cmp::Reverse(standing.total_earned),
-            standing.reached_at,
-            standing.member_id.clone(),
-        ));
-        board.by_member.insert(
-            standing.member_id.clone(),
-            (standing.total_earned, standing.reached_at),
-        );
         Ok(())
     }
 

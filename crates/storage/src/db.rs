@@ -209,21 +209,46 @@ pub fn db_error(err: DbErr) -> MarketingError {
 pub async fn insert_if_absent<A, C>(
     conn: &impl ConnectionTrait,
     row: A,
-    conflict: impl IntoIterator<Item = C>,
+    conflict: impl IntoIterator<Item = C> + Clone,
 ) -> Result<bool, MarketingError>
 where
     A: ActiveModelTrait,
     C: sea_orm::sea_query::IntoIden,
 {
-    let statement = <A::Entity as EntityTrait>::insert(row)
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::columns(conflict)
-                .do_nothing()
-                .to_owned(),
-        )
-        .build(conn.get_database_backend());
-    let result = conn.execute_raw(statement).await.map_err(db_error)?;
-    Ok(result.rows_affected() == 1)
+    Ok(insert_all_if_absent(conn, vec![row], conflict).await? == 1)
+}
+
+/// [`insert_if_absent`] for many rows, one statement per [`INSERT_CHUNK`] rows; returns how
+/// many were inserted. Concurrent callers should give their rows in one order (sorted by the
+/// conflict key), so that they wait for each other's keys in that order and never deadlock.
+pub async fn insert_all_if_absent<A, C>(
+    conn: &impl ConnectionTrait,
+    rows: Vec<A>,
+    conflict: impl IntoIterator<Item = C> + Clone,
+) -> Result<u64, MarketingError>
+where
+    A: ActiveModelTrait,
+    C: sea_orm::sea_query::IntoIden,
+{
+    let backend = conn.get_database_backend();
+    let mut inserted = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
+        let statement = <A::Entity as EntityTrait>::insert_many(chunk)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns(conflict.clone())
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .build(backend);
+        inserted += conn
+            .execute_raw(statement)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+    }
+    Ok(inserted)
 }
 
 /// Rows one multi-row INSERT carries: at 25 columns, below PostgreSQL's (65,535) and SQLite's

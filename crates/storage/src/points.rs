@@ -108,7 +108,36 @@ pub async fn get_or_create_account(
     if let Some(account) = find_account(conn, tenant, member).await? {
         return Ok(account);
     }
-    let row = acct::ActiveModel {
+    crate::db::insert_if_absent(
+        conn,
+        new_account(tenant, member, now),
+        [acct::Column::TenantId, acct::Column::MemberId],
+    )
+    .await?;
+    find_account(conn, tenant, member)
+        .await?
+        .ok_or_else(|| MarketingError::internal("points account vanished after its creation"))
+}
+
+/// Creates, in one statement, the accounts of `members` that do not exist yet; concurrent
+/// creators agree as in [`get_or_create_account`]. Give `members` sorted, so that concurrent
+/// batches wait for each other's new rows in one order.
+pub async fn create_accounts(
+    conn: &impl ConnectionTrait,
+    members: &[(&TenantId, &MemberId)],
+    now: UnixMicros,
+) -> Result<(), MarketingError> {
+    let rows = members
+        .iter()
+        .map(|(tenant, member)| new_account(tenant, member, now))
+        .collect();
+    crate::db::insert_all_if_absent(conn, rows, [acct::Column::TenantId, acct::Column::MemberId])
+        .await?;
+    Ok(())
+}
+
+fn new_account(tenant: &TenantId, member: &MemberId, now: UnixMicros) -> acct::ActiveModel {
+    acct::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant.as_str().to_owned()),
         member_id: Set(member.as_str().to_owned()),
@@ -122,12 +151,7 @@ pub async fn get_or_create_account(
         earned_updated_at: Set(now.0),
         created_at: Set(now.0),
         updated_at: Set(now.0),
-    };
-    crate::db::insert_if_absent(conn, row, [acct::Column::TenantId, acct::Column::MemberId])
-        .await?;
-    find_account(conn, tenant, member)
-        .await?
-        .ok_or_else(|| MarketingError::internal("points account vanished after its creation"))
+    }
 }
 
 /// The account's lots that still hold points.

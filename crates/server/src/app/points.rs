@@ -372,19 +372,37 @@ impl AppState {
         let mut batch = BatchContext::default();
         let mut rows = points::LedgerRows::default();
         let mut earned: Vec<(TenantId, Standing)> = Vec::new();
-        // Every account of the batch read at once, planned on that snapshot, and written with
-        // one version-checked update; an account another writer changed meanwhile (and an
-        // account an earn creates) goes through `write_account_group` on its own.
-        let members: Vec<(&TenantId, &MemberId)> = groups
-            .values()
-            .map(|indexes| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id))
-            .collect();
+        // Every account of the batch read at once (the missing ones an earn opens created at
+        // once, in key order), planned on that snapshot, and written with one version-checked
+        // update; an account another writer changed meanwhile goes through
+        // `write_account_group` on its own.
+        let member_of =
+            |indexes: &[usize]| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id);
+        let members: Vec<(&TenantId, &MemberId)> =
+            groups.values().map(|indexes| member_of(indexes)).collect();
+        let key_of = |a: &Account| (a.tenant_id.to_string(), a.member_id.to_string());
         let mut accounts: HashMap<(String, String), Account> =
             points::find_accounts(&txn, &members)
                 .await?
                 .into_iter()
-                .map(|a| ((a.tenant_id.to_string(), a.member_id.to_string()), a))
+                .map(|a| (key_of(&a), a))
                 .collect();
+        let opened: Vec<(&TenantId, &MemberId)> = groups
+            .iter()
+            .filter(|(key, indexes)| {
+                !accounts.contains_key(*key)
+                    && indexes
+                        .iter()
+                        .any(|&i| matches!(cmds[i].op, PointsOp::Earn(_)))
+            })
+            .map(|(_, indexes)| member_of(indexes))
+            .collect();
+        if !opened.is_empty() {
+            points::create_accounts(&txn, &opened, UnixMicros::now()).await?;
+            for account in points::find_accounts(&txn, &opened).await? {
+                accounts.insert(key_of(&account), account);
+            }
+        }
         let ids: Vec<Uuid> = accounts.values().map(|a| a.id).collect();
         let mut lots = points::live_lots_of(&txn, &ids).await?;
         let now = UnixMicros::now();
@@ -465,8 +483,15 @@ impl AppState {
         }
         idempotency::insert_completed(&txn, outcomes).await?;
         txn.commit().await.map_err(marketing_storage::db_error)?;
+        let mut boards: Vec<(TenantId, Vec<Standing>)> = Vec::new();
         for (tenant, standing) in earned {
-            self.record_standing(&tenant, standing).await;
+            match boards.iter_mut().find(|(t, _)| *t == tenant) {
+                Some((_, standings)) => standings.push(standing),
+                None => boards.push((tenant, vec![standing])),
+            }
+        }
+        for (tenant, standings) in boards {
+            self.record_standings(&tenant, &standings).await;
         }
         Ok(results
             .into_iter()
@@ -1005,8 +1030,8 @@ impl AppState {
 
     // ----- leaderboard -----
 
-    async fn record_standing(&self, tenant: &TenantId, standing: Standing) {
-        if let Err(err) = self.leaderboard.record(tenant.as_str(), &standing).await {
+    async fn record_standings(&self, tenant: &TenantId, standings: &[Standing]) {
+        if let Err(err) = self.leaderboard.record(tenant.as_str(), standings).await {
             tracing::warn!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
             self.stale_boards.set().insert(tenant.to_string());
         }
