@@ -766,7 +766,7 @@ async fn the_leaderboard_ranks_and_rebuilds(app: &TestApp) {
         leaders(app).await,
         [("c".to_string(), 350), ("b".into(), 300), ("a".into(), 100)]
     );
-    // Concurrent earns, batched together, record their standings together.
+    // Concurrent earns (batched when they arrive together) record their standings.
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..6 {
         let mut client = app.points();

@@ -108,12 +108,7 @@ pub async fn get_or_create_account(
     if let Some(account) = find_account(conn, tenant, member).await? {
         return Ok(account);
     }
-    crate::db::insert_if_absent(
-        conn,
-        new_account(tenant, member, now),
-        [acct::Column::TenantId, acct::Column::MemberId],
-    )
-    .await?;
+    create_accounts(conn, &[(tenant, member)], now).await?;
     find_account(conn, tenant, member)
         .await?
         .ok_or_else(|| MarketingError::internal("points account vanished after its creation"))

@@ -371,7 +371,8 @@ impl AppState {
         }
         let mut batch = BatchContext::default();
         let mut rows = points::LedgerRows::default();
-        let mut earned: Vec<(TenantId, Standing)> = Vec::new();
+        // Per tenant: the standings of the accounts that earned, recorded after the commit.
+        let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
         // Every account of the batch read at once (the missing ones an earn opens created at
         // once, in key order), planned on that snapshot, and written with one version-checked
         // update; an account another writer changed meanwhile goes through
@@ -450,7 +451,10 @@ impl AppState {
                 results[index] = Some(result);
             }
             if let Some(standing) = standing {
-                earned.push((group[0].tenant_id.clone(), standing));
+                earned
+                    .entry(group[0].tenant_id.clone())
+                    .or_default()
+                    .push(standing);
             }
         }
         points::insert_ledger_rows(&txn, rows).await?;
@@ -483,14 +487,7 @@ impl AppState {
         }
         idempotency::insert_completed(&txn, outcomes).await?;
         txn.commit().await.map_err(marketing_storage::db_error)?;
-        let mut boards: Vec<(TenantId, Vec<Standing>)> = Vec::new();
-        for (tenant, standing) in earned {
-            match boards.iter_mut().find(|(t, _)| *t == tenant) {
-                Some((_, standings)) => standings.push(standing),
-                None => boards.push((tenant, vec![standing])),
-            }
-        }
-        for (tenant, standings) in boards {
+        for (tenant, standings) in earned {
             self.record_standings(&tenant, &standings).await;
         }
         Ok(results
