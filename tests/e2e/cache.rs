@@ -1,12 +1,14 @@
-//! The two-level template cache across replicas: a change made on one replica is served by the
-//! others within a second, although they had it cached.
+//! Caches across replicas: a template changed on one replica is served by the others within a
+//! second, although they had it cached; a member's coupon list changed on one is shown by the
+//! others at once.
 
 use std::time::{Duration, Instant};
 
-use marketing_proto::v1 as pb;
-use marketing_tests::Backend;
+use marketing_proto::v1::{self as pb, UserCouponState as State};
+use marketing_storage::entity::user_coupon;
+use marketing_tests::{Backend, Options, TestApp, TestRedis};
 
-use crate::fixtures::{create_template, template, unique};
+use crate::fixtures::{claim, create_template, template, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_replica_reaches_the_others_within_a_second() {
@@ -62,5 +64,225 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         "the replica heard the eviction"
     );
     replica.stop().await;
+    app.stop().await;
+}
+
+/// Members' coupon lists are served from each replica's own copy, yet every committed change
+/// shows at once on every replica: claims, distributions, transitions and sweeps.
+async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
+    let created = create_template(
+        writer,
+        "acme",
+        pb::CouponTemplate {
+            per_member_limit: 10,
+            ..template()
+        },
+    )
+    .await;
+    let member = unique("holder");
+    let agree = |step: &'static str| {
+        let member = member.clone();
+        async move {
+            let shown = listed(reader, &member).await;
+            let stored = stored(reader, &member).await;
+            assert_eq!(
+                shown, stored,
+                "after {step}: the list is what the database holds"
+            );
+            shown
+        }
+    };
+    assert!(agree("nothing").await.is_empty());
+    let mut coupons = Vec::new();
+    for _ in 0..2 {
+        coupons.push(
+            claim(writer, "acme", &member, &created.id)
+                .await
+                .expect("claim"),
+        );
+        agree("a claim").await;
+    }
+    let hits = reader
+        .state
+        .coupon_lists
+        .as_ref()
+        .expect("on")
+        .stats()
+        .local_hits;
+    agree("nothing new").await;
+    assert!(
+        reader
+            .state
+            .coupon_lists
+            .as_ref()
+            .expect("on")
+            .stats()
+            .local_hits
+            > hits,
+        "an unchanged list is served from the replica's copy"
+    );
+    let distributed = writer
+        .user_coupons()
+        .distribute_coupons(pb::DistributeCouponsRequest {
+            tenant_id: "acme".into(),
+            template_id: created.id.clone(),
+            request_id: unique("gift"),
+            member_ids: vec![member.clone()],
+            allow_partial: false,
+        })
+        .await
+        .expect("distribute")
+        .into_inner();
+    coupons.push(distributed.results[0].user_coupon.clone().expect("issued"));
+    agree("a distribution").await;
+
+    let mut client = writer.user_coupons();
+    client
+        .lock_coupon(pb::LockCouponRequest {
+            tenant_id: "acme".into(),
+            member_id: member.clone(),
+            coupon_id: coupons[0].id.clone(),
+            order_id: "order-1".into(),
+            request_id: unique("lock"),
+            lock_ttl: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+        })
+        .await
+        .expect("lock");
+    agree("a lock").await;
+    client
+        .use_coupon(pb::UseCouponRequest {
+            tenant_id: "acme".into(),
+            member_id: member.clone(),
+            coupon_id: coupons[1].id.clone(),
+            order_id: "order-2".into(),
+            request_id: unique("use"),
+            amount: 5000,
+            currency: "EUR".into(),
+        })
+        .await
+        .expect("use");
+    agree("a use").await;
+    client
+        .revoke_coupon(pb::RevokeCouponRequest {
+            tenant_id: "acme".into(),
+            member_id: String::new(),
+            coupon_id: coupons[2].id.clone(),
+            request_id: unique("revoke"),
+            reason: "fraud review".into(),
+        })
+        .await
+        .expect("revoke");
+    let shown = agree("a revocation").await;
+    assert_eq!(
+        shown.iter().map(|(_, state, _)| *state).collect::<Vec<_>>(),
+        [State::Revoked, State::Used, State::Locked].map(|s| s as i32)
+    );
+
+    // The lock lapses: shown AVAILABLE at once, stored so by the sweep (a new version).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(agree("the lock lapsed").await[2].1, State::Available as i32);
+    let (unlocked, _) = writer.state.sweep_coupons(100).await.expect("sweep");
+    assert!(unlocked >= 1);
+    let shown = agree("a sweep").await;
+    assert_eq!(shown[2].2, 3, "claimed, locked, swept");
+}
+
+/// (id, state, version) of a member's coupons as `ListMemberCoupons` shows them, newest first.
+async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
+    app.user_coupons()
+        .list_member_coupons(pb::ListMemberCouponsRequest {
+            tenant_id: "acme".into(),
+            member_id: member.into(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .user_coupons
+        .into_iter()
+        .map(|c| (c.id, c.state, c.version))
+        .collect()
+}
+
+/// The same, read from the database (the state shown at this instant).
+async fn stored(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros()) as i64;
+    user_coupon::Entity::find()
+        .filter(user_coupon::Column::TenantId.eq("acme"))
+        .filter(user_coupon::Column::MemberId.eq(member))
+        .order_by_desc(user_coupon::Column::Id)
+        .all(app.state.db.conn())
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|row| {
+            // Stored codes are the proto's; a lapsed lock shows AVAILABLE.
+            let state = match row.status {
+                2 if row.lock_expires_at.is_some_and(|until| until <= now) => 1,
+                status => i32::from(status),
+            };
+            (row.id.to_string(), state, row.version)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_every_change_on_every_replica_at_once() {
+    let options = Options {
+        // Only the test sweeps.
+        sweep_interval: Some(Duration::from_secs(3600)),
+        ..Options::default()
+    };
+    let app = marketing_tests::spawn_app_with(Backend::PostgresRedis, options).await;
+    let replica = app.spawn_replica().await;
+    lists_show_every_change_at_once(&app, &replica).await;
+    replica.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_every_change_at_once_embedded() {
+    let options = Options {
+        sweep_interval: Some(Duration::from_secs(3600)),
+        ..Options::default()
+    };
+    let app = marketing_tests::spawn_app_with(Backend::Embedded, options).await;
+    lists_show_every_change_at_once(&app, &app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_read_through_when_redis_is_down() {
+    let mut redis = TestRedis::start();
+    let options = Options {
+        redis_url: Some(redis.url.clone()),
+        ..Options::default()
+    };
+    let app = marketing_tests::spawn_app_with(Backend::PostgresRedis, options).await;
+    let created = create_template(&app, "acme", template()).await;
+    let member = unique("holder");
+    claim(&app, "acme", &member, &created.id)
+        .await
+        .expect("claim");
+    assert_eq!(listed(&app, &member).await.len(), 1);
+    assert_eq!(listed(&app, &member).await.len(), 1);
+    redis.stop();
+    let second = create_template(&app, "acme", template()).await;
+    claim(&app, "acme", &member, &second.id)
+        .await
+        .expect("claim without Redis");
+    assert_eq!(
+        listed(&app, &member).await,
+        stored(&app, &member).await,
+        "without stamps the list is read from the database"
+    );
     app.stop().await;
 }

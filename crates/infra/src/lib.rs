@@ -1,13 +1,15 @@
-//! Infrastructure behind two small traits: a distributed lock with fencing tokens and a
-//! version-guarded byte cache. Production uses Redis (shared by every replica); the embedded
-//! mode uses in-process implementations. Neither is ever the source of truth: losing either
-//! costs speed, never correctness.
+//! Infrastructure behind small traits: a distributed lock with fencing tokens, a
+//! version-guarded byte cache, freshness stamps (and the cache they validate) and the points
+//! leaderboard. Production uses Redis (shared by every replica); the embedded mode uses
+//! in-process implementations. None is ever the source of truth: losing one costs speed, never
+//! correctness.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod leaderboard;
 pub mod lock;
 pub mod redis;
+pub mod stamps;
 
 use std::time::Duration;
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub template_cache_ttl: Duration,
     /// Bound of the in-process cache, in entries.
     pub local_cache_capacity: u64,
+    /// Bound of the in-process copies of members' coupon lists, in coupons; 0 turns them off.
+    pub coupon_list_cache_capacity: u64,
     /// After health turns NOT_SERVING on shutdown, how long to keep accepting calls so load
     /// balancers notice before the listener closes.
     pub shutdown_drain_delay: Duration,
@@ -91,6 +93,10 @@ impl std::fmt::Debug for Config {
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("template_cache_ttl", &self.template_cache_ttl)
             .field("local_cache_capacity", &self.local_cache_capacity)
+            .field(
+                "coupon_list_cache_capacity",
+                &self.coupon_list_cache_capacity,
+            )
             .field("shutdown_drain_delay", &self.shutdown_drain_delay)
             .field("log_format", &self.log_format)
             .field("claim_lock_ttl", &self.claim_lock_ttl)
@@ -127,6 +133,7 @@ impl Default for Config {
             redis_key_prefix: "marketing:".to_owned(),
             template_cache_ttl: Duration::from_secs(600),
             local_cache_capacity: 100_000,
+            coupon_list_cache_capacity: 50_000,
             shutdown_drain_delay: Duration::ZERO,
             log_format: LogFormat::Plain,
             claim_lock_ttl: Duration::from_millis(3000),
@@ -154,6 +161,7 @@ struct FileLayer {
     redis_key_prefix: Option<String>,
     template_cache_ttl_secs: Option<u64>,
     local_cache_capacity: Option<u64>,
+    coupon_list_cache_capacity: Option<u64>,
     shutdown_drain_delay_ms: Option<u64>,
     log_format: Option<LogFormat>,
     claim_lock_ttl_ms: Option<u64>,
@@ -219,6 +227,9 @@ impl Config {
         }
         if let Some(n) = file.local_cache_capacity {
             self.local_cache_capacity = n;
+        }
+        if let Some(n) = file.coupon_list_cache_capacity {
+            self.coupon_list_cache_capacity = n;
         }
         if let Some(ms) = file.shutdown_drain_delay_ms {
             self.shutdown_drain_delay = Duration::from_millis(ms);
@@ -287,6 +298,10 @@ impl Config {
         }
         if let Some(n) = var(&["MARKETING_LOCAL_CACHE_CAPACITY"]) {
             self.local_cache_capacity = parse_number("MARKETING_LOCAL_CACHE_CAPACITY", &n)?;
+        }
+        if let Some(n) = var(&["MARKETING_COUPON_LIST_CACHE_CAPACITY"]) {
+            self.coupon_list_cache_capacity =
+                parse_number("MARKETING_COUPON_LIST_CACHE_CAPACITY", &n)?;
         }
         if let Some(ms) = var(&["MARKETING_SHUTDOWN_DRAIN_DELAY_MS"]) {
             self.shutdown_drain_delay =

@@ -229,13 +229,13 @@ pub async fn compare_and_set(
     Ok(result.rows_affected == 1)
 }
 
-/// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE; the
-/// number changed.
+/// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE, and
+/// tells which changed.
 pub async fn release_lapsed_locks(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
-) -> Result<u64, MarketingError> {
+) -> Result<Swept, MarketingError> {
     let due = Condition::all()
         .add(Expr::col(uc::Column::Status).eq(constant(CouponStatus::Locked.code())))
         // The time as a constant too: planned for this instant, the partial index is chosen.
@@ -250,13 +250,13 @@ pub async fn release_lapsed_locks(
     sweep(conn, due, update, now, limit).await
 }
 
-/// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED; the
-/// number changed.
+/// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED, and
+/// tells which changed.
 pub async fn expire_lapsed(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
-) -> Result<u64, MarketingError> {
+) -> Result<Swept, MarketingError> {
     let due = Condition::all()
         .add(Expr::col(uc::Column::Status).is_in([
             constant(CouponStatus::Available.code()),
@@ -272,6 +272,15 @@ pub async fn expire_lapsed(
     sweep(conn, due, update, now, limit).await
 }
 
+/// What one sweep changed.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Coupons changed.
+    pub changed: u64,
+    /// Whose coupons were due (tenant, member), each once: a superset of whose changed.
+    pub holders: Vec<(TenantId, MemberId)>,
+}
+
 /// Applies `update` to up to `limit` rows matching `due` (found through the partial indexes).
 /// The update repeats the `due` condition, so rows changed meanwhile, by a request or another
 /// replica's sweeper, are left alone: concurrent sweeps never double-apply.
@@ -281,19 +290,33 @@ async fn sweep(
     update: sea_orm::UpdateMany<uc::Entity>,
     now: UnixMicros,
     limit: u64,
-) -> Result<u64, MarketingError> {
-    let ids = uc::Entity::find()
+) -> Result<Swept, MarketingError> {
+    let due_rows = uc::Entity::find()
         .select_only()
         .column(uc::Column::Id)
+        .column(uc::Column::TenantId)
+        .column(uc::Column::MemberId)
         .filter(due.clone())
         .limit(limit)
-        .into_tuple::<uuid::Uuid>()
+        .into_tuple::<(uuid::Uuid, String, String)>()
         .all(conn)
         .await
         .map_err(db_error)?;
-    if ids.is_empty() {
-        return Ok(0);
+    if due_rows.is_empty() {
+        return Ok(Swept::default());
     }
+    let mut holders: Vec<(TenantId, MemberId)> = due_rows
+        .iter()
+        .filter_map(|(_, tenant, member)| {
+            Some((
+                TenantId::parse("tenant_id", tenant).ok()?,
+                MemberId::parse("member_id", member).ok()?,
+            ))
+        })
+        .collect();
+    holders.sort_unstable();
+    holders.dedup();
+    let ids = due_rows.into_iter().map(|(id, _, _)| id);
     let result = update
         .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
@@ -302,7 +325,10 @@ async fn sweep(
         .exec(conn)
         .await
         .map_err(db_error)?;
-    Ok(result.rows_affected)
+    Ok(Swept {
+        changed: result.rows_affected,
+        holders,
+    })
 }
 
 fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {

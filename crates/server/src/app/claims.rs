@@ -220,8 +220,27 @@ impl AppState {
         self.metrics.record_claim_batch(claims.len());
         tracing::debug!(template_id = %template, claims = claims.len(), attempts = attempt + 1,
             elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
+        // The claimants' lists are marked changed before they are answered; meanwhile the
+        // template's next batch may start.
+        let app = self.clone();
+        tokio::spawn(async move { app.answer_claims(template, unique, outcomes).await });
+    }
+
+    /// Tells every replica the claimants' coupons changed, then answers each claim.
+    async fn answer_claims(
+        &self,
+        template: TemplateId,
+        unique: Vec<(ClaimCoupon, Vec<oneshot::Sender<ClaimResult>>)>,
+        outcomes: Result<Vec<ClaimResult>, MarketingError>,
+    ) {
         match outcomes {
             Ok(outcomes) => {
+                let holders = unique
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| outcome.is_ok())
+                    .map(|((claim, _), _)| (&claim.key.tenant_id, &claim.member_id));
+                self.coupons_changed(holders).await;
                 for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
                     for reply in replies {
                         let copy = match &outcome {
@@ -378,6 +397,15 @@ impl AppState {
             if let Some(done) =
                 retry_or_finish(result, &mut attempt, cmd.deadline, &self.metrics).await
             {
+                if let Ok(response) = &done {
+                    let holders = cmd
+                        .members
+                        .iter()
+                        .zip(&response.results)
+                        .filter(|(_, result)| result.user_coupon.is_some())
+                        .map(|(member, _)| (&cmd.key.tenant_id, member));
+                    self.coupons_changed(holders).await;
+                }
                 return done;
             }
         }

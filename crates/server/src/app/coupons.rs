@@ -10,7 +10,7 @@ use marketing_domain::{
     user_coupon::{CouponStatus, Transition, UsabilityProblem, UserCoupon},
 };
 use marketing_proto::v1 as pb;
-use marketing_storage::{idempotency::IdempotencyKey, templates, user_coupons};
+use marketing_storage::{ConnectionTrait, idempotency::IdempotencyKey, templates, user_coupons};
 
 use super::{AppState, Begun};
 use crate::grpc::convert::coupon_to_proto;
@@ -24,6 +24,50 @@ pub struct ListCoupons {
     pub statuses: Vec<CouponStatus>,
     pub before: Option<CouponId>,
     pub page_size: u64,
+}
+
+/// The newest coupons of a member, as this replica keeps them to serve list pages: at most
+/// [`HeldCoupons::MAX`], newest first. Each copy is served only while its freshness stamp
+/// holds (every committed change to a member's coupons removes it: claims, distributions,
+/// transitions, sweeps), so a page from it is exactly what the database would answer.
+pub struct HeldCoupons {
+    coupons: Vec<UserCoupon>,
+    /// Whether these are all the member's coupons.
+    complete: bool,
+}
+
+impl HeldCoupons {
+    pub const MAX: usize = 200;
+
+    async fn load(
+        conn: &impl ConnectionTrait,
+        tenant: &TenantId,
+        member: &MemberId,
+    ) -> Result<Self, MarketingError> {
+        let mut coupons = user_coupons::list_for_member(
+            conn,
+            tenant,
+            member,
+            &[],
+            None,
+            Self::MAX as u64 + 1,
+            UnixMicros::now(),
+        )
+        .await?;
+        let complete = coupons.len() <= Self::MAX;
+        coupons.truncate(Self::MAX);
+        Ok(Self { coupons, complete })
+    }
+
+    /// The weight of a copy in the cache's capacity: its coupons.
+    pub fn weight(&self) -> u32 {
+        self.coupons.len() as u32
+    }
+}
+
+fn held_key(tenant: &TenantId, member: &MemberId) -> String {
+    // Ids never contain '/'.
+    format!("coupons:{tenant}/{member}")
 }
 
 /// What a transition does, with what it needs.
@@ -147,26 +191,67 @@ impl AppState {
         Ok(coupon_to_proto(&coupon, UnixMicros::now()))
     }
 
-    /// One page, newest first, and the last coupon of it when another page may follow.
+    /// One page, newest first, and the last coupon of it when another page may follow. Served
+    /// from this replica's copy of the member's newest coupons while that copy is current (see
+    /// [`HeldCoupons`]), else from the database.
     pub async fn list_coupons(
         &self,
         query: ListCoupons,
     ) -> Result<(Vec<pb::UserCoupon>, Option<CouponId>), MarketingError> {
         let now = UnixMicros::now();
-        let mut page = user_coupons::list_for_member(
+        // One more than asked tells whether there is a next page.
+        let wanted = query.page_size as usize + 1;
+        let page_of = |page: &[&UserCoupon]| {
+            let next = (page.len() == wanted).then(|| page[wanted - 2].id);
+            let page = &page[..page.len().min(wanted - 1)];
+            (page.iter().map(|c| coupon_to_proto(c, now)).collect(), next)
+        };
+        if let Some(lists) = &self.coupon_lists {
+            let held = lists
+                .get_or_load(&held_key(&query.tenant_id, &query.member_id), || {
+                    HeldCoupons::load(self.db.conn(), &query.tenant_id, &query.member_id)
+                })
+                .await?;
+            let page: Vec<&UserCoupon> = held
+                .coupons
+                .iter()
+                .filter(|c| query.before.is_none_or(|before| c.id < before))
+                .filter(|c| {
+                    query.statuses.is_empty() || query.statuses.contains(&c.effective_status(now))
+                })
+                .take(wanted)
+                .collect();
+            // Past the end of an incomplete copy, the rest is in the database only.
+            if page.len() == wanted || held.complete {
+                return Ok(page_of(&page));
+            }
+        }
+        let page = user_coupons::list_for_member(
             self.db.conn(),
             &query.tenant_id,
             &query.member_id,
             &query.statuses,
             query.before,
-            query.page_size + 1,
+            wanted as u64,
             now,
         )
         .await?;
-        let has_more = page.len() as u64 > query.page_size;
-        page.truncate(query.page_size as usize);
-        let next = has_more.then(|| page.last().map(|c| c.id)).flatten();
-        Ok((page.iter().map(|c| coupon_to_proto(c, now)).collect(), next))
+        Ok(page_of(&page.iter().collect::<Vec<_>>()))
+    }
+
+    /// Tells every replica that these members' coupons changed (after the change committed,
+    /// before it is answered), so no copy of their lists read before it is served again.
+    pub(super) async fn coupons_changed<'a>(
+        &self,
+        holders: impl IntoIterator<Item = (&'a TenantId, &'a MemberId)>,
+    ) {
+        if let Some(lists) = &self.coupon_lists {
+            let keys = holders
+                .into_iter()
+                .map(|(tenant, member)| held_key(tenant, member))
+                .collect();
+            lists.invalidate(keys).await;
+        }
     }
 
     /// The checkout dry run: writes nothing.
@@ -226,9 +311,15 @@ impl AppState {
                 };
                 let response = coupon_to_proto(&next, now);
                 self.commit_idempotent(txn, &cmd.key, &response).await?;
-                if let Some(template) = template {
-                    self.cache_template(&template).await;
-                }
+                let cache_template = async {
+                    if let Some(template) = template {
+                        self.cache_template(&template).await;
+                    }
+                };
+                tokio::join!(
+                    cache_template,
+                    self.coupons_changed([(tenant, &coupon.member_id)])
+                );
                 tracing::info!(coupon_id = %next.id, ?transition, "coupon changed");
                 return Ok(response);
             }
@@ -244,16 +335,20 @@ impl AppState {
         let now = UnixMicros::now();
         let (mut unlocked, mut expired) = (0, 0);
         loop {
-            let n = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;
-            unlocked += n;
-            if n < batch {
+            let swept = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;
+            unlocked += swept.changed;
+            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t, m)))
+                .await;
+            if swept.changed < batch {
                 break;
             }
         }
         loop {
-            let n = user_coupons::expire_lapsed(self.db.conn(), now, batch).await?;
-            expired += n;
-            if n < batch {
+            let swept = user_coupons::expire_lapsed(self.db.conn(), now, batch).await?;
+            expired += swept.changed;
+            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t, m)))
+                .await;
+            if swept.changed < batch {
                 break;
             }
         }

@@ -15,6 +15,7 @@ use marketing_infra::{
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
     redis::RedisPool,
+    stamps::{LocalStamps, RedisStamps, StampedCache, Stamps},
 };
 use marketing_storage::{
     Backend, Database, DatabaseTransaction,
@@ -24,7 +25,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 pub use claims::{ClaimCoupon, DistributeCoupons};
-pub use coupons::{CouponChange, ListCoupons, TransitionCoupon};
+pub use coupons::{CouponChange, HeldCoupons, ListCoupons, TransitionCoupon};
 pub use metrics::Metrics;
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget};
 pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub leaderboard: Arc<dyn Leaderboard>,
+    /// Copies of members' coupon lists, validated by freshness stamps; `None` when turned off.
+    pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     claim_queues: Arc<claims::ClaimQueues>,
     points_queue: Arc<points::PointsQueue>,
     stale_boards: Arc<points::StaleBoards>,
@@ -69,8 +72,9 @@ impl AppState {
             Arc<dyn Cache>,
             Arc<dyn DistributedLock>,
             Arc<dyn Leaderboard>,
+            Arc<dyn Stamps>,
         );
-        let (cache, lock, leaderboard): Backends = match &config.redis_url {
+        let (cache, lock, leaderboard, stamps): Backends = match &config.redis_url {
             Some(redis_url) => {
                 let pool =
                     RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
@@ -85,13 +89,15 @@ impl AppState {
                         config.local_cache_capacity,
                     )),
                     Arc::new(RedisLock::new(pool.clone())),
-                    Arc::new(RedisLeaderboard::new(pool)),
+                    Arc::new(RedisLeaderboard::new(pool.clone())),
+                    Arc::new(RedisStamps::new(pool)),
                 )
             }
             None => (
                 Arc::new(LocalCache::new(config.local_cache_capacity)),
                 Arc::new(LocalLock::new()),
                 Arc::new(LocalLeaderboard::new()),
+                Arc::new(LocalStamps::new(config.local_cache_capacity)),
             ),
         };
         match (db.backend(), config.redis_url.is_some()) {
@@ -110,10 +116,18 @@ impl AppState {
                 tracing::info!("PostgreSQL with Redis: ready for several replicas");
             }
         }
+        let coupon_lists = (config.coupon_list_cache_capacity > 0).then(|| {
+            Arc::new(StampedCache::new(
+                stamps,
+                config.coupon_list_cache_capacity,
+                HeldCoupons::weight,
+            ))
+        });
         Ok(Self {
             db,
             cache,
             lock,
+            coupon_lists,
             config: Arc::new(config),
             metrics: Arc::default(),
             leaderboard,

@@ -1,0 +1,253 @@
+//! Freshness stamps, and the cache they validate.
+//!
+//! A stamp is a random number kept per key where every replica sees it (Redis; in-process in
+//! the embedded mode). A reader takes the key's stamp *before* it reads the data from the
+//! database; a writer removes the stamp *after* its change committed. So data read under stamp
+//! `s` holds every change whose removal came before `s` was set, and any later change removes
+//! `s`: while the key's stamp is still `s`, the copy is current. [`StampedCache`] keeps such
+//! copies in process and checks the stamp on every read (one Redis round trip instead of a
+//! database query), so unlike a TTL cache it never serves a change late, on any replica.
+//!
+//! Stamps are random, never counted up, so a stamp lost with a Redis restart cannot come back
+//! and validate an old copy. When Redis is unreachable a reader reads through to the database.
+//! The one gap: a writer that commits but cannot remove the stamp (Redis refusing it while
+//! still answering readers, or the writer dying between the two). The writer retries the
+//! removal in the background, and local copies live at most [`LOCAL_TTL`].
+
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use moka::sync::Cache as MokaCache;
+
+use crate::{
+    InfraError, backoff,
+    cache::{CacheStats, CacheStatsSnapshot},
+    redis::RedisPool,
+};
+
+/// How long a local copy may be served: bounds the one gap described above.
+pub const LOCAL_TTL: Duration = Duration::from_secs(60);
+/// How long an unused stamp stays in Redis.
+const STAMP_TTL_SECS: u64 = 3600;
+
+#[async_trait]
+pub trait Stamps: Send + Sync + 'static {
+    /// The stamp of `key`, which becomes `fresh` if `key` had none.
+    async fn take(&self, key: &str, fresh: u64) -> Result<u64, InfraError>;
+
+    /// Removes the stamps of `keys`: copies read under them are no longer current.
+    async fn remove(&self, keys: &[String]) -> Result<(), InfraError>;
+}
+
+/// Stamps in Redis, shared by every replica.
+#[derive(Debug, Clone)]
+pub struct RedisStamps {
+    pool: RedisPool,
+}
+
+impl RedisStamps {
+    pub fn new(pool: RedisPool) -> Self {
+        Self { pool }
+    }
+
+    fn key(&self, key: &str) -> String {
+        self.pool.key(&format!("stamp:{key}"))
+    }
+}
+
+#[async_trait]
+impl Stamps for RedisStamps {
+    async fn take(&self, key: &str, fresh: u64) -> Result<u64, InfraError> {
+        let mut conn = self.pool.connection().await?;
+        // Redis 7: NX with GET answers the stamp already there, or nil when ours was set.
+        let held: Option<u64> = deadpool_redis::redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(fresh)
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(STAMP_TTL_SECS)
+            .query_async(&mut *conn)
+            .await?;
+        Ok(held.unwrap_or(fresh))
+    }
+
+    async fn remove(&self, keys: &[String]) -> Result<(), InfraError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.connection().await?;
+        let mut del = deadpool_redis::redis::cmd("DEL");
+        for key in keys {
+            del.arg(self.key(key));
+        }
+        let _: i64 = del.query_async(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+/// Stamps of the embedded mode (one process). Bounded: a stamp evicted early only costs a
+/// database read.
+pub struct LocalStamps {
+    stamps: MokaCache<String, u64>,
+}
+
+impl LocalStamps {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            stamps: MokaCache::new(capacity),
+        }
+    }
+}
+
+#[async_trait]
+impl Stamps for LocalStamps {
+    async fn take(&self, key: &str, fresh: u64) -> Result<u64, InfraError> {
+        Ok(self.stamps.entry_by_ref(key).or_insert(fresh).into_value())
+    }
+
+    async fn remove(&self, keys: &[String]) -> Result<(), InfraError> {
+        for key in keys {
+            self.stamps.invalidate(key);
+        }
+        Ok(())
+    }
+}
+
+/// In-process copies of values read from the database, each served only while the stamp it
+/// was read under is still the key's stamp. Bounded by total weight.
+pub struct StampedCache<V> {
+    entries: MokaCache<String, (u64, Arc<V>)>,
+    stamps: Arc<dyn Stamps>,
+    stats: Arc<CacheStats>,
+}
+
+impl<V: Send + Sync + 'static> StampedCache<V> {
+    /// A cache of at most `capacity` weight units, `weigh` giving each value's weight.
+    pub fn new(stamps: Arc<dyn Stamps>, capacity: u64, weigh: fn(&V) -> u32) -> Self {
+        Self {
+            entries: MokaCache::builder()
+                .max_capacity(capacity)
+                .weigher(move |_key: &String, (_, value): &(u64, Arc<V>)| {
+                    weigh(value).saturating_add(1)
+                })
+                .time_to_live(LOCAL_TTL)
+                .build(),
+            stamps,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The current value of `key`: this replica's copy when its stamp still holds, else what
+    /// `load` reads from the database (kept for the next reader).
+    pub async fn get_or_load<E, F, Fut>(&self, key: &str, load: F) -> Result<Arc<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let stamp = match self.stamps.take(key, rand::random()).await {
+            Ok(stamp) => stamp,
+            Err(err) => {
+                // Without a stamp no copy can be trusted, nor kept.
+                self.stats.misses.fetch_add(1, Relaxed);
+                tracing::debug!(error = %err, "freshness stamp unavailable; reading through");
+                return load().await.map(Arc::new);
+            }
+        };
+        if let Some((held, value)) = self.entries.get(key)
+            && held == stamp
+        {
+            self.stats.local_hits.fetch_add(1, Relaxed);
+            return Ok(value);
+        }
+        self.stats.misses.fetch_add(1, Relaxed);
+        let value = Arc::new(load().await?);
+        self.entries.insert(key.to_owned(), (stamp, value.clone()));
+        Ok(value)
+    }
+
+    /// Marks the values of `keys` changed, on every replica: call after the change committed
+    /// and before answering it. When the stamps cannot be removed now, a background task keeps
+    /// trying for [`LOCAL_TTL`], after which no replica serves the old copy anyway.
+    pub async fn invalidate(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.entries.invalidate(key);
+        }
+        self.stats.evictions.fetch_add(keys.len() as u64, Relaxed);
+        let Err(err) = self.stamps.remove(&keys).await else {
+            return;
+        };
+        tracing::warn!(error = %err, keys = keys.len(), "cannot remove freshness stamps; retrying in the background");
+        let stamps = self.stamps.clone();
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + LOCAL_TTL;
+            let mut attempt = 0;
+            while tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(backoff(
+                    attempt,
+                    Duration::from_millis(50),
+                    Duration::from_secs(2),
+                ))
+                .await;
+                if stamps.remove(&keys).await.is_ok() {
+                    return;
+                }
+                attempt += 1;
+            }
+        });
+    }
+
+    /// Hits, misses (reads that went to the database) and invalidated keys so far.
+    pub fn stats(&self) -> CacheStatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> StampedCache<Vec<u32>> {
+        StampedCache::new(Arc::new(LocalStamps::new(100)), 1000, |v| v.len() as u32)
+    }
+
+    async fn read(cache: &StampedCache<Vec<u32>>, value: u32) -> Vec<u32> {
+        let loaded: Result<_, ()> = cache.get_or_load("k", || async { Ok(vec![value]) }).await;
+        loaded.unwrap().as_ref().clone()
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_served_until_invalidated() {
+        let cache = cache();
+        assert_eq!(read(&cache, 1).await, vec![1]);
+        // Still current: the loader's newer answer is not asked for.
+        assert_eq!(read(&cache, 2).await, vec![1]);
+        cache.invalidate(vec!["k".into()]).await;
+        assert_eq!(read(&cache, 3).await, vec![3]);
+        let stats = cache.stats();
+        assert_eq!((stats.local_hits, stats.misses), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_read_overtaken_by_a_write_is_not_served_again() {
+        let cache = cache();
+        // The reader takes the stamp and reads the old value; a write commits and invalidates
+        // before the reader stores its copy.
+        let loaded: Result<_, ()> = cache
+            .get_or_load("k", || async {
+                cache.invalidate(vec!["k".into()]).await;
+                Ok(vec![1])
+            })
+            .await;
+        assert_eq!(*loaded.unwrap(), vec![1]);
+        assert_eq!(read(&cache, 2).await, vec![2]);
+        assert_eq!(read(&cache, 3).await, vec![2]);
+    }
+}
