@@ -15,8 +15,9 @@
 //! removal in the background, and local copies live at most [`LOCAL_TTL`].
 
 use std::{
+    collections::HashMap,
     future::Future,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
@@ -33,6 +34,8 @@ use crate::{
 pub const LOCAL_TTL: Duration = Duration::from_secs(60);
 /// How long an unused stamp stays in Redis.
 const STAMP_TTL_SECS: u64 = 3600;
+/// Most removals kept for retrying; past it the rest wait out [`LOCAL_TTL`] instead.
+const MAX_PENDING: usize = 100_000;
 
 #[async_trait]
 pub trait Stamps: Send + Sync + 'static {
@@ -124,6 +127,21 @@ pub struct StampedCache<V> {
     entries: MokaCache<String, (u64, Arc<V>)>,
     stamps: Arc<dyn Stamps>,
     stats: Arc<CacheStats>,
+    /// Removals that failed, with when they were due; one task retries them all.
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    keys: HashMap<String, tokio::time::Instant>,
+    retrying: bool,
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    // Every critical section is a few map operations.
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<V: Send + Sync + 'static> StampedCache<V> {
@@ -139,6 +157,7 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
                 .build(),
             stamps,
             stats: Arc::default(),
+            pending: Arc::default(),
         }
     }
 
@@ -171,8 +190,9 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
     }
 
     /// Marks the values of `keys` changed, on every replica: call after the change committed
-    /// and before answering it. When the stamps cannot be removed now, a background task keeps
-    /// trying for [`LOCAL_TTL`], after which no replica serves the old copy anyway.
+    /// and before answering it. Stamps that cannot be removed now are retried by one
+    /// background task for up to [`LOCAL_TTL`], after which no replica serves the old copy
+    /// anyway.
     pub async fn invalidate(&self, keys: Vec<String>) {
         if keys.is_empty() {
             return;
@@ -184,29 +204,69 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
         let Err(err) = self.stamps.remove(&keys).await else {
             return;
         };
-        tracing::warn!(error = %err, keys = keys.len(), "cannot remove freshness stamps; retrying in the background");
-        let stamps = self.stamps.clone();
-        tokio::spawn(async move {
-            let give_up = tokio::time::Instant::now() + LOCAL_TTL;
-            let mut attempt = 0;
-            while tokio::time::Instant::now() < give_up {
-                tokio::time::sleep(backoff(
-                    attempt,
-                    Duration::from_millis(50),
-                    Duration::from_secs(2),
-                ))
-                .await;
-                if stamps.remove(&keys).await.is_ok() {
-                    return;
+        let start_retrying = {
+            let mut pending = lock(&self.pending);
+            let now = tokio::time::Instant::now();
+            for key in keys {
+                if pending.keys.len() < MAX_PENDING {
+                    pending.keys.insert(key, now);
                 }
-                attempt += 1;
             }
-        });
+            !std::mem::replace(&mut pending.retrying, true)
+        };
+        if start_retrying {
+            tracing::warn!(error = %err, "cannot remove freshness stamps; retrying in the background");
+            tokio::spawn(retry_removals(self.stamps.clone(), self.pending.clone()));
+        }
     }
 
     /// Hits, misses (reads that went to the database) and invalidated keys so far.
     pub fn stats(&self) -> CacheStatsSnapshot {
         self.stats.snapshot()
+    }
+}
+
+/// Retries the pending removals until none is left (those older than [`LOCAL_TTL`] need none).
+async fn retry_removals(stamps: Arc<dyn Stamps>, pending: Arc<Mutex<Pending>>) {
+    let mut attempt = 0;
+    loop {
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(50),
+            Duration::from_secs(2),
+        ))
+        .await;
+        attempt = (attempt + 1).min(10);
+        let due: Vec<(String, tokio::time::Instant)> = {
+            let mut pending = lock(&pending);
+            let now = tokio::time::Instant::now();
+            pending
+                .keys
+                .retain(|_, due| now.duration_since(*due) < LOCAL_TTL);
+            if pending.keys.is_empty() {
+                pending.retrying = false;
+                return;
+            }
+            pending
+                .keys
+                .iter()
+                .map(|(k, due)| (k.clone(), *due))
+                .collect()
+        };
+        for chunk in due.chunks(1000) {
+            let keys: Vec<String> = chunk.iter().map(|(key, _)| key.clone()).collect();
+            if stamps.remove(&keys).await.is_err() {
+                break;
+            }
+            attempt = 0;
+            let mut pending = lock(&pending);
+            for (key, due) in chunk {
+                // A removal that failed again meanwhile stays due.
+                if pending.keys.get(key) == Some(due) {
+                    pending.keys.remove(key);
+                }
+            }
+        }
     }
 }
 
@@ -233,6 +293,54 @@ mod tests {
         assert_eq!(read(&cache, 3).await, vec![3]);
         let stats = cache.stats();
         assert_eq!((stats.local_hits, stats.misses), (1, 2));
+    }
+
+    /// Local stamps whose removals fail while `down` is set.
+    struct Flaky {
+        stamps: LocalStamps,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Stamps for Flaky {
+        async fn take(&self, key: &str, fresh: u64) -> Result<u64, InfraError> {
+            self.stamps.take(key, fresh).await
+        }
+
+        async fn remove(&self, keys: &[String]) -> Result<(), InfraError> {
+            if self.down.load(Relaxed) {
+                return Err(InfraError::Invalid("down"));
+            }
+            self.stamps.remove(keys).await
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_removals_are_retried_until_they_succeed() {
+        let stamps = Arc::new(Flaky {
+            stamps: LocalStamps::new(100),
+            down: true.into(),
+        });
+        let cache: StampedCache<Vec<u32>> =
+            StampedCache::new(stamps.clone(), 1000, |v| v.len() as u32);
+        let first = stamps.take("k", 1).await.unwrap();
+        cache.invalidate(vec!["k".into(), "j".into()]).await;
+        assert_eq!(stamps.take("k", 2).await.unwrap(), first, "still there");
+        stamps.down.store(false, Relaxed);
+        for _ in 0..100 {
+            if stamps.take("k", 3).await.unwrap() != first {
+                // Removed by the retry, which then stops.
+                for _ in 0..100 {
+                    if !lock(&cache.pending).retrying {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("the retry never stopped");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the stamp was never removed");
     }
 
     #[tokio::test]
