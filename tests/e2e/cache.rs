@@ -286,3 +286,94 @@ async fn lists_read_through_when_redis_is_down() {
     );
     app.stop().await;
 }
+
+/// Claims, uses and revocations on one replica race lists on the other; once the writes are
+/// answered, the other replica's very next list is what the database holds, for every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_stay_exact_while_writes_race_reads() {
+    let options = Options {
+        sweep_interval: Some(Duration::from_secs(3600)),
+        ..Options::default()
+    };
+    let app = marketing_tests::spawn_app_with(Backend::PostgresRedis, options).await;
+    let replica = app.spawn_replica().await;
+    let created = create_template(
+        &app,
+        "acme",
+        pb::CouponTemplate {
+            per_member_limit: 20,
+            ..template()
+        },
+    )
+    .await;
+    let members: Vec<String> = (0..4).map(|_| unique("racer")).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for member in &members {
+        let (member, done, client) = (member.clone(), done.clone(), replica.user_coupons());
+        readers.spawn(async move {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .clone()
+                    .list_member_coupons(pb::ListMemberCouponsRequest {
+                        tenant_id: "acme".into(),
+                        member_id: member.clone(),
+                        page_size: 50,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("list");
+                reads += 1;
+            }
+            reads
+        });
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for member in &members {
+        let (member, id, writer) = (member.clone(), created.id.clone(), app.user_coupons());
+        writers.spawn(async move {
+            for round in 0..10 {
+                let coupon = writer
+                    .clone()
+                    .claim_coupon(crate::fixtures::claim_request("acme", &member, &id))
+                    .await
+                    .expect("claim")
+                    .into_inner()
+                    .user_coupon
+                    .expect("coupon");
+                if round % 2 == 0 {
+                    writer
+                        .clone()
+                        .revoke_coupon(pb::RevokeCouponRequest {
+                            tenant_id: "acme".into(),
+                            member_id: String::new(),
+                            coupon_id: coupon.id,
+                            request_id: unique("revoke"),
+                            reason: "race".into(),
+                        })
+                        .await
+                        .expect("revoke");
+                }
+            }
+        });
+    }
+    while let Some(result) = writers.join_next().await {
+        result.expect("writer");
+    }
+    for member in &members {
+        assert_eq!(
+            listed(&replica, member).await,
+            stored(&replica, member).await
+        );
+        assert_eq!(listed(&replica, member).await.len(), 10);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 0;
+    while let Some(result) = readers.join_next().await {
+        reads += result.expect("reader");
+    }
+    assert!(reads > 0);
+    replica.stop().await;
+    app.stop().await;
+}
