@@ -479,15 +479,21 @@ mod tests {
         let file = dir.join("marketing.toml");
         std::fs::write(
             &file,
-            "grpc_addr = \"0.0.0.0:6000\"\nredis_pool_size = 7\nlog_format = \"json\"\n",
+            "grpc_addr = \"0.0.0.0:6000\"\nredis_pool_size = 7\nlog_format = \"json\"\n\
+             coupon_list_cache_capacity = 500\n",
         )
         .expect("write config");
         let config = load(&[
             ("MARKETING_CONFIG", file.to_str().expect("utf-8 path")),
             ("MARKETING_GRPC_ADDR", "127.0.0.1:7000"),
             ("DATABASE_URL", "postgres://u:secret@db/marketing"),
+            ("MARKETING_COUPON_LIST_CACHE_CAPACITY", "0"),
         ])
         .expect("valid");
+        assert_eq!(
+            config.coupon_list_cache_capacity, 0,
+            "0 turns the copies off"
+        );
         assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:7000");
         assert_eq!(config.redis_pool_size, 7);
         assert_eq!(config.log_format, LogFormat::Json);
@@ -510,6 +516,10 @@ mod tests {
             (
                 vec![("MARKETING_LOG_FORMAT", "xml")],
                 "MARKETING_LOG_FORMAT",
+            ),
+            (
+                vec![("MARKETING_COUPON_LIST_CACHE_CAPACITY", "many")],
+                "MARKETING_COUPON_LIST_CACHE_CAPACITY",
             ),
         ] {
             let err = load(&vars).expect_err("invalid config");
