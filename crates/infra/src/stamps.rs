@@ -11,8 +11,8 @@
 //! Stamps are random, never counted up, so a stamp lost with a Redis restart cannot come back
 //! and validate an old copy. When Redis is unreachable a reader reads through to the database.
 //! The one gap: a writer that commits but cannot remove the stamp (Redis refusing it while
-//! still answering readers, or the writer dying between the two). The writer retries the
-//! removal in the background, and local copies live at most [`LOCAL_TTL`].
+//! still answering readers, or the writer dying between the two). One background task per
+//! cache retries failed removals, and local copies live at most [`LOCAL_TTL`].
 
 use std::{
     collections::HashMap,

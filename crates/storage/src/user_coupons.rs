@@ -277,8 +277,9 @@ pub async fn expire_lapsed(
 pub struct Swept {
     /// Coupons changed.
     pub changed: u64,
-    /// Whose coupons were due (tenant, member), each once: a superset of whose changed.
-    pub holders: Vec<(TenantId, MemberId)>,
+    /// Whose coupons were due (tenant id, member id as stored), each once: a superset of
+    /// whose changed.
+    pub holders: Vec<(String, String)>,
 }
 
 /// Applies `update` to up to `limit` rows matching `due` (found through the partial indexes).
@@ -305,18 +306,14 @@ async fn sweep(
     if due_rows.is_empty() {
         return Ok(Swept::default());
     }
-    let mut holders: Vec<(TenantId, MemberId)> = due_rows
-        .iter()
-        .filter_map(|(_, tenant, member)| {
-            Some((
-                TenantId::parse("tenant_id", tenant).ok()?,
-                MemberId::parse("member_id", member).ok()?,
-            ))
-        })
-        .collect();
+    let mut ids = Vec::with_capacity(due_rows.len());
+    let mut holders = Vec::with_capacity(due_rows.len());
+    for (id, tenant, member) in due_rows {
+        ids.push(id);
+        holders.push((tenant, member));
+    }
     holders.sort_unstable();
     holders.dedup();
-    let ids = due_rows.into_iter().map(|(id, _, _)| id);
     let result = update
         .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))

@@ -239,7 +239,9 @@ impl AppState {
                     .iter()
                     .zip(&outcomes)
                     .filter(|(_, outcome)| outcome.is_ok())
-                    .map(|((claim, _), _)| (&claim.key.tenant_id, &claim.member_id));
+                    .map(|((claim, _), _)| {
+                        (claim.key.tenant_id.as_str(), claim.member_id.as_str())
+                    });
                 self.coupons_changed(holders).await;
                 for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
                     for reply in replies {
@@ -403,7 +405,7 @@ impl AppState {
                         .iter()
                         .zip(&response.results)
                         .filter(|(_, result)| result.user_coupon.is_some())
-                        .map(|(member, _)| (&cmd.key.tenant_id, member));
+                        .map(|(member, _)| (cmd.key.tenant_id.as_str(), member.as_str()));
                     self.coupons_changed(holders).await;
                 }
                 return done;

@@ -65,7 +65,7 @@ impl HeldCoupons {
     }
 }
 
-fn held_key(tenant: &TenantId, member: &MemberId) -> String {
+fn held_key(tenant: &str, member: &str) -> String {
     // Ids never contain '/'.
     format!("coupons:{tenant}/{member}")
 }
@@ -208,9 +208,10 @@ impl AppState {
         };
         if let Some(lists) = &self.coupon_lists {
             let held = lists
-                .get_or_load(&held_key(&query.tenant_id, &query.member_id), || {
-                    HeldCoupons::load(self.db.conn(), &query.tenant_id, &query.member_id)
-                })
+                .get_or_load(
+                    &held_key(query.tenant_id.as_str(), query.member_id.as_str()),
+                    || HeldCoupons::load(self.db.conn(), &query.tenant_id, &query.member_id),
+                )
                 .await?;
             let page: Vec<&UserCoupon> = held
                 .coupons
@@ -243,7 +244,7 @@ impl AppState {
     /// before it is answered), so no copy of their lists read before it is served again.
     pub(super) async fn coupons_changed<'a>(
         &self,
-        holders: impl IntoIterator<Item = (&'a TenantId, &'a MemberId)>,
+        holders: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
         if let Some(lists) = &self.coupon_lists {
             let keys = holders
@@ -318,7 +319,7 @@ impl AppState {
                 };
                 tokio::join!(
                     cache_template,
-                    self.coupons_changed([(tenant, &coupon.member_id)])
+                    self.coupons_changed([(tenant.as_str(), coupon.member_id.as_str())])
                 );
                 tracing::info!(coupon_id = %next.id, ?transition, "coupon changed");
                 return Ok(response);
@@ -337,7 +338,7 @@ impl AppState {
         loop {
             let swept = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;
             unlocked += swept.changed;
-            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t, m)))
+            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
                 .await;
             if swept.changed < batch {
                 break;
@@ -346,7 +347,7 @@ impl AppState {
         loop {
             let swept = user_coupons::expire_lapsed(self.db.conn(), now, batch).await?;
             expired += swept.changed;
-            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t, m)))
+            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
                 .await;
             if swept.changed < batch {
                 break;
