@@ -1,12 +1,13 @@
 //! The schema itself keeps the invariants, whatever the application does.
 
 use marketing_tests::TestApp;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, Statement};
 
 use crate::fixtures::{create_request, template};
 
 marketing_tests::backend_suite! {
     constraints_refuse_broken_stock_counters,
+    a_lots_liveness_follows_its_remaining_points,
 }
 
 async fn constraints_refuse_broken_stock_counters(app: &TestApp) {
@@ -42,4 +43,59 @@ async fn constraints_refuse_broken_stock_counters(app: &TestApp) {
         .coupon_template
         .expect("template");
     assert_eq!(current, created);
+}
+
+/// Lots are looked up by `live`, which the database derives from `remaining`: it follows every
+/// change, and nobody can write it.
+async fn a_lots_liveness_follows_its_remaining_points(app: &TestApp) {
+    let mut points = app.points();
+    let earn = |amount: i64, request: &str| marketing_proto::v1::EarnPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: "m1".into(),
+        request_id: request.into(),
+        source: Some(marketing_proto::v1::earn_points_request::Source::Amount(
+            amount,
+        )),
+        ..Default::default()
+    };
+    points.earn_points(earn(10, "earn-1")).await.expect("earn");
+    points
+        .deduct_points(marketing_proto::v1::DeductPointsRequest {
+            tenant_id: "acme".into(),
+            member_id: "m1".into(),
+            request_id: "deduct-1".into(),
+            amount: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("deduct");
+    points.earn_points(earn(5, "earn-2")).await.expect("earn");
+    let db = app.state.db.conn();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT remaining, CASE WHEN live THEN 1 ELSE 0 END AS live FROM points_lots \
+             ORDER BY remaining",
+        ))
+        .await
+        .expect("lots");
+    let lots: Vec<(i64, i32)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).expect("remaining"),
+                row.try_get_by_index(1).expect("live"),
+            )
+        })
+        .collect();
+    assert_eq!(lots, [(0, 0), (5, 1)]);
+    for forged in [
+        "UPDATE points_lots SET live = NOT live",
+        "UPDATE points_lots SET live = (remaining = 0)",
+    ] {
+        assert!(
+            db.execute_unprepared(forged).await.is_err(),
+            "the schema accepted: {forged}"
+        );
+    }
 }

@@ -103,7 +103,7 @@ impl Database {
 }
 
 /// A constant written into the statement's text instead of bound as a parameter. The
-/// conditions that select a partial index (`remaining > 0`, `status = 1`) must be constants:
+/// conditions that select a partial index (`status = 1`, `expires_at <= now`) must be constants:
 /// a generic plan (see [`Database::connect`]) cannot use a partial index whose predicate
 /// depends on a parameter's value, and falls back to scanning the table.
 pub(crate) fn constant(value: impl Into<Value>) -> sea_orm::sea_query::Expr {

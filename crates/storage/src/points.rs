@@ -26,6 +26,13 @@ use crate::{
     },
 };
 
+/// A lot that still holds points: `remaining > 0`, as the `live` column the database derives
+/// from it. The lot indexes are keyed on `live` so that updates of `remaining` leave them alone
+/// (see migration `m20261202_000003`); this condition is what selects them.
+fn live_lot() -> Expr {
+    Expr::cust("live")
+}
+
 fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
     MarketingError::internal(format!("{what} {id} is corrupt"))
 }
@@ -84,7 +91,7 @@ pub async fn live_lots_of(
     for chunk in accounts.chunks(1000) {
         let rows = lot::Entity::find()
             .filter(lot::Column::AccountId.is_in(chunk.iter().copied()))
-            .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
+            .filter(live_lot())
             .all(conn)
             .await
             .map_err(db_error)?;
@@ -156,7 +163,7 @@ pub async fn live_lots(
 ) -> Result<Vec<Lot>, MarketingError> {
     Ok(lot::Entity::find()
         .filter(lot::Column::AccountId.eq(account))
-        .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
+        .filter(live_lot())
         .all(conn)
         .await
         .map_err(db_error)?
@@ -656,7 +663,7 @@ pub async fn accounts_with_due_lots(
     let accounts: Vec<Uuid> = lot::Entity::find()
         .select_only()
         .column(lot::Column::AccountId)
-        .filter(Expr::col(lot::Column::Remaining).gt(constant(0i64)))
+        .filter(live_lot())
         // The time as a constant: planned for this instant, the partial index is chosen.
         .filter(Expr::col(lot::Column::ExpiresAt).lte(constant(now.0)))
         .filter(Expr::col(lot::Column::Remaining).gt(Expr::col(lot::Column::Frozen)))
