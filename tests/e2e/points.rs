@@ -985,9 +985,9 @@ async fn the_ledger_lists_newest_first(app: &TestApp) {
     assert!(future.transactions.is_empty());
 }
 
-/// Text and bytes reach the database and come back unchanged, whatever characters they hold
-/// (on PostgreSQL the batch's rows travel as one JSON document: quotes, backslashes, control
-/// characters and non-ASCII must survive the escaping).
+/// Text and bytes reach the database and come back unchanged, whatever characters they hold:
+/// quotes, backslashes, control characters and non-ASCII in descriptions, and the stored
+/// response a replay decodes.
 async fn any_text_and_bytes_come_back_as_written(app: &TestApp) {
     let mut client = app.points();
     let texts = [

@@ -259,20 +259,11 @@ const INSERT_CHUNK: usize = 1000;
 /// executed directly: measured on the claim path, SeaORM 2.0's
 /// `insert_many(..).exec_without_returning()` spent ~40 ms of client time on 56 rows that
 /// this executes in under 1 ms.
-///
-/// On PostgreSQL the rows travel as one JSON parameter (see [`json_rows`]) whatever their
-/// number, so each table's INSERT is one statement text, prepared once per connection.
 pub async fn insert_rows<A>(conn: &impl ConnectionTrait, rows: Vec<A>) -> Result<(), MarketingError>
 where
     A: ActiveModelTrait,
 {
     let backend = conn.get_database_backend();
-    if backend == DbBackend::Postgres
-        && let Some(statement) = json_rows(&rows)
-    {
-        conn.execute_raw(statement).await.map_err(db_error)?;
-        return Ok(());
-    }
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
@@ -280,119 +271,6 @@ where
         conn.execute_raw(statement).await.map_err(db_error)?;
     }
     Ok(())
-}
-
-/// `INSERT INTO t (columns) SELECT columns FROM json_populate_recordset(NULL::t, $1)`, the
-/// rows as a JSON array of objects keyed by column. A multi-row VALUES list has a statement
-/// text per row count: PostgreSQL parses and plans each anew, the connection's statement
-/// cache churns, and every value is a bind parameter of its own. Here the text depends only
-/// on the table and its columns. `None` (insert them as VALUES) when there are no rows, the
-/// rows set different columns, or a value has a type without a JSON form here.
-fn json_rows<A: ActiveModelTrait>(rows: &[A]) -> Option<Statement> {
-    use sea_orm::{ActiveValue, EntityName, IdenStatic, Iterable};
-    let first = rows.first()?;
-    let columns: Vec<<A::Entity as EntityTrait>::Column> =
-        <<A::Entity as EntityTrait>::Column as Iterable>::iter()
-            .filter(|c| first.get(*c).is_set())
-            .collect();
-    let mut json = String::with_capacity(rows.len() * columns.len() * 24);
-    json.push('[');
-    for (index, row) in rows.iter().enumerate() {
-        let set = <<A::Entity as EntityTrait>::Column as Iterable>::iter()
-            .filter(|c| row.get(*c).is_set())
-            .count();
-        if set != columns.len() {
-            return None;
-        }
-        json.push_str(if index == 0 { "{" } else { ",{" });
-        for (position, column) in columns.iter().enumerate() {
-            let ActiveValue::Set(value) = row.get(*column) else {
-                return None;
-            };
-            if position > 0 {
-                json.push(',');
-            }
-            json_string(&mut json, column.as_str());
-            json.push(':');
-            json_value(&mut json, &value)?;
-        }
-        json.push('}');
-    }
-    json.push(']');
-    let table = <A::Entity as Default>::default();
-    let table = table.table_name();
-    let names: Vec<String> = columns
-        .iter()
-        .map(|c| format!("\"{}\"", c.as_str()))
-        .collect();
-    let names = names.join(", ");
-    let sql = format!(
-        "INSERT INTO \"{table}\" ({names}) SELECT {names} \
-         FROM json_populate_recordset(NULL::\"{table}\", $1::json)"
-    );
-    Some(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        [Value::String(Some(json))],
-    ))
-}
-
-/// A value in the text form PostgreSQL's input functions read back from JSON.
-fn json_value(out: &mut String, value: &Value) -> Option<()> {
-    use std::fmt::Write;
-    match value {
-        Value::Bool(Some(b)) => out.push_str(if *b { "true" } else { "false" }),
-        Value::TinyInt(Some(n)) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::SmallInt(Some(n)) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Int(Some(n)) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::BigInt(Some(n)) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::Uuid(Some(u)) => {
-            let _ = write!(out, "\"{u}\"");
-        }
-        Value::String(Some(s)) => json_string(out, s),
-        // bytea's hex input form, `\x0a1b..`.
-        Value::Bytes(Some(bytes)) => {
-            out.push_str("\"\\\\x");
-            for byte in bytes {
-                let _ = write!(out, "{byte:02x}");
-            }
-            out.push('"');
-        }
-        Value::Bool(None)
-        | Value::TinyInt(None)
-        | Value::SmallInt(None)
-        | Value::Int(None)
-        | Value::BigInt(None)
-        | Value::Uuid(None)
-        | Value::String(None)
-        | Value::Bytes(None) => out.push_str("null"),
-        _ => return None,
-    }
-    Some(())
-}
-
-fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Bind parameters one statement carries: below SQLite's limit (32,766) and PostgreSQL's
