@@ -298,6 +298,7 @@ impl ValuesUpdate<'_> {
         conn: &impl ConnectionTrait,
         rows: Vec<Vec<Value>>,
     ) -> Result<Vec<uuid::Uuid>, MarketingError> {
+        use std::fmt::Write;
         let backend = conn.get_database_backend();
         let width = self.columns.len();
         let chunk = (MAX_PARAMETERS / width).max(1);
@@ -315,7 +316,9 @@ impl ValuesUpdate<'_> {
                         sql.push_str(", ");
                     }
                     match backend {
-                        DbBackend::Postgres => sql.push_str(&format!("${}", values.len())),
+                        DbBackend::Postgres => {
+                            let _ = write!(sql, "${}", values.len());
+                        }
                         _ => sql.push('?'),
                     }
                 }
