@@ -10,6 +10,18 @@ mod m20261202_000003_lean_ledger_writes;
 
 pub struct Migrator;
 
+/// Runs SQL statements in order, on the migration's connection (its transaction, if any).
+pub(crate) async fn execute_all(
+    manager: &SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

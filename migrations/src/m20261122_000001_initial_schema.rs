@@ -222,11 +222,7 @@ impl MigrationTrait for Migration {
         create_coupon_tables(manager).await?;
         create_points_tables(manager).await?;
         create_idempotency_table(manager).await?;
-        let db = manager.get_connection();
-        for statement in PARTIAL_INDEXES {
-            db.execute_unprepared(statement).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, PARTIAL_INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -36,7 +36,7 @@ async fn audit(app: &TestApp) -> usize {
     accounts.len()
 }
 
-fn earn(member: &str, amount: i64) -> pb::EarnPointsRequest {
+pub(crate) fn earn(member: &str, amount: i64) -> pb::EarnPointsRequest {
     pb::EarnPointsRequest {
         tenant_id: "acme".into(),
         member_id: member.into(),
@@ -46,7 +46,7 @@ fn earn(member: &str, amount: i64) -> pb::EarnPointsRequest {
     }
 }
 
-fn deduct(member: &str, amount: i64) -> pb::DeductPointsRequest {
+pub(crate) fn deduct(member: &str, amount: i64) -> pb::DeductPointsRequest {
     pb::DeductPointsRequest {
         tenant_id: "acme".into(),
         member_id: member.into(),

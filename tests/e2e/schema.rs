@@ -3,7 +3,10 @@
 use marketing_tests::TestApp;
 use sea_orm::{ConnectionTrait, Statement};
 
-use crate::fixtures::{create_request, template};
+use crate::{
+    fixtures::{create_request, template},
+    points::{deduct, earn},
+};
 
 marketing_tests::backend_suite! {
     constraints_refuse_broken_stock_counters,
@@ -49,27 +52,12 @@ async fn constraints_refuse_broken_stock_counters(app: &TestApp) {
 /// change, and nobody can write it.
 async fn a_lots_liveness_follows_its_remaining_points(app: &TestApp) {
     let mut points = app.points();
-    let earn = |amount: i64, request: &str| marketing_proto::v1::EarnPointsRequest {
-        tenant_id: "acme".into(),
-        member_id: "m1".into(),
-        request_id: request.into(),
-        source: Some(marketing_proto::v1::earn_points_request::Source::Amount(
-            amount,
-        )),
-        ..Default::default()
-    };
-    points.earn_points(earn(10, "earn-1")).await.expect("earn");
+    points.earn_points(earn("m1", 10)).await.expect("earn");
     points
-        .deduct_points(marketing_proto::v1::DeductPointsRequest {
-            tenant_id: "acme".into(),
-            member_id: "m1".into(),
-            request_id: "deduct-1".into(),
-            amount: 10,
-            ..Default::default()
-        })
+        .deduct_points(deduct("m1", 10))
         .await
         .expect("deduct");
-    points.earn_points(earn(5, "earn-2")).await.expect("earn");
+    points.earn_points(earn("m1", 5)).await.expect("earn");
     let db = app.state.db.conn();
     let rows = db
         .query_all_raw(Statement::from_string(

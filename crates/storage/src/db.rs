@@ -276,11 +276,11 @@ where
     Ok(())
 }
 
-/// `INSERT INTO t (columns) VALUES (..), ..` written directly, each value moved out of its
-/// row and bound as it is: sea-query's `insert_many` clones every value into an expression
-/// and renders it back, several percent of the server's CPU in deduct-spread, all of it
-/// inside the points batch. The same statement text and binding. The rows back (for
-/// `insert_many`) when they do not all set the same columns.
+/// `INSERT INTO t (columns) VALUES (..), ..` written directly, each value bound as the row
+/// holds it: sea-query's `insert_many` wraps every value in an expression, clones it on the
+/// way and renders it back, several percent of the server's CPU in deduct-spread, all of it
+/// inside the points batch. The same statement text and binding. `None` (use `insert_many`)
+/// when there are no rows or they do not all set the same columns.
 fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<Statement> {
     use std::fmt::Write;
 
@@ -319,16 +319,22 @@ fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<
                 sql.push_str(", ");
             }
             values.push(row.get(*column).into_value()?);
-            match backend {
-                DbBackend::Postgres => {
-                    let _ = write!(sql, "${}", values.len());
-                }
-                _ => sql.push('?'),
-            }
+            push_placeholder(&mut sql, backend, values.len());
         }
         sql.push(')');
     }
     Some(Statement::from_sql_and_values(backend, sql, values))
+}
+
+/// The placeholder of the `number`th bound value (from 1): `$n` on PostgreSQL, `?` on SQLite.
+fn push_placeholder(sql: &mut String, backend: DbBackend, number: usize) {
+    use std::fmt::Write;
+    match backend {
+        DbBackend::Postgres => {
+            let _ = write!(sql, "${number}");
+        }
+        _ => sql.push('?'),
+    }
 }
 
 /// Bind parameters one statement carries: below SQLite's limit (32,766) and PostgreSQL's
@@ -356,7 +362,6 @@ impl ValuesUpdate<'_> {
         conn: &impl ConnectionTrait,
         rows: Vec<Vec<Value>>,
     ) -> Result<Vec<uuid::Uuid>, MarketingError> {
-        use std::fmt::Write;
         let backend = conn.get_database_backend();
         let width = self.columns.len();
         let chunk = (MAX_PARAMETERS / width).max(1);
@@ -373,12 +378,7 @@ impl ValuesUpdate<'_> {
                     if column > 0 {
                         sql.push_str(", ");
                     }
-                    match backend {
-                        DbBackend::Postgres => {
-                            let _ = write!(sql, "${}", values.len());
-                        }
-                        _ => sql.push('?'),
-                    }
+                    push_placeholder(&mut sql, backend, values.len());
                 }
                 sql.push(')');
             }
