@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial_schema;
 mod m20261122_000002_partial_indexes;
 mod m20261202_000003_lean_ledger_writes;
+mod m20261202_000004_points_batch_check;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial_schema::Migration),
             Box::new(m20261122_000002_partial_indexes::Migration),
             Box::new(m20261202_000003_lean_ledger_writes::Migration),
+            Box::new(m20261202_000004_points_batch_check::Migration),
         ]
     }
 }

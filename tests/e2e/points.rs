@@ -309,6 +309,114 @@ async fn embedded_keeps_every_ledger_exact() {
     app.stop().await;
 }
 
+/// PostgreSQL's one-statement batch write (`points_batch`) checks every account it read: a
+/// ledger planned on a version another write has replaced writes nothing at all, neither the
+/// account, its lot, its entry and allocation nor the request's record; planned again on what
+/// the database holds now, it writes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
+    use marketing_domain::{RequestId, UnixMicros, points::EntryMeta, points::Ledger};
+    use marketing_storage::{
+        idempotency::{IdempotencyKey, Outcome},
+        points_batch::{self, BatchWrite},
+    };
+
+    let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
+    let pool = app.state.db.postgres().expect("PostgreSQL").clone();
+    let (tenant, member) = (
+        TenantId::parse("t", "acme").expect("tenant"),
+        MemberId::parse("m", "stale").expect("member"),
+    );
+    let mut points = app.points();
+    points.earn_points(earn("stale", 100)).await.expect("earn");
+    let plan = |reads: points_batch::BatchReads, amount: i64| {
+        let (account, lots) = reads.ledgers.into_iter().next().expect("the account");
+        let mut ledger = Ledger::new(account, lots, UnixMicros::now());
+        ledger
+            .deduct(amount, EntryMeta::default())
+            .expect("planned");
+        ledger
+    };
+    let write = |ledger: &Ledger, request: &str| {
+        let mut write = BatchWrite::default();
+        write.add_ledger(ledger);
+        let key = IdempotencyKey {
+            tenant_id: tenant.clone(),
+            request_id: RequestId::parse("r", request).expect("request id"),
+            operation: "DeductPoints",
+            fingerprint: vec![1],
+        };
+        let outcome = Outcome {
+            status_code: 0,
+            response: Vec::new(),
+        };
+        write.add_record(&key, outcome, UnixMicros::now());
+        write
+    };
+    let members = [(&tenant, &member)];
+    let read = || points_batch::read_batch(&pool, &[], &members);
+    let stale = plan(read().await.expect("read"), 30);
+    points
+        .deduct_points(deduct("stale", 5))
+        .await
+        .expect("meanwhile");
+
+    let refused = write(&stale, "stale-write").execute(&pool).await;
+    assert!(
+        matches!(
+            refused,
+            Err(marketing_domain::MarketingError::ConcurrentModification(_))
+        ),
+        "{refused:?}"
+    );
+    let shown = account(&app, "stale").await;
+    assert_eq!((shown.available, shown.total_spent), (95, 5));
+    let db = app.state.db.conn();
+    let account_id = store::find_account(db, &tenant, &member)
+        .await
+        .expect("q")
+        .expect("account")
+        .id;
+    assert_eq!(
+        store::all_entries(db, account_id)
+            .await
+            .expect("entries")
+            .len(),
+        2
+    );
+    let fresh = read_batch_records(&pool, &tenant, "stale-write").await;
+    assert!(fresh.is_empty(), "the refused write left its record");
+
+    let current = plan(read().await.expect("read"), 30);
+    write(&current, "fresh-write")
+        .execute(&pool)
+        .await
+        .expect("written");
+    let shown = account(&app, "stale").await;
+    assert_eq!((shown.available, shown.total_spent), (65, 35));
+    assert_eq!(
+        read_batch_records(&pool, &tenant, "fresh-write")
+            .await
+            .len(),
+        1
+    );
+    audit(&app).await;
+    app.stop().await;
+}
+
+async fn read_batch_records(
+    pool: &marketing_storage::PgPool,
+    tenant: &TenantId,
+    request: &str,
+) -> Vec<(String, String)> {
+    marketing_storage::points_batch::read_batch(pool, &[(tenant, request)], &[])
+        .await
+        .expect("read")
+        .records
+        .into_keys()
+        .collect()
+}
+
 marketing_tests::backend_suite! {
     with marketing_tests::Options {
         sweep_interval: Some(std::time::Duration::from_millis(200)),

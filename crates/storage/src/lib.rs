@@ -7,8 +7,9 @@ mod db;
 pub mod entity;
 pub mod idempotency;
 pub mod points;
+pub mod points_batch;
 pub mod templates;
 pub mod user_coupons;
 
 pub use db::{Backend, Database, DbFailure, classify, db_error, insert_rows};
-pub use sea_orm::{ConnectionTrait, DatabaseTransaction};
+pub use sea_orm::{ConnectionTrait, DatabaseTransaction, sqlx::PgPool};

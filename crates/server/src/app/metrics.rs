@@ -16,11 +16,19 @@ pub struct Metrics {
     /// Coupons the sweepers released from lapsed locks, and expired.
     pub coupons_unlocked: AtomicU64,
     pub coupons_expired: AtomicU64,
+    /// Points batches whose one-statement write on PostgreSQL lost a race (an account changed
+    /// since it was read, a request id or business reference taken meanwhile) and were
+    /// served again in a transaction.
+    pub points_fallbacks: AtomicU64,
 }
 
 impl Metrics {
     pub fn record_lock_unavailable(&self) {
         self.lock_unavailable.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_points_fallback(&self) {
+        self.points_fallbacks.fetch_add(1, Relaxed);
     }
 
     pub fn record_claim_batch(&self, claims: usize) {

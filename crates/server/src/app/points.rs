@@ -12,15 +12,17 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
-    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, TxType},
+    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
     time::MICROS_PER_DAY,
 };
 use marketing_infra::{backoff, cache::Versioned, leaderboard::Standing};
 use marketing_proto::v1 as pb;
 use marketing_storage::{
+    ConnectionTrait, PgPool,
     idempotency::{self, IdempotencyKey, Outcome},
     points::{self, HoldRef, RuleRef},
+    points_batch,
 };
 use prost::Message;
 use tokio::{sync::oneshot, time::Instant};
@@ -282,7 +284,20 @@ impl AppState {
         let started = std::time::Instant::now();
         let mut attempt = 0;
         let outcome = loop {
-            match self.points_batch_transaction(&cmds).await {
+            let served = match (attempt, self.db.postgres()) {
+                (0, Some(pool)) => match self.points_batch_short(pool, &cmds).await {
+                    Err(MarketingError::ConcurrentModification(cause)) => {
+                        // Another writer won somewhere in the batch: the transactional path
+                        // re-plans only the accounts that changed.
+                        tracing::debug!(error = %cause, "points batch served again in a transaction");
+                        self.metrics.record_points_fallback();
+                        self.points_batch_transaction(&cmds).await
+                    }
+                    served => served,
+                },
+                _ => self.points_batch_transaction(&cmds).await,
+            };
+            match served {
                 Err(MarketingError::ConcurrentModification(cause)) => {
                     let wait = backoff(attempt, RETRY_BASE, RETRY_CAP);
                     if Instant::now() + wait >= deadline {
@@ -337,7 +352,6 @@ impl AppState {
         cmds: &[&PointsCommand],
     ) -> Result<Vec<PointsResult>, MarketingError> {
         let txn = self.db.begin_write().await?;
-        let mut results: Vec<Option<PointsResult>> = cmds.iter().map(|_| None).collect();
         let mut by_tenant: HashMap<&TenantId, Vec<&str>> = HashMap::new();
         for cmd in cmds {
             if let Some(key) = &cmd.key {
@@ -353,22 +367,11 @@ impl AppState {
                 records.insert((tenant.to_string(), request_id), record);
             }
         }
-        let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        let mut replayed = vec![false; cmds.len()];
-        for (index, cmd) in cmds.iter().enumerate() {
-            if let Some(key) = &cmd.key
-                && let Some(record) =
-                    records.remove(&(key.tenant_id.to_string(), key.request_id.to_string()))
-            {
-                results[index] = Some(record.replay_for(key).and_then(decode_outcome));
-                replayed[index] = true;
-                continue;
-            }
-            groups
-                .entry((cmd.tenant_id.to_string(), cmd.member_id.to_string()))
-                .or_default()
-                .push(index);
-        }
+        let Sorted {
+            mut results,
+            replayed,
+            groups,
+        } = sort_commands(cmds, records);
         let mut batch = BatchContext::default();
         let mut rows = points::LedgerRows::default();
         // Per tenant: the standings of the accounts that earned, recorded after the commit.
@@ -388,16 +391,7 @@ impl AppState {
                 .into_iter()
                 .map(|a| (key_of(&a), a))
                 .collect();
-        let opened: Vec<(&TenantId, &MemberId)> = groups
-            .iter()
-            .filter(|(key, indexes)| {
-                !accounts.contains_key(*key)
-                    && indexes
-                        .iter()
-                        .any(|&i| matches!(cmds[i].op, PointsOp::Earn(_)))
-            })
-            .map(|(_, indexes)| member_of(indexes))
-            .collect();
+        let opened = accounts_to_open(cmds, &groups, |key| accounts.contains_key(key));
         if !opened.is_empty() {
             points::create_accounts(&txn, &opened, UnixMicros::now()).await?;
             for account in points::find_accounts(&txn, &opened).await? {
@@ -458,35 +452,106 @@ impl AppState {
             }
         }
         points::insert_ledger_rows(&txn, rows).await?;
-        let mut outcomes = Vec::new();
-        for ((cmd, result), replayed) in cmds.iter().zip(&results).zip(replayed) {
-            let (Some(key), Some(result), false) = (&cmd.key, result, replayed) else {
-                continue;
-            };
-            match result {
-                Ok(response) => outcomes.push((
-                    key,
-                    Outcome {
-                        status_code: 0,
-                        response: response.encode_to_vec(),
-                    },
-                )),
-                Err(err) if err.is_business_refusal() => {
-                    let status = status_of(err);
-                    outcomes.push((
-                        key,
-                        Outcome {
-                            status_code: status.code() as i32,
-                            response: status.details().to_vec(),
-                        },
-                    ));
-                }
-                // Infrastructure errors are not outcomes: a retry tries again.
-                Err(_) => {}
+        idempotency::insert_completed(&txn, outcomes(cmds, &results, &replayed)).await?;
+        txn.commit().await.map_err(marketing_storage::db_error)?;
+        self.finish_batch(earned, results).await
+    }
+
+    /// [`Self::points_batch_transaction`] in two statements on PostgreSQL (see
+    /// `marketing_storage::points_batch`): the batch's records and ledgers read by one, in
+    /// autocommit; planned as on the transactional path; everything written by the other,
+    /// which fails, writing nothing, when an account changed since it was read. That failure
+    /// is `ConcurrentModification`: the caller serves the batch on the transactional path then.
+    async fn points_batch_short(
+        &self,
+        pool: &PgPool,
+        cmds: &[&PointsCommand],
+    ) -> Result<Vec<PointsResult>, MarketingError> {
+        let keys: Vec<(&TenantId, &str)> = cmds
+            .iter()
+            .filter_map(|cmd| cmd.key.as_ref())
+            .map(|key| (&key.tenant_id, key.request_id.as_str()))
+            .collect();
+        // Every member's ledger is read with the records, replayed or not: one round trip.
+        let members: Vec<(&TenantId, &MemberId)> = cmds
+            .iter()
+            .map(|cmd| (&cmd.tenant_id, &cmd.member_id))
+            .collect();
+        let reads = points_batch::read_batch(pool, &keys, &members).await?;
+        let Sorted {
+            mut results,
+            replayed,
+            groups,
+        } = sort_commands(cmds, reads.records);
+        let member_of =
+            |indexes: &[usize]| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id);
+        let key_of = |a: &Account| (a.tenant_id.to_string(), a.member_id.to_string());
+        let mut ledgers: HashMap<(String, String), (Account, Vec<Lot>)> = reads
+            .ledgers
+            .into_iter()
+            .map(|(account, lots)| (key_of(&account), (account, lots)))
+            .collect();
+        let opened = accounts_to_open(cmds, &groups, |key| ledgers.contains_key(key));
+        if !opened.is_empty() {
+            // Empty accounts, created at once whatever becomes of the batch: harmless.
+            points::create_accounts(self.db.conn(), &opened, UnixMicros::now()).await?;
+            for (account, lots) in points_batch::read_batch(pool, &[], &opened).await?.ledgers {
+                ledgers.insert(key_of(&account), (account, lots));
             }
         }
-        idempotency::insert_completed(&txn, outcomes).await?;
-        txn.commit().await.map_err(marketing_storage::db_error)?;
+        let now = UnixMicros::now();
+        let mut batch = BatchContext::default();
+        let mut write = points_batch::BatchWrite::default();
+        let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
+        for (key, indexes) in &groups {
+            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
+            let group_results = match ledgers.remove(key) {
+                Some((account, lots)) => {
+                    let ledger = Ledger::new(account, lots, now);
+                    let plan = self
+                        .plan_group(self.db.conn(), &group, ledger, &batch)
+                        .await?;
+                    if !plan.ledger.entries.is_empty() {
+                        write.add_ledger(&plan.ledger);
+                        let (tenant, member) = member_of(indexes);
+                        for ((event, day), points) in &plan.context.daily {
+                            write.add_daily(tenant, member, event, *day, *points);
+                        }
+                        if let Some(standing) = standing_of(&plan.ledger) {
+                            earned.entry(tenant.clone()).or_default().push(standing);
+                        }
+                    }
+                    batch.biz.extend(plan.context.biz);
+                    plan.results
+                }
+                None if opens_account(cmds, indexes) => {
+                    return Err(MarketingError::ConcurrentModification(
+                        "a new points account is not readable yet".into(),
+                    ));
+                }
+                None => group
+                    .iter()
+                    .map(|_| Err(MarketingError::AccountNotFound))
+                    .collect(),
+            };
+            for (&index, result) in indexes.iter().zip(group_results) {
+                results[index] = Some(result);
+            }
+        }
+        let recorded_at = UnixMicros::now();
+        for (key, outcome) in outcomes(cmds, &results, &replayed) {
+            write.add_record(key, outcome, recorded_at);
+        }
+        write.execute(pool).await?;
+        self.finish_batch(earned, results).await
+    }
+
+    /// After the commit: the leaderboards learn the new standings; every command has its result.
+    async fn finish_batch(
+        &self,
+        earned: BTreeMap<TenantId, Vec<Standing>>,
+        results: Vec<Option<PointsResult>>,
+    ) -> Result<Vec<PointsResult>, MarketingError> {
         for (tenant, standings) in earned {
             self.record_standings(&tenant, &standings).await;
         }
@@ -551,7 +616,7 @@ impl AppState {
     /// was and takes no business reference.
     async fn plan_group(
         &self,
-        txn: &marketing_storage::DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         group: &[&PointsCommand],
         mut ledger: Ledger,
         batch: &BatchContext,
@@ -561,7 +626,7 @@ impl AppState {
         let mut results = Vec::with_capacity(group.len());
         for cmd in group {
             match self
-                .apply_points_op(txn, &mut ledger, cmd, batch, &context)
+                .apply_points_op(conn, &mut ledger, cmd, batch, &context)
                 .await
             {
                 Ok((applied, award)) => {
@@ -597,17 +662,7 @@ impl AppState {
             points::add_earned_today(txn, tenant, member, event, *day, *points).await?;
         }
         batch.biz.extend(plan.context.biz);
-        let ledger = plan.ledger;
-        let standing = ledger
-            .entries
-            .iter()
-            .any(|e| e.tx_type == TxType::Earn)
-            .then(|| Standing {
-                member_id: member.to_string(),
-                total_earned: ledger.account.total_earned,
-                reached_at: ledger.account.earned_updated_at.0,
-            });
-        Ok((plan.results, standing))
+        Ok((plan.results, standing_of(&plan.ledger)))
     }
 
     /// Applies one command to the account's ledger. Refusals are decided before the ledger
@@ -615,7 +670,7 @@ impl AppState {
     /// adds to its daily cap's count.
     async fn apply_points_op(
         &self,
-        txn: &marketing_storage::DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         ledger: &mut Ledger,
         cmd: &PointsCommand,
         batch: &BatchContext,
@@ -629,7 +684,7 @@ impl AppState {
         let mut award_counted = None;
         match &cmd.op {
             PointsOp::Earn(source) => {
-                self.refuse_duplicate_biz(txn, tenant, TxType::Earn, &meta, batch, context)
+                self.refuse_duplicate_biz(conn, tenant, TxType::Earn, &meta, batch, context)
                     .await?;
                 let (amount, expires_at) = match source {
                     EarnSource::Amount { amount, expires_at } => (*amount, *expires_at),
@@ -649,7 +704,7 @@ impl AppState {
                                 .copied()
                                 .unwrap_or(0);
                             let earned =
-                                points::earned_today(txn, tenant, &cmd.member_id, event, day)
+                                points::earned_today(conn, tenant, &cmd.member_id, event, day)
                                     .await?
                                     + pending;
                             award = award.min(cap - earned);
@@ -671,7 +726,7 @@ impl AppState {
                 planned.entry = Some(ledger.earn(amount, expires_at, meta)?);
             }
             PointsOp::Deduct(amount) => {
-                self.refuse_duplicate_biz(txn, tenant, TxType::Deduct, &meta, batch, context)
+                self.refuse_duplicate_biz(conn, tenant, TxType::Deduct, &meta, batch, context)
                     .await?;
                 planned.entry = Some(ledger.deduct(*amount, meta)?);
             }
@@ -681,7 +736,7 @@ impl AppState {
                 ttl,
             } => {
                 let held =
-                    points::find_hold(txn, ledger.account.id, HoldRef::Order(order_id)).await?;
+                    points::find_hold(conn, ledger.account.id, HoldRef::Order(order_id)).await?;
                 if held.is_some_and(|h| h.status == HoldStatus::Held) {
                     return Err(MarketingError::OrderAlreadyHeld);
                 }
@@ -701,7 +756,7 @@ impl AppState {
                 planned.hold = Some(hold);
             }
             PointsOp::Confirm { hold, amount } => {
-                let (hold, held) = self.load_hold(txn, ledger, hold).await?;
+                let (hold, held) = self.load_hold(conn, ledger, hold).await?;
                 let spend = amount.unwrap_or(hold.amount);
                 let order_meta = EntryMeta {
                     biz_type: Some("order".into()),
@@ -715,25 +770,25 @@ impl AppState {
             }
             PointsOp::Release(selector) => {
                 let (entry, hold) = self
-                    .release_hold(txn, ledger, selector, HoldStatus::Released, meta)
+                    .release_hold(conn, ledger, selector, HoldStatus::Released, meta)
                     .await?;
                 (planned.entry, planned.hold) = (entry, Some(hold));
             }
             PointsOp::ExpireHold(id) => {
                 let selector = HoldSelector::Id(*id);
                 let (entry, hold) = self
-                    .release_hold(txn, ledger, &selector, HoldStatus::Expired, meta)
+                    .release_hold(conn, ledger, &selector, HoldStatus::Expired, meta)
                     .await?;
                 (planned.entry, planned.hold) = (entry, Some(hold));
             }
             PointsOp::Refund { target, amount } => {
                 let entry = match target {
                     RefundTarget::Transaction(id) => {
-                        points::find_entry(txn, ledger.account.id, *id).await?
+                        points::find_entry(conn, ledger.account.id, *id).await?
                     }
                     RefundTarget::Biz { biz_type, biz_id } => {
                         points::find_by_biz(
-                            txn,
+                            conn,
                             tenant,
                             Some(ledger.account.id),
                             &[TxType::Deduct, TxType::Confirm],
@@ -747,9 +802,9 @@ impl AppState {
                 if !matches!(entry.tx_type, TxType::Deduct | TxType::Confirm) {
                     return Err(MarketingError::NotRefundable);
                 }
-                let taken = points::refundable_allocations(txn, entry.id).await?;
+                let taken = points::refundable_allocations(conn, entry.id).await?;
                 let lot_ids: Vec<Uuid> = taken.iter().map(|(id, _)| *id).collect();
-                ledger.add_lots(points::lots_by_id(txn, ledger.account.id, &lot_ids).await?);
+                ledger.add_lots(points::lots_by_id(conn, ledger.account.id, &lot_ids).await?);
                 let refundable: i64 = taken.iter().map(|(_, a)| a).sum();
                 let amount = amount.unwrap_or(refundable);
                 if amount <= 0 {
@@ -765,13 +820,13 @@ impl AppState {
     /// Ends a HELD hold without spending: its points go back (and expire if their lots did).
     async fn release_hold(
         &self,
-        txn: &marketing_storage::DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         ledger: &mut Ledger,
         selector: &HoldSelector,
         status: HoldStatus,
         meta: EntryMeta,
     ) -> Result<(Option<Uuid>, Hold), MarketingError> {
-        let (hold, held) = self.load_hold(txn, ledger, selector).await?;
+        let (hold, held) = self.load_hold(conn, ledger, selector).await?;
         let order_meta = EntryMeta {
             biz_type: Some("order".into()),
             biz_id: Some(hold.order_id.clone()),
@@ -789,7 +844,7 @@ impl AppState {
 
     async fn load_hold(
         &self,
-        txn: &marketing_storage::DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         ledger: &mut Ledger,
         selector: &HoldSelector,
     ) -> Result<(Hold, Vec<(Uuid, i64)>), MarketingError> {
@@ -797,12 +852,12 @@ impl AppState {
             HoldSelector::Id(id) => HoldRef::Id(*id),
             HoldSelector::Order(order) => HoldRef::Order(order),
         };
-        let hold = points::find_hold(txn, ledger.account.id, by)
+        let hold = points::find_hold(conn, ledger.account.id, by)
             .await?
             .ok_or(MarketingError::HoldNotFound)?;
-        let held = points::hold_allocations(txn, hold.id).await?;
+        let held = points::hold_allocations(conn, hold.id).await?;
         let lot_ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
-        ledger.add_lots(points::lots_by_id(txn, ledger.account.id, &lot_ids).await?);
+        ledger.add_lots(points::lots_by_id(conn, ledger.account.id, &lot_ids).await?);
         Ok((hold, held))
     }
 
@@ -810,7 +865,7 @@ impl AppState {
     /// the database, not earlier in this batch.
     async fn refuse_duplicate_biz(
         &self,
-        txn: &marketing_storage::DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         tenant: &TenantId,
         tx_type: TxType,
         meta: &EntryMeta,
@@ -828,7 +883,7 @@ impl AppState {
         );
         if batch.biz.contains(&reference)
             || context.biz.contains(&reference)
-            || points::find_by_biz(txn, tenant, None, &[tx_type], biz_type, biz_id)
+            || points::find_by_biz(conn, tenant, None, &[tx_type], biz_type, biz_id)
                 .await?
                 .is_some()
         {
@@ -1130,6 +1185,112 @@ impl AppState {
 }
 
 /// A copy of a refusal for another waiter: the status it would get, carried verbatim.
+/// A batch's commands sorted out: the replayed ones answered from their records, the others
+/// grouped by account, in key order.
+struct Sorted {
+    results: Vec<Option<PointsResult>>,
+    replayed: Vec<bool>,
+    groups: BTreeMap<(String, String), Vec<usize>>,
+}
+
+fn sort_commands(
+    cmds: &[&PointsCommand],
+    mut records: HashMap<(String, String), idempotency::Record>,
+) -> Sorted {
+    let mut results: Vec<Option<PointsResult>> = cmds.iter().map(|_| None).collect();
+    let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut replayed = vec![false; cmds.len()];
+    for (index, cmd) in cmds.iter().enumerate() {
+        if let Some(key) = &cmd.key
+            && let Some(record) =
+                records.remove(&(key.tenant_id.to_string(), key.request_id.to_string()))
+        {
+            results[index] = Some(record.replay_for(key).and_then(decode_outcome));
+            replayed[index] = true;
+            continue;
+        }
+        groups
+            .entry((cmd.tenant_id.to_string(), cmd.member_id.to_string()))
+            .or_default()
+            .push(index);
+    }
+    Sorted {
+        results,
+        replayed,
+        groups,
+    }
+}
+
+/// The members, in key order, whose accounts do not `exist` and whose commands open them.
+fn accounts_to_open<'a>(
+    cmds: &[&'a PointsCommand],
+    groups: &BTreeMap<(String, String), Vec<usize>>,
+    exists: impl Fn(&(String, String)) -> bool,
+) -> Vec<(&'a TenantId, &'a MemberId)> {
+    groups
+        .iter()
+        .filter(|(key, indexes)| !exists(key) && opens_account(cmds, indexes))
+        .map(|(_, indexes)| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id))
+        .collect()
+}
+
+/// Whether an account's commands open it when it does not exist (an earn does).
+fn opens_account(cmds: &[&PointsCommand], indexes: &[usize]) -> bool {
+    indexes
+        .iter()
+        .any(|&i| matches!(cmds[i].op, PointsOp::Earn(_)))
+}
+
+/// The outcomes a batch records for its requests' retries: responses and business refusals
+/// (as the encoded `google.rpc.Status` a retry replays verbatim). Replays are recorded
+/// already; infrastructure errors are no outcome, a retry tries again.
+fn outcomes<'a>(
+    cmds: &[&'a PointsCommand],
+    results: &[Option<PointsResult>],
+    replayed: &[bool],
+) -> Vec<(&'a IdempotencyKey, Outcome)> {
+    let mut outcomes = Vec::new();
+    for ((cmd, result), replayed) in cmds.iter().zip(results).zip(replayed) {
+        let (Some(key), Some(result), false) = (&cmd.key, result, replayed) else {
+            continue;
+        };
+        match result {
+            Ok(response) => outcomes.push((
+                key,
+                Outcome {
+                    status_code: 0,
+                    response: response.encode_to_vec(),
+                },
+            )),
+            Err(err) if err.is_business_refusal() => {
+                let status = status_of(err);
+                outcomes.push((
+                    key,
+                    Outcome {
+                        status_code: status.code() as i32,
+                        response: status.details().to_vec(),
+                    },
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    outcomes
+}
+
+/// The account's standing on the leaderboard, when the ledger earned.
+fn standing_of(ledger: &Ledger) -> Option<Standing> {
+    ledger
+        .entries
+        .iter()
+        .any(|e| e.tx_type == TxType::Earn)
+        .then(|| Standing {
+            member_id: ledger.account.member_id.to_string(),
+            total_earned: ledger.account.total_earned,
+            reached_at: ledger.account.earned_updated_at.0,
+        })
+}
+
 fn replayable_copy(err: &MarketingError) -> MarketingError {
     if err.is_business_refusal() {
         let status = status_of(err);
