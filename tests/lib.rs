@@ -298,28 +298,41 @@ impl TestRedis {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server (scripts/test.sh installs it)");
         // Owned at once: if it never comes up, dropping it kills and reaps the process.
         let redis = TestRedis {
             url: format!("redis://127.0.0.1:{port}"),
-            child,
+            child: spawn_redis(port),
         };
+        redis.wait_until_up(port);
+        redis
+    }
+
+    /// A server on PostgreSQL and this Redis.
+    pub async fn spawn_app(&self) -> TestApp {
+        let options = Options {
+            redis_url: Some(self.url.clone()),
+            ..Options::default()
+        };
+        spawn_app_with(Backend::PostgresRedis, options).await
+    }
+
+    /// Kills the server and starts an empty one on the same port, as a Redis restart does.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the port of the url");
+        self.child = spawn_redis(port);
+        self.wait_until_up(port);
+    }
+
+    fn wait_until_up(&self, port: u16) {
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -331,6 +344,23 @@ impl TestRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_redis(port: u16) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server (scripts/test.sh installs it)")
 }
 
 impl Drop for TestRedis {

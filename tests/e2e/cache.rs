@@ -262,11 +262,7 @@ async fn lists_show_every_change_at_once_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_read_through_when_redis_is_down() {
     let mut redis = TestRedis::start();
-    let options = Options {
-        redis_url: Some(redis.url.clone()),
-        ..Options::default()
-    };
-    let app = marketing_tests::spawn_app_with(Backend::PostgresRedis, options).await;
+    let app = redis.spawn_app().await;
     let created = create_template(&app, "acme", template()).await;
     let member = unique("holder");
     claim(&app, "acme", &member, &created.id)
@@ -284,6 +280,53 @@ async fn lists_read_through_when_redis_is_down() {
         stored(&app, &member).await,
         "without stamps the list is read from the database"
     );
+    app.stop().await;
+}
+
+/// The replica's one shared Redis connection breaks when Redis restarts; the next commands
+/// take a new one, and lists are served from the replica's copies again (an empty Redis has no
+/// stamps, so the first read after the restart reads the database and files a new copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_use_their_copies_again_after_redis_restarts() {
+    let mut redis = TestRedis::start();
+    let app = redis.spawn_app().await;
+    let lists = app.state.coupon_lists.clone().expect("list copies");
+    let created = create_template(&app, "acme", template()).await;
+    let member = unique("holder");
+    claim(&app, "acme", &member, &created.id)
+        .await
+        .expect("claim");
+    listed(&app, &member).await;
+    listed(&app, &member).await;
+    assert_eq!(
+        lists.stats().local_hits,
+        1,
+        "the second list came from the copy"
+    );
+    redis.restart();
+    let mut served_from_copy = false;
+    for _ in 0..50 {
+        let before = lists.stats().local_hits;
+        assert_eq!(listed(&app, &member).await, stored(&app, &member).await);
+        if lists.stats().local_hits > before {
+            served_from_copy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        served_from_copy,
+        "no list came from a copy after the restart"
+    );
+    claim(
+        &app,
+        "acme",
+        &member,
+        &create_template(&app, "acme", template()).await.id,
+    )
+    .await
+    .expect("claim after the restart");
+    assert_eq!(listed(&app, &member).await, stored(&app, &member).await);
     app.stop().await;
 }
 

@@ -192,11 +192,7 @@ async fn two_replicas_never_oversell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_oversell_when_redis_dies_midway() {
     let mut redis = TestRedis::start();
-    let options = Options {
-        redis_url: Some(redis.url.clone()),
-        ..Options::default()
-    };
-    let app = spawn_app_with(Backend::PostgresRedis, options).await;
+    let app = redis.spawn_app().await;
     let replica = app.spawn_replica().await;
     claim_storm(&[&app, &replica], || redis.stop()).await;
     let degraded = app.state.metrics.lock_unavailable.load(Relaxed)

@@ -156,7 +156,7 @@ impl Cache for RedisCache {
             .key(self.key(key))
             .arg(encode(&entry))
             .arg(ttl_ms)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }

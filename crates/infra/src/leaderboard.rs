@@ -120,7 +120,7 @@ impl Leaderboard for RedisLeaderboard {
                 .arg(entry_name(standing));
         }
         let mut conn = self.pool.connection().await?;
-        let _: i64 = invocation.invoke_async(&mut *conn).await?;
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(())
     }
 
@@ -133,7 +133,7 @@ impl Leaderboard for RedisLeaderboard {
             .key(names)
             .key(built)
             .arg(n)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(rows.map(|rows| {
             rows.into_iter()
@@ -163,7 +163,7 @@ impl Leaderboard for RedisLeaderboard {
             );
         }
         pipe.set(&built, 1);
-        pipe.query_async::<()>(&mut *conn).await?;
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
@@ -172,7 +172,7 @@ impl Leaderboard for RedisLeaderboard {
         let mut conn = self.pool.connection().await?;
         deadpool_redis::redis::cmd("DEL")
             .arg(built)
-            .query_async::<i64>(&mut *conn)
+            .query_async::<i64>(&mut conn)
             .await?;
         Ok(())
     }

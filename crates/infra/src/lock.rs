@@ -138,7 +138,7 @@ impl RedisLock {
             .key(&fence_key)
             .arg(&token)
             .arg(ttl_ms)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok((fence > 0).then(|| LockGuard {
             key: key.to_owned(),
@@ -168,7 +168,7 @@ impl DistributedLock for RedisLock {
             .release_script
             .key(self.pool.key(&format!("lock:{}", guard.key)))
             .arg(&guard.token)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(deleted == 1)
     }

@@ -1,10 +1,27 @@
-//! The Redis connection pool (deadpool-redis), shared by the Redis lock and cache.
+//! The Redis connection of this replica, shared by the Redis lock, cache, stamps and
+//! leaderboard: one multiplexed connection taken from a deadpool-redis pool.
+//!
+//! Every command goes over the one connection, concurrently: the redis crate's multiplexed
+//! connection writes whatever commands are waiting in one go, and Redis answers them in
+//! order. A pooled connection per command cost more: deadpool pings (`UNWATCH` + `PING`)
+//! every connection it hands out, one more round trip for each command, and each command was
+//! its own write (in list-coupons, a freshness check per read, that was a third of the
+//! server's CPU). None of our commands needs a connection of its own (no `WATCH`, no blocking
+//! command; a `MULTI` pipeline is written as one piece). Pub/sub has its own connection
+//! ([`RedisPool::client`]).
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use deadpool_redis::{
     Manager, Pool, PoolConfig, Runtime, Timeouts,
-    redis::{ConnectionInfo, IntoConnectionInfo, io::tcp::TcpSettings},
+    redis::{
+        Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value,
+        aio::{ConnectionLike, MultiplexedConnection},
+        io::tcp::TcpSettings,
+    },
 };
 
 use crate::InfraError;
@@ -15,6 +32,71 @@ pub struct RedisPool {
     pool: Pool,
     prefix: String,
     info: ConnectionInfo,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// The connection every command uses, until it fails: then the next command takes a new
+/// one from the pool. `generation` tells a failed command whether the connection it used is
+/// still the current one (so a late failure does not drop its replacement).
+#[derive(Default)]
+struct Shared {
+    current: Option<MultiplexedConnection>,
+    generation: u64,
+}
+
+/// A handle on the shared connection; cheap, and used like any Redis connection.
+pub struct RedisConnection {
+    conn: MultiplexedConnection,
+    generation: u64,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl RedisConnection {
+    /// Drops the shared connection after a failure that means it is broken (I/O, a timeout,
+    /// a closed connection); an error reply of Redis leaves it in place.
+    fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(err) = &result
+            && (err.is_io_error() || err.is_unrecoverable_error())
+        {
+            let mut shared = lock(&self.shared);
+            if shared.generation == self.generation {
+                shared.current = None;
+            }
+        }
+        result
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_command(cmd).await;
+            self.check(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.check(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // Every critical section is a clone or a swap of the connection handle.
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -49,11 +131,36 @@ impl RedisPool {
             pool,
             prefix: prefix.to_owned(),
             info,
+            shared: Arc::default(),
         })
     }
 
-    pub async fn connection(&self) -> Result<deadpool_redis::Connection, InfraError> {
-        Ok(self.pool.get().await?)
+    /// The shared connection; the first command after a failure takes a new one from the
+    /// pool (bounded by the pool's 500 ms timeouts, so an outage fails fast).
+    pub async fn connection(&self) -> Result<RedisConnection, InfraError> {
+        let handle = |conn: MultiplexedConnection, generation| RedisConnection {
+            conn,
+            generation,
+            shared: self.shared.clone(),
+        };
+        {
+            let shared = lock(&self.shared);
+            if let Some(conn) = &shared.current {
+                return Ok(handle(conn.clone(), shared.generation));
+            }
+        }
+        let fresh = deadpool_redis::Connection::take(self.pool.get().await?);
+        let mut shared = lock(&self.shared);
+        // Another command may have installed one meanwhile: use it, drop ours.
+        let conn = match &shared.current {
+            Some(current) => current.clone(),
+            None => {
+                shared.generation += 1;
+                shared.current = Some(fresh.clone());
+                fresh
+            }
+        };
+        Ok(handle(conn, shared.generation))
     }
 
     /// A client for connections outside the pool (pub/sub subscriptions).
@@ -70,7 +177,7 @@ impl RedisPool {
     pub async fn ping(&self) -> Result<(), InfraError> {
         let mut conn = self.connection().await?;
         deadpool_redis::redis::cmd("PING")
-            .query_async::<String>(&mut *conn)
+            .query_async::<String>(&mut conn)
             .await?;
         Ok(())
     }

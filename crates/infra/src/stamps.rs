@@ -74,7 +74,7 @@ impl Stamps for RedisStamps {
             .arg("GET")
             .arg("EX")
             .arg(STAMP_TTL_SECS)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         Ok(held.unwrap_or(fresh))
     }
@@ -88,7 +88,7 @@ impl Stamps for RedisStamps {
         for key in keys {
             del.arg(self.key(key));
         }
-        let _: i64 = del.query_async(&mut *conn).await?;
+        let _: i64 = del.query_async(&mut conn).await?;
         Ok(())
     }
 }

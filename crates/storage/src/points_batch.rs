@@ -54,9 +54,9 @@ pub struct BatchReads {
 
 /// The batch's one read. Records (`kind = 0`) and accounts joined with their live lots
 /// (`kind = 1`) share the columns `tenant_id` and `key` (request id or member id); each kind
-/// leaves the other's columns NULL. The tenants and keys are bound as arrays, so any number of them is
-/// one index scan of each table; a tenant paired with another tenant's key is filtered out by
-/// the caller.
+/// leaves the other's columns NULL. The tenants and keys are bound as arrays, so any number of
+/// them is one index scan of each table; a tenant paired with another tenant's key is dropped
+/// by [`read_batch`].
 const READ: &str = "\
 SELECT 0 AS kind, tenant_id, request_id AS key, operation, fingerprint, status_code, response,
   NULL::uuid, NULL::int8, NULL::int8, NULL::int8, NULL::int8, NULL::int8, NULL::int8,
