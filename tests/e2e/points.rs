@@ -289,6 +289,61 @@ async fn first_earns_race(replicas: &[&TestApp]) {
     audit(replicas[0]).await;
 }
 
+/// 40 earns and 40 deductions for 10 orders at once, from 4 members over every replica, with
+/// the same orders in another tenant: each order earns once and deducts once per tenant,
+/// whichever batch or replica its requests reach; the others are refused as duplicates.
+async fn orders_race(replicas: &[&TestApp]) {
+    for member in 0..4 {
+        replicas[0]
+            .points()
+            .earn_points(earn(&format!("buyer-{member}"), 1_000))
+            .await
+            .expect("fund");
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..80 {
+        let mut client = replicas[i % replicas.len()].points();
+        let member = format!("buyer-{}", i % 4);
+        let order = format!("race-order-{}", i % 10);
+        calls.spawn(async move {
+            let (kind, result) = if (i / 10) % 2 == 0 {
+                let mut request = earn(&member, 10);
+                (request.biz_type, request.biz_id) = ("order".into(), order.clone());
+                ("earn", client.earn_points(request).await.map(|_| ()))
+            } else {
+                let mut request = deduct(&member, 1);
+                (request.biz_type, request.biz_id) = ("order".into(), order.clone());
+                ("deduct", client.deduct_points(request).await.map(|_| ()))
+            };
+            (kind, order, result)
+        });
+    }
+    let mut granted: HashMap<(&str, String), usize> = HashMap::new();
+    while let Some(done) = calls.join_next().await {
+        let (kind, order, result) = done.expect("task");
+        match result {
+            Ok(()) => *granted.entry((kind, order)).or_default() += 1,
+            Err(err) => assert_error(&err, Code::AlreadyExists, "DUPLICATE_BIZ_REFERENCE"),
+        }
+    }
+    assert_eq!(
+        granted.len(),
+        20,
+        "every order earned and deducted: {granted:?}"
+    );
+    assert!(granted.values().all(|n| *n == 1), "{granted:?}");
+    // The same order in another tenant is another reference.
+    let mut elsewhere = earn("buyer-0", 10);
+    elsewhere.tenant_id = "other-shop".into();
+    (elsewhere.biz_type, elsewhere.biz_id) = ("order".into(), "race-order-0".into());
+    replicas[0]
+        .points()
+        .earn_points(elsewhere)
+        .await
+        .expect("another tenant's order");
+    audit(replicas[0]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_keep_every_ledger_exact() {
     let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
@@ -296,6 +351,7 @@ async fn two_replicas_keep_every_ledger_exact() {
     mixed_storm(&[&app, &replica]).await;
     deduction_race(&[&app, &replica]).await;
     first_earns_race(&[&app, &replica]).await;
+    orders_race(&[&app, &replica]).await;
     replica.stop().await;
     app.stop().await;
 }
@@ -306,6 +362,7 @@ async fn embedded_keeps_every_ledger_exact() {
     mixed_storm(&[&app]).await;
     deduction_race(&[&app]).await;
     first_earns_race(&[&app]).await;
+    orders_race(&[&app]).await;
     app.stop().await;
 }
 
@@ -353,8 +410,11 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
         write.add_record(&key, outcome, UnixMicros::now());
         write
     };
-    let members = [(&tenant, &member)];
-    let read = || points_batch::read_batch(&pool, &[], &members);
+    let keys = points_batch::BatchKeys {
+        members: vec![(&tenant, &member)],
+        ..Default::default()
+    };
+    let read = || points_batch::read_batch(&pool, &keys);
     let stale = plan(read().await.expect("read"), 30);
     points
         .deduct_points(deduct("stale", 5))
@@ -409,7 +469,11 @@ async fn read_batch_records(
     tenant: &TenantId,
     request: &str,
 ) -> Vec<(String, String)> {
-    marketing_storage::points_batch::read_batch(pool, &[(tenant, request)], &[])
+    let keys = marketing_storage::points_batch::BatchKeys {
+        requests: vec![(tenant, request)],
+        ..Default::default()
+    };
+    marketing_storage::points_batch::read_batch(pool, &keys)
         .await
         .expect("read")
         .records

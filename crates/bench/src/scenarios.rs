@@ -318,7 +318,7 @@ pub async fn run_scenario(
             .await;
             Ok((
                 result,
-                json!({ "mix": "40% get template, 10% claim, 10% validate-like list, 20% earn, 10% deduct, 10% account" }),
+                json!({ "mix": "40% get template, 10% claim, 10% validate-like list, 20% earn and 10% deduct for an order, 10% account" }),
             ))
         }
         other => anyhow::bail!("unknown scenario {other:?}; one of {NAMES:?}"),
@@ -360,12 +360,15 @@ async fn checkout_step(
             })
             .await
             .map(|_| ()),
+        // Checkouts earn and pay with points for an order, which each may do only once.
         6 | 7 => PointsAccountServiceClient::new(channel)
             .earn_points(pb::EarnPointsRequest {
                 tenant_id: tenant,
                 member_id: member,
-                request_id,
                 source: Some(pb::earn_points_request::Source::Amount(10)),
+                biz_type: "order".into(),
+                biz_id: request_id.clone(),
+                request_id,
                 ..Default::default()
             })
             .await
@@ -374,8 +377,10 @@ async fn checkout_step(
             .deduct_points(pb::DeductPointsRequest {
                 tenant_id: tenant,
                 member_id: member,
-                request_id,
                 amount: 1,
+                biz_type: "order".into(),
+                biz_id: request_id.clone(),
+                request_id,
                 ..Default::default()
             })
             .await

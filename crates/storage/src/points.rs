@@ -433,6 +433,59 @@ pub async fn find_entry(
         .transpose()
 }
 
+/// A business reference an earn or a deduction takes: unique per tenant and entry type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BizRef {
+    pub tenant: String,
+    /// The entry type's code (`TxType::code`): EARN or DEDUCT.
+    pub tx_type: i16,
+    pub biz_type: String,
+    pub biz_id: String,
+}
+
+/// Which of `refs` an entry holds already, in one query per 200.
+pub async fn taken_biz_refs(
+    conn: &impl ConnectionTrait,
+    refs: &[BizRef],
+) -> Result<HashSet<BizRef>, MarketingError> {
+    let mut taken = HashSet::new();
+    for chunk in refs.chunks(200) {
+        let mut any = Condition::any();
+        for r in chunk {
+            any = any.add(
+                Condition::all()
+                    .add(tx::Column::TenantId.eq(r.tenant.as_str()))
+                    // A constant: each branch then selects the unique partial index.
+                    .add(Expr::col(tx::Column::TxType).eq(constant(r.tx_type)))
+                    .add(tx::Column::BizType.eq(r.biz_type.as_str()))
+                    .add(tx::Column::BizId.eq(r.biz_id.as_str())),
+            );
+        }
+        let rows: Vec<(String, i16, Option<String>, Option<String>)> = tx::Entity::find()
+            .select_only()
+            .column(tx::Column::TenantId)
+            .column(tx::Column::TxType)
+            .column(tx::Column::BizType)
+            .column(tx::Column::BizId)
+            .filter(any)
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for (tenant, tx_type, biz_type, biz_id) in rows {
+            if let (Some(biz_type), Some(biz_id)) = (biz_type, biz_id) {
+                taken.insert(BizRef {
+                    tenant,
+                    tx_type,
+                    biz_type,
+                    biz_id,
+                });
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// The EARN or DEDUCT (or CONFIRM) of a business reference in the tenant, or only in
 /// `account` when given.
 pub async fn find_by_biz(

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::{
     db::db_error,
     idempotency::{IdempotencyKey, Outcome, Record},
+    points::BizRef,
 };
 
 fn sqlx_error(err: sqlx::Error) -> MarketingError {
@@ -44,19 +45,34 @@ fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
     MarketingError::internal(format!("{what} {id} is corrupt"))
 }
 
-/// What a batch reads before it plans: the committed records of its request ids, and its
-/// members' accounts that exist, each with its live lots.
+/// What a batch reads before it plans: the committed records of its request ids, its
+/// members' accounts that exist, each with its live lots, and which of its business
+/// references are taken.
 pub struct BatchReads {
     /// By (tenant, request id).
     pub records: HashMap<(String, String), Record>,
     pub ledgers: Vec<(Account, Vec<Lot>)>,
+    pub taken: HashSet<BizRef>,
 }
 
-/// The batch's one read. Records (`kind = 0`) and accounts joined with their live lots
-/// (`kind = 1`) share the columns `tenant_id` and `key` (request id or member id); each kind
-/// leaves the other's columns NULL. The tenants and keys are bound as arrays, so any number of
-/// them is one index scan of each table; a tenant paired with another tenant's key is dropped
-/// by [`read_batch`].
+/// What a batch reads by: its requests (tenant, request id), its members, and the business
+/// references its earns and deductions would take.
+#[derive(Default)]
+pub struct BatchKeys<'a> {
+    pub requests: Vec<(&'a TenantId, &'a str)>,
+    pub members: Vec<(&'a TenantId, &'a MemberId)>,
+    pub biz: Vec<&'a BizRef>,
+}
+
+/// The batch's one read. Records (`kind = 0`), accounts joined with their live lots (`kind =
+/// 1`) and entries holding a business reference (`kind = 2`) share the columns `tenant_id` and
+/// `key` (request id, member id or business id); each kind leaves the others' columns NULL.
+/// The tenants and keys are bound as arrays, so any number of them is one index scan of each
+/// table; a tenant paired with another tenant's key is dropped by [`read_batch`]. References
+/// are looked up one by one from their own rows (`unnest`): four `= ANY` columns made the
+/// generic plan guess thousands of index probes and scan the table instead. Their conditions
+/// `biz_id IS NOT NULL AND tx_type IN (1, 2)` are the unique index's own, written out so that
+/// the plan can use it.
 const READ: &str = "\
 SELECT 0 AS kind, tenant_id, request_id AS key, operation, fingerprint, status_code, response,
   NULL::uuid, NULL::int8, NULL::int8, NULL::int8, NULL::int8, NULL::int8, NULL::int8,
@@ -70,32 +86,48 @@ SELECT 1, a.tenant_id, a.member_id, NULL, NULL, NULL, NULL,
   a.total_refunded, a.version, a.earned_updated_at, a.created_at, a.updated_at,
   l.id, l.earn_transaction_id, l.amount, l.remaining, l.frozen, l.expires_at, l.created_at
 FROM points_accounts a LEFT JOIN points_lots l ON l.account_id = a.id AND l.live
-WHERE a.tenant_id = ANY($3) AND a.member_id = ANY($4)";
+WHERE a.tenant_id = ANY($3) AND a.member_id = ANY($4)
+UNION ALL
+SELECT 2, t.tenant_id, t.biz_id, t.biz_type, NULL, t.tx_type::int4, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM unnest($5::text[], $6::int2[], $7::text[], $8::text[])
+  AS k(tenant_id, tx_type, biz_type, biz_id)
+JOIN points_transactions t ON t.tenant_id = k.tenant_id AND t.tx_type = k.tx_type
+  AND t.biz_type = k.biz_type AND t.biz_id = k.biz_id
+WHERE t.biz_id IS NOT NULL AND t.tx_type IN (1, 2)";
 
-/// Reads the records of `requests` (tenant, request id) and the ledgers of `members`, in one
-/// statement: accounts and lots from one snapshot.
-pub async fn read_batch(
-    pool: &PgPool,
-    requests: &[(&TenantId, &str)],
-    members: &[(&TenantId, &MemberId)],
-) -> Result<BatchReads, MarketingError> {
+/// Reads, in one statement, the records, ledgers and taken business references of `keys`:
+/// accounts and lots from one snapshot.
+pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
+    let BatchKeys {
+        requests,
+        members,
+        biz,
+    } = keys;
     let wanted_records: HashSet<(&str, &str)> =
         requests.iter().map(|(t, r)| (t.as_str(), *r)).collect();
     let wanted_members: HashSet<(&str, &str)> = members
         .iter()
         .map(|(t, m)| (t.as_str(), m.as_str()))
         .collect();
+    let wanted_biz: HashSet<&BizRef> = biz.iter().copied().collect();
     let rows = sqlx::query(READ)
         .bind(distinct(requests.iter().map(|(t, _)| t.as_str())))
         .bind(distinct(requests.iter().map(|(_, r)| *r)))
         .bind(distinct(members.iter().map(|(t, _)| t.as_str())))
         .bind(distinct(members.iter().map(|(_, m)| m.as_str())))
+        .bind(biz.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+        .bind(biz.iter().map(|r| r.tx_type).collect::<Vec<_>>())
+        .bind(biz.iter().map(|r| r.biz_type.as_str()).collect::<Vec<_>>())
+        .bind(biz.iter().map(|r| r.biz_id.as_str()).collect::<Vec<_>>())
         .fetch_all(pool)
         .await
         .map_err(sqlx_error)?;
     let mut reads = BatchReads {
         records: HashMap::new(),
         ledgers: Vec::new(),
+        taken: HashSet::new(),
     };
     let mut position: HashMap<Uuid, usize> = HashMap::new();
     for row in &rows {
@@ -113,6 +145,18 @@ pub async fn read_batch(
                     },
                 };
                 reads.records.insert((tenant, key), record);
+            }
+            continue;
+        }
+        if kind == 2 {
+            let taken = BizRef {
+                tenant,
+                tx_type: row.try_get::<i32, _>(5).map_err(sqlx_error)? as i16,
+                biz_type: row.try_get(3).map_err(sqlx_error)?,
+                biz_id: key,
+            };
+            if wanted_biz.contains(&taken) {
+                reads.taken.insert(taken);
             }
             continue;
         }

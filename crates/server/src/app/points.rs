@@ -21,7 +21,7 @@ use marketing_proto::v1 as pb;
 use marketing_storage::{
     ConnectionTrait, PgPool,
     idempotency::{self, IdempotencyKey, Outcome},
-    points::{self, HoldRef, RuleRef},
+    points::{self, BizRef, HoldRef, RuleRef},
     points_batch,
 };
 use prost::Message;
@@ -105,9 +105,6 @@ struct Applied {
 
 type PointsResult = Result<PointsResponse, MarketingError>;
 
-/// A business reference: (tenant, entry type, biz_type, biz_id).
-type BizRef = (String, i16, String, String);
-
 /// Points an earn by event adds to its daily cap's count: ((event type, day), points).
 type DailyAward = ((String, i32), i64);
 
@@ -122,18 +119,28 @@ fn biz_reference(cmd: &PointsCommand) -> Option<BizRef> {
     let (Some(biz_type), Some(biz_id)) = (&cmd.meta.biz_type, &cmd.meta.biz_id) else {
         return None;
     };
-    Some((
-        cmd.tenant_id.to_string(),
-        tx_type.code(),
-        biz_type.clone(),
-        biz_id.clone(),
-    ))
+    Some(BizRef {
+        tenant: cmd.tenant_id.to_string(),
+        tx_type: tx_type.code(),
+        biz_type: biz_type.clone(),
+        biz_id: biz_id.clone(),
+    })
 }
 
-/// What the accounts already written in this batch claimed.
+/// The business references a batch's commands would take, to look up at once.
+fn biz_references(cmds: &[&PointsCommand]) -> Vec<BizRef> {
+    cmds.iter().filter_map(|cmd| biz_reference(cmd)).collect()
+}
+
+/// What the accounts already written in this batch claimed, and which references the
+/// database held when the batch was read.
 #[derive(Default)]
 struct BatchContext {
     biz: HashSet<BizRef>,
+    /// The batch's references that were taken when it read the database: looked up for all
+    /// of them at once instead of one query per command. `None` once that read is stale (an
+    /// account is planned again on fresh data): then each is looked up on its own.
+    stored: Option<HashSet<BizRef>>,
 }
 
 /// One account's commands planned on its ledger, not written yet.
@@ -372,7 +379,11 @@ impl AppState {
             replayed,
             groups,
         } = sort_commands(cmds, records);
-        let mut batch = BatchContext::default();
+        let references = biz_references(cmds);
+        let mut batch = BatchContext {
+            biz: HashSet::new(),
+            stored: Some(points::taken_biz_refs(&txn, &references).await?),
+        };
         let mut rows = points::LedgerRows::default();
         // Per tenant: the standings of the accounts that earned, recorded after the commit.
         let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
@@ -467,17 +478,22 @@ impl AppState {
         pool: &PgPool,
         cmds: &[&PointsCommand],
     ) -> Result<Vec<PointsResult>, MarketingError> {
-        let keys: Vec<(&TenantId, &str)> = cmds
-            .iter()
-            .filter_map(|cmd| cmd.key.as_ref())
-            .map(|key| (&key.tenant_id, key.request_id.as_str()))
-            .collect();
-        // Every member's ledger is read with the records, replayed or not: one round trip.
-        let members: Vec<(&TenantId, &MemberId)> = cmds
-            .iter()
-            .map(|cmd| (&cmd.tenant_id, &cmd.member_id))
-            .collect();
-        let reads = points_batch::read_batch(pool, &keys, &members).await?;
+        let references = biz_references(cmds);
+        // Every member's ledger and reference is read with the records, replayed or not: one
+        // round trip.
+        let keys = points_batch::BatchKeys {
+            requests: cmds
+                .iter()
+                .filter_map(|cmd| cmd.key.as_ref())
+                .map(|key| (&key.tenant_id, key.request_id.as_str()))
+                .collect(),
+            members: cmds
+                .iter()
+                .map(|cmd| (&cmd.tenant_id, &cmd.member_id))
+                .collect(),
+            biz: references.iter().collect(),
+        };
+        let reads = points_batch::read_batch(pool, &keys).await?;
         let Sorted {
             mut results,
             replayed,
@@ -495,12 +511,19 @@ impl AppState {
         if !opened.is_empty() {
             // Empty accounts, created at once whatever becomes of the batch: harmless.
             points::create_accounts(self.db.conn(), &opened, UnixMicros::now()).await?;
-            for (account, lots) in points_batch::read_batch(pool, &[], &opened).await?.ledgers {
+            let keys = points_batch::BatchKeys {
+                members: opened,
+                ..Default::default()
+            };
+            for (account, lots) in points_batch::read_batch(pool, &keys).await?.ledgers {
                 ledgers.insert(key_of(&account), (account, lots));
             }
         }
         let now = UnixMicros::now();
-        let mut batch = BatchContext::default();
+        let mut batch = BatchContext {
+            biz: HashSet::new(),
+            stored: Some(reads.taken),
+        };
         let mut write = points_batch::BatchWrite::default();
         let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
         for (key, indexes) in &groups {
@@ -576,6 +599,9 @@ impl AppState {
         let tenant = &group[0].tenant_id;
         let member = &group[0].member_id;
         let creates = group.iter().any(|cmd| matches!(cmd.op, PointsOp::Earn(_)));
+        // Another writer changed the account after the batch read the database: what it read
+        // of business references may be stale too.
+        batch.stored = None;
         for _ in 0..CAS_ATTEMPTS {
             let account = if creates {
                 Some(points::get_or_create_account(txn, tenant, member, UnixMicros::now()).await?)
@@ -875,18 +901,19 @@ impl AppState {
         let (Some(biz_type), Some(biz_id)) = (&meta.biz_type, &meta.biz_id) else {
             return Ok(());
         };
-        let reference = (
-            tenant.to_string(),
-            tx_type.code(),
-            biz_type.clone(),
-            biz_id.clone(),
-        );
-        if batch.biz.contains(&reference)
-            || context.biz.contains(&reference)
-            || points::find_by_biz(conn, tenant, None, &[tx_type], biz_type, biz_id)
+        let reference = BizRef {
+            tenant: tenant.to_string(),
+            tx_type: tx_type.code(),
+            biz_type: biz_type.clone(),
+            biz_id: biz_id.clone(),
+        };
+        let stored = match &batch.stored {
+            Some(stored) => stored.contains(&reference),
+            None => points::find_by_biz(conn, tenant, None, &[tx_type], biz_type, biz_id)
                 .await?
-                .is_some()
-        {
+                .is_some(),
+        };
+        if stored || batch.biz.contains(&reference) || context.biz.contains(&reference) {
             return Err(MarketingError::DuplicateBizReference);
         }
         Ok(())
