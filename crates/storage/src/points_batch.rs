@@ -149,9 +149,10 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
             continue;
         }
         if kind == 2 {
+            let tx_type: i32 = row.try_get(5).map_err(sqlx_error)?;
             let taken = BizRef {
+                tx_type: i16::try_from(tx_type).map_err(|_| corrupt("entry type", tx_type))?,
                 tenant,
-                tx_type: row.try_get::<i32, _>(5).map_err(sqlx_error)? as i16,
                 biz_type: row.try_get(3).map_err(sqlx_error)?,
                 biz_id: key,
             };
