@@ -1,8 +1,10 @@
-//! Points use cases. Every change of an account goes through [`AppState::change_points`]:
-//! read the account and its lots, let the domain [`Ledger`] plan the change, write it with
-//! `WHERE version = read_version`, and on a lost race roll back and retry with jittered
-//! backoff until the deadline. Business refusals are recorded under the request id, so a retry
-//! replays the first refusal too.
+//! Points use cases. Every change of an account goes through [`AppState::change_points`],
+//! which serves it in this replica's next batch: read the accounts and their lots, let the
+//! domain [`Ledger`] plan the changes, write them with `WHERE version = read_version`, and on
+//! a lost race plan again on fresh data, retrying with jittered backoff until the deadline.
+//! On PostgreSQL a batch is first tried in two statements (`points_batch_short`), then in a
+//! transaction (`points_batch_transaction`, SQLite's only path). Business refusals are
+//! recorded under the request id, so a retry replays the first refusal too.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
