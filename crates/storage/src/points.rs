@@ -33,7 +33,7 @@ fn live_lot() -> Expr {
     Expr::cust("live")
 }
 
-fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
+pub(crate) fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
     MarketingError::internal(format!("{what} {id} is corrupt"))
 }
 
@@ -874,7 +874,7 @@ pub async fn list_rules(
         .collect()
 }
 
-fn account_to_domain(row: acct::Model) -> Result<Account, MarketingError> {
+pub(crate) fn account_to_domain(row: acct::Model) -> Result<Account, MarketingError> {
     Ok(Account {
         id: row.id,
         tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
@@ -894,7 +894,7 @@ fn account_to_domain(row: acct::Model) -> Result<Account, MarketingError> {
     })
 }
 
-fn lot_to_domain(row: lot::Model) -> Lot {
+pub(crate) fn lot_to_domain(row: lot::Model) -> Lot {
     Lot {
         id: row.id,
         earn_transaction_id: row.earn_transaction_id,

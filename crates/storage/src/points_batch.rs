@@ -31,18 +31,15 @@ use uuid::Uuid;
 
 use crate::{
     db::db_error,
+    entity::{points_account as acct, points_lot as lot},
     idempotency::{IdempotencyKey, Outcome, Record},
-    points::BizRef,
+    points::{self, BizRef},
 };
 
 fn sqlx_error(err: sqlx::Error) -> MarketingError {
     db_error(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
         err.into(),
     )))
-}
-
-fn corrupt(what: &str, id: impl std::fmt::Display) -> MarketingError {
-    MarketingError::internal(format!("{what} {id} is corrupt"))
 }
 
 /// What a batch reads before it plans: the committed records of its request ids, its
@@ -151,7 +148,8 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
         if kind == 2 {
             let tx_type: i32 = row.try_get(5).map_err(sqlx_error)?;
             let taken = BizRef {
-                tx_type: i16::try_from(tx_type).map_err(|_| corrupt("entry type", tx_type))?,
+                tx_type: i16::try_from(tx_type)
+                    .map_err(|_| points::corrupt("entry type", tx_type))?,
                 tenant,
                 biz_type: row.try_get(3).map_err(sqlx_error)?,
                 biz_id: key,
@@ -171,12 +169,13 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
                 position.insert(id, reads.ledgers.len());
                 reads
                     .ledgers
-                    .push((account_of(row, id, &tenant, &key)?, Vec::new()));
+                    .push((account_of(row, id, tenant, key)?, Vec::new()));
                 reads.ledgers.len() - 1
             }
         };
-        if let Some(lot) = lot_of(row)? {
-            reads.ledgers[at].1.push(lot);
+        let (account, lots) = &mut reads.ledgers[at];
+        if let Some(lot) = lot_of(row, account)? {
+            lots.push(lot);
         }
     }
     Ok(reads)
@@ -187,18 +186,19 @@ fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     values.filter(|value| seen.insert(*value)).collect()
 }
 
+/// The account of a kind-1 row, decoded as the transactional path decodes its rows.
 fn account_of(
     row: &PgRow,
     id: Uuid,
-    tenant: &str,
-    member: &str,
+    tenant: String,
+    member: String,
 ) -> Result<Account, MarketingError> {
     let number =
         |index: usize| -> Result<i64, MarketingError> { row.try_get(index).map_err(sqlx_error) };
-    Ok(Account {
+    points::account_to_domain(acct::Model {
         id,
-        tenant_id: TenantId::parse("tenant_id", tenant).map_err(|_| corrupt("account", id))?,
-        member_id: MemberId::parse("member_id", member).map_err(|_| corrupt("account", id))?,
+        tenant_id: tenant,
+        member_id: member,
         available: number(8)?,
         frozen: number(9)?,
         total_earned: number(10)?,
@@ -206,31 +206,30 @@ fn account_of(
         total_expired: number(12)?,
         total_refunded: number(13)?,
         version: number(14)?,
-        earned_updated_at: UnixMicros(number(15)?),
-        created_at: UnixMicros(number(16)?),
-        updated_at: UnixMicros(number(17)?),
+        earned_updated_at: number(15)?,
+        created_at: number(16)?,
+        updated_at: number(17)?,
     })
 }
 
 /// The lot of an account's row, `None` for an account without live lots.
-fn lot_of(row: &PgRow) -> Result<Option<Lot>, MarketingError> {
+fn lot_of(row: &PgRow, account: &Account) -> Result<Option<Lot>, MarketingError> {
     let Some(id) = row.try_get::<Option<Uuid>, _>(18).map_err(sqlx_error)? else {
         return Ok(None);
     };
     let number =
         |index: usize| -> Result<i64, MarketingError> { row.try_get(index).map_err(sqlx_error) };
-    Ok(Some(Lot {
+    Ok(Some(points::lot_to_domain(lot::Model {
         id,
+        tenant_id: account.tenant_id.to_string(),
+        account_id: account.id,
         earn_transaction_id: row.try_get(19).map_err(sqlx_error)?,
         amount: number(20)?,
         remaining: number(21)?,
         frozen: number(22)?,
-        expires_at: row
-            .try_get::<Option<i64>, _>(23)
-            .map_err(sqlx_error)?
-            .map(UnixMicros),
-        created_at: UnixMicros(number(24)?),
-    }))
+        expires_at: row.try_get(23).map_err(sqlx_error)?,
+        created_at: number(24)?,
+    })))
 }
 
 /// Everything a batch writes, column by column, for [`BatchWrite::execute`].
