@@ -498,6 +498,8 @@ marketing_tests::backend_suite! {
     bad_points_requests_are_rejected,
     the_ledger_lists_newest_first,
     any_text_and_bytes_come_back_as_written,
+    concurrent_partial_refunds_answer_as_one_after_another,
+    a_tenants_bad_commands_fail_alone,
 }
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
@@ -1158,17 +1160,29 @@ async fn the_ledger_lists_newest_first(app: &TestApp) {
 }
 
 /// Text and bytes reach the database and come back unchanged, whatever characters they hold:
-/// quotes, backslashes, control characters and non-ASCII in descriptions, and the stored
+/// quotes, backslashes, tabs and line breaks and non-ASCII in descriptions, and the stored
 /// response a replay decodes.
 async fn any_text_and_bytes_come_back_as_written(app: &TestApp) {
     let mut client = app.points();
     let texts = [
         "quote \" and backslash \\ and \\x41 and \\u0041",
-        "tab\tnewline\nreturn\rbell\u{7}escape\u{1b}",
+        "tab\tnewline\nreturn\r",
         "caf\u{e9} \u{4e2d}\u{6587} \u{1f600}",
         "{\"json\": [null, true, 1]}",
         "",
     ];
+    // Other control characters are refused (see the README's text rules).
+    for text in ["bell\u{7}", "escape\u{1b}[31m", "nul\0", "del\u{7f}"] {
+        let request = pb::EarnPointsRequest {
+            description: text.into(),
+            ..earn("m1", 7)
+        };
+        let err = client
+            .earn_points(request)
+            .await
+            .expect_err("control character");
+        assert_invalid(&err, &["description"]);
+    }
     let mut earned = Vec::new();
     for text in texts {
         let request = pb::EarnPointsRequest {
@@ -1198,4 +1212,121 @@ async fn any_text_and_bytes_come_back_as_written(app: &TestApp) {
         .map(|t| t.description.as_str())
         .collect();
     assert_eq!(descriptions, earned);
+}
+
+/// Ten concurrent refunds of 3 points against one 10-point deduction answer as they would one
+/// after another: three are granted, seven refused, and the ledger stays exact.
+async fn concurrent_partial_refunds_answer_as_one_after_another(app: &TestApp) {
+    let mut client = app.points();
+    client.earn_points(earn("r1", 10)).await.expect("earn");
+    let deducted = client
+        .deduct_points(deduct("r1", 10))
+        .await
+        .expect("deduct")
+        .into_inner();
+    let target = deducted.transaction.expect("transaction").id;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let mut client = app.points();
+        let request = refund("r1", &target, Some(3));
+        calls.spawn(async move { client.refund_points(request).await });
+    }
+    let (mut granted, mut refused) = (0, 0);
+    while let Some(answer) = calls.join_next().await {
+        match answer.expect("task") {
+            Ok(_) => granted += 1,
+            Err(err) => {
+                assert_error(&err, Code::FailedPrecondition, "REFUND_EXCEEDS_SPENT");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((granted, refused), (3, 7));
+    assert_eq!(account(app, "r1").await.available, 9);
+    audit(app).await;
+}
+
+/// One tenant's stream of bad commands (over-confirms, earns past the maximum, control
+/// characters) runs beside another tenant's deductions: the other tenant sees no error and
+/// its balance is exact; each bad command gets its own clear refusal.
+async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
+    let mut client = app.points();
+    client
+        .earn_points(earn("victim", 1000))
+        .await
+        .expect("earn");
+    let evil = |mut r: pb::EarnPointsRequest| {
+        r.tenant_id = "evil".into();
+        r
+    };
+    client
+        .earn_points(evil(earn("rich", marketing_domain::points::MAX_POINTS)))
+        .await
+        .expect("earn the maximum");
+    client
+        .earn_points(evil(earn("holder", 100)))
+        .await
+        .expect("earn");
+    let mut held = freeze("holder", 50, "order-1");
+    held.tenant_id = "evil".into();
+    client.freeze_points(held).await.expect("freeze");
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let mut client = app.points();
+        calls.spawn(async move {
+            let answer = client.deduct_points(deduct("victim", 1)).await;
+            ("deduct", answer.map(|_| ()))
+        });
+        let mut client = app.points();
+        match i % 3 {
+            0 => {
+                let mut request = confirm("holder", "order-1", Some(60));
+                request.tenant_id = "evil".into();
+                calls.spawn(async move {
+                    (
+                        "over-confirm",
+                        client.confirm_frozen_points(request).await.map(|_| ()),
+                    )
+                });
+            }
+            1 => {
+                let request = evil(earn("rich", 1));
+                calls.spawn(async move {
+                    (
+                        "past the maximum",
+                        client.earn_points(request).await.map(|_| ()),
+                    )
+                });
+            }
+            _ => {
+                let mut request = evil(earn("holder", 1));
+                request.description = "nul \0 inside".into();
+                calls.spawn(async move {
+                    (
+                        "control character",
+                        client.earn_points(request).await.map(|_| ()),
+                    )
+                });
+            }
+        }
+    }
+    while let Some(answer) = calls.join_next().await {
+        let (kind, answer) = answer.expect("task");
+        match (kind, answer) {
+            ("deduct", answer) => {
+                answer.expect("the other tenant's deduction");
+            }
+            (_, Ok(())) => panic!("a bad command was served: {kind}"),
+            ("over-confirm", Err(err)) => {
+                assert_error(&err, Code::FailedPrecondition, "CONFIRM_EXCEEDS_HOLD");
+            }
+            ("past the maximum", Err(err)) => {
+                assert_error(&err, Code::FailedPrecondition, "POINTS_LIMIT_EXCEEDED");
+            }
+            (_, Err(err)) => assert_invalid(&err, &["description"]),
+        }
+    }
+    assert_eq!(account(app, "victim").await.available, 960);
+    audit(app).await;
 }

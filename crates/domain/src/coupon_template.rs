@@ -4,6 +4,7 @@
 use crate::{
     error::{FieldViolation, Violations},
     ids::{TemplateId, TenantId},
+    text::{TextKind, check_display_text},
     time::UnixMicros,
 };
 
@@ -205,18 +206,20 @@ impl TemplateTerms {
         let name = draft.name.trim().to_owned();
         if name.is_empty() {
             violations.push("name", "must not be empty");
-        } else if name.chars().count() > MAX_NAME_CHARS {
-            violations.push(
+        } else {
+            violations.check(check_display_text(
                 "name",
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            );
+                &name,
+                TextKind::Line,
+                MAX_NAME_CHARS,
+            ));
         }
-        if draft.description.chars().count() > MAX_DESCRIPTION_CHARS {
-            violations.push(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            );
-        }
+        violations.check(check_display_text(
+            "description",
+            &draft.description,
+            TextKind::Lines,
+            MAX_DESCRIPTION_CHARS,
+        ));
         match &draft.discount {
             None => violations.push("discount", "is required: set fixed_amount or percent_off"),
             Some(discount) => discount.validate(&mut violations),

@@ -61,6 +61,8 @@ pub enum Reason {
     TransactionNotFound,
     NotRefundable,
     RefundExceedsSpent,
+    ConfirmExceedsHold,
+    PointsLimitExceeded,
     DuplicateBizReference,
     RuleNotFound,
     RuleDisabled,
@@ -100,6 +102,8 @@ impl Reason {
             Self::TransactionNotFound => "TRANSACTION_NOT_FOUND",
             Self::NotRefundable => "NOT_REFUNDABLE",
             Self::RefundExceedsSpent => "REFUND_EXCEEDS_SPENT",
+            Self::ConfirmExceedsHold => "CONFIRM_EXCEEDS_HOLD",
+            Self::PointsLimitExceeded => "POINTS_LIMIT_EXCEEDED",
             Self::DuplicateBizReference => "DUPLICATE_BIZ_REFERENCE",
             Self::RuleNotFound => "POINTS_RULE_NOT_FOUND",
             Self::RuleDisabled => "POINTS_RULE_DISABLED",
@@ -181,6 +185,11 @@ pub enum MarketingError {
     NotRefundable,
     #[error("refund exceeds what is left to refund: {refundable}")]
     RefundExceedsSpent { refundable: i64 },
+    #[error("confirm exceeds the hold's {held} points")]
+    ConfirmExceedsHold { held: i64 },
+    /// A balance or lifetime total of the account would pass its maximum.
+    #[error("the account's {total} would exceed {limit} points")]
+    PointsLimitExceeded { total: &'static str, limit: i64 },
     #[error("this business reference was already processed")]
     DuplicateBizReference,
     #[error("no points rule for this event type")]
@@ -209,12 +218,32 @@ pub enum MarketingError {
     Internal(#[source] BoxError),
 }
 
+/// Violations a message names before it only counts the rest: it stays one readable line.
+const VIOLATIONS_IN_MESSAGE: usize = 5;
+/// Characters of one violation a message shows.
+const MESSAGE_VIOLATION_CHARS: usize = 200;
+
 fn join(violations: &[FieldViolation]) -> String {
-    violations
+    let mut text = violations
         .iter()
-        .map(ToString::to_string)
+        .take(VIOLATIONS_IN_MESSAGE)
+        .map(|violation| {
+            // A caller's field path or value can be long: the message stays short.
+            let text = violation.to_string();
+            match text.char_indices().nth(MESSAGE_VIOLATION_CHARS) {
+                Some((end, _)) => format!("{}...", &text[..end]),
+                None => text,
+            }
+        })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > VIOLATIONS_IN_MESSAGE {
+        text.push_str(&format!(
+            "; and {} more",
+            violations.len() - VIOLATIONS_IN_MESSAGE
+        ));
+    }
+    text
 }
 
 impl MarketingError {
@@ -246,6 +275,8 @@ impl MarketingError {
             Self::TransactionNotFound => Reason::TransactionNotFound,
             Self::NotRefundable => Reason::NotRefundable,
             Self::RefundExceedsSpent { .. } => Reason::RefundExceedsSpent,
+            Self::ConfirmExceedsHold { .. } => Reason::ConfirmExceedsHold,
+            Self::PointsLimitExceeded { .. } => Reason::PointsLimitExceeded,
             Self::DuplicateBizReference => Reason::DuplicateBizReference,
             Self::RuleNotFound => Reason::RuleNotFound,
             Self::RuleDisabled => Reason::RuleDisabled,
@@ -273,10 +304,26 @@ impl MarketingError {
                 | Self::TransactionNotFound
                 | Self::NotRefundable
                 | Self::RefundExceedsSpent { .. }
+                | Self::ConfirmExceedsHold { .. }
+                | Self::PointsLimitExceeded { .. }
                 | Self::DuplicateBizReference
                 | Self::RuleNotFound
                 | Self::RuleDisabled
                 | Self::DailyCapReached
+        )
+    }
+
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(self, Self::InvalidArgument(_) | Self::RequestIdReused)
+    }
+
+    /// An error that says nothing about the commands it was served with (the database or
+    /// Redis could not be reached, contention outlasted the retries): serving them again one
+    /// by one would not change it.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::ConcurrentModification(_) | Self::DeadlineExceeded
         )
     }
 

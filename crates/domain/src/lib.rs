@@ -8,6 +8,7 @@ pub mod ids;
 pub mod page;
 pub mod points;
 pub mod points_rule;
+pub mod text;
 pub mod time;
 pub mod user_coupon;
 

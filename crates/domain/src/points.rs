@@ -3,7 +3,7 @@
 //! balances and lots and appends ledger entries, so the account always equals the replay of
 //! its entries. The caller writes the result with an optimistic-version check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
@@ -186,11 +186,22 @@ fn insufficient(available: i64) -> MarketingError {
     MarketingError::InsufficientPoints { available }
 }
 
-fn overflow() -> MarketingError {
-    MarketingError::invalid(
-        "amount",
-        format!("the balance would exceed {MAX_POINTS} points"),
-    )
+/// The most a lifetime total (spent, refunded) may reach: far beyond any real account, and
+/// low enough that sums of totals never overflow an `i64`.
+pub const MAX_TOTAL: i64 = i64::MAX / 4;
+
+/// `value + amount`, refused with [`MarketingError::PointsLimitExceeded`] past `limit`:
+/// checked before anything changes.
+fn add_within(
+    value: i64,
+    amount: i64,
+    total: &'static str,
+    limit: i64,
+) -> Result<i64, MarketingError> {
+    value
+        .checked_add(amount)
+        .filter(|sum| *sum <= limit)
+        .ok_or(MarketingError::PointsLimitExceeded { total, limit })
 }
 
 /// A working copy of one account: operations change it in memory; the caller persists the
@@ -319,19 +330,13 @@ impl Ledger {
         expires_at: Option<UnixMicros>,
         meta: EntryMeta,
     ) -> Result<Uuid, MarketingError> {
-        let total = self
-            .account
-            .total_earned
-            .checked_add(amount)
-            .filter(|t| *t <= MAX_POINTS);
-        let available = self
-            .account
-            .available
-            .checked_add(amount)
-            .filter(|a| *a <= MAX_POINTS);
-        let (Some(total), Some(available)) = (total, available) else {
-            return Err(overflow());
-        };
+        let available = add_within(self.account.available, amount, "balance", MAX_POINTS)?;
+        let total = add_within(
+            self.account.total_earned,
+            amount,
+            "total_earned",
+            MAX_POINTS,
+        )?;
         self.account.total_earned = total;
         self.account.available = available;
         self.account.earned_updated_at = self.now;
@@ -382,8 +387,9 @@ impl Ledger {
             return Err(insufficient(self.account.available));
         }
         let picks = self.pick_free(amount)?;
+        let total_spent = add_within(self.account.total_spent, amount, "total_spent", MAX_TOTAL)?;
         self.account.available -= amount;
-        self.account.total_spent += amount;
+        self.account.total_spent = total_spent;
         let id = self.push(TxType::Deduct, -amount, 0, meta);
         for (lot_id, take) in picks {
             if let Some(lot) = self.lots.get_mut(&lot_id) {
@@ -456,17 +462,20 @@ impl Ledger {
         status: HoldStatus,
         meta: EntryMeta,
     ) -> Result<(Option<Uuid>, Hold), MarketingError> {
+        // An earlier command of this ledger may have settled the hold already.
+        let hold = &self.planned_hold(hold.clone());
         if hold.status != HoldStatus::Held {
             return Err(MarketingError::InvalidHoldState {
                 status: format!("{:?}", hold.status).to_uppercase(),
             });
         }
-        if !(0..=hold.amount).contains(&spend) {
-            return Err(MarketingError::invalid(
-                "amount",
-                format!("must be between 1 and the hold's {} points", hold.amount),
-            ));
+        if spend > hold.amount {
+            return Err(MarketingError::ConfirmExceedsHold { held: hold.amount });
         }
+        if spend < 0 {
+            return Err(MarketingError::invalid("amount", "must not be negative"));
+        }
+        let total_spent = add_within(self.account.total_spent, spend, "total_spent", MAX_TOTAL)?;
         let mut order: Vec<(Uuid, i64)> = held.to_vec();
         order.sort_by_key(|(id, _)| self.lots.get(id).map(Lot::order_key));
         let mut left = spend;
@@ -488,7 +497,7 @@ impl Ledger {
         let mut confirm_id = None;
         if spend > 0 {
             self.account.frozen -= spend;
-            self.account.total_spent += spend;
+            self.account.total_spent = total_spent;
             // Frozen points leave; available is unchanged by the spending itself.
             let id = self.push(TxType::Confirm, 0, -spend, meta.clone());
             if let Some(entry) = self.last_entry() {
@@ -525,30 +534,40 @@ impl Ledger {
     /// Gives back `amount` of a DEDUCT or CONFIRM entry `target` to the lots it took from
     /// (`taken`: lot and points not yet refunded), longest-lived lots first. Points returned
     /// to expired lots expire again in the same change.
+    ///
+    /// `taken` is as stored; what this ledger's own earlier refunds of `target` gave back is
+    /// subtracted here, so refunds of one deduction in one batch answer as one after another.
+    /// `amount` `None` refunds all that is left.
     pub fn refund(
         &mut self,
         target: Uuid,
         taken: &[(Uuid, i64)],
-        amount: i64,
+        amount: Option<i64>,
         meta: EntryMeta,
     ) -> Result<Uuid, MarketingError> {
+        let pending = self.pending_refunds(target);
+        let taken: Vec<(Uuid, i64)> = taken
+            .iter()
+            .map(|&(lot, left)| (lot, left - pending.get(&lot).copied().unwrap_or(0)))
+            .filter(|(_, left)| *left > 0)
+            .collect();
         let refundable: i64 = taken.iter().map(|(_, a)| a).sum();
-        if amount > refundable {
+        let amount = amount.unwrap_or(refundable);
+        if amount > refundable || amount <= 0 {
             return Err(MarketingError::RefundExceedsSpent { refundable });
         }
-        let available = self
-            .account
-            .available
-            .checked_add(amount)
-            .filter(|a| *a <= MAX_POINTS);
-        let Some(available) = available else {
-            return Err(overflow());
-        };
-        let mut order: Vec<(Uuid, i64)> = taken.to_vec();
+        let available = add_within(self.account.available, amount, "balance", MAX_POINTS)?;
+        let total_refunded = add_within(
+            self.account.total_refunded,
+            amount,
+            "total_refunded",
+            MAX_TOTAL,
+        )?;
+        let mut order: Vec<(Uuid, i64)> = taken;
         order.sort_by_key(|(id, _)| self.lots.get(id).map(Lot::order_key));
         order.reverse();
         self.account.available = available;
-        self.account.total_refunded += amount;
+        self.account.total_refunded = total_refunded;
         let id = self.push(TxType::Refund, amount, 0, meta);
         if let Some(entry) = self.last_entry() {
             entry.related_transaction_id = Some(target);
@@ -574,6 +593,47 @@ impl Ledger {
         }
         self.expire_due();
         Ok(id)
+    }
+
+    /// Points this ledger's own (unwritten) refunds of `target` gave back, per lot.
+    fn pending_refunds(&self, target: Uuid) -> HashMap<Uuid, i64> {
+        let refunds: Vec<Uuid> = self
+            .entries
+            .iter()
+            .filter(|e| e.tx_type == TxType::Refund && e.related_transaction_id == Some(target))
+            .map(|e| e.id)
+            .collect();
+        let mut per_lot = HashMap::new();
+        for allocation in &self.allocations {
+            if allocation
+                .transaction_id
+                .is_some_and(|id| refunds.contains(&id))
+            {
+                *per_lot.entry(allocation.lot_id).or_default() -= allocation.amount;
+            }
+        }
+        per_lot
+    }
+
+    /// `hold` as this ledger's commands left it: a hold settled earlier in the same batch is
+    /// no longer HELD.
+    pub fn planned_hold(&self, hold: Hold) -> Hold {
+        self.holds
+            .iter()
+            .rev()
+            .find(|h| h.id == hold.id)
+            .cloned()
+            .unwrap_or(hold)
+    }
+
+    /// Whether a hold this ledger created or changed holds `order_id` now.
+    pub fn holds_order(&self, order_id: &str) -> bool {
+        let mut seen = Vec::new();
+        self.holds.iter().rev().any(|h| {
+            let latest = !seen.contains(&h.id);
+            seen.push(h.id);
+            latest && h.order_id == order_id && h.status == HoldStatus::Held
+        })
     }
 
     /// The next points to expire: (amount, when), among the lots holding points (no copies:
@@ -789,7 +849,7 @@ mod tests {
         let mut later = Ledger::new(ledger.account.clone(), ledger.lots(), UnixMicros(2 * DAY));
         later.entries = std::mem::take(&mut ledger.entries);
         later
-            .refund(deduct, &taken, 150, EntryMeta::default())
+            .refund(deduct, &taken, Some(150), EntryMeta::default())
             .unwrap();
         let types: Vec<TxType> = later
             .entries
@@ -809,7 +869,7 @@ mod tests {
         );
         check(&later);
         assert!(matches!(
-            later.refund(deduct, &[], 1, EntryMeta::default()),
+            later.refund(deduct, &[], Some(1), EntryMeta::default()),
             Err(MarketingError::RefundExceedsSpent { refundable: 0 })
         ));
     }
@@ -819,8 +879,121 @@ mod tests {
         let mut ledger = ledger_with(0, &[(MAX_POINTS, None)]);
         assert!(matches!(
             ledger.earn(1, None, EntryMeta::default()),
-            Err(MarketingError::InvalidArgument(_))
+            Err(MarketingError::PointsLimitExceeded {
+                total: "balance",
+                limit: MAX_POINTS
+            })
         ));
+        check(&ledger);
+    }
+
+    #[test]
+    fn lifetime_totals_near_their_maximum_refuse_and_change_nothing() {
+        let mut ledger = ledger_with(0, &[(100, None)]);
+        ledger.account.total_spent = MAX_TOTAL - 10;
+        assert!(matches!(
+            ledger.deduct(11, EntryMeta::default()),
+            Err(MarketingError::PointsLimitExceeded {
+                total: "total_spent",
+                ..
+            })
+        ));
+        assert_eq!(
+            (ledger.account.available, ledger.allocations.len()),
+            (100, 0)
+        );
+        ledger.deduct(10, EntryMeta::default()).unwrap();
+        let deduct = ledger.entries.last().unwrap().id;
+        let taken: Vec<(Uuid, i64)> = ledger
+            .allocations
+            .iter()
+            .map(|a| (a.lot_id, a.amount))
+            .collect();
+        ledger.account.total_refunded = MAX_TOTAL - 2;
+        assert!(matches!(
+            ledger.refund(deduct, &taken, Some(3), EntryMeta::default()),
+            Err(MarketingError::PointsLimitExceeded {
+                total: "total_refunded",
+                ..
+            })
+        ));
+        assert_eq!(ledger.account.available, 90);
+    }
+
+    #[test]
+    fn refunds_of_one_deduction_in_one_ledger_count_each_other() {
+        let mut ledger = ledger_with(0, &[(4, None), (6, Some(DAY))]);
+        let deduct = ledger.deduct(10, EntryMeta::default()).unwrap();
+        let taken: Vec<(Uuid, i64)> = ledger
+            .allocations
+            .iter()
+            .map(|a| (a.lot_id, a.amount))
+            .collect();
+        // As stored, before any refund is written: every refund is offered the same `taken`.
+        for _ in 0..3 {
+            ledger
+                .refund(deduct, &taken, Some(3), EntryMeta::default())
+                .unwrap();
+        }
+        assert!(matches!(
+            ledger.refund(deduct, &taken, Some(3), EntryMeta::default()),
+            Err(MarketingError::RefundExceedsSpent { refundable: 1 })
+        ));
+        ledger
+            .refund(deduct, &taken, None, EntryMeta::default())
+            .unwrap();
+        assert!(matches!(
+            ledger.refund(deduct, &taken, None, EntryMeta::default()),
+            Err(MarketingError::RefundExceedsSpent { refundable: 0 })
+        ));
+        assert_eq!(
+            (ledger.account.available, ledger.account.total_refunded),
+            (10, 10)
+        );
+        assert!(ledger.lots().iter().all(|lot| lot.remaining <= lot.amount));
+        check(&ledger);
+    }
+
+    #[test]
+    fn a_hold_settled_in_this_ledger_is_not_settled_again() {
+        let mut ledger = ledger_with(0, &[(100, None)]);
+        let hold = ledger
+            .freeze(40, "o-1", UnixMicros(DAY), EntryMeta::default())
+            .unwrap();
+        assert!(ledger.holds_order("o-1"));
+        let held: Vec<(Uuid, i64)> = ledger
+            .allocations
+            .iter()
+            .map(|a| (a.lot_id, a.amount))
+            .collect();
+        assert!(matches!(
+            ledger.settle_hold(
+                &hold,
+                &held,
+                41,
+                HoldStatus::Confirmed,
+                EntryMeta::default()
+            ),
+            Err(MarketingError::ConfirmExceedsHold { held: 40 })
+        ));
+        ledger
+            .settle_hold(
+                &hold,
+                &held,
+                30,
+                HoldStatus::Confirmed,
+                EntryMeta::default(),
+            )
+            .unwrap();
+        assert!(!ledger.holds_order("o-1"));
+        // The same hold as read from the database, before the write: still HELD there.
+        for status in [HoldStatus::Confirmed, HoldStatus::Released] {
+            assert!(matches!(
+                ledger.settle_hold(&hold, &held, 0, status, EntryMeta::default()),
+                Err(MarketingError::InvalidHoldState { .. })
+            ));
+        }
+        assert_eq!((ledger.account.available, ledger.account.frozen), (70, 0));
         check(&ledger);
     }
 

@@ -6,6 +6,7 @@ use crate::{
     TenantId, UnixMicros,
     error::{FieldViolation, Violations},
     points::MAX_POINTS,
+    text::{TextKind, check_display_text},
 };
 
 pub const MAX_EXPIRY_DAYS: i32 = 3650;
@@ -53,12 +54,12 @@ impl RuleTerms {
     /// Checks every rule; field names relative to the rule message.
     pub fn check(self) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Violations::new();
-        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
-            violations.push(
-                "description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            );
-        }
+        violations.check(check_display_text(
+            "description",
+            &self.description,
+            TextKind::Lines,
+            MAX_DESCRIPTION_CHARS,
+        ));
         if !(1..=MAX_POINTS).contains(&self.points) {
             violations.push("points", format!("must be between 1 and {MAX_POINTS}"));
         }

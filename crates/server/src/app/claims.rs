@@ -32,7 +32,7 @@ use marketing_storage::{
 use prost::Message;
 use tokio::{sync::oneshot, time::Instant};
 
-use super::{AppState, Begun};
+use super::{AppState, Begun, isolate::Isolation};
 use crate::grpc::convert::coupon_to_proto;
 
 const RETRY_BASE: Duration = Duration::from_millis(2);
@@ -110,7 +110,7 @@ pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
         MarketingError::ConcurrentModification(cause) => {
             MarketingError::ConcurrentModification(cause.to_string().into())
         }
-        other => MarketingError::internal(other.to_string()),
+        other => MarketingError::internal(crate::error::chain(other)),
     }
 }
 
@@ -195,71 +195,74 @@ impl AppState {
                 }
             }
         }
-        let Some(deadline) = unique.iter().map(|(claim, _)| claim.deadline).min() else {
-            return;
-        };
         let claims: Vec<&ClaimCoupon> = unique.iter().map(|(claim, _)| claim).collect();
+        // One member's failure is that claim's alone: a failed batch is served again in halves.
+        let mut isolation = Isolation::new(claims.len());
+        while let Some(range) = isolation.next_batch() {
+            let outcome = self.serve_claims(&claims[range.clone()]).await;
+            if isolation.record(range, outcome, copy_error) {
+                self.metrics.record_claim_split();
+            }
+        }
+        let outcomes = isolation.finish();
+        // The claimants' lists are marked changed before they are answered; meanwhile the
+        // template's next batch may start.
+        let app = self.clone();
+        tokio::spawn(async move { app.answer_claims(unique, outcomes).await });
+    }
+
+    /// One batch of distinct claims of one template: under the template's lock, in one
+    /// transaction, retried while it loses a race, until the earliest deadline.
+    async fn serve_claims(
+        &self,
+        claims: &[&ClaimCoupon],
+    ) -> Result<Vec<ClaimResult>, MarketingError> {
+        let (Some(deadline), Some(first)) = (
+            claims.iter().map(|claim| claim.deadline).min(),
+            claims.first(),
+        ) else {
+            return Ok(Vec::new());
+        };
         let started = std::time::Instant::now();
-        let template = claims[0].template_id;
-        let tenant = claims[0].key.tenant_id.clone();
+        let template = first.template_id;
+        let tenant = &first.key.tenant_id;
         let mut attempt = 0;
         let outcomes = loop {
-            let lock = match self.template_lock(template, deadline).await {
-                Ok(lock) => lock,
-                Err(err) => break Err(err),
-            };
+            let lock = self.template_lock(template, deadline).await?;
             let result = self
-                .claim_batch_transaction(&tenant, template, &claims, lock.as_ref().map(|l| l.fence))
+                .claim_batch_transaction(tenant, template, claims, lock.as_ref().map(|l| l.fence))
                 .await;
             self.release_template_lock(lock).await;
-            match retry_or_finish(result, &mut attempt, deadline, &self.metrics).await {
-                Some(done) => break done,
-                None => continue,
+            if let Some(done) = retry_or_finish(result, &mut attempt, deadline, &self.metrics).await
+            {
+                break done;
             }
         };
         self.metrics.record_claim_batch(claims.len());
         tracing::debug!(template_id = %template, claims = claims.len(), attempts = attempt + 1,
             elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
-        // The claimants' lists are marked changed before they are answered; meanwhile the
-        // template's next batch may start.
-        let app = self.clone();
-        tokio::spawn(async move { app.answer_claims(template, unique, outcomes).await });
+        outcomes
     }
 
     /// Tells every replica the claimants' coupons changed, then answers each claim.
     async fn answer_claims(
         &self,
-        template: TemplateId,
         unique: Vec<(ClaimCoupon, Vec<oneshot::Sender<ClaimResult>>)>,
-        outcomes: Result<Vec<ClaimResult>, MarketingError>,
+        outcomes: Vec<ClaimResult>,
     ) {
-        match outcomes {
-            Ok(outcomes) => {
-                let holders = unique
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, outcome)| outcome.is_ok())
-                    .map(|((claim, _), _)| {
-                        (claim.key.tenant_id.as_str(), claim.member_id.as_str())
-                    });
-                self.coupons_changed(holders).await;
-                for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
-                    for reply in replies {
-                        let copy = match &outcome {
-                            Ok(coupon) => Ok(coupon.clone()),
-                            Err(err) => Err(copy_error(err)),
-                        };
-                        let _ = reply.send(copy);
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(template_id = %template, error = %err, claims = unique.len(), "claim batch failed");
-                for (_, replies) in unique {
-                    for reply in replies {
-                        let _ = reply.send(Err(copy_error(&err)));
-                    }
-                }
+        let holders = unique
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|((claim, _), _)| (claim.key.tenant_id.as_str(), claim.member_id.as_str()));
+        self.coupons_changed(holders).await;
+        for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
+            for reply in replies {
+                let copy = match &outcome {
+                    Ok(coupon) => Ok(coupon.clone()),
+                    Err(err) => Err(copy_error(err)),
+                };
+                let _ = reply.send(copy);
             }
         }
     }

@@ -20,6 +20,11 @@ pub struct Metrics {
     /// since it was read, a request id or business reference taken meanwhile) and were
     /// served again in a transaction.
     pub points_fallbacks: AtomicU64,
+    /// Points batches that failed for a reason that may lie in one command and were served
+    /// again in halves, so that command fails alone.
+    pub points_splits: AtomicU64,
+    /// The same for claim batches.
+    pub claim_splits: AtomicU64,
 }
 
 impl Metrics {
@@ -29,6 +34,14 @@ impl Metrics {
 
     pub fn record_points_fallback(&self) {
         self.points_fallbacks.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_points_split(&self) {
+        self.points_splits.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_claim_split(&self) {
+        self.claim_splits.fetch_add(1, Relaxed);
     }
 
     pub fn record_claim_batch(&self, claims: usize) {

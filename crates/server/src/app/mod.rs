@@ -3,6 +3,7 @@
 
 mod claims;
 mod coupons;
+mod isolate;
 mod metrics;
 mod points;
 mod templates;

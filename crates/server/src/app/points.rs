@@ -30,7 +30,7 @@ use prost::Message;
 use tokio::{sync::oneshot, time::Instant};
 use uuid::Uuid;
 
-use super::{AppState, Begun, claims::copy_error, decode_outcome};
+use super::{AppState, Begun, claims::copy_error, decode_outcome, isolate::Isolation};
 use crate::{
     error::status_of,
     grpc::convert::{account_to_proto, entry_to_proto, hold_to_proto, rule_to_proto},
@@ -286,25 +286,57 @@ impl AppState {
                 }
             }
         }
-        let Some(deadline) = unique.iter().map(|(cmd, _)| cmd.deadline).min() else {
-            return;
-        };
         let cmds: Vec<&PointsCommand> = unique.iter().map(|(cmd, _)| cmd).collect();
+        // One command's failure is that command's alone: a failed batch is served again in
+        // halves.
+        let mut isolation = Isolation::new(cmds.len());
+        while let Some(range) = isolation.next_batch() {
+            let outcome = self.serve_points_commands(&cmds[range.clone()]).await;
+            if isolation.record(range, outcome, copy_error) {
+                self.metrics.record_points_split();
+            }
+        }
+        let results = isolation.finish();
+        for ((_, replies), result) in unique.into_iter().zip(results) {
+            // The first waiter gets the result itself; identical retries, a copy.
+            let mut replies = replies.into_iter();
+            let first = replies.next();
+            for reply in replies {
+                let _ = reply.send(match &result {
+                    Ok(response) => Ok(response.clone()),
+                    Err(err) => Err(replayable_copy(err)),
+                });
+            }
+            if let Some(first) = first {
+                let _ = first.send(result);
+            }
+        }
+    }
+
+    /// One batch, retried with backoff while another writer wins the race, until the
+    /// earliest deadline among its commands.
+    async fn serve_points_commands(
+        &self,
+        cmds: &[&PointsCommand],
+    ) -> Result<Vec<PointsResult>, MarketingError> {
+        let Some(deadline) = cmds.iter().map(|cmd| cmd.deadline).min() else {
+            return Ok(Vec::new());
+        };
         let started = std::time::Instant::now();
         let mut attempt = 0;
         let outcome = loop {
             let served = match (attempt, self.db.postgres()) {
-                (0, Some(pool)) => match self.points_batch_short(pool, &cmds).await {
+                (0, Some(pool)) => match self.points_batch_short(pool, cmds).await {
                     Err(MarketingError::ConcurrentModification(cause)) => {
                         // Another writer won somewhere in the batch: the transactional path
                         // re-plans only the accounts that changed.
                         tracing::debug!(error = %cause, "points batch served again in a transaction");
                         self.metrics.record_points_fallback();
-                        self.points_batch_transaction(&cmds).await
+                        self.points_batch_transaction(cmds).await
                     }
                     served => served,
                 },
-                _ => self.points_batch_transaction(&cmds).await,
+                _ => self.points_batch_transaction(cmds).await,
             };
             match served {
                 Err(MarketingError::ConcurrentModification(cause)) => {
@@ -324,32 +356,7 @@ impl AppState {
             elapsed_us = started.elapsed().as_micros() as u64,
             "points batch served"
         );
-        match outcome {
-            Ok(results) => {
-                for ((_, replies), result) in unique.into_iter().zip(results) {
-                    // The first waiter gets the result itself; identical retries, a copy.
-                    let mut replies = replies.into_iter();
-                    let first = replies.next();
-                    for reply in replies {
-                        let _ = reply.send(match &result {
-                            Ok(response) => Ok(response.clone()),
-                            Err(err) => Err(replayable_copy(err)),
-                        });
-                    }
-                    if let Some(first) = first {
-                        let _ = first.send(result);
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, commands = unique.len(), "points batch failed");
-                for (_, replies) in unique {
-                    for reply in replies {
-                        let _ = reply.send(Err(copy_error(&err)));
-                    }
-                }
-            }
-        }
+        outcome
     }
 
     /// One transaction for a batch: replays; then, account by account (in key order, so
@@ -664,7 +671,11 @@ impl AppState {
                     context.biz.extend(biz_reference(cmd));
                     results.push(Ok(response_of(&ledger, &applied)));
                 }
-                Err(err) if err.is_business_refusal() => results.push(Err(err)),
+                // A refusal, or input only the account's state shows to be bad: this
+                // command's answer alone.
+                Err(err) if err.is_business_refusal() || err.is_invalid_argument() => {
+                    results.push(Err(err))
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -765,7 +776,10 @@ impl AppState {
             } => {
                 let held =
                     points::find_hold(conn, ledger.account.id, HoldRef::Order(order_id)).await?;
-                if held.is_some_and(|h| h.status == HoldStatus::Held) {
+                let held = held.map(|h| ledger.planned_hold(h));
+                if held.is_some_and(|h| h.status == HoldStatus::Held)
+                    || ledger.holds_order(order_id)
+                {
                     return Err(MarketingError::OrderAlreadyHeld);
                 }
                 let ttl = i64::try_from(ttl.as_micros()).map_err(MarketingError::internal)?;
@@ -833,12 +847,7 @@ impl AppState {
                 let taken = points::refundable_allocations(conn, entry.id).await?;
                 let lot_ids: Vec<Uuid> = taken.iter().map(|(id, _)| *id).collect();
                 ledger.add_lots(points::lots_by_id(conn, ledger.account.id, &lot_ids).await?);
-                let refundable: i64 = taken.iter().map(|(_, a)| a).sum();
-                let amount = amount.unwrap_or(refundable);
-                if amount <= 0 {
-                    return Err(MarketingError::RefundExceedsSpent { refundable });
-                }
-                planned.entry = Some(ledger.refund(entry.id, &taken, amount, meta)?);
+                planned.entry = Some(ledger.refund(entry.id, &taken, *amount, meta)?);
             }
             PointsOp::ExpireLots => planned.entry = ledger.entries.last().map(|e| e.id),
         }

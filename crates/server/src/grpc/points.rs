@@ -8,6 +8,7 @@ use marketing_domain::{
     page::page_size,
     points::{EntryMeta, MAX_POINTS},
     points_rule::{RuleField, RuleTerms, parse_event_type},
+    text::{TextKind, check_display_text},
 };
 use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
 use prost::Message;
@@ -77,12 +78,12 @@ fn entry_meta(
         (true, false) => violations.push("biz_type", "is required with biz_id"),
         (false, true) => violations.push("biz_id", "is required with biz_type"),
     }
-    if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        violations.push(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-        );
-    }
+    violations.check(check_display_text(
+        "description",
+        description,
+        TextKind::Lines,
+        MAX_DESCRIPTION_CHARS,
+    ));
     meta.description = description.to_owned();
     meta
 }

@@ -7,6 +7,7 @@ use marketing_domain::{
     coupon_template::{Currency, MAX_AMOUNT},
     error::Violations,
     page::page_size,
+    text::{TextKind, check_display_text},
     user_coupon::MAX_DISTRIBUTION,
 };
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
@@ -480,12 +481,12 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::RevokeCouponResponse>, Status> {
         let r = request.get_ref();
         let mut violations = Violations::new();
-        if r.reason.chars().count() > MAX_REVOKE_REASON_CHARS {
-            violations.push(
-                "reason",
-                format!("must be at most {MAX_REVOKE_REASON_CHARS} characters"),
-            );
-        }
+        violations.check(check_display_text(
+            "reason",
+            &r.reason,
+            TextKind::Lines,
+            MAX_REVOKE_REASON_CHARS,
+        ));
         let command = transition!(
             r,
             "RevokeCoupon",
