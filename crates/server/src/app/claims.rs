@@ -212,13 +212,15 @@ impl AppState {
     }
 
     /// One batch of distinct claims of one template: under the template's lock, in one
-    /// transaction, retried while it loses a race, until the earliest deadline.
+    /// transaction, retried while it loses a race, until the latest deadline among its claims:
+    /// a caller with a short deadline never cuts its neighbours' retries short (it stops
+    /// waiting on its own; its claim, if served, replays under its request id).
     async fn serve_claims(
         &self,
         claims: &[&ClaimCoupon],
     ) -> Result<Vec<ClaimResult>, MarketingError> {
         let (Some(deadline), Some(first)) = (
-            claims.iter().map(|claim| claim.deadline).min(),
+            claims.iter().map(|claim| claim.deadline).max(),
             claims.first(),
         ) else {
             return Ok(Vec::new());

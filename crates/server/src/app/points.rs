@@ -314,12 +314,12 @@ impl AppState {
     }
 
     /// One batch, retried with backoff while another writer wins the race, until the
-    /// earliest deadline among its commands.
+    /// latest deadline among its commands (a short one never cuts its neighbours' short).
     async fn serve_points_commands(
         &self,
         cmds: &[&PointsCommand],
     ) -> Result<Vec<PointsResult>, MarketingError> {
-        let Some(deadline) = cmds.iter().map(|cmd| cmd.deadline).min() else {
+        let Some(deadline) = cmds.iter().map(|cmd| cmd.deadline).max() else {
             return Ok(Vec::new());
         };
         let started = std::time::Instant::now();
