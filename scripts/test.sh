@@ -11,4 +11,6 @@ ensure_redis
 ensure_grpcurl
 drop_stale_test_databases
 
+# The transport tests run the real binary in its own process.
+cargo build --locked -p marketing-server
 cargo test --workspace --locked "$@"

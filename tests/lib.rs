@@ -6,14 +6,21 @@
 //! `postgres://postgres:postgres@127.0.0.1:5432/postgres`), `MARKETING_TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`), `TEST_LOG=1` to see the server's logs.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Once},
+    time::Duration,
+};
 
 use marketing_proto::v1::{
     coupon_template_service_client::CouponTemplateServiceClient,
     points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
-use marketing_server::{Config, Server, app::AppState};
+use marketing_server::{
+    Config, Server, app::AppState, config::TransportConfig, transport::Transport,
+};
 use sea_orm::ConnectionTrait;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, transport::Channel};
@@ -68,6 +75,8 @@ pub struct Options {
     pub sweep_interval: Option<Duration>,
     /// Overrides the Redis server (PostgresRedis backend), e.g. a [`TestRedis`].
     pub redis_url: Option<String>,
+    /// Overrides the transport's limits.
+    pub transport: Option<TransportConfig>,
 }
 
 pub struct TestApp {
@@ -77,6 +86,8 @@ pub struct TestApp {
     /// The server's own state: for checks of what the database holds.
     pub state: AppState,
     pub config: Config,
+    /// The transport's counters: connections refused, idle ones closed, ...
+    pub transport: Arc<Transport>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<anyhow::Result<()>>,
     storage: Storage,
@@ -117,6 +128,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         shutdown_drain_delay: options.shutdown_drain_delay,
         claim_lock_ttl: options.claim_lock_ttl.unwrap_or(defaults.claim_lock_ttl),
         sweep_interval: options.sweep_interval.unwrap_or(defaults.sweep_interval),
+        transport: options.transport.unwrap_or(defaults.transport.clone()),
         ..defaults
     };
     start(backend, config, storage).await
@@ -131,6 +143,7 @@ async fn start(backend: Backend, config: Config, storage: Storage) -> TestApp {
         .await
         .expect("the server starts on a fresh database");
     let state = server.app().clone();
+    let transport = server.transport().clone();
     let (shutdown, shutdown_rx) = oneshot::channel();
     let server = tokio::spawn(server.serve(listener, async move {
         let _ = shutdown_rx.await;
@@ -146,6 +159,7 @@ async fn start(backend: Backend, config: Config, storage: Storage) -> TestApp {
         channel,
         state,
         config,
+        transport,
         shutdown: Some(shutdown),
         server,
         storage,

@@ -9,3 +9,4 @@ mod points;
 mod schema;
 mod server;
 mod templates;
+mod transport;

@@ -10,6 +10,7 @@ pub mod leaderboard;
 pub mod lock;
 pub mod redis;
 pub mod stamps;
+pub mod throttle;
 
 use std::time::Duration;
 

@@ -79,6 +79,47 @@ pub struct Config {
     pub rule_cache_ttl: Duration,
     /// How long a points write may retry after losing optimistic-version races.
     pub points_timeout: Duration,
+    /// How the transport defends itself against hostile or broken clients.
+    pub transport: TransportConfig,
+}
+
+/// Bounds on what a client's connection may hold of this replica (docs/transport.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Connections this replica serves at once; past it, new ones are closed and logged.
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Time a new connection has to send the HTTP/2 preface and its settings.
+    pub handshake_timeout: Duration,
+    /// A connection with no call open for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 pings on every connection this often; one unanswered within
+    /// `keepalive_timeout` closes it.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Bytes of request headers a call may send.
+    pub max_header_list_bytes: u32,
+    /// Bytes of responses that clients have not yet read that one connection, and the whole
+    /// replica, may hold; a larger response past them is refused with RESPONSE_BUFFER_FULL.
+    pub unsent_bytes_per_connection: usize,
+    pub unsent_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_concurrent_streams: 200,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_header_list_bytes: 16 * 1024,
+            unsent_bytes_per_connection: 8 << 20,
+            unsent_bytes: 64 << 20,
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -107,6 +148,7 @@ impl std::fmt::Debug for Config {
             .field("points_hold_ttl", &self.points_hold_ttl)
             .field("rule_cache_ttl", &self.rule_cache_ttl)
             .field("points_timeout", &self.points_timeout)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -144,6 +186,7 @@ impl Default for Config {
             points_hold_ttl: Duration::from_secs(900),
             rule_cache_ttl: Duration::from_secs(1800),
             points_timeout: Duration::from_secs(10),
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -172,6 +215,15 @@ struct FileLayer {
     points_hold_ttl_secs: Option<u64>,
     rule_cache_ttl_secs: Option<u64>,
     points_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    handshake_timeout_ms: Option<u64>,
+    connection_idle_timeout_ms: Option<u64>,
+    keepalive_interval_ms: Option<u64>,
+    keepalive_timeout_ms: Option<u64>,
+    max_header_list_bytes: Option<u32>,
+    unsent_bytes_per_connection: Option<usize>,
+    unsent_bytes: Option<usize>,
 }
 
 impl Config {
@@ -261,6 +313,30 @@ impl Config {
         if let Some(ms) = file.points_timeout_ms {
             self.points_timeout = Duration::from_millis(ms);
         }
+        let transport = &mut self.transport;
+        let ms = |value: Option<u64>, into: &mut Duration| {
+            if let Some(ms) = value {
+                *into = Duration::from_millis(ms);
+            }
+        };
+        ms(file.handshake_timeout_ms, &mut transport.handshake_timeout);
+        ms(file.connection_idle_timeout_ms, &mut transport.idle_timeout);
+        ms(
+            file.keepalive_interval_ms,
+            &mut transport.keepalive_interval,
+        );
+        ms(file.keepalive_timeout_ms, &mut transport.keepalive_timeout);
+        transport.max_connections = file.max_connections.unwrap_or(transport.max_connections);
+        transport.max_concurrent_streams = file
+            .max_concurrent_streams
+            .unwrap_or(transport.max_concurrent_streams);
+        transport.max_header_list_bytes = file
+            .max_header_list_bytes
+            .unwrap_or(transport.max_header_list_bytes);
+        transport.unsent_bytes_per_connection = file
+            .unsent_bytes_per_connection
+            .unwrap_or(transport.unsent_bytes_per_connection);
+        transport.unsent_bytes = file.unsent_bytes.unwrap_or(transport.unsent_bytes);
         Ok(())
     }
 
@@ -342,6 +418,55 @@ impl Config {
         if let Some(timeout) = millis("MARKETING_POINTS_TIMEOUT_MS")? {
             self.points_timeout = timeout;
         }
+        let transport = &mut self.transport;
+        for (name, into) in [
+            (
+                "MARKETING_HANDSHAKE_TIMEOUT_MS",
+                &mut transport.handshake_timeout,
+            ),
+            (
+                "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
+                &mut transport.idle_timeout,
+            ),
+            (
+                "MARKETING_KEEPALIVE_INTERVAL_MS",
+                &mut transport.keepalive_interval,
+            ),
+            (
+                "MARKETING_KEEPALIVE_TIMEOUT_MS",
+                &mut transport.keepalive_timeout,
+            ),
+        ] {
+            if let Some(value) = millis(name)? {
+                *into = value;
+            }
+        }
+        for (name, into) in [
+            ("MARKETING_MAX_CONNECTIONS", &mut transport.max_connections),
+            (
+                "MARKETING_UNSENT_BYTES_PER_CONNECTION",
+                &mut transport.unsent_bytes_per_connection,
+            ),
+            ("MARKETING_UNSENT_BYTES", &mut transport.unsent_bytes),
+        ] {
+            if let Some(n) = var(&[name]) {
+                *into = parse_number(name, &n)?;
+            }
+        }
+        for (name, into) in [
+            (
+                "MARKETING_MAX_CONCURRENT_STREAMS",
+                &mut transport.max_concurrent_streams,
+            ),
+            (
+                "MARKETING_MAX_HEADER_LIST_BYTES",
+                &mut transport.max_header_list_bytes,
+            ),
+        ] {
+            if let Some(n) = var(&[name]) {
+                *into = parse_number(name, &n)?;
+            }
+        }
         if let Some(format) = var(&["MARKETING_LOG_FORMAT"]) {
             self.log_format = match format.as_str() {
                 "plain" => LogFormat::Plain,
@@ -399,9 +524,46 @@ impl Config {
             ("MARKETING_POINTS_HOLD_TTL_SECS", self.points_hold_ttl),
             ("MARKETING_RULE_CACHE_TTL_SECS", self.rule_cache_ttl),
             ("MARKETING_POINTS_TIMEOUT_MS", self.points_timeout),
+            (
+                "MARKETING_HANDSHAKE_TIMEOUT_MS",
+                self.transport.handshake_timeout,
+            ),
+            (
+                "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
+                self.transport.idle_timeout,
+            ),
+            (
+                "MARKETING_KEEPALIVE_INTERVAL_MS",
+                self.transport.keepalive_interval,
+            ),
+            (
+                "MARKETING_KEEPALIVE_TIMEOUT_MS",
+                self.transport.keepalive_timeout,
+            ),
         ] {
             if value.as_millis() == 0 {
                 return Err(invalid(name, "must be positive"));
+            }
+        }
+        let transport = &self.transport;
+        for (name, value) in [
+            ("MARKETING_MAX_CONNECTIONS", transport.max_connections),
+            (
+                "MARKETING_MAX_CONCURRENT_STREAMS",
+                transport.max_concurrent_streams as usize,
+            ),
+            (
+                "MARKETING_MAX_HEADER_LIST_BYTES",
+                transport.max_header_list_bytes as usize,
+            ),
+            (
+                "MARKETING_UNSENT_BYTES_PER_CONNECTION",
+                transport.unsent_bytes_per_connection,
+            ),
+            ("MARKETING_UNSENT_BYTES", transport.unsent_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1"));
             }
         }
         if self.claim_batch_max == 0 {
@@ -480,7 +642,7 @@ mod tests {
         std::fs::write(
             &file,
             "grpc_addr = \"0.0.0.0:6000\"\nredis_pool_size = 7\nlog_format = \"json\"\n\
-             coupon_list_cache_capacity = 500\n",
+             coupon_list_cache_capacity = 500\nmax_connections = 300\nunsent_bytes = 1000\n",
         )
         .expect("write config");
         let config = load(&[
@@ -488,6 +650,8 @@ mod tests {
             ("MARKETING_GRPC_ADDR", "127.0.0.1:7000"),
             ("DATABASE_URL", "postgres://u:secret@db/marketing"),
             ("MARKETING_COUPON_LIST_CACHE_CAPACITY", "0"),
+            ("MARKETING_MAX_CONNECTIONS", "400"),
+            ("MARKETING_HANDSHAKE_TIMEOUT_MS", "1500"),
         ])
         .expect("valid");
         assert_eq!(
@@ -497,6 +661,12 @@ mod tests {
         assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:7000");
         assert_eq!(config.redis_pool_size, 7);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.transport.max_connections, 400, "env over file");
+        assert_eq!(config.transport.unsent_bytes, 1000, "file over default");
+        assert_eq!(
+            config.transport.handshake_timeout,
+            Duration::from_millis(1500)
+        );
         assert!(!format!("{config:?}").contains("secret"));
     }
 
@@ -520,6 +690,14 @@ mod tests {
             (
                 vec![("MARKETING_COUPON_LIST_CACHE_CAPACITY", "many")],
                 "MARKETING_COUPON_LIST_CACHE_CAPACITY",
+            ),
+            (
+                vec![("MARKETING_MAX_CONNECTIONS", "0")],
+                "MARKETING_MAX_CONNECTIONS",
+            ),
+            (
+                vec![("MARKETING_CONNECTION_IDLE_TIMEOUT_MS", "soon")],
+                "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
             ),
         ] {
             let err = load(&vars).expect_err("invalid config");

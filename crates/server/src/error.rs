@@ -60,7 +60,7 @@ pub fn status_of(err: &MarketingError) -> Status {
             }
         }
         MarketingError::ConcurrentModification(_) => {
-            tracing::warn!(error = %chain(&err), "concurrent modification outlasted the retries");
+            marketing_infra::warn_every!(error = %chain(&err), "concurrent modification outlasted the retries");
             Code::Aborted
         }
         MarketingError::DeadlineExceeded => Code::DeadlineExceeded,
@@ -101,7 +101,7 @@ pub fn status_of(err: &MarketingError) -> Status {
             Code::Aborted
         }
         MarketingError::Unavailable(_) => {
-            tracing::warn!(error = %chain(&err), "dependency unavailable");
+            marketing_infra::warn_every!(error = %chain(&err), "dependency unavailable");
             Code::Unavailable
         }
         MarketingError::Internal(_) => {

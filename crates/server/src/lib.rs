@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 mod server;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Server, run};

@@ -1,6 +1,6 @@
 //! Wiring: the gRPC services, health, reflection (v1 and v1alpha), and graceful shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use marketing_proto::v1::{
     coupon_template_service_server::CouponTemplateServiceServer,
@@ -13,9 +13,46 @@ use tonic_health::ServingStatus;
 
 use crate::{
     app::AppState,
-    config::Config,
+    config::{Config, TransportConfig},
     grpc::{CouponTemplates, Points, UserCoupons},
+    transport::{StreamLayer, Transport},
 };
+
+/// TCP keepalive probes on idle sockets, so peers that vanished without a FIN are noticed by
+/// the kernel even when HTTP/2 pings cannot be sent.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// File descriptors kept for everything but client connections: database and Redis pools,
+/// the SQLite file, logs, telemetry.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The transport limits, with the connection cap lowered to what the process's file
+/// descriptors allow (raising the soft limit to the hard one first): past the descriptors,
+/// accepting fails and health checks hang, which the cap exists to prevent.
+fn connection_limits(config: &Config) -> TransportConfig {
+    let mut limits = config.transport.clone();
+    let reserved =
+        RESERVED_DESCRIPTORS + u64::from(config.db_max_connections) + config.redis_pool_size as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(descriptors) => {
+            let allowed = usize::try_from(descriptors.saturating_sub(reserved))
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if allowed < limits.max_connections {
+                tracing::warn!(
+                    configured = limits.max_connections,
+                    allowed,
+                    descriptors,
+                    "MARKETING_MAX_CONNECTIONS lowered to what the file-descriptor limit allows (raise `ulimit -n`)"
+                );
+                limits.max_connections = allowed;
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the file-descriptor limit; keeping MARKETING_MAX_CONNECTIONS");
+        }
+    }
+    limits
+}
 
 /// Serves on `listener` until `shutdown` completes. Then health turns NOT_SERVING, the server
 /// waits `shutdown_drain_delay`, stops accepting, lets in-flight calls finish, and returns.
@@ -30,13 +67,16 @@ pub async fn run(
 /// A server that is connected and migrated but not yet serving.
 pub struct Server {
     app: AppState,
+    transport: Arc<Transport>,
 }
 
 impl Server {
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let transport = Transport::new(connection_limits(&config));
         Ok(Self {
             app: AppState::connect(config).await?,
+            transport,
         })
     }
 
@@ -44,12 +84,17 @@ impl Server {
         &self.app
     }
 
+    /// The transport's limits and counters (connections refused, idle ones closed, ...).
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = self.app;
+        let Self { app, transport } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let service_names = [
             "marketing.v1.CouponTemplateService",
@@ -88,9 +133,19 @@ impl Server {
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving gRPC");
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = transport.config().clone();
+        let incoming = transport.guard(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE)),
+        );
         tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            .layer(StreamLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -120,14 +175,18 @@ async fn sweep_forever(app: AppState) {
         match app.sweep_coupons(BATCH).await {
             Ok((0, 0)) => {}
             Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
-            Err(err) => tracing::warn!(error = %err, "coupon sweep failed; retrying next interval"),
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval")
+            }
         }
         match app.sweep_points(BATCH).await {
             Ok((0, 0)) => {}
             Ok((holds_released, accounts_expired)) => {
                 tracing::info!(holds_released, accounts_expired, "points sweep");
             }
-            Err(err) => tracing::warn!(error = %err, "points sweep failed; retrying next interval"),
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval")
+            }
         }
     }
 }

@@ -491,7 +491,7 @@ impl AppState {
             Ok(None) => Err(MarketingError::DeadlineExceeded),
             Err(err) => {
                 self.metrics.record_lock_unavailable();
-                tracing::warn!(template_id = %template, error = %err, lock = self.lock.kind(),
+                marketing_infra::warn_every!(template_id = %template, error = %err, lock = self.lock.kind(),
                     "template lock unavailable; claiming on the database alone");
                 Ok(None)
             }
@@ -503,7 +503,7 @@ impl AppState {
             && let Err(err) = self.lock.release(&guard).await
         {
             // The TTL frees it anyway.
-            tracing::warn!(key = %guard.key, error = %err, "releasing a template lock failed");
+            marketing_infra::warn_every!(key = %guard.key, error = %err, "releasing a template lock failed");
         }
     }
 }
@@ -520,7 +520,7 @@ async fn retry_or_finish<T>(
         Err(MarketingError::ConcurrentModification(cause)) => {
             let wait = backoff(*attempt, RETRY_BASE, RETRY_CAP);
             if Instant::now() + wait >= deadline {
-                tracing::warn!(error = %cause, attempts = *attempt + 1, "retries ran out at the deadline");
+                marketing_infra::warn_every!(error = %cause, attempts = *attempt + 1, "retries ran out at the deadline");
                 return Some(Err(MarketingError::DeadlineExceeded));
             }
             tracing::debug!(error = %cause, attempt = *attempt, "retrying after a lost race");

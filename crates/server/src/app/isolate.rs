@@ -69,7 +69,7 @@ impl<R> Isolation<R> {
             // The command's own failure, answered (and logged with its chain) as it is.
             Err(err) if range.len() == 1 => self.results[range.start] = Some(Err(err)),
             Err(err) => {
-                tracing::warn!(error = %chain(&err), commands = range.len(), "batch failed");
+                marketing_infra::warn_every!(error = %chain(&err), commands = range.len(), "batch failed");
                 for index in range {
                     self.results[index] = Some(Err(copy(&err)));
                 }

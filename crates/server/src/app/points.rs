@@ -996,12 +996,12 @@ impl AppState {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, cache_key = %key, "undecodable cache entry")
+                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
                 }
             },
             Ok(None) => {}
             Err(err) => {
-                tracing::warn!(error = %err, "rule cache unavailable; reading the database")
+                marketing_infra::warn_every!(error = %err, "rule cache unavailable; reading the database")
             }
         }
         let rule = points::find_rule(self.db.conn(), tenant, RuleRef::Event(event))
@@ -1023,9 +1023,9 @@ impl AppState {
             .put(&key, entry, self.config.rule_cache_ttl)
             .await
         {
-            tracing::warn!(error = %err, cache_key = %key, "caching rule failed");
+            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching rule failed");
             if let Err(err) = self.cache.evict(&key).await {
-                tracing::warn!(error = %err, cache_key = %key, "evicting rule failed");
+                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting rule failed");
             }
         }
     }
@@ -1122,7 +1122,7 @@ impl AppState {
 
     async fn record_standings(&self, tenant: &TenantId, standings: &[Standing]) {
         if let Err(err) = self.leaderboard.record(tenant.as_str(), standings).await {
-            tracing::warn!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
+            marketing_infra::warn_every!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
             self.stale_boards.set().insert(tenant.to_string());
         }
     }
@@ -1152,7 +1152,7 @@ impl AppState {
                         })
                         .collect();
                 if let Err(err) = self.leaderboard.rebuild(tenant.as_str(), &standings).await {
-                    tracing::warn!(error = %err, "leaderboard rebuild failed");
+                    marketing_infra::warn_every!(error = %err, "leaderboard rebuild failed");
                 }
                 return Ok(standings
                     .into_iter()
@@ -1161,7 +1161,7 @@ impl AppState {
                     .collect());
             }
             Err(err) => {
-                tracing::warn!(error = %err, "leaderboard unavailable; reading the database index");
+                marketing_infra::warn_every!(error = %err, "leaderboard unavailable; reading the database index");
                 self.stale_boards.set().insert(tenant.to_string());
             }
         }
@@ -1214,7 +1214,7 @@ impl AppState {
                 // Confirmed or released meanwhile: nothing left to sweep.
                 Err(MarketingError::InvalidHoldState { .. }) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, %tenant, %member, "points sweep of an account failed")
+                    marketing_infra::warn_every!(error = %err, %tenant, %member, "points sweep of an account failed")
                 }
             }
         }

@@ -96,12 +96,12 @@ impl AppState {
             Ok(Some(entry)) => match pb::CouponTemplate::decode(entry.value.as_slice()) {
                 Ok(template) => return Ok(template),
                 Err(err) => {
-                    tracing::warn!(error = %err, cache_key = %key, "undecodable cache entry")
+                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
                 }
             },
             Ok(None) => {}
             Err(err) => {
-                tracing::warn!(error = %err, "template cache unavailable; reading the database")
+                marketing_infra::warn_every!(error = %err, "template cache unavailable; reading the database")
             }
         }
         let template = templates::get(self.db.conn(), tenant_id, id).await?;
@@ -229,9 +229,9 @@ impl AppState {
             .put(&key, entry, self.config.template_cache_ttl)
             .await
         {
-            tracing::warn!(error = %err, cache_key = %key, "caching template failed");
+            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching template failed");
             if let Err(err) = self.cache.evict(&key).await {
-                tracing::warn!(error = %err, cache_key = %key, "evicting template failed");
+                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting template failed");
             }
         }
     }

@@ -1,0 +1,548 @@
+//! The transport's defences against hostile or broken clients (docs/transport.md): a cap on
+//! connections, a deadline for the HTTP/2 handshake, an idle timeout, and a budget for the
+//! response bytes that clients have not read. Keepalive pings, the streams per connection and
+//! the header size are hyper's own settings, set in `server.rs`.
+//!
+//! A connection is a [`Guarded`] socket: it holds a permit of the connection cap and fails its
+//! own reads when its handshake or idle deadline passes, which closes it. [`StreamLayer`]
+//! counts the calls open on each connection (for the idle timeout) and wraps each response
+//! body in a [`TrackedBody`] that charges its bytes to the connection's and the replica's
+//! budget until the body is done.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http_body::{Body, Frame, SizeHint};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::{config::TransportConfig, error::ERROR_DOMAIN};
+
+/// The HTTP/2 client preface (24 bytes) and the header of the SETTINGS frame that must follow
+/// it (9 bytes): a connection has shaken hands once it has sent this many bytes.
+const HANDSHAKE_BYTES: usize = 24 + 9;
+/// A data frame at most this large is always sent: refusing it would save nothing, and a
+/// client can read it at once within HTTP/2's initial window.
+const SMALL_FRAME: usize = 64 * 1024;
+/// After a client sent something, the idle timeout waits at least this long: a call whose
+/// headers have just arrived is not yet counted as open.
+const READ_GRACE: Duration = Duration::from_secs(1);
+
+/// The state every connection of one server shares.
+#[derive(Debug)]
+pub struct Transport {
+    config: TransportConfig,
+    connections: Arc<Semaphore>,
+    unsent: AtomicUsize,
+    epoch: Instant,
+    /// Connections refused at the cap, handshakes that timed out, idle connections closed and
+    /// responses refused for the unsent-bytes budget.
+    pub refused_connections: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub idle_closes: AtomicU64,
+    pub refused_responses: AtomicU64,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig) -> Arc<Self> {
+        Arc::new(Self {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            unsent: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            refused_connections: AtomicU64::new(0),
+            handshake_timeouts: AtomicU64::new(0),
+            idle_closes: AtomicU64::new(0),
+            refused_responses: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.connections.available_permits()
+    }
+
+    /// Bytes of responses held for clients that have not read them yet.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent.load(Relaxed)
+    }
+
+    /// `accepted`, with every connection past the cap closed and logged, and every accepted
+    /// one guarded.
+    pub fn guard<S>(self: &Arc<Self>, accepted: S) -> impl Stream<Item = io::Result<Guarded>>
+    where
+        S: Stream<Item = io::Result<TcpStream>>,
+    {
+        let transport = self.clone();
+        accepted.filter_map(move |accepted| {
+            let transport = transport.clone();
+            async move {
+                match accepted {
+                    Ok(stream) => match transport.connections.clone().try_acquire_owned() {
+                        Ok(permit) => Some(Ok(Guarded::new(stream, permit, transport))),
+                        Err(_) => {
+                            transport.refused_connections.fetch_add(1, Relaxed);
+                            marketing_infra::warn_every!(
+                                peer = ?stream.peer_addr().ok(),
+                                max_connections = transport.config.max_connections,
+                                "connection refused: this replica serves MARKETING_MAX_CONNECTIONS already"
+                            );
+                            None
+                        }
+                    },
+                    Err(err) => {
+                        // Out of file descriptors, typically: the pending connection stays in
+                        // the backlog, so pause instead of spinning on it.
+                        marketing_infra::warn_every!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        None
+                    }
+                }
+            }
+        })
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, millis: u64) -> Instant {
+        self.epoch + Duration::from_millis(millis)
+    }
+}
+
+/// What one connection's calls share with its socket.
+#[derive(Debug)]
+struct Connection {
+    transport: Arc<Transport>,
+    open_calls: AtomicUsize,
+    /// Milliseconds since the transport's epoch.
+    last_call_end: AtomicU64,
+    last_read: AtomicU64,
+    unsent: AtomicUsize,
+}
+
+impl Connection {
+    /// When this connection, if nothing changes, has been idle too long; `None` while a call
+    /// is open.
+    fn idle_deadline(&self) -> Option<Instant> {
+        if self.open_calls.load(Relaxed) > 0 {
+            return None;
+        }
+        let transport = &self.transport;
+        let quiet_since = transport.instant(self.last_call_end.load(Relaxed));
+        let read_at = transport.instant(self.last_read.load(Relaxed));
+        Some((quiet_since + transport.config.idle_timeout).max(read_at + READ_GRACE))
+    }
+
+    fn call_started(self: &Arc<Self>) -> OpenCall {
+        self.open_calls.fetch_add(1, Relaxed);
+        OpenCall {
+            connection: self.clone(),
+            charged: 0,
+        }
+    }
+}
+
+/// Connection info of a guarded connection, in every request's extensions (tonic puts it
+/// there); [`StreamLayer`] adds tonic's own `TcpConnectInfo` beside it.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub local_addr: Option<SocketAddr>,
+    pub remote_addr: Option<SocketAddr>,
+    connection: Arc<Connection>,
+}
+
+/// An accepted connection under its deadlines; dropping it frees its place under the cap.
+pub struct Guarded {
+    stream: TcpStream,
+    info: ConnectionInfo,
+    /// Bytes of the handshake still to come, and its deadline; `None` once it is done.
+    handshake: Option<(usize, Pin<Box<Sleep>>)>,
+    idle: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, transport: Arc<Transport>) -> Self {
+        let now = Instant::now();
+        let config = &transport.config;
+        let handshake = Some((
+            HANDSHAKE_BYTES,
+            Box::pin(tokio::time::sleep_until(now + config.handshake_timeout)),
+        ));
+        let idle = Box::pin(tokio::time::sleep_until(now + config.idle_timeout));
+        let millis = transport.millis(now);
+        let connection = Arc::new(Connection {
+            transport,
+            open_calls: AtomicUsize::new(0),
+            last_call_end: AtomicU64::new(millis),
+            last_read: AtomicU64::new(millis),
+            unsent: AtomicUsize::new(0),
+        });
+        let info = ConnectionInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: stream.peer_addr().ok(),
+            connection,
+        };
+        Self {
+            stream,
+            info,
+            handshake,
+            idle,
+            _permit: permit,
+        }
+    }
+
+    /// `Ready(Err)` when a deadline has passed: the read fails and hyper closes the connection.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let connection = &self.info.connection;
+        let transport = &connection.transport;
+        if let Some((_, deadline)) = &mut self.handshake {
+            if deadline.as_mut().poll(cx).is_ready() {
+                transport.handshake_timeouts.fetch_add(1, Relaxed);
+                marketing_infra::warn_every!(
+                    peer = ?self.info.remote_addr,
+                    timeout = ?transport.config.handshake_timeout,
+                    "connection closed: no HTTP/2 handshake within MARKETING_HANDSHAKE_TIMEOUT_MS"
+                );
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "HTTP/2 handshake timed out",
+                ));
+            }
+            return Poll::Pending;
+        }
+        let Some(deadline) = connection.idle_deadline() else {
+            // A call is open; its end wakes the connection, which polls here again.
+            return Poll::Pending;
+        };
+        if self.idle.deadline() != deadline {
+            self.idle.as_mut().reset(deadline);
+        }
+        if self.idle.as_mut().poll(cx).is_ready() {
+            transport.idle_closes.fetch_add(1, Relaxed);
+            tracing::debug!(peer = ?self.info.remote_addr, "closing an idle connection");
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle timeout",
+            ));
+        }
+        Poll::Pending
+    }
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 {
+                    let connection = &this.info.connection;
+                    let now = connection.transport.millis(Instant::now());
+                    connection.last_read.store(now, Relaxed);
+                }
+                if let Some((remaining, _)) = &mut this.handshake {
+                    *remaining = remaining.saturating_sub(read);
+                    if *remaining == 0 {
+                        this.handshake = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.poll_deadlines(cx).map(Err),
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// A call open on a connection, and the response bytes charged to it; dropping it (when its
+/// response is done, or the call is cancelled) ends the call and refunds the bytes.
+struct OpenCall {
+    connection: Arc<Connection>,
+    charged: usize,
+}
+
+impl OpenCall {
+    /// Charges `len` more response bytes; `false` when the connection's or the replica's
+    /// budget has no room for them (small frames always pass).
+    fn charge(&mut self, len: usize) -> bool {
+        let connection = &self.connection;
+        let transport = &connection.transport;
+        let config = &transport.config;
+        let on_connection = connection.unsent.fetch_add(len, Relaxed) + len;
+        let on_replica = transport.unsent.fetch_add(len, Relaxed) + len;
+        if len > SMALL_FRAME
+            && (on_connection > config.unsent_bytes_per_connection
+                || on_replica > config.unsent_bytes)
+        {
+            connection.unsent.fetch_sub(len, Relaxed);
+            transport.unsent.fetch_sub(len, Relaxed);
+            return false;
+        }
+        self.charged += len;
+        true
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let connection = &self.connection;
+        let transport = &connection.transport;
+        connection.unsent.fetch_sub(self.charged, Relaxed);
+        transport.unsent.fetch_sub(self.charged, Relaxed);
+        let now = transport.millis(Instant::now());
+        connection.last_call_end.fetch_max(now, Relaxed);
+        connection.open_calls.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts each connection's open calls and charges their responses to its budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamLayer;
+
+impl<S> tower_layer::Layer<S> for StreamLayer {
+    type Service = Streams<S>;
+
+    fn layer(&self, inner: S) -> Streams<S> {
+        Streams { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Streams<S> {
+    inner: S,
+}
+
+impl<S, B, ReqBody> tower_service::Service<http::Request<ReqBody>> for Streams<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let call = match request.extensions().get::<ConnectionInfo>().cloned() {
+            Some(info) => {
+                request.extensions_mut().insert(TcpConnectInfo {
+                    local_addr: info.local_addr,
+                    remote_addr: info.remote_addr,
+                });
+                Some(info.connection.call_started())
+            }
+            None => None,
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody {
+                inner: body,
+                call,
+                state: State::Streaming(Bytes::new()),
+            }))
+        })
+    }
+}
+
+enum State {
+    /// What is left of the last large data frame, handed to hyper piece by piece.
+    Streaming(Bytes),
+    /// The budget refused a frame, and the refusal's trailers went out instead: the end.
+    Refused,
+}
+
+/// A response body whose bytes are charged to its connection's budget while it lives.
+///
+/// hyper hands a data frame to h2 as soon as the stream has one byte of send capacity, and
+/// h2 queues all of it however little the client reads, so a body that yielded its whole
+/// message would be gone (and its charge refunded) while the message still sits in memory.
+/// A large frame is therefore handed out in copied pieces of [`PIECE`] bytes, one each time
+/// hyper finds capacity for the last: the body lives, and stays charged, until its message
+/// has nearly all left, and what h2 queues beyond it is a few pieces per stream.
+pub struct TrackedBody<B> {
+    inner: B,
+    call: Option<OpenCall>,
+    state: State,
+}
+
+/// Bytes of a large frame handed to hyper at once.
+const PIECE: usize = 16 * 1024;
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let rest = match &mut this.state {
+            State::Refused => return Poll::Ready(None),
+            State::Streaming(rest) => rest,
+        };
+        if !rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(next_piece(rest)))));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame);
+        };
+        let Some(call) = &mut this.call else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        if !call.charge(data.len()) {
+            let connection = &call.connection;
+            let transport = &connection.transport;
+            transport.refused_responses.fetch_add(1, Relaxed);
+            marketing_infra::warn_every!(
+                bytes = data.len(),
+                connection_unsent = connection.unsent.load(Relaxed),
+                replica_unsent = transport.unsent.load(Relaxed),
+                "response refused: clients hold too many unread responses \
+                 (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
+            );
+            // The data is dropped here, and the client gets the refusal instead.
+            this.state = State::Refused;
+            return Poll::Ready(Some(Ok(Frame::trailers(refusal_trailers()))));
+        }
+        if data.len() <= PIECE {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let piece = next_piece(&mut data);
+        this.state = State::Streaming(data);
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Streaming(rest) => rest.is_empty() && self.inner.is_end_stream(),
+            State::Refused => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Streaming(rest) if rest.is_empty() => self.inner.size_hint(),
+            State::Streaming(rest) => {
+                let inner = self.inner.size_hint();
+                let rest = rest.len() as u64;
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(rest));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(rest));
+                }
+                hint
+            }
+            State::Refused => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The next piece of `rest`, copied out so that h2 never holds the whole message through it.
+fn next_piece(rest: &mut Bytes) -> Bytes {
+    let piece = Bytes::copy_from_slice(&rest[..PIECE.min(rest.len())]);
+    bytes::Buf::advance(rest, piece.len());
+    piece
+}
+
+/// The trailers of a response refused for the unsent-bytes budget: RESOURCE_EXHAUSTED with
+/// reason RESPONSE_BUFFER_FULL, retryable once the client reads what it was sent.
+fn refusal_trailers() -> http::HeaderMap {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let status = tonic::Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        "too many unread responses on this connection or replica; read them, or retry later",
+        ErrorDetails::with_error_info(
+            "RESPONSE_BUFFER_FULL",
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        ),
+    );
+    let mut trailers = http::HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        trailers.insert(
+            tonic::Status::GRPC_STATUS,
+            http::HeaderValue::from_static("8"),
+        );
+    }
+    trailers
+}

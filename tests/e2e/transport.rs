@@ -1,0 +1,553 @@
+//! The transport against hostile clients: silent, half-open and idle connections are closed in
+//! their time while busy ones stay; the connection cap refuses (and logs) what is past it;
+//! clients that never read their responses cannot grow the server's memory. Health answers
+//! throughout.
+//!
+//! The transport is the same on every backend, so these run on the embedded one; the memory
+//! test runs the real binary (with its allocator) in its own process, to measure its RSS alone.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use marketing_proto::v1::{
+    self as pb, coupon_template_service_client::CouponTemplateServiceClient,
+};
+use marketing_server::config::TransportConfig;
+use marketing_tests::{Backend, Options, spawn_app_with};
+use prost::Message;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::fixtures::{create_request, template, unique};
+
+fn options(transport: TransportConfig) -> Options {
+    Options {
+        transport: Some(transport),
+        ..Options::default()
+    }
+}
+
+/// Reads until the server closes `stream`; how long that took. Panics if it stays open
+/// `within`.
+async fn closed_within(mut stream: TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            // The server's own SETTINGS frame, and the like.
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open after {within:?}"),
+        }
+    }
+}
+
+/// A gRPC frame: uncompressed flag, big-endian length, message.
+fn grpc_frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
+fn grpc_request(addr: std::net::SocketAddr, path: &str) -> http::Request<()> {
+    http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("valid request")
+}
+
+/// A health check over a raw HTTP/2 connection (so the test knows it is this connection that
+/// answers); its `grpc-status`.
+async fn health_on(send: &h2::client::SendRequest<Bytes>, addr: std::net::SocketAddr) -> String {
+    let mut send = send.clone().ready().await.expect("connection open");
+    let (response, mut body) = send
+        .send_request(grpc_request(addr, "/grpc.health.v1.Health/Check"), false)
+        .expect("send headers");
+    body.send_data(grpc_frame(&HealthCheckRequest::default()), true)
+        .expect("send message");
+    let mut recv = response.await.expect("response").into_body();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.expect("data");
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = recv.trailers().await.expect("trailers").expect("some");
+    trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn serving(channel: Channel) -> bool {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_half_open_and_idle_connections_are_closed_and_busy_ones_stay() {
+    let handshake = Duration::from_millis(300);
+    let idle = Duration::from_millis(800);
+    let app = spawn_app_with(
+        Backend::Embedded,
+        options(TransportConfig {
+            handshake_timeout: handshake,
+            idle_timeout: idle,
+            ..TransportConfig::default()
+        }),
+    )
+    .await;
+    let silent = TcpStream::connect(app.addr).await.expect("connect");
+    let mut half = TcpStream::connect(app.addr).await.expect("connect");
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    let idle_conn = TcpStream::connect(app.addr).await.expect("connect");
+    let (_idle_send, idle_connection) = h2::client::handshake(idle_conn).await.expect("handshake");
+    let idle_closed = tokio::spawn(async move {
+        let start = Instant::now();
+        let _ = idle_connection.await;
+        start.elapsed()
+    });
+    let busy = TcpStream::connect(app.addr).await.expect("connect");
+    let (busy_send, busy_connection) = h2::client::handshake(busy).await.expect("handshake");
+    let busy_open = tokio::spawn(busy_connection);
+
+    let (silent_after, half_after) = tokio::join!(
+        closed_within(silent, Duration::from_secs(10)),
+        closed_within(half, Duration::from_secs(10))
+    );
+    // The deadline runs from the server's accept, which is after the client's connect.
+    assert!(silent_after >= handshake, "{silent_after:?}");
+    assert!(half_after >= handshake, "{half_after:?}");
+
+    // A connection with a call every 200 ms stays open well past the idle timeout.
+    let until = Instant::now() + idle * 3;
+    let mut calls = 0;
+    while Instant::now() < until {
+        assert_eq!(health_on(&busy_send, app.addr).await, "0");
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(calls >= 5, "{calls} calls");
+    assert!(!busy_open.is_finished(), "a busy connection is never idle");
+
+    let idle_after = tokio::time::timeout(Duration::from_secs(10), idle_closed)
+        .await
+        .expect("an idle connection is closed")
+        .expect("join");
+    assert!(idle_after >= idle, "{idle_after:?}");
+    assert!(
+        app.transport.handshake_timeouts.load(Relaxed) >= 2,
+        "both counted"
+    );
+    assert!(app.transport.idle_closes.load(Relaxed) >= 1);
+    assert!(
+        serving(app.channel.clone()).await,
+        "health answers throughout"
+    );
+    drop(busy_send);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        options(TransportConfig {
+            max_connections: 3,
+            handshake_timeout: Duration::from_secs(60),
+            ..TransportConfig::default()
+        }),
+    )
+    .await;
+    // The test's own channel is the first connection.
+    let first = TcpStream::connect(app.addr).await.expect("connect");
+    let second = TcpStream::connect(app.addr).await.expect("connect");
+    let refused = TcpStream::connect(app.addr)
+        .await
+        .expect("TCP itself connects");
+    closed_within(refused, Duration::from_secs(10)).await;
+    assert_eq!(app.transport.refused_connections.load(Relaxed), 1);
+    assert!(
+        serving(app.channel.clone()).await,
+        "connections within the cap are served"
+    );
+
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.transport.open_connections() > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection frees its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("a place is free again");
+    assert!(serving(channel).await);
+    drop(second);
+    app.stop().await;
+}
+
+/// The real server binary, built beside this test (scripts/test.sh builds it).
+fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MARKETING_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let binary = profile_dir.join("marketing-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: run scripts/test.sh, which builds it (cargo build -p marketing-server)",
+        binary.display()
+    );
+    binary
+}
+
+/// The server in its own process, killed (and its data removed) when dropped.
+struct ServerProcess {
+    child: Child,
+    data_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(env: &[(&str, &str)]) -> ServerProcess {
+        let data_dir = std::env::temp_dir().join(unique("marketing-transport"));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let mut child = Command::new(server_binary())
+            .env_clear()
+            .env("MARKETING_GRPC_ADDR", "127.0.0.1:0")
+            .env("MARKETING_DATA_DIR", &data_dir)
+            .env("MARKETING_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let stderr = child.stderr.take().expect("piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let logs = logs.clone();
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("serving gRPC")
+                        && let Some(addr) = line
+                            .split("\"addr\":\"")
+                            .nth(1)
+                            .and_then(|rest| rest.split('"').next())
+                            .and_then(|addr| addr.parse().ok())
+                    {
+                        let _ = addr_tx.send(addr);
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the server did not start: {:?}", logs.lock()));
+        ServerProcess {
+            child,
+            data_dir,
+            logs,
+            addr,
+        }
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in MiB.
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM");
+        kib / 1024
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the server process")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_cannot_grow_the_server_and_the_cap_is_logged() {
+    const CONNECTIONS: usize = 5;
+    const STREAMS: usize = 100;
+    let server = ServerProcess::start(&[("MARKETING_MAX_CONNECTIONS", "8")]);
+    let channel = server.channel().await;
+
+    // 100 templates of ~8.5 KB each: a page of them is a ~850 KB response.
+    let wide = pb::CouponTemplate {
+        name: "\u{1D11E}".repeat(128),
+        description: "\u{1D11E}".repeat(2000),
+        ..template()
+    };
+    let mut templates = CouponTemplateServiceClient::new(channel.clone());
+    for _ in 0..100 {
+        templates
+            .create_coupon_template(create_request("acme", wide.clone()))
+            .await
+            .expect("create");
+    }
+    let page = pb::ListCouponTemplatesRequest {
+        tenant_id: "acme".into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let size = templates
+        .list_coupon_templates(page.clone())
+        .await
+        .expect("list")
+        .into_inner()
+        .encoded_len();
+    assert!(size > 800_000, "a page is {size} bytes");
+
+    // 500 calls on 5 connections whose clients read the socket but never their streams:
+    // HTTP/2's windows stop the sending, and without a bound the server would hold
+    // 500 x 850 KB meanwhile.
+    let mut connections = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let (send, connection) = h2::client::handshake(tcp).await.expect("handshake");
+        connections.push(tokio::spawn(connection));
+        responses.extend(list_calls(&send, server.addr, &page, STREAMS).await);
+    }
+    // Held, not dropped: dropping one would cancel its stream and free the server of it.
+    let mut checks = Vec::new();
+    for response in responses {
+        let response = tokio::time::timeout(Duration::from_secs(120), response)
+            .await
+            .expect("the server answers every call")
+            .expect("headers");
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let mut body = response.into_body();
+        // A refused response is trailers alone; an admitted one's data waits for its reader,
+        // so its trailers do not come.
+        checks.push(tokio::spawn(async move {
+            let trailers = tokio::time::timeout(Duration::from_secs(3), body.trailers()).await;
+            let status = match trailers {
+                Ok(Ok(Some(trailers))) => trailers
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                _ => None,
+            };
+            (status, body)
+        }));
+    }
+    let mut refused = 0;
+    let mut unread = Vec::new();
+    for check in checks {
+        let (status, body) = check.await.expect("join");
+        if let Some(status) = status {
+            assert_eq!(status, "8", "RESOURCE_EXHAUSTED");
+            refused += 1;
+        }
+        unread.push(body);
+    }
+    assert!(
+        refused > 0,
+        "past the budget, responses are refused instead of held"
+    );
+    assert!(server.logged("response refused"), "and logged");
+    assert!(serving(channel.clone()).await, "health answers meanwhile");
+    for connection in connections.drain(..) {
+        connection.abort();
+    }
+    drop(unread);
+
+    // 500 more on 5 connections that open their windows wide and then stop reading the
+    // socket at all: only the server's budget stands between them and its memory.
+    let mut paused = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let (io, pause) = PausableIo::new(tcp);
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 30)
+            .initial_connection_window_size(1 << 30)
+            .handshake(io)
+            .await
+            .expect("handshake");
+        connections.push(tokio::spawn(connection));
+        pause.store(true, Relaxed);
+        responses.extend(list_calls(&send, server.addr, &page, STREAMS).await);
+        paused.push(pause);
+    }
+    // Time to answer them all (the high-water mark below keeps the worst moment anyway).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        serving(server.channel().await).await,
+        "health answers meanwhile"
+    );
+    let peak = server.peak_rss_mib();
+    assert!(
+        peak < 300,
+        "peak RSS {peak} MiB with 1,000 unread responses"
+    );
+    for connection in connections {
+        connection.abort();
+    }
+    drop((paused, responses));
+
+    // Up to the cap (8) new connections are held open; the next one is closed at once.
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < 8, "no connection was refused at the cap");
+        let mut tcp = TcpStream::connect(server.addr)
+            .await
+            .expect("TCP itself connects");
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await
+        {
+            break;
+        }
+        held.push(tcp);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.logged("connection refused") {
+        assert!(Instant::now() < deadline, "the refusal is logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(serving(channel).await, "health answers at the cap");
+    drop(held);
+}
+
+/// Sends `count` list calls on `send` without reading them; their response futures.
+async fn list_calls(
+    send: &h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    page: &pb::ListCouponTemplatesRequest,
+    count: usize,
+) -> Vec<h2::client::ResponseFuture> {
+    let mut responses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut ready = send.clone().ready().await.expect("stream capacity");
+        let (response, mut body) = ready
+            .send_request(
+                grpc_request(
+                    addr,
+                    "/marketing.v1.CouponTemplateService/ListCouponTemplates",
+                ),
+                false,
+            )
+            .expect("send headers");
+        body.send_data(grpc_frame(page), true).expect("send");
+        responses.push(response);
+    }
+    responses
+}
+
+/// A socket whose reads stop (stay pending) once its flag is set, while writes go on: a
+/// client that stopped reading.
+struct PausableIo {
+    stream: TcpStream,
+    paused: Arc<AtomicBool>,
+}
+
+impl PausableIo {
+    fn new(stream: TcpStream) -> (Self, Arc<AtomicBool>) {
+        let paused = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                stream,
+                paused: paused.clone(),
+            },
+            paused,
+        )
+    }
+}
+
+impl tokio::io::AsyncRead for PausableIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.paused.load(Relaxed) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PausableIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
