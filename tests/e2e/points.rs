@@ -10,7 +10,7 @@ use marketing_tests::{Backend, TestApp, assert_error, assert_invalid};
 use sea_orm::EntityTrait;
 use tonic::Code;
 
-use crate::fixtures::{now_seconds, unique};
+use crate::fixtures::{claim, claim_request, create_template, now_seconds, template, unique};
 
 /// Every account of the database equals the replay of its ledger, and no balance is negative.
 async fn audit(app: &TestApp) -> usize {
@@ -143,6 +143,7 @@ async fn mixed_storm(replicas: &[&TestApp]) {
             let mut open_holds: Vec<(String, String)> = Vec::new();
             let mut spent: Vec<(String, String)> = Vec::new();
             let mut refusals: HashMap<String, usize> = HashMap::new();
+            let mut acked: Vec<pb::PointsTransaction> = Vec::new();
             for op in 0..OPS_PER_CALLER {
                 let member = format!("member-{}", rng.next(MEMBERS));
                 let roll = rng.next(100);
@@ -150,14 +151,15 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                     client
                         .earn_points(earn(&member, 1 + rng.next(100) as i64))
                         .await
-                        .map(|_| ())
+                        .map(|r| acked.extend(r.into_inner().transaction))
                 } else if roll < 50 {
                     client
                         .deduct_points(deduct(&member, 1 + rng.next(50) as i64))
                         .await
                         .map(|r| {
                             if let Some(t) = r.into_inner().transaction {
-                                spent.push((member.clone(), t.id));
+                                spent.push((member.clone(), t.id.clone()));
+                                acked.push(t);
                             }
                         })
                 } else if roll < 65 {
@@ -165,7 +167,10 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                     client
                         .freeze_points(freeze(&member, 1 + rng.next(50) as i64, &order))
                         .await
-                        .map(|_| open_holds.push((member.clone(), order)))
+                        .map(|r| {
+                            acked.extend(r.into_inner().transaction);
+                            open_holds.push((member.clone(), order));
+                        })
                 } else if roll < 75 && !open_holds.is_empty() {
                     let (member, order) = open_holds.remove(0);
                     let part = (rng.next(2) == 0).then_some(1);
@@ -173,10 +178,11 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                         .confirm_frozen_points(confirm(&member, &order, part))
                         .await
                         .map(|r| {
-                            if let Some(t) = r.into_inner().transaction
-                                && t.r#type == Type::Confirm as i32
-                            {
-                                spent.push((member, t.id));
+                            if let Some(t) = r.into_inner().transaction {
+                                if t.r#type == Type::Confirm as i32 {
+                                    spent.push((member, t.id.clone()));
+                                }
+                                acked.push(t);
                             }
                         })
                 } else if roll < 85 && !open_holds.is_empty() {
@@ -184,16 +190,19 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                     client
                         .release_frozen_points(release(&member, &order))
                         .await
-                        .map(|_| ())
+                        .map(|r| acked.extend(r.into_inner().transaction))
                 } else if !spent.is_empty() {
                     let (member, tx) = spent[rng.next(spent.len() as u64) as usize].clone();
                     let part = (rng.next(2) == 0).then_some(1 + rng.next(5) as i64);
                     client
                         .refund_points(refund(&member, &tx, part))
                         .await
-                        .map(|_| ())
+                        .map(|r| acked.extend(r.into_inner().transaction))
                 } else {
-                    client.earn_points(earn(&member, 10)).await.map(|_| ())
+                    client
+                        .earn_points(earn(&member, 10))
+                        .await
+                        .map(|r| acked.extend(r.into_inner().transaction))
                 };
                 if let Err(status) = result {
                     let reason = tonic_types::StatusExt::get_details_error_info(&status)
@@ -202,14 +211,17 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                     *refusals.entry(reason).or_default() += 1;
                 }
             }
-            refusals
+            (refusals, acked)
         });
     }
     let mut refusals: HashMap<String, usize> = HashMap::new();
+    let mut acked = Vec::new();
     while let Some(done) = callers.join_next().await {
-        for (reason, n) in done.expect("caller") {
+        let (caller_refusals, caller_acked) = done.expect("caller");
+        for (reason, n) in caller_refusals {
             *refusals.entry(reason).or_default() += n;
         }
+        acked.extend(caller_acked);
     }
     eprintln!("points storm refusals: {refusals:?}");
     for reason in refusals.keys() {
@@ -239,6 +251,106 @@ async fn mixed_storm(replicas: &[&TestApp]) {
         assert!(
             kinds.get(&code).is_some_and(|n| *n > 0),
             "no entries of type {code}"
+        );
+    }
+    reconcile(replicas[0], &acked).await;
+}
+
+/// The acknowledged transactions are exactly the ledger's entries (the sweeper's aside), with
+/// the amounts the clients were shown; every account's `frozen` is the sum of its open holds;
+/// no deduction or confirmed hold was refunded past what it took.
+async fn reconcile(app: &TestApp, acked: &[pb::PointsTransaction]) {
+    use marketing_domain::points::{HoldStatus, TxType};
+    use marketing_storage::entity::{points_hold, points_transaction};
+    let db = app.state.db.conn();
+    let entries = points_transaction::Entity::find()
+        .all(db)
+        .await
+        .expect("entries");
+    let shown: HashMap<String, &pb::PointsTransaction> =
+        acked.iter().map(|t| (t.id.clone(), t)).collect();
+    assert_eq!(
+        shown.len(),
+        acked.len(),
+        "every acknowledgement is its own entry"
+    );
+    let acked_requests: std::collections::HashSet<&str> =
+        acked.iter().map(|t| t.request_id.as_str()).collect();
+    let mut matched = 0;
+    for entry in &entries {
+        match shown.get(&entry.id.to_string()) {
+            Some(t) => {
+                assert_eq!(
+                    (t.amount, t.frozen_amount, t.member_id.as_str()),
+                    (entry.amount, entry.frozen_amount, entry.member_id.as_str()),
+                    "entry {} as acknowledged",
+                    entry.id
+                );
+                matched += 1;
+            }
+            None => {
+                let release = entry.tx_type == TxType::Release.code() && entry.hold_id.is_some();
+                // A partial confirm releases the rest of its hold in the same request.
+                let rest_of_a_confirm = release
+                    && entry
+                        .request_id
+                        .as_ref()
+                        .is_some_and(|id| acked_requests.contains(id.as_str()));
+                let swept = entry.tx_type == TxType::Expire.code()
+                    || (release && entry.request_id.is_none());
+                assert!(
+                    rest_of_a_confirm || swept,
+                    "entry {} (type {}) was never acknowledged to a client",
+                    entry.id,
+                    entry.tx_type
+                );
+            }
+        }
+    }
+    assert_eq!(
+        matched,
+        acked.len(),
+        "every acknowledged transaction is in the ledger"
+    );
+
+    let holds = points_hold::Entity::find().all(db).await.expect("holds");
+    let mut open: HashMap<uuid::Uuid, i64> = HashMap::new();
+    for hold in &holds {
+        if hold.status == HoldStatus::Held.code() {
+            *open.entry(hold.account_id).or_default() += hold.amount;
+        }
+    }
+    for account in points_account::Entity::find()
+        .all(db)
+        .await
+        .expect("accounts")
+    {
+        assert_eq!(
+            account.frozen,
+            open.get(&account.id).copied().unwrap_or(0),
+            "{}: frozen is its open holds",
+            account.member_id
+        );
+    }
+
+    let by_id: HashMap<uuid::Uuid, &points_transaction::Model> =
+        entries.iter().map(|e| (e.id, e)).collect();
+    let mut refunded: HashMap<uuid::Uuid, i64> = HashMap::new();
+    for entry in entries
+        .iter()
+        .filter(|e| e.tx_type == TxType::Refund.code())
+    {
+        let target = entry
+            .related_transaction_id
+            .expect("a refund names its target");
+        *refunded.entry(target).or_default() += entry.amount;
+    }
+    for (target, amount) in refunded {
+        let taken = by_id.get(&target).expect("the refunded entry exists");
+        let spent = -(taken.amount + taken.frozen_amount);
+        assert!(
+            amount <= spent,
+            "{target}: refunded {amount} of {spent} taken"
         );
     }
 }
@@ -352,6 +464,8 @@ async fn two_replicas_keep_every_ledger_exact() {
     deduction_race(&[&app, &replica]).await;
     first_earns_race(&[&app, &replica]).await;
     orders_race(&[&app, &replica]).await;
+    refund_race(&[&app, &replica], "refund-race").await;
+    hold_race(&[&app, &replica], "hold-race").await;
     replica.stop().await;
     app.stop().await;
 }
@@ -1217,18 +1331,26 @@ async fn any_text_and_bytes_come_back_as_written(app: &TestApp) {
 /// Ten concurrent refunds of 3 points against one 10-point deduction answer as they would one
 /// after another: three are granted, seven refused, and the ledger stays exact.
 async fn concurrent_partial_refunds_answer_as_one_after_another(app: &TestApp) {
+    refund_race(&[app], "r1").await;
+    hold_race(&[app], "h1").await;
+}
+
+/// 10 concurrent refunds of 3 points of one 10-point deduction, spread over `replicas`: the
+/// answers one at a time would give (3 granted, then REFUND_EXCEEDS_SPENT).
+async fn refund_race(replicas: &[&TestApp], member: &str) {
+    let app = replicas[0];
     let mut client = app.points();
-    client.earn_points(earn("r1", 10)).await.expect("earn");
+    client.earn_points(earn(member, 10)).await.expect("earn");
     let deducted = client
-        .deduct_points(deduct("r1", 10))
+        .deduct_points(deduct(member, 10))
         .await
         .expect("deduct")
         .into_inner();
     let target = deducted.transaction.expect("transaction").id;
     let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..10 {
-        let mut client = app.points();
-        let request = refund("r1", &target, Some(3));
+    for i in 0..10 {
+        let mut client = replicas[i % replicas.len()].points();
+        let request = refund(member, &target, Some(3));
         calls.spawn(async move { client.refund_points(request).await });
     }
     let (mut granted, mut refused) = (0, 0);
@@ -1242,14 +1364,93 @@ async fn concurrent_partial_refunds_answer_as_one_after_another(app: &TestApp) {
         }
     }
     assert_eq!((granted, refused), (3, 7));
-    assert_eq!(account(app, "r1").await.available, 9);
+    let shown = account(app, member).await;
+    assert_eq!((shown.available, shown.total_refunded), (9, 9));
+    audit(app).await;
+}
+
+/// 5 confirms (of 20) and 5 releases of one 50-point hold at once, spread over `replicas`:
+/// exactly one wins, the other nine are INVALID_HOLD_STATE, and the account shows the winner.
+async fn hold_race(replicas: &[&TestApp], member: &str) {
+    let app = replicas[0];
+    let mut client = app.points();
+    client.earn_points(earn(member, 100)).await.expect("earn");
+    client
+        .freeze_points(freeze(member, 50, "order-race"))
+        .await
+        .expect("freeze");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut client = replicas[i % replicas.len()].points();
+        if i % 2 == 0 {
+            let request = confirm(member, "order-race", Some(20));
+            calls.spawn(async move {
+                (
+                    "confirm",
+                    client.confirm_frozen_points(request).await.map(|_| ()),
+                )
+            });
+        } else {
+            let request = release(member, "order-race");
+            calls.spawn(async move {
+                (
+                    "release",
+                    client.release_frozen_points(request).await.map(|_| ()),
+                )
+            });
+        }
+    }
+    let mut winners = Vec::new();
+    while let Some(answer) = calls.join_next().await {
+        match answer.expect("task") {
+            (kind, Ok(())) => winners.push(kind),
+            (_, Err(err)) => {
+                assert_error(&err, Code::FailedPrecondition, "INVALID_HOLD_STATE");
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one wins: {winners:?}");
+    let shown = account(app, member).await;
+    let expected = match winners[0] {
+        "confirm" => (80, 0, 20),
+        _ => (100, 0, 0),
+    };
+    assert_eq!(
+        (shown.available, shown.frozen, shown.total_spent),
+        expected,
+        "{winners:?}"
+    );
     audit(app).await;
 }
 
 /// One tenant's stream of bad commands (over-confirms, earns past the maximum, control
-/// characters) runs beside another tenant's deductions: the other tenant sees no error and
-/// its balance is exact; each bad command gets its own clear refusal.
+/// characters, claims of a sold-out template, malformed claims) and a greedy member claiming
+/// past the limit in the victim's own template run beside the victim's deductions and claims:
+/// the victim sees no error and its balance and stock are exact; each bad command gets its
+/// own clear refusal.
 async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
+    let shared = create_template(
+        app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: 1000,
+            per_member_limit: 1,
+            ..template()
+        },
+    )
+    .await;
+    let sold_out = create_template(
+        app,
+        "evil",
+        pb::CouponTemplate {
+            total_stock: 1,
+            ..template()
+        },
+    )
+    .await;
+    claim(app, "evil", "first", &sold_out.id)
+        .await
+        .expect("the only coupon");
     let mut client = app.points();
     client
         .earn_points(earn("victim", 1000))
@@ -1278,6 +1479,17 @@ async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
             let answer = client.deduct_points(deduct("victim", 1)).await;
             ("deduct", answer.map(|_| ()))
         });
+        let mut claims = app.user_coupons();
+        let request = claim_request("acme", &format!("claimer-{i}"), &shared.id);
+        calls.spawn(async move { ("claim", claims.claim_coupon(request).await.map(|_| ())) });
+        let request = match i % 3 {
+            0 => claim_request("acme", "greedy", &shared.id),
+            1 => claim_request("evil", "late", &sold_out.id),
+            _ => claim_request("evil", "bad\0member", &sold_out.id),
+        };
+        let kind = ["greedy", "sold out", "bad member"][i % 3];
+        let mut claims = app.user_coupons();
+        calls.spawn(async move { (kind, claims.claim_coupon(request).await.map(|_| ())) });
         let mut client = app.points();
         match i % 3 {
             0 => {
@@ -1311,12 +1523,21 @@ async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
             }
         }
     }
+    let mut greedy_served = 0;
     while let Some(answer) = calls.join_next().await {
         let (kind, answer) = answer.expect("task");
         match (kind, answer) {
-            ("deduct", answer) => {
-                answer.expect("the other tenant's deduction");
+            ("deduct" | "claim", answer) => {
+                answer.expect("the other tenant's deduction or claim");
             }
+            ("greedy", Ok(())) => greedy_served += 1,
+            ("greedy", Err(err)) => {
+                assert_error(&err, Code::ResourceExhausted, "MEMBER_LIMIT_REACHED");
+            }
+            ("sold out", Err(err)) => {
+                assert_error(&err, Code::ResourceExhausted, "OUT_OF_STOCK");
+            }
+            ("bad member", Err(err)) => assert_invalid(&err, &["member_id"]),
             (_, Ok(())) => panic!("a bad command was served: {kind}"),
             ("over-confirm", Err(err)) => {
                 assert_error(&err, Code::FailedPrecondition, "CONFIRM_EXCEEDS_HOLD");
@@ -1327,6 +1548,23 @@ async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
             (_, Err(err)) => assert_invalid(&err, &["description"]),
         }
     }
+    assert_eq!(greedy_served, 1, "the greedy member's first claim only");
     assert_eq!(account(app, "victim").await.available, 960);
+    let shown = app
+        .templates()
+        .get_coupon_template(pb::GetCouponTemplateRequest {
+            tenant_id: "acme".into(),
+            template_id: shared.id.clone(),
+        })
+        .await
+        .expect("template")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    assert_eq!(
+        (shown.claimed_count, shown.remaining_stock),
+        (41, 959),
+        "40 claimers and the greedy member's one"
+    );
     audit(app).await;
 }
