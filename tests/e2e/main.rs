@@ -6,6 +6,7 @@ mod coupons;
 mod fixtures;
 mod infra;
 mod points;
+mod replays;
 mod schema;
 mod server;
 mod templates;

@@ -95,10 +95,15 @@ impl ClaimQueues {
     }
 }
 
-/// A copy of an error for another waiter: business errors as they are, infrastructure
-/// errors by their message (their cause was logged once).
+/// A copy of an error for another waiter: business errors as they are (any other refusal,
+/// and a replayed one, as the exact status it is sent as), infrastructure errors by their
+/// message (their cause was logged once).
 pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
     match err {
+        MarketingError::Replayed { code, status } => MarketingError::Replayed {
+            code: *code,
+            status: status.clone(),
+        },
         MarketingError::TemplateNotFound => MarketingError::TemplateNotFound,
         MarketingError::TemplateDisabled => MarketingError::TemplateDisabled,
         MarketingError::OutsideDistributionWindow => MarketingError::OutsideDistributionWindow,
@@ -109,6 +114,13 @@ pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
         MarketingError::Unavailable(cause) => MarketingError::Unavailable(cause.to_string().into()),
         MarketingError::ConcurrentModification(cause) => {
             MarketingError::ConcurrentModification(cause.to_string().into())
+        }
+        other if other.is_business_refusal() || other.is_invalid_argument() => {
+            let status = crate::error::status_of(other);
+            MarketingError::Replayed {
+                code: status.code() as i32,
+                status: status.details().to_vec(),
+            }
         }
         other => MarketingError::internal(crate::error::chain(other)),
     }
@@ -580,4 +592,37 @@ fn ok_outcome(response: &impl Message) -> Outcome {
 
 fn decode_coupon(outcome: Outcome) -> ClaimResult {
     pb::UserCoupon::decode(outcome.response.as_slice()).map_err(MarketingError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+    use crate::error::status_of;
+
+    #[test]
+    fn a_copy_answers_exactly_as_the_original() {
+        let refusal = MarketingError::InsufficientPoints { available: 7 };
+        let replayed = copy_error(&refusal);
+        assert!(matches!(replayed, MarketingError::Replayed { .. }));
+        let (original, copied) = (status_of(&refusal), status_of(&replayed));
+        assert_eq!(copied.code(), original.code());
+        assert_eq!(copied.details(), original.details());
+        assert_eq!(
+            copied.get_details_error_info().map(|info| info.reason),
+            Some("INSUFFICIENT_POINTS".to_owned())
+        );
+        // A copy of a copy (a waiter of a request whose first answer was itself a replay).
+        let again = status_of(&copy_error(&replayed));
+        assert_eq!(again.details(), original.details());
+        assert_eq!(
+            status_of(&copy_error(&MarketingError::OutOfStock)).code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            status_of(&copy_error(&MarketingError::internal("boom"))).code(),
+            tonic::Code::Internal
+        );
+    }
 }

@@ -304,7 +304,7 @@ impl AppState {
             for reply in replies {
                 let _ = reply.send(match &result {
                     Ok(response) => Ok(response.clone()),
-                    Err(err) => Err(replayable_copy(err)),
+                    Err(err) => Err(copy_error(err)),
                 });
             }
             if let Some(first) = first {
@@ -1327,18 +1327,6 @@ fn standing_of(ledger: &Ledger) -> Option<Standing> {
             total_earned: ledger.account.total_earned,
             reached_at: ledger.account.earned_updated_at.0,
         })
-}
-
-fn replayable_copy(err: &MarketingError) -> MarketingError {
-    if err.is_business_refusal() {
-        let status = status_of(err);
-        MarketingError::Replayed {
-            code: status.code() as i32,
-            status: status.details().to_vec(),
-        }
-    } else {
-        copy_error(err)
-    }
 }
 
 fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
