@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use marketing_domain::time::Clock;
 use marketing_proto::v1::{
     coupon_template_service_client::CouponTemplateServiceClient,
     points_account_service_client::PointsAccountServiceClient,
@@ -131,15 +132,15 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         transport: options.transport.unwrap_or(defaults.transport.clone()),
         ..defaults
     };
-    start(backend, config, storage).await
+    start(backend, config, storage, Clock::system()).await
 }
 
-async fn start(backend: Backend, config: Config, storage: Storage) -> TestApp {
+async fn start(backend: Backend, config: Config, storage: Storage, clock: Clock) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
     let addr = listener.local_addr().expect("local address");
-    let server = Server::build(config.clone())
+    let server = Server::build_with_clock(config.clone(), clock)
         .await
         .expect("the server starts on a fresh database");
     let state = server.app().clone();
@@ -188,9 +189,21 @@ async fn admin_execute(sql: &str) {
 }
 
 impl TestApp {
+    /// Moves the server's clock (and its replicas') `by` into the future: expiry, TTLs and
+    /// days are tested by moving time, never by sleeping through it.
+    pub fn advance_clock(&self, by: Duration) {
+        self.state.clock.advance(by);
+    }
+
     /// Another server on the same database and Redis (same key prefix): a second replica.
     pub async fn spawn_replica(&self) -> TestApp {
-        start(self.backend, self.config.clone(), Storage::Shared).await
+        start(
+            self.backend,
+            self.config.clone(),
+            Storage::Shared,
+            self.state.clock.clone(),
+        )
+        .await
     }
 
     pub fn templates(&self) -> CouponTemplateServiceClient<Channel> {
@@ -300,25 +313,40 @@ macro_rules! backend_suite {
     };
 }
 
-/// A Redis server this test owns (and may stop mid-run), on a free port.
+/// A Redis server this test owns (and may stop and restart mid-run), on a port of its own.
 pub struct TestRedis {
     pub url: String,
     child: std::process::Child,
 }
 
 impl TestRedis {
+    /// Starts one on a port of its own: below 32768, where the kernel never hands out client
+    /// ports, and never one this process has used before, so a restart gets it back.
     pub fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        // Owned at once: if it never comes up, dropping it kills and reaps the process.
-        let redis = TestRedis {
-            url: format!("redis://127.0.0.1:{port}"),
-            child: spawn_redis(port),
-        };
-        redis.wait_until_up(port);
-        redis
+        static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        for attempt in 0..50u32 {
+            let port = {
+                let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+                let seed = uuid::Uuid::now_v7().as_u128() as u32 ^ attempt.wrapping_mul(7919);
+                let port = 20_000 + (seed % 12_000) as u16;
+                if taken.contains(&port) {
+                    continue;
+                }
+                taken.push(port);
+                port
+            };
+            // Owned at once: if it never comes up, dropping it kills and reaps the process.
+            let mut redis = TestRedis {
+                url: format!("redis://127.0.0.1:{port}"),
+                child: spawn_redis(port),
+            };
+            if redis.wait_until_up(port) {
+                return redis;
+            }
+            // The port was someone else's: another one.
+            redis.stop();
+        }
+        panic!("no free port for a test redis-server");
     }
 
     /// A server on PostgreSQL and this Redis.
@@ -340,17 +368,27 @@ impl TestRedis {
             .and_then(|port| port.parse().ok())
             .expect("the port of the url");
         self.child = spawn_redis(port);
-        self.wait_until_up(port);
+        assert!(
+            self.wait_until_up(port),
+            "redis-server did not come back on port {port}"
+        );
     }
 
-    fn wait_until_up(&self, port: u16) {
-        for _ in 0..100 {
+    /// `true` once this process's server answers on `port`; `false` if it exited (the port was
+    /// taken) or never came up.
+    fn wait_until_up(&mut self, port: u16) -> bool {
+        for _ in 0..250 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+                // Ours, not a server that already held the port: ours would have exited.
+                std::thread::sleep(Duration::from_millis(20));
+                return matches!(self.child.try_wait(), Ok(None));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {port} did not come up");
+        false
     }
 
     /// Kills the server: every later call to it fails.

@@ -145,7 +145,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
             order_id: "order-1".into(),
             request_id: unique("lock"),
             lock_ttl: Some(prost_types::Duration {
-                seconds: 1,
+                seconds: 60,
                 nanos: 0,
             }),
         })
@@ -182,7 +182,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
     );
 
     // The lock lapses: shown AVAILABLE at once, stored so by the sweep (a new version).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    writer.advance_clock(Duration::from_secs(61));
     assert_eq!(agree("the lock lapsed").await[2].1, State::Available as i32);
     let (unlocked, _) = writer.state.sweep_coupons(100).await.expect("sweep");
     assert!(unlocked >= 1);
@@ -211,10 +211,8 @@ async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
 /// The same, read from the database (the state shown at this instant).
 async fn stored(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-    let now = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros()) as i64;
+    // The server's time, as the test moved it.
+    let now = app.state.clock.now().0;
     user_coupon::Entity::find()
         .filter(user_coupon::Column::TenantId.eq("acme"))
         .filter(user_coupon::Column::MemberId.eq(member))

@@ -73,18 +73,18 @@ async fn claim_storm(replicas: &[&TestApp], midway: impl FnOnce()) {
     }
 
     let mut granted: HashMap<String, pb::UserCoupon> = HashMap::new();
-    let mut by_request: HashMap<String, String> = HashMap::new();
+    // Per request id, the coupon each answer granted (None: refused).
+    let mut by_request: HashMap<String, Vec<Option<String>>> = HashMap::new();
     for (request_id, answer) in answers {
+        let outcomes = by_request.entry(request_id).or_default();
         match answer {
             Ok(response) => {
                 let coupon = response.into_inner().user_coupon.expect("coupon");
-                // A retried request id always names the same coupon.
-                if let Some(previous) = by_request.insert(request_id, coupon.id.clone()) {
-                    assert_eq!(previous, coupon.id, "a replay returned another coupon");
-                }
+                outcomes.push(Some(coupon.id.clone()));
                 granted.insert(coupon.id.clone(), coupon);
             }
             Err(status) => {
+                outcomes.push(None);
                 assert_eq!(
                     status.code(),
                     Code::ResourceExhausted,
@@ -100,6 +100,26 @@ async fn claim_storm(replicas: &[&TestApp], midway: impl FnOnce()) {
             }
         }
     }
+    // A retry of a granted claim is that same grant, never another coupon nor a refusal. (A
+    // refusal is not recorded, so a refused claim's retry is decided again: it may be
+    // refused for the other reason.)
+    let mut retried = 0;
+    for (request_id, outcomes) in &by_request {
+        if outcomes.len() > 1 {
+            retried += 1;
+            if outcomes.iter().any(Option::is_some) {
+                assert!(
+                    outcomes.iter().all(|o| o == &outcomes[0]),
+                    "{request_id}: a granted claim's retry answered {outcomes:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        retried,
+        CLAIMS / 25,
+        "every retried request id was answered twice"
+    );
     assert_eq!(granted.len() as i64, STOCK, "exactly the stock is claimed");
     let mut per_member: HashMap<&str, usize> = HashMap::new();
     for coupon in granted.values() {
@@ -214,6 +234,15 @@ async fn two_replicas_never_oversell_when_locks_lapse_mid_batch() {
     let app = spawn_app_with(Backend::PostgresRedis, options).await;
     let replica = app.spawn_replica().await;
     claim_storm(&[&app, &replica], || {}).await;
+    let metric = |f: fn(&marketing_server::app::Metrics) -> &std::sync::atomic::AtomicU64| {
+        f(&app.state.metrics).load(Relaxed) + f(&replica.state.metrics).load(Relaxed)
+    };
+    let (lapses, retries) = (
+        metric(|m| &m.claim_lock_lapses),
+        metric(|m| &m.claim_retries),
+    );
+    eprintln!("lapsing locks: {lapses} lapses, {retries} fenced-out retries");
+    assert!(lapses > 0, "locks of 1 ms lapsed mid-batch");
     replica.stop().await;
     app.stop().await;
 }

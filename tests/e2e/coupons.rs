@@ -12,8 +12,9 @@ use tonic::Code;
 use crate::fixtures::{at, claim, create_template, now_seconds, template, unique};
 
 marketing_tests::backend_suite! {
+    // The sweeper stays off: the tests move the clock and sweep when they mean to.
     with marketing_tests::Options {
-        sweep_interval: Some(std::time::Duration::from_millis(200)),
+        sweep_interval: Some(std::time::Duration::from_secs(3600)),
         ..marketing_tests::Options::default()
     };
     a_coupon_goes_through_its_whole_life,
@@ -184,15 +185,35 @@ async fn a_coupon_goes_through_its_whole_life(app: &TestApp) {
     assert_eq!(used_count(app, &created.id).await, 0);
 
     // Used directly, without a lock; capped at the order amount.
-    let (_, cheap) = claimed_coupon(app, "m2", five_off()).await;
+    let no_minimum = pb::CouponTemplate {
+        min_spend_amount: 0,
+        ..five_off()
+    };
+    let (_, cheap) = claimed_coupon(app, "m2", no_minimum).await;
     let used = client
-        .use_coupon(use_for(&cheap, "order-3", 2000))
+        .use_coupon(use_for(&cheap, "order-3", 300))
         .await
         .expect("use")
         .into_inner()
         .user_coupon
         .expect("c");
-    assert_eq!(used.discount_amount, 500);
+    assert_eq!(
+        (used.order_amount, used.discount_amount),
+        (300, 300),
+        "5.00 off a 3.00 order is 3.00"
+    );
+    // 10% off, at most 5.00: below the cap, and at it.
+    for (order, amount, discount) in [("order-4", 3000, 300), ("order-5", 10_000, 500)] {
+        let (_, percent) = claimed_coupon(app, "m2", template()).await;
+        let used = client
+            .use_coupon(use_for(&percent, order, amount))
+            .await
+            .expect("use")
+            .into_inner()
+            .user_coupon
+            .expect("c");
+        assert_eq!(used.discount_amount, discount, "10% of {amount}");
+    }
 
     let revoked = client
         .revoke_coupon(revoke(&coupon))
@@ -322,8 +343,17 @@ async fn transitions_are_idempotent(app: &TestApp) {
     assert_error(&err, Code::InvalidArgument, "REQUEST_ID_REUSED");
 
     let back = give_back(&coupon, "order-1");
-    client.return_coupon(back.clone()).await.expect("return");
-    client.return_coupon(back).await.expect("return replay");
+    let returned = client
+        .return_coupon(back.clone())
+        .await
+        .expect("return")
+        .into_inner();
+    let again = client
+        .return_coupon(back)
+        .await
+        .expect("return replay")
+        .into_inner();
+    assert_eq!(returned, again, "a replayed return answers as the first");
     assert_eq!(used_count(app, &created.id).await, 0);
 }
 
@@ -386,35 +416,32 @@ async fn lapsed_locks_free_the_coupon(app: &TestApp) {
     client
         .lock_coupon(pb::LockCouponRequest {
             lock_ttl: Some(prost_types::Duration {
-                seconds: 1,
+                seconds: 60,
                 nanos: 0,
             }),
             ..lock(&coupon, "order-1")
         })
         .await
         .expect("lock");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    // Shown AVAILABLE at once; stored AVAILABLE by the sweeper.
+    app.advance_clock(Duration::from_secs(61));
+    // Shown AVAILABLE at once, while still stored LOCKED; stored AVAILABLE by the sweep.
     let shown = get(app, &coupon).await;
     assert_eq!(
         (state(&shown), shown.order_id.as_str()),
         (State::Available, "")
     );
-    let id = uuid::Uuid::parse_str(&coupon.id).expect("uuid");
-    let mut stored = 0;
-    for _ in 0..50 {
-        let row = user_coupon::Entity::find_by_id(id)
-            .one(app.state.db.conn())
-            .await
-            .expect("query")
-            .expect("row");
-        stored = row.status;
-        if stored == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stored, 1, "the sweeper released the lock");
+    assert_eq!(
+        stored_status(app, &coupon).await,
+        2,
+        "stored LOCKED until the sweep"
+    );
+    let (unlocked, _) = app.state.sweep_coupons(100).await.expect("sweep");
+    assert_eq!(unlocked, 1);
+    assert_eq!(
+        stored_status(app, &coupon).await,
+        1,
+        "the sweep released the lock"
+    );
     client
         .lock_coupon(lock(&coupon, "order-2"))
         .await
@@ -430,16 +457,21 @@ async fn coupons_expire_before_and_after_the_sweep(app: &TestApp) {
             validity: Some(pb::coupon_template::Validity::FixedWindow(
                 pb::FixedValidityWindow {
                     valid_from: at(now - 60),
-                    valid_until: crate::fixtures::after_millis(1000),
+                    valid_until: at(now + 60),
                 },
             )),
             ..five_off()
         },
     )
     .await;
-    // Until the sweeper stores it, readers already see EXPIRED.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Until the sweep stores it, readers already see EXPIRED.
+    app.advance_clock(Duration::from_secs(61));
     assert_eq!(state(&get(app, &coupon).await), State::Expired);
+    assert_eq!(
+        stored_status(app, &coupon).await,
+        1,
+        "stored AVAILABLE until the sweep"
+    );
     let mut client = app.user_coupons();
     let err = client
         .use_coupon(use_for(&coupon, "order-1", 5000))
@@ -457,21 +489,24 @@ async fn coupons_expire_before_and_after_the_sweep(app: &TestApp) {
         .expect("list")
         .into_inner();
     assert_eq!(listed.user_coupons.len(), 1);
+    let (_, expired) = app.state.sweep_coupons(100).await.expect("sweep");
+    assert_eq!(expired, 1);
+    assert_eq!(
+        stored_status(app, &coupon).await,
+        4,
+        "the sweep stored EXPIRED"
+    );
+}
+
+/// The coupon's status as stored (1 available, 2 locked, 3 used, 4 expired, 5 revoked).
+async fn stored_status(app: &TestApp, coupon: &pb::UserCoupon) -> i16 {
     let id = uuid::Uuid::parse_str(&coupon.id).expect("uuid");
-    let mut stored = 0;
-    for _ in 0..50 {
-        stored = user_coupon::Entity::find_by_id(id)
-            .one(app.state.db.conn())
-            .await
-            .expect("q")
-            .expect("row")
-            .status;
-        if stored == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stored, 4, "the sweeper stored EXPIRED");
+    user_coupon::Entity::find_by_id(id)
+        .one(app.state.db.conn())
+        .await
+        .expect("query")
+        .expect("row")
+        .status
 }
 
 async fn members_list_their_coupons_newest_first(app: &TestApp) {
@@ -606,7 +641,7 @@ async fn a_return_after_validity_expires_the_coupon(app: &TestApp) {
             validity: Some(pb::coupon_template::Validity::FixedWindow(
                 pb::FixedValidityWindow {
                     valid_from: at(now - 60),
-                    valid_until: crate::fixtures::after_millis(1000),
+                    valid_until: at(now + 60),
                 },
             )),
             ..five_off()
@@ -618,7 +653,7 @@ async fn a_return_after_validity_expires_the_coupon(app: &TestApp) {
         .use_coupon(use_for(&coupon, "order-1", 5000))
         .await
         .expect("use while valid");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance_clock(Duration::from_secs(61));
     let returned = client
         .return_coupon(give_back(&coupon, "order-1"))
         .await

@@ -596,8 +596,9 @@ async fn read_batch_records(
 }
 
 marketing_tests::backend_suite! {
+    // The sweeper stays off: the tests move the clock and sweep when they mean to.
     with marketing_tests::Options {
-        sweep_interval: Some(std::time::Duration::from_millis(200)),
+        sweep_interval: Some(std::time::Duration::from_secs(3600)),
         ..marketing_tests::Options::default()
     };
     deductions_take_the_earliest_expiring_lots_first,
@@ -725,7 +726,7 @@ async fn holds_confirm_in_part_and_release(app: &TestApp) {
 async fn refunds_return_points_to_their_lots(app: &TestApp) {
     let mut client = app.points();
     client
-        .earn_points(earn_expiring("m1", 100, 1))
+        .earn_points(earn_expiring("m1", 100, 60))
         .await
         .expect("earn");
     client.earn_points(earn("m1", 100)).await.expect("earn");
@@ -733,7 +734,7 @@ async fn refunds_return_points_to_their_lots(app: &TestApp) {
     spend.biz_type = "order".into();
     spend.biz_id = "order-7".into();
     client.deduct_points(spend).await.expect("deduct");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.advance_clock(Duration::from_secs(61));
     // Refund everything by the business reference: the 100 that came from the expired lot
     // expire again at once, the 50 from the other lot are back.
     let refunded = client
@@ -807,42 +808,52 @@ async fn refunds_return_points_to_their_lots(app: &TestApp) {
 async fn the_sweeper_expires_lots_and_holds(app: &TestApp) {
     let mut client = app.points();
     client
-        .earn_points(earn_expiring("m1", 100, 1))
+        .earn_points(earn_expiring("m1", 100, 60))
         .await
         .expect("earn");
     client.earn_points(earn("m2", 100)).await.expect("earn");
     client
         .freeze_points(pb::FreezePointsRequest {
             hold_ttl: Some(prost_types::Duration {
-                seconds: 1,
+                seconds: 60,
                 nanos: 0,
             }),
             ..freeze("m2", 60, "order-1")
         })
         .await
         .expect("freeze");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    // Shown expired at once; stored by the sweeper.
+    app.advance_clock(Duration::from_secs(61));
+    // Shown expired at once, while the rows still hold them; stored so by the sweep.
     assert_eq!(account(app, "m1").await.available, 0);
     let db = app.state.db.conn();
     let tenant = TenantId::parse("t", "acme").expect("tenant");
-    let mut swept = false;
-    for _ in 0..50 {
-        let m1 = store::find_account(db, &tenant, &MemberId::parse("m", "m1").expect("m"))
+    let stored = || async {
+        let (m1, m2) = (
+            MemberId::parse("m", "m1").expect("m"),
+            MemberId::parse("m", "m2").expect("m"),
+        );
+        let m1 = store::find_account(db, &tenant, &m1)
             .await
             .expect("q")
             .expect("a");
-        let m2 = store::find_account(db, &tenant, &MemberId::parse("m", "m2").expect("m"))
+        let m2 = store::find_account(db, &tenant, &m2)
             .await
             .expect("q")
             .expect("a");
-        if (m1.available, m1.total_expired, m2.available, m2.frozen) == (0, 100, 100, 0) {
-            swept = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(swept, "the sweeper expired the lot and released the hold");
+        (m1.available, m1.total_expired, m2.available, m2.frozen)
+    };
+    assert_eq!(
+        stored().await,
+        (100, 0, 40, 60),
+        "stored as they were until the sweep"
+    );
+    let (holds, accounts) = app.state.sweep_points(100).await.expect("sweep");
+    assert_eq!((holds, accounts), (1, 1));
+    assert_eq!(
+        stored().await,
+        (0, 100, 100, 0),
+        "the sweep expired the lot and released the hold"
+    );
     let err = client
         .confirm_frozen_points(confirm("m2", "order-1", None))
         .await
@@ -874,6 +885,9 @@ fn earn_event(member: &str, event: &str) -> pb::EarnPointsRequest {
 }
 
 async fn rules_price_events_with_daily_caps(app: &TestApp) {
+    // At noon UTC (the server's clock moved there): the day cannot turn mid-test.
+    let until_noon = (43_200 - now_seconds().rem_euclid(86_400)).rem_euclid(86_400);
+    app.advance_clock(Duration::from_secs(until_noon as u64));
     let mut client = app.points();
     client
         .create_points_rule(rule("order_paid", 50, Some(120)))
@@ -910,6 +924,14 @@ async fn rules_price_events_with_daily_caps(app: &TestApp) {
         .await
         .expect_err("no rule");
     assert_error(&err, Code::NotFound, "POINTS_RULE_NOT_FOUND");
+    // The next day the cap starts again.
+    app.advance_clock(Duration::from_secs(86_400));
+    let next_day = client
+        .earn_points(earn_event("m1", "order_paid"))
+        .await
+        .expect("a new day")
+        .into_inner();
+    assert_eq!(next_day.transaction.expect("entry").amount, 50);
     audit(app).await;
 }
 

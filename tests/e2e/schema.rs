@@ -1,6 +1,6 @@
 //! The schema itself keeps the invariants, whatever the application does.
 
-use marketing_tests::TestApp;
+use marketing_tests::{Backend, TestApp};
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::{
@@ -25,14 +25,45 @@ async fn constraints_refuse_broken_stock_counters(app: &TestApp) {
     let db = app.state.db.conn();
     // Ids are bound as text (PostgreSQL uuid; SQLite stores the 16 bytes, so compare via the
     // row itself): update every row of this fresh database.
-    for broken in [
-        "UPDATE coupon_templates SET remaining_stock = -1, total_stock = total_stock - remaining_stock - 1",
-        "UPDATE coupon_templates SET claimed_count = claimed_count + 1",
-        "UPDATE coupon_templates SET used_count = claimed_count + 1",
-        "UPDATE coupon_templates SET per_member_limit = 0",
+    // The constraint each statement runs into: PostgreSQL's generated name, and SQLite's
+    // account of the (unnamed) CHECK.
+    for (broken, postgres, sqlite) in [
+        (
+            "UPDATE coupon_templates SET remaining_stock = -1, total_stock = total_stock - remaining_stock - 1",
+            "coupon_templates_remaining_stock_check",
+            "remaining_stock",
+        ),
+        // total_stock = remaining_stock + claimed_count
+        (
+            "UPDATE coupon_templates SET claimed_count = claimed_count + 1",
+            "coupon_templates_check",
+            "remaining_stock",
+        ),
+        // used_count BETWEEN 0 AND claimed_count
+        (
+            "UPDATE coupon_templates SET used_count = claimed_count + 1",
+            "coupon_templates_check1",
+            "used_count",
+        ),
+        (
+            "UPDATE coupon_templates SET per_member_limit = 0",
+            "coupon_templates_per_member_limit_check",
+            "per_member_limit",
+        ),
     ] {
-        let result = db.execute_unprepared(broken).await;
-        assert!(result.is_err(), "the schema accepted: {broken}");
+        let err = db
+            .execute_unprepared(broken)
+            .await
+            .expect_err(&format!("the schema accepted: {broken}"));
+        let expected = match app.backend {
+            Backend::PostgresRedis => postgres,
+            Backend::Embedded => sqlite,
+        };
+        assert_eq!(
+            violated_check(&err.to_string()),
+            Some(expected),
+            "{broken}: {err}"
+        );
     }
     let current = app
         .templates()
@@ -81,9 +112,26 @@ async fn a_lots_liveness_follows_its_remaining_points(app: &TestApp) {
         "UPDATE points_lots SET live = NOT live",
         "UPDATE points_lots SET live = (remaining = 0)",
     ] {
-        assert!(
-            db.execute_unprepared(forged).await.is_err(),
-            "the schema accepted: {forged}"
-        );
+        let err = db
+            .execute_unprepared(forged)
+            .await
+            .expect_err(&format!("the schema accepted: {forged}"))
+            .to_string();
+        let refused = match app.backend {
+            Backend::PostgresRedis => "column \"live\" can only be updated to DEFAULT",
+            Backend::Embedded => "cannot UPDATE generated column \"live\"",
+        };
+        assert!(err.contains(refused), "{forged}: {err}");
     }
+}
+
+/// The CHECK constraint a database error names: PostgreSQL's `violates check constraint "x"`,
+/// SQLite's `CHECK constraint failed: x`.
+fn violated_check(message: &str) -> Option<&str> {
+    if let Some((_, rest)) = message.split_once("violates check constraint \"") {
+        return rest.split('"').next();
+    }
+    message
+        .split_once("CHECK constraint failed: ")
+        .map(|(_, rest)| rest.trim())
 }

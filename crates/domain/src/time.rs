@@ -1,7 +1,39 @@
 //! Instants as microseconds since the Unix epoch: exact, totally ordered and stored the same
 //! way on every database backend.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// Where the server reads the time: the system clock, moved by an offset that only tests set
+/// (so that expiry, TTLs and days are tested by moving time, not by sleeping through it).
+/// Clones share the offset: replicas of one test share one clock.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_micros: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    pub fn now(&self) -> UnixMicros {
+        let offset = self.offset_micros.load(Relaxed);
+        UnixMicros(UnixMicros::now().0.saturating_add(offset))
+    }
+
+    /// Moves this clock (and its clones) `by` into the future.
+    pub fn advance(&self, by: Duration) {
+        let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.offset_micros.fetch_add(micros, Relaxed);
+    }
+}
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -11,6 +43,7 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 impl UnixMicros {
+    /// The system clock's time; the server reads [`Clock::now`] instead.
     pub fn now() -> Self {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)

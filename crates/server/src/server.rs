@@ -2,6 +2,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use marketing_domain::time::Clock;
 use marketing_proto::v1::{
     coupon_template_service_server::CouponTemplateServiceServer,
     points_account_service_server::PointsAccountServiceServer,
@@ -73,9 +74,14 @@ pub struct Server {
 impl Server {
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// [`build`](Self::build), reading the time from `clock` (tests move it).
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let transport = Transport::new(connection_limits(&config));
         Ok(Self {
-            app: AppState::connect(config).await?,
+            app: AppState::connect(config, clock).await?,
             transport,
         })
     }

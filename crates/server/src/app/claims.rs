@@ -320,7 +320,7 @@ impl AppState {
                 Err(err) => return Err(err),
                 Ok(issued) => {
                     written = issued.template;
-                    let now = UnixMicros::now();
+                    let now = self.clock.now();
                     let mut records = Vec::new();
                     for (&i, result) in fresh.iter().zip(issued.results) {
                         outcomes[i] = Some(match result {
@@ -362,7 +362,7 @@ impl AppState {
     ) -> Result<Issued, MarketingError> {
         let template = templates::get_for_update(txn, tenant, template).await?;
         let held = user_coupons::held_slots(txn, template.id, members).await?;
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let plan = plan_claims(&template, now, &held, members);
         if all_or_nothing
             && let Some((member, refusal)) = members
@@ -455,7 +455,7 @@ impl AppState {
             .await?;
         let written = issued.template;
         let issued = issued.results;
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let mut response = pb::DistributeCouponsResponse::default();
         for (member, result) in members.iter().zip(issued) {
             let (user_coupon, failure_reason) = match result {
@@ -511,11 +511,15 @@ impl AppState {
     }
 
     async fn release_template_lock(&self, lock: Option<LockGuard>) {
-        if let Some(guard) = lock
-            && let Err(err) = self.lock.release(&guard).await
-        {
+        let Some(guard) = lock else { return };
+        match self.lock.release(&guard).await {
+            Ok(true) => {}
+            // The lock lapsed while the batch ran; its fence kept the write safe.
+            Ok(false) => self.metrics.record_claim_lock_lapse(),
             // The TTL frees it anyway.
-            marketing_infra::warn_every!(key = %guard.key, error = %err, "releasing a template lock failed");
+            Err(err) => {
+                marketing_infra::warn_every!(key = %guard.key, error = %err, "releasing a template lock failed");
+            }
         }
     }
 }

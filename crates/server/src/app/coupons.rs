@@ -43,6 +43,7 @@ impl HeldCoupons {
         conn: &impl ConnectionTrait,
         tenant: &TenantId,
         member: &MemberId,
+        now: UnixMicros,
     ) -> Result<Self, MarketingError> {
         let mut coupons = user_coupons::list_for_member(
             conn,
@@ -51,7 +52,7 @@ impl HeldCoupons {
             &[],
             None,
             Self::MAX as u64 + 1,
-            UnixMicros::now(),
+            now,
         )
         .await?;
         let complete = coupons.len() <= Self::MAX;
@@ -188,7 +189,7 @@ impl AppState {
         member: Option<&MemberId>,
     ) -> Result<pb::UserCoupon, MarketingError> {
         let coupon = user_coupons::get(self.db.conn(), tenant, id, member).await?;
-        Ok(coupon_to_proto(&coupon, UnixMicros::now()))
+        Ok(coupon_to_proto(&coupon, self.clock.now()))
     }
 
     /// One page, newest first, and the last coupon of it when another page may follow. Served
@@ -198,7 +199,7 @@ impl AppState {
         &self,
         query: ListCoupons,
     ) -> Result<(Vec<pb::UserCoupon>, Option<CouponId>), MarketingError> {
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         // One more than asked tells whether there is a next page.
         let wanted = query.page_size as usize + 1;
         let page_of = |page: &[&UserCoupon]| {
@@ -210,7 +211,14 @@ impl AppState {
             let held = lists
                 .get_or_load(
                     &held_key(query.tenant_id.as_str(), query.member_id.as_str()),
-                    || HeldCoupons::load(self.db.conn(), &query.tenant_id, &query.member_id),
+                    || {
+                        HeldCoupons::load(
+                            self.db.conn(),
+                            &query.tenant_id,
+                            &query.member_id,
+                            self.clock.now(),
+                        )
+                    },
                 )
                 .await?;
             let page: Vec<&UserCoupon> = held
@@ -266,7 +274,7 @@ impl AppState {
         order_id: Option<&str>,
     ) -> Result<pb::ValidateCouponResponse, MarketingError> {
         let coupon = user_coupons::get(self.db.conn(), tenant, id, Some(member)).await?;
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let problems = coupon.usability_problems(now, amount, currency, order_id);
         Ok(pb::ValidateCouponResponse {
             usable: problems.is_empty(),
@@ -299,7 +307,7 @@ impl AppState {
         for _ in 0..CAS_ATTEMPTS {
             let coupon =
                 user_coupons::get(&txn, tenant, cmd.coupon_id, cmd.member_id.as_ref()).await?;
-            let now = UnixMicros::now();
+            let now = self.clock.now();
             transition.check(&coupon, now, order_id)?;
             let mut next = cmd.change.apply(&coupon, now)?;
             if user_coupons::compare_and_set(&txn, &next, coupon.version).await? {
@@ -333,7 +341,7 @@ impl AppState {
     /// One sweep: lapsed locks back to AVAILABLE, unused coupons past validity to EXPIRED, in
     /// batches of `batch`. Safe to run on every replica at once.
     pub async fn sweep_coupons(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let (mut unlocked, mut expired) = (0, 0);
         loop {
             let swept = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub points_splits: AtomicU64,
     /// The same for claim batches.
     pub claim_splits: AtomicU64,
+    /// Claim batches whose template lock had lapsed (its TTL passed) by the time they released
+    /// it: their writes were kept safe by the lock's fencing token alone.
+    pub claim_lock_lapses: AtomicU64,
 }
 
 impl Metrics {
@@ -38,6 +41,10 @@ impl Metrics {
 
     pub fn record_points_split(&self) {
         self.points_splits.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_claim_lock_lapse(&self) {
+        self.claim_lock_lapses.fetch_add(1, Relaxed);
     }
 
     pub fn record_claim_split(&self) {

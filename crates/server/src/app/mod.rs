@@ -10,7 +10,7 @@ mod templates;
 
 use std::sync::Arc;
 
-use marketing_domain::{MarketingError, RequestId, TenantId};
+use marketing_domain::{MarketingError, RequestId, TenantId, time::Clock};
 use marketing_infra::{
     cache::{Cache, LocalCache, TieredCache},
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
@@ -44,6 +44,8 @@ pub struct AppState {
     pub leaderboard: Arc<dyn Leaderboard>,
     /// Copies of members' coupon lists, validated by freshness stamps; `None` when turned off.
     pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
+    /// Where every use case reads the time (tests move it instead of sleeping).
+    pub clock: Clock,
     claim_queues: Arc<claims::ClaimQueues>,
     points_queue: Arc<points::PointsQueue>,
     stale_boards: Arc<points::StaleBoards>,
@@ -51,7 +53,7 @@ pub struct AppState {
 
 impl AppState {
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
-    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+    pub async fn connect(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let url = config.effective_database_url();
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir).map_err(|err| {
@@ -132,6 +134,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::default(),
             leaderboard,
+            clock,
             claim_queues: Arc::default(),
             points_queue: Arc::default(),
             stale_boards: Arc::default(),

@@ -413,14 +413,14 @@ impl AppState {
                 .collect();
         let opened = accounts_to_open(cmds, &groups, |key| accounts.contains_key(key));
         if !opened.is_empty() {
-            points::create_accounts(&txn, &opened, UnixMicros::now()).await?;
+            points::create_accounts(&txn, &opened, self.clock.now()).await?;
             for account in points::find_accounts(&txn, &opened).await? {
                 accounts.insert(key_of(&account), account);
             }
         }
         let ids: Vec<Uuid> = accounts.values().map(|a| a.id).collect();
         let mut lots = points::live_lots_of(&txn, &ids).await?;
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let mut planned: Vec<(&[usize], Option<PlannedGroup>)> = Vec::with_capacity(groups.len());
         for (key, indexes) in &groups {
             let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
@@ -519,7 +519,7 @@ impl AppState {
         let opened = accounts_to_open(cmds, &groups, |key| ledgers.contains_key(key));
         if !opened.is_empty() {
             // Empty accounts, created at once whatever becomes of the batch: harmless.
-            points::create_accounts(self.db.conn(), &opened, UnixMicros::now()).await?;
+            points::create_accounts(self.db.conn(), &opened, self.clock.now()).await?;
             let keys = points_batch::BatchKeys {
                 members: opened,
                 ..Default::default()
@@ -528,7 +528,7 @@ impl AppState {
                 ledgers.insert(key_of(&account), (account, lots));
             }
         }
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let mut batch = BatchContext {
             biz: HashSet::new(),
             stored: Some(reads.taken),
@@ -570,7 +570,7 @@ impl AppState {
                 results[index] = Some(result);
             }
         }
-        let recorded_at = UnixMicros::now();
+        let recorded_at = self.clock.now();
         for (key, outcome) in outcomes(cmds, &results, &replayed) {
             write.add_record(key, outcome, recorded_at);
         }
@@ -613,7 +613,7 @@ impl AppState {
         batch.stored = None;
         for _ in 0..CAS_ATTEMPTS {
             let account = if creates {
-                Some(points::get_or_create_account(txn, tenant, member, UnixMicros::now()).await?)
+                Some(points::get_or_create_account(txn, tenant, member, self.clock.now()).await?)
             } else {
                 points::find_account(txn, tenant, member).await?
             };
@@ -628,7 +628,7 @@ impl AppState {
             };
             let lots = points::live_lots(txn, account.id).await?;
             // Read after the account: a change that committed before this read is older.
-            let ledger = Ledger::new(account, lots, UnixMicros::now());
+            let ledger = Ledger::new(account, lots, self.clock.now());
             let plan = self.plan_group(txn, group, ledger, batch).await?;
             if plan.ledger.entries.is_empty() {
                 return Ok((plan.results, None));
@@ -940,7 +940,7 @@ impl AppState {
             .await?
             .ok_or(MarketingError::AccountNotFound)?;
         let lots = points::live_lots(self.db.conn(), account.id).await?;
-        let mut view = Ledger::new(account, lots, UnixMicros::now());
+        let mut view = Ledger::new(account, lots, self.clock.now());
         view.expire_due();
         Ok(account_to_proto(&view.account, view.next_expiry()))
     }
@@ -1040,7 +1040,7 @@ impl AppState {
             Begun::Replay(rule) => return Ok(rule),
             Begun::Fresh(txn) => txn,
         };
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let rule = PointsRule {
             id: Uuid::now_v7(),
             tenant_id: key.tenant_id.clone(),
@@ -1084,19 +1084,13 @@ impl AppState {
         let terms = terms.check().map_err(|v| {
             MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
         })?;
-        let updated = points::update_rule(
-            &txn,
-            tenant,
-            id,
-            expected_version,
-            &terms,
-            UnixMicros::now(),
-        )
-        .await?
-        .ok_or(MarketingError::VersionMismatch {
-            expected: expected_version,
-            current: expected_version + 1,
-        })?;
+        let updated =
+            points::update_rule(&txn, tenant, id, expected_version, &terms, self.clock.now())
+                .await?
+                .ok_or(MarketingError::VersionMismatch {
+                    expected: expected_version,
+                    current: expected_version + 1,
+                })?;
         let response = rule_to_proto(&updated);
         self.commit_idempotent(txn, &key, &response).await?;
         self.cache_rule(&updated).await;
@@ -1177,7 +1171,7 @@ impl AppState {
     /// Releases lapsed holds and expires due lots, account by account, through the same
     /// optimistic path as requests: safe with every replica sweeping at once.
     pub async fn sweep_points(&self, batch: u64) -> Result<(usize, usize), MarketingError> {
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let holds = points::due_holds(self.db.conn(), now, batch).await?;
         let accounts = points::accounts_with_due_lots(self.db.conn(), now, batch).await?;
         let (mut released, mut expired) = (0, 0);

@@ -2,7 +2,7 @@
 //! idempotency outcome; reads go through the template cache.
 
 use marketing_domain::{
-    MarketingError, TemplateId, TenantId, UnixMicros,
+    MarketingError, TemplateId, TenantId,
     coupon_template::{CouponTemplate, TemplateDraft, TemplateField, TemplateTerms},
     error::FieldViolation,
 };
@@ -63,7 +63,7 @@ impl AppState {
             Begun::Replay(template) => return Ok(template),
             Begun::Fresh(txn) => txn,
         };
-        let now = UnixMicros::now();
+        let now = self.clock.now();
         let template = CouponTemplate {
             id: TemplateId::new(),
             tenant_id: cmd.key.tenant_id.clone(),
@@ -166,7 +166,7 @@ impl AppState {
             cmd.id,
             Some(cmd.expected_version),
             &TemplateChange::Terms(terms),
-            UnixMicros::now(),
+            self.clock.now(),
         )
         .await?;
         self.finish_change(txn, &cmd.key, updated).await
@@ -189,7 +189,7 @@ impl AppState {
             cmd.id,
             cmd.expected_version,
             &cmd.change,
-            UnixMicros::now(),
+            self.clock.now(),
         )
         .await?;
         self.finish_change(txn, &cmd.key, changed).await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use marketing_domain::{
-    FieldViolation, MemberId, RequestId, TenantId, UnixMicros,
+    FieldViolation, MemberId, RequestId, TenantId,
     error::Violations,
     page::page_size,
     points::{EntryMeta, MAX_POINTS},
@@ -239,7 +239,7 @@ impl PointsAccountService for Points {
         let expires_at = violations
             .check(micros("expire_time", r.expire_time.as_ref()))
             .flatten();
-        if expires_at.is_some_and(|at| at <= UnixMicros::now()) {
+        if expires_at.is_some_and(|at| at <= self.app.clock.now()) {
             violations.push("expire_time", "must be in the future");
         }
         let source = match &r.source {
