@@ -5,11 +5,15 @@
 # are comparable with each other, not with another machine's.
 #   BENCH_DURATION=5s    length of each measured gRPC scenario
 #   BENCH_PG_SECONDS=20  length of each pgbench run
+#   BENCH_SERVER=path    the server binary to measure (default: this tree's release build);
+#                        with BENCH_OUT, measures an older build beside this one
+#   BENCH_OUT=dir        where the results go (default target/bench)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-OUT="$ROOT/target/bench"
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+SERVER_BIN=${BENCH_SERVER:-target/release/marketing-server}
 DURATION=${BENCH_DURATION:-5s}
 PG_SECONDS=${BENCH_PG_SECONDS:-20}
 ADDR=127.0.0.1:50551
@@ -49,7 +53,7 @@ log "starting the server on PostgreSQL + Redis"
 fresh_database mk_bench_app
 MARKETING_DATABASE_URL="$BASE/mk_bench_app" MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
   MARKETING_REDIS_KEY_PREFIX="bench:$(date +%s):" MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn \
-  target/release/marketing-server >"$OUT/server.log" 2>&1 &
+  "$SERVER_BIN" >"$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_for 60 "the server" env MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck

@@ -7,9 +7,11 @@
 //! (default `redis://127.0.0.1:6379`), `TEST_LOG=1` to see the server's logs.
 
 use std::{
+    io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Once},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, Once},
     time::Duration,
 };
 
@@ -193,6 +195,19 @@ impl TestApp {
     /// days are tested by moving time, never by sleeping through it.
     pub fn advance_clock(&self, by: Duration) {
         self.state.clock.advance(by);
+    }
+
+    /// Terminates every PostgreSQL connection to this test's database (the servers' pools
+    /// included), as a failover or a restarted database would.
+    pub async fn terminate_database_connections(&self) {
+        let Storage::PostgresDatabase(name) = &self.storage else {
+            panic!("only the first server of a PostgreSQL test owns its database");
+        };
+        admin_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await;
     }
 
     /// Another server on the same database and Redis (same key prefix): a second replica.
@@ -418,5 +433,131 @@ fn spawn_redis(port: u16) -> std::process::Child {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The real server binary, built beside this test (scripts/test.sh builds it).
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MARKETING_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let binary = profile_dir.join("marketing-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: run scripts/test.sh, which builds it (cargo build -p marketing-server)",
+        binary.display()
+    );
+    binary
+}
+
+/// The real server binary in its own process (its own allocator and memory, and a process
+/// that can be killed), killed (and its data removed) when dropped.
+pub struct ServerProcess {
+    child: Child,
+    data_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts it on a port of its own, with `env` as its only configuration (the embedded
+    /// mode in a fresh directory unless `env` names a database).
+    pub fn start(env: &[(&str, &str)]) -> ServerProcess {
+        let data_dir = std::env::temp_dir().join(format!(
+            "marketing-process-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let mut child = Command::new(server_binary())
+            .env_clear()
+            .env("MARKETING_GRPC_ADDR", "127.0.0.1:0")
+            .env("MARKETING_DATA_DIR", &data_dir)
+            .env("MARKETING_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let stderr = child.stderr.take().expect("piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let logs = logs.clone();
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("serving gRPC")
+                        && let Some(addr) = line
+                            .split("\"addr\":\"")
+                            .nth(1)
+                            .and_then(|rest| rest.split('"').next())
+                            .and_then(|addr| addr.parse().ok())
+                    {
+                        let _ = addr_tx.send(addr);
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the server did not start: {:?}", logs.lock()));
+        ServerProcess {
+            child,
+            data_dir,
+            logs,
+            addr,
+        }
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM");
+        kib / 1024
+    }
+
+    /// Whether a line of its log contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the server process")
+    }
+}
+
+impl ServerProcess {
+    /// Kills it at once (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

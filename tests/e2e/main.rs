@@ -3,7 +3,9 @@
 mod cache;
 mod claims;
 mod coupons;
+mod faults;
 mod fixtures;
+mod generated;
 mod infra;
 mod points;
 mod replays;

@@ -13,7 +13,7 @@ use tonic::Code;
 use crate::fixtures::{claim, claim_request, create_template, now_seconds, template, unique};
 
 /// Every account of the database equals the replay of its ledger, and no balance is negative.
-async fn audit(app: &TestApp) -> usize {
+pub(crate) async fn audit(app: &TestApp) -> usize {
     let db = app.state.db.conn();
     let accounts = points_account::Entity::find()
         .all(db)

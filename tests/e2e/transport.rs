@@ -7,11 +7,8 @@
 //! test runs the real binary (with its allocator) in its own process, to measure its RSS alone.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -22,7 +19,7 @@ use marketing_proto::v1::{
     self as pb, coupon_template_service_client::CouponTemplateServiceClient,
 };
 use marketing_server::config::TransportConfig;
-use marketing_tests::{Backend, Options, spawn_app_with};
+use marketing_tests::{Backend, Options, ServerProcess, spawn_app_with};
 use prost::Message;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -33,7 +30,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::fixtures::{create_request, template, unique};
+use crate::fixtures::{create_request, template};
 
 fn options(transport: TransportConfig) -> Options {
     Options {
@@ -211,117 +208,6 @@ async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() 
     assert!(serving(channel).await);
     drop(second);
     app.stop().await;
-}
-
-/// The real server binary, built beside this test (scripts/test.sh builds it).
-fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MARKETING_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let binary = profile_dir.join("marketing-server");
-    assert!(
-        binary.exists(),
-        "{} is missing: run scripts/test.sh, which builds it (cargo build -p marketing-server)",
-        binary.display()
-    );
-    binary
-}
-
-/// The server in its own process, killed (and its data removed) when dropped.
-struct ServerProcess {
-    child: Child,
-    data_dir: PathBuf,
-    logs: Arc<Mutex<Vec<String>>>,
-    addr: std::net::SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(env: &[(&str, &str)]) -> ServerProcess {
-        let data_dir = std::env::temp_dir().join(unique("marketing-transport"));
-        std::fs::create_dir_all(&data_dir).expect("data dir");
-        let mut child = Command::new(server_binary())
-            .env_clear()
-            .env("MARKETING_GRPC_ADDR", "127.0.0.1:0")
-            .env("MARKETING_DATA_DIR", &data_dir)
-            .env("MARKETING_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        let stderr = child.stderr.take().expect("piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn({
-            let logs = logs.clone();
-            move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("serving gRPC")
-                        && let Some(addr) = line
-                            .split("\"addr\":\"")
-                            .nth(1)
-                            .and_then(|rest| rest.split('"').next())
-                            .and_then(|addr| addr.parse().ok())
-                    {
-                        let _ = addr_tx.send(addr);
-                    }
-                    logs.lock().expect("logs").push(line);
-                }
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the server did not start: {:?}", logs.lock()));
-        ServerProcess {
-            child,
-            data_dir,
-            logs,
-            addr,
-        }
-    }
-
-    /// The process's peak resident memory so far (`VmHWM`), in MiB.
-    fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server's /proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .expect("VmHWM");
-        kib / 1024
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        self.logs
-            .lock()
-            .expect("logs")
-            .iter()
-            .any(|line| line.contains(text))
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to the server process")
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,252 @@
+//! Faults under load: claims and deductions run on two replicas while Redis stops, every
+//! PostgreSQL connection is terminated and one replica (a process of its own) is killed. Then
+//! every request that got no definitive answer is retried with its `request_id` until it does,
+//! and the database must hold exactly what the clients were told: every granted claim and
+//! every deduction acknowledged is committed, nothing else is, and every invariant holds
+//! (stock counters, per-member limits, every account against its ledger).
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use marketing_domain::points::TxType;
+use marketing_proto::v1::{
+    self as pb, points_account_service_client::PointsAccountServiceClient,
+    user_coupon_service_client::UserCouponServiceClient,
+};
+use marketing_storage::entity::{coupon_template, points_transaction, user_coupon};
+use marketing_tests::{ServerProcess, TestRedis};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    fixtures::{claim_request, create_template, template, unique},
+    points::{audit, deduct, earn},
+};
+
+const STOCK: i64 = 150;
+const LIMIT: i32 = 2;
+const CLAIMERS: usize = 100;
+const SPENDERS: usize = 20;
+const CALLERS: usize = 16;
+
+#[derive(Clone)]
+enum Call {
+    Claim(pb::ClaimCouponRequest),
+    Deduct(pb::DeductPointsRequest),
+}
+
+/// What a call was definitively answered: the coupon or transaction it made, or a business
+/// refusal. `None` while it has no definitive answer (the replica died, the database or the
+/// connection failed, the deadline passed): then it is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Made(String),
+    Refused(String),
+}
+
+async fn send(channel: Channel, call: &Call) -> Option<Outcome> {
+    let result = match call {
+        Call::Claim(request) => UserCouponServiceClient::new(channel)
+            .claim_coupon(request.clone())
+            .await
+            .map(|r| r.into_inner().user_coupon.expect("coupon").id),
+        Call::Deduct(request) => PointsAccountServiceClient::new(channel)
+            .deduct_points(request.clone())
+            .await
+            .map(|r| r.into_inner().transaction.expect("entry").id),
+    };
+    match result {
+        Ok(id) => Some(Outcome::Made(id)),
+        Err(status) => match status.code() {
+            Code::ResourceExhausted | Code::FailedPrecondition => {
+                let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                    .map(|info| info.reason)
+                    .unwrap_or_default();
+                Some(Outcome::Refused(reason))
+            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown => None,
+            _ => panic!("a fault is never answered as {status:?}"),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_under_load_lose_nothing_and_invent_nothing() {
+    let mut redis = TestRedis::start();
+    let app = redis.spawn_app().await;
+    let config = &app.config;
+    let database = config.database_url.clone().expect("PostgreSQL");
+    let redis_url = config.redis_url.clone().expect("Redis");
+    let mut replica = ServerProcess::start(&[
+        ("MARKETING_DATABASE_URL", &database),
+        ("MARKETING_REDIS_URL", &redis_url),
+        ("MARKETING_REDIS_KEY_PREFIX", &config.redis_key_prefix),
+        ("MARKETING_DB_MAX_CONNECTIONS", "8"),
+    ]);
+    let replica_channel = replica.channel().await;
+
+    let created = create_template(
+        &app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: STOCK,
+            per_member_limit: LIMIT,
+            ..template()
+        },
+    )
+    .await;
+    let mut points = app.points();
+    for member in 0..SPENDERS {
+        points
+            .earn_points(earn(&format!("spender-{member}"), 10_000))
+            .await
+            .expect("fund");
+    }
+
+    // The load: each caller alternates claims and deductions, and replicas, until told to
+    // stop; every call is kept with its first answer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..CALLERS {
+        let channels = [app.channel.clone(), replica_channel.clone()];
+        let (stop, template_id) = (stop.clone(), created.id.clone());
+        callers.spawn(async move {
+            let mut calls = Vec::new();
+            let mut n = caller;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += CALLERS;
+                let call = if n % 2 == 0 {
+                    let member = format!("claimer-{}", n % CLAIMERS);
+                    Call::Claim(claim_request("acme", &member, &template_id))
+                } else {
+                    let member = format!("spender-{}", n % SPENDERS);
+                    Call::Deduct(deduct(&member, 1 + (n % 10) as i64))
+                };
+                let outcome = send(channels[n / 3 % 2].clone(), &call).await;
+                calls.push((call, outcome));
+            }
+            calls
+        });
+    }
+
+    let step = Duration::from_millis(700);
+    tokio::time::sleep(step).await;
+    redis.stop();
+    tokio::time::sleep(step).await;
+    app.terminate_database_connections().await;
+    tokio::time::sleep(step).await;
+    replica.kill();
+    tokio::time::sleep(step).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = Vec::new();
+    while let Some(done) = callers.join_next().await {
+        calls.extend(done.expect("caller"));
+    }
+
+    // Every call without a definitive answer is retried on the surviving replica until it
+    // has one: the retry either finds what the first attempt committed, or makes it now.
+    let unanswered = calls.iter().filter(|(_, o)| o.is_none()).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (call, outcome) in &mut calls {
+        while outcome.is_none() {
+            assert!(Instant::now() < deadline, "a retry never got an answer");
+            *outcome = send(app.channel.clone(), call).await;
+            if outcome.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let (claims, deductions): (Vec<_>, Vec<_>) = calls
+        .iter()
+        .partition(|(call, _)| matches!(call, Call::Claim(_)));
+    eprintln!(
+        "faults: {} calls ({} claims, {} deductions), {unanswered} retried after the faults",
+        calls.len(),
+        claims.len(),
+        deductions.len()
+    );
+    assert!(
+        claims.len() > 20 && deductions.len() > 20,
+        "the load ran throughout"
+    );
+    for (_, outcome) in &calls {
+        if let Some(Outcome::Refused(reason)) = outcome {
+            assert!(
+                [
+                    "OUT_OF_STOCK",
+                    "MEMBER_LIMIT_REACHED",
+                    "INSUFFICIENT_POINTS"
+                ]
+                .contains(&reason.as_str()),
+                "{reason}"
+            );
+        }
+    }
+    let made = |calls: &[&(Call, Option<Outcome>)]| -> HashSet<String> {
+        calls
+            .iter()
+            .filter_map(|(_, outcome)| match outcome {
+                Some(Outcome::Made(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let granted = made(&claims);
+    let acknowledged = made(&deductions);
+
+    let db = app.state.db.conn();
+    let template_id = uuid::Uuid::parse_str(&created.id).expect("uuid");
+    let coupons = user_coupon::Entity::find()
+        .filter(user_coupon::Column::TemplateId.eq(template_id))
+        .all(db)
+        .await
+        .expect("coupons");
+    let stored: HashSet<String> = coupons.iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(
+        stored, granted,
+        "the coupons are exactly the granted claims"
+    );
+    let row = coupon_template::Entity::find_by_id(template_id)
+        .one(db)
+        .await
+        .expect("query")
+        .expect("template");
+    assert_eq!(row.claimed_count, coupons.len() as i64);
+    assert!(row.claimed_count <= STOCK);
+    assert_eq!(row.remaining_stock + row.claimed_count, row.total_stock);
+    let mut per_member: HashMap<&str, i32> = HashMap::new();
+    for coupon in &coupons {
+        *per_member.entry(coupon.member_id.as_str()).or_default() += 1;
+    }
+    assert!(per_member.values().all(|n| *n <= LIMIT), "{per_member:?}");
+
+    let entries = points_transaction::Entity::find()
+        .filter(points_transaction::Column::TxType.eq(TxType::Deduct.code()))
+        .all(db)
+        .await
+        .expect("deductions");
+    let stored: HashSet<String> = entries.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(
+        stored, acknowledged,
+        "the deductions are exactly the acknowledged ones"
+    );
+    audit(&app).await;
+
+    // The surviving replica serves on without Redis.
+    crate::fixtures::claim(&app, "acme", &unique("late"), &created.id)
+        .await
+        .map(|_| ())
+        .or_else(|err| match err.code() {
+            Code::ResourceExhausted => Ok(()),
+            _ => Err(err),
+        })
+        .expect("served after the faults");
+    drop(replica);
+    app.stop().await;
+}
