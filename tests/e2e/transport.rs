@@ -356,6 +356,49 @@ async fn clients_that_never_read_cannot_grow_the_server_and_the_cap_is_logged() 
     drop(held);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_dropped() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        options(TransportConfig {
+            keepalive_interval: Duration::from_millis(200),
+            keepalive_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(3600),
+            ..TransportConfig::default()
+        }),
+    )
+    .await;
+    let open = |n: usize| {
+        let transport = app.transport.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while transport.open_connections() != n {
+                assert!(Instant::now() < deadline, "never {n} connections open");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    open(1).await;
+    let tcp = TcpStream::connect(app.addr).await.expect("connect");
+    let (io, pause) = PausableIo::new(tcp);
+    let (send, connection) = h2::client::handshake(io).await.expect("handshake");
+    let connection = tokio::spawn(connection);
+    assert_eq!(health_on(&send, app.addr).await, "0");
+    // Pinged every 200 ms and answering, it stays well past a timeout.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.transport.open_connections(), 2, "a live peer stays");
+    // It stops reading: no ping is answered, and the server drops it.
+    pause.store(true, Relaxed);
+    open(1).await;
+    assert!(
+        serving(app.channel.clone()).await,
+        "the test's own channel answers its pings and stays"
+    );
+    connection.abort();
+    drop(send);
+    app.stop().await;
+}
+
 /// Sends `count` list calls on `send` without reading them; their response futures.
 async fn list_calls(
     send: &h2::client::SendRequest<Bytes>,

@@ -238,16 +238,24 @@ impl Guarded {
             // A call is open; its end wakes the connection, which polls here again.
             return Poll::Pending;
         };
-        if self.idle.deadline() != deadline {
+        // The deadline only moves later (calls end, bytes arrive), and this runs on every
+        // quiet read: the timer is moved only when it must fire sooner, and otherwise
+        // re-armed when it fires early, about once per idle timeout.
+        if deadline < self.idle.deadline() {
             self.idle.as_mut().reset(deadline);
         }
         if self.idle.as_mut().poll(cx).is_ready() {
-            transport.idle_closes.fetch_add(1, Relaxed);
-            tracing::debug!(peer = ?self.info.remote_addr, "closing an idle connection");
-            return Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle timeout",
-            ));
+            if Instant::now() >= deadline {
+                transport.idle_closes.fetch_add(1, Relaxed);
+                tracing::debug!(peer = ?self.info.remote_addr, "closing an idle connection");
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle timeout",
+                ));
+            }
+            self.idle.as_mut().reset(deadline);
+            // Registers the waker for the new deadline (it has not passed).
+            let _ = self.idle.as_mut().poll(cx);
         }
         Poll::Pending
     }
@@ -382,11 +390,10 @@ pub struct Streams<S> {
 impl<S, B, ReqBody> tower_service::Service<http::Request<ReqBody>> for Streams<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = StreamFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -403,15 +410,37 @@ where
             }
             None => None,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| TrackedBody {
-                inner: body,
-                call,
-                state: State::Streaming(Bytes::new()),
-            }))
-        })
+        StreamFuture {
+            inner: self.inner.call(request),
+            call,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's response, its body wrapped in a [`TrackedBody`].
+    pub struct StreamFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<OpenCall>,
+    }
+}
+
+impl<F, B, E> Future for StreamFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let call = this.call.take();
+        Poll::Ready(Ok(response.map(|body| TrackedBody {
+            inner: body,
+            call,
+            state: State::Streaming(Bytes::new()),
+        })))
     }
 }
 
