@@ -615,6 +615,7 @@ marketing_tests::backend_suite! {
     any_text_and_bytes_come_back_as_written,
     concurrent_partial_refunds_answer_as_one_after_another,
     a_tenants_bad_commands_fail_alone,
+    balances_and_totals_near_their_maximum_refuse_cleanly,
 }
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
@@ -1589,4 +1590,82 @@ async fn a_tenants_bad_commands_fail_alone(app: &TestApp) {
         "40 claimers and the greedy member's one"
     );
     audit(app).await;
+}
+
+/// The balance at its maximum, concurrent earns at the edge, and lifetime totals at theirs:
+/// each write past a maximum is POINTS_LIMIT_EXCEEDED naming the total, and writes nothing.
+async fn balances_and_totals_near_their_maximum_refuse_cleanly(app: &TestApp) {
+    use marketing_domain::points::{MAX_POINTS, MAX_TOTAL};
+    use tonic_types::StatusExt;
+    let mut client = app.points();
+    client
+        .earn_points(earn("edge", MAX_POINTS - 5))
+        .await
+        .expect("earn to five below the maximum");
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let mut client = app.points();
+        calls.spawn(async move { client.earn_points(earn("edge", 1)).await });
+    }
+    let mut granted = 0;
+    while let Some(answer) = calls.join_next().await {
+        match answer.expect("task") {
+            Ok(_) => granted += 1,
+            Err(err) => {
+                assert_error(&err, Code::FailedPrecondition, "POINTS_LIMIT_EXCEEDED");
+                let info = err.get_details_error_info().expect("info");
+                assert_eq!(info.metadata.get("limit"), Some(&MAX_POINTS.to_string()));
+            }
+        }
+    }
+    assert_eq!(granted, 5, "exactly up to the maximum");
+    assert_eq!(account(app, "edge").await.available, MAX_POINTS);
+    audit(app).await;
+
+    // A lifetime of spending and refunding is not made in a test: the totals are set near
+    // their maximum in the row itself (this account's ledger no longer replays to it).
+    client
+        .earn_points(earn("spender", 100))
+        .await
+        .expect("earn");
+    let deducted = client
+        .deduct_points(deduct("spender", 20))
+        .await
+        .expect("deduct")
+        .into_inner()
+        .transaction
+        .expect("entry")
+        .id;
+    let db = app.state.db.conn();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        db,
+        &format!(
+            "UPDATE points_accounts SET total_spent = {}, total_refunded = {} \
+             WHERE member_id = 'spender'",
+            MAX_TOTAL - 5,
+            MAX_TOTAL - 3
+        ),
+    )
+    .await
+    .expect("near the maximum");
+    let before = account(app, "spender").await;
+    let err = client
+        .deduct_points(deduct("spender", 10))
+        .await
+        .expect_err("past total_spent's maximum");
+    assert_error(&err, Code::FailedPrecondition, "POINTS_LIMIT_EXCEEDED");
+    let info = err.get_details_error_info().expect("info");
+    assert_eq!(info.metadata.get("total"), Some(&"total_spent".to_owned()));
+    let err = client
+        .refund_points(refund("spender", &deducted, Some(4)))
+        .await
+        .expect_err("past total_refunded's maximum");
+    assert_error(&err, Code::FailedPrecondition, "POINTS_LIMIT_EXCEEDED");
+    assert_eq!(account(app, "spender").await, before, "nothing was written");
+    client
+        .deduct_points(deduct("spender", 5))
+        .await
+        .expect("up to the maximum");
+    let shown = account(app, "spender").await;
+    assert_eq!((shown.available, shown.total_spent), (75, MAX_TOTAL));
 }
