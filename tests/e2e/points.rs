@@ -616,6 +616,7 @@ marketing_tests::backend_suite! {
     concurrent_partial_refunds_answer_as_one_after_another,
     a_tenants_bad_commands_fail_alone,
     balances_and_totals_near_their_maximum_refuse_cleanly,
+    a_blocked_points_write_answers_at_the_clients_deadline,
 }
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
@@ -1668,4 +1669,57 @@ async fn balances_and_totals_near_their_maximum_refuse_cleanly(app: &TestApp) {
         .expect("up to the maximum");
     let shown = account(app, "spender").await;
     assert_eq!((shown.available, shown.total_spent), (75, MAX_TOTAL));
+}
+
+/// Another writer holds the account's row (PostgreSQL) or the database's write lock
+/// (SQLite): a deduction with a 50 ms deadline is answered DEADLINE_EXCEEDED by then, not
+/// after the server's own 10 s; retried with its request id once the writer is gone, it is
+/// served once.
+async fn a_blocked_points_write_answers_at_the_clients_deadline(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let mut client = app.points();
+    client
+        .earn_points(earn("blocked", 100))
+        .await
+        .expect("earn");
+    let other = sea_orm::Database::connect(app.config.database_url.clone().expect("url"))
+        .await
+        .expect("another connection");
+    let writer = other.begin().await.expect("begin");
+    writer
+        .execute_unprepared(
+            "UPDATE points_accounts SET version = version WHERE member_id = 'blocked'",
+        )
+        .await
+        .expect("hold the row");
+    let request = deduct("blocked", 10);
+    let mut call = tonic::Request::new(request.clone());
+    call.set_timeout(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let err = client.deduct_points(call).await.expect_err("blocked");
+    let waited = started.elapsed();
+    assert_error(&err, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered at the deadline: {waited:?}"
+    );
+    writer.rollback().await.expect("let go");
+    let _ = other.close().await;
+    let mut served = None;
+    for _ in 0..100 {
+        match client.deduct_points(request.clone()).await {
+            Ok(done) => {
+                served = Some(done.into_inner());
+                break;
+            }
+            Err(err) if err.code() == Code::DeadlineExceeded => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+    }
+    let served = served.expect("served once the writer is gone");
+    assert_eq!(served.points_account.expect("account").available, 90);
+    assert_eq!(account(app, "blocked").await.available, 90, "deducted once");
+    audit(app).await;
 }

@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 use crate::{
     app::AppState,
     config::{Config, TransportConfig},
-    grpc::{CouponTemplates, Points, UserCoupons},
+    grpc::{CouponTemplates, Points, UserCoupons, deadline::DeadlineLayer},
     transport::{StreamLayer, Transport},
 };
 
@@ -152,6 +152,7 @@ impl Server {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .layer(StreamLayer)
+            .layer(DeadlineLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

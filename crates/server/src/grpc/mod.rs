@@ -2,6 +2,7 @@
 
 pub mod convert;
 mod coupon_templates;
+pub mod deadline;
 mod parse;
 mod points;
 mod user_coupons;

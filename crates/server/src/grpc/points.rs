@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::{
     convert::{decode_page_token, encode_page_token, micros, tx_type_from_proto},
+    deadline::answer_by,
     parse::{cleared, finish, reference},
 };
 use crate::{
@@ -232,7 +233,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::EarnPointsRequest>,
     ) -> Result<Response<pb::EarnPointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
@@ -278,7 +279,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::DeductPointsRequest>,
     ) -> Result<Response<pb::DeductPointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
@@ -302,7 +303,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::FreezePointsRequest>,
     ) -> Result<Response<pb::FreezePointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let amount = violations.check(points_amount("amount", r.amount));
@@ -335,7 +336,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::ConfirmFrozenPointsRequest>,
     ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, confirm_ref(r).as_ref());
@@ -369,7 +370,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::ReleaseFrozenPointsRequest>,
     ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, release_ref(r).as_ref());
@@ -393,7 +394,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::RefundPointsRequest>,
     ) -> Result<Response<pb::RefundPointsResponse>, Status> {
-        let deadline = Instant::now() + self.app.config.points_timeout;
+        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, "", "", &r.description);

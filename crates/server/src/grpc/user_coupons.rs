@@ -18,6 +18,7 @@ use tracing::instrument;
 
 use super::{
     convert::{coupon_status_from_proto, decode_page_token, encode_page_token},
+    deadline::answer_by,
     parse::{cleared, finish, reference},
 };
 use crate::{
@@ -57,29 +58,8 @@ impl UserCoupons {
     /// When the call must be answered: the client's `grpc-timeout`, capped by the server's
     /// claim timeout.
     fn deadline(&self, metadata: &MetadataMap) -> Instant {
-        let limit = self.app.config.claim_timeout;
-        let timeout = metadata
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map_or(limit, |client| client.min(limit));
-        Instant::now() + timeout
+        answer_by(metadata, self.app.config.claim_timeout)
     }
-}
-
-/// `grpc-timeout` is digits and a unit: H, M, S, m (ms), u (µs), n (ns).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
@@ -512,16 +492,6 @@ impl UserCouponService for UserCoupons {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
-        assert_eq!(parse_grpc_timeout("xS"), None);
-    }
 
     #[test]
     fn lock_ttls_are_bounded() {
