@@ -69,6 +69,8 @@ pub struct Config {
     pub claim_timeout: Duration,
     /// Most claims one locked batch serves.
     pub claim_batch_max: usize,
+    /// Most points commands one batch serves.
+    pub points_batch_max: usize,
     /// How long `LockCoupon` holds a coupon when the request names no TTL.
     pub coupon_lock_ttl: Duration,
     /// How often the sweepers release lapsed coupon locks and expire coupons.
@@ -143,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("claim_lock_ttl", &self.claim_lock_ttl)
             .field("claim_timeout", &self.claim_timeout)
             .field("claim_batch_max", &self.claim_batch_max)
+            .field("points_batch_max", &self.points_batch_max)
             .field("coupon_lock_ttl", &self.coupon_lock_ttl)
             .field("sweep_interval", &self.sweep_interval)
             .field("points_hold_ttl", &self.points_hold_ttl)
@@ -181,6 +184,7 @@ impl Default for Config {
             claim_lock_ttl: Duration::from_millis(3000),
             claim_timeout: Duration::from_secs(10),
             claim_batch_max: 512,
+            points_batch_max: 512,
             coupon_lock_ttl: Duration::from_secs(900),
             sweep_interval: Duration::from_secs(5),
             points_hold_ttl: Duration::from_secs(900),
@@ -210,6 +214,7 @@ struct FileLayer {
     claim_lock_ttl_ms: Option<u64>,
     claim_timeout_ms: Option<u64>,
     claim_batch_max: Option<usize>,
+    points_batch_max: Option<usize>,
     coupon_lock_ttl_secs: Option<u64>,
     sweep_interval_ms: Option<u64>,
     points_hold_ttl_secs: Option<u64>,
@@ -297,6 +302,9 @@ impl Config {
         }
         if let Some(n) = file.claim_batch_max {
             self.claim_batch_max = n;
+        }
+        if let Some(n) = file.points_batch_max {
+            self.points_batch_max = n;
         }
         if let Some(secs) = file.coupon_lock_ttl_secs {
             self.coupon_lock_ttl = Duration::from_secs(secs);
@@ -396,6 +404,9 @@ impl Config {
         }
         if let Some(n) = var(&["MARKETING_CLAIM_BATCH_MAX"]) {
             self.claim_batch_max = parse_number("MARKETING_CLAIM_BATCH_MAX", &n)?;
+        }
+        if let Some(n) = var(&["MARKETING_POINTS_BATCH_MAX"]) {
+            self.points_batch_max = parse_number("MARKETING_POINTS_BATCH_MAX", &n)?;
         }
         if let Some(secs) = var(&["MARKETING_COUPON_LOCK_TTL_SECS"]) {
             self.coupon_lock_ttl =
@@ -568,6 +579,9 @@ impl Config {
         }
         if self.claim_batch_max == 0 {
             return Err(invalid("MARKETING_CLAIM_BATCH_MAX", "must be at least 1"));
+        }
+        if self.points_batch_max == 0 {
+            return Err(invalid("MARKETING_POINTS_BATCH_MAX", "must be at least 1"));
         }
         if self.local_cache_capacity == 0 {
             return Err(invalid(

@@ -11,18 +11,14 @@
 //! batch runs without the lock (counted in `Metrics::lock_unavailable`): slower under contention,
 //! never wrong.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::time::Duration;
 
 use marketing_domain::{
     MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::CouponTemplate,
     user_coupon::{ClaimRefusal, CouponId, CouponStatus, UserCoupon, plan_claims},
 };
-use marketing_infra::{backoff, lock::LockGuard};
+use marketing_infra::lock::LockGuard;
 use marketing_proto::v1 as pb;
 use marketing_storage::{
     DatabaseTransaction,
@@ -30,13 +26,19 @@ use marketing_storage::{
     templates, user_coupons,
 };
 use prost::Message;
-use tokio::{sync::oneshot, time::Instant};
+use tokio::time::Instant;
 
-use super::{AppState, Begun, isolate::Isolation};
+use super::{
+    AppState, Begun,
+    batcher::{Backoff, Batched, Group, retry_lost_races},
+    isolate::Isolation,
+};
 use crate::grpc::convert::coupon_to_proto;
 
-const RETRY_BASE: Duration = Duration::from_millis(2);
-const RETRY_CAP: Duration = Duration::from_millis(100);
+const RETRY: Backoff = Backoff {
+    base: Duration::from_millis(2),
+    cap: Duration::from_millis(100),
+};
 
 pub struct ClaimCoupon {
     pub key: IdempotencyKey,
@@ -44,6 +46,16 @@ pub struct ClaimCoupon {
     pub member_id: MemberId,
     /// When the caller stops waiting.
     pub deadline: Instant,
+}
+
+impl Batched for ClaimCoupon {
+    fn key(&self) -> Option<&IdempotencyKey> {
+        Some(&self.key)
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 pub struct DistributeCoupons {
@@ -62,37 +74,6 @@ type ClaimResult = Result<pb::UserCoupon, MarketingError>;
 struct Issued {
     results: Vec<Result<UserCoupon, ClaimRefusal>>,
     template: Option<CouponTemplate>,
-}
-
-struct Waiting {
-    claim: ClaimCoupon,
-    reply: oneshot::Sender<ClaimResult>,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Waiting>,
-    draining: bool,
-}
-
-type SharedQueue = Arc<Mutex<Queue>>;
-
-/// The claim queues of this replica, one per template.
-#[derive(Default)]
-pub struct ClaimQueues {
-    queues: Mutex<HashMap<TemplateId, SharedQueue>>,
-}
-
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a push, a drain or a flag flip: a panic elsewhere cannot leave
-    // the queue inconsistent, so a poisoned lock is safe to keep using.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl ClaimQueues {
-    fn queue(&self, template: TemplateId) -> SharedQueue {
-        locked(&self.queues).entry(template).or_default().clone()
-    }
 }
 
 /// A copy of an error for another waiter: business errors as they are (any other refusal,
@@ -126,88 +107,20 @@ pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
     }
 }
 
-/// Clears the draining flag and fails the waiting claims if a drainer dies (a panic): the
-/// queue must never stay marked as drained by nobody.
-struct DrainGuard {
-    queue: SharedQueue,
-    armed: bool,
-}
-
-impl Drop for DrainGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut queue = locked(&self.queue);
-            queue.draining = false;
-            for waiting in queue.waiting.drain(..) {
-                let _ = waiting
-                    .reply
-                    .send(Err(MarketingError::internal("the claim drainer stopped")));
-            }
-        }
-    }
-}
-
 impl AppState {
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
-        let (reply, answer) = oneshot::channel();
-        let template = claim.template_id;
-        let queue = self.claim_queues.queue(template);
-        let start_drainer = {
-            let mut state = locked(&queue);
-            state.waiting.push(Waiting { claim, reply });
-            !std::mem::replace(&mut state.draining, true)
-        };
-        if start_drainer {
-            let app = self.clone();
-            tokio::spawn(async move { app.drain_claims(queue).await });
-        }
-        answer
+        let app = self.clone();
+        self.claim_batcher
+            .submit(claim.template_id, claim, move |groups| {
+                let app = app.clone();
+                async move { app.serve_claim_batch(groups).await }
+            })
             .await
-            .map_err(|_| MarketingError::internal("the claim batch ended without an answer"))?
     }
 
-    async fn drain_claims(self, queue: SharedQueue) {
-        let mut guard = DrainGuard {
-            queue: queue.clone(),
-            armed: true,
-        };
-        loop {
-            let batch: Vec<Waiting> = {
-                let mut state = locked(&queue);
-                if state.waiting.is_empty() {
-                    state.draining = false;
-                    guard.armed = false;
-                    return;
-                }
-                let take = state.waiting.len().min(self.config.claim_batch_max);
-                state.waiting.drain(..take).collect()
-            };
-            self.serve_claim_batch(batch).await;
-        }
-    }
-
-    async fn serve_claim_batch(&self, batch: Vec<Waiting>) {
-        // Callers that gave up are not served: no coupon is taken for an abandoned request.
-        let batch: Vec<Waiting> = batch.into_iter().filter(|w| !w.reply.is_closed()).collect();
-        // Retries racing each other in one batch share one outcome; the first decides.
-        let mut unique: Vec<(ClaimCoupon, Vec<oneshot::Sender<ClaimResult>>)> = Vec::new();
-        let mut by_request: HashMap<String, usize> = HashMap::new();
-        for Waiting { claim, reply } in batch {
-            match by_request.get(claim.key.request_id.as_str()) {
-                Some(&first) if unique[first].0.key.fingerprint == claim.key.fingerprint => {
-                    unique[first].1.push(reply);
-                }
-                Some(_) => {
-                    let _ = reply.send(Err(MarketingError::RequestIdReused));
-                }
-                None => {
-                    by_request.insert(claim.key.request_id.as_str().to_owned(), unique.len());
-                    unique.push((claim, vec![reply]));
-                }
-            }
-        }
-        let claims: Vec<&ClaimCoupon> = unique.iter().map(|(claim, _)| claim).collect();
+    async fn serve_claim_batch(&self, unique: Vec<Group<ClaimCoupon, pb::UserCoupon>>) {
+        let claims: Vec<&ClaimCoupon> = unique.iter().map(|group| &group.cmd).collect();
         // One member's failure is that claim's alone: a failed batch is served again in halves.
         let mut isolation = Isolation::new(claims.len());
         while let Some(range) = isolation.next_batch() {
@@ -240,20 +153,18 @@ impl AppState {
         let started = std::time::Instant::now();
         let template = first.template_id;
         let tenant = &first.key.tenant_id;
-        let mut attempt = 0;
-        let outcomes = loop {
+        let (outcomes, attempts) = retry_lost_races(deadline, RETRY, |_| async move {
             let lock = self.template_lock(template, deadline).await?;
             let result = self
                 .claim_batch_transaction(tenant, template, claims, lock.as_ref().map(|l| l.fence))
                 .await;
             self.release_template_lock(lock).await;
-            if let Some(done) = retry_or_finish(result, &mut attempt, deadline, &self.metrics).await
-            {
-                break done;
-            }
-        };
+            result
+        })
+        .await;
+        let outcomes = self.out_of_retries(outcomes, attempts);
         self.metrics.record_claim_batch(claims.len());
-        tracing::debug!(template_id = %template, claims = claims.len(), attempts = attempt + 1,
+        tracing::debug!(template_id = %template, claims = claims.len(), attempts,
             elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
         outcomes
     }
@@ -261,23 +172,22 @@ impl AppState {
     /// Tells every replica the claimants' coupons changed, then answers each claim.
     async fn answer_claims(
         &self,
-        unique: Vec<(ClaimCoupon, Vec<oneshot::Sender<ClaimResult>>)>,
+        unique: Vec<Group<ClaimCoupon, pb::UserCoupon>>,
         outcomes: Vec<ClaimResult>,
     ) {
         let holders = unique
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| outcome.is_ok())
-            .map(|((claim, _), _)| (claim.key.tenant_id.as_str(), claim.member_id.as_str()));
+            .map(|(group, _)| {
+                (
+                    group.cmd.key.tenant_id.as_str(),
+                    group.cmd.member_id.as_str(),
+                )
+            });
         self.coupons_changed(holders).await;
-        for ((_, replies), outcome) in unique.into_iter().zip(outcomes) {
-            for reply in replies {
-                let copy = match &outcome {
-                    Ok(coupon) => Ok(coupon.clone()),
-                    Err(err) => Err(copy_error(err)),
-                };
-                let _ = reply.send(copy);
-            }
+        for (group, outcome) in unique.into_iter().zip(outcomes) {
+            group.answer(outcome);
         }
     }
 
@@ -406,28 +316,27 @@ impl AppState {
         &self,
         cmd: DistributeCoupons,
     ) -> Result<pb::DistributeCouponsResponse, MarketingError> {
-        let mut attempt = 0;
-        loop {
+        let cmd = &cmd;
+        let (done, attempts) = retry_lost_races(cmd.deadline, RETRY, |_| async move {
             let lock = self.template_lock(cmd.template_id, cmd.deadline).await?;
             let result = self
-                .distribution_transaction(&cmd, lock.as_ref().map(|l| l.fence))
+                .distribution_transaction(cmd, lock.as_ref().map(|l| l.fence))
                 .await;
             self.release_template_lock(lock).await;
-            if let Some(done) =
-                retry_or_finish(result, &mut attempt, cmd.deadline, &self.metrics).await
-            {
-                if let Ok(response) = &done {
-                    let holders = cmd
-                        .members
-                        .iter()
-                        .zip(&response.results)
-                        .filter(|(_, result)| result.user_coupon.is_some())
-                        .map(|(member, _)| (cmd.key.tenant_id.as_str(), member.as_str()));
-                    self.coupons_changed(holders).await;
-                }
-                return done;
-            }
+            result
+        })
+        .await;
+        let done = self.out_of_retries(done, attempts);
+        if let Ok(response) = &done {
+            let holders = cmd
+                .members
+                .iter()
+                .zip(&response.results)
+                .filter(|(_, result)| result.user_coupon.is_some())
+                .map(|(member, _)| (cmd.key.tenant_id.as_str(), member.as_str()));
+            self.coupons_changed(holders).await;
         }
+        done
     }
 
     async fn distribution_transaction(
@@ -510,6 +419,23 @@ impl AppState {
         }
     }
 
+    /// Counts a batch's retries; a claim or distribution that still lost its race at the
+    /// deadline is DEADLINE_EXCEEDED (retry it with the same request id).
+    fn out_of_retries<T>(
+        &self,
+        result: Result<T, MarketingError>,
+        attempts: u32,
+    ) -> Result<T, MarketingError> {
+        self.metrics.claim_retries.fetch_add(
+            u64::from(attempts.saturating_sub(1)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match result {
+            Err(MarketingError::ConcurrentModification(_)) => Err(MarketingError::DeadlineExceeded),
+            other => other,
+        }
+    }
+
     async fn release_template_lock(&self, lock: Option<LockGuard>) {
         let Some(guard) = lock else { return };
         match self.lock.release(&guard).await {
@@ -521,33 +447,6 @@ impl AppState {
                 marketing_infra::warn_every!(key = %guard.key, error = %err, "releasing a template lock failed");
             }
         }
-    }
-}
-
-/// `Some(result)` when done; `None` after sleeping, to retry a transaction that lost a race
-/// while the deadline allows.
-async fn retry_or_finish<T>(
-    result: Result<T, MarketingError>,
-    attempt: &mut u32,
-    deadline: Instant,
-    metrics: &super::Metrics,
-) -> Option<Result<T, MarketingError>> {
-    match result {
-        Err(MarketingError::ConcurrentModification(cause)) => {
-            let wait = backoff(*attempt, RETRY_BASE, RETRY_CAP);
-            if Instant::now() + wait >= deadline {
-                marketing_infra::warn_every!(error = %cause, attempts = *attempt + 1, "retries ran out at the deadline");
-                return Some(Err(MarketingError::DeadlineExceeded));
-            }
-            tracing::debug!(error = %cause, attempt = *attempt, "retrying after a lost race");
-            metrics
-                .claim_retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *attempt += 1;
-            tokio::time::sleep(wait).await;
-            None
-        }
-        done => Some(done),
     }
 }
 

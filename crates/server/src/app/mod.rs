@@ -1,6 +1,7 @@
 //! The application layer: use cases that combine domain rules, storage and infrastructure,
 //! one transaction each. Handlers in `grpc` call exactly one of these.
 
+mod batcher;
 mod claims;
 mod coupons;
 mod isolate;
@@ -10,7 +11,10 @@ mod templates;
 
 use std::sync::Arc;
 
-use marketing_domain::{MarketingError, RequestId, TenantId, time::Clock};
+use marketing_domain::{MarketingError, RequestId, TemplateId, TenantId, time::Clock};
+use marketing_proto::v1 as pb;
+
+use batcher::Batcher;
 use marketing_infra::{
     cache::{Cache, LocalCache, TieredCache},
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
@@ -46,8 +50,8 @@ pub struct AppState {
     pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     /// Where every use case reads the time (tests move it instead of sleeping).
     pub clock: Clock,
-    claim_queues: Arc<claims::ClaimQueues>,
-    points_queue: Arc<points::PointsQueue>,
+    claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, pb::UserCoupon>>,
+    points_batcher: Arc<Batcher<(), points::PointsCommand, points::PointsResponse>>,
     stale_boards: Arc<points::StaleBoards>,
 }
 
@@ -126,6 +130,8 @@ impl AppState {
                 HeldCoupons::weight,
             ))
         });
+        let claim_batcher = Arc::new(Batcher::new(config.claim_batch_max, "claim"));
+        let points_batcher = Arc::new(Batcher::new(config.points_batch_max, "points"));
         Ok(Self {
             db,
             cache,
@@ -135,8 +141,8 @@ impl AppState {
             metrics: Arc::default(),
             leaderboard,
             clock,
-            claim_queues: Arc::default(),
-            points_queue: Arc::default(),
+            claim_batcher,
+            points_batcher,
             stale_boards: Arc::default(),
         })
     }

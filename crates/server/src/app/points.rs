@@ -18,7 +18,7 @@ use marketing_domain::{
     points_rule::{PointsRule, RuleField, RuleTerms},
     time::MICROS_PER_DAY,
 };
-use marketing_infra::{backoff, cache::Versioned, leaderboard::Standing};
+use marketing_infra::{cache::Versioned, leaderboard::Standing};
 use marketing_proto::v1 as pb;
 use marketing_storage::{
     ConnectionTrait, PgPool,
@@ -27,17 +27,25 @@ use marketing_storage::{
     points_batch,
 };
 use prost::Message;
-use tokio::{sync::oneshot, time::Instant};
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{AppState, Begun, claims::copy_error, decode_outcome, isolate::Isolation};
+use super::{
+    AppState, Begun,
+    batcher::{Backoff, Batched, Group, retry_lost_races},
+    claims::copy_error,
+    decode_outcome,
+    isolate::Isolation,
+};
 use crate::{
     error::status_of,
     grpc::convert::{account_to_proto, entry_to_proto, hold_to_proto, rule_to_proto},
 };
 
-const RETRY_BASE: Duration = Duration::from_millis(1);
-const RETRY_CAP: Duration = Duration::from_millis(50);
+const RETRY: Backoff = Backoff {
+    base: Duration::from_millis(1),
+    cap: Duration::from_millis(50),
+};
 /// How often one account is re-planned within a batch when another writer won the race.
 const CAS_ATTEMPTS: usize = 8;
 /// Members a rebuilt leaderboard holds: enough that any top-100 stays exact.
@@ -93,6 +101,16 @@ pub struct PointsCommand {
     pub op: PointsOp,
     pub meta: EntryMeta,
     pub deadline: Instant,
+}
+
+impl Batched for PointsCommand {
+    fn key(&self) -> Option<&IdempotencyKey> {
+        self.key.as_ref()
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 /// The shape every points mutation answers with (FreezePoints' response is the superset).
@@ -160,50 +178,6 @@ struct GroupContext {
     biz: HashSet<BizRef>,
 }
 
-struct PendingPoints {
-    cmd: PointsCommand,
-    reply: oneshot::Sender<PointsResult>,
-}
-
-#[derive(Default)]
-struct PointsQueueState {
-    waiting: Vec<PendingPoints>,
-    draining: bool,
-}
-
-/// This replica's points queue: commands wait here and are served in batches.
-#[derive(Default)]
-pub struct PointsQueue(Mutex<PointsQueueState>);
-
-impl PointsQueue {
-    fn state(&self) -> std::sync::MutexGuard<'_, PointsQueueState> {
-        // Every critical section is a push, a drain or a flag flip.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Clears the draining flag and fails the waiting commands if a drainer dies.
-struct PointsDrainGuard {
-    queue: std::sync::Arc<PointsQueue>,
-    armed: bool,
-}
-
-impl Drop for PointsDrainGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut queue = self.queue.state();
-            queue.draining = false;
-            for pending in queue.waiting.drain(..) {
-                let _ = pending
-                    .reply
-                    .send(Err(MarketingError::internal("the points drainer stopped")));
-            }
-        }
-    }
-}
-
 /// Tenants whose Redis leaderboard missed updates (Redis was down): rebuilt on next read.
 #[derive(Debug, Default)]
 pub struct StaleBoards(Mutex<HashSet<String>>);
@@ -223,70 +197,17 @@ impl AppState {
         &self,
         cmd: PointsCommand,
     ) -> Result<PointsResponse, MarketingError> {
-        let (reply, answer) = oneshot::channel();
-        let start_drainer = {
-            let mut queue = self.points_queue.state();
-            queue.waiting.push(PendingPoints { cmd, reply });
-            !std::mem::replace(&mut queue.draining, true)
-        };
-        if start_drainer {
-            let app = self.clone();
-            tokio::spawn(async move { app.drain_points().await });
-        }
-        answer
+        let app = self.clone();
+        self.points_batcher
+            .submit((), cmd, move |groups| {
+                let app = app.clone();
+                async move { app.serve_points_batch(groups).await }
+            })
             .await
-            .map_err(|_| MarketingError::internal("the points batch ended without an answer"))?
     }
 
-    async fn drain_points(self) {
-        let mut guard = PointsDrainGuard {
-            queue: self.points_queue.clone(),
-            armed: true,
-        };
-        loop {
-            let batch: Vec<PendingPoints> = {
-                let mut queue = self.points_queue.state();
-                if queue.waiting.is_empty() {
-                    queue.draining = false;
-                    guard.armed = false;
-                    return;
-                }
-                let take = queue.waiting.len().min(self.config.claim_batch_max);
-                queue.waiting.drain(..take).collect()
-            };
-            self.serve_points_batch(batch).await;
-        }
-    }
-
-    async fn serve_points_batch(&self, batch: Vec<PendingPoints>) {
-        let batch: Vec<PendingPoints> =
-            batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
-        // Retries racing each other in one batch share the first's outcome.
-        let mut unique: Vec<(PointsCommand, Vec<oneshot::Sender<PointsResult>>)> = Vec::new();
-        let mut by_request: HashMap<(String, String), usize> = HashMap::new();
-        for PendingPoints { cmd, reply } in batch {
-            let Some(key) = cmd.key.as_ref() else {
-                unique.push((cmd, vec![reply]));
-                continue;
-            };
-            let id = (key.tenant_id.to_string(), key.request_id.to_string());
-            match by_request.get(&id) {
-                Some(&first)
-                    if unique[first].0.key.as_ref().map(|k| &k.fingerprint)
-                        == Some(&key.fingerprint) =>
-                {
-                    unique[first].1.push(reply);
-                }
-                Some(_) => {
-                    let _ = reply.send(Err(MarketingError::RequestIdReused));
-                }
-                None => {
-                    by_request.insert(id, unique.len());
-                    unique.push((cmd, vec![reply]));
-                }
-            }
-        }
-        let cmds: Vec<&PointsCommand> = unique.iter().map(|(cmd, _)| cmd).collect();
+    async fn serve_points_batch(&self, unique: Vec<Group<PointsCommand, PointsResponse>>) {
+        let cmds: Vec<&PointsCommand> = unique.iter().map(|group| &group.cmd).collect();
         // One command's failure is that command's alone: a failed batch is served again in
         // halves.
         let mut isolation = Isolation::new(cmds.len());
@@ -297,19 +218,8 @@ impl AppState {
             }
         }
         let results = isolation.finish();
-        for ((_, replies), result) in unique.into_iter().zip(results) {
-            // The first waiter gets the result itself; identical retries, a copy.
-            let mut replies = replies.into_iter();
-            let first = replies.next();
-            for reply in replies {
-                let _ = reply.send(match &result {
-                    Ok(response) => Ok(response.clone()),
-                    Err(err) => Err(copy_error(err)),
-                });
-            }
-            if let Some(first) = first {
-                let _ = first.send(result);
-            }
+        for (group, result) in unique.into_iter().zip(results) {
+            group.answer(result);
         }
     }
 
@@ -323,9 +233,8 @@ impl AppState {
             return Ok(Vec::new());
         };
         let started = std::time::Instant::now();
-        let mut attempt = 0;
-        let outcome = loop {
-            let served = match (attempt, self.db.postgres()) {
+        let (outcome, attempts) = retry_lost_races(deadline, RETRY, |attempt| async move {
+            match (attempt, self.db.postgres()) {
                 (0, Some(pool)) => match self.points_batch_short(pool, cmds).await {
                     Err(MarketingError::ConcurrentModification(cause)) => {
                         // Another writer won somewhere in the batch: the transactional path
@@ -337,22 +246,12 @@ impl AppState {
                     served => served,
                 },
                 _ => self.points_batch_transaction(cmds).await,
-            };
-            match served {
-                Err(MarketingError::ConcurrentModification(cause)) => {
-                    let wait = backoff(attempt, RETRY_BASE, RETRY_CAP);
-                    if Instant::now() + wait >= deadline {
-                        break Err(MarketingError::ConcurrentModification(cause));
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                done => break done,
             }
-        };
+        })
+        .await;
         tracing::debug!(
             commands = cmds.len(),
-            attempts = attempt + 1,
+            attempts,
             elapsed_us = started.elapsed().as_micros() as u64,
             "points batch served"
         );

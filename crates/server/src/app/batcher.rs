@@ -1,0 +1,421 @@
+//! The batching that claims and points share: commands wait in a queue per key (a template's
+//! claims, the replica's points commands); the first command of an idle queue starts its
+//! drainer, which serves what has gathered in batches of at most `max`, until the queue is
+//! empty. Within a batch, copies of one request (same tenant, request id and parameters) are
+//! one [`Group`], served once and answered alike; the same request id with other parameters
+//! is REQUEST_ID_REUSED. A caller waits until its deadline; a batch retries the races it loses
+//! ([`retry_lost_races`]) until the latest deadline among its commands.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::Hash,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use marketing_domain::MarketingError;
+use marketing_infra::backoff;
+use marketing_storage::idempotency::IdempotencyKey;
+use tokio::{sync::oneshot, time::Instant};
+
+use super::claims::copy_error;
+
+/// A command a batcher queues.
+pub(super) trait Batched: Send + 'static {
+    /// Its idempotency key, when it has one: copies are grouped by it.
+    fn key(&self) -> Option<&IdempotencyKey>;
+    /// When its caller stops waiting.
+    fn deadline(&self) -> Instant;
+}
+
+type Reply<R> = oneshot::Sender<Result<R, MarketingError>>;
+
+/// One request of a batch, and everyone waiting for its answer.
+pub(super) struct Group<C, R> {
+    pub cmd: C,
+    replies: Vec<Reply<R>>,
+}
+
+impl<C, R: Clone> Group<C, R> {
+    /// The first waiter gets the result itself; identical retries, a copy.
+    pub fn answer(self, result: Result<R, MarketingError>) {
+        let mut replies = self.replies.into_iter();
+        let first = replies.next();
+        for reply in replies {
+            let _ = reply.send(match &result {
+                Ok(response) => Ok(response.clone()),
+                Err(err) => Err(copy_error(err)),
+            });
+        }
+        if let Some(first) = first {
+            let _ = first.send(result);
+        }
+    }
+}
+
+struct Pending<C, R> {
+    cmd: C,
+    reply: Reply<R>,
+}
+
+struct Queue<C, R> {
+    waiting: Vec<Pending<C, R>>,
+    draining: bool,
+}
+
+impl<C, R> Default for Queue<C, R> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+            draining: false,
+        }
+    }
+}
+
+type SharedQueue<C, R> = Arc<Mutex<Queue<C, R>>>;
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a push, a drain or a flag flip: a panic elsewhere cannot leave
+    // a queue inconsistent, so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Queues per key, each drained in batches.
+pub(super) struct Batcher<K, C, R> {
+    queues: Mutex<HashMap<K, SharedQueue<C, R>>>,
+    max: usize,
+    name: &'static str,
+}
+
+impl<K: Eq + Hash + Clone, C: Batched, R: Send + 'static> Batcher<K, C, R> {
+    /// Batches of at most `max` commands; `name` names them in errors.
+    pub fn new(max: usize, name: &'static str) -> Self {
+        Self {
+            queues: Mutex::default(),
+            max: max.max(1),
+            name,
+        }
+    }
+
+    /// Queues `cmd` under `key` and waits for its answer until its deadline. An idle queue's
+    /// first command starts the drainer, which calls `serve` with each batch's groups (every
+    /// group must be answered) until the queue is empty.
+    pub async fn submit<S, F>(&self, key: K, cmd: C, serve: S) -> Result<R, MarketingError>
+    where
+        S: Fn(Vec<Group<C, R>>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let deadline = cmd.deadline();
+        let (reply, answer) = oneshot::channel();
+        let queue = locked(&self.queues).entry(key).or_default().clone();
+        let start_drainer = {
+            let mut state = locked(&queue);
+            state.waiting.push(Pending { cmd, reply });
+            !std::mem::replace(&mut state.draining, true)
+        };
+        if start_drainer {
+            let (max, name) = (self.max, self.name);
+            tokio::spawn(drain(queue, max, name, serve));
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MarketingError::internal(format!(
+                "the {} batch ended without an answer",
+                self.name
+            ))),
+            // The batch carries on: what it commits, a retry with the same request id returns.
+            Err(_) => Err(MarketingError::DeadlineExceeded),
+        }
+    }
+}
+
+async fn drain<C: Batched, R, S, F>(
+    queue: SharedQueue<C, R>,
+    max: usize,
+    name: &'static str,
+    serve: S,
+) where
+    S: Fn(Vec<Group<C, R>>) -> F,
+    F: Future<Output = ()>,
+{
+    let mut guard = DrainGuard {
+        queue: queue.clone(),
+        name,
+        armed: true,
+    };
+    loop {
+        let batch: Vec<Pending<C, R>> = {
+            let mut state = locked(&queue);
+            if state.waiting.is_empty() {
+                state.draining = false;
+                guard.armed = false;
+                return;
+            }
+            let take = state.waiting.len().min(max);
+            state.waiting.drain(..take).collect()
+        };
+        let groups = group(batch);
+        if !groups.is_empty() {
+            serve(groups).await;
+        }
+    }
+}
+
+/// The batch's distinct requests, each with its waiters; callers that gave up are not served
+/// (no work is done for an abandoned request), and a request id reused with other parameters
+/// is answered REQUEST_ID_REUSED.
+fn group<C: Batched, R>(batch: Vec<Pending<C, R>>) -> Vec<Group<C, R>> {
+    let mut groups: Vec<Group<C, R>> = Vec::new();
+    let mut by_request: HashMap<(String, String), usize> = HashMap::new();
+    for Pending { cmd, reply } in batch {
+        if reply.is_closed() {
+            continue;
+        }
+        let Some(key) = cmd.key() else {
+            groups.push(Group {
+                cmd,
+                replies: vec![reply],
+            });
+            continue;
+        };
+        let id = (key.tenant_id.to_string(), key.request_id.to_string());
+        match by_request.get(&id) {
+            Some(&first)
+                if groups[first].cmd.key().map(|k| &k.fingerprint) == Some(&key.fingerprint) =>
+            {
+                groups[first].replies.push(reply);
+            }
+            Some(_) => {
+                let _ = reply.send(Err(MarketingError::RequestIdReused));
+            }
+            None => {
+                by_request.insert(id, groups.len());
+                groups.push(Group {
+                    cmd,
+                    replies: vec![reply],
+                });
+            }
+        }
+    }
+    groups
+}
+
+/// Clears the draining flag and fails the waiting commands if a drainer dies (a panic): a
+/// queue must never stay marked as drained by nobody.
+struct DrainGuard<C, R> {
+    queue: SharedQueue<C, R>,
+    name: &'static str,
+    armed: bool,
+}
+
+impl<C, R> Drop for DrainGuard<C, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = locked(&self.queue);
+            state.draining = false;
+            for pending in state.waiting.drain(..) {
+                let _ = pending.reply.send(Err(MarketingError::internal(format!(
+                    "the {} drainer stopped",
+                    self.name
+                ))));
+            }
+        }
+    }
+}
+
+/// Jittered exponential backoff between a batch's attempts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+/// Runs `attempt` (given its number, from 0) again, after a jittered backoff, each time it
+/// loses a race (CONCURRENT_MODIFICATION), while `deadline` allows the wait; then the last
+/// result. Also gives the number of attempts made.
+pub(super) async fn retry_lost_races<T, A, F>(
+    deadline: Instant,
+    backoff_by: Backoff,
+    mut attempt: A,
+) -> (Result<T, MarketingError>, u32)
+where
+    A: FnMut(u32) -> F,
+    F: Future<Output = Result<T, MarketingError>>,
+{
+    let mut made = 0;
+    loop {
+        let result = attempt(made).await;
+        made += 1;
+        match result {
+            Err(MarketingError::ConcurrentModification(cause)) => {
+                let wait = backoff(made - 1, backoff_by.base, backoff_by.cap);
+                if Instant::now() + wait >= deadline {
+                    marketing_infra::warn_every!(error = %cause, attempts = made, "retries ran out at the deadline");
+                    return (Err(MarketingError::ConcurrentModification(cause)), made);
+                }
+                tracing::debug!(error = %cause, attempt = made, "retrying after a lost race");
+                tokio::time::sleep(wait).await;
+            }
+            done => return (done, made),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    use marketing_domain::{RequestId, TenantId};
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Cmd {
+        key: Option<IdempotencyKey>,
+        value: u32,
+        deadline: Instant,
+    }
+
+    impl Batched for Cmd {
+        fn key(&self) -> Option<&IdempotencyKey> {
+            self.key.as_ref()
+        }
+
+        fn deadline(&self) -> Instant {
+            self.deadline
+        }
+    }
+
+    fn cmd(request: Option<&str>, value: u32) -> Cmd {
+        Cmd {
+            key: request.map(|id| IdempotencyKey {
+                tenant_id: TenantId::parse("t", "acme").expect("tenant"),
+                request_id: RequestId::parse("r", id).expect("request"),
+                operation: "Test",
+                fingerprint: vec![u8::try_from(value % 256).expect("byte")],
+            }),
+            value,
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    /// Serves each group by doubling its value, recording every batch's size.
+    fn doubling(
+        batches: Arc<Mutex<Vec<usize>>>,
+    ) -> impl Fn(Vec<Group<Cmd, u32>>) -> std::future::Ready<()> + Send + 'static {
+        move |groups| {
+            locked(&batches).push(groups.len());
+            for group in groups {
+                let value = group.cmd.value * 2;
+                group.answer(Ok(value));
+            }
+            std::future::ready(())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_commands_share_batches_and_copies_share_an_answer() {
+        let batcher = Arc::new(Batcher::<(), Cmd, u32>::new(4, "test"));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..10u32 {
+            let (batcher, batches) = (batcher.clone(), batches.clone());
+            // Requests 0 and 1 are each sent twice.
+            let request = format!("r{}", i % 8);
+            calls.spawn(async move {
+                let value = i % 8;
+                let answer = batcher
+                    .submit((), cmd(Some(&request), value), doubling(batches))
+                    .await;
+                (value, answer)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (value, answer) = done.expect("task");
+            assert_eq!(answer.expect("served"), value * 2);
+        }
+        let sizes = locked(&batches).clone();
+        assert!(
+            sizes.iter().all(|n| *n <= 4),
+            "batches of at most 4: {sizes:?}"
+        );
+        assert!(
+            sizes.iter().sum::<usize>() <= 10,
+            "copies in one batch are served once: {sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reused_request_id_is_refused_and_a_missed_deadline_answered() {
+        let (first, _first_answer) = oneshot::channel::<Result<u32, MarketingError>>();
+        let (reused, reused_answer) = oneshot::channel::<Result<u32, MarketingError>>();
+        let batch = vec![
+            Pending {
+                cmd: cmd(Some("same"), 1),
+                reply: first,
+            },
+            Pending {
+                cmd: cmd(Some("same"), 2),
+                reply: reused,
+            },
+        ];
+        let groups = group(batch);
+        assert_eq!(groups.len(), 1);
+        assert!(matches!(
+            reused_answer.await,
+            Ok(Err(MarketingError::RequestIdReused))
+        ));
+
+        // A batch that never answers: the caller stops waiting at its deadline.
+        let batcher = Batcher::<(), Cmd, u32>::new(4, "test");
+        let mut late = cmd(None, 1);
+        late.deadline = Instant::now() + Duration::from_millis(20);
+        let answer = batcher
+            .submit((), late, |groups: Vec<Group<Cmd, u32>>| async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop(groups);
+            })
+            .await;
+        assert!(matches!(answer, Err(MarketingError::DeadlineExceeded)));
+    }
+
+    #[tokio::test]
+    async fn lost_races_are_retried_until_won_or_the_deadline() {
+        let tries = AtomicU32::new(0);
+        let backoff_by = Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
+        let (won, made) = retry_lost_races(
+            Instant::now() + Duration::from_secs(5),
+            backoff_by,
+            |attempt| {
+                tries.fetch_add(1, Relaxed);
+                async move {
+                    if attempt < 3 {
+                        Err(MarketingError::ConcurrentModification("lost".into()))
+                    } else {
+                        Ok(attempt)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!((won.expect("won"), made), (3, 4));
+        let (lost, _) = retry_lost_races(Instant::now(), backoff_by, |_| async {
+            Err::<(), _>(MarketingError::ConcurrentModification("lost".into()))
+        })
+        .await;
+        assert!(matches!(
+            lost,
+            Err(MarketingError::ConcurrentModification(_))
+        ));
+        let (refused, made) = retry_lost_races(Instant::now(), backoff_by, |_| async {
+            Err::<(), _>(MarketingError::OutOfStock)
+        })
+        .await;
+        assert!(matches!(refused, Err(MarketingError::OutOfStock)));
+        assert_eq!(made, 1, "a refusal is not retried");
+    }
+}
