@@ -1,10 +1,13 @@
 //! Configuration, layered: built-in defaults, then an optional TOML file (`MARKETING_CONFIG`),
-//! then environment variables. Validated once at start-up; secrets (URLs with passwords) are
-//! never logged.
+//! then environment variables, by the `config` crate. Each setting is declared once, as a
+//! field of [`Config`]: its name in the file is the field's serde name, and in the environment
+//! that name upper-cased behind `MARKETING_` (plus the conventional `DATABASE_URL` and
+//! `REDIS_URL`). Validated once at start-up; an invalid value is named by its variable;
+//! secrets (URLs with passwords) are never logged.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,25 +24,95 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error("{name}: {problem}")]
-    Invalid { name: &'static str, problem: String },
+    Invalid { name: String, problem: String },
 }
 
-fn invalid(name: &'static str, problem: impl Into<String>) -> ConfigError {
+fn invalid(name: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        name,
+        name: name.into(),
         problem: problem.into(),
     }
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Plain,
     Json,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// Whole numbers from the file (numbers) or the environment (text), also where serde's
+/// `flatten` hands them over as they came.
+mod lenient {
+    use std::{fmt, marker::PhantomData, str::FromStr};
+
+    use serde::de::{Deserializer, Error, Visitor};
+
+    pub fn number<'de, D, T>(from: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64> + FromStr,
+    {
+        struct Number<T>(PhantomData<T>);
+        impl<T: TryFrom<u64> + FromStr> Visitor<'_> for Number<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative whole number")
+            }
+
+            fn visit_u64<E: Error>(self, value: u64) -> Result<T, E> {
+                T::try_from(value).map_err(|_| E::custom(format!("{value} is too large")))
+            }
+
+            fn visit_i64<E: Error>(self, value: i64) -> Result<T, E> {
+                let value = u64::try_from(value).map_err(|_| E::custom("must not be negative"))?;
+                self.visit_u64(value)
+            }
+
+            fn visit_str<E: Error>(self, value: &str) -> Result<T, E> {
+                value
+                    .parse()
+                    .map_err(|_| E::custom(format!("{value:?} is not a non-negative whole number")))
+            }
+        }
+        from.deserialize_any(Number(PhantomData))
+    }
+}
+
+/// Durations in the file and the environment are whole numbers of the unit their name ends
+/// with (`_ms`, `_secs`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
+        super::lenient::number(from).map(Duration::from_millis)
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
+        super::lenient::number(from).map(Duration::from_secs)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// Where gRPC listens.
     pub grpc_addr: SocketAddr,
@@ -53,6 +126,7 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// Namespaces every Redis key of this deployment.
     pub redis_key_prefix: String,
+    #[serde(rename = "template_cache_ttl_secs", with = "secs")]
     pub template_cache_ttl: Duration,
     /// Bound of the in-process cache, in entries.
     pub local_cache_capacity: u64,
@@ -60,51 +134,71 @@ pub struct Config {
     pub coupon_list_cache_capacity: u64,
     /// After health turns NOT_SERVING on shutdown, how long to keep accepting calls so load
     /// balancers notice before the listener closes.
+    #[serde(rename = "shutdown_drain_delay_ms", with = "millis")]
     pub shutdown_drain_delay: Duration,
     pub log_format: LogFormat,
     /// How long one claim batch may hold a template's lock before it lapses by itself.
+    #[serde(rename = "claim_lock_ttl_ms", with = "millis")]
     pub claim_lock_ttl: Duration,
     /// How long a claim may wait (for the lock, and retrying) unless the client's own
     /// deadline is shorter.
+    #[serde(rename = "claim_timeout_ms", with = "millis")]
     pub claim_timeout: Duration,
     /// Most claims one locked batch serves.
     pub claim_batch_max: usize,
     /// Most points commands one batch serves.
     pub points_batch_max: usize,
     /// How long `LockCoupon` holds a coupon when the request names no TTL.
+    #[serde(rename = "coupon_lock_ttl_secs", with = "secs")]
     pub coupon_lock_ttl: Duration,
     /// How often the sweepers release lapsed coupon locks and expire coupons.
+    #[serde(rename = "sweep_interval_ms", with = "millis")]
     pub sweep_interval: Duration,
     /// How long a points hold lives when `FreezePoints` names no TTL.
+    #[serde(rename = "points_hold_ttl_secs", with = "secs")]
     pub points_hold_ttl: Duration,
     /// Lifetime of cached points rules.
+    #[serde(rename = "rule_cache_ttl_secs", with = "secs")]
     pub rule_cache_ttl: Duration,
-    /// How long a points write may retry after losing optimistic-version races.
+    /// How long a points write may retry after losing optimistic-version races, unless the
+    /// client's own deadline is shorter.
+    #[serde(rename = "points_timeout_ms", with = "millis")]
     pub points_timeout: Duration,
     /// How the transport defends itself against hostile or broken clients.
+    #[serde(flatten)]
     pub transport: TransportConfig,
 }
 
 /// Bounds on what a client's connection may hold of this replica (docs/transport.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TransportConfig {
     /// Connections this replica serves at once; past it, new ones are closed and logged.
+    #[serde(deserialize_with = "lenient::number")]
     pub max_connections: usize,
     /// HTTP/2 streams (calls) one connection may have open at once.
+    #[serde(deserialize_with = "lenient::number")]
     pub max_concurrent_streams: u32,
     /// Time a new connection has to send the HTTP/2 preface and its settings.
+    #[serde(rename = "handshake_timeout_ms", with = "millis")]
     pub handshake_timeout: Duration,
     /// A connection with no call open for this long is closed.
+    #[serde(rename = "connection_idle_timeout_ms", with = "millis")]
     pub idle_timeout: Duration,
     /// HTTP/2 pings on every connection this often; one unanswered within
     /// `keepalive_timeout` closes it.
+    #[serde(rename = "keepalive_interval_ms", with = "millis")]
     pub keepalive_interval: Duration,
+    #[serde(rename = "keepalive_timeout_ms", with = "millis")]
     pub keepalive_timeout: Duration,
     /// Bytes of request headers a call may send.
+    #[serde(deserialize_with = "lenient::number")]
     pub max_header_list_bytes: u32,
     /// Bytes of responses that clients have not yet read that one connection, and the whole
     /// replica, may hold; a larger response past them is refused with RESPONSE_BUFFER_FULL.
+    #[serde(deserialize_with = "lenient::number")]
     pub unsent_bytes_per_connection: usize,
+    #[serde(deserialize_with = "lenient::number")]
     pub unsent_bytes: usize,
 }
 
@@ -126,33 +220,20 @@ impl Default for TransportConfig {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("grpc_addr", &self.grpc_addr)
-            .field("database", &self.database_url.as_deref().map(redact))
-            .field("data_dir", &self.data_dir)
-            .field("db_max_connections", &self.db_max_connections)
-            .field("redis", &self.redis_url.as_deref().map(redact))
-            .field("redis_pool_size", &self.redis_pool_size)
-            .field("redis_key_prefix", &self.redis_key_prefix)
-            .field("template_cache_ttl", &self.template_cache_ttl)
-            .field("local_cache_capacity", &self.local_cache_capacity)
-            .field(
-                "coupon_list_cache_capacity",
-                &self.coupon_list_cache_capacity,
-            )
-            .field("shutdown_drain_delay", &self.shutdown_drain_delay)
-            .field("log_format", &self.log_format)
-            .field("claim_lock_ttl", &self.claim_lock_ttl)
-            .field("claim_timeout", &self.claim_timeout)
-            .field("claim_batch_max", &self.claim_batch_max)
-            .field("points_batch_max", &self.points_batch_max)
-            .field("coupon_lock_ttl", &self.coupon_lock_ttl)
-            .field("sweep_interval", &self.sweep_interval)
-            .field("points_hold_ttl", &self.points_hold_ttl)
-            .field("rule_cache_ttl", &self.rule_cache_ttl)
-            .field("points_timeout", &self.points_timeout)
-            .field("transport", &self.transport)
-            .finish()
+        // Every setting as it is named in the file, the URLs redacted.
+        let mut shown = self.clone();
+        shown.database_url = shown.database_url.as_deref().map(redact);
+        shown.redis_url = shown.redis_url.as_deref().map(redact);
+        match serde_json::to_value(&shown) {
+            Ok(serde_json::Value::Object(settings)) => {
+                let mut out = f.debug_struct("Config");
+                for (name, value) in &settings {
+                    out.field(name, &format_args!("{value}"));
+                }
+                out.finish()
+            }
+            _ => f.write_str("Config { .. }"),
+        }
     }
 }
 
@@ -195,40 +276,18 @@ impl Default for Config {
     }
 }
 
-/// The file layer: every key optional, names as in the environment without `MARKETING_`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLayer {
-    grpc_addr: Option<String>,
-    database_url: Option<String>,
-    data_dir: Option<PathBuf>,
-    db_max_connections: Option<u32>,
-    redis_url: Option<String>,
-    redis_pool_size: Option<usize>,
-    redis_key_prefix: Option<String>,
-    template_cache_ttl_secs: Option<u64>,
-    local_cache_capacity: Option<u64>,
-    coupon_list_cache_capacity: Option<u64>,
-    shutdown_drain_delay_ms: Option<u64>,
-    log_format: Option<LogFormat>,
-    claim_lock_ttl_ms: Option<u64>,
-    claim_timeout_ms: Option<u64>,
-    claim_batch_max: Option<usize>,
-    points_batch_max: Option<usize>,
-    coupon_lock_ttl_secs: Option<u64>,
-    sweep_interval_ms: Option<u64>,
-    points_hold_ttl_secs: Option<u64>,
-    rule_cache_ttl_secs: Option<u64>,
-    points_timeout_ms: Option<u64>,
-    max_connections: Option<usize>,
-    max_concurrent_streams: Option<u32>,
-    handshake_timeout_ms: Option<u64>,
-    connection_idle_timeout_ms: Option<u64>,
-    keepalive_interval_ms: Option<u64>,
-    keepalive_timeout_ms: Option<u64>,
-    max_header_list_bytes: Option<u32>,
-    unsent_bytes_per_connection: Option<usize>,
-    unsent_bytes: Option<usize>,
+/// The environment variable of a setting.
+fn variable(key: &str) -> String {
+    format!("MARKETING_{}", key.to_uppercase())
+}
+
+/// The conventional unprefixed name a setting is also read from (the prefixed one wins).
+fn alias(key: &str) -> Option<&'static str> {
+    match key {
+        "database_url" => Some("DATABASE_URL"),
+        "redis_url" => Some("REDIS_URL"),
+        _ => None,
+    }
 }
 
 impl Config {
@@ -237,8 +296,17 @@ impl Config {
         Self::from_sources(|name| std::env::var(name).ok())
     }
 
+    /// Every setting's name, as in the file.
+    fn keys() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(serde_json::Value::Object(settings)) => settings.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Loads from `env` (a lookup of environment variables) and the file it names.
     pub fn from_sources(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let keys = Self::keys();
         let file = match env("MARKETING_CONFIG") {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -246,251 +314,63 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?;
+                if let Some(unknown) = table.keys().find(|key| !keys.contains(key)) {
+                    return Err(invalid(unknown.as_str(), "is not a setting"));
+                }
+                Some(text)
             }
-            None => FileLayer::default(),
+            None => None,
         };
-        let mut config = Self::default();
-        config.apply_file(file)?;
-        config.apply_env(&env)?;
+        // Empty variables count as unset.
+        let overrides: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|key| {
+                std::iter::once(variable(key))
+                    .chain(alias(key).map(str::to_owned))
+                    .find_map(|name| env(&name).filter(|value| !value.is_empty()))
+                    .map(|value| (key.clone(), value))
+            })
+            .collect();
+        let config = match Self::layered(file.as_deref(), &overrides) {
+            Ok(config) => config,
+            Err(problem) => return Err(Self::culprit(file.as_deref(), &overrides, problem)),
+        };
         config.validate()?;
         Ok(config)
     }
 
-    fn apply_file(&mut self, file: FileLayer) -> Result<(), ConfigError> {
-        if let Some(addr) = file.grpc_addr {
-            self.grpc_addr = parse_addr("grpc_addr", &addr)?;
+    /// Defaults, then the file's text, then the environment's values.
+    fn layered(file: Option<&str>, overrides: &[(String, String)]) -> Result<Self, String> {
+        let defaults = config::Config::try_from(&Self::default()).map_err(|e| e.to_string())?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(text) = file {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
-        if file.database_url.is_some() {
-            self.database_url = file.database_url;
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| e.to_string())?;
         }
-        if let Some(dir) = file.data_dir {
-            self.data_dir = dir;
-        }
-        if let Some(n) = file.db_max_connections {
-            self.db_max_connections = n;
-        }
-        if file.redis_url.is_some() {
-            self.redis_url = file.redis_url;
-        }
-        if let Some(n) = file.redis_pool_size {
-            self.redis_pool_size = n;
-        }
-        if let Some(prefix) = file.redis_key_prefix {
-            self.redis_key_prefix = prefix;
-        }
-        if let Some(secs) = file.template_cache_ttl_secs {
-            self.template_cache_ttl = Duration::from_secs(secs);
-        }
-        if let Some(n) = file.local_cache_capacity {
-            self.local_cache_capacity = n;
-        }
-        if let Some(n) = file.coupon_list_cache_capacity {
-            self.coupon_list_cache_capacity = n;
-        }
-        if let Some(ms) = file.shutdown_drain_delay_ms {
-            self.shutdown_drain_delay = Duration::from_millis(ms);
-        }
-        if let Some(format) = file.log_format {
-            self.log_format = format;
-        }
-        if let Some(ms) = file.claim_lock_ttl_ms {
-            self.claim_lock_ttl = Duration::from_millis(ms);
-        }
-        if let Some(ms) = file.claim_timeout_ms {
-            self.claim_timeout = Duration::from_millis(ms);
-        }
-        if let Some(n) = file.claim_batch_max {
-            self.claim_batch_max = n;
-        }
-        if let Some(n) = file.points_batch_max {
-            self.points_batch_max = n;
-        }
-        if let Some(secs) = file.coupon_lock_ttl_secs {
-            self.coupon_lock_ttl = Duration::from_secs(secs);
-        }
-        if let Some(ms) = file.sweep_interval_ms {
-            self.sweep_interval = Duration::from_millis(ms);
-        }
-        if let Some(secs) = file.points_hold_ttl_secs {
-            self.points_hold_ttl = Duration::from_secs(secs);
-        }
-        if let Some(secs) = file.rule_cache_ttl_secs {
-            self.rule_cache_ttl = Duration::from_secs(secs);
-        }
-        if let Some(ms) = file.points_timeout_ms {
-            self.points_timeout = Duration::from_millis(ms);
-        }
-        let transport = &mut self.transport;
-        let ms = |value: Option<u64>, into: &mut Duration| {
-            if let Some(ms) = value {
-                *into = Duration::from_millis(ms);
-            }
-        };
-        ms(file.handshake_timeout_ms, &mut transport.handshake_timeout);
-        ms(file.connection_idle_timeout_ms, &mut transport.idle_timeout);
-        ms(
-            file.keepalive_interval_ms,
-            &mut transport.keepalive_interval,
-        );
-        ms(file.keepalive_timeout_ms, &mut transport.keepalive_timeout);
-        transport.max_connections = file.max_connections.unwrap_or(transport.max_connections);
-        transport.max_concurrent_streams = file
-            .max_concurrent_streams
-            .unwrap_or(transport.max_concurrent_streams);
-        transport.max_header_list_bytes = file
-            .max_header_list_bytes
-            .unwrap_or(transport.max_header_list_bytes);
-        transport.unsent_bytes_per_connection = file
-            .unsent_bytes_per_connection
-            .unwrap_or(transport.unsent_bytes_per_connection);
-        transport.unsent_bytes = file.unsent_bytes.unwrap_or(transport.unsent_bytes);
-        Ok(())
+        builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| e.to_string())
     }
 
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        // The unprefixed names are the conventional ones; the prefixed ones win.
-        let var = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|name| env(name).filter(|v| !v.is_empty()))
-        };
-        if let Some(addr) = var(&["MARKETING_GRPC_ADDR"]) {
-            self.grpc_addr = parse_addr("MARKETING_GRPC_ADDR", &addr)?;
-        }
-        if let Some(url) = var(&["MARKETING_DATABASE_URL", "DATABASE_URL"]) {
-            self.database_url = Some(url);
-        }
-        if let Some(dir) = var(&["MARKETING_DATA_DIR"]) {
-            self.data_dir = PathBuf::from(dir);
-        }
-        if let Some(n) = var(&["MARKETING_DB_MAX_CONNECTIONS"]) {
-            self.db_max_connections = parse_number("MARKETING_DB_MAX_CONNECTIONS", &n)?;
-        }
-        if let Some(url) = var(&["MARKETING_REDIS_URL", "REDIS_URL"]) {
-            self.redis_url = Some(url);
-        }
-        if let Some(n) = var(&["MARKETING_REDIS_POOL_SIZE"]) {
-            self.redis_pool_size = parse_number("MARKETING_REDIS_POOL_SIZE", &n)?;
-        }
-        if let Some(prefix) = var(&["MARKETING_REDIS_KEY_PREFIX"]) {
-            self.redis_key_prefix = prefix;
-        }
-        if let Some(secs) = var(&["MARKETING_TEMPLATE_CACHE_TTL_SECS"]) {
-            self.template_cache_ttl =
-                Duration::from_secs(parse_number("MARKETING_TEMPLATE_CACHE_TTL_SECS", &secs)?);
-        }
-        if let Some(n) = var(&["MARKETING_LOCAL_CACHE_CAPACITY"]) {
-            self.local_cache_capacity = parse_number("MARKETING_LOCAL_CACHE_CAPACITY", &n)?;
-        }
-        if let Some(n) = var(&["MARKETING_COUPON_LIST_CACHE_CAPACITY"]) {
-            self.coupon_list_cache_capacity =
-                parse_number("MARKETING_COUPON_LIST_CACHE_CAPACITY", &n)?;
-        }
-        if let Some(ms) = var(&["MARKETING_SHUTDOWN_DRAIN_DELAY_MS"]) {
-            self.shutdown_drain_delay =
-                Duration::from_millis(parse_number("MARKETING_SHUTDOWN_DRAIN_DELAY_MS", &ms)?);
-        }
-        let millis = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
-            var(&[name])
-                .map(|v| parse_number(name, &v).map(Duration::from_millis))
-                .transpose()
-        };
-        if let Some(ttl) = millis("MARKETING_CLAIM_LOCK_TTL_MS")? {
-            self.claim_lock_ttl = ttl;
-        }
-        if let Some(timeout) = millis("MARKETING_CLAIM_TIMEOUT_MS")? {
-            self.claim_timeout = timeout;
-        }
-        if let Some(n) = var(&["MARKETING_CLAIM_BATCH_MAX"]) {
-            self.claim_batch_max = parse_number("MARKETING_CLAIM_BATCH_MAX", &n)?;
-        }
-        if let Some(n) = var(&["MARKETING_POINTS_BATCH_MAX"]) {
-            self.points_batch_max = parse_number("MARKETING_POINTS_BATCH_MAX", &n)?;
-        }
-        if let Some(secs) = var(&["MARKETING_COUPON_LOCK_TTL_SECS"]) {
-            self.coupon_lock_ttl =
-                Duration::from_secs(parse_number("MARKETING_COUPON_LOCK_TTL_SECS", &secs)?);
-        }
-        if let Some(interval) = millis("MARKETING_SWEEP_INTERVAL_MS")? {
-            self.sweep_interval = interval;
-        }
-        let seconds = |name: &'static str| -> Result<Option<Duration>, ConfigError> {
-            var(&[name])
-                .map(|v| parse_number(name, &v).map(Duration::from_secs))
-                .transpose()
-        };
-        if let Some(ttl) = seconds("MARKETING_POINTS_HOLD_TTL_SECS")? {
-            self.points_hold_ttl = ttl;
-        }
-        if let Some(ttl) = seconds("MARKETING_RULE_CACHE_TTL_SECS")? {
-            self.rule_cache_ttl = ttl;
-        }
-        if let Some(timeout) = millis("MARKETING_POINTS_TIMEOUT_MS")? {
-            self.points_timeout = timeout;
-        }
-        let transport = &mut self.transport;
-        for (name, into) in [
-            (
-                "MARKETING_HANDSHAKE_TIMEOUT_MS",
-                &mut transport.handshake_timeout,
-            ),
-            (
-                "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
-                &mut transport.idle_timeout,
-            ),
-            (
-                "MARKETING_KEEPALIVE_INTERVAL_MS",
-                &mut transport.keepalive_interval,
-            ),
-            (
-                "MARKETING_KEEPALIVE_TIMEOUT_MS",
-                &mut transport.keepalive_timeout,
-            ),
-        ] {
-            if let Some(value) = millis(name)? {
-                *into = value;
+    /// The error for a configuration that does not load: the setting that alone makes it
+    /// fail, named by its variable.
+    fn culprit(file: Option<&str>, overrides: &[(String, String)], problem: String) -> ConfigError {
+        for (key, value) in overrides {
+            if let Err(alone) = Self::layered(None, &[(key.clone(), value.clone())]) {
+                return invalid(variable(key), format!("{value:?} is not valid: {alone}"));
             }
         }
-        for (name, into) in [
-            ("MARKETING_MAX_CONNECTIONS", &mut transport.max_connections),
-            (
-                "MARKETING_UNSENT_BYTES_PER_CONNECTION",
-                &mut transport.unsent_bytes_per_connection,
-            ),
-            ("MARKETING_UNSENT_BYTES", &mut transport.unsent_bytes),
-        ] {
-            if let Some(n) = var(&[name]) {
-                *into = parse_number(name, &n)?;
-            }
+        if file.is_some_and(|text| Self::layered(Some(text), &[]).is_err()) {
+            return invalid("MARKETING_CONFIG", problem);
         }
-        for (name, into) in [
-            (
-                "MARKETING_MAX_CONCURRENT_STREAMS",
-                &mut transport.max_concurrent_streams,
-            ),
-            (
-                "MARKETING_MAX_HEADER_LIST_BYTES",
-                &mut transport.max_header_list_bytes,
-            ),
-        ] {
-            if let Some(n) = var(&[name]) {
-                *into = parse_number(name, &n)?;
-            }
-        }
-        if let Some(format) = var(&["MARKETING_LOG_FORMAT"]) {
-            self.log_format = match format.as_str() {
-                "plain" => LogFormat::Plain,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(invalid(
-                        "MARKETING_LOG_FORMAT",
-                        format!("{other:?} is not plain or json"),
-                    ));
-                }
-            };
-        }
-        Ok(())
+        invalid("configuration", problem)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -603,24 +483,6 @@ impl Config {
     }
 }
 
-fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| {
-        invalid(
-            name,
-            format!("{value:?} is not a socket address like 127.0.0.1:50051"),
-        )
-    })
-}
-
-fn parse_number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
-    value.parse().map_err(|_| {
-        invalid(
-            name,
-            format!("{value:?} is not a non-negative whole number"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -719,6 +581,40 @@ mod tests {
         }
         let missing = load(&[("MARKETING_CONFIG", "/nonexistent/marketing.toml")]);
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn every_setting_is_read_from_its_variable_and_unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("marketing-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("marketing.toml");
+        std::fs::write(&file, "claim_timeout_ms = 2500\nclaim_batch_maximum = 3\n").expect("write");
+        let err =
+            load(&[("MARKETING_CONFIG", file.to_str().expect("utf-8"))]).expect_err("unknown key");
+        assert!(err.to_string().starts_with("claim_batch_maximum"), "{err}");
+        std::fs::write(&file, "claim_timeout_ms = 2500\n").expect("write");
+        let config = load(&[
+            ("MARKETING_CONFIG", file.to_str().expect("utf-8")),
+            ("MARKETING_POINTS_BATCH_MAX", "64"),
+            ("MARKETING_KEEPALIVE_TIMEOUT_MS", "2000"),
+            ("MARKETING_REDIS_KEY_PREFIX", "123"),
+            ("MARKETING_DATA_DIR", ""),
+        ])
+        .expect("valid");
+        assert_eq!(config.claim_timeout, Duration::from_millis(2500));
+        assert_eq!(config.points_batch_max, 64);
+        assert_eq!(config.transport.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(config.redis_key_prefix, "123", "text stays text");
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from("data"),
+            "empty counts as unset"
+        );
+        // Debug shows every setting, by its name in the file.
+        let shown = format!("{:?}", Config::default());
+        for key in Config::keys() {
+            assert!(shown.contains(&key), "{key} is shown");
+        }
     }
 
     #[test]
