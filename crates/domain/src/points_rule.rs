@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use crate::{
-    TenantId, UnixMicros,
+    MarketingError, TenantId, UnixMicros,
     error::{FieldViolation, Violations},
     points::MAX_POINTS,
     text::{TextKind, check_display_text},
@@ -31,6 +31,25 @@ pub struct RuleTerms {
     pub daily_cap: Option<i64>,
     pub expiry_days: Option<i32>,
     pub enabled: bool,
+}
+
+impl RuleTerms {
+    /// The points an event earns when the member already earned `earned_today` under this
+    /// rule today: the rule's points, cut to what the daily cap leaves. Refused when the rule
+    /// is off, or its cap is reached.
+    pub fn award(&self, earned_today: i64) -> Result<i64, MarketingError> {
+        if !self.enabled {
+            return Err(MarketingError::RuleDisabled);
+        }
+        let Some(cap) = self.daily_cap else {
+            return Ok(self.points);
+        };
+        let award = self.points.min(cap.saturating_sub(earned_today));
+        if award <= 0 {
+            return Err(MarketingError::DailyCapReached);
+        }
+        Ok(award)
+    }
 }
 
 /// An event type: 1..=64 of `[a-z0-9_.-]`.
@@ -136,6 +155,36 @@ impl RuleTerms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_award_is_cut_to_what_the_daily_cap_leaves() {
+        let capped = RuleTerms {
+            points: 50,
+            daily_cap: Some(120),
+            enabled: true,
+            ..RuleTerms::default()
+        };
+        assert_eq!(capped.award(0).ok(), Some(50));
+        assert_eq!(capped.award(100).ok(), Some(20), "what the cap leaves");
+        assert!(matches!(
+            capped.award(120),
+            Err(MarketingError::DailyCapReached)
+        ));
+        assert!(matches!(
+            capped.award(i64::MAX),
+            Err(MarketingError::DailyCapReached)
+        ));
+        let uncapped = RuleTerms {
+            daily_cap: None,
+            ..capped.clone()
+        };
+        assert_eq!(uncapped.award(1_000_000).ok(), Some(50));
+        let off = RuleTerms {
+            enabled: false,
+            ..capped
+        };
+        assert!(matches!(off.award(0), Err(MarketingError::RuleDisabled)));
+    }
 
     #[test]
     fn rule_terms_are_bounded() {

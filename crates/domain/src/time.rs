@@ -51,6 +51,11 @@ impl UnixMicros {
         Self(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
+    /// The UTC day this instant falls on, in days since 1970-01-01 (daily caps count by it).
+    pub fn utc_day(self) -> Option<i32> {
+        i32::try_from(self.0.div_euclid(MICROS_PER_DAY)).ok()
+    }
+
     /// From a protobuf-style (seconds, nanos) pair; `None` when it does not fit in i64 micros.
     pub fn from_parts(seconds: i64, nanos: i32) -> Option<Self> {
         if !(0..1_000_000_000).contains(&nanos) {
@@ -80,6 +85,15 @@ impl UnixMicros {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_turn_at_utc_midnight() {
+        let midnight = UnixMicros(20_000 * MICROS_PER_DAY);
+        assert_eq!(midnight.utc_day(), Some(20_000));
+        assert_eq!(UnixMicros(midnight.0 - 1).utc_day(), Some(19_999));
+        assert_eq!(UnixMicros(-1).utc_day(), Some(-1), "before 1970");
+        assert_eq!(UnixMicros(i64::MAX).utc_day(), Some(106_751_991));
+    }
 
     #[test]
     fn parts_round_trip_including_negative_times() {

@@ -16,7 +16,6 @@ use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
     points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
-    time::MICROS_PER_DAY,
 };
 use marketing_infra::{cache::Versioned, leaderboard::Standing};
 use marketing_proto::v1 as pb;
@@ -628,29 +627,27 @@ impl AppState {
                     EarnSource::Amount { amount, expires_at } => (*amount, *expires_at),
                     EarnSource::Event(event) => {
                         let rule = self.rule_for_event(tenant, event).await?;
-                        if !rule.terms.enabled {
-                            return Err(MarketingError::RuleDisabled);
-                        }
-                        let mut award = rule.terms.points;
-                        if let Some(cap) = rule.terms.daily_cap {
-                            let day = i32::try_from(now.0.div_euclid(MICROS_PER_DAY))
-                                .map_err(MarketingError::internal)?;
-                            // Stored today, plus what this batch already awarded.
-                            let pending = context
-                                .daily
-                                .get(&(event.clone(), day))
-                                .copied()
-                                .unwrap_or(0);
-                            let earned =
-                                points::earned_today(conn, tenant, &cmd.member_id, event, day)
-                                    .await?
-                                    + pending;
-                            award = award.min(cap - earned);
-                            if award <= 0 {
-                                return Err(MarketingError::DailyCapReached);
+                        let terms = &rule.terms;
+                        let award = match terms.daily_cap {
+                            Some(_) if terms.enabled => {
+                                let day = now.utc_day().ok_or_else(|| {
+                                    MarketingError::internal("a day beyond the calendar")
+                                })?;
+                                // Stored today, plus what this batch already awarded.
+                                let pending = context
+                                    .daily
+                                    .get(&(event.clone(), day))
+                                    .copied()
+                                    .unwrap_or(0);
+                                let stored =
+                                    points::earned_today(conn, tenant, &cmd.member_id, event, day)
+                                        .await?;
+                                let award = terms.award(stored.saturating_add(pending))?;
+                                award_counted = Some(((event.clone(), day), award));
+                                award
                             }
-                            award_counted = Some(((event.clone(), day), award));
-                        }
+                            _ => terms.award(0)?,
+                        };
                         let expires = rule
                             .terms
                             .expiry_days
