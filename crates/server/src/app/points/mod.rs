@@ -4,7 +4,16 @@
 //! a lost race plan again on fresh data, retrying with jittered backoff until the deadline.
 //! On PostgreSQL a batch is first tried in two statements (`points_batch_short`), then in a
 //! transaction (`points_batch_transaction`, SQLite's only path). Business refusals are
-//! recorded under the request id, so a retry replays the first refusal too.
+//! recorded under the request id, so a retry replays the first refusal too. Rules and their
+//! cache (`rules.rs`), the leaderboard (`leaderboard.rs`) and the sweeper (`sweep.rs`) live
+//! beside this module.
+
+mod leaderboard;
+mod rules;
+mod sweep;
+
+pub use leaderboard::StaleBoards;
+use leaderboard::standing_of;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -47,9 +56,6 @@ const RETRY: Backoff = Backoff {
 };
 /// How often one account is re-planned within a batch when another writer won the race.
 const CAS_ATTEMPTS: usize = 8;
-/// Members a rebuilt leaderboard holds: enough that any top-100 stays exact.
-const LEADERBOARD_DEPTH: u64 = 1000;
-
 pub enum EarnSource {
     Amount {
         amount: i64,
@@ -175,18 +181,6 @@ struct GroupContext {
     /// Points awarded per (event type, day) under daily caps.
     daily: HashMap<(String, i32), i64>,
     biz: HashSet<BizRef>,
-}
-
-/// Tenants whose Redis leaderboard missed updates (Redis was down): rebuilt on next read.
-#[derive(Debug, Default)]
-pub struct StaleBoards(Mutex<HashSet<String>>);
-
-impl StaleBoards {
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 impl AppState {
@@ -870,249 +864,8 @@ impl AppState {
             next,
         ))
     }
-
-    // ----- rules -----
-
-    fn rule_cache_key(tenant: &TenantId, event: &str) -> String {
-        format!("rule:{tenant}:{event}")
-    }
-
-    /// The tenant's rule for an event, read through the cache.
-    async fn rule_for_event(
-        &self,
-        tenant: &TenantId,
-        event: &str,
-    ) -> Result<PointsRule, MarketingError> {
-        let key = Self::rule_cache_key(tenant, event);
-        match self.cache.get(&key).await {
-            Ok(Some(entry)) => match pb::PointsRule::decode(entry.value.as_slice()) {
-                Ok(cached) => {
-                    if let Some(rule) = rule_from_proto(tenant, cached) {
-                        return Ok(rule);
-                    }
-                }
-                Err(err) => {
-                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
-                }
-            },
-            Ok(None) => {}
-            Err(err) => {
-                marketing_infra::warn_every!(error = %err, "rule cache unavailable; reading the database")
-            }
-        }
-        let rule = points::find_rule(self.db.conn(), tenant, RuleRef::Event(event))
-            .await?
-            .ok_or(MarketingError::RuleNotFound)?;
-        self.cache_rule(&rule).await;
-        Ok(rule)
-    }
-
-    /// Writes a rule through to the cache (newest version wins); evicts it if that fails.
-    async fn cache_rule(&self, rule: &PointsRule) {
-        let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
-        let entry = Versioned {
-            version: rule.version,
-            value: rule_to_proto(rule).encode_to_vec(),
-        };
-        if let Err(err) = self
-            .cache
-            .put(&key, entry, self.config.rule_cache_ttl)
-            .await
-        {
-            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching rule failed");
-            if let Err(err) = self.cache.evict(&key).await {
-                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting rule failed");
-            }
-        }
-    }
-
-    pub async fn create_rule(
-        &self,
-        key: IdempotencyKey,
-        event_type: String,
-        terms: RuleTerms,
-    ) -> Result<pb::PointsRule, MarketingError> {
-        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
-            Begun::Replay(rule) => return Ok(rule),
-            Begun::Fresh(txn) => txn,
-        };
-        let now = self.clock.now();
-        let rule = PointsRule {
-            id: Uuid::now_v7(),
-            tenant_id: key.tenant_id.clone(),
-            event_type,
-            terms,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        points::insert_rule(&txn, &rule).await?;
-        let response = rule_to_proto(&rule);
-        self.commit_idempotent(txn, &key, &response).await?;
-        self.cache_rule(&rule).await;
-        Ok(response)
-    }
-
-    pub async fn update_rule(
-        &self,
-        key: IdempotencyKey,
-        id: Uuid,
-        expected_version: i64,
-        incoming: RuleTerms,
-        fields: &[RuleField],
-    ) -> Result<pb::PointsRule, MarketingError> {
-        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
-            Begun::Replay(rule) => return Ok(rule),
-            Begun::Fresh(txn) => txn,
-        };
-        let tenant = &key.tenant_id;
-        let current = points::find_rule(&txn, tenant, RuleRef::Id(id))
-            .await?
-            .ok_or(MarketingError::RuleNotFound)?;
-        if current.version != expected_version {
-            return Err(MarketingError::VersionMismatch {
-                expected: expected_version,
-                current: current.version,
-            });
-        }
-        let mut terms = current.terms.clone();
-        terms.overwrite(incoming, fields);
-        let terms = terms.check().map_err(|v| {
-            MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
-        })?;
-        let updated =
-            points::update_rule(&txn, tenant, id, expected_version, &terms, self.clock.now())
-                .await?
-                .ok_or(MarketingError::VersionMismatch {
-                    expected: expected_version,
-                    current: expected_version + 1,
-                })?;
-        let response = rule_to_proto(&updated);
-        self.commit_idempotent(txn, &key, &response).await?;
-        self.cache_rule(&updated).await;
-        Ok(response)
-    }
-
-    pub async fn list_rules(
-        &self,
-        tenant: &TenantId,
-        enabled: Option<bool>,
-        after: Option<Uuid>,
-        page_size: u64,
-    ) -> Result<(Vec<pb::PointsRule>, Option<Uuid>), MarketingError> {
-        let mut page =
-            points::list_rules(self.db.conn(), tenant, enabled, after, page_size + 1).await?;
-        let has_more = page.len() as u64 > page_size;
-        page.truncate(page_size as usize);
-        let next = has_more.then(|| page.last().map(|r| r.id)).flatten();
-        Ok((page.iter().map(rule_to_proto).collect(), next))
-    }
-
-    // ----- leaderboard -----
-
-    async fn record_standings(&self, tenant: &TenantId, standings: &[Standing]) {
-        if let Err(err) = self.leaderboard.record(tenant.as_str(), standings).await {
-            marketing_infra::warn_every!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
-            self.stale_boards.set().insert(tenant.to_string());
-        }
-    }
-
-    /// The top `n` members: from the leaderboard, rebuilt from the database when missing or
-    /// stale; from the database index when the leaderboard backend is down.
-    pub async fn leaderboard(
-        &self,
-        tenant: &TenantId,
-        n: usize,
-    ) -> Result<Vec<(String, i64)>, MarketingError> {
-        let stale = self.stale_boards.set().contains(tenant.as_str());
-        if stale && self.leaderboard.invalidate(tenant.as_str()).await.is_ok() {
-            self.stale_boards.set().remove(tenant.as_str());
-        }
-        match self.leaderboard.top(tenant.as_str(), n).await {
-            Ok(Some(top)) => return Ok(top),
-            Ok(None) => {
-                let standings: Vec<Standing> =
-                    points::top_earners(self.db.conn(), tenant, LEADERBOARD_DEPTH)
-                        .await?
-                        .into_iter()
-                        .map(|(member_id, total_earned, reached_at)| Standing {
-                            member_id,
-                            total_earned,
-                            reached_at,
-                        })
-                        .collect();
-                if let Err(err) = self.leaderboard.rebuild(tenant.as_str(), &standings).await {
-                    marketing_infra::warn_every!(error = %err, "leaderboard rebuild failed");
-                }
-                return Ok(standings
-                    .into_iter()
-                    .take(n)
-                    .map(|s| (s.member_id, s.total_earned))
-                    .collect());
-            }
-            Err(err) => {
-                marketing_infra::warn_every!(error = %err, "leaderboard unavailable; reading the database index");
-                self.stale_boards.set().insert(tenant.to_string());
-            }
-        }
-        Ok(points::top_earners(self.db.conn(), tenant, n as u64)
-            .await?
-            .into_iter()
-            .map(|(member, total, _)| (member, total))
-            .collect())
-    }
-
-    // ----- sweeper -----
-
-    /// Releases lapsed holds and expires due lots, account by account, through the same
-    /// optimistic path as requests: safe with every replica sweeping at once.
-    pub async fn sweep_points(&self, batch: u64) -> Result<(usize, usize), MarketingError> {
-        let now = self.clock.now();
-        let holds = points::due_holds(self.db.conn(), now, batch).await?;
-        let accounts = points::accounts_with_due_lots(self.db.conn(), now, batch).await?;
-        let (mut released, mut expired) = (0, 0);
-        let work = holds
-            .into_iter()
-            .map(|(tenant, member, hold)| (tenant, member, PointsOp::ExpireHold(hold)))
-            .chain(
-                accounts
-                    .into_iter()
-                    .map(|(tenant, member)| (tenant, member, PointsOp::ExpireLots)),
-            );
-        for (tenant, member, op) in work {
-            let (Ok(tenant_id), Ok(member_id)) = (
-                TenantId::parse("tenant_id", &tenant),
-                MemberId::parse("member_id", &member),
-            ) else {
-                continue;
-            };
-            let is_hold = matches!(op, PointsOp::ExpireHold(_));
-            let cmd = PointsCommand {
-                key: None,
-                tenant_id,
-                member_id,
-                op,
-                meta: EntryMeta {
-                    description: "swept".into(),
-                    ..EntryMeta::default()
-                },
-                deadline: Instant::now() + self.config.points_timeout,
-            };
-            match self.change_points(cmd).await {
-                Ok(_) if is_hold => released += 1,
-                Ok(_) => expired += 1,
-                // Confirmed or released meanwhile: nothing left to sweep.
-                Err(MarketingError::InvalidHoldState { .. }) => {}
-                Err(err) => {
-                    marketing_infra::warn_every!(error = %err, %tenant, %member, "points sweep of an account failed")
-                }
-            }
-        }
-        Ok((released, expired))
-    }
 }
 
-/// A copy of a refusal for another waiter: the status it would get, carried verbatim.
 /// A batch's commands sorted out: the replayed ones answered from their records, the others
 /// grouped by account, in key order.
 struct Sorted {
@@ -1206,19 +959,6 @@ fn outcomes<'a>(
     outcomes
 }
 
-/// The account's standing on the leaderboard, when the ledger earned.
-fn standing_of(ledger: &Ledger) -> Option<Standing> {
-    ledger
-        .entries
-        .iter()
-        .any(|e| e.tx_type == TxType::Earn)
-        .then(|| Standing {
-            member_id: ledger.account.member_id.to_string(),
-            total_earned: ledger.account.total_earned,
-            reached_at: ledger.account.earned_updated_at.0,
-        })
-}
-
 fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
     let account = &ledger.account;
     let entry: Option<&Entry> = applied
@@ -1232,25 +972,4 @@ fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
             .map(|h| hold_to_proto(&account.tenant_id, &account.member_id, h)),
         transaction: entry.map(|e| entry_to_proto(&account.tenant_id, &account.member_id, e)),
     }
-}
-
-fn rule_from_proto(tenant: &TenantId, rule: pb::PointsRule) -> Option<PointsRule> {
-    let to_micros = |ts: Option<prost_types::Timestamp>| {
-        ts.and_then(|t| UnixMicros::from_parts(t.seconds, t.nanos))
-    };
-    Some(PointsRule {
-        id: Uuid::parse_str(&rule.id).ok()?,
-        tenant_id: tenant.clone(),
-        event_type: rule.event_type,
-        terms: RuleTerms {
-            description: rule.description,
-            points: rule.points,
-            daily_cap: rule.daily_cap,
-            expiry_days: rule.expiry_days,
-            enabled: rule.enabled,
-        },
-        version: rule.version,
-        created_at: to_micros(rule.create_time)?,
-        updated_at: to_micros(rule.update_time)?,
-    })
 }

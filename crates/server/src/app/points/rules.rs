@@ -1,0 +1,162 @@
+//! Points rules: created, updated and listed, and read through the two-level cache when an
+//! earn names an event.
+
+use super::*;
+
+impl AppState {
+    fn rule_cache_key(tenant: &TenantId, event: &str) -> String {
+        format!("rule:{tenant}:{event}")
+    }
+
+    /// The tenant's rule for an event, read through the cache.
+    pub(super) async fn rule_for_event(
+        &self,
+        tenant: &TenantId,
+        event: &str,
+    ) -> Result<PointsRule, MarketingError> {
+        let key = Self::rule_cache_key(tenant, event);
+        match self.cache.get(&key).await {
+            Ok(Some(entry)) => match pb::PointsRule::decode(entry.value.as_slice()) {
+                Ok(cached) => {
+                    if let Some(rule) = rule_from_proto(tenant, cached) {
+                        return Ok(rule);
+                    }
+                }
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
+                }
+            },
+            Ok(None) => {}
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "rule cache unavailable; reading the database")
+            }
+        }
+        let rule = points::find_rule(self.db.conn(), tenant, RuleRef::Event(event))
+            .await?
+            .ok_or(MarketingError::RuleNotFound)?;
+        self.cache_rule(&rule).await;
+        Ok(rule)
+    }
+
+    /// Writes a rule through to the cache (newest version wins); evicts it if that fails.
+    async fn cache_rule(&self, rule: &PointsRule) {
+        let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
+        let entry = Versioned {
+            version: rule.version,
+            value: rule_to_proto(rule).encode_to_vec(),
+        };
+        if let Err(err) = self
+            .cache
+            .put(&key, entry, self.config.rule_cache_ttl)
+            .await
+        {
+            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching rule failed");
+            if let Err(err) = self.cache.evict(&key).await {
+                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting rule failed");
+            }
+        }
+    }
+
+    pub async fn create_rule(
+        &self,
+        key: IdempotencyKey,
+        event_type: String,
+        terms: RuleTerms,
+    ) -> Result<pb::PointsRule, MarketingError> {
+        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
+            Begun::Replay(rule) => return Ok(rule),
+            Begun::Fresh(txn) => txn,
+        };
+        let now = self.clock.now();
+        let rule = PointsRule {
+            id: Uuid::now_v7(),
+            tenant_id: key.tenant_id.clone(),
+            event_type,
+            terms,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        points::insert_rule(&txn, &rule).await?;
+        let response = rule_to_proto(&rule);
+        self.commit_idempotent(txn, &key, &response).await?;
+        self.cache_rule(&rule).await;
+        Ok(response)
+    }
+
+    pub async fn update_rule(
+        &self,
+        key: IdempotencyKey,
+        id: Uuid,
+        expected_version: i64,
+        incoming: RuleTerms,
+        fields: &[RuleField],
+    ) -> Result<pb::PointsRule, MarketingError> {
+        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
+            Begun::Replay(rule) => return Ok(rule),
+            Begun::Fresh(txn) => txn,
+        };
+        let tenant = &key.tenant_id;
+        let current = points::find_rule(&txn, tenant, RuleRef::Id(id))
+            .await?
+            .ok_or(MarketingError::RuleNotFound)?;
+        if current.version != expected_version {
+            return Err(MarketingError::VersionMismatch {
+                expected: expected_version,
+                current: current.version,
+            });
+        }
+        let mut terms = current.terms.clone();
+        terms.overwrite(incoming, fields);
+        let terms = terms.check().map_err(|v| {
+            MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
+        })?;
+        let updated =
+            points::update_rule(&txn, tenant, id, expected_version, &terms, self.clock.now())
+                .await?
+                .ok_or(MarketingError::VersionMismatch {
+                    expected: expected_version,
+                    current: expected_version + 1,
+                })?;
+        let response = rule_to_proto(&updated);
+        self.commit_idempotent(txn, &key, &response).await?;
+        self.cache_rule(&updated).await;
+        Ok(response)
+    }
+
+    pub async fn list_rules(
+        &self,
+        tenant: &TenantId,
+        enabled: Option<bool>,
+        after: Option<Uuid>,
+        page_size: u64,
+    ) -> Result<(Vec<pb::PointsRule>, Option<Uuid>), MarketingError> {
+        let mut page =
+            points::list_rules(self.db.conn(), tenant, enabled, after, page_size + 1).await?;
+        let has_more = page.len() as u64 > page_size;
+        page.truncate(page_size as usize);
+        let next = has_more.then(|| page.last().map(|r| r.id)).flatten();
+        Ok((page.iter().map(rule_to_proto).collect(), next))
+    }
+}
+
+fn rule_from_proto(tenant: &TenantId, rule: pb::PointsRule) -> Option<PointsRule> {
+    let to_micros = |ts: Option<prost_types::Timestamp>| {
+        ts.and_then(|t| UnixMicros::from_parts(t.seconds, t.nanos))
+    };
+    Some(PointsRule {
+        id: Uuid::parse_str(&rule.id).ok()?,
+        tenant_id: tenant.clone(),
+        event_type: rule.event_type,
+        terms: RuleTerms {
+            description: rule.description,
+            points: rule.points,
+            daily_cap: rule.daily_cap,
+            expiry_days: rule.expiry_days,
+            enabled: rule.enabled,
+        },
+        version: rule.version,
+        created_at: to_micros(rule.create_time)?,
+        updated_at: to_micros(rule.update_time)?,
+    })
+}
