@@ -31,7 +31,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::{config::TransportConfig, error::ERROR_DOMAIN};
 
@@ -81,11 +81,6 @@ impl Transport {
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.config.max_connections - self.connections.available_permits()
-    }
-
-    /// Bytes of responses held for clients that have not read them yet.
-    pub fn unsent_bytes(&self) -> usize {
-        self.unsent.load(Relaxed)
     }
 
     /// `accepted`, with every connection past the cap closed and logged, and every accepted
@@ -166,10 +161,9 @@ impl Connection {
 }
 
 /// Connection info of a guarded connection, in every request's extensions (tonic puts it
-/// there); [`StreamLayer`] adds tonic's own `TcpConnectInfo` beside it.
+/// there).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
-    pub local_addr: Option<SocketAddr>,
     pub remote_addr: Option<SocketAddr>,
     connection: Arc<Connection>,
 }
@@ -202,7 +196,6 @@ impl Guarded {
             unsent: AtomicUsize::new(0),
         });
         let info = ConnectionInfo {
-            local_addr: stream.local_addr().ok(),
             remote_addr: stream.peer_addr().ok(),
             connection,
         };
@@ -399,17 +392,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let call = match request.extensions().get::<ConnectionInfo>().cloned() {
-            Some(info) => {
-                request.extensions_mut().insert(TcpConnectInfo {
-                    local_addr: info.local_addr,
-                    remote_addr: info.remote_addr,
-                });
-                Some(info.connection.call_started())
-            }
-            None => None,
-        };
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let call = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| info.connection.call_started());
         StreamFuture {
             inner: self.inner.call(request),
             call,

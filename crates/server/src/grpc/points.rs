@@ -42,6 +42,12 @@ impl Points {
         Self { app }
     }
 
+    /// When a points write must be answered: the client's `grpc-timeout`, capped by the
+    /// server's points timeout.
+    fn deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
+        answer_by(metadata, self.app.config.points_timeout)
+    }
+
     async fn change(&self, cmd: PointsCommand) -> Result<PointsResponse, Status> {
         self.app.change_points(cmd).await.map_err(to_status)
     }
@@ -233,7 +239,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::EarnPointsRequest>,
     ) -> Result<Response<pb::EarnPointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
@@ -279,7 +285,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::DeductPointsRequest>,
     ) -> Result<Response<pb::DeductPointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
@@ -303,7 +309,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::FreezePointsRequest>,
     ) -> Result<Response<pb::FreezePointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let amount = violations.check(points_amount("amount", r.amount));
@@ -336,7 +342,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::ConfirmFrozenPointsRequest>,
     ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, confirm_ref(r).as_ref());
@@ -370,7 +376,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::ReleaseFrozenPointsRequest>,
     ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, release_ref(r).as_ref());
@@ -394,7 +400,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::RefundPointsRequest>,
     ) -> Result<Response<pb::RefundPointsResponse>, Status> {
-        let deadline = answer_by(request.metadata(), self.app.config.points_timeout);
+        let deadline = self.deadline(request.metadata());
         let r = request.get_ref();
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, "", "", &r.description);
