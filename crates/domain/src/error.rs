@@ -1,7 +1,7 @@
 //! The error vocabulary. Every error carries a stable machine-readable [`Reason`] (sent to
 //! clients as `ErrorInfo.reason`); the server maps each variant to one gRPC code.
 
-use std::{error::Error as StdError, fmt};
+use std::{collections::BTreeMap, error::Error as StdError, fmt};
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -75,6 +75,50 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 36] = [
+        Self::InvalidArgument,
+        Self::RequestIdReused,
+        Self::TemplateNotFound,
+        Self::TemplateArchived,
+        Self::VersionMismatch,
+        Self::StockBelowClaimed,
+        Self::TemplateDisabled,
+        Self::OutsideDistributionWindow,
+        Self::OutOfStock,
+        Self::MemberLimitReached,
+        Self::CouponNotFound,
+        Self::InvalidCouponState,
+        Self::OrderMismatch,
+        Self::CouponExpired,
+        Self::CouponNotYetValid,
+        Self::CurrencyMismatch,
+        Self::MinSpendNotMet,
+        Self::AccountNotFound,
+        Self::InsufficientPoints,
+        Self::HoldNotFound,
+        Self::InvalidHoldState,
+        Self::OrderAlreadyHeld,
+        Self::TransactionNotFound,
+        Self::NotRefundable,
+        Self::RefundExceedsSpent,
+        Self::ConfirmExceedsHold,
+        Self::PointsLimitExceeded,
+        Self::DuplicateBizReference,
+        Self::RuleNotFound,
+        Self::RuleDisabled,
+        Self::RuleExists,
+        Self::DailyCapReached,
+        Self::ConcurrentModification,
+        Self::DeadlineExceeded,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The reason `as_str` spells `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidArgument => "INVALID_ARGUMENT",
@@ -200,10 +244,10 @@ pub enum MarketingError {
     RuleExists,
     #[error("the daily cap of this event is reached")]
     DailyCapReached,
-    /// The first outcome of a request, replayed as it was sent (gRPC code and encoded
-    /// `google.rpc.Status`).
-    #[error("replayed refusal")]
-    Replayed { code: i32, status: Vec<u8> },
+    /// A refusal given before (the first outcome of a request, or another waiter's answer),
+    /// answered again exactly as it was first given.
+    #[error("{}", .0.message)]
+    Replayed(Box<Refusal>),
     /// A concurrent writer changed what this request read; retrying may help.
     #[error("concurrent modification, retry")]
     ConcurrentModification(#[source] BoxError),
@@ -216,6 +260,28 @@ pub enum MarketingError {
     /// A bug or an unexpected state; the cause is logged, not sent to clients.
     #[error("internal error")]
     Internal(#[source] BoxError),
+}
+
+/// A refusal as a client is told it: reason, message, the numbers it names and, for invalid
+/// arguments, the violations. Kept so that a retry, or another waiter, is told the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub message: String,
+    pub metadata: BTreeMap<String, String>,
+    pub violations: Vec<FieldViolation>,
+}
+
+/// "error: cause: cause's cause".
+pub fn chain(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Violations a message names before it only counts the rest: it stays one readable line.
@@ -282,8 +348,7 @@ impl MarketingError {
             Self::RuleDisabled => Reason::RuleDisabled,
             Self::RuleExists => Reason::RuleExists,
             Self::DailyCapReached => Reason::DailyCapReached,
-            // The replayed status carries its own reason; this one is only for logs.
-            Self::Replayed { .. } => Reason::InvalidArgument,
+            Self::Replayed(refusal) => refusal.reason,
             Self::ConcurrentModification(_) => Reason::ConcurrentModification,
             Self::DeadlineExceeded => Reason::DeadlineExceeded,
             Self::Unavailable(_) => Reason::Unavailable,
@@ -325,6 +390,72 @@ impl MarketingError {
             self,
             Self::Unavailable(_) | Self::ConcurrentModification(_) | Self::DeadlineExceeded
         )
+    }
+
+    /// What a client is told besides the reason and the message: the numbers a refusal names.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let pairs: Vec<(&str, String)> = match self {
+            Self::Replayed(refusal) => return refusal.metadata.clone(),
+            Self::DistributionRefused { member_id, .. } => vec![("member_id", member_id.clone())],
+            Self::InsufficientPoints { available } => vec![("available", available.to_string())],
+            Self::RefundExceedsSpent { refundable } => {
+                vec![("refundable", refundable.to_string())]
+            }
+            Self::ConfirmExceedsHold { held } => vec![("held", held.to_string())],
+            Self::PointsLimitExceeded { total, limit } => {
+                vec![("total", (*total).to_owned()), ("limit", limit.to_string())]
+            }
+            Self::StockBelowClaimed { remaining } => {
+                vec![("remaining_stock", remaining.to_string())]
+            }
+            Self::VersionMismatch { current, .. } => {
+                vec![("current_version", current.to_string())]
+            }
+            _ => Vec::new(),
+        };
+        pairs
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect()
+    }
+
+    /// Everything a client is told of this error.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Self::Replayed(refusal) => (**refusal).clone(),
+            _ => Refusal {
+                reason: self.reason(),
+                message: self.to_string(),
+                metadata: self.metadata(),
+                violations: match self {
+                    Self::InvalidArgument(violations) => violations.clone(),
+                    _ => Vec::new(),
+                },
+            },
+        }
+    }
+
+    /// A copy of this error for another waiter on the same request: a refusal exactly as
+    /// it is answered (the simple ones as themselves), an infrastructure error by its
+    /// message (its cause is logged once).
+    pub fn copy(&self) -> Self {
+        match self {
+            Self::Replayed(refusal) => Self::Replayed(refusal.clone()),
+            Self::TemplateNotFound => Self::TemplateNotFound,
+            Self::TemplateDisabled => Self::TemplateDisabled,
+            Self::OutsideDistributionWindow => Self::OutsideDistributionWindow,
+            Self::OutOfStock => Self::OutOfStock,
+            Self::MemberLimitReached => Self::MemberLimitReached,
+            Self::RequestIdReused => Self::RequestIdReused,
+            Self::DeadlineExceeded => Self::DeadlineExceeded,
+            Self::Unavailable(cause) => Self::Unavailable(cause.to_string().into()),
+            Self::ConcurrentModification(cause) => {
+                Self::ConcurrentModification(cause.to_string().into())
+            }
+            Self::Internal(_) => Self::internal(chain(self)),
+            // Every other refusal, with whatever it names.
+            other => Self::Replayed(Box::new(other.refusal())),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
@@ -385,5 +516,54 @@ impl Violations {
 
     pub fn into_vec(self) -> Vec<FieldViolation> {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_name() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("NO_SUCH_REASON"), None);
+    }
+
+    #[test]
+    fn a_refusal_names_its_reason_message_and_numbers() {
+        let refusal = MarketingError::PointsLimitExceeded {
+            total: "available",
+            limit: 9,
+        }
+        .refusal();
+        assert_eq!(refusal.reason, Reason::PointsLimitExceeded);
+        assert_eq!(
+            refusal.message,
+            "the account's available would exceed 9 points"
+        );
+        assert_eq!(refusal.metadata["total"], "available");
+        assert_eq!(refusal.metadata["limit"], "9");
+        let replayed = MarketingError::Replayed(Box::new(refusal.clone()));
+        assert_eq!(replayed.reason(), Reason::PointsLimitExceeded);
+        assert_eq!(replayed.to_string(), refusal.message);
+        assert_eq!(replayed.refusal(), refusal);
+    }
+
+    #[test]
+    fn infrastructure_errors_are_copied_by_their_message_and_kind() {
+        let copy = MarketingError::Unavailable("redis down".into()).copy();
+        assert!(
+            matches!(&copy, MarketingError::Unavailable(cause) if cause.to_string() == "redis down")
+        );
+        let copy = MarketingError::internal("boom").copy();
+        assert!(
+            matches!(&copy, MarketingError::Internal(cause) if cause.to_string() == "internal error: boom")
+        );
+        assert!(matches!(
+            MarketingError::OutOfStock.copy(),
+            MarketingError::OutOfStock
+        ));
     }
 }

@@ -204,6 +204,22 @@ fn add_within(
         .ok_or(MarketingError::PointsLimitExceeded { total, limit })
 }
 
+/// An account as answered: its balances, and the next points to expire (amount and time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub account: Account,
+    pub next_expiry: Option<(i64, UnixMicros)>,
+}
+
+/// What a change of points answers with: the account after it, the hold it made or changed,
+/// and the entry it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointsOutcome {
+    pub account: AccountView,
+    pub hold: Option<Hold>,
+    pub entry: Option<Entry>,
+}
+
 /// A working copy of one account: operations change it in memory; the caller persists the
 /// account (checking its version), the changed and new lots, entries, allocations and holds.
 #[derive(Debug)]

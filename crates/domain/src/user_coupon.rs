@@ -10,6 +10,29 @@ use crate::{
     ids::TemplateId,
 };
 
+/// A coupon as answered at `at`: its state is its effective state then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CouponView {
+    pub coupon: UserCoupon,
+    pub at: UnixMicros,
+}
+
+/// The checkout dry run's answer: the coupon, the discount it would give, or why it cannot
+/// be used (it is usable when there is no problem).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CouponCheck {
+    pub coupon: CouponView,
+    pub discount_amount: i64,
+    pub problems: Vec<UsabilityProblem>,
+}
+
+/// What a distribution did, member by member (in the order of the request), at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distribution {
+    pub results: Vec<(MemberId, Result<UserCoupon, ClaimRefusal>)>,
+    pub at: UnixMicros,
+}
+
 /// Most coupons one `DistributeCoupons` call may issue.
 pub const MAX_DISTRIBUTION: usize = 10_000;
 

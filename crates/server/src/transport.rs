@@ -33,7 +33,7 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use crate::{config::TransportConfig, error::ERROR_DOMAIN};
+use crate::{config::TransportConfig, wire::status::ERROR_DOMAIN};
 
 /// The HTTP/2 client preface (24 bytes) and the header of the SETTINGS frame that must follow
 /// it (9 bytes): a connection has shaken hands once it has sent this many bytes.

@@ -19,8 +19,6 @@ use marketing_infra::backoff;
 use marketing_storage::idempotency::IdempotencyKey;
 use tokio::{sync::oneshot, time::Instant};
 
-use super::claims::copy_error;
-
 /// A command a batcher queues.
 pub(super) trait Batched: Send + 'static {
     /// Its idempotency key, when it has one: copies are grouped by it.
@@ -45,7 +43,7 @@ impl<C, R: Clone> Group<C, R> {
         for reply in replies {
             let _ = reply.send(match &result {
                 Ok(response) => Ok(response.clone()),
-                Err(err) => Err(copy_error(err)),
+                Err(err) => Err(err.copy()),
             });
         }
         if let Some(first) = first {

@@ -16,24 +16,24 @@ use std::time::Duration;
 use marketing_domain::{
     MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::CouponTemplate,
-    user_coupon::{ClaimRefusal, CouponId, CouponStatus, UserCoupon, plan_claims},
+    user_coupon::{
+        ClaimRefusal, CouponId, CouponStatus, CouponView, Distribution, UserCoupon, plan_claims,
+    },
 };
 use marketing_infra::lock::LockGuard;
-use marketing_proto::v1 as pb;
 use marketing_storage::{
     DatabaseTransaction,
     idempotency::{self, IdempotencyKey, Outcome},
     templates, user_coupons,
 };
-use prost::Message;
 use tokio::time::Instant;
 
 use super::{
-    AppState, Begun,
+    Answer, AppState, Begun, Recorded,
     batcher::{Backoff, Batched, Group, retry_lost_races},
     isolate::Isolation,
 };
-use crate::grpc::convert::coupon_to_proto;
+use crate::wire;
 
 const RETRY: Backoff = Backoff {
     base: Duration::from_millis(2),
@@ -67,44 +67,13 @@ pub struct DistributeCoupons {
     pub deadline: Instant,
 }
 
-type ClaimResult = Result<pb::UserCoupon, MarketingError>;
+type ClaimResult = Result<Answer<CouponView>, MarketingError>;
 
 /// What a batch issued: a decision per member, and the template as written (when any stock
 /// was taken), to refresh the cache after commit.
 struct Issued {
     results: Vec<Result<UserCoupon, ClaimRefusal>>,
     template: Option<CouponTemplate>,
-}
-
-/// A copy of an error for another waiter: business errors as they are (any other refusal,
-/// and a replayed one, as the exact status it is sent as), infrastructure errors by their
-/// message (their cause was logged once).
-pub(super) fn copy_error(err: &MarketingError) -> MarketingError {
-    match err {
-        MarketingError::Replayed { code, status } => MarketingError::Replayed {
-            code: *code,
-            status: status.clone(),
-        },
-        MarketingError::TemplateNotFound => MarketingError::TemplateNotFound,
-        MarketingError::TemplateDisabled => MarketingError::TemplateDisabled,
-        MarketingError::OutsideDistributionWindow => MarketingError::OutsideDistributionWindow,
-        MarketingError::OutOfStock => MarketingError::OutOfStock,
-        MarketingError::MemberLimitReached => MarketingError::MemberLimitReached,
-        MarketingError::RequestIdReused => MarketingError::RequestIdReused,
-        MarketingError::DeadlineExceeded => MarketingError::DeadlineExceeded,
-        MarketingError::Unavailable(cause) => MarketingError::Unavailable(cause.to_string().into()),
-        MarketingError::ConcurrentModification(cause) => {
-            MarketingError::ConcurrentModification(cause.to_string().into())
-        }
-        other if other.is_business_refusal() || other.is_invalid_argument() => {
-            let status = crate::error::status_of(other);
-            MarketingError::Replayed {
-                code: status.code() as i32,
-                status: status.details().to_vec(),
-            }
-        }
-        other => MarketingError::internal(crate::error::chain(other)),
-    }
 }
 
 impl AppState {
@@ -119,13 +88,13 @@ impl AppState {
             .await
     }
 
-    async fn serve_claim_batch(&self, unique: Vec<Group<ClaimCoupon, pb::UserCoupon>>) {
+    async fn serve_claim_batch(&self, unique: Vec<Group<ClaimCoupon, Answer<CouponView>>>) {
         let claims: Vec<&ClaimCoupon> = unique.iter().map(|group| &group.cmd).collect();
         // One member's failure is that claim's alone: a failed batch is served again in halves.
         let mut isolation = Isolation::new(claims.len());
         while let Some(range) = isolation.next_batch() {
             let outcome = self.serve_claims(&claims[range.clone()]).await;
-            if isolation.record(range, outcome, copy_error) {
+            if isolation.record(range, outcome) {
                 self.metrics.record_claim_split();
             }
         }
@@ -172,7 +141,7 @@ impl AppState {
     /// Tells every replica the claimants' coupons changed, then answers each claim.
     async fn answer_claims(
         &self,
-        unique: Vec<Group<ClaimCoupon, pb::UserCoupon>>,
+        unique: Vec<Group<ClaimCoupon, Answer<CouponView>>>,
         outcomes: Vec<ClaimResult>,
     ) {
         let holders = unique
@@ -206,9 +175,7 @@ impl AppState {
         let mut fresh = Vec::new();
         for (index, claim) in claims.iter().enumerate() {
             match records.remove(claim.key.request_id.as_str()) {
-                Some(record) => {
-                    outcomes.push(Some(record.replay_for(&claim.key).and_then(decode_coupon)))
-                }
+                Some(record) => outcomes.push(Some(replayed(record.replay_for(&claim.key)))),
                 None => {
                     outcomes.push(None);
                     fresh.push(index);
@@ -235,9 +202,9 @@ impl AppState {
                     for (&i, result) in fresh.iter().zip(issued.results) {
                         outcomes[i] = Some(match result {
                             Ok(coupon) => {
-                                let response = coupon_to_proto(&coupon, now);
-                                records.push((&claims[i].key, ok_outcome(&response)));
-                                Ok(response)
+                                let response = CouponView { coupon, at: now };
+                                records.push((&claims[i].key, wire::answered(&response)));
+                                Ok(Answer::Fresh(response))
                             }
                             Err(refusal) => Err(refusal.into_error()),
                         });
@@ -315,7 +282,7 @@ impl AppState {
     pub async fn distribute_coupons(
         &self,
         cmd: DistributeCoupons,
-    ) -> Result<pb::DistributeCouponsResponse, MarketingError> {
+    ) -> Result<Answer<Distribution>, MarketingError> {
         let cmd = &cmd;
         let (done, attempts) = retry_lost_races(cmd.deadline, RETRY, |_| async move {
             let lock = self.template_lock(cmd.template_id, cmd.deadline).await?;
@@ -327,14 +294,23 @@ impl AppState {
         })
         .await;
         let done = self.out_of_retries(done, attempts);
-        if let Ok(response) = &done {
-            let holders = cmd
-                .members
-                .iter()
-                .zip(&response.results)
-                .filter(|(_, result)| result.user_coupon.is_some())
-                .map(|(member, _)| (cmd.key.tenant_id.as_str(), member.as_str()));
-            self.coupons_changed(holders).await;
+        let tenant = cmd.key.tenant_id.as_str();
+        match &done {
+            Ok(Answer::Fresh(distribution)) => {
+                let holders = distribution
+                    .results
+                    .iter()
+                    .filter(|(_, result)| result.is_ok())
+                    .map(|(member, _)| (tenant, member.as_str()));
+                self.coupons_changed(holders).await;
+            }
+            // Who got a coupon the first time is in the record; marking every member changed
+            // again costs a little and covers a first call that stopped before it did.
+            Ok(Answer::Recorded(_)) => {
+                self.coupons_changed(cmd.members.iter().map(|m| (tenant, m.as_str())))
+                    .await
+            }
+            Err(_) => {}
         }
         done
     }
@@ -343,12 +319,9 @@ impl AppState {
         &self,
         cmd: &DistributeCoupons,
         fence: Option<i64>,
-    ) -> Result<pb::DistributeCouponsResponse, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::DistributeCouponsResponse>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(response) => return Ok(response),
+    ) -> Result<Answer<Distribution>, MarketingError> {
+        let txn = match self.begin_idempotent(&cmd.key).await? {
+            Begun::Replay(response) => return Ok(Answer::Recorded(response)),
             Begun::Fresh(txn) => txn,
         };
         let members: Vec<&MemberId> = cmd.members.iter().collect();
@@ -362,37 +335,26 @@ impl AppState {
                 !cmd.allow_partial,
             )
             .await?;
-        let written = issued.template;
-        let issued = issued.results;
-        let now = self.clock.now();
-        let mut response = pb::DistributeCouponsResponse::default();
-        for (member, result) in members.iter().zip(issued) {
-            let (user_coupon, failure_reason) = match result {
-                Ok(coupon) => (Some(coupon_to_proto(&coupon, now)), String::new()),
-                Err(refusal) => (None, refusal.into_error().reason().as_str().to_owned()),
-            };
-            if user_coupon.is_some() {
-                response.issued_count += 1;
-            } else {
-                response.failed_count += 1;
-            }
-            response.results.push(pb::DistributionResult {
-                member_id: member.to_string(),
-                user_coupon,
-                failure_reason,
-            });
-        }
-        self.commit_idempotent(txn, &cmd.key, &response).await?;
-        if let Some(template) = written {
+        let distribution = Distribution {
+            results: cmd.members.iter().cloned().zip(issued.results).collect(),
+            at: self.clock.now(),
+        };
+        self.commit_idempotent(txn, &cmd.key, &distribution).await?;
+        if let Some(template) = issued.template {
             self.cache_template(&template).await;
         }
+        let issued = distribution
+            .results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .count();
         tracing::info!(
             template_id = %cmd.template_id,
-            issued = response.issued_count,
-            failed = response.failed_count,
+            issued,
+            failed = distribution.results.len() - issued,
             "coupons distributed"
         );
-        Ok(response)
+        Ok(Answer::Fresh(distribution))
     }
 
     /// The template's lock, waiting until `deadline`. `Ok(None)` when the lock backend is
@@ -486,46 +448,8 @@ fn new_coupon(
     })
 }
 
-fn ok_outcome(response: &impl Message) -> Outcome {
-    Outcome {
-        status_code: 0,
-        response: response.encode_to_vec(),
-    }
-}
-
-fn decode_coupon(outcome: Outcome) -> ClaimResult {
-    pb::UserCoupon::decode(outcome.response.as_slice()).map_err(MarketingError::internal)
-}
-
-#[cfg(test)]
-mod tests {
-    use tonic_types::StatusExt;
-
-    use super::*;
-    use crate::error::status_of;
-
-    #[test]
-    fn a_copy_answers_exactly_as_the_original() {
-        let refusal = MarketingError::InsufficientPoints { available: 7 };
-        let replayed = copy_error(&refusal);
-        assert!(matches!(replayed, MarketingError::Replayed { .. }));
-        let (original, copied) = (status_of(&refusal), status_of(&replayed));
-        assert_eq!(copied.code(), original.code());
-        assert_eq!(copied.details(), original.details());
-        assert_eq!(
-            copied.get_details_error_info().map(|info| info.reason),
-            Some("INSUFFICIENT_POINTS".to_owned())
-        );
-        // A copy of a copy (a waiter of a request whose first answer was itself a replay).
-        let again = status_of(&copy_error(&replayed));
-        assert_eq!(again.details(), original.details());
-        assert_eq!(
-            status_of(&copy_error(&MarketingError::OutOfStock)).code(),
-            tonic::Code::ResourceExhausted
-        );
-        assert_eq!(
-            status_of(&copy_error(&MarketingError::internal("boom"))).code(),
-            tonic::Code::Internal
-        );
-    }
+/// A claim's recorded outcome, answered again.
+fn replayed(outcome: Result<Outcome, MarketingError>) -> ClaimResult {
+    let bytes = wire::replay(outcome?)?;
+    Ok(Answer::Recorded(Recorded::new(bytes)))
 }

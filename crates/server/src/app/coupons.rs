@@ -7,16 +7,24 @@ use std::time::Duration;
 use marketing_domain::{
     CouponId, MarketingError, MemberId, TenantId, UnixMicros,
     coupon_template::Currency,
-    user_coupon::{CouponStatus, Transition, UsabilityProblem, UserCoupon},
+    user_coupon::{
+        CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
+    },
 };
-use marketing_proto::v1 as pb;
 use marketing_storage::{ConnectionTrait, idempotency::IdempotencyKey, templates, user_coupons};
 
-use super::{AppState, Begun};
-use crate::grpc::convert::coupon_to_proto;
+use super::{Answer, AppState, Begun};
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
 const CAS_ATTEMPTS: usize = 5;
+
+/// A page of a member's coupons as answered at `at`, newest first, and the last coupon of it
+/// when another page may follow.
+pub struct CouponPage {
+    pub coupons: Vec<UserCoupon>,
+    pub at: UnixMicros,
+    pub next: Option<CouponId>,
+}
 
 pub struct ListCoupons {
     pub tenant_id: TenantId,
@@ -187,25 +195,29 @@ impl AppState {
         tenant: &TenantId,
         id: CouponId,
         member: Option<&MemberId>,
-    ) -> Result<pb::UserCoupon, MarketingError> {
+    ) -> Result<CouponView, MarketingError> {
         let coupon = user_coupons::get(self.db.conn(), tenant, id, member).await?;
-        Ok(coupon_to_proto(&coupon, self.clock.now()))
+        Ok(CouponView {
+            coupon,
+            at: self.clock.now(),
+        })
     }
 
-    /// One page, newest first, and the last coupon of it when another page may follow. Served
+    /// One page, newest first. Served
     /// from this replica's copy of the member's newest coupons while that copy is current (see
     /// [`HeldCoupons`]), else from the database.
-    pub async fn list_coupons(
-        &self,
-        query: ListCoupons,
-    ) -> Result<(Vec<pb::UserCoupon>, Option<CouponId>), MarketingError> {
+    pub async fn list_coupons(&self, query: ListCoupons) -> Result<CouponPage, MarketingError> {
         let now = self.clock.now();
         // One more than asked tells whether there is a next page.
         let wanted = query.page_size as usize + 1;
         let page_of = |page: &[&UserCoupon]| {
             let next = (page.len() == wanted).then(|| page[wanted - 2].id);
             let page = &page[..page.len().min(wanted - 1)];
-            (page.iter().map(|c| coupon_to_proto(c, now)).collect(), next)
+            CouponPage {
+                coupons: page.iter().map(|&c| c.clone()).collect(),
+                at: now,
+                next,
+            }
         };
         if let Some(lists) = &self.coupon_lists {
             let held = lists
@@ -272,34 +284,27 @@ impl AppState {
         amount: i64,
         currency: &Currency,
         order_id: Option<&str>,
-    ) -> Result<pb::ValidateCouponResponse, MarketingError> {
+    ) -> Result<CouponCheck, MarketingError> {
         let coupon = user_coupons::get(self.db.conn(), tenant, id, Some(member)).await?;
         let now = self.clock.now();
         let problems = coupon.usability_problems(now, amount, currency, order_id);
-        Ok(pb::ValidateCouponResponse {
-            usable: problems.is_empty(),
+        Ok(CouponCheck {
             discount_amount: if problems.is_empty() {
                 coupon.discount.discount_for(amount)
             } else {
                 0
             },
-            failures: problems
-                .into_iter()
-                .map(|problem| pb::CouponValidationFailure {
-                    reason: problem.reason().to_owned(),
-                    message: problem.message(),
-                })
-                .collect(),
-            user_coupon: Some(coupon_to_proto(&coupon, now)),
+            problems,
+            coupon: CouponView { coupon, at: now },
         })
     }
 
     pub async fn transition_coupon(
         &self,
         cmd: TransitionCoupon,
-    ) -> Result<pb::UserCoupon, MarketingError> {
-        let txn = match self.begin_idempotent::<pb::UserCoupon>(&cmd.key).await? {
-            Begun::Replay(coupon) => return Ok(coupon),
+    ) -> Result<Answer<CouponView>, MarketingError> {
+        let txn = match self.begin_idempotent(&cmd.key).await? {
+            Begun::Replay(coupon) => return Ok(Answer::Recorded(coupon)),
             Begun::Fresh(txn) => txn,
         };
         let tenant = &cmd.key.tenant_id;
@@ -318,7 +323,11 @@ impl AppState {
                 } else {
                     None
                 };
-                let response = coupon_to_proto(&next, now);
+                let member = next.member_id.clone();
+                let response = CouponView {
+                    coupon: next,
+                    at: now,
+                };
                 self.commit_idempotent(txn, &cmd.key, &response).await?;
                 let cache_template = async {
                     if let Some(template) = template {
@@ -327,10 +336,10 @@ impl AppState {
                 };
                 tokio::join!(
                     cache_template,
-                    self.coupons_changed([(tenant.as_str(), coupon.member_id.as_str())])
+                    self.coupons_changed([(tenant.as_str(), member.as_str())])
                 );
-                tracing::info!(coupon_id = %next.id, ?transition, "coupon changed");
-                return Ok(response);
+                tracing::info!(coupon_id = %response.coupon.id, ?transition, "coupon changed");
+                return Ok(Answer::Fresh(response));
             }
         }
         Err(MarketingError::ConcurrentModification(

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use marketing_domain::MarketingError;
 
-use crate::error::chain;
+use marketing_domain::error::chain;
 
 /// Which commands to serve together next, and the answers so far. The caller serves each
 /// range [`Isolation::next_batch`] gives as one batch and hands the outcome to
@@ -40,7 +40,6 @@ impl<R> Isolation<R> {
         &mut self,
         range: Range<usize>,
         outcome: Result<Vec<Result<R, MarketingError>>, MarketingError>,
-        copy: impl Fn(&MarketingError) -> MarketingError,
     ) -> bool {
         match outcome {
             Ok(served) if served.len() == range.len() => {
@@ -55,7 +54,7 @@ impl<R> Isolation<R> {
                     served.len()
                 ));
                 for index in range {
-                    self.results[index] = Some(Err(copy(&err)));
+                    self.results[index] = Some(Err(err.copy()));
                 }
             }
             Err(err) if range.len() > 1 && !err.is_transient() => {
@@ -71,7 +70,7 @@ impl<R> Isolation<R> {
             Err(err) => {
                 marketing_infra::warn_every!(error = %chain(&err), commands = range.len(), "batch failed");
                 for index in range {
-                    self.results[index] = Some(Err(copy(&err)));
+                    self.results[index] = Some(Err(err.copy()));
                 }
             }
         }
@@ -100,10 +99,6 @@ mod tests {
         Ok(batch.iter().map(|v| Ok(v * 2)).collect())
     }
 
-    fn copy(err: &MarketingError) -> MarketingError {
-        MarketingError::internal(err.to_string())
-    }
-
     #[test]
     fn a_failing_command_fails_alone() {
         let commands: Vec<i64> = (0..29).map(|i| if i == 17 { -1 } else { i }).collect();
@@ -112,7 +107,7 @@ mod tests {
         while let Some(range) = isolation.next_batch() {
             batches += 1;
             let outcome = doubled(&commands[range.clone()]);
-            splits += usize::from(isolation.record(range, outcome, copy));
+            splits += usize::from(isolation.record(range, outcome));
         }
         let results = isolation.finish();
         for (i, result) in results.iter().enumerate() {
@@ -137,7 +132,6 @@ mod tests {
         let split = isolation.record(
             range,
             Err(MarketingError::Unavailable("database down".into())),
-            copy,
         );
         assert!(!split);
         assert!(isolation.next_batch().is_none());

@@ -1,6 +1,7 @@
 //! The application layer: use cases that combine domain rules, storage and infrastructure,
 //! one transaction each. Handlers in `grpc` call exactly one of these.
 
+mod answer;
 mod batcher;
 mod claims;
 mod coupons;
@@ -11,8 +12,9 @@ mod templates;
 
 use std::sync::Arc;
 
-use marketing_domain::{MarketingError, RequestId, TemplateId, TenantId, time::Clock};
-use marketing_proto::v1 as pb;
+use marketing_domain::{
+    MarketingError, TemplateId, points::PointsOutcome, time::Clock, user_coupon::CouponView,
+};
 
 use batcher::Batcher;
 use marketing_infra::{
@@ -24,18 +26,21 @@ use marketing_infra::{
 };
 use marketing_storage::{
     Backend, Database, DatabaseTransaction,
-    idempotency::{self, Claim, IdempotencyKey, Outcome},
+    idempotency::{self, Claim, IdempotencyKey},
 };
-use prost::Message;
-use sha2::{Digest, Sha256};
+
+pub use answer::{Answer, Recorded};
 
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use coupons::{CouponChange, HeldCoupons, ListCoupons, TransitionCoupon};
 pub use metrics::Metrics;
-pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget};
+pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget};
 pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
 
-use crate::config::{Config, redact};
+use crate::{
+    config::{Config, redact},
+    wire::{self, ToWire},
+};
 
 /// Everything a use case needs; cheap to clone.
 #[derive(Clone)]
@@ -50,8 +55,8 @@ pub struct AppState {
     pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     /// Where every use case reads the time (tests move it instead of sleeping).
     pub clock: Clock,
-    claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, pb::UserCoupon>>,
-    points_batcher: Arc<Batcher<(), points::PointsCommand, points::PointsResponse>>,
+    claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, Answer<CouponView>>>,
+    points_batcher: Arc<Batcher<(), points::PointsCommand, Answer<PointsOutcome>>>,
     stale_boards: Arc<points::StaleBoards>,
 }
 
@@ -148,43 +153,16 @@ impl AppState {
     }
 }
 
-/// The idempotency key of a mutation: its operation, and a digest of the request without its
-/// request id (set `request_id` empty in `request_without_id`).
-pub fn idempotency_key<M: Message>(
-    tenant_id: &TenantId,
-    request_id: RequestId,
-    operation: &'static str,
-    request_without_id: &M,
-) -> IdempotencyKey {
-    let fingerprint = Sha256::digest(request_without_id.encode_to_vec()).to_vec();
-    IdempotencyKey {
-        tenant_id: tenant_id.clone(),
-        request_id,
-        operation,
-        fingerprint,
-    }
-}
-
-/// The first outcome of a request: its response, or the refusal it got.
-pub fn decode_outcome<R: Message + Default>(outcome: Outcome) -> Result<R, MarketingError> {
-    if outcome.status_code != 0 {
-        return Err(MarketingError::Replayed {
-            code: outcome.status_code,
-            status: outcome.response,
-        });
-    }
-    R::decode(outcome.response.as_slice()).map_err(MarketingError::internal)
-}
-
-/// A write transaction that owns its request id, or the first response of that request.
+/// A write transaction that owns its request id, or the first answer of that request.
 pub enum Begun<R> {
     Fresh(DatabaseTransaction),
-    Replay(R),
+    Replay(Recorded<R>),
 }
 
 impl AppState {
-    /// Opens the transaction of a mutation and claims its request id in it.
-    pub async fn begin_idempotent<R: Message + Default>(
+    /// Opens the transaction of a mutation and claims its request id in it. A request id
+    /// answered before gives that answer (a recorded refusal as the error).
+    pub async fn begin_idempotent<R>(
         &self,
         key: &IdempotencyKey,
     ) -> Result<Begun<R>, MarketingError> {
@@ -194,23 +172,19 @@ impl AppState {
             Claim::Replay(outcome) => {
                 // Nothing was written; dropping the transaction rolls it back.
                 drop(txn);
-                decode_outcome(outcome).map(Begun::Replay)
+                wire::replay(outcome).map(|bytes| Begun::Replay(Recorded::new(bytes)))
             }
         }
     }
 
     /// Records `response` as the outcome of the request and commits.
-    pub async fn commit_idempotent<R: Message>(
+    pub async fn commit_idempotent<R: ToWire>(
         &self,
         txn: DatabaseTransaction,
         key: &IdempotencyKey,
         response: &R,
     ) -> Result<(), MarketingError> {
-        let outcome = Outcome {
-            status_code: 0,
-            response: response.encode_to_vec(),
-        };
-        idempotency::complete(&txn, key, outcome).await?;
+        idempotency::complete(&txn, key, wire::answered(response)).await?;
         txn.commit().await.map_err(marketing_storage::db_error)
     }
 }

@@ -7,15 +7,13 @@ use marketing_domain::{
     error::FieldViolation,
 };
 use marketing_infra::cache::Versioned;
-use marketing_proto::v1 as pb;
 use marketing_storage::{
     idempotency::IdempotencyKey,
     templates::{self, TemplateChange, TemplateFilter},
 };
-use prost::Message;
 
-use super::{AppState, Begun};
-use crate::grpc::convert::template_to_proto;
+use super::{Answer, AppState, Begun, Recorded};
+use crate::wire;
 
 pub struct CreateTemplate {
     pub key: IdempotencyKey,
@@ -55,12 +53,9 @@ impl AppState {
     pub async fn create_template(
         &self,
         cmd: CreateTemplate,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(template) => return Ok(template),
+    ) -> Result<Answer<CouponTemplate>, MarketingError> {
+        let txn = match self.begin_idempotent(&cmd.key).await? {
+            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
             Begun::Fresh(txn) => txn,
         };
         let now = self.clock.now();
@@ -79,42 +74,35 @@ impl AppState {
             archived_at: None,
         };
         templates::insert(&txn, &template).await?;
-        let response = template_to_proto(&template);
-        self.commit_idempotent(txn, &cmd.key, &response).await?;
-        self.cache_template_as(&template, &response).await;
+        self.commit_idempotent(txn, &cmd.key, &template).await?;
+        self.cache_template(&template).await;
         tracing::info!(template_id = %template.id, "coupon template created");
-        Ok(response)
+        Ok(Answer::Fresh(template))
     }
 
     pub async fn get_template(
         &self,
         tenant_id: &TenantId,
         id: TemplateId,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
+    ) -> Result<Answer<CouponTemplate>, MarketingError> {
         let key = cache_key(tenant_id, id);
         match self.cache.get(&key).await {
-            Ok(Some(entry)) => match pb::CouponTemplate::decode(entry.value.as_slice()) {
-                Ok(template) => return Ok(template),
-                Err(err) => {
-                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
-                }
-            },
+            Ok(Some(entry)) => return Ok(Answer::Recorded(Recorded::new(entry.value))),
             Ok(None) => {}
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "template cache unavailable; reading the database")
             }
         }
         let template = templates::get(self.db.conn(), tenant_id, id).await?;
-        let response = template_to_proto(&template);
-        self.cache_template_as(&template, &response).await;
-        Ok(response)
+        self.cache_template(&template).await;
+        Ok(Answer::Fresh(template))
     }
 
     /// One page, and the last template of it when another page may follow.
     pub async fn list_templates(
         &self,
         query: ListTemplates,
-    ) -> Result<(Vec<pb::CouponTemplate>, Option<TemplateId>), MarketingError> {
+    ) -> Result<(Vec<CouponTemplate>, Option<TemplateId>), MarketingError> {
         // One more than asked tells whether there is a next page.
         let mut page = templates::list(
             self.db.conn(),
@@ -127,18 +115,15 @@ impl AppState {
         let has_more = page.len() as u64 > query.page_size;
         page.truncate(query.page_size as usize);
         let next = has_more.then(|| page.last().map(|t| t.id)).flatten();
-        Ok((page.iter().map(template_to_proto).collect(), next))
+        Ok((page, next))
     }
 
     pub async fn update_template(
         &self,
         cmd: UpdateTemplate,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(template) => return Ok(template),
+    ) -> Result<Answer<CouponTemplate>, MarketingError> {
+        let txn = match self.begin_idempotent(&cmd.key).await? {
+            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
             Begun::Fresh(txn) => txn,
         };
         let tenant_id = &cmd.key.tenant_id;
@@ -175,12 +160,9 @@ impl AppState {
     pub async fn change_template(
         &self,
         cmd: ChangeTemplate,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
-        let txn = match self
-            .begin_idempotent::<pb::CouponTemplate>(&cmd.key)
-            .await?
-        {
-            Begun::Replay(template) => return Ok(template),
+    ) -> Result<Answer<CouponTemplate>, MarketingError> {
+        let txn = match self.begin_idempotent(&cmd.key).await? {
+            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
             Begun::Fresh(txn) => txn,
         };
         let changed = templates::change(
@@ -201,28 +183,22 @@ impl AppState {
         txn: marketing_storage::DatabaseTransaction,
         key: &IdempotencyKey,
         updated: CouponTemplate,
-    ) -> Result<pb::CouponTemplate, MarketingError> {
-        let response = template_to_proto(&updated);
-        self.commit_idempotent(txn, key, &response).await?;
-        self.cache_template_as(&updated, &response).await;
+    ) -> Result<Answer<CouponTemplate>, MarketingError> {
+        self.commit_idempotent(txn, key, &updated).await?;
+        self.cache_template(&updated).await;
         tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");
-        Ok(response)
+        Ok(Answer::Fresh(updated))
     }
 
-    /// Writes a template just written to the database through to the cache.
-    pub(super) async fn cache_template(&self, template: &CouponTemplate) {
-        self.cache_template_as(template, &template_to_proto(template))
-            .await;
-    }
-
-    /// Writes the template through to the cache. The cache keeps the highest revision, so a
+    /// Writes a template just written to the database through to the cache, as the message
+    /// a reader is answered with. The cache keeps the highest revision, so a
     /// slow reader cannot put an older copy back. If the write fails, the entry is evicted so
     /// no older copy outlives the change; if that fails too, the TTL bounds the staleness.
-    async fn cache_template_as(&self, template: &CouponTemplate, response: &pb::CouponTemplate) {
+    pub(super) async fn cache_template(&self, template: &CouponTemplate) {
         let key = cache_key(&template.tenant_id, template.id);
         let entry = Versioned {
             version: template.revision,
-            value: response.encode_to_vec(),
+            value: wire::record(template),
         };
         if let Err(err) = self
             .cache

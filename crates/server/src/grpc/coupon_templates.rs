@@ -16,15 +16,13 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::convert::{
+use super::parse::{cleared, finish, reply};
+use crate::wire::convert::{
     decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
 };
-use super::parse::{cleared, finish};
 use crate::{
-    app::{
-        AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate, idempotency_key,
-    },
-    error::to_status,
+    app::{AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
+    wire::{ToWire, idempotency_key, status::to_status},
 };
 
 pub struct CouponTemplates {
@@ -276,7 +274,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::CreateCouponTemplateRequest>,
     ) -> Result<Response<pb::CreateCouponTemplateResponse>, Status> {
         let command = CreateTemplate::try_from(request.get_ref())?;
-        let template = self.app.create_template(command).await.map_err(to_status)?;
+        let template = reply(self.app.create_template(command).await)?;
         Ok(Response::new(pb::CreateCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -293,11 +291,7 @@ impl CouponTemplateService for CouponTemplates {
         let tenant_id = violations.check(TenantId::parse("tenant_id", &request.tenant_id));
         let id = violations.check(TemplateId::parse("template_id", &request.template_id));
         let (tenant_id, id) = finish(violations, tenant_id.zip(id))?;
-        let template = self
-            .app
-            .get_template(&tenant_id, id)
-            .await
-            .map_err(to_status)?;
+        let template = reply(self.app.get_template(&tenant_id, id).await)?;
         Ok(Response::new(pb::GetCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -315,7 +309,7 @@ impl CouponTemplateService for CouponTemplates {
             .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
             .unwrap_or_default();
         Ok(Response::new(pb::ListCouponTemplatesResponse {
-            coupon_templates,
+            coupon_templates: coupon_templates.iter().map(ToWire::to_wire).collect(),
             next_page_token,
         }))
     }
@@ -327,7 +321,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::UpdateCouponTemplateRequest>,
     ) -> Result<Response<pb::UpdateCouponTemplateResponse>, Status> {
         let command = UpdateTemplate::try_from(request.get_ref())?;
-        let template = self.app.update_template(command).await.map_err(to_status)?;
+        let template = reply(self.app.update_template(command).await)?;
         Ok(Response::new(pb::UpdateCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -349,7 +343,7 @@ impl CouponTemplateService for CouponTemplates {
             version: r.version,
         }
         .parse(Ok(TemplateChange::Enabled(r.enabled)))?;
-        let template = self.app.change_template(command).await.map_err(to_status)?;
+        let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::SetCouponTemplateEnabledResponse {
             coupon_template: Some(template),
         }))
@@ -371,7 +365,7 @@ impl CouponTemplateService for CouponTemplates {
             version: None,
         }
         .parse(check_stock_change("amount", r.amount).map(TemplateChange::Stock))?;
-        let template = self.app.change_template(command).await.map_err(to_status)?;
+        let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
         }))
@@ -393,7 +387,7 @@ impl CouponTemplateService for CouponTemplates {
             version: r.version,
         }
         .parse(Ok(TemplateChange::Archive))?;
-        let template = self.app.change_template(command).await.map_err(to_status)?;
+        let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::DeleteCouponTemplateResponse {
             coupon_template: Some(template),
         }))

@@ -19,7 +19,7 @@ use marketing_domain::MarketingError;
 use tokio::time::{Instant, Timeout};
 use tonic::metadata::MetadataMap;
 
-use crate::error::status_of;
+use crate::wire::status::status_of;
 
 /// When a call must be answered: the client's deadline, or `limit` from now if that is
 /// sooner (or the client set none).

@@ -1,6 +1,5 @@
 //! The tonic adapters: thin handlers over the use cases in `app`.
 
-pub mod convert;
 mod coupon_templates;
 pub mod deadline;
 mod parse;

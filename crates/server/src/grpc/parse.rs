@@ -1,10 +1,13 @@
-//! Request parsing shared by the handlers: collect every violation, then either the parsed
-//! command or one INVALID_ARGUMENT listing them all.
+//! The edge shared by the handlers: request parsing (collect every violation, then either the
+//! parsed command or one INVALID_ARGUMENT listing them all), and answers sent as messages.
 
 use marketing_domain::{FieldViolation, MarketingError, error::Violations};
 use tonic::Status;
 
-use crate::error::to_status;
+use crate::{
+    app::Answer,
+    wire::{self, ToWire, status::to_status},
+};
 
 /// `Ok(value)` only when no check recorded a violation.
 pub fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
@@ -36,5 +39,14 @@ pub fn reference(field: &str, value: &str, max: usize) -> Result<String, FieldVi
         ))
     } else {
         Ok(value.to_owned())
+    }
+}
+
+/// The message an answer is sent as: what the use case just did, converted, or an answer
+/// recorded before, exactly as it was recorded.
+pub fn reply<T: ToWire>(answer: Result<Answer<T>, MarketingError>) -> Result<T::Message, Status> {
+    match answer.map_err(to_status)? {
+        Answer::Fresh(value) => Ok(value.to_wire()),
+        Answer::Recorded(recorded) => wire::from_record::<T>(recorded.bytes()).map_err(to_status),
     }
 }

@@ -18,16 +18,19 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{
-    convert::{decode_page_token, encode_page_token, micros, tx_type_from_proto},
     deadline::answer_by,
-    parse::{cleared, finish, reference},
+    parse::{cleared, finish, reference, reply},
 };
 use crate::{
-    app::{
-        AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, PointsResponse, RefundTarget,
+    app::{AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
+    wire::{
+        ToWire,
+        convert::{
+            decode_page_token, encode_page_token, entry_to_proto, micros, tx_type_from_proto,
+        },
         idempotency_key,
+        status::to_status,
     },
-    error::to_status,
 };
 
 const MAX_HOLD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -48,8 +51,8 @@ impl Points {
         answer_by(metadata, self.app.config.points_timeout)
     }
 
-    async fn change(&self, cmd: PointsCommand) -> Result<PointsResponse, Status> {
-        self.app.change_points(cmd).await.map_err(to_status)
+    async fn change(&self, cmd: PointsCommand) -> Result<pb::FreezePointsResponse, Status> {
+        reply(self.app.change_points(cmd).await)
     }
 }
 
@@ -229,7 +232,7 @@ impl PointsAccountService for Points {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetPointsAccountResponse {
-            points_account: Some(account),
+            points_account: Some(account.to_wire()),
         }))
     }
 
@@ -472,7 +475,10 @@ impl PointsAccountService for Points {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListPointsTransactionsResponse {
-            transactions,
+            transactions: transactions
+                .iter()
+                .map(|entry| entry_to_proto(&tenant, &member, entry))
+                .collect(),
             next_page_token: last
                 .map(|id| encode_page_token(id, &list_query_text(r)))
                 .unwrap_or_default(),
@@ -550,11 +556,7 @@ impl PointsAccountService for Points {
             Some((key, event?, terms?))
         })();
         let (key, event, terms) = finish(violations, parsed)?;
-        let rule = self
-            .app
-            .create_rule(key, event, terms)
-            .await
-            .map_err(to_status)?;
+        let rule = reply(self.app.create_rule(key, event, terms).await)?;
         Ok(Response::new(pb::CreatePointsRuleResponse {
             points_rule: Some(rule),
         }))
@@ -606,11 +608,11 @@ impl PointsAccountService for Points {
             Some((key, id?))
         })();
         let (key, id) = finish(violations, parsed)?;
-        let updated = self
-            .app
-            .update_rule(key, id, rule.version, rule_terms(rule), &fields)
-            .await
-            .map_err(to_status)?;
+        let updated = reply(
+            self.app
+                .update_rule(key, id, rule.version, rule_terms(rule), &fields)
+                .await,
+        )?;
         Ok(Response::new(pb::UpdatePointsRuleResponse {
             points_rule: Some(updated),
         }))
@@ -639,7 +641,7 @@ impl PointsAccountService for Points {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListPointsRulesResponse {
-            points_rules,
+            points_rules: points_rules.iter().map(ToWire::to_wire).collect(),
             next_page_token: last
                 .map(|id| encode_page_token(id, &rules_query_text(r)))
                 .unwrap_or_default(),

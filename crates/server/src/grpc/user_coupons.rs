@@ -17,16 +17,19 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::instrument;
 
 use super::{
-    convert::{coupon_status_from_proto, decode_page_token, encode_page_token},
     deadline::answer_by,
-    parse::{cleared, finish, reference},
+    parse::{cleared, finish, reference, reply},
 };
 use crate::{
-    app::{
-        AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon,
+    app::{AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
+    wire::{
+        ToWire,
+        convert::{
+            coupon_status_from_proto, coupon_to_proto, decode_page_token, encode_page_token,
+        },
         idempotency_key,
+        status::to_status,
     },
-    error::to_status,
 };
 
 const MAX_REFERENCE_LEN: usize = 128;
@@ -52,7 +55,7 @@ impl UserCoupons {
         let mut violations = Violations::new();
         let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
         let command = request.parse(&mut violations, order_id.map(change))?;
-        self.app.transition_coupon(command).await.map_err(to_status)
+        reply(self.app.transition_coupon(command).await)
     }
 
     /// When the call must be answered: the client's `grpc-timeout`, capped by the server's
@@ -197,7 +200,7 @@ impl UserCouponService for UserCoupons {
             })
         })();
         let claim = finish(violations, claim)?;
-        let coupon = self.app.claim_coupon(claim).await.map_err(to_status)?;
+        let coupon = reply(self.app.claim_coupon(claim).await)?;
         Ok(Response::new(pb::ClaimCouponResponse {
             user_coupon: Some(coupon),
         }))
@@ -249,11 +252,7 @@ impl UserCouponService for UserCoupons {
             })
         })();
         let command = finish(violations, command)?;
-        let response = self
-            .app
-            .distribute_coupons(command)
-            .await
-            .map_err(to_status)?;
+        let response = reply(self.app.distribute_coupons(command).await)?;
         Ok(Response::new(response))
     }
 
@@ -275,7 +274,7 @@ impl UserCouponService for UserCoupons {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetUserCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(coupon.to_wire()),
         }))
     }
 
@@ -314,10 +313,15 @@ impl UserCouponService for UserCoupons {
             })
         })();
         let query = finish(violations, query)?;
-        let (user_coupons, last) = self.app.list_coupons(query).await.map_err(to_status)?;
+        let page = self.app.list_coupons(query).await.map_err(to_status)?;
         Ok(Response::new(pb::ListMemberCouponsResponse {
-            user_coupons,
-            next_page_token: last
+            user_coupons: page
+                .coupons
+                .iter()
+                .map(|coupon| coupon_to_proto(coupon, page.at))
+                .collect(),
+            next_page_token: page
+                .next
                 .map(|id| encode_page_token(id.0, &list_query_text(r)))
                 .unwrap_or_default(),
         }))
@@ -350,7 +354,7 @@ impl UserCouponService for UserCoupons {
             .validate_coupon(&tenant, &member, id, amount, &currency, order_id.as_deref())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(response))
+        Ok(Response::new(response.to_wire()))
     }
 
     #[instrument(name = "UserCouponService.LockCoupon", skip_all, fields(
@@ -375,11 +379,7 @@ impl UserCouponService for UserCoupons {
         })();
         let command =
             transition!(r, "LockCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
-        let coupon = self
-            .app
-            .transition_coupon(command)
-            .await
-            .map_err(to_status)?;
+        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::LockCouponResponse {
             user_coupon: Some(coupon),
         }))
@@ -405,11 +405,7 @@ impl UserCouponService for UserCoupons {
         })();
         let command =
             transition!(r, "UseCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
-        let coupon = self
-            .app
-            .transition_coupon(command)
-            .await
-            .map_err(to_status)?;
+        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::UseCouponResponse {
             user_coupon: Some(coupon),
         }))
@@ -478,11 +474,7 @@ impl UserCouponService for UserCoupons {
                 reason: r.reason.clone(),
             }),
         )?;
-        let coupon = self
-            .app
-            .transition_coupon(command)
-            .await
-            .map_err(to_status)?;
+        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::RevokeCouponResponse {
             user_coupon: Some(coupon),
         }))

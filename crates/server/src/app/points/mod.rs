@@ -23,32 +23,28 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
-    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
+    points::{
+        Account, AccountView, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, PointsOutcome,
+        TxType,
+    },
     points_rule::{PointsRule, RuleField, RuleTerms},
 };
 use marketing_infra::{cache::Versioned, leaderboard::Standing};
-use marketing_proto::v1 as pb;
 use marketing_storage::{
     ConnectionTrait, PgPool,
     idempotency::{self, IdempotencyKey, Outcome},
     points::{self, BizRef, HoldRef, RuleRef},
     points_batch,
 };
-use prost::Message;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    AppState, Begun,
+    Answer, AppState, Begun, Recorded,
     batcher::{Backoff, Batched, Group, retry_lost_races},
-    claims::copy_error,
-    decode_outcome,
     isolate::Isolation,
 };
-use crate::{
-    error::status_of,
-    grpc::convert::{account_to_proto, entry_to_proto, hold_to_proto, rule_to_proto},
-};
+use crate::wire;
 
 const RETRY: Backoff = Backoff {
     base: Duration::from_millis(1),
@@ -118,9 +114,6 @@ impl Batched for PointsCommand {
     }
 }
 
-/// The shape every points mutation answers with (FreezePoints' response is the superset).
-pub type PointsResponse = pb::FreezePointsResponse;
-
 /// What one command did: the hold and the entry to answer with.
 #[derive(Default)]
 struct Applied {
@@ -128,7 +121,7 @@ struct Applied {
     entry: Option<Uuid>,
 }
 
-type PointsResult = Result<PointsResponse, MarketingError>;
+type PointsResult = Result<Answer<PointsOutcome>, MarketingError>;
 
 /// Points an earn by event adds to its daily cap's count: ((event type, day), points).
 type DailyAward = ((String, i32), i64);
@@ -186,10 +179,7 @@ struct GroupContext {
 impl AppState {
     /// Applies one command: it waits in this replica's points queue and is served in the
     /// next batch (one transaction, one write per account, one commit for all).
-    pub async fn change_points(
-        &self,
-        cmd: PointsCommand,
-    ) -> Result<PointsResponse, MarketingError> {
+    pub async fn change_points(&self, cmd: PointsCommand) -> PointsResult {
         let app = self.clone();
         self.points_batcher
             .submit((), cmd, move |groups| {
@@ -199,14 +189,14 @@ impl AppState {
             .await
     }
 
-    async fn serve_points_batch(&self, unique: Vec<Group<PointsCommand, PointsResponse>>) {
+    async fn serve_points_batch(&self, unique: Vec<Group<PointsCommand, Answer<PointsOutcome>>>) {
         let cmds: Vec<&PointsCommand> = unique.iter().map(|group| &group.cmd).collect();
         // One command's failure is that command's alone: a failed batch is served again in
         // halves.
         let mut isolation = Isolation::new(cmds.len());
         while let Some(range) = isolation.next_batch() {
             let outcome = self.serve_points_commands(&cmds[range.clone()]).await;
-            if isolation.record(range, outcome, copy_error) {
+            if isolation.record(range, outcome) {
                 self.metrics.record_points_split();
             }
         }
@@ -561,7 +551,7 @@ impl AppState {
                         *context.daily.entry(key).or_default() += points;
                     }
                     context.biz.extend(biz_reference(cmd));
-                    results.push(Ok(response_of(&ledger, &applied)));
+                    results.push(Ok(Answer::Fresh(outcome_of(&ledger, &applied))));
                 }
                 // A refusal, or input only the account's state shows to be bad: this
                 // command's answer alone.
@@ -825,14 +815,17 @@ impl AppState {
         &self,
         tenant: &TenantId,
         member: &MemberId,
-    ) -> Result<pb::PointsAccount, MarketingError> {
+    ) -> Result<AccountView, MarketingError> {
         let account = points::find_account(self.db.conn(), tenant, member)
             .await?
             .ok_or(MarketingError::AccountNotFound)?;
         let lots = points::live_lots(self.db.conn(), account.id).await?;
         let mut view = Ledger::new(account, lots, self.clock.now());
         view.expire_due();
-        Ok(account_to_proto(&view.account, view.next_expiry()))
+        Ok(AccountView {
+            next_expiry: view.next_expiry(),
+            account: view.account,
+        })
     }
 
     pub async fn list_points_transactions(
@@ -843,7 +836,7 @@ impl AppState {
         range: (Option<UnixMicros>, Option<UnixMicros>),
         after: Option<Uuid>,
         page_size: u64,
-    ) -> Result<(Vec<pb::PointsTransaction>, Option<Uuid>), MarketingError> {
+    ) -> Result<(Vec<Entry>, Option<Uuid>), MarketingError> {
         let mut page = points::list_entries(
             self.db.conn(),
             tenant,
@@ -857,12 +850,7 @@ impl AppState {
         let has_more = page.len() as u64 > page_size;
         page.truncate(page_size as usize);
         let next = has_more.then(|| page.last().map(|e| e.id)).flatten();
-        Ok((
-            page.iter()
-                .map(|e| entry_to_proto(tenant, member, e))
-                .collect(),
-            next,
-        ))
+        Ok((page, next))
     }
 }
 
@@ -886,7 +874,12 @@ fn sort_commands(
             && let Some(record) =
                 records.remove(&(key.tenant_id.to_string(), key.request_id.to_string()))
         {
-            results[index] = Some(record.replay_for(key).and_then(decode_outcome));
+            results[index] = Some(
+                record
+                    .replay_for(key)
+                    .and_then(wire::replay)
+                    .map(|bytes| Answer::Recorded(Recorded::new(bytes))),
+            );
             replayed[index] = true;
             continue;
         }
@@ -936,40 +929,25 @@ fn outcomes<'a>(
             continue;
         };
         match result {
-            Ok(response) => outcomes.push((
-                key,
-                Outcome {
-                    status_code: 0,
-                    response: response.encode_to_vec(),
-                },
-            )),
-            Err(err) if err.is_business_refusal() => {
-                let status = status_of(err);
-                outcomes.push((
-                    key,
-                    Outcome {
-                        status_code: status.code() as i32,
-                        response: status.details().to_vec(),
-                    },
-                ));
-            }
+            Ok(Answer::Fresh(outcome)) => outcomes.push((key, wire::answered(outcome))),
+            Ok(Answer::Recorded(_)) => {}
+            Err(err) if err.is_business_refusal() => outcomes.push((key, wire::refused(err))),
             Err(_) => {}
         }
     }
     outcomes
 }
 
-fn response_of(ledger: &Ledger, applied: &Applied) -> PointsResponse {
-    let account = &ledger.account;
-    let entry: Option<&Entry> = applied
-        .entry
-        .and_then(|id| ledger.entries.iter().find(|e| e.id == id));
-    PointsResponse {
-        points_account: Some(account_to_proto(account, ledger.next_expiry())),
-        hold: applied
-            .hold
-            .as_ref()
-            .map(|h| hold_to_proto(&account.tenant_id, &account.member_id, h)),
-        transaction: entry.map(|e| entry_to_proto(&account.tenant_id, &account.member_id, e)),
+fn outcome_of(ledger: &Ledger, applied: &Applied) -> PointsOutcome {
+    PointsOutcome {
+        account: AccountView {
+            account: ledger.account.clone(),
+            next_expiry: ledger.next_expiry(),
+        },
+        hold: applied.hold.clone(),
+        entry: applied
+            .entry
+            .and_then(|id| ledger.entries.iter().find(|e| e.id == id))
+            .cloned(),
     }
 }

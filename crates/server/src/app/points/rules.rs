@@ -16,14 +16,10 @@ impl AppState {
     ) -> Result<PointsRule, MarketingError> {
         let key = Self::rule_cache_key(tenant, event);
         match self.cache.get(&key).await {
-            Ok(Some(entry)) => match pb::PointsRule::decode(entry.value.as_slice()) {
-                Ok(cached) => {
-                    if let Some(rule) = rule_from_proto(tenant, cached) {
-                        return Ok(rule);
-                    }
-                }
-                Err(err) => {
-                    marketing_infra::warn_every!(error = %err, cache_key = %key, "undecodable cache entry")
+            Ok(Some(entry)) => match wire::rule_from_record(tenant, &entry.value) {
+                Some(rule) => return Ok(rule),
+                None => {
+                    marketing_infra::warn_every!(cache_key = %key, "undecodable cache entry")
                 }
             },
             Ok(None) => {}
@@ -43,7 +39,7 @@ impl AppState {
         let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
         let entry = Versioned {
             version: rule.version,
-            value: rule_to_proto(rule).encode_to_vec(),
+            value: wire::record(rule),
         };
         if let Err(err) = self
             .cache
@@ -62,9 +58,9 @@ impl AppState {
         key: IdempotencyKey,
         event_type: String,
         terms: RuleTerms,
-    ) -> Result<pb::PointsRule, MarketingError> {
-        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
-            Begun::Replay(rule) => return Ok(rule),
+    ) -> Result<Answer<PointsRule>, MarketingError> {
+        let txn = match self.begin_idempotent(&key).await? {
+            Begun::Replay(rule) => return Ok(Answer::Recorded(rule)),
             Begun::Fresh(txn) => txn,
         };
         let now = self.clock.now();
@@ -78,10 +74,9 @@ impl AppState {
             updated_at: now,
         };
         points::insert_rule(&txn, &rule).await?;
-        let response = rule_to_proto(&rule);
-        self.commit_idempotent(txn, &key, &response).await?;
+        self.commit_idempotent(txn, &key, &rule).await?;
         self.cache_rule(&rule).await;
-        Ok(response)
+        Ok(Answer::Fresh(rule))
     }
 
     pub async fn update_rule(
@@ -91,9 +86,9 @@ impl AppState {
         expected_version: i64,
         incoming: RuleTerms,
         fields: &[RuleField],
-    ) -> Result<pb::PointsRule, MarketingError> {
-        let txn = match self.begin_idempotent::<pb::PointsRule>(&key).await? {
-            Begun::Replay(rule) => return Ok(rule),
+    ) -> Result<Answer<PointsRule>, MarketingError> {
+        let txn = match self.begin_idempotent(&key).await? {
+            Begun::Replay(rule) => return Ok(Answer::Recorded(rule)),
             Begun::Fresh(txn) => txn,
         };
         let tenant = &key.tenant_id;
@@ -118,10 +113,9 @@ impl AppState {
                     expected: expected_version,
                     current: expected_version + 1,
                 })?;
-        let response = rule_to_proto(&updated);
-        self.commit_idempotent(txn, &key, &response).await?;
+        self.commit_idempotent(txn, &key, &updated).await?;
         self.cache_rule(&updated).await;
-        Ok(response)
+        Ok(Answer::Fresh(updated))
     }
 
     pub async fn list_rules(
@@ -130,33 +124,12 @@ impl AppState {
         enabled: Option<bool>,
         after: Option<Uuid>,
         page_size: u64,
-    ) -> Result<(Vec<pb::PointsRule>, Option<Uuid>), MarketingError> {
+    ) -> Result<(Vec<PointsRule>, Option<Uuid>), MarketingError> {
         let mut page =
             points::list_rules(self.db.conn(), tenant, enabled, after, page_size + 1).await?;
         let has_more = page.len() as u64 > page_size;
         page.truncate(page_size as usize);
         let next = has_more.then(|| page.last().map(|r| r.id)).flatten();
-        Ok((page.iter().map(rule_to_proto).collect(), next))
+        Ok((page, next))
     }
-}
-
-fn rule_from_proto(tenant: &TenantId, rule: pb::PointsRule) -> Option<PointsRule> {
-    let to_micros = |ts: Option<prost_types::Timestamp>| {
-        ts.and_then(|t| UnixMicros::from_parts(t.seconds, t.nanos))
-    };
-    Some(PointsRule {
-        id: Uuid::parse_str(&rule.id).ok()?,
-        tenant_id: tenant.clone(),
-        event_type: rule.event_type,
-        terms: RuleTerms {
-            description: rule.description,
-            points: rule.points,
-            daily_cap: rule.daily_cap,
-            expiry_days: rule.expiry_days,
-            enabled: rule.enabled,
-        },
-        version: rule.version,
-        created_at: to_micros(rule.create_time)?,
-        updated_at: to_micros(rule.update_time)?,
-    })
 }

@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 
-use marketing_domain::{FieldViolation, MarketingError};
+use marketing_domain::{
+    FieldViolation, MarketingError,
+    error::{Reason, Refusal},
+};
+use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -25,107 +29,97 @@ pub fn to_status(err: MarketingError) -> Status {
 }
 
 /// The status of `err`, without consuming it (to record a refusal and still return it).
+/// Infrastructure errors are logged here, once per answer, with their causes.
 pub fn status_of(err: &MarketingError) -> Status {
-    if let MarketingError::Replayed { code, status } = err {
-        // The stored first outcome, as it was sent.
-        let message = <tonic_types::pb::Status as prost::Message>::decode(status.as_slice())
-            .map(|decoded| decoded.message)
-            .unwrap_or_default();
-        return Status::with_details(Code::from(*code), message, status.clone().into());
-    }
-    let reason = err.reason().as_str();
-    let mut metadata = HashMap::new();
-    let code = match err {
-        MarketingError::InvalidArgument(_) | MarketingError::RequestIdReused => {
-            Code::InvalidArgument
-        }
-        MarketingError::TemplateNotFound | MarketingError::CouponNotFound => Code::NotFound,
-        MarketingError::TemplateArchived
-        | MarketingError::TemplateDisabled
-        | MarketingError::OutsideDistributionWindow
-        | MarketingError::InvalidCouponState { .. }
-        | MarketingError::OrderMismatch
-        | MarketingError::CouponExpired
-        | MarketingError::CouponNotYetValid
-        | MarketingError::CurrencyMismatch
-        | MarketingError::MinSpendNotMet => Code::FailedPrecondition,
-        MarketingError::OutOfStock | MarketingError::MemberLimitReached => Code::ResourceExhausted,
-        MarketingError::DistributionRefused { member_id, refusal } => {
-            metadata.insert("member_id".to_owned(), member_id.clone());
-            match **refusal {
-                MarketingError::OutOfStock | MarketingError::MemberLimitReached => {
-                    Code::ResourceExhausted
-                }
-                _ => Code::FailedPrecondition,
-            }
-        }
+    match err {
         MarketingError::ConcurrentModification(_) => {
-            marketing_infra::warn_every!(error = %chain(&err), "concurrent modification outlasted the retries");
-            Code::Aborted
-        }
-        MarketingError::DeadlineExceeded => Code::DeadlineExceeded,
-        MarketingError::AccountNotFound
-        | MarketingError::HoldNotFound
-        | MarketingError::TransactionNotFound
-        | MarketingError::RuleNotFound => Code::NotFound,
-        MarketingError::InsufficientPoints { available } => {
-            metadata.insert("available".to_owned(), available.to_string());
-            Code::FailedPrecondition
-        }
-        MarketingError::RefundExceedsSpent { refundable } => {
-            metadata.insert("refundable".to_owned(), refundable.to_string());
-            Code::FailedPrecondition
-        }
-        MarketingError::ConfirmExceedsHold { held } => {
-            metadata.insert("held".to_owned(), held.to_string());
-            Code::FailedPrecondition
-        }
-        MarketingError::PointsLimitExceeded { total, limit } => {
-            metadata.insert("total".to_owned(), (*total).to_owned());
-            metadata.insert("limit".to_owned(), limit.to_string());
-            Code::FailedPrecondition
-        }
-        MarketingError::InvalidHoldState { .. }
-        | MarketingError::OrderAlreadyHeld
-        | MarketingError::NotRefundable
-        | MarketingError::RuleDisabled
-        | MarketingError::DailyCapReached => Code::FailedPrecondition,
-        MarketingError::DuplicateBizReference | MarketingError::RuleExists => Code::AlreadyExists,
-        MarketingError::Replayed { .. } => Code::Internal,
-        MarketingError::StockBelowClaimed { remaining } => {
-            metadata.insert("remaining_stock".to_owned(), remaining.to_string());
-            Code::FailedPrecondition
-        }
-        MarketingError::VersionMismatch { current, .. } => {
-            metadata.insert("current_version".to_owned(), current.to_string());
-            Code::Aborted
+            marketing_infra::warn_every!(error = %chain(err), "concurrent modification outlasted the retries");
         }
         MarketingError::Unavailable(_) => {
-            marketing_infra::warn_every!(error = %chain(&err), "dependency unavailable");
-            Code::Unavailable
+            marketing_infra::warn_every!(error = %chain(err), "dependency unavailable");
         }
-        MarketingError::Internal(_) => {
-            tracing::error!(error = %chain(&err), "internal error");
-            Code::Internal
-        }
-    };
-    let listed = match err {
-        MarketingError::InvalidArgument(violations) => listed_violations(violations),
-        _ => Vec::new(),
-    };
-    if let MarketingError::InvalidArgument(violations) = err
-        && violations.len() > listed.len()
-    {
+        MarketingError::Internal(_) => tracing::error!(error = %chain(err), "internal error"),
+        _ => {}
+    }
+    let refusal = err.refusal();
+    let mut metadata: HashMap<String, String> = refusal.metadata.into_iter().collect();
+    let listed = listed_violations(&refusal.violations);
+    // (A replayed refusal has its count of omitted violations in its metadata already.)
+    if refusal.violations.len() > listed.len() {
         metadata.insert(
             "omitted_violations".to_owned(),
-            (violations.len() - listed.len()).to_string(),
+            (refusal.violations.len() - listed.len()).to_string(),
         );
     }
-    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    let mut details =
+        ErrorDetails::with_error_info(refusal.reason.as_str(), ERROR_DOMAIN, metadata);
     for (field, description) in listed {
         details.add_bad_request_violation(field, description);
     }
-    Status::with_error_details(code, err.to_string(), details)
+    Status::with_error_details(code_of(refusal.reason), refusal.message, details)
+}
+
+/// The one gRPC code of each reason.
+pub fn code_of(reason: Reason) -> Code {
+    match reason {
+        Reason::InvalidArgument | Reason::RequestIdReused => Code::InvalidArgument,
+        Reason::TemplateNotFound
+        | Reason::CouponNotFound
+        | Reason::AccountNotFound
+        | Reason::HoldNotFound
+        | Reason::TransactionNotFound
+        | Reason::RuleNotFound => Code::NotFound,
+        Reason::TemplateArchived
+        | Reason::TemplateDisabled
+        | Reason::OutsideDistributionWindow
+        | Reason::StockBelowClaimed
+        | Reason::InvalidCouponState
+        | Reason::OrderMismatch
+        | Reason::CouponExpired
+        | Reason::CouponNotYetValid
+        | Reason::CurrencyMismatch
+        | Reason::MinSpendNotMet
+        | Reason::InsufficientPoints
+        | Reason::InvalidHoldState
+        | Reason::OrderAlreadyHeld
+        | Reason::NotRefundable
+        | Reason::RefundExceedsSpent
+        | Reason::ConfirmExceedsHold
+        | Reason::PointsLimitExceeded
+        | Reason::RuleDisabled
+        | Reason::DailyCapReached => Code::FailedPrecondition,
+        Reason::OutOfStock | Reason::MemberLimitReached => Code::ResourceExhausted,
+        Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
+        Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
+        Reason::DeadlineExceeded => Code::DeadlineExceeded,
+        Reason::Unavailable => Code::Unavailable,
+        Reason::Internal => Code::Internal,
+    }
+}
+
+/// The refusal a stored `google.rpc.Status` (as [`status_of`] encoded it) tells, to answer
+/// it again; `None` when the bytes are not such a status.
+pub fn refusal_from_status(details: &[u8]) -> Option<Refusal> {
+    let status = tonic_types::pb::Status::decode(details).ok()?;
+    let status = Status::with_details(Code::Unknown, status.message, details.to_vec().into());
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    // `omitted_violations` stays in the metadata: what was left out then is counted again.
+    let violations = details
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Refusal {
+        reason: Reason::parse(&info.reason)?,
+        message: status.message().to_owned(),
+        metadata: info.metadata.clone().into_iter().collect(),
+        violations,
+    })
 }
 
 /// The violations a `BadRequest` lists, each cut to [`MAX_VIOLATION_TEXT`]: the first ones,
@@ -162,17 +156,7 @@ fn truncated(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// "error: cause: cause's cause".
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use marketing_domain::error::chain;
 
 #[cfg(test)]
 mod tests {
