@@ -489,7 +489,7 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
     use marketing_domain::{RequestId, UnixMicros, points::EntryMeta, points::Ledger};
     use marketing_storage::{
         idempotency::{IdempotencyKey, Outcome},
-        points_batch::{self, BatchWrite},
+        points::batch::{self as points_batch, BatchWrite},
     };
 
     let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
@@ -583,11 +583,11 @@ async fn read_batch_records(
     tenant: &TenantId,
     request: &str,
 ) -> Vec<(String, String)> {
-    let keys = marketing_storage::points_batch::BatchKeys {
+    let keys = marketing_storage::points::batch::BatchKeys {
         requests: vec![(tenant, request)],
         ..Default::default()
     };
-    marketing_storage::points_batch::read_batch(pool, &keys)
+    marketing_storage::points::batch::read_batch(pool, &keys)
         .await
         .expect("read")
         .records
@@ -617,6 +617,7 @@ marketing_tests::backend_suite! {
     a_tenants_bad_commands_fail_alone,
     balances_and_totals_near_their_maximum_refuse_cleanly,
     a_blocked_points_write_answers_at_the_clients_deadline,
+    a_planned_ledger_is_written_column_for_column,
 }
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {
@@ -1721,5 +1722,183 @@ async fn a_blocked_points_write_answers_at_the_clients_deadline(app: &TestApp) {
     let served = served.expect("served once the writer is gone");
     assert_eq!(served.points_account.expect("account").available, 90);
     assert_eq!(account(app, "blocked").await.available, 90, "deducted once");
+    audit(app).await;
+}
+
+/// A ledger planned with every kind of row (a new lot, entries with and without a business
+/// reference, allocations, a hold frozen and confirmed in the same plan, a changed lot), as
+/// both write paths write it: every column of every row reads back as `LedgerWrite` made it.
+/// The transaction (SeaORM) on both backends; PostgreSQL's one statement (`write.sql`) too.
+async fn a_planned_ledger_is_written_column_for_column(app: &TestApp) {
+    use marketing_domain::{
+        UnixMicros,
+        points::{EntryMeta, HoldStatus, Ledger},
+    };
+    use marketing_storage::{
+        entity::{points_allocation, points_hold, points_lot, points_transaction},
+        points::{LedgerRows, batch::BatchWrite, rows::LedgerWrite},
+    };
+    use sea_orm::{ColumnTrait, ExprTrait, QueryFilter};
+
+    let db = app.state.db.conn();
+    let tenant = TenantId::parse("t", "acme").expect("tenant");
+    let mut points = app.points();
+    let mut members = vec!["rows-orm"];
+    if app.state.db.postgres().is_some() {
+        members.push("rows-pg");
+    }
+    for name in members {
+        points
+            .earn_points(earn_expiring(name, 100, 86_400))
+            .await
+            .expect("earn");
+        let member = MemberId::parse("m", name).expect("member");
+        let account = store::find_account(db, &tenant, &member)
+            .await
+            .expect("q")
+            .expect("account");
+        let lots = store::live_lots(db, account.id).await.expect("lots");
+        let now = UnixMicros::now();
+        let mut ledger = Ledger::new(account, lots, now);
+        let meta = |biz: Option<&str>| EntryMeta {
+            biz_type: biz.map(|_| "order".to_owned()),
+            biz_id: biz.map(|b| format!("{name}-{b}")),
+            request_id: Some(format!("{name}-{}", biz.unwrap_or("none"))),
+            description: format!("row test {name}"),
+        };
+        ledger.earn(50, None, meta(Some("e1"))).expect("earn");
+        let hold = ledger
+            .freeze(
+                120,
+                "order-rows",
+                UnixMicros(now.0 + 60_000_000),
+                meta(None),
+            )
+            .expect("freeze");
+        let held: Vec<(uuid::Uuid, i64)> = ledger
+            .allocations
+            .iter()
+            .filter(|a| a.hold_id == Some(hold.id))
+            .map(|a| (a.lot_id, a.amount))
+            .collect();
+        ledger
+            .settle_hold(&hold, &held, 70, HoldStatus::Confirmed, meta(None))
+            .expect("confirm");
+        ledger.deduct(10, meta(Some("d1"))).expect("deduct");
+        let expected = LedgerWrite::of(&ledger);
+        assert_eq!(expected.holds.len(), 1, "a hold changed twice is one row");
+        if name == "rows-pg" {
+            let mut write = BatchWrite::default();
+            write.add_ledger(&ledger);
+            write
+                .execute(app.state.db.postgres().expect("PostgreSQL"))
+                .await
+                .expect("one statement");
+        } else {
+            let txn = app.state.db.begin_write().await.expect("begin");
+            let mut rows = LedgerRows::default();
+            let written = store::write_ledgers(&txn, &[&ledger], &mut rows)
+                .await
+                .expect("write");
+            assert!(written.contains(&ledger.account.id));
+            store::insert_ledger_rows(&txn, rows).await.expect("insert");
+            txn.commit().await.expect("commit");
+        }
+
+        let stored = points_account::Entity::find_by_id(ledger.account.id)
+            .one(db)
+            .await
+            .expect("q")
+            .expect("account");
+        let a = &expected.account;
+        assert_eq!(
+            (
+                stored.available,
+                stored.frozen,
+                stored.total_earned,
+                stored.total_spent,
+                stored.total_expired,
+                stored.total_refunded,
+                stored.version,
+                stored.earned_updated_at,
+                stored.updated_at,
+            ),
+            (
+                a.available,
+                a.frozen,
+                a.total_earned,
+                a.total_spent,
+                a.total_expired,
+                a.total_refunded,
+                a.read_version + 1,
+                a.earned_updated_at,
+                a.updated_at,
+            ),
+            "{name}: account"
+        );
+        for lot in &expected.new_lots {
+            let row = points_lot::Entity::find_by_id(lot.id)
+                .one(db)
+                .await
+                .expect("q");
+            assert_eq!(row.as_ref(), Some(lot), "{name}: new lot");
+        }
+        assert!(!expected.changed_lots.is_empty());
+        for lot in &expected.changed_lots {
+            let row = points_lot::Entity::find_by_id(lot.id)
+                .one(db)
+                .await
+                .expect("q")
+                .expect("lot");
+            assert_eq!(
+                (row.remaining, row.frozen),
+                (lot.remaining, lot.frozen),
+                "{name}: lot"
+            );
+        }
+        for entry in &expected.entries {
+            let row = points_transaction::Entity::find_by_id(entry.id)
+                .one(db)
+                .await
+                .expect("q");
+            assert_eq!(row.as_ref(), Some(entry), "{name}: entry");
+        }
+        for hold in &expected.holds {
+            let row = points_hold::Entity::find_by_id(hold.id)
+                .one(db)
+                .await
+                .expect("q");
+            assert_eq!(row.as_ref(), Some(hold), "{name}: hold");
+        }
+        let entry_ids: Vec<uuid::Uuid> = expected.entries.iter().map(|e| e.id).collect();
+        let mut stored: Vec<_> = points_allocation::Entity::find()
+            .filter(
+                points_allocation::Column::TransactionId
+                    .is_in(entry_ids)
+                    .or(points_allocation::Column::HoldId.eq(hold.id)),
+            )
+            .all(db)
+            .await
+            .expect("allocations")
+            .into_iter()
+            .map(|a| (a.tenant_id, a.lot_id, a.transaction_id, a.hold_id, a.amount))
+            .collect();
+        let mut planned: Vec<_> = expected
+            .allocations
+            .iter()
+            .map(|a| {
+                (
+                    a.tenant_id.clone(),
+                    a.lot_id,
+                    a.transaction_id,
+                    a.hold_id,
+                    a.amount,
+                )
+            })
+            .collect();
+        stored.sort();
+        planned.sort();
+        assert_eq!(stored, planned, "{name}: allocations");
+    }
     audit(app).await;
 }

@@ -227,9 +227,11 @@ pub struct Ledger {
     pub account: Account,
     /// The version read: the write must find it unchanged.
     pub read_version: i64,
+    /// Every lot known: read, and earned by this ledger (spendable at once).
     lots: BTreeMap<Uuid, Lot>,
     changed_lots: Vec<Uuid>,
-    pub new_lots: Vec<Lot>,
+    /// The lots this ledger earned, in `lots` like the others.
+    new_lots: Vec<Uuid>,
     pub entries: Vec<Entry>,
     pub allocations: Vec<Allocation>,
     /// Holds created or changed.
@@ -266,9 +268,18 @@ impl Ledger {
         self.now
     }
 
-    /// The lots as changed, for writing.
+    /// The lots read and changed since, for writing (a lot earned by this ledger is written
+    /// once, as new, with what it holds now).
     pub fn changed_lots(&self) -> impl Iterator<Item = &Lot> {
-        self.changed_lots.iter().filter_map(|id| self.lots.get(id))
+        self.changed_lots
+            .iter()
+            .filter(|id| !self.new_lots.contains(id))
+            .filter_map(|id| self.lots.get(id))
+    }
+
+    /// The lots this ledger earned, as they stand now, for writing.
+    pub fn new_lots(&self) -> impl Iterator<Item = &Lot> {
+        self.new_lots.iter().filter_map(|id| self.lots.get(id))
     }
 
     fn touch(&mut self, id: Uuid) {
@@ -360,7 +371,7 @@ impl Ledger {
         if let Some(entry) = self.last_entry() {
             entry.expires_at = expires_at;
         }
-        self.new_lots.push(Lot {
+        let lot = Lot {
             id: Uuid::now_v7(),
             earn_transaction_id: id,
             amount,
@@ -368,7 +379,9 @@ impl Ledger {
             frozen: 0,
             expires_at,
             created_at: self.now,
-        });
+        };
+        self.new_lots.push(lot.id);
+        self.lots.insert(lot.id, lot);
         Ok(id)
     }
 
@@ -655,7 +668,7 @@ impl Ledger {
     /// The next points to expire: (amount, when), among the lots holding points (no copies:
     /// this runs for every answered command).
     pub fn next_expiry(&self) -> Option<(i64, UnixMicros)> {
-        let lots = || self.lots.values().chain(self.new_lots.iter());
+        let lots = || self.lots.values();
         let first = lots()
             .filter(|lot| lot.remaining > 0)
             .filter_map(|lot| lot.expires_at.filter(|at| *at > self.now))
@@ -669,11 +682,7 @@ impl Ledger {
 
     /// All lots known, old and new (for audits).
     pub fn lots(&self) -> Vec<Lot> {
-        self.lots
-            .values()
-            .cloned()
-            .chain(self.new_lots.iter().cloned())
-            .collect()
+        self.lots.values().cloned().collect()
     }
 }
 
@@ -773,6 +782,27 @@ mod tests {
 
     fn check(ledger: &Ledger) {
         verify_replay(&ledger.account, &ledger.entries, &ledger.lots()).unwrap();
+    }
+
+    #[test]
+    fn points_earned_in_a_ledger_can_be_spent_and_frozen_in_it() {
+        let mut ledger = Ledger::new(account(), vec![], UnixMicros(0));
+        ledger.earn(100, None, EntryMeta::default()).unwrap();
+        ledger.deduct(30, EntryMeta::default()).unwrap();
+        let hold = ledger
+            .freeze(50, "o1", UnixMicros(DAY), EntryMeta::default())
+            .unwrap();
+        assert_eq!((ledger.account.available, ledger.account.frozen), (20, 50));
+        // The new lot is written once, as new, with what it holds after both.
+        assert_eq!(ledger.changed_lots().count(), 0);
+        let new: Vec<&Lot> = ledger.new_lots().collect();
+        assert_eq!(new.len(), 1);
+        assert_eq!((new[0].remaining, new[0].frozen), (70, 50));
+        assert!(
+            ledger.allocations.iter().all(|a| a.lot_id == new[0].id
+                && (a.hold_id == Some(hold.id)) != a.transaction_id.is_some())
+        );
+        check(&ledger);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! describes commit together, or not at all.
 
 use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
 
 use crate::{db::db_error, entity::idempotency_record as record};
 
@@ -168,19 +171,28 @@ pub async fn insert_completed(
     conn: &impl ConnectionTrait,
     records: Vec<(&IdempotencyKey, Outcome)>,
 ) -> Result<(), MarketingError> {
-    let now = UnixMicros::now().0;
+    let now = UnixMicros::now();
     let rows: Vec<record::ActiveModel> = records
         .into_iter()
-        .map(|(key, outcome)| record::ActiveModel {
-            tenant_id: Set(key.tenant_id.as_str().to_owned()),
-            request_id: Set(key.request_id.as_str().to_owned()),
-            operation: Set(key.operation.to_owned()),
-            fingerprint: Set(key.fingerprint.clone()),
-            status_code: Set(outcome.status_code),
-            response: Set(outcome.response),
-            created_at: Set(now),
+        .map(|(key, outcome)| {
+            record_row(key, outcome, now)
+                .into_active_model()
+                .reset_all()
         })
         .collect();
     crate::db::insert_rows(conn, rows).await?;
     Ok(())
+}
+
+/// The row of a completed request's record.
+pub(crate) fn record_row(key: &IdempotencyKey, outcome: Outcome, now: UnixMicros) -> record::Model {
+    record::Model {
+        tenant_id: key.tenant_id.as_str().to_owned(),
+        request_id: key.request_id.as_str().to_owned(),
+        operation: key.operation.to_owned(),
+        fingerprint: key.fingerprint.clone(),
+        status_code: outcome.status_code,
+        response: outcome.response,
+        created_at: now.0,
+    }
 }

@@ -7,7 +7,6 @@ mod db;
 pub mod entity;
 pub mod idempotency;
 pub mod points;
-pub mod points_batch;
 pub mod templates;
 pub mod user_coupons;
 

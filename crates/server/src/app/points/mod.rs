@@ -33,8 +33,8 @@ use marketing_infra::{cache::Versioned, leaderboard::Standing};
 use marketing_storage::{
     ConnectionTrait, PgPool,
     idempotency::{self, IdempotencyKey, Outcome},
+    points::batch as points_batch,
     points::{self, BizRef, HoldRef, RuleRef},
-    points_batch,
 };
 use tokio::time::Instant;
 use uuid::Uuid;

@@ -11,15 +11,21 @@ use marketing_domain::{
     points_rule::{PointsRule, RuleTerms},
 };
 use sea_orm::{
+    ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
-    QuerySelect, Value,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Value,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
 
+pub mod batch;
+pub mod rows;
+
+use rows::{LedgerWrite, LotUpdate};
+
 use crate::{
-    db::{ValuesUpdate, constant, db_error},
+    db::{constant, db_error},
     entity::{
         points_account as acct, points_allocation as alloc, points_daily_earning as daily,
         points_hold as hold, points_lot as lot, points_rule as rule, points_transaction as tx,
@@ -207,6 +213,11 @@ pub async fn insert_ledger_rows(
     crate::db::insert_rows(conn, rows.allocations).await
 }
 
+/// A row to insert with every column set.
+fn insert<M: IntoActiveModel<A>, A: ActiveModelTrait>(model: M) -> A {
+    model.into_active_model().reset_all()
+}
+
 /// Writes ledgers' accounts, lots and holds, and adds their new rows to `rows` (insert them
 /// with [`insert_ledger_rows`] before commit): one version-checked UPDATE for all accounts,
 /// one UPDATE for all their changed lots. Returns the ids of the accounts written. A ledger
@@ -217,151 +228,45 @@ pub async fn write_ledgers(
     ledgers: &[&Ledger],
     rows: &mut LedgerRows,
 ) -> Result<HashSet<Uuid>, MarketingError> {
-    const ACCOUNTS: ValuesUpdate<'static> = ValuesUpdate {
-        table: "points_accounts",
-        columns: &[
-            "key",
-            "read_version",
-            "available",
-            "frozen",
-            "total_earned",
-            "total_spent",
-            "total_expired",
-            "total_refunded",
-            "earned_updated_at",
-            "updated_at",
-        ],
-        set: "available = v.available, frozen = v.frozen, total_earned = v.total_earned, \
-              total_spent = v.total_spent, total_expired = v.total_expired, \
-              total_refunded = v.total_refunded, earned_updated_at = v.earned_updated_at, \
-              version = v.read_version + 1, updated_at = v.updated_at",
-        condition: "points_accounts.id = v.key AND points_accounts.version = v.read_version",
-    };
-    const LOTS: ValuesUpdate<'static> = ValuesUpdate {
-        table: "points_lots",
-        columns: &["key", "remaining", "frozen"],
-        set: "remaining = v.remaining, frozen = v.frozen",
-        condition: "points_lots.id = v.key",
-    };
-    let accounts = ledgers
-        .iter()
-        .map(|ledger| {
-            let a = &ledger.account;
-            vec![
-                a.id.into(),
-                ledger.read_version.into(),
-                a.available.into(),
-                a.frozen.into(),
-                a.total_earned.into(),
-                a.total_spent.into(),
-                a.total_expired.into(),
-                a.total_refunded.into(),
-                a.earned_updated_at.0.into(),
-                ledger.now().0.into(),
-            ]
-        })
-        .collect();
-    let written: HashSet<Uuid> = ACCOUNTS
+    let planned: Vec<LedgerWrite> = ledgers.iter().map(|l| LedgerWrite::of(l)).collect();
+    let accounts = planned.iter().map(|w| w.account.values()).collect();
+    let written: HashSet<Uuid> = rows::ACCOUNTS
         .execute(conn, accounts)
         .await?
         .into_iter()
         .collect();
-    let written_ledgers: Vec<&Ledger> = ledgers
-        .iter()
-        .copied()
-        .filter(|ledger| written.contains(&ledger.account.id))
+    let planned: Vec<LedgerWrite> = planned
+        .into_iter()
+        .filter(|w| written.contains(&w.account.id))
         .collect();
-    let lots: Vec<Vec<Value>> = written_ledgers
+    let lots: Vec<Vec<Value>> = planned
         .iter()
-        .flat_map(|ledger| ledger.changed_lots())
-        .map(|l| vec![l.id.into(), l.remaining.into(), l.frozen.into()])
+        .flat_map(|w| &w.changed_lots)
+        .map(LotUpdate::values)
         .collect();
     if !lots.is_empty() {
         let expected = lots.len();
-        let updated = LOTS.execute(conn, lots).await?.len();
+        let updated = rows::LOTS.execute(conn, lots).await?.len();
         if updated != expected {
             return Err(MarketingError::internal(format!(
                 "{updated} of {expected} changed lots found"
             )));
         }
     }
-    for ledger in written_ledgers {
-        let a = &ledger.account;
-        let tenant = &a.tenant_id;
-        rows.lots
-            .extend(ledger.new_lots.iter().map(|l| lot::ActiveModel {
-                id: Set(l.id),
-                tenant_id: Set(tenant.as_str().to_owned()),
-                account_id: Set(a.id),
-                earn_transaction_id: Set(l.earn_transaction_id),
-                amount: Set(l.amount),
-                remaining: Set(l.remaining),
-                frozen: Set(l.frozen),
-                expires_at: Set(l.expires_at.map(|t| t.0)),
-                created_at: Set(l.created_at.0),
-            }));
-        rows.entries
-            .extend(ledger.entries.iter().map(|e| entry_row(tenant, a, e)));
-        for h in &ledger.holds {
-            upsert_hold(conn, tenant, a, h).await?;
+    for w in planned {
+        for h in w.holds {
+            upsert_hold(conn, h).await?;
         }
+        rows.lots.extend(w.new_lots.into_iter().map(insert));
+        rows.entries.extend(w.entries.into_iter().map(insert));
         rows.allocations
-            .extend(ledger.allocations.iter().map(|al| alloc::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                tenant_id: Set(tenant.as_str().to_owned()),
-                lot_id: Set(al.lot_id),
-                transaction_id: Set(al.transaction_id),
-                hold_id: Set(al.hold_id),
-                amount: Set(al.amount),
-            }));
+            .extend(w.allocations.into_iter().map(insert));
     }
     Ok(written)
 }
 
-fn entry_row(tenant: &TenantId, account: &Account, e: &Entry) -> tx::ActiveModel {
-    tx::ActiveModel {
-        id: Set(e.id),
-        tenant_id: Set(tenant.as_str().to_owned()),
-        account_id: Set(account.id),
-        member_id: Set(account.member_id.as_str().to_owned()),
-        tx_type: Set(e.tx_type.code()),
-        amount: Set(e.amount),
-        frozen_amount: Set(e.frozen_amount),
-        available_after: Set(e.available_after),
-        frozen_after: Set(e.frozen_after),
-        biz_type: Set(e.meta.biz_type.clone()),
-        biz_id: Set(e.meta.biz_id.clone()),
-        request_id: Set(e.meta.request_id.clone()),
-        hold_id: Set(e.hold_id),
-        related_transaction_id: Set(e.related_transaction_id),
-        description: Set(e.meta.description.clone()),
-        expires_at: Set(e.expires_at.map(|t| t.0)),
-        account_version: Set(e.account_version),
-        position: Set(e.position),
-        created_at: Set(e.created_at.0),
-    }
-}
-
-async fn upsert_hold(
-    conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    account: &Account,
-    h: &Hold,
-) -> Result<(), MarketingError> {
-    let row = hold::ActiveModel {
-        id: Set(h.id),
-        tenant_id: Set(tenant.as_str().to_owned()),
-        account_id: Set(account.id),
-        member_id: Set(account.member_id.as_str().to_owned()),
-        order_id: Set(h.order_id.clone()),
-        status: Set(h.status.code()),
-        amount: Set(h.amount),
-        confirmed_amount: Set(h.confirmed_amount),
-        expires_at: Set(h.expires_at.0),
-        created_at: Set(h.created_at.0),
-        updated_at: Set(h.updated_at.0),
-    };
-    hold::Entity::insert(row)
+async fn upsert_hold(conn: &impl ConnectionTrait, row: hold::Model) -> Result<(), MarketingError> {
+    hold::Entity::insert(insert::<_, hold::ActiveModel>(row))
         .on_conflict(
             OnConflict::column(hold::Column::Id)
                 .update_columns([
