@@ -1,29 +1,32 @@
 //! `CouponTemplateService`: each handler parses its request into a command (every bad field
 //! reported at once), calls one use case, and maps the result.
 
+use std::time::Duration;
+
 use marketing_domain::{
-    FieldViolation, RequestId, TemplateId, TenantId,
+    FieldViolation, TemplateId, TenantId,
     coupon_template::{TemplateField, TemplateTerms, check_initial_stock, check_stock_change},
     error::Violations,
     page::page_size,
 };
 use marketing_proto::v1::{self as pb, coupon_template_service_server::CouponTemplateService};
-use marketing_storage::{
-    idempotency::IdempotencyKey,
-    templates::{TemplateChange, TemplateFilter},
-};
-use prost::Message;
+use marketing_storage::templates::{TemplateChange, TemplateFilter};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::parse::{cleared, finish, reply};
-use crate::wire::convert::{
-    decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
-};
+use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reply};
 use crate::{
     app::{AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
-    wire::{ToWire, idempotency_key, status::to_status},
+    wire::{
+        ToWire,
+        convert::{
+            decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
+        },
+        status::to_status,
+    },
 };
+
+const NO_SERVER_LIMIT: Duration = Duration::from_secs(3600);
 
 pub struct CouponTemplates {
     app: AppState,
@@ -33,42 +36,32 @@ impl CouponTemplates {
     pub fn new(app: AppState) -> Self {
         Self { app }
     }
+
+    /// The request with what parsing it needs. Template calls have no server limit of their
+    /// own: the deadline layer answers them at the client's deadline.
+    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+        Edge::new(request, NO_SERVER_LIMIT, &self.app)
+    }
 }
 
-/// The tenant and request id every mutation carries, plus its idempotency key. `request` is
-/// the message with its request id cleared.
-fn mutation_key<M: Message>(
-    violations: &mut Violations,
-    tenant_id: &str,
-    request_id: &str,
-    operation: &'static str,
-    request: &M,
-) -> Option<IdempotencyKey> {
-    let tenant_id = violations.check(TenantId::parse("tenant_id", tenant_id));
-    let request_id = violations.check(RequestId::parse("request_id", request_id));
-    Some(idempotency_key(
-        &tenant_id?,
-        request_id?,
-        operation,
-        request,
-    ))
+mutations! {
+    pb::CreateCouponTemplateRequest => "CreateCouponTemplate",
+    pb::UpdateCouponTemplateRequest => "UpdateCouponTemplate",
+    pb::SetCouponTemplateEnabledRequest => "SetCouponTemplateEnabled",
+    pb::AddCouponStockRequest => "AddCouponStock",
+    pb::DeleteCouponTemplateRequest => "DeleteCouponTemplate",
 }
 
-impl TryFrom<&pb::CreateCouponTemplateRequest> for CreateTemplate {
+impl TryFrom<Edge<'_, pb::CreateCouponTemplateRequest>> for CreateTemplate {
     type Error = Status;
 
-    fn try_from(request: &pb::CreateCouponTemplateRequest) -> Result<Self, Status> {
+    fn try_from(edge: Edge<'_, pb::CreateCouponTemplateRequest>) -> Result<Self, Status> {
+        let request = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(
-            &mut violations,
-            &request.tenant_id,
-            &request.request_id,
-            "CreateCouponTemplate",
-            &cleared(request, |r| r.request_id.clear()),
-        );
+        let key = mutation_key(&mut violations, request);
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
-            return finish(violations, None);
+            return finish(violations, || None);
         };
         let draft = draft_from_proto(template, &mut violations);
         let total_stock = violations.check(
@@ -87,14 +80,13 @@ impl TryFrom<&pb::CreateCouponTemplateRequest> for CreateTemplate {
                 None
             }
         };
-        let command = (|| {
+        finish(violations, || {
             Some(CreateTemplate {
                 key: key?,
                 terms: terms?,
                 total_stock: total_stock?,
             })
-        })();
-        finish(violations, command)
+        })
     }
 }
 
@@ -111,21 +103,16 @@ fn nest(violations: Violations, parent: &str) -> Violations {
     nested
 }
 
-impl TryFrom<&pb::UpdateCouponTemplateRequest> for UpdateTemplate {
+impl TryFrom<Edge<'_, pb::UpdateCouponTemplateRequest>> for UpdateTemplate {
     type Error = Status;
 
-    fn try_from(request: &pb::UpdateCouponTemplateRequest) -> Result<Self, Status> {
+    fn try_from(edge: Edge<'_, pb::UpdateCouponTemplateRequest>) -> Result<Self, Status> {
+        let request = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(
-            &mut violations,
-            &request.tenant_id,
-            &request.request_id,
-            "UpdateCouponTemplate",
-            &cleared(request, |r| r.request_id.clear()),
-        );
+        let key = mutation_key(&mut violations, request);
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
-            return finish(violations, None);
+            return finish(violations, || None);
         };
         let id = violations.check(TemplateId::parse("coupon_template.id", &template.id));
         let expected_version = if template.version > 0 {
@@ -158,7 +145,7 @@ impl TryFrom<&pb::UpdateCouponTemplateRequest> for UpdateTemplate {
         let mut nested = Violations::new();
         let incoming = draft_from_proto(template, &mut nested);
         violations.extend(nest(nested, "coupon_template").into_vec());
-        let command = (|| {
+        finish(violations, || {
             Some(UpdateTemplate {
                 key: key?,
                 id: id?,
@@ -166,8 +153,7 @@ impl TryFrom<&pb::UpdateCouponTemplateRequest> for UpdateTemplate {
                 incoming,
                 fields,
             })
-        })();
-        finish(violations, command)
+        })
     }
 }
 
@@ -182,42 +168,81 @@ fn optional_version(violations: &mut Violations, version: Option<i64>) -> Option
     }
 }
 
-/// The fields shared by the requests that change one template by id.
-struct ChangeRequest<'a, M> {
-    operation: &'static str,
-    /// The request with its request id cleared: the idempotency fingerprint.
-    without_request_id: M,
-    tenant_id: &'a str,
-    request_id: &'a str,
-    template_id: &'a str,
+/// A change of one template by id: the key, the id, the etag and the change itself.
+fn change<M: Mutation>(
+    request: &M,
+    template_id: &str,
     version: Option<i64>,
+    change: Result<TemplateChange, FieldViolation>,
+) -> Result<ChangeTemplate, Status> {
+    let mut violations = Violations::new();
+    let key = mutation_key(&mut violations, request);
+    let id = violations.check(TemplateId::parse("template_id", template_id));
+    let expected_version = optional_version(&mut violations, version);
+    let change = violations.check(change);
+    finish(violations, || {
+        Some(ChangeTemplate {
+            key: key?,
+            id: id?,
+            expected_version,
+            change: change?,
+        })
+    })
 }
 
-impl<M: Message> ChangeRequest<'_, M> {
-    fn parse(
-        self,
-        change: Result<TemplateChange, FieldViolation>,
-    ) -> Result<ChangeTemplate, Status> {
+impl TryFrom<Edge<'_, pb::SetCouponTemplateEnabledRequest>> for ChangeTemplate {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::SetCouponTemplateEnabledRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        change(
+            r,
+            &r.template_id,
+            r.version,
+            Ok(TemplateChange::Enabled(r.enabled)),
+        )
+    }
+}
+
+impl TryFrom<Edge<'_, pb::AddCouponStockRequest>> for ChangeTemplate {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::AddCouponStockRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let stock = check_stock_change("amount", r.amount).map(TemplateChange::Stock);
+        change(r, &r.template_id, None, stock)
+    }
+}
+
+impl TryFrom<Edge<'_, pb::DeleteCouponTemplateRequest>> for ChangeTemplate {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::DeleteCouponTemplateRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        change(r, &r.template_id, r.version, Ok(TemplateChange::Archive))
+    }
+}
+
+/// GetCouponTemplate's query.
+struct GetTemplate {
+    tenant_id: TenantId,
+    id: TemplateId,
+}
+
+impl TryFrom<Edge<'_, pb::GetCouponTemplateRequest>> for GetTemplate {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::GetCouponTemplateRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(
-            &mut violations,
-            self.tenant_id,
-            self.request_id,
-            self.operation,
-            &self.without_request_id,
-        );
-        let id = violations.check(TemplateId::parse("template_id", self.template_id));
-        let expected_version = optional_version(&mut violations, self.version);
-        let change = violations.check(change);
-        let command = (|| {
-            Some(ChangeTemplate {
-                key: key?,
+        let tenant_id = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let id = violations.check(TemplateId::parse("template_id", &r.template_id));
+        finish(violations, || {
+            Some(GetTemplate {
+                tenant_id: tenant_id?,
                 id: id?,
-                expected_version,
-                change: change?,
             })
-        })();
-        finish(violations, command)
+        })
     }
 }
 
@@ -233,10 +258,11 @@ fn list_query_text(request: &pb::ListCouponTemplatesRequest) -> String {
     )
 }
 
-impl TryFrom<&pb::ListCouponTemplatesRequest> for ListTemplates {
+impl TryFrom<Edge<'_, pb::ListCouponTemplatesRequest>> for ListTemplates {
     type Error = Status;
 
-    fn try_from(request: &pb::ListCouponTemplatesRequest) -> Result<Self, Status> {
+    fn try_from(edge: Edge<'_, pb::ListCouponTemplatesRequest>) -> Result<Self, Status> {
+        let request = edge.request;
         let mut violations = Violations::new();
         let tenant_id = violations.check(TenantId::parse("tenant_id", &request.tenant_id));
         let page_size = violations.check(page_size("page_size", request.page_size));
@@ -248,7 +274,7 @@ impl TryFrom<&pb::ListCouponTemplatesRequest> for ListTemplates {
         let discount_type =
             violations.check(discount_type_filter("discount_type", request.discount_type));
         let claimable_at = violations.check(micros("claimable_at", request.claimable_at.as_ref()));
-        let query = (|| {
+        finish(violations, || {
             Some(ListTemplates {
                 tenant_id: tenant_id?,
                 filter: TemplateFilter {
@@ -260,8 +286,7 @@ impl TryFrom<&pb::ListCouponTemplatesRequest> for ListTemplates {
                 after: after?.map(TemplateId),
                 page_size: page_size?,
             })
-        })();
-        finish(violations, query)
+        })
     }
 }
 
@@ -273,7 +298,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::CreateCouponTemplateRequest>,
     ) -> Result<Response<pb::CreateCouponTemplateResponse>, Status> {
-        let command = CreateTemplate::try_from(request.get_ref())?;
+        let command = CreateTemplate::try_from(self.edge(&request))?;
         let template = reply(self.app.create_template(command).await)?;
         Ok(Response::new(pb::CreateCouponTemplateResponse {
             coupon_template: Some(template),
@@ -286,12 +311,8 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::GetCouponTemplateRequest>,
     ) -> Result<Response<pb::GetCouponTemplateResponse>, Status> {
-        let request = request.get_ref();
-        let mut violations = Violations::new();
-        let tenant_id = violations.check(TenantId::parse("tenant_id", &request.tenant_id));
-        let id = violations.check(TemplateId::parse("template_id", &request.template_id));
-        let (tenant_id, id) = finish(violations, tenant_id.zip(id))?;
-        let template = reply(self.app.get_template(&tenant_id, id).await)?;
+        let query = GetTemplate::try_from(self.edge(&request))?;
+        let template = reply(self.app.get_template(&query.tenant_id, query.id).await)?;
         Ok(Response::new(pb::GetCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -303,7 +324,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::ListCouponTemplatesRequest>,
     ) -> Result<Response<pb::ListCouponTemplatesResponse>, Status> {
-        let query = ListTemplates::try_from(request.get_ref())?;
+        let query = ListTemplates::try_from(self.edge(&request))?;
         let (coupon_templates, last) = self.app.list_templates(query).await.map_err(to_status)?;
         let next_page_token = last
             .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
@@ -320,7 +341,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::UpdateCouponTemplateRequest>,
     ) -> Result<Response<pb::UpdateCouponTemplateResponse>, Status> {
-        let command = UpdateTemplate::try_from(request.get_ref())?;
+        let command = UpdateTemplate::try_from(self.edge(&request))?;
         let template = reply(self.app.update_template(command).await)?;
         Ok(Response::new(pb::UpdateCouponTemplateResponse {
             coupon_template: Some(template),
@@ -333,16 +354,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::SetCouponTemplateEnabledRequest>,
     ) -> Result<Response<pb::SetCouponTemplateEnabledResponse>, Status> {
-        let r = request.get_ref();
-        let command = ChangeRequest {
-            operation: "SetCouponTemplateEnabled",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            template_id: &r.template_id,
-            version: r.version,
-        }
-        .parse(Ok(TemplateChange::Enabled(r.enabled)))?;
+        let command = ChangeTemplate::try_from(self.edge(&request))?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::SetCouponTemplateEnabledResponse {
             coupon_template: Some(template),
@@ -355,16 +367,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::AddCouponStockRequest>,
     ) -> Result<Response<pb::AddCouponStockResponse>, Status> {
-        let r = request.get_ref();
-        let command = ChangeRequest {
-            operation: "AddCouponStock",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            template_id: &r.template_id,
-            version: None,
-        }
-        .parse(check_stock_change("amount", r.amount).map(TemplateChange::Stock))?;
+        let command = ChangeTemplate::try_from(self.edge(&request))?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
@@ -377,16 +380,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::DeleteCouponTemplateRequest>,
     ) -> Result<Response<pb::DeleteCouponTemplateResponse>, Status> {
-        let r = request.get_ref();
-        let command = ChangeRequest {
-            operation: "DeleteCouponTemplate",
-            without_request_id: cleared(r, |m| m.request_id.clear()),
-            tenant_id: &r.tenant_id,
-            request_id: &r.request_id,
-            template_id: &r.template_id,
-            version: r.version,
-        }
-        .parse(Ok(TemplateChange::Archive))?;
+        let command = ChangeTemplate::try_from(self.edge(&request))?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::DeleteCouponTemplateResponse {
             coupon_template: Some(template),

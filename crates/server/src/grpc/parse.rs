@@ -1,28 +1,103 @@
-//! The edge shared by the handlers: request parsing (collect every violation, then either the
-//! parsed command or one INVALID_ARGUMENT listing them all), and answers sent as messages.
+//! The edge shared by the handlers. Every request is parsed the same way: a command type
+//! implements `TryFrom<Edge<'_, Request>>`, checks every field into a [`Violations`], and ends
+//! in [`finish`], which gives the command or one INVALID_ARGUMENT listing every violation.
+//! Answers are sent as messages by [`reply`].
 
-use marketing_domain::{FieldViolation, MarketingError, error::Violations};
+use marketing_domain::{
+    FieldViolation, MarketingError, RequestId, TenantId, UnixMicros, error::Violations,
+};
+use marketing_storage::idempotency::IdempotencyKey;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::time::Instant;
 use tonic::Status;
 
+use super::deadline::answer_by;
 use crate::{
-    app::Answer,
-    wire::{self, ToWire, status::to_status},
+    Config,
+    app::{Answer, AppState},
+    wire::{self, ToWire, idempotency_key, status::to_status},
 };
 
-/// `Ok(value)` only when no check recorded a violation.
-pub fn finish<T>(violations: Violations, value: Option<T>) -> Result<T, Status> {
-    let value = violations
-        .finish(|| value)
-        .map_err(|v| to_status(v.into()))?;
+/// A request as it reaches its handler, with what parsing it needs besides its fields.
+pub struct Edge<'a, R> {
+    pub request: &'a R,
+    /// When the call must be answered: the client's `grpc-timeout`, capped by the server's.
+    pub deadline: Instant,
+    pub now: UnixMicros,
+    pub config: &'a Config,
+}
+
+impl<'a, R> Edge<'a, R> {
+    /// `request` as it reached a service whose calls the server answers within `limit`.
+    pub fn new(request: &'a tonic::Request<R>, limit: Duration, app: &'a AppState) -> Self {
+        Edge {
+            request: request.get_ref(),
+            deadline: answer_by(request.metadata(), limit),
+            now: app.clock.now(),
+            config: &app.config,
+        }
+    }
+}
+
+/// The command `build` makes of the checked fields, only when no check recorded a violation
+/// (then every field it takes with `?` is there).
+pub fn finish<T>(violations: Violations, build: impl FnOnce() -> Option<T>) -> Result<T, Status> {
+    let value = violations.finish(build).map_err(|v| to_status(v.into()))?;
     value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
 }
 
-/// A copy of `request` changed by `clear`: the request without its request id is what an
-/// idempotency fingerprint covers.
-pub fn cleared<M: Clone>(request: &M, clear: impl FnOnce(&mut M)) -> M {
-    let mut copy = request.clone();
-    clear(&mut copy);
-    copy
+/// A request that changes something: the ids every one carries. The request without its
+/// request id is what its idempotency fingerprint covers.
+pub trait Mutation: Message + Clone {
+    /// The operation a request id is recorded under.
+    const OPERATION: &'static str;
+
+    fn tenant_id(&self) -> &str;
+    fn request_id(&self) -> &str;
+    fn clear_request_id(&mut self);
+}
+
+/// Implements [`Mutation`] for request messages with `tenant_id` and `request_id` fields.
+macro_rules! mutations {
+    ($($request:ty => $operation:literal),* $(,)?) => {
+        $(
+            impl $crate::grpc::parse::Mutation for $request {
+                const OPERATION: &'static str = $operation;
+
+                fn tenant_id(&self) -> &str {
+                    &self.tenant_id
+                }
+
+                fn request_id(&self) -> &str {
+                    &self.request_id
+                }
+
+                fn clear_request_id(&mut self) {
+                    self.request_id.clear();
+                }
+            }
+        )*
+    };
+}
+pub(crate) use mutations;
+
+/// The idempotency key of a mutation (its tenant, request id, operation and fingerprint).
+pub fn mutation_key<M: Mutation>(
+    violations: &mut Violations,
+    request: &M,
+) -> Option<IdempotencyKey> {
+    let tenant = violations.check(TenantId::parse("tenant_id", request.tenant_id()));
+    let request_id = violations.check(RequestId::parse("request_id", request.request_id()));
+    let mut without_id = request.clone();
+    without_id.clear_request_id();
+    Some(idempotency_key(
+        &tenant?,
+        request_id?,
+        M::OPERATION,
+        &without_id,
+    ))
 }
 
 /// A caller's reference (an order id, a business id): 1..=`max` bytes, no control characters.

@@ -3,24 +3,20 @@
 use std::time::Duration;
 
 use marketing_domain::{
-    FieldViolation, MemberId, RequestId, TenantId,
+    FieldViolation, MemberId, TenantId, UnixMicros,
     error::Violations,
     page::page_size,
-    points::{EntryMeta, MAX_POINTS},
+    points::{EntryMeta, MAX_POINTS, TxType},
     points_rule::{RuleField, RuleTerms, parse_event_type},
     text::{TextKind, check_display_text},
 };
 use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
-use prost::Message;
-use tokio::time::Instant;
+use marketing_storage::idempotency::IdempotencyKey;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{
-    deadline::answer_by,
-    parse::{cleared, finish, reference, reply},
-};
+use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reference, reply};
 use crate::{
     app::{AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
     wire::{
@@ -28,7 +24,6 @@ use crate::{
         convert::{
             decode_page_token, encode_page_token, entry_to_proto, micros, tx_type_from_proto,
         },
-        idempotency_key,
         status::to_status,
     },
 };
@@ -45,14 +40,23 @@ impl Points {
         Self { app }
     }
 
-    /// When a points write must be answered: the client's `grpc-timeout`, capped by the
-    /// server's points timeout.
-    fn deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Instant {
-        answer_by(metadata, self.app.config.points_timeout)
+    /// The request with what parsing it needs: points writes answer by the client's
+    /// `grpc-timeout`, capped by the server's points timeout.
+    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+        Edge::new(request, self.app.config.points_timeout, &self.app)
     }
 
-    async fn change(&self, cmd: PointsCommand) -> Result<pb::FreezePointsResponse, Status> {
-        reply(self.app.change_points(cmd).await)
+    /// Parses a change of an account and answers with what it did (FreezePoints' response
+    /// is the superset of every change's).
+    async fn changed<R: Sync>(
+        &self,
+        request: &Request<R>,
+    ) -> Result<pb::FreezePointsResponse, Status>
+    where
+        for<'a> PointsCommand: TryFrom<Edge<'a, R>, Error = Status>,
+    {
+        let command = PointsCommand::try_from(self.edge(request))?;
+        reply(self.app.change_points(command).await)
     }
 }
 
@@ -98,57 +102,39 @@ fn entry_meta(
     meta
 }
 
-/// The header of an account mutation request `$r` (it has tenant, member and request ids).
-macro_rules! mutation {
-    ($r:expr, $operation:literal) => {
-        Mutation {
-            operation: $operation,
-            without_request_id: cleared($r, |m| m.request_id.clear()),
-            tenant_id: &$r.tenant_id,
-            member_id: &$r.member_id,
-            request_id: &$r.request_id,
-        }
-    };
+mutations! {
+    pb::EarnPointsRequest => "EarnPoints",
+    pb::DeductPointsRequest => "DeductPoints",
+    pb::FreezePointsRequest => "FreezePoints",
+    pb::ConfirmFrozenPointsRequest => "ConfirmFrozenPoints",
+    pb::ReleaseFrozenPointsRequest => "ReleaseFrozenPoints",
+    pb::RefundPointsRequest => "RefundPoints",
+    pb::CreatePointsRuleRequest => "CreatePointsRule",
+    pb::UpdatePointsRuleRequest => "UpdatePointsRule",
 }
 
-/// The parts every account mutation has.
-struct Mutation<'a, M> {
-    operation: &'static str,
-    without_request_id: M,
-    tenant_id: &'a str,
-    member_id: &'a str,
-    request_id: &'a str,
-}
-
-impl<M: Message> Mutation<'_, M> {
-    fn parse(
-        self,
-        mut violations: Violations,
-        op: Option<PointsOp>,
-        meta: EntryMeta,
-        deadline: Instant,
-    ) -> Result<PointsCommand, Status> {
-        let tenant = violations.check(TenantId::parse("tenant_id", self.tenant_id));
-        let member = violations.check(MemberId::parse("member_id", self.member_id));
-        let request_id = violations.check(RequestId::parse("request_id", self.request_id));
-        let command = (|| {
-            let tenant = tenant?;
-            Some(PointsCommand {
-                key: Some(idempotency_key(
-                    &tenant,
-                    request_id?,
-                    self.operation,
-                    &self.without_request_id,
-                )),
-                tenant_id: tenant,
-                member_id: member?,
-                op: op?,
-                meta,
-                deadline,
-            })
-        })();
-        finish(violations, command)
-    }
+/// A change of one member's account: its key, the member, and the operation `build` makes
+/// of the fields checked into `violations`.
+fn account_change<M: Mutation>(
+    edge: &Edge<'_, M>,
+    member_id: &str,
+    mut violations: Violations,
+    meta: EntryMeta,
+    build: impl FnOnce() -> Option<PointsOp>,
+) -> Result<PointsCommand, Status> {
+    let key = mutation_key(&mut violations, edge.request);
+    let member = violations.check(MemberId::parse("member_id", member_id));
+    finish(violations, || {
+        let key = key?;
+        Some(PointsCommand {
+            tenant_id: key.tenant_id.clone(),
+            key: Some(key),
+            member_id: member?,
+            op: build()?,
+            meta,
+            deadline: edge.deadline,
+        })
+    })
 }
 
 fn hold_selector(
@@ -213,43 +199,17 @@ fn rule_terms(rule: &pb::PointsRule) -> RuleTerms {
     }
 }
 
-#[tonic::async_trait]
-impl PointsAccountService for Points {
-    #[instrument(name = "PointsAccountService.GetPointsAccount", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn get_points_account(
-        &self,
-        request: Request<pb::GetPointsAccountRequest>,
-    ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
-        let member = violations.check(MemberId::parse("member_id", &r.member_id));
-        let (tenant, member) = finish(violations, tenant.zip(member))?;
-        let account = self
-            .app
-            .points_account(&tenant, &member)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetPointsAccountResponse {
-            points_account: Some(account.to_wire()),
-        }))
-    }
+impl TryFrom<Edge<'_, pb::EarnPointsRequest>> for PointsCommand {
+    type Error = Status;
 
-    #[instrument(name = "PointsAccountService.EarnPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn earn_points(
-        &self,
-        request: Request<pb::EarnPointsRequest>,
-    ) -> Result<Response<pb::EarnPointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+    fn try_from(edge: Edge<'_, pb::EarnPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
         let expires_at = violations
             .check(micros("expire_time", r.expire_time.as_ref()))
             .flatten();
-        if expires_at.is_some_and(|at| at <= self.app.clock.now()) {
+        if expires_at.is_some_and(|at| at <= edge.now) {
             violations.push("expire_time", "must be in the future");
         }
         let source = match &r.source {
@@ -269,56 +229,36 @@ impl PointsAccountService for Points {
                     .map(EarnSource::Event)
             }
         };
-        let command = mutation!(r, "EarnPoints").parse(
-            violations,
-            source.map(PointsOp::Earn),
-            meta,
-            deadline,
-        )?;
-        let done = self.change(command).await?;
-        Ok(Response::new(pb::EarnPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
+        account_change(&edge, &r.member_id, violations, meta, || {
+            Some(PointsOp::Earn(source?))
+        })
     }
+}
 
-    #[instrument(name = "PointsAccountService.DeductPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn deduct_points(
-        &self,
-        request: Request<pb::DeductPointsRequest>,
-    ) -> Result<Response<pb::DeductPointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::DeductPointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::DeductPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
         let amount = violations.check(points_amount("amount", r.amount));
-        let command = mutation!(r, "DeductPoints").parse(
-            violations,
-            amount.map(PointsOp::Deduct),
-            meta,
-            deadline,
-        )?;
-        let done = self.change(command).await?;
-        Ok(Response::new(pb::DeductPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
+        account_change(&edge, &r.member_id, violations, meta, || {
+            Some(PointsOp::Deduct(amount?))
+        })
     }
+}
 
-    #[instrument(name = "PointsAccountService.FreezePoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn freeze_points(
-        &self,
-        request: Request<pb::FreezePointsRequest>,
-    ) -> Result<Response<pb::FreezePointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::FreezePointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::FreezePointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let amount = violations.check(points_amount("amount", r.amount));
         let order_id = violations.check(reference("order_id", &r.order_id, 128));
         let ttl = match r.hold_ttl.filter(|d| d.seconds != 0 || d.nanos != 0) {
-            None => Some(self.app.config.points_hold_ttl),
+            None => Some(edge.config.points_hold_ttl),
             Some(ttl) => match Duration::try_from(ttl) {
                 Ok(ttl) if ttl >= Duration::from_secs(1) && ttl <= MAX_HOLD_TTL => Some(ttl),
                 _ => {
@@ -327,84 +267,70 @@ impl PointsAccountService for Points {
                 }
             },
         };
-        let op = (|| {
-            Some(PointsOp::Freeze {
-                amount: amount?,
-                order_id: order_id?,
-                ttl: ttl?,
-            })
-        })();
-        let command =
-            mutation!(r, "FreezePoints").parse(violations, op, EntryMeta::default(), deadline)?;
-        Ok(Response::new(self.change(command).await?))
+        account_change(
+            &edge,
+            &r.member_id,
+            violations,
+            EntryMeta::default(),
+            || {
+                Some(PointsOp::Freeze {
+                    amount: amount?,
+                    order_id: order_id?,
+                    ttl: ttl?,
+                })
+            },
+        )
     }
+}
 
-    #[instrument(name = "PointsAccountService.ConfirmFrozenPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn confirm_frozen_points(
-        &self,
-        request: Request<pb::ConfirmFrozenPointsRequest>,
-    ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::ConfirmFrozenPointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ConfirmFrozenPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, confirm_ref(r).as_ref());
         let amount = match r.amount {
             None => Some(None),
             Some(amount) => violations.check(points_amount("amount", amount)).map(Some),
         };
-        let op = (|| {
-            Some(PointsOp::Confirm {
-                hold: hold?,
-                amount: amount?,
-            })
-        })();
-        let command = mutation!(r, "ConfirmFrozenPoints").parse(
+        account_change(
+            &edge,
+            &r.member_id,
             violations,
-            op,
             EntryMeta::default(),
-            deadline,
-        )?;
-        let done = self.change(command).await?;
-        Ok(Response::new(pb::ConfirmFrozenPointsResponse {
-            points_account: done.points_account,
-            hold: done.hold,
-            transaction: done.transaction,
-        }))
+            || {
+                Some(PointsOp::Confirm {
+                    hold: hold?,
+                    amount: amount?,
+                })
+            },
+        )
     }
+}
 
-    #[instrument(name = "PointsAccountService.ReleaseFrozenPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn release_frozen_points(
-        &self,
-        request: Request<pb::ReleaseFrozenPointsRequest>,
-    ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::ReleaseFrozenPointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ReleaseFrozenPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let hold = hold_selector(&mut violations, release_ref(r).as_ref());
-        let command = mutation!(r, "ReleaseFrozenPoints").parse(
+        account_change(
+            &edge,
+            &r.member_id,
             violations,
-            hold.map(PointsOp::Release),
             EntryMeta::default(),
-            deadline,
-        )?;
-        let done = self.change(command).await?;
-        Ok(Response::new(pb::ReleaseFrozenPointsResponse {
-            points_account: done.points_account,
-            hold: done.hold,
-            transaction: done.transaction,
-        }))
+            || Some(PointsOp::Release(hold?)),
+        )
     }
+}
 
-    #[instrument(name = "PointsAccountService.RefundPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn refund_points(
-        &self,
-        request: Request<pb::RefundPointsRequest>,
-    ) -> Result<Response<pb::RefundPointsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::RefundPointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::RefundPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, "", "", &r.description);
         let target = match &r.target {
@@ -427,27 +353,53 @@ impl PointsAccountService for Points {
             None => Some(None),
             Some(amount) => violations.check(points_amount("amount", amount)).map(Some),
         };
-        let op = (|| {
+        account_change(&edge, &r.member_id, violations, meta, || {
             Some(PointsOp::Refund {
                 target: target?,
                 amount: amount?,
             })
-        })();
-        let command = mutation!(r, "RefundPoints").parse(violations, op, meta, deadline)?;
-        let done = self.change(command).await?;
-        Ok(Response::new(pb::RefundPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
+        })
     }
+}
 
-    #[instrument(name = "PointsAccountService.ListPointsTransactions", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn list_points_transactions(
-        &self,
-        request: Request<pb::ListPointsTransactionsRequest>,
-    ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
-        let r = request.get_ref();
+/// GetPointsAccount's query.
+struct AccountQuery {
+    tenant: TenantId,
+    member: MemberId,
+}
+
+impl TryFrom<Edge<'_, pb::GetPointsAccountRequest>> for AccountQuery {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::GetPointsAccountRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let member = violations.check(MemberId::parse("member_id", &r.member_id));
+        finish(violations, || {
+            Some(AccountQuery {
+                tenant: tenant?,
+                member: member?,
+            })
+        })
+    }
+}
+
+/// ListPointsTransactions' query.
+struct EntriesQuery {
+    tenant: TenantId,
+    member: MemberId,
+    types: Vec<TxType>,
+    range: (Option<UnixMicros>, Option<UnixMicros>),
+    after: Option<Uuid>,
+    size: u64,
+}
+
+impl TryFrom<Edge<'_, pb::ListPointsTransactionsRequest>> for EntriesQuery {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ListPointsTransactionsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
@@ -467,31 +419,30 @@ impl PointsAccountService for Points {
                 types.push(t);
             }
         }
-        let parsed = (|| Some((tenant?, member?, size?, after?, start?, end?)))();
-        let (tenant, member, size, after, start, end) = finish(violations, parsed)?;
-        let (transactions, last) = self
-            .app
-            .list_points_transactions(&tenant, &member, &types, (start, end), after, size)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListPointsTransactionsResponse {
-            transactions: transactions
-                .iter()
-                .map(|entry| entry_to_proto(&tenant, &member, entry))
-                .collect(),
-            next_page_token: last
-                .map(|id| encode_page_token(id, &list_query_text(r)))
-                .unwrap_or_default(),
-        }))
+        finish(violations, || {
+            Some(EntriesQuery {
+                tenant: tenant?,
+                member: member?,
+                types,
+                range: (start?, end?),
+                after: after?,
+                size: size?,
+            })
+        })
     }
+}
 
-    #[instrument(name = "PointsAccountService.GetPointsLeaderboard", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id))]
-    async fn get_points_leaderboard(
-        &self,
-        request: Request<pb::GetPointsLeaderboardRequest>,
-    ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
-        let r = request.get_ref();
+/// GetPointsLeaderboard's query.
+struct TopQuery {
+    tenant: TenantId,
+    top_n: usize,
+}
+
+impl TryFrom<Edge<'_, pb::GetPointsLeaderboardRequest>> for TopQuery {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::GetPointsLeaderboardRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let top_n = match r.top_n {
@@ -502,10 +453,263 @@ impl PointsAccountService for Points {
                 None
             }
         };
-        let (tenant, top_n) = finish(violations, tenant.zip(top_n))?;
+        finish(violations, || {
+            Some(TopQuery {
+                tenant: tenant?,
+                top_n: top_n?,
+            })
+        })
+    }
+}
+
+/// CreatePointsRule's command.
+struct CreateRule {
+    key: IdempotencyKey,
+    event: String,
+    terms: RuleTerms,
+}
+
+impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::CreatePointsRuleRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let key = mutation_key(&mut violations, r);
+        let Some(rule) = &r.points_rule else {
+            violations.push("points_rule", "is required");
+            return finish(violations, || None);
+        };
+        let event = violations.check(parse_event_type("points_rule.event_type", &rule.event_type));
+        let terms = match rule_terms(rule).check() {
+            Ok(terms) => Some(terms),
+            Err(found) => {
+                violations.extend(found.into_iter().map(|v| v.under("points_rule")).collect());
+                None
+            }
+        };
+        finish(violations, || {
+            Some(CreateRule {
+                key: key?,
+                event: event?,
+                terms: terms?,
+            })
+        })
+    }
+}
+
+/// UpdatePointsRule's command: the terms are checked once merged with the stored ones.
+struct UpdateRule {
+    key: IdempotencyKey,
+    id: Uuid,
+    version: i64,
+    terms: RuleTerms,
+    fields: Vec<RuleField>,
+}
+
+impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::UpdatePointsRuleRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let key = mutation_key(&mut violations, r);
+        let Some(rule) = &r.points_rule else {
+            violations.push("points_rule", "is required");
+            return finish(violations, || None);
+        };
+        let id = violations.check(parse_uuid("points_rule.id", &rule.id));
+        if rule.version <= 0 {
+            violations.push(
+                "points_rule.version",
+                "is required: the rule's current version (its etag)",
+            );
+        }
+        let mut fields = Vec::new();
+        match r.update_mask.as_ref().map(|m| m.paths.as_slice()) {
+            None | Some([]) => violations.push("update_mask", "must name the fields to update"),
+            Some(paths) if paths.iter().any(|p| p == "*") => fields.extend(RuleField::ALL),
+            Some(paths) => {
+                for path in paths {
+                    match RuleField::from_path(path) {
+                        Ok(field) if !fields.contains(&field) => fields.push(field),
+                        Ok(_) => {}
+                        Err(problem) => violations.push("update_mask", problem),
+                    }
+                }
+            }
+        }
+        finish(violations, || {
+            Some(UpdateRule {
+                key: key?,
+                id: id?,
+                version: rule.version,
+                terms: rule_terms(rule),
+                fields,
+            })
+        })
+    }
+}
+
+/// ListPointsRules' query.
+struct RulesQuery {
+    tenant: TenantId,
+    size: u64,
+    after: Option<Uuid>,
+}
+
+impl TryFrom<Edge<'_, pb::ListPointsRulesRequest>> for RulesQuery {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ListPointsRulesRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let size = violations.check(page_size("page_size", r.page_size));
+        let after = violations.check(decode_page_token(
+            "page_token",
+            &r.page_token,
+            &rules_query_text(r),
+        ));
+        finish(violations, || {
+            Some(RulesQuery {
+                tenant: tenant?,
+                size: size?,
+                after: after?,
+            })
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PointsAccountService for Points {
+    #[instrument(name = "PointsAccountService.GetPointsAccount", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn get_points_account(
+        &self,
+        request: Request<pb::GetPointsAccountRequest>,
+    ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
+        let q = AccountQuery::try_from(self.edge(&request))?;
+        let account = self
+            .app
+            .points_account(&q.tenant, &q.member)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetPointsAccountResponse {
+            points_account: Some(account.to_wire()),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.EarnPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn earn_points(
+        &self,
+        request: Request<pb::EarnPointsRequest>,
+    ) -> Result<Response<pb::EarnPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::EarnPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.DeductPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn deduct_points(
+        &self,
+        request: Request<pb::DeductPointsRequest>,
+    ) -> Result<Response<pb::DeductPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::DeductPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.FreezePoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn freeze_points(
+        &self,
+        request: Request<pb::FreezePointsRequest>,
+    ) -> Result<Response<pb::FreezePointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(done))
+    }
+
+    #[instrument(name = "PointsAccountService.ConfirmFrozenPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn confirm_frozen_points(
+        &self,
+        request: Request<pb::ConfirmFrozenPointsRequest>,
+    ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::ConfirmFrozenPointsResponse {
+            points_account: done.points_account,
+            hold: done.hold,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.ReleaseFrozenPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn release_frozen_points(
+        &self,
+        request: Request<pb::ReleaseFrozenPointsRequest>,
+    ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::ReleaseFrozenPointsResponse {
+            points_account: done.points_account,
+            hold: done.hold,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.RefundPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn refund_points(
+        &self,
+        request: Request<pb::RefundPointsRequest>,
+    ) -> Result<Response<pb::RefundPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::RefundPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.ListPointsTransactions", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn list_points_transactions(
+        &self,
+        request: Request<pb::ListPointsTransactionsRequest>,
+    ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
+        let q = EntriesQuery::try_from(self.edge(&request))?;
+        let (transactions, last) = self
+            .app
+            .list_points_transactions(&q.tenant, &q.member, &q.types, q.range, q.after, q.size)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPointsTransactionsResponse {
+            transactions: transactions
+                .iter()
+                .map(|entry| entry_to_proto(&q.tenant, &q.member, entry))
+                .collect(),
+            next_page_token: last
+                .map(|id| encode_page_token(id, &list_query_text(request.get_ref())))
+                .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(name = "PointsAccountService.GetPointsLeaderboard", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn get_points_leaderboard(
+        &self,
+        request: Request<pb::GetPointsLeaderboardRequest>,
+    ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
+        let q = TopQuery::try_from(self.edge(&request))?;
         let top = self
             .app
-            .leaderboard(&tenant, top_n)
+            .leaderboard(&q.tenant, q.top_n)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetPointsLeaderboardResponse {
@@ -529,34 +733,8 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::CreatePointsRuleRequest>,
     ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
-        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
-        let Some(rule) = &r.points_rule else {
-            violations.push("points_rule", "is required");
-            return Err(to_status(violations.into_vec().into()));
-        };
-        let event = violations.check(parse_event_type("points_rule.event_type", &rule.event_type));
-        let terms = match rule_terms(rule).check() {
-            Ok(terms) => Some(terms),
-            Err(found) => {
-                violations.extend(found.into_iter().map(|v| v.under("points_rule")).collect());
-                None
-            }
-        };
-        let parsed = (|| {
-            let tenant = tenant?;
-            let key = idempotency_key(
-                &tenant,
-                request_id?,
-                "CreatePointsRule",
-                &cleared(r, |m| m.request_id.clear()),
-            );
-            Some((key, event?, terms?))
-        })();
-        let (key, event, terms) = finish(violations, parsed)?;
-        let rule = reply(self.app.create_rule(key, event, terms).await)?;
+        let c = CreateRule::try_from(self.edge(&request))?;
+        let rule = reply(self.app.create_rule(c.key, c.event, c.terms).await)?;
         Ok(Response::new(pb::CreatePointsRuleResponse {
             points_rule: Some(rule),
         }))
@@ -568,49 +746,10 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::UpdatePointsRuleRequest>,
     ) -> Result<Response<pb::UpdatePointsRuleResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
-        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
-        let Some(rule) = &r.points_rule else {
-            violations.push("points_rule", "is required");
-            return Err(to_status(violations.into_vec().into()));
-        };
-        let id = violations.check(parse_uuid("points_rule.id", &rule.id));
-        if rule.version <= 0 {
-            violations.push(
-                "points_rule.version",
-                "is required: the rule's current version (its etag)",
-            );
-        }
-        let mut fields = Vec::new();
-        match r.update_mask.as_ref().map(|m| m.paths.as_slice()) {
-            None | Some([]) => violations.push("update_mask", "must name the fields to update"),
-            Some(paths) if paths.iter().any(|p| p == "*") => fields.extend(RuleField::ALL),
-            Some(paths) => {
-                for path in paths {
-                    match RuleField::from_path(path) {
-                        Ok(field) if !fields.contains(&field) => fields.push(field),
-                        Ok(_) => {}
-                        Err(problem) => violations.push("update_mask", problem),
-                    }
-                }
-            }
-        }
-        let parsed = (|| {
-            let tenant = tenant?;
-            let key = idempotency_key(
-                &tenant,
-                request_id?,
-                "UpdatePointsRule",
-                &cleared(r, |m| m.request_id.clear()),
-            );
-            Some((key, id?))
-        })();
-        let (key, id) = finish(violations, parsed)?;
+        let c = UpdateRule::try_from(self.edge(&request))?;
         let updated = reply(
             self.app
-                .update_rule(key, id, rule.version, rule_terms(rule), &fields)
+                .update_rule(c.key, c.id, c.version, c.terms, &c.fields)
                 .await,
         )?;
         Ok(Response::new(pb::UpdatePointsRuleResponse {
@@ -625,19 +764,10 @@ impl PointsAccountService for Points {
         request: Request<pb::ListPointsRulesRequest>,
     ) -> Result<Response<pb::ListPointsRulesResponse>, Status> {
         let r = request.get_ref();
-        let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
-        let size = violations.check(page_size("page_size", r.page_size));
-        let after = violations.check(decode_page_token(
-            "page_token",
-            &r.page_token,
-            &rules_query_text(r),
-        ));
-        let parsed = (|| Some((tenant?, size?, after?)))();
-        let (tenant, size, after) = finish(violations, parsed)?;
+        let q = RulesQuery::try_from(self.edge(&request))?;
         let (points_rules, last) = self
             .app
-            .list_rules(&tenant, r.enabled, after, size)
+            .list_rules(&q.tenant, r.enabled, q.after, q.size)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListPointsRulesResponse {

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use marketing_domain::{
-    CouponId, FieldViolation, MemberId, RequestId, TemplateId, TenantId,
+    CouponId, FieldViolation, MemberId, TemplateId, TenantId,
     coupon_template::{Currency, MAX_AMOUNT},
     error::Violations,
     page::page_size,
@@ -11,15 +11,10 @@ use marketing_domain::{
     user_coupon::MAX_DISTRIBUTION,
 };
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
-use prost::Message;
-use tokio::time::Instant;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{
-    deadline::answer_by,
-    parse::{cleared, finish, reference, reply},
-};
+use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reference, reply};
 use crate::{
     app::{AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
     wire::{
@@ -27,7 +22,6 @@ use crate::{
         convert::{
             coupon_status_from_proto, coupon_to_proto, decode_page_token, encode_page_token,
         },
-        idempotency_key,
         status::to_status,
     },
 };
@@ -45,23 +39,19 @@ impl UserCoupons {
         Self { app }
     }
 
-    /// A transition that needs only an order id besides the common fields.
-    async fn order_transition<M: Message>(
-        &self,
-        request: TransitionRequest<'_, M>,
-        order_id: &str,
-        change: impl FnOnce(String) -> CouponChange,
-    ) -> Result<pb::UserCoupon, Status> {
-        let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
-        let command = request.parse(&mut violations, order_id.map(change))?;
-        reply(self.app.transition_coupon(command).await)
+    /// The request with what parsing it needs: claims and distributions answer by the
+    /// client's `grpc-timeout`, capped by the server's claim timeout.
+    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+        Edge::new(request, self.app.config.claim_timeout, &self.app)
     }
 
-    /// When the call must be answered: the client's `grpc-timeout`, capped by the server's
-    /// claim timeout.
-    fn deadline(&self, metadata: &MetadataMap) -> Instant {
-        answer_by(metadata, self.app.config.claim_timeout)
+    /// Parses a transition request and answers with the coupon as the transition left it.
+    async fn transitioned<R: Sync>(&self, request: &Request<R>) -> Result<pb::UserCoupon, Status>
+    where
+        for<'a> TransitionCoupon: TryFrom<Edge<'a, R>, Error = Status>,
+    {
+        let command = TransitionCoupon::try_from(self.edge(request))?;
+        reply(self.app.transition_coupon(command).await)
     }
 }
 
@@ -92,63 +82,49 @@ fn lock_ttl(
     Ok(ttl)
 }
 
-/// The header of a transition request `$r` whose member is `$member` (`Some` when required).
-macro_rules! transition {
-    ($r:expr, $operation:literal, $member:expr) => {
-        TransitionRequest {
-            operation: $operation,
-            without_request_id: cleared($r, |m| m.request_id.clear()),
-            tenant_id: &$r.tenant_id,
-            request_id: &$r.request_id,
-            coupon_id: &$r.coupon_id,
-            member_id: $member,
-        }
+mutations! {
+    pb::ClaimCouponRequest => "ClaimCoupon",
+    pb::DistributeCouponsRequest => "DistributeCoupons",
+    pb::LockCouponRequest => "LockCoupon",
+    pb::UseCouponRequest => "UseCoupon",
+    pb::ReleaseCouponRequest => "ReleaseCoupon",
+    pb::ReturnCouponRequest => "ReturnCoupon",
+    pb::RevokeCouponRequest => "RevokeCoupon",
+}
+
+/// Whose coupon a transition names.
+enum Holder<'a> {
+    /// Checkout's calls: the member is required, and another member's coupon is not found.
+    Required(&'a str),
+    /// Operators' calls: empty means any member.
+    Optional(&'a str),
+}
+
+/// A transition of one coupon: its key, the coupon, its holder, and the change `build` makes
+/// of the fields checked into `violations`.
+fn transition<M: Mutation>(
+    request: &M,
+    coupon_id: &str,
+    holder: Holder<'_>,
+    mut violations: Violations,
+    build: impl FnOnce() -> Option<CouponChange>,
+) -> Result<TransitionCoupon, Status> {
+    let key = mutation_key(&mut violations, request);
+    let coupon_id = violations.check(CouponId::parse("coupon_id", coupon_id));
+    let member_id = match holder {
+        Holder::Required(member) => violations
+            .check(MemberId::parse("member_id", member))
+            .map(Some),
+        Holder::Optional(member) => optional_member(&mut violations, member),
     };
-}
-
-/// The fields every coupon transition carries.
-struct TransitionRequest<'a, M> {
-    operation: &'static str,
-    without_request_id: M,
-    tenant_id: &'a str,
-    request_id: &'a str,
-    coupon_id: &'a str,
-    /// `None`: optional and absent is fine (operators); `Some`: required.
-    member_id: Option<&'a str>,
-}
-
-impl<M: Message> TransitionRequest<'_, M> {
-    fn parse(
-        self,
-        violations: &mut Violations,
-        change: Option<CouponChange>,
-    ) -> Result<TransitionCoupon, Status> {
-        let tenant = violations.check(TenantId::parse("tenant_id", self.tenant_id));
-        let request_id = violations.check(RequestId::parse("request_id", self.request_id));
-        let coupon_id = violations.check(CouponId::parse("coupon_id", self.coupon_id));
-        let member_id = self
-            .member_id
-            .map(|member| violations.check(MemberId::parse("member_id", member)));
-        let violations = std::mem::take(violations);
-        let command = (|| {
-            let tenant = tenant?;
-            Some(TransitionCoupon {
-                key: idempotency_key(
-                    &tenant,
-                    request_id?,
-                    self.operation,
-                    &self.without_request_id,
-                ),
-                coupon_id: coupon_id?,
-                member_id: match member_id {
-                    Some(member) => Some(member?),
-                    None => None,
-                },
-                change: change?,
-            })
-        })();
-        finish(violations, command)
-    }
+    finish(violations, || {
+        Some(TransitionCoupon {
+            key: key?,
+            coupon_id: coupon_id?,
+            member_id: member_id?,
+            change: build()?,
+        })
+    })
 }
 
 /// An optional member id: empty means none.
@@ -169,56 +145,34 @@ fn list_query_text(request: &pb::ListMemberCouponsRequest) -> String {
     )
 }
 
-#[tonic::async_trait]
-impl UserCouponService for UserCoupons {
-    #[instrument(name = "UserCouponService.ClaimCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
-        template_id = %request.get_ref().template_id))]
-    async fn claim_coupon(
-        &self,
-        request: Request<pb::ClaimCouponRequest>,
-    ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::ClaimCouponRequest>> for ClaimCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ClaimCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let key = mutation_key(&mut violations, r);
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
         let template = violations.check(TemplateId::parse("template_id", &r.template_id));
-        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
-        let claim = (|| {
-            let tenant = tenant?;
+        finish(violations, || {
             Some(ClaimCoupon {
-                key: idempotency_key(
-                    &tenant,
-                    request_id?,
-                    "ClaimCoupon",
-                    &cleared(r, |m| m.request_id.clear()),
-                ),
+                key: key?,
                 template_id: template?,
                 member_id: member?,
-                deadline,
+                deadline: edge.deadline,
             })
-        })();
-        let claim = finish(violations, claim)?;
-        let coupon = reply(self.app.claim_coupon(claim).await)?;
-        Ok(Response::new(pb::ClaimCouponResponse {
-            user_coupon: Some(coupon),
-        }))
+        })
     }
+}
 
-    #[instrument(name = "UserCouponService.DistributeCoupons", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id,
-        members = request.get_ref().member_ids.len()))]
-    async fn distribute_coupons(
-        &self,
-        request: Request<pb::DistributeCouponsRequest>,
-    ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
-        let deadline = self.deadline(request.metadata());
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::DistributeCouponsRequest>> for DistributeCoupons {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::DistributeCouponsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
-        let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let key = mutation_key(&mut violations, r);
         let template = violations.check(TemplateId::parse("template_id", &r.template_id));
-        let request_id = violations.check(RequestId::parse("request_id", &r.request_id));
         let mut members = Vec::with_capacity(r.member_ids.len().min(MAX_DISTRIBUTION));
         if r.member_ids.is_empty() || r.member_ids.len() > MAX_DISTRIBUTION {
             violations.push(
@@ -236,55 +190,49 @@ impl UserCouponService for UserCoupons {
                 }
             }
         }
-        let command = (|| {
-            let tenant = tenant?;
+        finish(violations, || {
             Some(DistributeCoupons {
-                key: idempotency_key(
-                    &tenant,
-                    request_id?,
-                    "DistributeCoupons",
-                    &cleared(r, |m| m.request_id.clear()),
-                ),
+                key: key?,
                 template_id: template?,
                 members,
                 allow_partial: r.allow_partial,
-                deadline,
+                deadline: edge.deadline,
             })
-        })();
-        let command = finish(violations, command)?;
-        let response = reply(self.app.distribute_coupons(command).await)?;
-        Ok(Response::new(response))
+        })
     }
+}
 
-    #[instrument(name = "UserCouponService.GetUserCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn get_user_coupon(
-        &self,
-        request: Request<pb::GetUserCouponRequest>,
-    ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
-        let r = request.get_ref();
+/// GetUserCoupon's query.
+struct GetCoupon {
+    tenant: TenantId,
+    id: CouponId,
+    member: Option<MemberId>,
+}
+
+impl TryFrom<Edge<'_, pb::GetUserCouponRequest>> for GetCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::GetUserCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let id = violations.check(CouponId::parse("coupon_id", &r.coupon_id));
         let member = optional_member(&mut violations, &r.member_id);
-        let (tenant, (id, member)) = finish(violations, tenant.zip(id.zip(member)))?;
-        let coupon = self
-            .app
-            .get_coupon(&tenant, id, member.as_ref())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetUserCouponResponse {
-            user_coupon: Some(coupon.to_wire()),
-        }))
+        finish(violations, || {
+            Some(GetCoupon {
+                tenant: tenant?,
+                id: id?,
+                member: member?,
+            })
+        })
     }
+}
 
-    #[instrument(name = "UserCouponService.ListMemberCoupons", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn list_member_coupons(
-        &self,
-        request: Request<pb::ListMemberCouponsRequest>,
-    ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
-        let r = request.get_ref();
+impl TryFrom<Edge<'_, pb::ListMemberCouponsRequest>> for ListCoupons {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ListMemberCouponsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
@@ -303,7 +251,7 @@ impl UserCouponService for UserCoupons {
                 statuses.push(status);
             }
         }
-        let query = (|| {
+        finish(violations, || {
             Some(ListCoupons {
                 tenant_id: tenant?,
                 member_id: member?,
@@ -311,29 +259,25 @@ impl UserCouponService for UserCoupons {
                 before: before?.map(CouponId),
                 page_size: page_size?,
             })
-        })();
-        let query = finish(violations, query)?;
-        let page = self.app.list_coupons(query).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListMemberCouponsResponse {
-            user_coupons: page
-                .coupons
-                .iter()
-                .map(|coupon| coupon_to_proto(coupon, page.at))
-                .collect(),
-            next_page_token: page
-                .next
-                .map(|id| encode_page_token(id.0, &list_query_text(r)))
-                .unwrap_or_default(),
-        }))
+        })
     }
+}
 
-    #[instrument(name = "UserCouponService.ValidateCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn validate_coupon(
-        &self,
-        request: Request<pb::ValidateCouponRequest>,
-    ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
-        let r = request.get_ref();
+/// ValidateCoupon's query: the coupon, and the order it would be used for.
+struct ValidateCoupon {
+    tenant: TenantId,
+    member: MemberId,
+    id: CouponId,
+    amount: i64,
+    currency: Currency,
+    order_id: Option<String>,
+}
+
+impl TryFrom<Edge<'_, pb::ValidateCouponRequest>> for ValidateCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ValidateCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
@@ -347,14 +291,225 @@ impl UserCouponService for UserCoupons {
                 .check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN))
                 .map(Some)
         };
-        let parsed = (|| Some((tenant?, member?, id?, amount?, currency?, order_id?)))();
-        let (tenant, member, id, amount, currency, order_id) = finish(violations, parsed)?;
-        let response = self
+        finish(violations, || {
+            Some(ValidateCoupon {
+                tenant: tenant?,
+                member: member?,
+                id: id?,
+                amount: amount?,
+                currency: currency?,
+                order_id: order_id?,
+            })
+        })
+    }
+}
+
+impl TryFrom<Edge<'_, pb::LockCouponRequest>> for TransitionCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::LockCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
+        let ttl = violations.check(lock_ttl(
+            "lock_ttl",
+            r.lock_ttl.as_ref(),
+            edge.config.coupon_lock_ttl,
+        ));
+        transition(
+            r,
+            &r.coupon_id,
+            Holder::Required(&r.member_id),
+            violations,
+            || {
+                Some(CouponChange::Lock {
+                    order_id: order_id?,
+                    ttl: ttl?,
+                })
+            },
+        )
+    }
+}
+
+impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::UseCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
+        let amount = violations.check(order_amount("amount", r.amount));
+        let currency = violations.check(Currency::parse("currency", &r.currency));
+        transition(
+            r,
+            &r.coupon_id,
+            Holder::Required(&r.member_id),
+            violations,
+            || {
+                Some(CouponChange::Use {
+                    order_id: order_id?,
+                    amount: amount?,
+                    currency: currency?,
+                })
+            },
+        )
+    }
+}
+
+/// A member's transition that takes an order id alone.
+fn order_change<M: Mutation>(
+    request: &M,
+    coupon_id: &str,
+    member_id: &str,
+    order_id: &str,
+    change: fn(String) -> CouponChange,
+) -> Result<TransitionCoupon, Status> {
+    let mut violations = Violations::new();
+    let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
+    transition(
+        request,
+        coupon_id,
+        Holder::Required(member_id),
+        violations,
+        || Some(change(order_id?)),
+    )
+}
+
+impl TryFrom<Edge<'_, pb::ReleaseCouponRequest>> for TransitionCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ReleaseCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        order_change(r, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
+            CouponChange::Release { order_id }
+        })
+    }
+}
+
+impl TryFrom<Edge<'_, pb::ReturnCouponRequest>> for TransitionCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ReturnCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        order_change(r, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
+            CouponChange::Return { order_id }
+        })
+    }
+}
+
+impl TryFrom<Edge<'_, pb::RevokeCouponRequest>> for TransitionCoupon {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::RevokeCouponRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let reason = violations.check(check_display_text(
+            "reason",
+            &r.reason,
+            TextKind::Lines,
+            MAX_REVOKE_REASON_CHARS,
+        ));
+        transition(
+            r,
+            &r.coupon_id,
+            Holder::Optional(&r.member_id),
+            violations,
+            || {
+                reason?;
+                Some(CouponChange::Revoke {
+                    reason: r.reason.clone(),
+                })
+            },
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl UserCouponService for UserCoupons {
+    #[instrument(name = "UserCouponService.ClaimCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
+        template_id = %request.get_ref().template_id))]
+    async fn claim_coupon(
+        &self,
+        request: Request<pb::ClaimCouponRequest>,
+    ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
+        let claim = ClaimCoupon::try_from(self.edge(&request))?;
+        let coupon = reply(self.app.claim_coupon(claim).await)?;
+        Ok(Response::new(pb::ClaimCouponResponse {
+            user_coupon: Some(coupon),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.DistributeCoupons", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id,
+        members = request.get_ref().member_ids.len()))]
+    async fn distribute_coupons(
+        &self,
+        request: Request<pb::DistributeCouponsRequest>,
+    ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
+        let command = DistributeCoupons::try_from(self.edge(&request))?;
+        let response = reply(self.app.distribute_coupons(command).await)?;
+        Ok(Response::new(response))
+    }
+
+    #[instrument(name = "UserCouponService.GetUserCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn get_user_coupon(
+        &self,
+        request: Request<pb::GetUserCouponRequest>,
+    ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
+        let query = GetCoupon::try_from(self.edge(&request))?;
+        let coupon = self
             .app
-            .validate_coupon(&tenant, &member, id, amount, &currency, order_id.as_deref())
+            .get_coupon(&query.tenant, query.id, query.member.as_ref())
             .await
             .map_err(to_status)?;
-        Ok(Response::new(response.to_wire()))
+        Ok(Response::new(pb::GetUserCouponResponse {
+            user_coupon: Some(coupon.to_wire()),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ListMemberCoupons", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn list_member_coupons(
+        &self,
+        request: Request<pb::ListMemberCouponsRequest>,
+    ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
+        let query = ListCoupons::try_from(self.edge(&request))?;
+        let page = self.app.list_coupons(query).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListMemberCouponsResponse {
+            user_coupons: page
+                .coupons
+                .iter()
+                .map(|coupon| coupon_to_proto(coupon, page.at))
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
+                .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ValidateCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn validate_coupon(
+        &self,
+        request: Request<pb::ValidateCouponRequest>,
+    ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
+        let q = ValidateCoupon::try_from(self.edge(&request))?;
+        let check = self
+            .app
+            .validate_coupon(
+                &q.tenant,
+                &q.member,
+                q.id,
+                q.amount,
+                &q.currency,
+                q.order_id.as_deref(),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(check.to_wire()))
     }
 
     #[instrument(name = "UserCouponService.LockCoupon", skip_all, fields(
@@ -363,25 +518,8 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::LockCouponRequest>,
     ) -> Result<Response<pb::LockCouponResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
-        let ttl = violations.check(lock_ttl(
-            "lock_ttl",
-            r.lock_ttl.as_ref(),
-            self.app.config.coupon_lock_ttl,
-        ));
-        let change = (|| {
-            Some(CouponChange::Lock {
-                order_id: order_id?,
-                ttl: ttl?,
-            })
-        })();
-        let command =
-            transition!(r, "LockCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
-        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::LockCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(self.transitioned(&request).await?),
         }))
     }
 
@@ -391,23 +529,8 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::UseCouponRequest>,
     ) -> Result<Response<pb::UseCouponResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
-        let amount = violations.check(order_amount("amount", r.amount));
-        let currency = violations.check(Currency::parse("currency", &r.currency));
-        let change = (|| {
-            Some(CouponChange::Use {
-                order_id: order_id?,
-                amount: amount?,
-                currency: currency?,
-            })
-        })();
-        let command =
-            transition!(r, "UseCoupon", Some(&r.member_id)).parse(&mut violations, change)?;
-        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::UseCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(self.transitioned(&request).await?),
         }))
     }
 
@@ -417,16 +540,8 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::ReleaseCouponRequest>,
     ) -> Result<Response<pb::ReleaseCouponResponse>, Status> {
-        let r = request.get_ref();
-        let coupon = self
-            .order_transition(
-                transition!(r, "ReleaseCoupon", Some(&r.member_id)),
-                &r.order_id,
-                |order_id| CouponChange::Release { order_id },
-            )
-            .await?;
         Ok(Response::new(pb::ReleaseCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(self.transitioned(&request).await?),
         }))
     }
 
@@ -436,16 +551,8 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::ReturnCouponRequest>,
     ) -> Result<Response<pb::ReturnCouponResponse>, Status> {
-        let r = request.get_ref();
-        let coupon = self
-            .order_transition(
-                transition!(r, "ReturnCoupon", Some(&r.member_id)),
-                &r.order_id,
-                |order_id| CouponChange::Return { order_id },
-            )
-            .await?;
         Ok(Response::new(pb::ReturnCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(self.transitioned(&request).await?),
         }))
     }
 
@@ -455,28 +562,8 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::RevokeCouponRequest>,
     ) -> Result<Response<pb::RevokeCouponResponse>, Status> {
-        let r = request.get_ref();
-        let mut violations = Violations::new();
-        violations.check(check_display_text(
-            "reason",
-            &r.reason,
-            TextKind::Lines,
-            MAX_REVOKE_REASON_CHARS,
-        ));
-        let command = transition!(
-            r,
-            "RevokeCoupon",
-            (!r.member_id.is_empty()).then_some(r.member_id.as_str())
-        )
-        .parse(
-            &mut violations,
-            Some(CouponChange::Revoke {
-                reason: r.reason.clone(),
-            }),
-        )?;
-        let coupon = reply(self.app.transition_coupon(command).await)?;
         Ok(Response::new(pb::RevokeCouponResponse {
-            user_coupon: Some(coupon),
+            user_coupon: Some(self.transitioned(&request).await?),
         }))
     }
 }
