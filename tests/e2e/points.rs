@@ -578,6 +578,56 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
     app.stop().await;
 }
 
+/// The transactional store (`TxnBatch`) leaves out a ledger whose account another write
+/// changed after the batch read it: nothing of it is written, and the batch plans it again.
+/// (On SQLite the write transaction excludes other writers, so this is PostgreSQL's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_leaves_out_a_ledger_whose_account_moved() {
+    use marketing_domain::{UnixMicros, points::EntryMeta, points::Ledger};
+    use marketing_storage::points::{
+        batch::BatchKeys,
+        store::{LedgerStore, PlannedLedger, TxnBatch},
+    };
+
+    let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
+    let (tenant, member) = (
+        TenantId::parse("t", "acme").expect("tenant"),
+        MemberId::parse("m", "moved").expect("member"),
+    );
+    let mut points = app.points();
+    points.earn_points(earn("moved", 100)).await.expect("earn");
+    let keys = BatchKeys {
+        members: vec![(&tenant, &member)],
+        ..Default::default()
+    };
+    let mut store = TxnBatch::begin(&app.state.db).await.expect("begin");
+    let reads = store.read(&keys).await.expect("read");
+    let (read, lots) = reads.ledgers.into_iter().next().expect("the account");
+    let mut ledger = Ledger::new(read, lots, UnixMicros::now());
+    ledger.deduct(30, EntryMeta::default()).expect("planned");
+    points
+        .deduct_points(deduct("moved", 5))
+        .await
+        .expect("meanwhile");
+    let daily = HashMap::new();
+    let written = store
+        .write(&[PlannedLedger {
+            ledger: &ledger,
+            daily: &daily,
+        }])
+        .await
+        .expect("write");
+    assert!(written.is_empty(), "a moved account was written");
+    store
+        .commit(Vec::new(), UnixMicros::now())
+        .await
+        .expect("commit");
+    let shown = account(&app, "moved").await;
+    assert_eq!((shown.available, shown.total_spent), (95, 5));
+    audit(&app).await;
+    app.stop().await;
+}
+
 async fn read_batch_records(
     pool: &marketing_storage::PgPool,
     tenant: &TenantId,

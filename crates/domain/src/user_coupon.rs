@@ -99,6 +99,44 @@ pub struct UserCoupon {
 }
 
 impl UserCoupon {
+    /// The coupon a grant issues: the template's terms, AVAILABLE, valid for the window a
+    /// claim at `now` gets.
+    pub fn issue(
+        template: &CouponTemplate,
+        member: &MemberId,
+        slot: i32,
+        now: UnixMicros,
+    ) -> Result<UserCoupon, MarketingError> {
+        let (valid_from, valid_until) = template
+            .terms
+            .validity
+            .window_for_claim(now)
+            .ok_or_else(|| MarketingError::internal("coupon validity overflows"))?;
+        Ok(UserCoupon {
+            id: CouponId::new(),
+            tenant_id: template.tenant_id.clone(),
+            template_id: template.id,
+            member_id: member.clone(),
+            claim_slot: slot,
+            status: CouponStatus::Available,
+            discount: template.terms.discount,
+            currency: template.terms.currency.clone(),
+            min_spend_amount: template.terms.min_spend_amount,
+            valid_from,
+            valid_until,
+            claimed_at: now,
+            order_id: None,
+            lock_expires_at: None,
+            order_amount: None,
+            discount_applied: None,
+            used_at: None,
+            revoke_reason: None,
+            revoked_at: None,
+            version: 1,
+            updated_at: now,
+        })
+    }
+
     /// The state a reader sees at `now`: a lapsed lock is AVAILABLE again, and an unused coupon
     /// past its validity is EXPIRED, whether or not the sweepers have stored that yet.
     pub fn effective_status(&self, now: UnixMicros) -> CouponStatus {
@@ -345,6 +383,27 @@ mod tests {
 
     fn member(id: &str) -> MemberId {
         MemberId::parse("m", id).unwrap()
+    }
+
+    #[test]
+    fn an_issued_coupon_carries_the_templates_terms_and_its_claims_window() {
+        let template = template(3, 1);
+        let now = UnixMicros(5);
+        let coupon = UserCoupon::issue(&template, &member("a"), 1, now).unwrap();
+        assert_eq!(coupon.status, CouponStatus::Available);
+        assert_eq!((coupon.template_id, coupon.claim_slot), (template.id, 1));
+        assert_eq!(coupon.discount, template.terms.discount);
+        assert_eq!(coupon.min_spend_amount, 1000);
+        assert_eq!(
+            (coupon.valid_from, coupon.valid_until),
+            (now, UnixMicros(5 + MICROS_PER_DAY))
+        );
+        assert_eq!((coupon.claimed_at, coupon.version), (now, 1));
+        let mut forever = template.clone();
+        forever.terms.validity = Validity::Relative {
+            valid_days: i32::MAX,
+        };
+        assert!(UserCoupon::issue(&forever, &member("a"), 1, UnixMicros(i64::MAX - 1)).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Database {
     conn: DatabaseConnection,
     backend: Backend,
     /// The same pool as `conn`, for the statements SeaORM cannot express (array parameters,
-    /// see `points_batch`).
+    /// see `points::batch`).
     postgres: Option<sqlx::PgPool>,
 }
 

@@ -170,8 +170,8 @@ pub async fn find_many(
 pub async fn insert_completed(
     conn: &impl ConnectionTrait,
     records: Vec<(&IdempotencyKey, Outcome)>,
+    now: UnixMicros,
 ) -> Result<(), MarketingError> {
-    let now = UnixMicros::now();
     let rows: Vec<record::ActiveModel> = records
         .into_iter()
         .map(|(key, outcome)| {

@@ -14,11 +14,9 @@
 use std::time::Duration;
 
 use marketing_domain::{
-    MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
+    MarketingError, MemberId, TemplateId, TenantId,
     coupon_template::CouponTemplate,
-    user_coupon::{
-        ClaimRefusal, CouponId, CouponStatus, CouponView, Distribution, UserCoupon, plan_claims,
-    },
+    user_coupon::{ClaimRefusal, CouponView, Distribution, UserCoupon, plan_claims},
 };
 use marketing_infra::lock::LockGuard;
 use marketing_storage::{
@@ -29,7 +27,7 @@ use marketing_storage::{
 use tokio::time::Instant;
 
 use super::{
-    Answer, AppState, Begun, Recorded,
+    Answer, AppState, Recorded,
     batcher::{Backoff, Batched, Group, retry_lost_races},
     isolate::Isolation,
 };
@@ -79,26 +77,21 @@ struct Issued {
 impl AppState {
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
-        let app = self.clone();
+        let serve = self.drainer(|app, groups| async move { app.serve_claim_batch(groups).await });
         self.claim_batcher
-            .submit(claim.template_id, claim, move |groups| {
-                let app = app.clone();
-                async move { app.serve_claim_batch(groups).await }
-            })
+            .submit(claim.template_id, claim, serve)
             .await
     }
 
     async fn serve_claim_batch(&self, unique: Vec<Group<ClaimCoupon, Answer<CouponView>>>) {
         let claims: Vec<&ClaimCoupon> = unique.iter().map(|group| &group.cmd).collect();
         // One member's failure is that claim's alone: a failed batch is served again in halves.
-        let mut isolation = Isolation::new(claims.len());
-        while let Some(range) = isolation.next_batch() {
-            let outcome = self.serve_claims(&claims[range.clone()]).await;
-            if isolation.record(range, outcome) {
-                self.metrics.record_claim_split();
-            }
-        }
-        let outcomes = isolation.finish();
+        let outcomes = Isolation::serve(
+            claims.len(),
+            |range| self.serve_claims(&claims[range]),
+            || self.metrics.record_claim_split(),
+        )
+        .await;
         // The claimants' lists are marked changed before they are answered; meanwhile the
         // template's next batch may start.
         let app = self.clone();
@@ -209,7 +202,7 @@ impl AppState {
                             Err(refusal) => Err(refusal.into_error()),
                         });
                     }
-                    idempotency::insert_completed(&txn, records).await?;
+                    idempotency::insert_completed(&txn, records, now).await?;
                 }
             }
         }
@@ -255,7 +248,7 @@ impl AppState {
         let mut issued = Vec::with_capacity(plan.len());
         for (member, decision) in members.iter().zip(plan) {
             issued.push(match decision {
-                Ok(grant) => Ok(new_coupon(&template, member, grant.slot, now)?),
+                Ok(grant) => Ok(UserCoupon::issue(&template, member, grant.slot, now)?),
                 Err(refusal) => Err(refusal),
             });
         }
@@ -320,10 +313,7 @@ impl AppState {
         cmd: &DistributeCoupons,
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
-        let txn = match self.begin_idempotent(&cmd.key).await? {
-            Begun::Replay(response) => return Ok(Answer::Recorded(response)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &cmd.key);
         let members: Vec<&MemberId> = cmd.members.iter().collect();
         let issued = self
             .issue_coupons(
@@ -410,42 +400,6 @@ impl AppState {
             }
         }
     }
-}
-
-fn new_coupon(
-    template: &CouponTemplate,
-    member: &MemberId,
-    slot: i32,
-    now: UnixMicros,
-) -> Result<UserCoupon, MarketingError> {
-    let (valid_from, valid_until) = template
-        .terms
-        .validity
-        .window_for_claim(now)
-        .ok_or_else(|| MarketingError::internal("coupon validity overflows"))?;
-    Ok(UserCoupon {
-        id: CouponId::new(),
-        tenant_id: template.tenant_id.clone(),
-        template_id: template.id,
-        member_id: member.clone(),
-        claim_slot: slot,
-        status: CouponStatus::Available,
-        discount: template.terms.discount,
-        currency: template.terms.currency.clone(),
-        min_spend_amount: template.terms.min_spend_amount,
-        valid_from,
-        valid_until,
-        claimed_at: now,
-        order_id: None,
-        lock_expires_at: None,
-        order_amount: None,
-        discount_applied: None,
-        used_at: None,
-        revoke_reason: None,
-        revoked_at: None,
-        version: 1,
-        updated_at: now,
-    })
 }
 
 /// A claim's recorded outcome, answered again.

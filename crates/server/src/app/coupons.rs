@@ -13,10 +13,17 @@ use marketing_domain::{
 };
 use marketing_storage::{ConnectionTrait, idempotency::IdempotencyKey, templates, user_coupons};
 
-use super::{Answer, AppState, Begun};
+use super::{Answer, AppState};
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
 const CAS_ATTEMPTS: usize = 5;
+
+/// What the coupon sweeper does: lapsed locks back to AVAILABLE, then unused coupons past
+/// their validity to EXPIRED.
+enum Sweep {
+    Locks,
+    Validity,
+}
 
 /// A page of a member's coupons as answered at `at`, newest first, and the last coupon of it
 /// when another page may follow.
@@ -303,10 +310,7 @@ impl AppState {
         &self,
         cmd: TransitionCoupon,
     ) -> Result<Answer<CouponView>, MarketingError> {
-        let txn = match self.begin_idempotent(&cmd.key).await? {
-            Begun::Replay(coupon) => return Ok(Answer::Recorded(coupon)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &cmd.key);
         let tenant = &cmd.key.tenant_id;
         let (transition, order_id) = cmd.change.transition();
         for _ in 0..CAS_ATTEMPTS {
@@ -351,23 +355,27 @@ impl AppState {
     /// batches of `batch`. Safe to run on every replica at once.
     pub async fn sweep_coupons(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
         let now = self.clock.now();
-        let (mut unlocked, mut expired) = (0, 0);
-        loop {
-            let swept = user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?;
-            unlocked += swept.changed;
-            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
-                .await;
-            if swept.changed < batch {
-                break;
-            }
-        }
-        loop {
-            let swept = user_coupons::expire_lapsed(self.db.conn(), now, batch).await?;
-            expired += swept.changed;
-            self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
-                .await;
-            if swept.changed < batch {
-                break;
+        let mut unlocked = 0;
+        let mut expired = 0;
+        for (sweep, count) in [
+            (Sweep::Locks, &mut unlocked),
+            (Sweep::Validity, &mut expired),
+        ] {
+            loop {
+                let swept = match sweep {
+                    Sweep::Locks => {
+                        user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?
+                    }
+                    Sweep::Validity => {
+                        user_coupons::expire_lapsed(self.db.conn(), now, batch).await?
+                    }
+                };
+                *count += swept.changed;
+                self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
+                    .await;
+                if swept.changed < batch {
+                    break;
+                }
             }
         }
         use std::sync::atomic::Ordering::Relaxed;

@@ -77,6 +77,27 @@ impl<R> Isolation<R> {
         false
     }
 
+    /// Serves `commands` commands, a range of them at a time through `serve`, until each has
+    /// its answer; `split` counts each batch split in halves. One answer per command, in order.
+    pub async fn serve<F, Fut>(
+        commands: usize,
+        mut serve: F,
+        split: impl Fn(),
+    ) -> Vec<Result<R, MarketingError>>
+    where
+        F: FnMut(Range<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Result<R, MarketingError>>, MarketingError>>,
+    {
+        let mut isolation = Self::new(commands);
+        while let Some(range) = isolation.next_batch() {
+            let outcome = serve(range.clone()).await;
+            if isolation.record(range, outcome) {
+                split();
+            }
+        }
+        isolation.finish()
+    }
+
     /// One answer per command, in order.
     pub fn finish(self) -> Vec<Result<R, MarketingError>> {
         self.results

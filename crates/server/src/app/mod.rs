@@ -1,6 +1,19 @@
 //! The application layer: use cases that combine domain rules, storage and infrastructure,
 //! one transaction each. Handlers in `grpc` call exactly one of these.
 
+/// The transaction that owns a mutation's request id, or returns (from the use case) the
+/// answer that request id got the first time.
+macro_rules! begin_or_replay {
+    ($app:expr, $key:expr) => {
+        match $app.begin_idempotent($key).await? {
+            $crate::app::Begun::Fresh(txn) => txn,
+            $crate::app::Begun::Replay(first) => {
+                return Ok($crate::app::Answer::Recorded(first));
+            }
+        }
+    };
+}
+
 mod answer;
 mod batcher;
 mod claims;
@@ -10,7 +23,7 @@ mod metrics;
 mod points;
 mod templates;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{
     MarketingError, TemplateId, points::PointsOutcome, time::Clock, user_coupon::CouponView,
@@ -18,7 +31,7 @@ use marketing_domain::{
 
 use batcher::Batcher;
 use marketing_infra::{
-    cache::{Cache, LocalCache, TieredCache},
+    cache::{Cache, LocalCache, TieredCache, Versioned},
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
     redis::RedisPool,
@@ -173,6 +186,28 @@ impl AppState {
                 // Nothing was written; dropping the transaction rolls it back.
                 drop(txn);
                 wire::replay(outcome).map(|bytes| Begun::Replay(Recorded::new(bytes)))
+            }
+        }
+    }
+
+    /// `serve` as a batcher's drainer, run on a clone of this state (a drainer outlives the
+    /// call that started it).
+    fn drainer<G, F>(
+        &self,
+        serve: impl Fn(AppState, G) -> F + Send + 'static,
+    ) -> impl Fn(G) -> F + Send + 'static {
+        let app = self.clone();
+        move |groups| serve(app.clone(), groups)
+    }
+
+    /// Writes a copy through to the cache (the highest version wins, so a slow writer cannot
+    /// put an older copy back). If the write fails, the entry is evicted so no older copy
+    /// outlives the change; if that fails too, the TTL bounds the staleness.
+    pub(crate) async fn write_through(&self, key: &str, entry: Versioned, ttl: Duration) {
+        if let Err(err) = self.cache.put(key, entry, ttl).await {
+            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching failed");
+            if let Err(err) = self.cache.evict(key).await {
+                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting failed");
             }
         }
     }

@@ -12,7 +12,7 @@ use marketing_storage::{
     templates::{self, TemplateChange, TemplateFilter},
 };
 
-use super::{Answer, AppState, Begun, Recorded};
+use super::{Answer, AppState, Recorded};
 use crate::wire;
 
 pub struct CreateTemplate {
@@ -54,10 +54,7 @@ impl AppState {
         &self,
         cmd: CreateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = match self.begin_idempotent(&cmd.key).await? {
-            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &cmd.key);
         let now = self.clock.now();
         let template = CouponTemplate {
             id: TemplateId::new(),
@@ -122,10 +119,7 @@ impl AppState {
         &self,
         cmd: UpdateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = match self.begin_idempotent(&cmd.key).await? {
-            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &cmd.key);
         let tenant_id = &cmd.key.tenant_id;
         let current = templates::get(&txn, tenant_id, cmd.id).await?;
         if current.archived_at.is_some() {
@@ -161,10 +155,7 @@ impl AppState {
         &self,
         cmd: ChangeTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = match self.begin_idempotent(&cmd.key).await? {
-            Begun::Replay(template) => return Ok(Answer::Recorded(template)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &cmd.key);
         let changed = templates::change(
             &txn,
             &cmd.key.tenant_id,
@@ -191,24 +182,14 @@ impl AppState {
     }
 
     /// Writes a template just written to the database through to the cache, as the message
-    /// a reader is answered with. The cache keeps the highest revision, so a
-    /// slow reader cannot put an older copy back. If the write fails, the entry is evicted so
-    /// no older copy outlives the change; if that fails too, the TTL bounds the staleness.
+    /// a reader is answered with.
     pub(super) async fn cache_template(&self, template: &CouponTemplate) {
-        let key = cache_key(&template.tenant_id, template.id);
         let entry = Versioned {
             version: template.revision,
             value: wire::record(template),
         };
-        if let Err(err) = self
-            .cache
-            .put(&key, entry, self.config.template_cache_ttl)
-            .await
-        {
-            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching template failed");
-            if let Err(err) = self.cache.evict(&key).await {
-                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting template failed");
-            }
-        }
+        let key = cache_key(&template.tenant_id, template.id);
+        self.write_through(&key, entry, self.config.template_cache_ttl)
+            .await;
     }
 }

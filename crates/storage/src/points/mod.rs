@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 pub mod batch;
 pub mod rows;
+pub mod store;
 
 use rows::{LedgerWrite, LotUpdate};
 

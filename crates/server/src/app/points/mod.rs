@@ -2,8 +2,9 @@
 //! which serves it in this replica's next batch: read the accounts and their lots, let the
 //! domain [`Ledger`] plan the changes, write them with `WHERE version = read_version`, and on
 //! a lost race plan again on fresh data, retrying with jittered backoff until the deadline.
-//! On PostgreSQL a batch is first tried in two statements (`points_batch_short`), then in a
-//! transaction (`points_batch_transaction`, SQLite's only path). Business refusals are
+//! One planner ([`AppState::serve_points_on`]) serves a batch through either storage
+//! implementation of `LedgerStore`: on PostgreSQL first `PgBatch` (two statements), then, if
+//! an account moved, `TxnBatch` (a transaction, SQLite's only way). Business refusals are
 //! recorded under the request id, so a retry replays the first refusal too. Rules and their
 //! cache (`rules.rs`), the leaderboard (`leaderboard.rs`) and the sweeper (`sweep.rs`) live
 //! beside this module.
@@ -31,16 +32,19 @@ use marketing_domain::{
 };
 use marketing_infra::{cache::Versioned, leaderboard::Standing};
 use marketing_storage::{
-    ConnectionTrait, PgPool,
+    ConnectionTrait,
     idempotency::{self, IdempotencyKey, Outcome},
-    points::batch as points_batch,
-    points::{self, BizRef, HoldRef, RuleRef},
+    points::{
+        self, BizRef, HoldRef, RuleRef,
+        batch::BatchKeys,
+        store::{LedgerStore, PgBatch, PlannedLedger, TxnBatch},
+    },
 };
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    Answer, AppState, Begun, Recorded,
+    Answer, AppState, Recorded,
     batcher::{Backoff, Batched, Group, retry_lost_races},
     isolate::Isolation,
 };
@@ -180,34 +184,29 @@ impl AppState {
     /// Applies one command: it waits in this replica's points queue and is served in the
     /// next batch (one transaction, one write per account, one commit for all).
     pub async fn change_points(&self, cmd: PointsCommand) -> PointsResult {
-        let app = self.clone();
-        self.points_batcher
-            .submit((), cmd, move |groups| {
-                let app = app.clone();
-                async move { app.serve_points_batch(groups).await }
-            })
-            .await
+        let serve = self.drainer(|app, groups| async move { app.serve_points_batch(groups).await });
+        self.points_batcher.submit((), cmd, serve).await
     }
 
     async fn serve_points_batch(&self, unique: Vec<Group<PointsCommand, Answer<PointsOutcome>>>) {
         let cmds: Vec<&PointsCommand> = unique.iter().map(|group| &group.cmd).collect();
         // One command's failure is that command's alone: a failed batch is served again in
         // halves.
-        let mut isolation = Isolation::new(cmds.len());
-        while let Some(range) = isolation.next_batch() {
-            let outcome = self.serve_points_commands(&cmds[range.clone()]).await;
-            if isolation.record(range, outcome) {
-                self.metrics.record_points_split();
-            }
-        }
-        let results = isolation.finish();
+        let results = Isolation::serve(
+            cmds.len(),
+            |range| self.serve_points_commands(&cmds[range]),
+            || self.metrics.record_points_split(),
+        )
+        .await;
         for (group, result) in unique.into_iter().zip(results) {
             group.answer(result);
         }
     }
 
     /// One batch, retried with backoff while another writer wins the race, until the
-    /// latest deadline among its commands (a short one never cuts its neighbours' short).
+    /// latest deadline among its commands (a short one never cuts its neighbours' short):
+    /// first in PostgreSQL's two statements, which fail whole when an account moved, then in
+    /// a transaction, which plans again only the accounts that moved.
     async fn serve_points_commands(
         &self,
         cmds: &[&PointsCommand],
@@ -217,18 +216,22 @@ impl AppState {
         };
         let started = std::time::Instant::now();
         let (outcome, attempts) = retry_lost_races(deadline, RETRY, |attempt| async move {
-            match (attempt, self.db.postgres()) {
-                (0, Some(pool)) => match self.points_batch_short(pool, cmds).await {
+            match (attempt, PgBatch::new(&self.db)) {
+                (0, Some(short)) => match self.serve_points_on(short, cmds).await {
                     Err(MarketingError::ConcurrentModification(cause)) => {
-                        // Another writer won somewhere in the batch: the transactional path
-                        // re-plans only the accounts that changed.
+                        // Another writer won somewhere in the batch: the transaction re-plans
+                        // only the accounts that changed.
                         tracing::debug!(error = %cause, "points batch served again in a transaction");
                         self.metrics.record_points_fallback();
-                        self.points_batch_transaction(cmds).await
+                        self.serve_points_on(TxnBatch::begin(&self.db).await?, cmds)
+                            .await
                     }
                     served => served,
                 },
-                _ => self.points_batch_transaction(cmds).await,
+                _ => {
+                    self.serve_points_on(TxnBatch::begin(&self.db).await?, cmds)
+                        .await
+                }
             }
         })
         .await;
@@ -241,138 +244,20 @@ impl AppState {
         outcome
     }
 
-    /// One transaction for a batch: replays; then, account by account (in key order, so
-    /// concurrent batches lock accounts in the same order), plan every command on one ledger
-    /// and write it with one version-checked update (re-planned on fresh data when another
-    /// writer won); then every outcome recorded in one insert, and one commit.
-    async fn points_batch_transaction(
+    /// Serves a batch through `store`: replays answered from their records; every account
+    /// read at once (the missing ones an earn opens created at once), each account's commands
+    /// planned on its ledger, in key order (so concurrent batches lock accounts in the same
+    /// order); the ledgers written where their accounts have not moved, the others read and
+    /// planned again; then every outcome recorded and the batch made durable in one commit.
+    async fn serve_points_on<S: LedgerStore>(
         &self,
-        cmds: &[&PointsCommand],
-    ) -> Result<Vec<PointsResult>, MarketingError> {
-        let txn = self.db.begin_write().await?;
-        let mut by_tenant: HashMap<&TenantId, Vec<&str>> = HashMap::new();
-        for cmd in cmds {
-            if let Some(key) = &cmd.key {
-                by_tenant
-                    .entry(&key.tenant_id)
-                    .or_default()
-                    .push(key.request_id.as_str());
-            }
-        }
-        let mut records = HashMap::new();
-        for (tenant, ids) in by_tenant {
-            for (request_id, record) in idempotency::find_many(&txn, tenant, &ids).await? {
-                records.insert((tenant.to_string(), request_id), record);
-            }
-        }
-        let Sorted {
-            mut results,
-            replayed,
-            groups,
-        } = sort_commands(cmds, records);
-        let references = biz_references(cmds);
-        let mut batch = BatchContext {
-            biz: HashSet::new(),
-            stored: Some(points::taken_biz_refs(&txn, &references).await?),
-        };
-        let mut rows = points::LedgerRows::default();
-        // Per tenant: the standings of the accounts that earned, recorded after the commit.
-        let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
-        // Every account of the batch read at once (the missing ones an earn opens created at
-        // once, in key order), planned on that snapshot, and written with one version-checked
-        // update; an account another writer changed meanwhile goes through
-        // `write_account_group` on its own.
-        let member_of =
-            |indexes: &[usize]| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id);
-        let members: Vec<(&TenantId, &MemberId)> =
-            groups.values().map(|indexes| member_of(indexes)).collect();
-        let key_of = |a: &Account| (a.tenant_id.to_string(), a.member_id.to_string());
-        let mut accounts: HashMap<(String, String), Account> =
-            points::find_accounts(&txn, &members)
-                .await?
-                .into_iter()
-                .map(|a| (key_of(&a), a))
-                .collect();
-        let opened = accounts_to_open(cmds, &groups, |key| accounts.contains_key(key));
-        if !opened.is_empty() {
-            points::create_accounts(&txn, &opened, self.clock.now()).await?;
-            for account in points::find_accounts(&txn, &opened).await? {
-                accounts.insert(key_of(&account), account);
-            }
-        }
-        let ids: Vec<Uuid> = accounts.values().map(|a| a.id).collect();
-        let mut lots = points::live_lots_of(&txn, &ids).await?;
-        let now = self.clock.now();
-        let mut planned: Vec<(&[usize], Option<PlannedGroup>)> = Vec::with_capacity(groups.len());
-        for (key, indexes) in &groups {
-            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
-            let plan = match accounts.remove(key) {
-                Some(account) => {
-                    let lots = lots.remove(&account.id).unwrap_or_default();
-                    let ledger = Ledger::new(account, lots, now);
-                    let plan = self.plan_group(&txn, &group, ledger, &batch).await?;
-                    batch.biz.extend(plan.context.biz.iter().cloned());
-                    Some(plan)
-                }
-                None => None,
-            };
-            planned.push((indexes, plan));
-        }
-        let ledgers: Vec<&Ledger> = planned
-            .iter()
-            .filter_map(|(_, plan)| plan.as_ref())
-            .filter(|plan| !plan.ledger.entries.is_empty())
-            .map(|plan| &plan.ledger)
-            .collect();
-        let written = points::write_ledgers(&txn, &ledgers, &mut rows).await?;
-        for (indexes, plan) in planned {
-            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
-            let (group_results, standing) = match plan {
-                Some(plan) if plan.ledger.entries.is_empty() => (plan.results, None),
-                Some(plan) if written.contains(&plan.ledger.account.id) => {
-                    self.finish_group(&txn, &group, plan, &mut batch).await?
-                }
-                lost => {
-                    if let Some(plan) = lost {
-                        // Planned again below, on fresh data: its references are not taken yet.
-                        for reference in &plan.context.biz {
-                            batch.biz.remove(reference);
-                        }
-                    }
-                    self.write_account_group(&txn, &group, &mut batch, &mut rows)
-                        .await?
-                }
-            };
-            for (&index, result) in indexes.iter().zip(group_results) {
-                results[index] = Some(result);
-            }
-            if let Some(standing) = standing {
-                earned
-                    .entry(group[0].tenant_id.clone())
-                    .or_default()
-                    .push(standing);
-            }
-        }
-        points::insert_ledger_rows(&txn, rows).await?;
-        idempotency::insert_completed(&txn, outcomes(cmds, &results, &replayed)).await?;
-        txn.commit().await.map_err(marketing_storage::db_error)?;
-        self.finish_batch(earned, results).await
-    }
-
-    /// [`Self::points_batch_transaction`] in two statements on PostgreSQL (see
-    /// `marketing_storage::points_batch`): the batch's records and ledgers read by one, in
-    /// autocommit; planned as on the transactional path; everything written by the other,
-    /// which fails, writing nothing, when an account changed since it was read. That failure
-    /// is `ConcurrentModification`: the caller serves the batch on the transactional path then.
-    async fn points_batch_short(
-        &self,
-        pool: &PgPool,
+        mut store: S,
         cmds: &[&PointsCommand],
     ) -> Result<Vec<PointsResult>, MarketingError> {
         let references = biz_references(cmds);
         // Every member's ledger and reference is read with the records, replayed or not: one
-        // round trip.
-        let keys = points_batch::BatchKeys {
+        // round trip on PostgreSQL.
+        let keys = BatchKeys {
             requests: cmds
                 .iter()
                 .filter_map(|cmd| cmd.key.as_ref())
@@ -384,79 +269,103 @@ impl AppState {
                 .collect(),
             biz: references.iter().collect(),
         };
-        let reads = points_batch::read_batch(pool, &keys).await?;
+        let reads = store.read(&keys).await?;
         let Sorted {
             mut results,
             replayed,
             groups,
         } = sort_commands(cmds, reads.records);
-        let member_of =
-            |indexes: &[usize]| (&cmds[indexes[0]].tenant_id, &cmds[indexes[0]].member_id);
-        let key_of = |a: &Account| (a.tenant_id.to_string(), a.member_id.to_string());
-        let mut ledgers: HashMap<(String, String), (Account, Vec<Lot>)> = reads
-            .ledgers
-            .into_iter()
-            .map(|(account, lots)| (key_of(&account), (account, lots)))
-            .collect();
+        let mut ledgers = by_member(reads.ledgers);
         let opened = accounts_to_open(cmds, &groups, |key| ledgers.contains_key(key));
         if !opened.is_empty() {
-            // Empty accounts, created at once whatever becomes of the batch: harmless.
-            points::create_accounts(self.db.conn(), &opened, self.clock.now()).await?;
-            let keys = points_batch::BatchKeys {
+            store.open(&opened, self.clock.now()).await?;
+            let keys = BatchKeys {
                 members: opened,
                 ..Default::default()
             };
-            for (account, lots) in points_batch::read_batch(pool, &keys).await?.ledgers {
-                ledgers.insert(key_of(&account), (account, lots));
-            }
+            ledgers.extend(by_member(store.read(&keys).await?.ledgers));
         }
-        let now = self.clock.now();
         let mut batch = BatchContext {
             biz: HashSet::new(),
             stored: Some(reads.taken),
         };
-        let mut write = points_batch::BatchWrite::default();
         let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
-        for (key, indexes) in &groups {
-            let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
-            let group_results = match ledgers.remove(key) {
-                Some((account, lots)) => {
-                    let ledger = Ledger::new(account, lots, now);
-                    let plan = self
-                        .plan_group(self.db.conn(), &group, ledger, &batch)
-                        .await?;
-                    if !plan.ledger.entries.is_empty() {
-                        write.add_ledger(&plan.ledger);
-                        let (tenant, member) = member_of(indexes);
-                        for ((event, day), points) in &plan.context.daily {
-                            write.add_daily(tenant, member, event, *day, *points);
+        let mut pending: Vec<(&[usize], PlannedGroup)> = Vec::new();
+        for attempt in 0.. {
+            let now = self.clock.now();
+            for (key, indexes) in &groups {
+                let Some((account, lots)) = ledgers.remove(key) else {
+                    // An account no read found: one nobody opened, or (on the first attempt)
+                    // one just opened that is not readable yet.
+                    if attempt == 0 {
+                        if opens_account(cmds, indexes) {
+                            return Err(MarketingError::ConcurrentModification(
+                                "a new points account is not readable yet".into(),
+                            ));
                         }
-                        if let Some(standing) = standing_of(&plan.ledger) {
-                            earned.entry(tenant.clone()).or_default().push(standing);
-                        }
+                        let refused = indexes.iter().map(|_| Err(MarketingError::AccountNotFound));
+                        answer(&mut results, indexes, refused.collect());
                     }
-                    batch.biz.extend(plan.context.biz);
-                    plan.results
+                    continue;
+                };
+                let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
+                let ledger = Ledger::new(account, lots, now);
+                let plan = self
+                    .plan_group(store.conn(), &group, ledger, &batch)
+                    .await?;
+                batch.biz.extend(plan.context.biz.iter().cloned());
+                if plan.ledger.entries.is_empty() {
+                    answer(&mut results, indexes, plan.results);
+                } else {
+                    pending.push((indexes, plan));
                 }
-                None if opens_account(cmds, indexes) => {
-                    return Err(MarketingError::ConcurrentModification(
-                        "a new points account is not readable yet".into(),
-                    ));
-                }
-                None => group
-                    .iter()
-                    .map(|_| Err(MarketingError::AccountNotFound))
-                    .collect(),
-            };
-            for (&index, result) in indexes.iter().zip(group_results) {
-                results[index] = Some(result);
             }
+            let planned: Vec<PlannedLedger<'_>> = pending
+                .iter()
+                .map(|(_, plan)| PlannedLedger {
+                    ledger: &plan.ledger,
+                    daily: &plan.context.daily,
+                })
+                .collect();
+            let written = store.write(&planned).await?;
+            let mut lost: Vec<(&TenantId, &MemberId)> = Vec::new();
+            for (indexes, plan) in pending.drain(..) {
+                if written.contains(&plan.ledger.account.id) {
+                    if let Some(standing) = standing_of(&plan.ledger) {
+                        let tenant = &cmds[indexes[0]].tenant_id;
+                        earned.entry(tenant.clone()).or_default().push(standing);
+                    }
+                    answer(&mut results, indexes, plan.results);
+                } else {
+                    // Another writer changed the account since it was read: planned again
+                    // below on fresh data; its references are not taken yet, and what the
+                    // batch read of references may be stale too.
+                    for reference in &plan.context.biz {
+                        batch.biz.remove(reference);
+                    }
+                    batch.stored = None;
+                    let cmd = cmds[indexes[0]];
+                    lost.push((&cmd.tenant_id, &cmd.member_id));
+                }
+            }
+            if lost.is_empty() {
+                break;
+            }
+            if attempt + 1 == CAS_ATTEMPTS {
+                return Err(MarketingError::ConcurrentModification(
+                    "the account kept changing under the batch".into(),
+                ));
+            }
+            let keys = BatchKeys {
+                members: lost,
+                ..Default::default()
+            };
+            ledgers = by_member(store.read(&keys).await?.ledgers);
         }
         let recorded_at = self.clock.now();
-        for (key, outcome) in outcomes(cmds, &results, &replayed) {
-            write.add_record(key, outcome, recorded_at);
-        }
-        write.execute(pool).await?;
+        store
+            .commit(outcomes(cmds, &results, &replayed), recorded_at)
+            .await?;
         self.finish_batch(earned, results).await
     }
 
@@ -475,58 +384,6 @@ impl AppState {
                 r.unwrap_or_else(|| Err(MarketingError::internal("points command left undecided")))
             })
             .collect())
-    }
-
-    /// Reads, plans and writes one account's commands on their own, re-planned on fresh data
-    /// while another writer wins the race. Returns their results, and the account's standing
-    /// when it earned.
-    async fn write_account_group(
-        &self,
-        txn: &marketing_storage::DatabaseTransaction,
-        group: &[&PointsCommand],
-        batch: &mut BatchContext,
-        rows: &mut points::LedgerRows,
-    ) -> Result<(Vec<PointsResult>, Option<Standing>), MarketingError> {
-        let tenant = &group[0].tenant_id;
-        let member = &group[0].member_id;
-        let creates = group.iter().any(|cmd| matches!(cmd.op, PointsOp::Earn(_)));
-        // Another writer changed the account after the batch read the database: what it read
-        // of business references may be stale too.
-        batch.stored = None;
-        for _ in 0..CAS_ATTEMPTS {
-            let account = if creates {
-                Some(points::get_or_create_account(txn, tenant, member, self.clock.now()).await?)
-            } else {
-                points::find_account(txn, tenant, member).await?
-            };
-            let Some(account) = account else {
-                return Ok((
-                    group
-                        .iter()
-                        .map(|_| Err(MarketingError::AccountNotFound))
-                        .collect(),
-                    None,
-                ));
-            };
-            let lots = points::live_lots(txn, account.id).await?;
-            // Read after the account: a change that committed before this read is older.
-            let ledger = Ledger::new(account, lots, self.clock.now());
-            let plan = self.plan_group(txn, group, ledger, batch).await?;
-            if plan.ledger.entries.is_empty() {
-                return Ok((plan.results, None));
-            }
-            if points::write_ledgers(txn, &[&plan.ledger], rows)
-                .await?
-                .is_empty()
-            {
-                // Another writer changed the account since it was read: plan again.
-                continue;
-            }
-            return self.finish_group(txn, group, plan, batch).await;
-        }
-        Err(MarketingError::ConcurrentModification(
-            "the account kept changing under the batch".into(),
-        ))
     }
 
     /// Plans one account's commands on its ledger. A refused command leaves the ledger as it
@@ -566,24 +423,6 @@ impl AppState {
             ledger,
             context,
         })
-    }
-
-    /// What follows a written ledger: daily caps counted, business references taken, and the
-    /// account's standing when it earned.
-    async fn finish_group(
-        &self,
-        txn: &marketing_storage::DatabaseTransaction,
-        group: &[&PointsCommand],
-        plan: PlannedGroup,
-        batch: &mut BatchContext,
-    ) -> Result<(Vec<PointsResult>, Option<Standing>), MarketingError> {
-        let tenant = &group[0].tenant_id;
-        let member = &group[0].member_id;
-        for ((event, day), points) in &plan.context.daily {
-            points::add_earned_today(txn, tenant, member, event, *day, *points).await?;
-        }
-        batch.biz.extend(plan.context.biz);
-        Ok((plan.results, standing_of(&plan.ledger)))
     }
 
     /// Applies one command to the account's ledger. Refusals are decided before the ledger
@@ -893,6 +732,24 @@ fn sort_commands(
         replayed,
         groups,
     }
+}
+
+/// Puts a group's results where its commands are.
+fn answer(results: &mut [Option<PointsResult>], indexes: &[usize], answers: Vec<PointsResult>) {
+    for (&index, result) in indexes.iter().zip(answers) {
+        results[index] = Some(result);
+    }
+}
+
+/// Ledgers as read, by (tenant, member).
+fn by_member(ledgers: Vec<(Account, Vec<Lot>)>) -> HashMap<(String, String), (Account, Vec<Lot>)> {
+    ledgers
+        .into_iter()
+        .map(|(account, lots)| {
+            let key = (account.tenant_id.to_string(), account.member_id.to_string());
+            (key, (account, lots))
+        })
+        .collect()
 }
 
 /// The members, in key order, whose accounts do not `exist` and whose commands open them.

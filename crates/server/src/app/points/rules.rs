@@ -34,23 +34,15 @@ impl AppState {
         Ok(rule)
     }
 
-    /// Writes a rule through to the cache (newest version wins); evicts it if that fails.
+    /// Writes a rule through to the cache (newest version wins).
     async fn cache_rule(&self, rule: &PointsRule) {
-        let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
         let entry = Versioned {
             version: rule.version,
             value: wire::record(rule),
         };
-        if let Err(err) = self
-            .cache
-            .put(&key, entry, self.config.rule_cache_ttl)
-            .await
-        {
-            marketing_infra::warn_every!(error = %err, cache_key = %key, "caching rule failed");
-            if let Err(err) = self.cache.evict(&key).await {
-                marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting rule failed");
-            }
-        }
+        let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
+        self.write_through(&key, entry, self.config.rule_cache_ttl)
+            .await;
     }
 
     pub async fn create_rule(
@@ -59,10 +51,7 @@ impl AppState {
         event_type: String,
         terms: RuleTerms,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let txn = match self.begin_idempotent(&key).await? {
-            Begun::Replay(rule) => return Ok(Answer::Recorded(rule)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &key);
         let now = self.clock.now();
         let rule = PointsRule {
             id: Uuid::now_v7(),
@@ -87,10 +76,7 @@ impl AppState {
         incoming: RuleTerms,
         fields: &[RuleField],
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let txn = match self.begin_idempotent(&key).await? {
-            Begun::Replay(rule) => return Ok(Answer::Recorded(rule)),
-            Begun::Fresh(txn) => txn,
-        };
+        let txn = begin_or_replay!(self, &key);
         let tenant = &key.tenant_id;
         let current = points::find_rule(&txn, tenant, RuleRef::Id(id))
             .await?

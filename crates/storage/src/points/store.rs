@@ -1,0 +1,238 @@
+//! The one interface a batch of points commands is served through: read what the batch
+//! needs, write the ledgers it planned where nothing they were planned on has moved, then
+//! record the outcomes and make it all durable at once. Two implementations:
+//!
+//! - [`PgBatch`]: PostgreSQL's two statements (`batch.rs`): the read in autocommit, and every
+//!   write in one statement that writes nothing if any account moved (then `commit` is
+//!   `ConcurrentModification`, and the caller serves the batch again through a transaction).
+//! - [`TxnBatch`]: one SeaORM transaction (SQLite's only way, PostgreSQL's fallback): a
+//!   ledger whose account moved is left out by `write`, and its caller plans it again.
+//!
+//! Both write the rows `rows::LedgerWrite` makes of a ledger.
+
+use std::collections::{HashMap, HashSet};
+
+use marketing_domain::{MarketingError, MemberId, TenantId, UnixMicros, points::Ledger};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, sqlx::PgPool};
+use uuid::Uuid;
+
+use super::{
+    LedgerRows,
+    batch::{BatchKeys, BatchReads, BatchWrite},
+};
+use crate::{
+    Database,
+    db::db_error,
+    idempotency::{self, IdempotencyKey, Outcome},
+    points,
+};
+
+/// A ledger planned for writing, and the points it awards per (event type, UTC day) under
+/// daily caps.
+pub struct PlannedLedger<'a> {
+    pub ledger: &'a Ledger,
+    pub daily: &'a HashMap<(String, i32), i64>,
+}
+
+/// Where a batch of points commands reads and writes.
+// Used generically inside the workspace only: no caller needs the futures to name `Send`.
+#[allow(async_fn_in_trait)]
+pub trait LedgerStore {
+    type Conn: sea_orm::ConnectionTrait;
+
+    /// Where planning reads what the batch read does not hold (a hold, an entry to refund,
+    /// a daily count): the same snapshot rules as the batch's writes.
+    fn conn(&self) -> &Self::Conn;
+
+    /// The records of the batch's requests, its members' accounts with their live lots, and
+    /// which of its business references are taken.
+    async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError>;
+
+    /// Creates empty accounts for `members` (read them back with [`Self::read`]).
+    async fn open(
+        &self,
+        members: &[(&TenantId, &MemberId)],
+        now: UnixMicros,
+    ) -> Result<(), MarketingError>;
+
+    /// Writes the ledgers whose account still has the version they were planned on, with
+    /// their daily counts; returns those accounts' ids. A ledger left out wrote nothing.
+    async fn write(
+        &mut self,
+        planned: &[PlannedLedger<'_>],
+    ) -> Result<HashSet<Uuid>, MarketingError>;
+
+    /// Records the requests' outcomes and makes the batch durable, all of it or nothing.
+    async fn commit(
+        self,
+        outcomes: Vec<(&IdempotencyKey, Outcome)>,
+        now: UnixMicros,
+    ) -> Result<(), MarketingError>;
+}
+
+/// PostgreSQL's two statements: see `batch.rs`.
+pub struct PgBatch {
+    pool: PgPool,
+    conn: DatabaseConnection,
+    write: BatchWrite,
+}
+
+impl PgBatch {
+    /// `None` on SQLite.
+    pub fn new(db: &Database) -> Option<Self> {
+        Some(Self {
+            pool: db.postgres()?.clone(),
+            conn: db.conn().clone(),
+            write: BatchWrite::default(),
+        })
+    }
+}
+
+impl LedgerStore for PgBatch {
+    type Conn = DatabaseConnection;
+
+    fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
+        super::batch::read_batch(&self.pool, keys).await
+    }
+
+    async fn open(
+        &self,
+        members: &[(&TenantId, &MemberId)],
+        now: UnixMicros,
+    ) -> Result<(), MarketingError> {
+        // Empty accounts, created at once whatever becomes of the batch: harmless.
+        points::create_accounts(&self.conn, members, now).await
+    }
+
+    /// Takes every ledger: whether one moved is known when the statement runs, at commit.
+    async fn write(
+        &mut self,
+        planned: &[PlannedLedger<'_>],
+    ) -> Result<HashSet<Uuid>, MarketingError> {
+        for p in planned {
+            self.write.add_ledger(p.ledger);
+            let account = &p.ledger.account;
+            for ((event, day), points) in p.daily {
+                self.write
+                    .add_daily(&account.tenant_id, &account.member_id, event, *day, *points);
+            }
+        }
+        Ok(planned.iter().map(|p| p.ledger.account.id).collect())
+    }
+
+    async fn commit(
+        mut self,
+        outcomes: Vec<(&IdempotencyKey, Outcome)>,
+        now: UnixMicros,
+    ) -> Result<(), MarketingError> {
+        for (key, outcome) in outcomes {
+            self.write.add_record(key, outcome, now);
+        }
+        self.write.execute(&self.pool).await
+    }
+}
+
+/// One SeaORM transaction.
+pub struct TxnBatch {
+    txn: DatabaseTransaction,
+    rows: LedgerRows,
+}
+
+impl TxnBatch {
+    pub async fn begin(db: &Database) -> Result<Self, MarketingError> {
+        Ok(Self {
+            txn: db.begin_write().await?,
+            rows: LedgerRows::default(),
+        })
+    }
+}
+
+impl LedgerStore for TxnBatch {
+    type Conn = DatabaseTransaction;
+
+    fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
+        let mut by_tenant: HashMap<&TenantId, Vec<&str>> = HashMap::new();
+        for (tenant, request_id) in &keys.requests {
+            by_tenant.entry(*tenant).or_default().push(request_id);
+        }
+        let mut records = HashMap::new();
+        for (tenant, ids) in by_tenant {
+            for (request_id, record) in idempotency::find_many(&self.txn, tenant, &ids).await? {
+                records.insert((tenant.to_string(), request_id), record);
+            }
+        }
+        let taken = if keys.biz.is_empty() {
+            HashSet::new()
+        } else {
+            let refs: Vec<points::BizRef> = keys.biz.iter().map(|r| (*r).clone()).collect();
+            points::taken_biz_refs(&self.txn, &refs).await?
+        };
+        let accounts = points::find_accounts(&self.txn, &keys.members).await?;
+        let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+        let mut lots = points::live_lots_of(&self.txn, &ids).await?;
+        let ledgers = accounts
+            .into_iter()
+            .map(|account| {
+                let lots = lots.remove(&account.id).unwrap_or_default();
+                (account, lots)
+            })
+            .collect();
+        Ok(BatchReads {
+            records,
+            ledgers,
+            taken,
+        })
+    }
+
+    async fn open(
+        &self,
+        members: &[(&TenantId, &MemberId)],
+        now: UnixMicros,
+    ) -> Result<(), MarketingError> {
+        points::create_accounts(&self.txn, members, now).await
+    }
+
+    async fn write(
+        &mut self,
+        planned: &[PlannedLedger<'_>],
+    ) -> Result<HashSet<Uuid>, MarketingError> {
+        let ledgers: Vec<&Ledger> = planned.iter().map(|p| p.ledger).collect();
+        let written = points::write_ledgers(&self.txn, &ledgers, &mut self.rows).await?;
+        for p in planned {
+            let account = &p.ledger.account;
+            if !written.contains(&account.id) {
+                continue;
+            }
+            for ((event, day), points) in p.daily {
+                points::add_earned_today(
+                    &self.txn,
+                    &account.tenant_id,
+                    &account.member_id,
+                    event,
+                    *day,
+                    *points,
+                )
+                .await?;
+            }
+        }
+        Ok(written)
+    }
+
+    async fn commit(
+        self,
+        outcomes: Vec<(&IdempotencyKey, Outcome)>,
+        now: UnixMicros,
+    ) -> Result<(), MarketingError> {
+        points::insert_ledger_rows(&self.txn, self.rows).await?;
+        idempotency::insert_completed(&self.txn, outcomes, now).await?;
+        self.txn.commit().await.map_err(db_error)
+    }
+}
