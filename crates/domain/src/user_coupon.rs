@@ -450,28 +450,16 @@ mod tests {
     }
 
     fn coupon(status: CouponStatus) -> UserCoupon {
-        UserCoupon {
-            id: CouponId::new(),
-            tenant_id: TenantId::parse("t", "acme").unwrap(),
-            template_id: TemplateId::new(),
-            member_id: member("a"),
-            claim_slot: 1,
-            status,
-            discount: Discount::FixedAmount { amount: 100 },
-            currency: Currency::parse("c", "EUR").unwrap(),
-            min_spend_amount: 1000,
+        let mut template = template(1, 1);
+        template.terms.validity = Validity::FixedWindow {
             valid_from: UnixMicros(10),
             valid_until: UnixMicros(100),
-            claimed_at: UnixMicros(10),
+        };
+        UserCoupon {
+            status,
             order_id: Some("o-1".into()),
             lock_expires_at: Some(UnixMicros(50)),
-            order_amount: None,
-            discount_applied: None,
-            used_at: None,
-            revoke_reason: None,
-            revoked_at: None,
-            version: 1,
-            updated_at: UnixMicros(10),
+            ..UserCoupon::issue(&template, &member("a"), 1, UnixMicros(10)).unwrap()
         }
     }
 
