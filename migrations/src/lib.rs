@@ -8,6 +8,7 @@ mod m20261122_000001_initial_schema;
 mod m20261122_000002_partial_indexes;
 mod m20261202_000003_lean_ledger_writes;
 mod m20261202_000004_points_batch_check;
+mod m20261203_000005_api_clients;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_partial_indexes::Migration),
             Box::new(m20261202_000003_lean_ledger_writes::Migration),
             Box::new(m20261202_000004_points_batch_check::Migration),
+            Box::new(m20261203_000005_api_clients::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 
 mod cache;
 mod claims;
+mod clients;
 mod coupons;
 mod faults;
 mod fixtures;

@@ -2,6 +2,7 @@
 //! every layer. Pure code: no I/O, no tonic, no SeaORM.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod coupon_template;
 pub mod error;
 pub mod ids;

@@ -1,9 +1,19 @@
-//! `marketing-server [serve | migrate]`: serves gRPC (the default), or applies the database
-//! migrations and exits. Configuration comes from the environment; see the README.
+//! `marketing-server [serve | migrate | healthcheck | clients ...]`: serves gRPC (the
+//! default), applies the database migrations, checks a server's health, or manages the API
+//! clients. Configuration comes from the environment; see the README.
 
 use std::process::ExitCode;
 
-use marketing_server::{Config, Server, telemetry::init_telemetry};
+use clap::{Parser, Subcommand};
+use marketing_domain::{
+    UnixMicros,
+    auth::{Role, Tenants},
+};
+use marketing_server::{
+    Config, Server,
+    app::{self, clients},
+    telemetry::init_telemetry,
+};
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small buffers
 /// (rows, protobuf messages, HTTP/2 frames), where glibc malloc spent a quarter of the
@@ -11,32 +21,61 @@ use marketing_server::{Config, Server, telemetry::init_telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: marketing-server [serve | migrate | healthcheck]\n\
-    serve        run the gRPC server (default)\n\
-    migrate      apply database migrations and exit\n\
-    healthcheck  exit 0 if the server at MARKETING_GRPC_ADDR reports SERVING\n\
-    configuration: MARKETING_* environment variables (see README)";
+/// The marketing service: coupons and loyalty points over gRPC. Configuration comes from
+/// MARKETING_* environment variables and an optional config file (see the README).
+#[derive(Parser)]
+#[command(name = "marketing-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
+#[derive(Subcommand)]
 enum Command {
+    /// Run the gRPC server (the default).
     Serve,
+    /// Apply the database migrations and exit.
     Migrate,
+    /// Exit 0 if the server at MARKETING_GRPC_ADDR reports SERVING.
     Healthcheck,
+    /// Manage the API clients that may call the server.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Create a client and print its key, alone on the last line (it is shown only once).
+    Create {
+        /// The client's name, e.g. checkout-eu (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// admin (everything), checkout (claims, coupon use, points changes, reads) or
+        /// reader (reads only).
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// A tenant the client may act for; repeat for several.
+        #[arg(long = "tenant", required_unless_present = "all_tenants")]
+        tenants: Vec<String>,
+        /// Let the client act for every tenant.
+        #[arg(long, conflicts_with = "tenants")]
+        all_tenants: bool,
+    },
+    /// List the clients, revoked ones too.
+    List,
+    /// Revoke a client: every replica refuses its key within seconds.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("{text:?} is not a role: admin, checkout or reader"))
 }
 
 fn main() -> ExitCode {
-    let command = match std::env::args().nth(1).as_deref() {
-        None | Some("serve") => Command::Serve,
-        Some("migrate") => Command::Migrate,
-        Some("healthcheck") => Command::Healthcheck,
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(start(command)) {
+    match runtime.block_on(start(cli.command.unwrap_or(Command::Serve))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("marketing: {err:#}");
@@ -62,6 +101,74 @@ async fn start(command: Command) -> anyhow::Result<()> {
         Command::Healthcheck => healthcheck(config.grpc_addr).await,
         Command::Migrate => with_telemetry(config, false).await,
         Command::Serve => with_telemetry(config, true).await,
+        Command::Clients(command) => manage_clients(config, command).await,
+    }
+}
+
+/// The clients commands: on the server's database (migrated first), without a server.
+async fn manage_clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
+    let db = app::open_database(&config).await?;
+    let now = UnixMicros::now();
+    match command {
+        ClientsCommand::Create {
+            name,
+            role,
+            tenants,
+            all_tenants,
+        } => {
+            let tenants = (!all_tenants).then_some(tenants);
+            let created = clients::create_client(&db, &name, role, tenants, now).await?;
+            println!(
+                "created client {} (role {}, tenants {})",
+                created.client.name,
+                created.client.role,
+                tenants_text(&created.client.tenants)
+            );
+            println!(
+                "its key, shown only this once; calls send it as `authorization: Bearer <key>`:"
+            );
+            println!("{}", created.key);
+        }
+        ClientsCommand::List => {
+            println!(
+                "{:<24} {:<9} {:<8} {:<18} tenants",
+                "name", "role", "state", "created (unix s)"
+            );
+            for client in clients::list_clients(&db).await? {
+                let state = if client.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<24} {:<9} {:<8} {:<18} {}",
+                    client.name,
+                    client.role,
+                    state,
+                    client.created_at.0 / 1_000_000,
+                    tenants_text(&client.tenants)
+                );
+            }
+        }
+        ClientsCommand::Revoke { name } => {
+            anyhow::ensure!(
+                clients::revoke_client(&db, &name, now).await?,
+                "no active client named {name}"
+            );
+            println!("revoked client {name}");
+        }
+    }
+    Ok(())
+}
+
+fn tenants_text(tenants: &Tenants) -> String {
+    match tenants {
+        Tenants::All => "*".to_owned(),
+        Tenants::Only(ids) => ids
+            .iter()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 

@@ -3,6 +3,7 @@
 //! functions take any `ConnectionTrait`, so they run on the pool or inside a transaction.
 #![forbid(unsafe_code)]
 
+pub mod clients;
 mod db;
 pub mod entity;
 pub mod idempotency;

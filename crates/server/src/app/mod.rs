@@ -17,6 +17,7 @@ macro_rules! begin_or_replay {
 mod answer;
 mod batcher;
 mod claims;
+pub mod clients;
 mod coupons;
 mod isolate;
 mod metrics;
@@ -55,6 +56,26 @@ use crate::{
     wire::{self, ToWire},
 };
 
+/// The configured database (the embedded file's directory created), migrated.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let url = config.effective_database_url();
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {err}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let db = Database::connect(&url, config.db_max_connections)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot connect to the database {}: {err}", redact(&url)))?;
+    db.migrate()
+        .await
+        .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))?;
+    Ok(db)
+}
+
 /// Everything a use case needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -76,23 +97,8 @@ pub struct AppState {
 impl AppState {
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
     pub async fn connect(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let db = open_database(&config).await?;
         let url = config.effective_database_url();
-        if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|err| {
-                anyhow::anyhow!(
-                    "cannot create data directory {}: {err}",
-                    config.data_dir.display()
-                )
-            })?;
-        }
-        let db = Database::connect(&url, config.db_max_connections)
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!("cannot connect to the database {}: {err}", redact(&url))
-            })?;
-        db.migrate()
-            .await
-            .map_err(|err| anyhow::anyhow!("migrating the database failed: {err}"))?;
         type Backends = (
             Arc<dyn Cache>,
             Arc<dyn DistributedLock>,

@@ -1,6 +1,7 @@
 //! SeaORM entities, one per table of `migrations/`. Times are `*_at` microseconds since the
 //! epoch; enum columns hold the codes defined in `marketing-domain`.
 
+pub mod api_client;
 pub mod coupon_template;
 pub mod idempotency_record;
 pub mod points_account;

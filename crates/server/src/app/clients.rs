@@ -1,0 +1,108 @@
+//! API clients, as operators manage them: created with a fresh key (shown once, stored only
+//! as its digest), listed, revoked. These need only the database, not a running server.
+
+use std::collections::BTreeSet;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use marketing_domain::{
+    MarketingError, TenantId, UnixMicros,
+    auth::{ApiClient, KEY_ID_LEN, Role, Tenants, check_client_name},
+};
+use marketing_storage::{Database, clients};
+use rand::{Rng, RngCore, distr::Alphanumeric};
+use sha2::{Digest, Sha256};
+
+/// A client just created, with the key it is known by (shown once, never stored).
+pub struct NewClient {
+    pub client: ApiClient,
+    pub key: String,
+}
+
+/// A fresh key: `mk_<key id>_<256 random bits>`, and its key id.
+pub fn new_key() -> (String, String) {
+    let mut rng = rand::rng();
+    let key_id: String = (&mut rng)
+        .sample_iter(&Alphanumeric)
+        .take(KEY_ID_LEN)
+        .map(char::from)
+        .collect();
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    let key = format!("mk_{key_id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    (key_id, key)
+}
+
+/// What is stored of a key.
+pub fn key_digest(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Creates a client; refused when the name is invalid or taken (revoked clients keep theirs).
+pub async fn create_client(
+    db: &Database,
+    name: &str,
+    role: Role,
+    tenants: Option<Vec<String>>,
+    now: UnixMicros,
+) -> Result<NewClient, MarketingError> {
+    check_client_name(name).map_err(|problem| MarketingError::invalid("name", problem))?;
+    let tenants = match tenants {
+        None => Tenants::All,
+        Some(ids) if ids.is_empty() => {
+            return Err(MarketingError::invalid(
+                "tenant",
+                "name at least one tenant, or every tenant",
+            ));
+        }
+        Some(ids) => Tenants::Only(
+            ids.iter()
+                .map(|id| TenantId::parse("tenant", id))
+                .collect::<Result<BTreeSet<_>, _>>()?,
+        ),
+    };
+    let client = ApiClient {
+        name: name.to_owned(),
+        role,
+        tenants,
+        created_at: now,
+        revoked_at: None,
+    };
+    let (key_id, key) = new_key();
+    if !clients::insert(db.conn(), &client, &key_id, &key_digest(&key)).await? {
+        return Err(MarketingError::invalid(
+            "name",
+            format!("a client named {name} exists (revoked clients keep their names)"),
+        ));
+    }
+    Ok(NewClient { client, key })
+}
+
+pub async fn list_clients(db: &Database) -> Result<Vec<ApiClient>, MarketingError> {
+    clients::list(db.conn()).await
+}
+
+/// Revokes the client; `Ok(false)` when no client of that name is active.
+pub async fn revoke_client(
+    db: &Database,
+    name: &str,
+    now: UnixMicros,
+) -> Result<bool, MarketingError> {
+    clients::revoke(db.conn(), name, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use marketing_domain::auth::split_key;
+
+    use super::*;
+
+    #[test]
+    fn new_keys_have_the_shape_keys_are_checked_in() {
+        let (id, key) = new_key();
+        assert_eq!(split_key(&key), Some((id.as_str(), key.as_str())));
+        let (_, other) = new_key();
+        assert_ne!(key, other);
+        assert_eq!(key_digest(&key).len(), 32);
+        assert_ne!(key_digest(&key), key_digest(&other));
+    }
+}
