@@ -80,6 +80,8 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// Overrides the transport's limits.
     pub transport: Option<TransportConfig>,
+    /// Sets `MARKETING_AUTH` (the tests listen on loopback, where it is off by default).
+    pub auth: Option<marketing_server::config::AuthMode>,
 }
 
 pub struct TestApp {
@@ -132,6 +134,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         claim_lock_ttl: options.claim_lock_ttl.unwrap_or(defaults.claim_lock_ttl),
         sweep_interval: options.sweep_interval.unwrap_or(defaults.sweep_interval),
         transport: options.transport.unwrap_or(defaults.transport.clone()),
+        auth: options.auth,
         ..defaults
     };
     start(backend, config, storage, Clock::system()).await

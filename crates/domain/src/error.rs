@@ -72,10 +72,13 @@ pub enum Reason {
     DeadlineExceeded,
     Unavailable,
     Internal,
+    Unauthenticated,
+    MethodNotAllowed,
+    TenantNotAllowed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 39] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -112,6 +115,9 @@ impl Reason {
         Self::DeadlineExceeded,
         Self::Unavailable,
         Self::Internal,
+        Self::Unauthenticated,
+        Self::MethodNotAllowed,
+        Self::TenantNotAllowed,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -157,6 +163,9 @@ impl Reason {
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::TenantNotAllowed => "TENANT_NOT_ALLOWED",
         }
     }
 }
@@ -260,6 +269,15 @@ pub enum MarketingError {
     /// A bug or an unexpected state; the cause is logged, not sent to clients.
     #[error("internal error")]
     Internal(#[source] BoxError),
+    /// No key, or a key that is unknown, revoked or not a key.
+    #[error("a valid API key is required: authorization: Bearer <key>")]
+    Unauthenticated,
+    /// A known client whose role does not include the method.
+    #[error("the client's role {role} may not call {method}")]
+    MethodNotAllowed { role: String, method: String },
+    /// A known client that may not act for the tenant.
+    #[error("the client may not act for tenant {tenant}")]
+    TenantNotAllowed { tenant: String },
 }
 
 /// A refusal as a client is told it: reason, message, the numbers it names and, for invalid
@@ -353,6 +371,9 @@ impl MarketingError {
             Self::DeadlineExceeded => Reason::DeadlineExceeded,
             Self::Unavailable(_) => Reason::Unavailable,
             Self::Internal(_) => Reason::Internal,
+            Self::Unauthenticated => Reason::Unauthenticated,
+            Self::MethodNotAllowed { .. } => Reason::MethodNotAllowed,
+            Self::TenantNotAllowed { .. } => Reason::TenantNotAllowed,
         }
     }
 

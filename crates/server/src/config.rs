@@ -42,6 +42,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether calls need an API client (`MARKETING_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every call of the marketing services needs a client's key (health and reflection stay
+    /// open).
+    Required,
+    /// Open to anyone who can reach the port: for a loopback address only, by default.
+    Disabled,
+}
+
 /// Whole numbers from the file (numbers) or the environment (text), also where serde's
 /// `flatten` hands them over as they came.
 mod lenient {
@@ -137,6 +148,8 @@ pub struct Config {
     #[serde(rename = "shutdown_drain_delay_ms", with = "millis")]
     pub shutdown_drain_delay: Duration,
     pub log_format: LogFormat,
+    /// Unset: `required` unless the server listens on a loopback address.
+    pub auth: Option<AuthMode>,
     /// How long one claim batch may hold a template's lock before it lapses by itself.
     #[serde(rename = "claim_lock_ttl_ms", with = "millis")]
     pub claim_lock_ttl: Duration,
@@ -262,6 +275,7 @@ impl Default for Config {
             coupon_list_cache_capacity: 50_000,
             shutdown_drain_delay: Duration::ZERO,
             log_format: LogFormat::Plain,
+            auth: None,
             claim_lock_ttl: Duration::from_millis(3000),
             claim_timeout: Duration::from_secs(10),
             claim_batch_max: 512,
@@ -473,6 +487,16 @@ impl Config {
     }
 
     /// The database to use: the configured URL, or the embedded SQLite file.
+    /// The mode calls are served in: as configured, else `disabled` on a loopback address
+    /// and `required` on any other.
+    pub fn effective_auth(&self) -> AuthMode {
+        self.auth.unwrap_or(if self.grpc_addr.ip().is_loopback() {
+            AuthMode::Disabled
+        } else {
+            AuthMode::Required
+        })
+    }
+
     pub fn effective_database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
             format!(

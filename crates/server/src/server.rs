@@ -14,8 +14,9 @@ use tonic_health::ServingStatus;
 
 use crate::{
     app::AppState,
+    config::AuthMode,
     config::{Config, TransportConfig},
-    grpc::{CouponTemplates, Points, UserCoupons, deadline::DeadlineLayer},
+    grpc::{CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer},
     transport::{StreamLayer, Transport},
 };
 
@@ -80,10 +81,9 @@ impl Server {
     /// [`build`](Self::build), reading the time from `clock` (tests move it).
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let transport = Transport::new(connection_limits(&config));
-        Ok(Self {
-            app: AppState::connect(config, clock).await?,
-            transport,
-        })
+        let app = AppState::connect(config, clock).await?;
+        check_auth(&app).await?;
+        Ok(Self { app, transport })
     }
 
     pub fn app(&self) -> &AppState {
@@ -153,6 +153,7 @@ impl Server {
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .layer(StreamLayer)
             .layer(DeadlineLayer)
+            .layer(AuthLayer::new(app.auth.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -169,6 +170,31 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Refuses to start open to the network by accident: on an address that is not loopback,
+/// with `MARKETING_AUTH` unset and no client yet, nobody could call, so say how to begin.
+/// Warns when calls are open.
+async fn check_auth(app: &AppState) -> anyhow::Result<()> {
+    let config = &app.config;
+    match config.effective_auth() {
+        AuthMode::Disabled => {
+            tracing::warn!(addr = %config.grpc_addr, "MARKETING_AUTH is disabled: anyone who can reach the port may call for any tenant");
+        }
+        AuthMode::Required if config.auth.is_none() => {
+            let clients = marketing_storage::clients::count_active(app.db.conn()).await?;
+            anyhow::ensure!(
+                clients > 0,
+                "{} is not a loopback address, so every call needs an API client, and there is \
+                 none yet. Create the first one with\n  marketing-server clients create --name \
+                 admin --role admin --all-tenants\n(with the same configuration), or set \
+                 MARKETING_AUTH=disabled to serve without.",
+                config.grpc_addr
+            );
+        }
+        AuthMode::Required => {}
+    }
+    Ok(())
 }
 
 /// Every `sweep_interval`, on every replica: releases lapsed coupon locks, expires coupons,

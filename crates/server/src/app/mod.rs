@@ -15,6 +15,7 @@ macro_rules! begin_or_replay {
 }
 
 mod answer;
+pub mod auth;
 mod batcher;
 mod claims;
 pub mod clients;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     /// Where every use case reads the time (tests move it instead of sleeping).
     pub clock: Clock,
+    /// Who is calling (every call of the marketing services passes it first).
+    pub auth: Arc<auth::Authenticator>,
     claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, Answer<CouponView>>>,
     points_batcher: Arc<Batcher<(), points::PointsCommand, Answer<PointsOutcome>>>,
     stale_boards: Arc<points::StaleBoards>,
@@ -154,6 +157,10 @@ impl AppState {
                 HeldCoupons::weight,
             ))
         });
+        let auth = Arc::new(auth::Authenticator::new(
+            db.clone(),
+            config.effective_auth(),
+        ));
         let claim_batcher = Arc::new(Batcher::new(config.claim_batch_max, "claim"));
         let points_batcher = Arc::new(Batcher::new(config.points_batch_max, "points"));
         Ok(Self {
@@ -165,6 +172,7 @@ impl AppState {
             metrics: Arc::default(),
             leaderboard,
             clock,
+            auth,
             claim_batcher,
             points_batcher,
             stale_boards: Arc::default(),

@@ -14,7 +14,7 @@ use marketing_storage::templates::{TemplateChange, TemplateFilter};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reply};
+use super::parse::{Edge, Mutation, Tenanted, finish, mutation_key, mutations, reply, tenanted};
 use crate::{
     app::{AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
     wire::{
@@ -39,10 +39,12 @@ impl CouponTemplates {
 
     /// The request with what parsing it needs. Template calls have no server limit of their
     /// own: the deadline layer answers them at the client's deadline.
-    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
         Edge::new(request, NO_SERVER_LIMIT, &self.app)
     }
 }
+
+tenanted!(pb::GetCouponTemplateRequest, pb::ListCouponTemplatesRequest);
 
 mutations! {
     pb::CreateCouponTemplateRequest => "CreateCouponTemplate",
@@ -298,7 +300,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::CreateCouponTemplateRequest>,
     ) -> Result<Response<pb::CreateCouponTemplateResponse>, Status> {
-        let command = CreateTemplate::try_from(self.edge(&request))?;
+        let command = CreateTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.create_template(command).await)?;
         Ok(Response::new(pb::CreateCouponTemplateResponse {
             coupon_template: Some(template),
@@ -311,7 +313,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::GetCouponTemplateRequest>,
     ) -> Result<Response<pb::GetCouponTemplateResponse>, Status> {
-        let query = GetTemplate::try_from(self.edge(&request))?;
+        let query = GetTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.get_template(&query.tenant_id, query.id).await)?;
         Ok(Response::new(pb::GetCouponTemplateResponse {
             coupon_template: Some(template),
@@ -324,7 +326,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::ListCouponTemplatesRequest>,
     ) -> Result<Response<pb::ListCouponTemplatesResponse>, Status> {
-        let query = ListTemplates::try_from(self.edge(&request))?;
+        let query = ListTemplates::try_from(self.edge(&request)?)?;
         let (coupon_templates, last) = self.app.list_templates(query).await.map_err(to_status)?;
         let next_page_token = last
             .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
@@ -341,7 +343,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::UpdateCouponTemplateRequest>,
     ) -> Result<Response<pb::UpdateCouponTemplateResponse>, Status> {
-        let command = UpdateTemplate::try_from(self.edge(&request))?;
+        let command = UpdateTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.update_template(command).await)?;
         Ok(Response::new(pb::UpdateCouponTemplateResponse {
             coupon_template: Some(template),
@@ -354,7 +356,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::SetCouponTemplateEnabledRequest>,
     ) -> Result<Response<pb::SetCouponTemplateEnabledResponse>, Status> {
-        let command = ChangeTemplate::try_from(self.edge(&request))?;
+        let command = ChangeTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::SetCouponTemplateEnabledResponse {
             coupon_template: Some(template),
@@ -367,7 +369,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::AddCouponStockRequest>,
     ) -> Result<Response<pb::AddCouponStockResponse>, Status> {
-        let command = ChangeTemplate::try_from(self.edge(&request))?;
+        let command = ChangeTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
@@ -380,7 +382,7 @@ impl CouponTemplateService for CouponTemplates {
         &self,
         request: Request<pb::DeleteCouponTemplateRequest>,
     ) -> Result<Response<pb::DeleteCouponTemplateResponse>, Status> {
-        let command = ChangeTemplate::try_from(self.edge(&request))?;
+        let command = ChangeTemplate::try_from(self.edge(&request)?)?;
         let template = reply(self.app.change_template(command).await)?;
         Ok(Response::new(pb::DeleteCouponTemplateResponse {
             coupon_template: Some(template),

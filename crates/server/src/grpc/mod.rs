@@ -1,5 +1,6 @@
 //! The tonic adapters: thin handlers over the use cases in `app`.
 
+pub mod auth;
 mod coupon_templates;
 pub mod deadline;
 mod parse;

@@ -16,7 +16,7 @@ use tonic::Status;
 use super::deadline::answer_by;
 use crate::{
     Config,
-    app::{Answer, AppState},
+    app::{Answer, AppState, auth::Caller},
     wire::{self, ToWire, idempotency_key, status::to_status},
 };
 
@@ -29,17 +29,52 @@ pub struct Edge<'a, R> {
     pub config: &'a Config,
 }
 
-impl<'a, R> Edge<'a, R> {
-    /// `request` as it reached a service whose calls the server answers within `limit`.
-    pub fn new(request: &'a tonic::Request<R>, limit: Duration, app: &'a AppState) -> Self {
-        Edge {
-            request: request.get_ref(),
+impl<'a, R: Tenanted> Edge<'a, R> {
+    /// `request` as it reached a service whose calls the server answers within `limit`;
+    /// PERMISSION_DENIED when its caller may not act for the tenant it names (before any
+    /// other work).
+    pub fn new(
+        request: &'a tonic::Request<R>,
+        limit: Duration,
+        app: &'a AppState,
+    ) -> Result<Self, Status> {
+        let message = request.get_ref();
+        if let Some(caller) = request.extensions().get::<Caller>()
+            && let Ok(tenant) = TenantId::parse("tenant_id", message.tenant_id())
+            && !caller.tenants.allows(&tenant)
+        {
+            marketing_infra::warn_every!(client = %caller.name, tenant = %tenant, "call refused: tenant not allowed");
+            return Err(to_status(MarketingError::TenantNotAllowed {
+                tenant: tenant.to_string(),
+            }));
+        }
+        Ok(Edge {
+            request: message,
             deadline: answer_by(request.metadata(), limit),
             now: app.clock.now(),
             config: &app.config,
-        }
+        })
     }
 }
+
+/// A request that names the tenant it acts for.
+pub trait Tenanted {
+    fn tenant_id(&self) -> &str;
+}
+
+/// Implements [`Tenanted`] for request messages with a `tenant_id` field.
+macro_rules! tenanted {
+    ($($request:ty),* $(,)?) => {
+        $(
+            impl $crate::grpc::parse::Tenanted for $request {
+                fn tenant_id(&self) -> &str {
+                    &self.tenant_id
+                }
+            }
+        )*
+    };
+}
+pub(crate) use tenanted;
 
 /// The command `build` makes of the checked fields, only when no check recorded a violation
 /// (then every field it takes with `?` is there).
@@ -50,25 +85,22 @@ pub fn finish<T>(violations: Violations, build: impl FnOnce() -> Option<T>) -> R
 
 /// A request that changes something: the ids every one carries. The request without its
 /// request id is what its idempotency fingerprint covers.
-pub trait Mutation: Message + Clone {
+pub trait Mutation: Tenanted + Message + Clone {
     /// The operation a request id is recorded under.
     const OPERATION: &'static str;
 
-    fn tenant_id(&self) -> &str;
     fn request_id(&self) -> &str;
     fn clear_request_id(&mut self);
 }
 
-/// Implements [`Mutation`] for request messages with `tenant_id` and `request_id` fields.
+/// Implements [`Mutation`] (and [`Tenanted`]) for request messages with `tenant_id` and
+/// `request_id` fields.
 macro_rules! mutations {
     ($($request:ty => $operation:literal),* $(,)?) => {
+        $crate::grpc::parse::tenanted!($($request),*);
         $(
             impl $crate::grpc::parse::Mutation for $request {
                 const OPERATION: &'static str = $operation;
-
-                fn tenant_id(&self) -> &str {
-                    &self.tenant_id
-                }
 
                 fn request_id(&self) -> &str {
                     &self.request_id

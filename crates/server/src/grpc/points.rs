@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reference, reply};
+use super::parse::{
+    Edge, Mutation, Tenanted, finish, mutation_key, mutations, reference, reply, tenanted,
+};
 use crate::{
     app::{AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
     wire::{
@@ -42,20 +44,20 @@ impl Points {
 
     /// The request with what parsing it needs: points writes answer by the client's
     /// `grpc-timeout`, capped by the server's points timeout.
-    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
         Edge::new(request, self.app.config.points_timeout, &self.app)
     }
 
     /// Parses a change of an account and answers with what it did (FreezePoints' response
     /// is the superset of every change's).
-    async fn changed<R: Sync>(
+    async fn changed<R: Tenanted + Sync>(
         &self,
         request: &Request<R>,
     ) -> Result<pb::FreezePointsResponse, Status>
     where
         for<'a> PointsCommand: TryFrom<Edge<'a, R>, Error = Status>,
     {
-        let command = PointsCommand::try_from(self.edge(request))?;
+        let command = PointsCommand::try_from(self.edge(request)?)?;
         reply(self.app.change_points(command).await)
     }
 }
@@ -101,6 +103,13 @@ fn entry_meta(
     meta.description = description.to_owned();
     meta
 }
+
+tenanted!(
+    pb::GetPointsAccountRequest,
+    pb::ListPointsTransactionsRequest,
+    pb::GetPointsLeaderboardRequest,
+    pb::ListPointsRulesRequest
+);
 
 mutations! {
     pb::EarnPointsRequest => "EarnPoints",
@@ -589,7 +598,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::GetPointsAccountRequest>,
     ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
-        let q = AccountQuery::try_from(self.edge(&request))?;
+        let q = AccountQuery::try_from(self.edge(&request)?)?;
         let account = self
             .app
             .points_account(&q.tenant, &q.member)
@@ -683,7 +692,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::ListPointsTransactionsRequest>,
     ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
-        let q = EntriesQuery::try_from(self.edge(&request))?;
+        let q = EntriesQuery::try_from(self.edge(&request)?)?;
         let (transactions, last) = self
             .app
             .list_points_transactions(&q.tenant, &q.member, &q.types, q.range, q.after, q.size)
@@ -706,7 +715,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::GetPointsLeaderboardRequest>,
     ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
-        let q = TopQuery::try_from(self.edge(&request))?;
+        let q = TopQuery::try_from(self.edge(&request)?)?;
         let top = self
             .app
             .leaderboard(&q.tenant, q.top_n)
@@ -733,7 +742,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::CreatePointsRuleRequest>,
     ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
-        let c = CreateRule::try_from(self.edge(&request))?;
+        let c = CreateRule::try_from(self.edge(&request)?)?;
         let rule = reply(self.app.create_rule(c.key, c.event, c.terms).await)?;
         Ok(Response::new(pb::CreatePointsRuleResponse {
             points_rule: Some(rule),
@@ -746,7 +755,7 @@ impl PointsAccountService for Points {
         &self,
         request: Request<pb::UpdatePointsRuleRequest>,
     ) -> Result<Response<pb::UpdatePointsRuleResponse>, Status> {
-        let c = UpdateRule::try_from(self.edge(&request))?;
+        let c = UpdateRule::try_from(self.edge(&request)?)?;
         let updated = reply(
             self.app
                 .update_rule(c.key, c.id, c.version, c.terms, &c.fields)
@@ -764,7 +773,7 @@ impl PointsAccountService for Points {
         request: Request<pb::ListPointsRulesRequest>,
     ) -> Result<Response<pb::ListPointsRulesResponse>, Status> {
         let r = request.get_ref();
-        let q = RulesQuery::try_from(self.edge(&request))?;
+        let q = RulesQuery::try_from(self.edge(&request)?)?;
         let (points_rules, last) = self
             .app
             .list_rules(&q.tenant, r.enabled, q.after, q.size)

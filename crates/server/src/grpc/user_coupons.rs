@@ -14,7 +14,9 @@ use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponServ
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::parse::{Edge, Mutation, finish, mutation_key, mutations, reference, reply};
+use super::parse::{
+    Edge, Mutation, Tenanted, finish, mutation_key, mutations, reference, reply, tenanted,
+};
 use crate::{
     app::{AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
     wire::{
@@ -41,16 +43,19 @@ impl UserCoupons {
 
     /// The request with what parsing it needs: claims and distributions answer by the
     /// client's `grpc-timeout`, capped by the server's claim timeout.
-    fn edge<'a, R>(&'a self, request: &'a Request<R>) -> Edge<'a, R> {
+    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
         Edge::new(request, self.app.config.claim_timeout, &self.app)
     }
 
     /// Parses a transition request and answers with the coupon as the transition left it.
-    async fn transitioned<R: Sync>(&self, request: &Request<R>) -> Result<pb::UserCoupon, Status>
+    async fn transitioned<R: Tenanted + Sync>(
+        &self,
+        request: &Request<R>,
+    ) -> Result<pb::UserCoupon, Status>
     where
         for<'a> TransitionCoupon: TryFrom<Edge<'a, R>, Error = Status>,
     {
-        let command = TransitionCoupon::try_from(self.edge(request))?;
+        let command = TransitionCoupon::try_from(self.edge(request)?)?;
         reply(self.app.transition_coupon(command).await)
     }
 }
@@ -81,6 +86,12 @@ fn lock_ttl(
     }
     Ok(ttl)
 }
+
+tenanted!(
+    pb::GetUserCouponRequest,
+    pb::ListMemberCouponsRequest,
+    pb::ValidateCouponRequest
+);
 
 mutations! {
     pb::ClaimCouponRequest => "ClaimCoupon",
@@ -433,7 +444,7 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::ClaimCouponRequest>,
     ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
-        let claim = ClaimCoupon::try_from(self.edge(&request))?;
+        let claim = ClaimCoupon::try_from(self.edge(&request)?)?;
         let coupon = reply(self.app.claim_coupon(claim).await)?;
         Ok(Response::new(pb::ClaimCouponResponse {
             user_coupon: Some(coupon),
@@ -447,7 +458,7 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::DistributeCouponsRequest>,
     ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
-        let command = DistributeCoupons::try_from(self.edge(&request))?;
+        let command = DistributeCoupons::try_from(self.edge(&request)?)?;
         let response = reply(self.app.distribute_coupons(command).await)?;
         Ok(Response::new(response))
     }
@@ -458,7 +469,7 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::GetUserCouponRequest>,
     ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
-        let query = GetCoupon::try_from(self.edge(&request))?;
+        let query = GetCoupon::try_from(self.edge(&request)?)?;
         let coupon = self
             .app
             .get_coupon(&query.tenant, query.id, query.member.as_ref())
@@ -475,7 +486,7 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::ListMemberCouponsRequest>,
     ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
-        let query = ListCoupons::try_from(self.edge(&request))?;
+        let query = ListCoupons::try_from(self.edge(&request)?)?;
         let page = self.app.list_coupons(query).await.map_err(to_status)?;
         Ok(Response::new(pb::ListMemberCouponsResponse {
             user_coupons: page
@@ -496,7 +507,7 @@ impl UserCouponService for UserCoupons {
         &self,
         request: Request<pb::ValidateCouponRequest>,
     ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
-        let q = ValidateCoupon::try_from(self.edge(&request))?;
+        let q = ValidateCoupon::try_from(self.edge(&request)?)?;
         let check = self
             .app
             .validate_coupon(

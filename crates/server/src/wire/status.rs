@@ -94,6 +94,8 @@ pub fn code_of(reason: Reason) -> Code {
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
         Reason::Unavailable => Code::Unavailable,
         Reason::Internal => Code::Internal,
+        Reason::Unauthenticated => Code::Unauthenticated,
+        Reason::MethodNotAllowed | Reason::TenantNotAllowed => Code::PermissionDenied,
     }
 }
 

@@ -1,0 +1,299 @@
+//! Callers: every call of the marketing services needs an active client's key; its role
+//! decides the methods, its tenants the tenants; refusals come before any work and write
+//! nothing; health and reflection stay open; a revoked key is refused by every replica within
+//! seconds; a server on a public address with no client refuses to start.
+
+use std::time::{Duration, Instant};
+
+use marketing_domain::{UnixMicros, auth::Role};
+use marketing_proto::v1 as pb;
+use marketing_server::{Server, app::clients, config::AuthMode};
+use marketing_tests::{TestApp, assert_error};
+use tonic::{Code, Request};
+
+use crate::fixtures::{claim_request, create_request, template, unique};
+
+fn with_key<M>(message: M, key: &str) -> Request<M> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii"),
+    );
+    request
+}
+
+async fn client(app: &TestApp, name: &str, role: Role, tenants: Option<&[&str]>) -> String {
+    let tenants = tenants.map(|t| t.iter().map(|s| s.to_string()).collect());
+    clients::create_client(&app.state.db, name, role, tenants, UnixMicros::now())
+        .await
+        .expect("create the client")
+        .key
+}
+
+fn earn(tenant: &str, member: &str) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        tenant_id: tenant.into(),
+        member_id: member.into(),
+        request_id: unique("earn"),
+        source: Some(pb::earn_points_request::Source::Amount(10)),
+        ..Default::default()
+    }
+}
+
+fn get_account(tenant: &str, member: &str) -> pb::GetPointsAccountRequest {
+    pb::GetPointsAccountRequest {
+        tenant_id: tenant.into(),
+        member_id: member.into(),
+    }
+}
+
+async fn calls_need_an_active_clients_key(app: &TestApp) {
+    let admin = client(app, "admin", Role::Admin, None).await;
+    let mut points = app.points();
+    let refused = points
+        .earn_points(earn("acme", "m1"))
+        .await
+        .expect_err("no key");
+    assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    let made_up = format!("mk_{}_{}", "a".repeat(12), "b".repeat(43));
+    let wrong_secret = format!("{}{}", &admin[..admin.len() - 43], "c".repeat(43));
+    for key in ["", "not-a-key", made_up.as_str(), wrong_secret.as_str()] {
+        let refused = points
+            .earn_points(with_key(earn("acme", "m1"), key))
+            .await
+            .expect_err("a bad key");
+        assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+    // Nothing was written by the refused calls.
+    let missing = points
+        .get_points_account(with_key(get_account("acme", "m1"), &admin))
+        .await
+        .expect_err("no account");
+    assert_eq!(missing.code(), Code::NotFound);
+    points
+        .earn_points(with_key(earn("acme", "m1"), &admin))
+        .await
+        .expect("the admin's key");
+    // Health stays open for load balancers.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health needs no key");
+}
+
+async fn roles_allow_their_methods_only(app: &TestApp) {
+    let admin = client(app, "ops", Role::Admin, None).await;
+    let checkout = client(app, "checkout-eu", Role::Checkout, Some(&["acme"])).await;
+    let reader = client(app, "reports", Role::Reader, Some(&["acme"])).await;
+    let mut templates = app.templates();
+    let mut coupons = app.user_coupons();
+    let mut points = app.points();
+
+    for key in [&checkout, &reader] {
+        let refused = templates
+            .create_coupon_template(with_key(create_request("acme", template()), key))
+            .await
+            .expect_err("only admins create templates");
+        assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+    }
+    let created = templates
+        .create_coupon_template(with_key(create_request("acme", template()), &admin))
+        .await
+        .expect("admin")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    let distribute = pb::DistributeCouponsRequest {
+        tenant_id: "acme".into(),
+        template_id: created.id.clone(),
+        request_id: unique("distribute"),
+        member_ids: vec!["m1".into()],
+        allow_partial: false,
+    };
+    let refused = coupons
+        .distribute_coupons(with_key(distribute, &checkout))
+        .await
+        .expect_err("checkout does not distribute");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+
+    let refused = coupons
+        .claim_coupon(with_key(claim_request("acme", "m1", &created.id), &reader))
+        .await
+        .expect_err("readers do not claim");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+    let claimed = coupons
+        .claim_coupon(with_key(
+            claim_request("acme", "m1", &created.id),
+            &checkout,
+        ))
+        .await
+        .expect("checkout claims")
+        .into_inner()
+        .user_coupon
+        .expect("coupon");
+    let revoke = pb::RevokeCouponRequest {
+        tenant_id: "acme".into(),
+        request_id: unique("revoke"),
+        coupon_id: claimed.id.clone(),
+        reason: "fraud".into(),
+        ..Default::default()
+    };
+    let refused = coupons
+        .revoke_coupon(with_key(revoke, &checkout))
+        .await
+        .expect_err("checkout does not revoke");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+
+    let refused = points
+        .earn_points(with_key(earn("acme", "m1"), &reader))
+        .await
+        .expect_err("readers do not earn");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+    points
+        .earn_points(with_key(earn("acme", "m1"), &checkout))
+        .await
+        .expect("checkout earns");
+    let rule = pb::CreatePointsRuleRequest {
+        tenant_id: "acme".into(),
+        request_id: unique("rule"),
+        points_rule: Some(pb::PointsRule {
+            event_type: "signup".into(),
+            points: 10,
+            enabled: true,
+            ..Default::default()
+        }),
+    };
+    let refused = points
+        .create_points_rule(with_key(rule, &checkout))
+        .await
+        .expect_err("checkout does not make rules");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+
+    for key in [&admin, &checkout, &reader] {
+        points
+            .get_points_account(with_key(get_account("acme", "m1"), key))
+            .await
+            .expect("every role reads");
+        let board = pb::GetPointsLeaderboardRequest {
+            tenant_id: "acme".into(),
+            top_n: 3,
+        };
+        points
+            .get_points_leaderboard(with_key(board, key))
+            .await
+            .expect("every role reads the leaderboard");
+        let get = pb::GetCouponTemplateRequest {
+            tenant_id: "acme".into(),
+            template_id: created.id.clone(),
+        };
+        templates
+            .get_coupon_template(with_key(get, key))
+            .await
+            .expect("every role reads templates");
+    }
+}
+
+async fn clients_act_for_their_tenants_only(app: &TestApp) {
+    let checkout = client(app, "checkout-acme", Role::Checkout, Some(&["acme"])).await;
+    let admin = client(app, "admin-all", Role::Admin, None).await;
+    let mut points = app.points();
+    let refused = points
+        .earn_points(with_key(earn("beta", "m1"), &checkout))
+        .await
+        .expect_err("another tenant");
+    assert_error(&refused, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+    let refused = points
+        .get_points_account(with_key(get_account("beta", "m1"), &checkout))
+        .await
+        .expect_err("another tenant's reads too");
+    assert_error(&refused, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+    // The refusal wrote nothing: the account does not exist for anyone.
+    let missing = points
+        .get_points_account(with_key(get_account("beta", "m1"), &admin))
+        .await
+        .expect_err("nothing was earned");
+    assert_eq!(missing.code(), Code::NotFound);
+    points
+        .earn_points(with_key(earn("beta", "m1"), &admin))
+        .await
+        .expect("an admin for every tenant");
+    // A bad tenant id is still a bad argument, whoever asks.
+    let bad = points
+        .earn_points(with_key(earn("", "m1"), &checkout))
+        .await
+        .expect_err("empty tenant");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+async fn a_revoked_key_is_refused_by_every_replica_within_seconds(app: &TestApp) {
+    let key = client(app, "soon-gone", Role::Checkout, None).await;
+    let replica = app.spawn_replica().await;
+    let mut here = app.points();
+    let mut there = replica.points();
+    here.earn_points(with_key(earn("acme", "m1"), &key))
+        .await
+        .expect("known here");
+    there
+        .earn_points(with_key(earn("acme", "m1"), &key))
+        .await
+        .expect("known there");
+    assert!(
+        clients::revoke_client(&app.state.db, "soon-gone", UnixMicros::now())
+            .await
+            .expect("revoke")
+    );
+    let revoked = Instant::now();
+    for points in [&mut here, &mut there] {
+        loop {
+            match points.earn_points(with_key(earn("acme", "m1"), &key)).await {
+                Err(status) => {
+                    assert_error(&status, Code::Unauthenticated, "UNAUTHENTICATED");
+                    break;
+                }
+                Ok(_) => {
+                    assert!(
+                        revoked.elapsed() < Duration::from_secs(5),
+                        "a revoked key still served after 5 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    replica.stop().await;
+}
+
+/// On an address that is not loopback, with MARKETING_AUTH unset and no client, the server
+/// refuses to start and says how to create the first client.
+async fn a_public_address_with_no_client_refuses_to_start(app: &TestApp) {
+    let public = marketing_server::Config {
+        grpc_addr: "0.0.0.0:0".parse().expect("addr"),
+        auth: None,
+        ..app.config.clone()
+    };
+    let refused = match Server::build(public.clone()).await {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("started open on a public address"),
+    };
+    assert!(refused.contains("clients create"), "{refused}");
+    let disabled = marketing_server::Config {
+        auth: Some(AuthMode::Disabled),
+        ..public.clone()
+    };
+    Server::build(disabled).await.expect("explicitly open");
+    client(app, "first", Role::Admin, None).await;
+    Server::build(public).await.expect("with a client");
+}
+
+marketing_tests::backend_suite! {
+    with marketing_tests::Options {
+        auth: Some(marketing_server::config::AuthMode::Required),
+        ..marketing_tests::Options::default()
+    };
+    calls_need_an_active_clients_key,
+    roles_allow_their_methods_only,
+    clients_act_for_their_tenants_only,
+    a_revoked_key_is_refused_by_every_replica_within_seconds,
+    a_public_address_with_no_client_refuses_to_start,
+}
