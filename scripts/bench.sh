@@ -8,6 +8,9 @@
 #   BENCH_SERVER=path    the server binary to measure (default: this tree's release build);
 #                        with BENCH_OUT, measures an older build beside this one
 #   BENCH_OUT=dir        where the results go (default target/bench)
+#   BENCH_AUTH=on|off    every call with an API client's key (on, the default: the server
+#                        runs with MARKETING_AUTH=required), or an open server (off; for
+#                        builds older than API clients, and to measure what auth costs)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -17,6 +20,7 @@ SERVER_BIN=${BENCH_SERVER:-target/release/marketing-server}
 DURATION=${BENCH_DURATION:-5s}
 PG_SECONDS=${BENCH_PG_SECONDS:-20}
 ADDR=127.0.0.1:50551
+AUTH=${BENCH_AUTH:-on}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/rss_kb.txt
 
@@ -49,8 +53,17 @@ ceiling() {
   TPS[$script]=${tps:-0}
 }
 
-log "starting the server on PostgreSQL + Redis"
+log "starting the server on PostgreSQL + Redis (auth $AUTH)"
 fresh_database mk_bench_app
+TOKEN=()
+if [ "$AUTH" = on ]; then
+  KEY=$(MARKETING_DATABASE_URL="$BASE/mk_bench_app" RUST_LOG=warn \
+    "$SERVER_BIN" clients create --name bench --role admin --all-tenants | tail -n 1)
+  TOKEN=(--token "$KEY")
+  export MARKETING_AUTH=required
+else
+  export MARKETING_AUTH=disabled
+fi
 MARKETING_DATABASE_URL="$BASE/mk_bench_app" MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
   MARKETING_REDIS_KEY_PREFIX="bench:$(date +%s):" MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn \
   "$SERVER_BIN" >"$OUT/server.log" 2>&1 &
@@ -68,14 +81,14 @@ for run in "${SCENARIOS[@]}"; do
   set -- $run
   # Nothing to fill for these (health reads no table; claim-sellout's table is claim-hot's).
   case $1 in health | get-template | claim-sellout) continue ;; esac
-  target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z 2s -O json -o "$OUT/warmup-$1.json"
+  target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z 2s -O json -o "$OUT/warmup-$1.json" "${TOKEN[@]}"
 done
 psql "$BASE/mk_bench_app" -qc "ANALYZE" >/dev/null
 for run in "${SCENARIOS[@]}"; do
   set -- $run
   if [ -n "${CEILING[$1]:-}" ]; then ceiling "${CEILING[$1]}"; fi
   log "scenario $1, c=$2, $DURATION"
-  target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z "$DURATION" -O json -o "$OUT/$1.json"
+  target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z "$DURATION" -O json -o "$OUT/$1.json" "${TOKEN[@]}"
 done
 printf '{' >"$OUT/pgbench.json"
 separator=""

@@ -4,6 +4,7 @@
 //! ```text
 //! marketing-bench <scenario> [--addr 127.0.0.1:50051] [-c 50] [--connections 1]
 //!                 [-n COUNT | -z DURATION] [--rps N] [-O summary|json] [-o FILE] [--tenant T]
+//!                 [--token KEY]
 //! marketing-bench report --dir DIR      (reads the JSON files bench.sh wrote)
 //! ```
 
@@ -17,9 +18,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
-use crate::{report::Stats, runner::LoadOptions};
+use crate::{
+    report::Stats,
+    runner::{Conn, LoadOptions, Token},
+};
 
 struct Args {
     scenario: String,
@@ -28,6 +32,8 @@ struct Args {
     json: bool,
     output: Option<PathBuf>,
     tenant: Option<String>,
+    /// An API client's key, sent as `authorization: Bearer <key>` on every call.
+    token: Option<String>,
 }
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
@@ -62,6 +68,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         json: false,
         output: None,
         tenant: None,
+        token: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -81,6 +88,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             }
             "-o" | "--output" => parsed.output = Some(PathBuf::from(value()?)),
             "--tenant" => parsed.tenant = Some(value()?),
+            "--token" => parsed.token = Some(value()?),
             other => bail!("unknown option {other:?}"),
         }
     }
@@ -90,7 +98,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     Ok(parsed)
 }
 
-async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+async fn connect(addr: &str, connections: usize, token: Option<&str>) -> anyhow::Result<Vec<Conn>> {
+    let token = Token(
+        token
+            .map(|key| format!("Bearer {key}").parse())
+            .transpose()
+            .context("--token must be ASCII")?,
+    );
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -103,13 +117,13 @@ async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>>
             .connect()
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
-        channels.push(channel);
+        channels.push(Conn::new(channel, token.clone()));
     }
     Ok(channels)
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let channels = connect(&args.addr, args.load.connections).await?;
+    let channels = connect(&args.addr, args.load.connections, args.token.as_deref()).await?;
     let tenant = args
         .tenant
         .clone()

@@ -11,7 +11,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic::{Code, Status, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// A connection to the server, sending the API key on every call when one is given.
+pub type Conn = InterceptedService<Channel, Token>;
+
+/// `authorization: Bearer <key>` for every call (`--token`), or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Token(pub Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -41,9 +64,9 @@ pub struct Run {
 }
 
 /// Runs `call(channel, index)` as the options say. Request indexes are unique and dense.
-pub async fn run<F, Fut>(options: &LoadOptions, channels: &[Channel], call: F) -> Run
+pub async fn run<F, Fut>(options: &LoadOptions, channels: &[Conn], call: F) -> Run
 where
-    F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Conn, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send,
 {
     let next = Arc::new(AtomicU64::new(0));

@@ -9,7 +9,9 @@ use marketing_proto::v1::{
     user_coupon_service_client::UserCouponServiceClient,
 };
 use serde_json::{Value, json};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
+
+use crate::runner::Conn;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::runner::{LoadOptions, Run, run};
@@ -63,7 +65,7 @@ fn template(stock: i64, per_member_limit: i32) -> pb::CouponTemplate {
 
 struct Setup {
     tenant: String,
-    channel: Channel,
+    channel: Conn,
 }
 
 impl Setup {
@@ -124,7 +126,7 @@ impl Setup {
 pub async fn run_scenario(
     name: &str,
     tenant: &str,
-    channels: &[Channel],
+    channels: &[Conn],
     load: &LoadOptions,
 ) -> anyhow::Result<(Run, Value)> {
     let setup = Setup {
@@ -327,7 +329,7 @@ pub async fn run_scenario(
 
 /// One step of a checkout-like mix.
 async fn checkout_step(
-    channel: Channel,
+    channel: Conn,
     i: u64,
     tenant: String,
     template_id: String,

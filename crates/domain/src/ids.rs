@@ -55,6 +55,13 @@ macro_rules! external_id {
                 f.write_str(&self.0)
             }
         }
+
+        /// Ordered and hashed as its text, so sets of ids can be asked with a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

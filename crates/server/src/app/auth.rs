@@ -1,6 +1,7 @@
 //! Who is calling: a call's `authorization: Bearer <key>` checked against the API clients,
-//! and the client's role against the method, before any other work. Known keys are kept
-//! briefly ([`KNOWN_FOR`]), so a revoked client is refused by every replica within seconds.
+//! and the client's role against the method, before any other work. What a replica read of a
+//! key is kept briefly ([`KNOWN_FOR`]), so a revoked client is refused by every replica within
+//! seconds, and a known key costs no database work and no hashing: it is looked up whole.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,10 +9,7 @@ use marketing_domain::{
     MarketingError,
     auth::{ApiClient, digests_match, split_key},
 };
-use marketing_storage::{
-    Database,
-    clients::{self, StoredClient},
-};
+use marketing_storage::{Database, clients};
 use moka::sync::Cache;
 
 use super::clients::key_digest;
@@ -19,26 +17,41 @@ use crate::config::AuthMode;
 
 /// How long a replica trusts what it read of a key: a revocation reaches it within this.
 pub const KNOWN_FOR: Duration = Duration::from_secs(2);
-/// Key ids kept at most (unknown ones too, so a flood of made-up keys stays bounded).
+/// Keys kept at most (refused ones too, so a flood of made-up keys stays bounded).
 const KNOWN_KEYS: u64 = 10_000;
 
 /// The services whose calls need a client; health and reflection stay open.
 const GUARDED: &str = "/marketing.v1.";
 
-/// The caller of a call, as the handlers see it (`None` when auth is disabled).
+/// The caller of a call, as the handlers see it (absent when auth is disabled).
 pub type Caller = Arc<ApiClient>;
 
-/// A client as this replica knows it for a while.
-struct Known {
-    client: Caller,
-    key_digest: Vec<u8>,
+/// What a key was found to be when this replica last read it.
+#[derive(Clone)]
+enum Verdict {
+    /// An active client's, and the digest matched.
+    Active(Caller),
+    /// A revoked client's (named in the log, never the key).
+    Revoked(Arc<str>),
+    /// No client's, or the wrong secret.
+    Unknown,
+}
+
+/// What the cheap, synchronous check could tell.
+pub enum Checked {
+    /// Let the call through, as this caller (`None`: an open path, or auth is off).
+    Admitted(Option<Caller>),
+    Refused(MarketingError),
+    /// Not known to this replica yet: [`Authenticator::look_up`] it.
+    Unknown(String),
 }
 
 #[derive(Clone)]
 pub struct Authenticator {
     db: Database,
     mode: AuthMode,
-    known: Cache<String, Option<Arc<Known>>>,
+    /// By the whole key: a known key is never hashed again while it is kept.
+    known: Cache<String, Verdict>,
 }
 
 impl Authenticator {
@@ -57,54 +70,67 @@ impl Authenticator {
         self.mode
     }
 
-    /// The client calling `path` (a gRPC path, `/package.Service/Method`) with the
-    /// `authorization` header `header`; `Ok(None)` for open paths, or when auth is off.
-    pub async fn authenticate(
-        &self,
-        path: &str,
-        header: Option<&[u8]>,
-    ) -> Result<Option<Caller>, MarketingError> {
+    /// Checks a call of `path` (`/package.Service/Method`) with the `authorization` header
+    /// `header` against what this replica knows; no I/O.
+    pub fn check(&self, path: &str, header: Option<&[u8]>) -> Checked {
         if self.mode == AuthMode::Disabled || !path.starts_with(GUARDED) {
-            return Ok(None);
+            return Checked::Admitted(None);
         }
-        let method = path.rsplit('/').next().unwrap_or_default();
-        let key = header
+        let Some(key) = header
             .and_then(|value| std::str::from_utf8(value).ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or(MarketingError::Unauthenticated)?;
-        let (key_id, key) = split_key(key).ok_or(MarketingError::Unauthenticated)?;
-        let stored = match self.known.get(key_id) {
-            Some(known) => known,
-            None => {
-                let found = clients::find_by_key_id(self.db.conn(), key_id).await?.map(
-                    |StoredClient { client, key_digest }| {
-                        Arc::new(Known {
-                            client: Arc::new(client),
-                            key_digest,
-                        })
-                    },
-                );
-                self.known.insert(key_id.to_owned(), found.clone());
-                found
+            .filter(|key| split_key(key).is_some())
+        else {
+            marketing_infra::warn_every!(path, "call refused: no key, or not a key");
+            return Checked::Refused(MarketingError::Unauthenticated);
+        };
+        match self.known.get(key) {
+            Some(verdict) => Self::judge(verdict, path),
+            None => Checked::Unknown(key.to_owned()),
+        }
+    }
+
+    /// Reads a key this replica does not know from the database, keeps what it found, and
+    /// judges the call by it.
+    pub async fn look_up(&self, key: String, path: &str) -> Checked {
+        let Some((key_id, _)) = split_key(&key) else {
+            return Checked::Refused(MarketingError::Unauthenticated);
+        };
+        let verdict = match clients::find_by_key_id(self.db.conn(), key_id).await {
+            Ok(Some(stored)) if digests_match(&stored.key_digest, &key_digest(&key)) => {
+                match stored.client.revoked_at {
+                    Some(_) => Verdict::Revoked(stored.client.name.into()),
+                    None => Verdict::Active(Arc::new(stored.client)),
+                }
+            }
+            Ok(_) => Verdict::Unknown,
+            Err(err) => return Checked::Refused(err),
+        };
+        self.known.insert(key, verdict.clone());
+        Self::judge(verdict, path)
+    }
+
+    fn judge(verdict: Verdict, path: &str) -> Checked {
+        let method = path.rsplit('/').next().unwrap_or_default();
+        let client = match verdict {
+            Verdict::Active(client) => client,
+            Verdict::Revoked(name) => {
+                marketing_infra::warn_every!(client = %name, method, "call refused: revoked client");
+                return Checked::Refused(MarketingError::Unauthenticated);
+            }
+            Verdict::Unknown => {
+                marketing_infra::warn_every!(method, "call refused: unknown key");
+                return Checked::Refused(MarketingError::Unauthenticated);
             }
         };
-        let Some(stored) = stored.filter(|s| digests_match(&s.key_digest, &key_digest(key))) else {
-            marketing_infra::warn_every!(method, "call refused: unknown key");
-            return Err(MarketingError::Unauthenticated);
-        };
-        let client = &stored.client;
-        if client.revoked_at.is_some() {
-            marketing_infra::warn_every!(client = %client.name, method, "call refused: revoked client");
-            return Err(MarketingError::Unauthenticated);
-        }
         if !client.role.allows(method) {
             marketing_infra::warn_every!(client = %client.name, role = %client.role, method, "call refused: method outside the role");
-            return Err(MarketingError::MethodNotAllowed {
+            return Checked::Refused(MarketingError::MethodNotAllowed {
                 role: client.role.to_string(),
                 method: method.to_owned(),
             });
         }
-        Ok(Some(client.clone()))
+        Checked::Admitted(Some(client))
     }
 }

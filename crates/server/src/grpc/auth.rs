@@ -1,12 +1,19 @@
 //! The layer in front of every service that asks the [`Authenticator`] who is calling: a
 //! refused call is answered UNAUTHENTICATED or PERMISSION_DENIED before the service sees it
 //! (no request body is read, no database work done); an admitted one carries its
-//! [`Caller`] in the request's extensions, where the handlers check its tenants.
+//! [`Caller`] in the request's extensions, where the handlers check its tenants. A key this
+//! replica knows is checked synchronously, without an allocation; only an unknown one waits
+//! for the database.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use crate::{
-    app::auth::{Authenticator, Caller},
+    app::auth::{Authenticator, Caller, Checked},
     wire::status::status_of,
 };
 
@@ -40,6 +47,33 @@ pub struct Authenticated<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+pin_project_lite::pin_project! {
+    /// The call as the check left it: passed on, refused, or waiting for a key's lookup.
+    #[project = AuthProjection]
+    pub enum AuthFuture<F, B, E> {
+        Admitted { #[pin] inner: F },
+        Refused { response: Option<http::Response<B>> },
+        LookingUp { inner: BoxFuture<Result<http::Response<B>, E>> },
+    }
+}
+
+impl<F, B, E> Future for AuthFuture<F, B, E>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthProjection::Admitted { inner } => inner.poll(cx),
+            AuthProjection::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after it answered")))
+            }
+            AuthProjection::LookingUp { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<S, ReqBody, B> tower_service::Service<http::Request<ReqBody>> for Authenticated<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>
@@ -47,39 +81,60 @@ where
         + Send
         + 'static,
     S::Future: Send,
+    S::Error: Send,
     ReqBody: Send + 'static,
     B: Default + Send + 'static,
 {
     type Response = http::Response<B>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<http::Response<B>, S::Error>>;
+    type Future = AuthFuture<S::Future, B, S::Error>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        // The ready service answers this call; a clone waits for the next (tower's rule).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = self.auth.clone();
-        Box::pin(async move {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|value| value.as_bytes());
-            match auth.authenticate(request.uri().path(), header).await {
-                Ok(caller) => {
-                    if let Some(caller) = caller {
-                        request.extensions_mut().insert::<Caller>(caller);
-                    }
-                    inner.call(request).await
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        match self.auth.check(request.uri().path(), header) {
+            Checked::Admitted(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert::<Caller>(caller);
                 }
-                Err(refused) => Ok(status_of(&refused).into_http()),
+                AuthFuture::Admitted {
+                    inner: self.inner.call(request),
+                }
             }
-        })
+            Checked::Refused(refused) => AuthFuture::Refused {
+                response: Some(status_of(&refused).into_http()),
+            },
+            Checked::Unknown(key) => {
+                // The ready service answers this call; a clone waits for the next (tower's
+                // rule for services that are called later).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let auth = self.auth.clone();
+                AuthFuture::LookingUp {
+                    inner: Box::pin(async move {
+                        let path = request.uri().path().to_owned();
+                        match auth.look_up(key, &path).await {
+                            Checked::Admitted(caller) => {
+                                if let Some(caller) = caller {
+                                    request.extensions_mut().insert::<Caller>(caller);
+                                }
+                                inner.call(request).await
+                            }
+                            Checked::Refused(refused) => Ok(status_of(&refused).into_http()),
+                            Checked::Unknown(_) => Ok(status_of(
+                                &marketing_domain::MarketingError::Unauthenticated,
+                            )
+                            .into_http()),
+                        }
+                    }),
+                }
+            }
+        }
     }
 }

@@ -39,13 +39,15 @@ impl<'a, R: Tenanted> Edge<'a, R> {
         app: &'a AppState,
     ) -> Result<Self, Status> {
         let message = request.get_ref();
+        let tenant = message.tenant_id();
         if let Some(caller) = request.extensions().get::<Caller>()
-            && let Ok(tenant) = TenantId::parse("tenant_id", message.tenant_id())
-            && !caller.tenants.allows(&tenant)
+            && !caller.tenants.allows(tenant)
+            // A malformed tenant id is the request's mistake, reported as one.
+            && TenantId::parse("tenant_id", tenant).is_ok()
         {
-            marketing_infra::warn_every!(client = %caller.name, tenant = %tenant, "call refused: tenant not allowed");
+            marketing_infra::warn_every!(client = %caller.name, tenant, "call refused: tenant not allowed");
             return Err(to_status(MarketingError::TenantNotAllowed {
-                tenant: tenant.to_string(),
+                tenant: tenant.to_owned(),
             }));
         }
         Ok(Edge {
