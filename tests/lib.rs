@@ -82,6 +82,8 @@ pub struct Options {
     pub transport: Option<TransportConfig>,
     /// Sets `MARKETING_AUTH` (the tests listen on loopback, where it is off by default).
     pub auth: Option<marketing_server::config::AuthMode>,
+    /// Overrides `MARKETING_MAX_CALLS` and `MARKETING_CALL_QUEUE_TIMEOUT_MS`.
+    pub max_calls: Option<(usize, Duration)>,
 }
 
 pub struct TestApp {
@@ -135,6 +137,10 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         sweep_interval: options.sweep_interval.unwrap_or(defaults.sweep_interval),
         transport: options.transport.unwrap_or(defaults.transport.clone()),
         auth: options.auth,
+        max_calls: options.max_calls.map_or(defaults.max_calls, |(max, _)| max),
+        call_queue_timeout: options
+            .max_calls
+            .map_or(defaults.call_queue_timeout, |(_, wait)| wait),
         ..defaults
     };
     start(backend, config, storage, Clock::system()).await

@@ -9,6 +9,7 @@ mod faults;
 mod fixtures;
 mod generated;
 mod infra;
+mod overload;
 mod points;
 mod replays;
 mod schema;

@@ -75,10 +75,11 @@ pub enum Reason {
     Unauthenticated,
     MethodNotAllowed,
     TenantNotAllowed,
+    Overloaded,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 39] = [
+    pub const ALL: [Reason; 40] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -118,6 +119,7 @@ impl Reason {
         Self::Unauthenticated,
         Self::MethodNotAllowed,
         Self::TenantNotAllowed,
+        Self::Overloaded,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -166,6 +168,7 @@ impl Reason {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::TenantNotAllowed => "TENANT_NOT_ALLOWED",
+            Self::Overloaded => "OVERLOADED",
         }
     }
 }
@@ -275,6 +278,9 @@ pub enum MarketingError {
     /// A known client whose role does not include the method.
     #[error("the client's role {role} may not call {method}")]
     MethodNotAllowed { role: String, method: String },
+    /// The replica works on as many calls as it may; retry (elsewhere, or a little later).
+    #[error("the server is overloaded, retry")]
+    Overloaded,
     /// A known client that may not act for the tenant.
     #[error("the client may not act for tenant {tenant}")]
     TenantNotAllowed { tenant: String },
@@ -374,6 +380,7 @@ impl MarketingError {
             Self::Unauthenticated => Reason::Unauthenticated,
             Self::MethodNotAllowed { .. } => Reason::MethodNotAllowed,
             Self::TenantNotAllowed { .. } => Reason::TenantNotAllowed,
+            Self::Overloaded => Reason::Overloaded,
         }
     }
 

@@ -177,6 +177,11 @@ pub struct Config {
     /// client's own deadline is shorter.
     #[serde(rename = "points_timeout_ms", with = "millis")]
     pub points_timeout: Duration,
+    /// Calls of the marketing services this replica works on at once; past it a call waits
+    /// `call_queue_timeout` for a turn, then is refused UNAVAILABLE / OVERLOADED.
+    pub max_calls: usize,
+    #[serde(rename = "call_queue_timeout_ms", with = "millis")]
+    pub call_queue_timeout: Duration,
     /// How the transport defends itself against hostile or broken clients.
     #[serde(flatten)]
     pub transport: TransportConfig,
@@ -285,6 +290,8 @@ impl Default for Config {
             points_hold_ttl: Duration::from_secs(900),
             rule_cache_ttl: Duration::from_secs(1800),
             points_timeout: Duration::from_secs(10),
+            max_calls: 2048,
+            call_queue_timeout: Duration::from_millis(100),
             transport: TransportConfig::default(),
         }
     }
@@ -414,6 +421,9 @@ impl Config {
         }
         if self.redis_pool_size == 0 {
             return Err(invalid("MARKETING_REDIS_POOL_SIZE", "must be at least 1"));
+        }
+        if self.max_calls == 0 {
+            return Err(invalid("MARKETING_MAX_CALLS", "must be at least 1"));
         }
         if self.template_cache_ttl.is_zero() {
             return Err(invalid(

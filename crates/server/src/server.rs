@@ -16,7 +16,10 @@ use crate::{
     app::AppState,
     config::AuthMode,
     config::{Config, TransportConfig},
-    grpc::{CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer},
+    grpc::{
+        CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
+        overload::OverloadLayer,
+    },
     transport::{StreamLayer, Transport},
 };
 
@@ -153,6 +156,10 @@ impl Server {
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .layer(StreamLayer)
             .layer(DeadlineLayer)
+            .layer(OverloadLayer::new(
+                app.config.max_calls,
+                app.config.call_queue_timeout,
+            ))
             .layer(AuthLayer::new(app.auth.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -3,6 +3,7 @@
 pub mod auth;
 mod coupon_templates;
 pub mod deadline;
+pub mod overload;
 mod parse;
 mod points;
 mod user_coupons;

@@ -92,7 +92,7 @@ pub fn code_of(reason: Reason) -> Code {
         Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
-        Reason::Unavailable => Code::Unavailable,
+        Reason::Unavailable | Reason::Overloaded => Code::Unavailable,
         Reason::Internal => Code::Internal,
         Reason::Unauthenticated => Code::Unauthenticated,
         Reason::MethodNotAllowed | Reason::TenantNotAllowed => Code::PermissionDenied,

@@ -1,0 +1,94 @@
+//! Load shedding: with every turn taken, a call waits its short while and is refused
+//! UNAVAILABLE / OVERLOADED, health still answers, and service is normal once the load ends.
+
+use std::time::{Duration, Instant};
+
+use marketing_proto::v1 as pb;
+use marketing_tests::{TestApp, assert_error};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use tonic::Code;
+
+use crate::points::{deduct, earn};
+
+fn missing_template() -> pb::GetCouponTemplateRequest {
+    pb::GetCouponTemplateRequest {
+        tenant_id: "acme".into(),
+        template_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+async fn a_full_replica_sheds_calls_quickly_and_recovers(app: &TestApp) {
+    let mut points = app.points();
+    points.earn_points(earn("busy", 100)).await.expect("earn");
+    // Another connection holds the account's row: deductions of it wait, each holding a turn.
+    let other = sea_orm::Database::connect(app.config.database_url.clone().expect("url"))
+        .await
+        .expect("another connection");
+    let writer = other.begin().await.expect("begin");
+    writer
+        .execute_unprepared("UPDATE points_accounts SET version = version WHERE member_id = 'busy'")
+        .await
+        .expect("hold the row");
+    let blocked: Vec<_> = (0..2)
+        .map(|_| {
+            let mut points = app.points();
+            tokio::spawn(async move { points.deduct_points(deduct("busy", 1)).await })
+        })
+        .collect();
+
+    let mut templates = app.templates();
+    let shed = Instant::now();
+    let refused = loop {
+        let started = Instant::now();
+        match templates.get_coupon_template(missing_template()).await {
+            Err(status) if status.code() == Code::Unavailable => break (status, started.elapsed()),
+            Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+            Ok(found) => panic!("{found:?}"),
+        }
+        assert!(shed.elapsed() < Duration::from_secs(10), "never shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_error(&refused.0, Code::Unavailable, "OVERLOADED");
+    assert!(
+        refused.1 < Duration::from_secs(2),
+        "shed after {:?}",
+        refused.1
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health is never shed");
+
+    writer.rollback().await.expect("let go");
+    let _ = other.close().await;
+    for call in blocked {
+        call.await
+            .expect("joined")
+            .expect("served once the row is free");
+    }
+    let after = templates
+        .get_coupon_template(missing_template())
+        .await
+        .expect_err("no such template");
+    assert_eq!(after.code(), Code::NotFound, "served normally again");
+    let shown = points
+        .get_points_account(pb::GetPointsAccountRequest {
+            tenant_id: "acme".into(),
+            member_id: "busy".into(),
+        })
+        .await
+        .expect("account")
+        .into_inner()
+        .points_account
+        .expect("account");
+    assert_eq!(shown.available, 98);
+}
+
+marketing_tests::backend_suite! {
+    with marketing_tests::Options {
+        max_calls: Some((2, std::time::Duration::from_millis(50))),
+        ..marketing_tests::Options::default()
+    };
+    a_full_replica_sheds_calls_quickly_and_recovers,
+}
