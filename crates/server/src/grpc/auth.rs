@@ -12,6 +12,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::{BoxFuture, take_ready};
 use crate::{
     app::auth::{Authenticator, Caller, Checked},
     wire::status::status_of,
@@ -44,8 +45,6 @@ pub struct Authenticated<S> {
     inner: S,
     auth: Arc<Authenticator>,
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The call as the check left it: passed on, refused, or waiting for a key's lookup.
@@ -111,10 +110,7 @@ where
                 response: Some(status_of(&refused).into_http()),
             },
             Checked::Unknown(key) => {
-                // The ready service answers this call; a clone waits for the next (tower's
-                // rule for services that are called later).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let mut inner = take_ready(&mut self.inner);
                 let auth = self.auth.clone();
                 AuthFuture::LookingUp {
                     inner: Box::pin(async move {

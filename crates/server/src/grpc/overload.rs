@@ -15,6 +15,7 @@ use std::{
 use marketing_domain::MarketingError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::{BoxFuture, take_ready};
 use crate::wire::status::status_of;
 
 /// The services whose calls are bounded.
@@ -53,8 +54,6 @@ pub struct Bounded<S> {
     turns: Arc<Semaphore>,
     wait: Duration,
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pin_project_lite::pin_project! {
     /// The call with its turn, or waiting for one.
@@ -115,9 +114,7 @@ where
                 turn: Some(turn),
             };
         }
-        // The ready service answers this call once it has a turn; a clone waits for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let (turns, wait) = (self.turns.clone(), self.wait);
         BoundedFuture::Waiting {
             inner: Box::pin(async move {
