@@ -17,6 +17,7 @@ mod scenarios;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use tonic::transport::Endpoint;
 
@@ -25,6 +26,66 @@ use crate::{
     runner::{Conn, LoadOptions, Token},
 };
 
+/// A load generator for the marketing service with ghz's options and outputs, or (`report`)
+/// the goal table of `scripts/bench.sh`.
+#[derive(Parser)]
+#[command(
+    name = "marketing-bench",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    report: Option<ReportCommand>,
+    #[command(flatten)]
+    bench: Option<BenchArgs>,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The goal table, from the JSON files bench.sh wrote.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The scenario to run (see the list in the README, or an error's list).
+    scenario: String,
+    /// The server.
+    #[arg(long, visible_alias = "host", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Workers sending at once.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    concurrency: usize,
+    /// HTTP/2 connections the workers share.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Stop after this many requests (200 when neither -n nor -z is given).
+    #[arg(short = 'n', long)]
+    total: Option<u64>,
+    /// Stop after this long: 500ms, 10s, 2m, 1h.
+    #[arg(short = 'z', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Requests per second across all workers; unpaced when unset.
+    #[arg(short = 'r', long)]
+    rps: Option<f64>,
+    /// summary or json (ghz's formats; pretty is json).
+    #[arg(short = 'O', long, default_value = "summary", value_parser = ["summary", "json", "pretty"])]
+    format: String,
+    /// Where the output goes (stdout when unset).
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// The tenant to act for (a fresh one when unset).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// An API client's key, sent as `authorization: Bearer <key>` on every call.
+    #[arg(long)]
+    token: Option<String>,
+}
+
 struct Args {
     scenario: String,
     addr: String,
@@ -32,8 +93,31 @@ struct Args {
     json: bool,
     output: Option<PathBuf>,
     tenant: Option<String>,
-    /// An API client's key, sent as `authorization: Bearer <key>` on every call.
     token: Option<String>,
+}
+
+impl From<BenchArgs> for Args {
+    fn from(args: BenchArgs) -> Self {
+        let total = match (args.total, args.duration) {
+            (None, None) => Some(200),
+            (total, _) => total,
+        };
+        Args {
+            scenario: args.scenario,
+            addr: args.addr,
+            load: LoadOptions {
+                concurrency: args.concurrency,
+                connections: args.connections,
+                total,
+                duration: args.duration,
+                rps: args.rps,
+            },
+            json: args.format != "summary",
+            output: args.output,
+            tenant: args.tenant,
+            token: args.token,
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
@@ -51,51 +135,6 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         other => bail!("bad duration unit {other:?} (ms, s, m, h)"),
     };
     Ok(Duration::from_secs_f64(seconds))
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let scenario = args.next().context("name a scenario or `report`")?;
-    let mut parsed = Args {
-        scenario,
-        addr: "127.0.0.1:50051".into(),
-        load: LoadOptions {
-            concurrency: 50,
-            connections: 1,
-            total: None,
-            duration: None,
-            rps: None,
-        },
-        json: false,
-        output: None,
-        tenant: None,
-        token: None,
-    };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--addr" | "--host" => parsed.addr = value()?,
-            "-c" | "--concurrency" => parsed.load.concurrency = value()?.parse()?,
-            "--connections" => parsed.load.connections = value()?.parse()?,
-            "-n" | "--total" => parsed.load.total = Some(value()?.parse()?),
-            "-z" | "--duration" => parsed.load.duration = Some(parse_duration(&value()?)?),
-            "-r" | "--rps" => parsed.load.rps = Some(value()?.parse()?),
-            "-O" | "--format" => {
-                parsed.json = match value()?.as_str() {
-                    "json" | "pretty" => true,
-                    "summary" => false,
-                    other => bail!("format {other:?}: summary or json"),
-                }
-            }
-            "-o" | "--output" => parsed.output = Some(PathBuf::from(value()?)),
-            "--tenant" => parsed.tenant = Some(value()?),
-            "--token" => parsed.token = Some(value()?),
-            other => bail!("unknown option {other:?}"),
-        }
-    }
-    if parsed.load.total.is_none() && parsed.load.duration.is_none() {
-        parsed.load.total = Some(200);
-    }
-    Ok(parsed)
 }
 
 async fn connect(addr: &str, connections: usize, token: Option<&str>) -> anyhow::Result<Vec<Conn>> {
@@ -383,20 +422,15 @@ fn report(dir: PathBuf) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).peekable();
-    let result = if args.peek().map(String::as_str) == Some("report") {
-        args.next();
-        match (args.next().as_deref(), args.next()) {
-            (Some("--dir"), Some(dir)) => report(PathBuf::from(dir)),
-            _ => Err(anyhow::anyhow!("usage: marketing-bench report --dir DIR")),
-        }
-    } else {
-        parse_args(args).and_then(|parsed| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(bench(parsed))
-        })
+    let cli = Cli::parse();
+    let result = match (cli.report, cli.bench) {
+        (Some(ReportCommand::Report { dir }), _) => report(dir),
+        (None, Some(args)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(bench(args.into()))),
+        (None, None) => Err(anyhow::anyhow!("name a scenario, or `report --dir DIR`")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -431,7 +465,12 @@ mod tests {
         ]
         .into_iter()
         .map(String::from);
-        let parsed = parse_args(args).expect("valid");
+        let parsed: Args =
+            Cli::try_parse_from(std::iter::once("marketing-bench".to_owned()).chain(args))
+                .expect("valid")
+                .bench
+                .expect("a scenario")
+                .into();
         assert_eq!(parsed.scenario, "claim-hot");
         assert_eq!(parsed.load.concurrency, 64);
         assert_eq!(parsed.load.connections, 4);
@@ -442,6 +481,15 @@ mod tests {
             parse_duration("250ms").ok(),
             Some(Duration::from_millis(250))
         );
-        assert!(parse_args(["x", "--bogus"].into_iter().map(String::from)).is_err());
+        assert!(Cli::try_parse_from(["marketing-bench", "x", "--bogus"]).is_err());
+        let report =
+            Cli::try_parse_from(["marketing-bench", "report", "--dir", "d"]).expect("report");
+        assert!(matches!(report.report, Some(ReportCommand::Report { .. })));
+        let counted: Args = Cli::try_parse_from(["marketing-bench", "health"])
+            .expect("defaults")
+            .bench
+            .expect("a scenario")
+            .into();
+        assert_eq!(counted.load.total, Some(200));
     }
 }
