@@ -84,6 +84,8 @@ pub struct Options {
     pub auth: Option<marketing_server::config::AuthMode>,
     /// Overrides `MARKETING_MAX_CALLS` and `MARKETING_CALL_QUEUE_TIMEOUT_MS`.
     pub max_calls: Option<(usize, Duration)>,
+    /// Overrides `MARKETING_MAX_REQUEST_BYTES`.
+    pub max_request_bytes: Option<usize>,
 }
 
 pub struct TestApp {
@@ -141,6 +143,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         call_queue_timeout: options
             .max_calls
             .map_or(defaults.call_queue_timeout, |(_, wait)| wait),
+        max_request_bytes: options
+            .max_request_bytes
+            .unwrap_or(defaults.max_request_bytes),
         ..defaults
     };
     start(backend, config, storage, Clock::system()).await

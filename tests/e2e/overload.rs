@@ -1,5 +1,6 @@
 //! Load shedding: with every turn taken, a call waits its short while and is refused
 //! UNAVAILABLE / OVERLOADED, health still answers, and service is normal once the load ends.
+//! And a request message over the size limit is refused with the service's own error.
 
 use std::time::{Duration, Instant};
 
@@ -85,10 +86,39 @@ async fn a_full_replica_sheds_calls_quickly_and_recovers(app: &TestApp) {
     assert_eq!(shown.available, 98);
 }
 
+async fn a_request_over_the_size_limit_is_refused_before_it_is_read(app: &TestApp) {
+    let mut templates = app.templates();
+    let mut big = crate::fixtures::template();
+    big.description = "x".repeat(100 * 1024);
+    let refused = templates
+        .create_coupon_template(crate::fixtures::create_request("acme", big))
+        .await
+        .expect_err("too large");
+    assert_error(&refused, Code::ResourceExhausted, "REQUEST_TOO_LARGE");
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    assert_eq!(
+        details.error_info().expect("ErrorInfo").metadata["limit_bytes"],
+        (64 * 1024).to_string()
+    );
+    // Nothing was created; a request under the limit is served as ever.
+    let listed = templates
+        .list_coupon_templates(pb::ListCouponTemplatesRequest {
+            tenant_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.coupon_templates.is_empty());
+    crate::fixtures::create_template(app, "acme", crate::fixtures::template()).await;
+}
+
 marketing_tests::backend_suite! {
     with marketing_tests::Options {
         max_calls: Some((2, std::time::Duration::from_millis(50))),
+        max_request_bytes: Some(64 * 1024),
         ..marketing_tests::Options::default()
     };
     a_full_replica_sheds_calls_quickly_and_recovers,
+    a_request_over_the_size_limit_is_refused_before_it_is_read,
 }

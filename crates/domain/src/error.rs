@@ -76,10 +76,11 @@ pub enum Reason {
     MethodNotAllowed,
     TenantNotAllowed,
     Overloaded,
+    RequestTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 41] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -120,6 +121,7 @@ impl Reason {
         Self::MethodNotAllowed,
         Self::TenantNotAllowed,
         Self::Overloaded,
+        Self::RequestTooLarge,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -169,6 +171,7 @@ impl Reason {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::TenantNotAllowed => "TENANT_NOT_ALLOWED",
             Self::Overloaded => "OVERLOADED",
+            Self::RequestTooLarge => "REQUEST_TOO_LARGE",
         }
     }
 }
@@ -278,6 +281,9 @@ pub enum MarketingError {
     /// A known client whose role does not include the method.
     #[error("the client's role {role} may not call {method}")]
     MethodNotAllowed { role: String, method: String },
+    /// A request message over the server's limit (`MARKETING_MAX_REQUEST_BYTES`).
+    #[error("the request message is larger than the server accepts ({limit} bytes)")]
+    RequestTooLarge { limit: usize },
     /// The replica works on as many calls as it may; retry (elsewhere, or a little later).
     #[error("the server is overloaded, retry")]
     Overloaded,
@@ -381,6 +387,7 @@ impl MarketingError {
             Self::MethodNotAllowed { .. } => Reason::MethodNotAllowed,
             Self::TenantNotAllowed { .. } => Reason::TenantNotAllowed,
             Self::Overloaded => Reason::Overloaded,
+            Self::RequestTooLarge { .. } => Reason::RequestTooLarge,
         }
     }
 
@@ -439,6 +446,7 @@ impl MarketingError {
             Self::VersionMismatch { current, .. } => {
                 vec![("current_version", current.to_string())]
             }
+            Self::RequestTooLarge { limit } => vec![("limit_bytes", limit.to_string())],
             _ => Vec::new(),
         };
         pairs

@@ -182,6 +182,9 @@ pub struct Config {
     pub max_calls: usize,
     #[serde(rename = "call_queue_timeout_ms", with = "millis")]
     pub call_queue_timeout: Duration,
+    /// Largest request message a call may send; a larger one is refused from its length
+    /// prefix, before it is read.
+    pub max_request_bytes: usize,
     /// How the transport defends itself against hostile or broken clients.
     #[serde(flatten)]
     pub transport: TransportConfig,
@@ -292,6 +295,7 @@ impl Default for Config {
             points_timeout: Duration::from_secs(10),
             max_calls: 2048,
             call_queue_timeout: Duration::from_millis(100),
+            max_request_bytes: 4 * 1024 * 1024,
             transport: TransportConfig::default(),
         }
     }
@@ -424,6 +428,12 @@ impl Config {
         }
         if self.max_calls == 0 {
             return Err(invalid("MARKETING_MAX_CALLS", "must be at least 1"));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid(
+                "MARKETING_MAX_REQUEST_BYTES",
+                "must be at least 1024",
+            ));
         }
         if self.template_cache_ttl.is_zero() {
             return Err(invalid(

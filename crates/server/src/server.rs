@@ -18,7 +18,7 @@ use crate::{
     config::{Config, TransportConfig},
     grpc::{
         CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
-        overload::OverloadLayer,
+        overload::OverloadLayer, oversized::OversizedLayer,
     },
     transport::{StreamLayer, Transport},
 };
@@ -143,6 +143,7 @@ impl Server {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving gRPC");
         let limits = transport.config().clone();
+        let max_request = app.config.max_request_bytes;
         let incoming = transport.guard(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
@@ -161,14 +162,22 @@ impl Server {
                 app.config.call_queue_timeout,
             ))
             .layer(AuthLayer::new(app.auth.clone()))
+            .layer(OversizedLayer::new(max_request))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CouponTemplateServiceServer::new(CouponTemplates::new(
-                app.clone(),
-            )))
-            .add_service(UserCouponServiceServer::new(UserCoupons::new(app.clone())))
-            .add_service(PointsAccountServiceServer::new(Points::new(app.clone())))
+            .add_service(
+                CouponTemplateServiceServer::new(CouponTemplates::new(app.clone()))
+                    .max_decoding_message_size(max_request),
+            )
+            .add_service(
+                UserCouponServiceServer::new(UserCoupons::new(app.clone()))
+                    .max_decoding_message_size(max_request),
+            )
+            .add_service(
+                PointsAccountServiceServer::new(Points::new(app.clone()))
+                    .max_decoding_message_size(max_request),
+            )
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         // Aborting mid-sweep rolls its statement back: nothing is half-done.

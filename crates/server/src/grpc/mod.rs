@@ -4,6 +4,7 @@ pub mod auth;
 mod coupon_templates;
 pub mod deadline;
 pub mod overload;
+pub mod oversized;
 mod parse;
 mod points;
 mod user_coupons;

@@ -88,7 +88,9 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::PointsLimitExceeded
         | Reason::RuleDisabled
         | Reason::DailyCapReached => Code::FailedPrecondition,
-        Reason::OutOfStock | Reason::MemberLimitReached => Code::ResourceExhausted,
+        Reason::OutOfStock | Reason::MemberLimitReached | Reason::RequestTooLarge => {
+            Code::ResourceExhausted
+        }
         Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
