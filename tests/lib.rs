@@ -542,6 +542,14 @@ impl ServerProcess {
         kib / 1024
     }
 
+    /// Its embedded database's URL (when `start` named no database).
+    pub fn embedded_database_url(&self) -> String {
+        format!(
+            "sqlite://{}",
+            self.data_dir.join("marketing.sqlite").display()
+        )
+    }
+
     /// Whether a line of its log contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.logs

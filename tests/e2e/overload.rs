@@ -113,6 +113,54 @@ async fn a_request_over_the_size_limit_is_refused_before_it_is_read(app: &TestAp
     crate::fixtures::create_template(app, "acme", crate::fixtures::template()).await;
 }
 
+/// 2,000 calls at once over ten connections, all admitted and all waiting (the database's
+/// write lock is held by another connection): the server process's memory stays bounded,
+/// and every call is served once the lock is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_waiting_calls_keep_the_process_small() {
+    use marketing_proto::v1::points_account_service_client::PointsAccountServiceClient;
+
+    const CALLS: usize = 2_000;
+    let server = marketing_tests::ServerProcess::start(&[("MARKETING_MAX_CALLS", "2048")]);
+    let mut channels = Vec::new();
+    for _ in 0..10 {
+        channels.push(server.channel().await);
+    }
+    let before = server.peak_rss_mib();
+    let other = sea_orm::Database::connect(server.embedded_database_url())
+        .await
+        .expect("the server's database");
+    let writer = other.begin().await.expect("begin");
+    writer
+        .execute_unprepared("UPDATE points_accounts SET version = version WHERE 0")
+        .await
+        .expect("take the write lock");
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let mut points = PointsAccountServiceClient::new(channels[i % 10].clone());
+            tokio::spawn(async move {
+                points
+                    .earn_points(earn(&format!("crowd-{}", i % 100), 1))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = server.peak_rss_mib();
+    writer.rollback().await.expect("let go");
+    let _ = other.close().await;
+    let mut served = 0;
+    for call in calls {
+        match call.await.expect("joined") {
+            Ok(_) => served += 1,
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert_eq!(served, CALLS);
+    println!("peak RSS: {before} MiB before, {held} MiB with {CALLS} calls waiting");
+    assert!(held < 256, "{held} MiB with {CALLS} calls waiting");
+}
+
 marketing_tests::backend_suite! {
     with marketing_tests::Options {
         max_calls: Some((2, std::time::Duration::from_millis(50))),
