@@ -9,6 +9,7 @@ mod m20261122_000002_partial_indexes;
 mod m20261202_000003_lean_ledger_writes;
 mod m20261202_000004_points_batch_check;
 mod m20261203_000005_api_clients;
+mod m20261203_000006_entry_actor;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_lean_ledger_writes::Migration),
             Box::new(m20261202_000004_points_batch_check::Migration),
             Box::new(m20261203_000005_api_clients::Migration),
+            Box::new(m20261203_000006_entry_actor::Migration),
         ]
     }
 }

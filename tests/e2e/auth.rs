@@ -286,6 +286,31 @@ async fn a_public_address_with_no_client_refuses_to_start(app: &TestApp) {
     Server::build(public).await.expect("with a client");
 }
 
+async fn ledger_entries_name_the_client_that_made_them(app: &TestApp) {
+    let checkout = client(app, "till-7", Role::Checkout, Some(&["acme"])).await;
+    let reader = client(app, "audit", Role::Reader, Some(&["acme"])).await;
+    let mut points = app.points();
+    points
+        .earn_points(with_key(earn("acme", "m-actor"), &checkout))
+        .await
+        .expect("earn");
+    let listed = points
+        .list_points_transactions(with_key(
+            pb::ListPointsTransactionsRequest {
+                tenant_id: "acme".into(),
+                member_id: "m-actor".into(),
+                ..Default::default()
+            },
+            &reader,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .transactions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].actor, "till-7");
+}
+
 marketing_tests::backend_suite! {
     with marketing_tests::Options {
         auth: Some(marketing_server::config::AuthMode::Required),
@@ -296,4 +321,5 @@ marketing_tests::backend_suite! {
     clients_act_for_their_tenants_only,
     a_revoked_key_is_refused_by_every_replica_within_seconds,
     a_public_address_with_no_client_refuses_to_start,
+    ledger_entries_name_the_client_that_made_them,
 }

@@ -1815,6 +1815,7 @@ async fn a_planned_ledger_is_written_column_for_column(app: &TestApp) {
             biz_id: biz.map(|b| format!("{name}-{b}")),
             request_id: Some(format!("{name}-{}", biz.unwrap_or("none"))),
             description: format!("row test {name}"),
+            actor: Some(format!("{name}-client")),
         };
         ledger.earn(50, None, meta(Some("e1"))).expect("earn");
         let hold = ledger

@@ -150,6 +150,8 @@ pub struct EntryMeta {
     pub biz_id: Option<String>,
     pub request_id: Option<String>,
     pub description: String,
+    /// The API client that made the change.
+    pub actor: Option<String>,
 }
 
 /// One ledger entry: `amount` changes `available`, `frozen_amount` changes `frozen`.

@@ -27,6 +27,8 @@ pub struct Edge<'a, R> {
     pub deadline: Instant,
     pub now: UnixMicros,
     pub config: &'a Config,
+    /// Who is calling (`None` when the server runs without auth).
+    pub caller: Option<&'a Caller>,
 }
 
 impl<'a, R: Tenanted> Edge<'a, R> {
@@ -40,7 +42,8 @@ impl<'a, R: Tenanted> Edge<'a, R> {
     ) -> Result<Self, Status> {
         let message = request.get_ref();
         let tenant = message.tenant_id();
-        if let Some(caller) = request.extensions().get::<Caller>()
+        let caller = request.extensions().get::<Caller>();
+        if let Some(caller) = caller
             && !caller.tenants.allows(tenant)
             // A malformed tenant id is the request's mistake, reported as one.
             && TenantId::parse("tenant_id", tenant).is_ok()
@@ -55,6 +58,7 @@ impl<'a, R: Tenanted> Edge<'a, R> {
             deadline: answer_by(request.metadata(), limit),
             now: app.clock.now(),
             config: &app.config,
+            caller,
         })
     }
 }

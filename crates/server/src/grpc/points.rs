@@ -128,9 +128,10 @@ fn account_change<M: Mutation>(
     edge: &Edge<'_, M>,
     member_id: &str,
     mut violations: Violations,
-    meta: EntryMeta,
+    mut meta: EntryMeta,
     build: impl FnOnce() -> Option<PointsOp>,
 ) -> Result<PointsCommand, Status> {
+    meta.actor = edge.caller.map(|caller| caller.name.clone());
     let key = mutation_key(&mut violations, edge.request);
     let member = violations.check(MemberId::parse("member_id", member_id));
     finish(violations, || {

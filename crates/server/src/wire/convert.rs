@@ -117,6 +117,7 @@ pub fn entry_to_proto(
             .map(|id| id.to_string())
             .unwrap_or_default(),
         description: entry.meta.description.clone(),
+        actor: entry.meta.actor.clone().unwrap_or_default(),
         create_time: Some(timestamp(entry.created_at)),
         expire_time: entry.expires_at.map(timestamp),
     }

@@ -26,6 +26,8 @@ pub struct Model {
     pub account_version: i64,
     pub position: i32,
     pub created_at: i64,
+    /// The API client that made the entry.
+    pub actor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -297,6 +297,7 @@ columns!(EntryColumns: tx::Model {
     account_version: i64,
     position: i32,
     created_at: i64,
+    actor: Option<String>,
 });
 
 columns!(AllocationColumns: alloc::Model {

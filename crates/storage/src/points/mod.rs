@@ -840,6 +840,7 @@ fn entry_to_domain(row: tx::Model) -> Result<Entry, MarketingError> {
             biz_id: row.biz_id,
             request_id: row.request_id,
             description: row.description,
+            actor: row.actor,
         },
         hold_id: row.hold_id,
         related_transaction_id: row.related_transaction_id,

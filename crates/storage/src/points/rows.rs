@@ -162,6 +162,7 @@ impl LedgerWrite {
                     account_version: e.account_version,
                     position: e.position,
                     created_at: e.created_at.0,
+                    actor: e.meta.actor.clone(),
                 })
                 .collect(),
             allocations: ledger

@@ -27,31 +27,33 @@ WITH v_acc AS (
 ), ent AS (
   INSERT INTO points_transactions (id, tenant_id, account_id, member_id, tx_type, amount,
     frozen_amount, available_after, frozen_after, biz_type, biz_id, request_id, hold_id,
-    related_transaction_id, description, expires_at, account_version, position, created_at)
+    related_transaction_id, description, expires_at, account_version, position, created_at,
+    actor)
   SELECT * FROM unnest($23::uuid[], $24::text[], $25::uuid[], $26::text[], $27::int2[],
     $28::int8[], $29::int8[], $30::int8[], $31::int8[], $32::text[], $33::text[], $34::text[],
-    $35::uuid[], $36::uuid[], $37::text[], $38::int8[], $39::int8[], $40::int4[], $41::int8[])
+    $35::uuid[], $36::uuid[], $37::text[], $38::int8[], $39::int8[], $40::int4[], $41::int8[],
+    $42::text[])
 ), alloc AS (
   INSERT INTO points_allocations (id, tenant_id, lot_id, transaction_id, hold_id, amount)
-  SELECT * FROM unnest($42::uuid[], $43::text[], $44::uuid[], $45::uuid[], $46::uuid[],
-    $47::int8[])
+  SELECT * FROM unnest($43::uuid[], $44::text[], $45::uuid[], $46::uuid[], $47::uuid[],
+    $48::int8[])
 ), hold AS (
   INSERT INTO points_holds (id, tenant_id, account_id, member_id, order_id, status, amount,
     confirmed_amount, expires_at, created_at, updated_at)
-  SELECT * FROM unnest($48::uuid[], $49::text[], $50::uuid[], $51::text[], $52::text[],
-    $53::int2[], $54::int8[], $55::int8[], $56::int8[], $57::int8[], $58::int8[])
+  SELECT * FROM unnest($49::uuid[], $50::text[], $51::uuid[], $52::text[], $53::text[],
+    $54::int2[], $55::int8[], $56::int8[], $57::int8[], $58::int8[], $59::int8[])
   ON CONFLICT (id) DO UPDATE SET status = excluded.status,
     confirmed_amount = excluded.confirmed_amount, updated_at = excluded.updated_at
 ), daily AS (
   INSERT INTO points_daily_earnings (tenant_id, member_id, event_type, day, earned)
-  SELECT * FROM unnest($59::text[], $60::text[], $61::text[], $62::int4[], $63::int8[])
+  SELECT * FROM unnest($60::text[], $61::text[], $62::text[], $63::int4[], $64::int8[])
   ON CONFLICT (tenant_id, member_id, event_type, day)
     DO UPDATE SET earned = points_daily_earnings.earned + excluded.earned
 ), rec AS (
   INSERT INTO idempotency_records (tenant_id, request_id, operation, fingerprint, status_code,
     response, created_at)
-  SELECT * FROM unnest($64::text[], $65::text[], $66::text[], $67::bytea[], $68::int4[],
-    $69::bytea[], $70::int8[])
+  SELECT * FROM unnest($65::text[], $66::text[], $67::text[], $68::bytea[], $69::int4[],
+    $70::bytea[], $71::int8[])
 )
 SELECT points_batch_written((SELECT count(*) FROM acc), cardinality($1::uuid[]),
   (SELECT count(*) FROM lot_upd), cardinality($11::uuid[]));
