@@ -11,6 +11,7 @@ use tonic::Code;
 use crate::fixtures::{DAY, at, create_request, now_seconds, template, unique};
 
 marketing_tests::backend_suite! {
+    a_damaged_cached_template_is_read_from_the_database,
     create_then_get_returns_what_was_stored,
     create_is_idempotent_by_request_id,
     concurrent_duplicate_creates_make_one_template,
@@ -772,4 +773,46 @@ async fn list_filters_by_enabled_type_and_claimability(app: &TestApp) {
         .await
         .expect_err("unknown type");
     assert_invalid(&err, &["discount_type"]);
+}
+
+/// A cached copy no reader can decode (another build's format, or damaged in Redis) is not
+/// the caller's problem: the template is read from the database and the copy replaced.
+async fn a_damaged_cached_template_is_read_from_the_database(app: &TestApp) {
+    let created = crate::fixtures::create_template(app, "acme", template()).await;
+    let key = format!("tpl:acme:{}", created.id);
+    let damaged = marketing_infra::cache::Versioned {
+        version: i64::MAX - 1,
+        value: vec![0xff; 16],
+    };
+    app.state
+        .cache
+        .put(&key, damaged, std::time::Duration::from_secs(60))
+        .await
+        .expect("damage the copy");
+    let mut templates = app.templates();
+    for _ in 0..2 {
+        let shown = templates
+            .get_coupon_template(pb::GetCouponTemplateRequest {
+                tenant_id: "acme".into(),
+                template_id: created.id.clone(),
+            })
+            .await
+            .expect("served despite the copy")
+            .into_inner()
+            .coupon_template
+            .expect("template");
+        assert_eq!(shown, created);
+    }
+    let replaced = app
+        .state
+        .cache
+        .get(&key)
+        .await
+        .expect("cache")
+        .expect("a copy");
+    assert_ne!(
+        replaced.value,
+        vec![0xff; 16],
+        "the damaged copy was replaced"
+    );
 }

@@ -95,6 +95,23 @@ impl AppState {
         Ok(Answer::Fresh(template))
     }
 
+    /// The template from the database, replacing a cached copy its reader could not use (an
+    /// entry written in another format, or damaged in Redis): evicted first, since the cache
+    /// keeps the copy of the highest revision.
+    pub async fn reload_template(
+        &self,
+        tenant_id: &TenantId,
+        id: TemplateId,
+    ) -> Result<CouponTemplate, MarketingError> {
+        let key = cache_key(tenant_id, id);
+        if let Err(err) = self.cache.evict(&key).await {
+            marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting template failed");
+        }
+        let template = templates::get(self.db.conn(), tenant_id, id).await?;
+        self.cache_template(&template).await;
+        Ok(template)
+    }
+
     /// One page, and the last template of it when another page may follow.
     pub async fn list_templates(
         &self,

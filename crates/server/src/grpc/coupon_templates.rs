@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use marketing_domain::{
     FieldViolation, TemplateId, TenantId,
-    coupon_template::{TemplateField, TemplateTerms, check_initial_stock, check_stock_change},
+    coupon_template::{
+        CouponTemplate, TemplateField, TemplateTerms, check_initial_stock, check_stock_change,
+    },
     error::Violations,
     page::page_size,
 };
@@ -16,9 +18,9 @@ use tracing::instrument;
 
 use super::parse::{Edge, Mutation, Tenanted, finish, mutation_key, mutations, reply, tenanted};
 use crate::{
-    app::{AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
+    app::{Answer, AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
     wire::{
-        ToWire,
+        self, ToWire,
         convert::{
             decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
         },
@@ -314,7 +316,22 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::GetCouponTemplateRequest>,
     ) -> Result<Response<pb::GetCouponTemplateResponse>, Status> {
         let query = GetTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.get_template(&query.tenant_id, query.id).await)?;
+        let answer = self.app.get_template(&query.tenant_id, query.id).await;
+        let template = match answer.map_err(to_status)? {
+            Answer::Fresh(template) => template.to_wire(),
+            Answer::Recorded(copy) => match wire::from_record::<CouponTemplate>(copy.bytes()) {
+                Ok(template) => template,
+                // A cached copy no reader can use is not the caller's problem: read the row.
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, "undecodable cached template; reading the database");
+                    self.app
+                        .reload_template(&query.tenant_id, query.id)
+                        .await
+                        .map_err(to_status)?
+                        .to_wire()
+                }
+            },
+        };
         Ok(Response::new(pb::GetCouponTemplateResponse {
             coupon_template: Some(template),
         }))
