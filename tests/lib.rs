@@ -86,6 +86,11 @@ pub struct Options {
     pub max_calls: Option<(usize, Duration)>,
     /// Overrides `MARKETING_MAX_REQUEST_BYTES`.
     pub max_request_bytes: Option<usize>,
+    /// Sets `MARKETING_RATE_LIMITS`.
+    pub rate_limits: Option<&'static str>,
+    /// Serves TLS with these certificates (and requires client certificates when
+    /// `TestCerts::mtls`).
+    pub tls: Option<Arc<TestCerts>>,
 }
 
 pub struct TestApp {
@@ -97,6 +102,8 @@ pub struct TestApp {
     pub config: Config,
     /// The transport's counters: connections refused, idle ones closed, ...
     pub transport: Arc<Transport>,
+    /// The certificates it serves TLS with, if it does.
+    pub tls: Option<Arc<TestCerts>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<anyhow::Result<()>>,
     storage: Storage,
@@ -146,12 +153,29 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         max_request_bytes: options
             .max_request_bytes
             .unwrap_or(defaults.max_request_bytes),
+        rate_limits: options
+            .rate_limits
+            .map(|limits| limits.parse().expect("valid rate limits"))
+            .unwrap_or_default(),
+        tls_cert: options.tls.as_ref().map(|tls| tls.path("server.pem")),
+        tls_key: options.tls.as_ref().map(|tls| tls.path("server.key")),
+        tls_client_ca: options
+            .tls
+            .as_ref()
+            .filter(|tls| tls.mtls)
+            .map(|tls| tls.path("ca.pem")),
         ..defaults
     };
-    start(backend, config, storage, Clock::system()).await
+    start(backend, config, storage, Clock::system(), options.tls).await
 }
 
-async fn start(backend: Backend, config: Config, storage: Storage, clock: Clock) -> TestApp {
+async fn start(
+    backend: Backend,
+    config: Config,
+    storage: Storage,
+    clock: Clock,
+    tls: Option<Arc<TestCerts>>,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -165,11 +189,18 @@ async fn start(backend: Backend, config: Config, storage: Storage, clock: Clock)
     let server = tokio::spawn(server.serve(listener, async move {
         let _ = shutdown_rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connect to the test server");
+    let channel = match &tls {
+        // Under mTLS the harness's own calls present a certificate that names no client.
+        Some(certs) => certs
+            .channel(addr, certs.mtls.then(|| certs.client(&["harness"], None)))
+            .await
+            .expect("connect to the test server over TLS"),
+        None => Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the test server"),
+    };
     TestApp {
         addr,
         backend,
@@ -177,6 +208,7 @@ async fn start(backend: Backend, config: Config, storage: Storage, clock: Clock)
         state,
         config,
         transport,
+        tls,
         shutdown: Some(shutdown),
         server,
         storage,
@@ -231,6 +263,7 @@ impl TestApp {
             self.config.clone(),
             Storage::Shared,
             self.state.clock.clone(),
+            self.tls.clone(),
         )
         .await
     }
@@ -279,6 +312,152 @@ impl TestApp {
     pub async fn join(&mut self) -> anyhow::Result<()> {
         (&mut self.server).await?
     }
+}
+
+/// Certificates made at run time for a TLS test, in a directory of their own: a CA
+/// (`ca.pem`), the server's for `localhost` and 127.0.0.1 (`server.pem`, `server.key`), and
+/// clients' signed by the CA on demand.
+pub struct TestCerts {
+    dir: PathBuf,
+    pub ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// Whether the server requires client certificates signed by the CA.
+    pub mtls: bool,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct PemPair {
+    pub cert: String,
+    pub key: String,
+}
+
+impl TestCerts {
+    pub fn new(mtls: bool) -> Arc<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "marketing-test-certs-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the certificates' directory");
+        let (ca_pem, issuer) = Self::authority("marketing test CA");
+        let certs = Self {
+            dir,
+            ca_pem,
+            issuer,
+            mtls,
+        };
+        let server = certs.sign(&["localhost", "127.0.0.1"], None);
+        certs.write("ca.pem", &certs.ca_pem);
+        certs.write("server.pem", &server.cert);
+        certs.write("server.key", &server.key);
+        Arc::new(certs)
+    }
+
+    /// A self-signed CA: its certificate (PEM) and what signs with it.
+    pub fn authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        (cert.pem(), rcgen::Issuer::new(params, key))
+    }
+
+    fn sign(&self, names: &[&str], common_name: Option<&str>) -> PemPair {
+        Self::sign_with(&self.issuer, names, common_name)
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) and `common_name`, signed by
+    /// `issuer`.
+    pub fn sign_with(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        names: &[&str],
+        common_name: Option<&str>,
+    ) -> PemPair {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("valid names");
+        if let Some(common_name) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+        }
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("signed");
+        PemPair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// A client certificate signed by this CA, naming `names` (DNS) and `common_name`.
+    pub fn client(&self, names: &[&str], common_name: Option<&str>) -> PemPair {
+        self.sign(names, common_name)
+    }
+
+    /// Writes `contents` to `file` in the certificates' directory; its path.
+    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
+        let path = self.path(file);
+        std::fs::write(&path, contents).expect("write a certificate file");
+        path
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// A channel to `addr` that trusts this CA, presenting `identity` if given.
+    pub async fn channel(
+        &self,
+        addr: SocketAddr,
+        identity: Option<PemPair>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost");
+        if let Some(identity) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                identity.cert,
+                identity.key,
+            ));
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .expect("valid uri")
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+}
+
+impl std::fmt::Debug for TestCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCerts")
+            .field("dir", &self.dir)
+            .field("mtls", &self.mtls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `message` as a call carrying an API client's key (`authorization: Bearer <key>`).
+pub fn with_key<M>(message: M, key: &str) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii"),
+    );
+    request
 }
 
 /// Asserts the status has `code` and an `ErrorInfo` with `reason`.

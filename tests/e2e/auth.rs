@@ -8,19 +8,10 @@ use std::time::{Duration, Instant};
 use marketing_domain::{UnixMicros, auth::Role};
 use marketing_proto::v1 as pb;
 use marketing_server::{Server, app::clients, config::AuthMode};
-use marketing_tests::{TestApp, assert_error};
-use tonic::{Code, Request};
+use marketing_tests::{TestApp, assert_error, with_key};
+use tonic::Code;
 
 use crate::fixtures::{claim_request, create_request, template, unique};
-
-fn with_key<M>(message: M, key: &str) -> Request<M> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii"),
-    );
-    request
-}
 
 async fn client(app: &TestApp, name: &str, role: Role, tenants: Option<&[&str]>) -> String {
     let tenants = tenants.map(|t| t.iter().map(|s| s.to_string()).collect());

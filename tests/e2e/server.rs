@@ -92,7 +92,7 @@ fn grpcurl() -> PathBuf {
     PathBuf::from("grpcurl")
 }
 
-fn run_grpcurl(args: &[&str]) -> String {
+pub(crate) fn run_grpcurl(args: &[&str]) -> String {
     let output = Command::new(grpcurl())
         .args(args)
         .output()

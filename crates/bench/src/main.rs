@@ -4,7 +4,7 @@
 //! ```text
 //! marketing-bench <scenario> [--addr 127.0.0.1:50051] [-c 50] [--connections 1]
 //!                 [-n COUNT | -z DURATION] [--rps N] [-O summary|json] [-o FILE] [--tenant T]
-//!                 [--token KEY]
+//!                 [--token KEY] [--cacert CA.pem [--cert C.pem --key C.key] [--cname NAME]]
 //! marketing-bench report --dir DIR      (reads the JSON files bench.sh wrote)
 //! ```
 
@@ -19,7 +19,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{
     report::Stats,
@@ -84,6 +84,46 @@ struct BenchArgs {
     /// An API client's key, sent as `authorization: Bearer <key>` on every call.
     #[arg(long)]
     token: Option<String>,
+    /// The CA certificate (PEM) the server's certificate must be signed by; connects over TLS.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for mTLS (with --key).
+    #[arg(long, requires = "key", requires = "cacert")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// The server name to verify the certificate against (default: the address's host).
+    #[arg(long)]
+    cname: Option<String>,
+}
+
+/// TLS, as ghz names its options: trusting `--cacert` turns it on.
+struct TlsArgs {
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cname: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client TLS configuration, files read; `None` for plain text.
+    fn config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let Some(ca) = &self.cacert else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.cname {
+            tls = tls.domain_name(name);
+        }
+        Ok(Some(tls))
+    }
 }
 
 struct Args {
@@ -94,6 +134,7 @@ struct Args {
     output: Option<PathBuf>,
     tenant: Option<String>,
     token: Option<String>,
+    tls: TlsArgs,
 }
 
 impl From<BenchArgs> for Args {
@@ -116,6 +157,12 @@ impl From<BenchArgs> for Args {
             output: args.output,
             tenant: args.tenant,
             token: args.token,
+            tls: TlsArgs {
+                cacert: args.cacert,
+                cert: args.cert,
+                key: args.key,
+                cname: args.cname,
+            },
         }
     }
 }
@@ -137,22 +184,28 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-async fn connect(addr: &str, connections: usize, token: Option<&str>) -> anyhow::Result<Vec<Conn>> {
+async fn connect(args: &Args) -> anyhow::Result<Vec<Conn>> {
+    let addr = &args.addr;
     let token = Token(
-        token
+        args.token
+            .as_deref()
             .map(|key| format!("Bearer {key}").parse())
             .transpose()
             .context("--token must be ASCII")?,
     );
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+    let tls = args.tls.config()?;
+    let uri = match (addr.contains("://"), &tls) {
+        (true, _) => addr.to_owned(),
+        (false, Some(_)) => format!("https://{addr}"),
+        (false, None) => format!("http://{addr}"),
     };
     let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        let channel = Endpoint::from_shared(uri.clone())?
-            .tcp_nodelay(true)
+    for _ in 0..args.load.connections.max(1) {
+        let mut endpoint = Endpoint::from_shared(uri.clone())?.tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -162,7 +215,7 @@ async fn connect(addr: &str, connections: usize, token: Option<&str>) -> anyhow:
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let channels = connect(&args.addr, args.load.connections, args.token.as_deref()).await?;
+    let channels = connect(&args).await?;
     let tenant = args
         .tenant
         .clone()

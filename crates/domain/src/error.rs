@@ -77,10 +77,11 @@ pub enum Reason {
     TenantNotAllowed,
     Overloaded,
     RequestTooLarge,
+    RateLimited,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 42] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -122,6 +123,7 @@ impl Reason {
         Self::TenantNotAllowed,
         Self::Overloaded,
         Self::RequestTooLarge,
+        Self::RateLimited,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -172,6 +174,7 @@ impl Reason {
             Self::TenantNotAllowed => "TENANT_NOT_ALLOWED",
             Self::Overloaded => "OVERLOADED",
             Self::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Self::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -290,6 +293,20 @@ pub enum MarketingError {
     /// A known client that may not act for the tenant.
     #[error("the client may not act for tenant {tenant}")]
     TenantNotAllowed { tenant: String },
+    /// Past a rate limit (`MARKETING_RATE_LIMITS`): nothing was done; retry after
+    /// `retry_after`.
+    #[error("rate limit of {action} reached, retry in {} ms", .retry_after.as_millis())]
+    RateLimited {
+        action: crate::limits::LimitedAction,
+        retry_after: std::time::Duration,
+    },
+}
+
+/// The metadata key of a rate-limited call's wait, in whole milliseconds (rounded up).
+pub const RETRY_AFTER_MS: &str = "retry_after_ms";
+
+fn retry_after_millis(wait: std::time::Duration) -> u128 {
+    wait.as_micros().div_ceil(1000)
 }
 
 /// A refusal as a client is told it: reason, message, the numbers it names and, for invalid
@@ -388,6 +405,7 @@ impl MarketingError {
             Self::TenantNotAllowed { .. } => Reason::TenantNotAllowed,
             Self::Overloaded => Reason::Overloaded,
             Self::RequestTooLarge { .. } => Reason::RequestTooLarge,
+            Self::RateLimited { .. } => Reason::RateLimited,
         }
     }
 
@@ -447,6 +465,13 @@ impl MarketingError {
                 vec![("current_version", current.to_string())]
             }
             Self::RequestTooLarge { limit } => vec![("limit_bytes", limit.to_string())],
+            Self::RateLimited {
+                action,
+                retry_after,
+            } => vec![
+                ("action", action.as_str().to_owned()),
+                (RETRY_AFTER_MS, retry_after_millis(*retry_after).to_string()),
+            ],
             _ => Vec::new(),
         };
         pairs

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod coupon_template;
 pub mod error;
 pub mod ids;
+pub mod limits;
 pub mod page;
 pub mod points;
 pub mod points_rule;

@@ -1,6 +1,6 @@
 //! Infrastructure behind small traits: a distributed lock with fencing tokens, a
-//! version-guarded byte cache, freshness stamps (and the cache they validate) and the points
-//! leaderboard. Production uses Redis (shared by every replica); the embedded mode uses
+//! version-guarded byte cache, freshness stamps (and the cache they validate), rate limits and
+//! the points leaderboard. Production uses Redis (shared by every replica); the embedded mode uses
 //! in-process implementations. None is ever the source of truth: losing one costs speed, never
 //! correctness.
 #![forbid(unsafe_code)]
@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod leaderboard;
 pub mod lock;
+pub mod rate;
 pub mod redis;
 pub mod stamps;
 pub mod throttle;

@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use marketing_domain::limits::RateLimits;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,25 @@ mod millis {
     }
 }
 
+/// Settings written as text and parsed by the type's `FromStr` (rate limits).
+mod text {
+    use std::{fmt::Display, str::FromStr};
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, to: S) -> Result<S::Ok, S::Error> {
+        to.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(from: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err = String>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(from)?.parse().map_err(D::Error::custom)
+    }
+}
+
 mod secs {
     use std::time::Duration;
 
@@ -185,6 +205,16 @@ pub struct Config {
     /// Largest request message a call may send; a larger one is refused from its length
     /// prefix, before it is read.
     pub max_request_bytes: usize,
+    /// Rate limits per member and action and per client, e.g. `claim=5/s:10,client=1000/s`
+    /// (`ACTION=COUNT/UNIT[:BURST]`; actions `claim`, `earn` (by rule), `client`). Empty: none.
+    #[serde(with = "text")]
+    pub rate_limits: RateLimits,
+    /// PEM certificate chain and private key: serve TLS (both, or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by one (mTLS); a certificate
+    /// whose DNS name (or common name) is a client's name calls as that client.
+    pub tls_client_ca: Option<PathBuf>,
     /// How the transport defends itself against hostile or broken clients.
     #[serde(flatten)]
     pub transport: TransportConfig,
@@ -296,6 +326,10 @@ impl Default for Config {
             max_calls: 2048,
             call_queue_timeout: Duration::from_millis(100),
             max_request_bytes: 4 * 1024 * 1024,
+            rate_limits: RateLimits::default(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             transport: TransportConfig::default(),
         }
     }
@@ -497,6 +531,27 @@ impl Config {
         if self.points_batch_max == 0 {
             return Err(invalid("MARKETING_POINTS_BATCH_MAX", "must be at least 1"));
         }
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) => {
+                return Err(invalid(
+                    "MARKETING_TLS_KEY",
+                    "must be set with MARKETING_TLS_CERT",
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(invalid(
+                    "MARKETING_TLS_CERT",
+                    "must be set with MARKETING_TLS_KEY",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(invalid(
+                    "MARKETING_TLS_CLIENT_CA",
+                    "needs TLS: set MARKETING_TLS_CERT and MARKETING_TLS_KEY",
+                ));
+            }
+            _ => {}
+        }
         if self.local_cache_capacity == 0 {
             return Err(invalid(
                 "MARKETING_LOCAL_CACHE_CAPACITY",
@@ -619,6 +674,15 @@ mod tests {
                 vec![("MARKETING_CONNECTION_IDLE_TIMEOUT_MS", "soon")],
                 "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
             ),
+            (
+                vec![("MARKETING_RATE_LIMITS", "claim=5/day")],
+                "MARKETING_RATE_LIMITS",
+            ),
+            (vec![("MARKETING_TLS_CERT", "cert.pem")], "MARKETING_TLS_KEY"),
+            (
+                vec![("MARKETING_TLS_CLIENT_CA", "ca.pem")],
+                "MARKETING_TLS_CLIENT_CA",
+            ),
         ] {
             let err = load(&vars).expect_err("invalid config");
             assert!(err.to_string().starts_with(name), "{err}");
@@ -643,8 +707,13 @@ mod tests {
             ("MARKETING_KEEPALIVE_TIMEOUT_MS", "2000"),
             ("MARKETING_REDIS_KEY_PREFIX", "123"),
             ("MARKETING_DATA_DIR", ""),
+            ("MARKETING_RATE_LIMITS", "claim=5/s:10, client=100/m"),
         ])
         .expect("valid");
+        assert_eq!(
+            config.rate_limits.to_string(),
+            "claim=5/s:10,client=100/m:100"
+        );
         assert_eq!(config.claim_timeout, Duration::from_millis(2500));
         assert_eq!(config.points_batch_max, 64);
         assert_eq!(config.transport.keepalive_timeout, Duration::from_secs(2));

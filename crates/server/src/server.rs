@@ -9,7 +9,7 @@ use marketing_proto::v1::{
     user_coupon_service_server::UserCouponServiceServer,
 };
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -73,6 +73,30 @@ pub async fn run(
 pub struct Server {
     app: AppState,
     transport: Arc<Transport>,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// The TLS the configuration asks for (`MARKETING_TLS_CERT`, `_KEY`, `_CLIENT_CA`), its
+/// files read now so that a missing or unreadable one stops the start. A TLS handshake has the
+/// transport's handshake deadline.
+fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |variable: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|err| anyhow::anyhow!("{variable}: cannot read {}: {err}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read("MARKETING_TLS_CERT", cert)?,
+            read("MARKETING_TLS_KEY", key)?,
+        ))
+        .timeout(config.transport.handshake_timeout);
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("MARKETING_TLS_CLIENT_CA", ca)?));
+    }
+    Ok(Some(tls))
 }
 
 impl Server {
@@ -84,9 +108,14 @@ impl Server {
     /// [`build`](Self::build), reading the time from `clock` (tests move it).
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let transport = Transport::new(connection_limits(&config));
+        let tls = tls_config(&config)?;
         let app = AppState::connect(config, clock).await?;
         check_auth(&app).await?;
-        Ok(Self { app, transport })
+        Ok(Self {
+            app,
+            transport,
+            tls,
+        })
     }
 
     pub fn app(&self) -> &AppState {
@@ -103,7 +132,11 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Self { app, transport } = self;
+        let Self {
+            app,
+            transport,
+            tls,
+        } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let service_names = [
             "marketing.v1.CouponTemplateService",
@@ -141,7 +174,12 @@ impl Server {
 
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving gRPC");
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            client_certificates = app.config.tls_client_ca.is_some(),
+            "serving gRPC"
+        );
         let limits = transport.config().clone();
         let max_request = app.config.max_request_bytes;
         let incoming = transport.guard(
@@ -149,7 +187,11 @@ impl Server {
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(TCP_KEEPALIVE)),
         );
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .timeout(Duration::from_secs(30))
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -161,7 +203,7 @@ impl Server {
                 app.config.max_calls,
                 app.config.call_queue_timeout,
             ))
-            .layer(AuthLayer::new(app.auth.clone()))
+            .layer(AuthLayer::new(app.auth.clone(), app.limits.clone()))
             .layer(OversizedLayer::new(max_request))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -2,12 +2,16 @@
 //! and the client's role against the method, before any other work. What a replica read of a
 //! key is kept briefly ([`KNOWN_FOR`]), so a revoked client is refused by every replica within
 //! seconds, and a known key costs no database work and no hashing: it is looked up whole.
+//!
+//! Under mTLS (`MARKETING_TLS_CLIENT_CA`) a call with no key is the client its certificate
+//! names: TLS has verified the certificate against the CA; its DNS names, then its subject's
+//! common names, are looked up as client names, and the first client found is the caller.
 
 use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{
     MarketingError,
-    auth::{ApiClient, digests_match, split_key},
+    auth::{ApiClient, check_client_name, digests_match, split_key},
 };
 use marketing_storage::{Database, clients};
 use moka::sync::Cache;
@@ -37,13 +41,83 @@ enum Verdict {
     Unknown,
 }
 
+impl Verdict {
+    fn of(client: ApiClient) -> Self {
+        match client.revoked_at {
+            Some(_) => Verdict::Revoked(client.name.into()),
+            None => Verdict::Active(Arc::new(client)),
+        }
+    }
+}
+
 /// What the cheap, synchronous check could tell.
 pub enum Checked {
     /// Let the call through, as this caller (`None`: an open path, or auth is off).
     Admitted(Option<Caller>),
     Refused(MarketingError),
     /// Not known to this replica yet: [`Authenticator::look_up`] it.
-    Unknown(String),
+    Unknown(Credential),
+}
+
+/// What a call presented to say who it is.
+pub enum Credential {
+    /// An API key (`authorization: Bearer`).
+    Key(String),
+    /// The names of a client certificate that TLS verified (DNS names, then common names).
+    Certificate(Vec<String>),
+}
+
+impl Credential {
+    /// The key this credential's verdict is kept under: the key itself, or the names behind
+    /// a NUL (which no key contains).
+    fn cache_key(&self) -> String {
+        match self {
+            Credential::Key(key) => key.clone(),
+            Credential::Certificate(names) => format!("\0{}", names.join("\0")),
+        }
+    }
+}
+
+/// Names of a certificate tried as client names, at most (a certificate with hundreds of
+/// names must not cost hundreds of lookups).
+const CERTIFICATE_NAMES: usize = 8;
+
+/// The names a DER certificate gives its subject: DNS names of its subject alternative
+/// names, then its subject's common names; only those that could be client names.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::{extensions::GeneralName, prelude::FromDer};
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let dns = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let common = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned));
+    let mut names: Vec<String> = Vec::new();
+    for name in dns.into_iter().chain(common) {
+        if check_client_name(&name).is_ok() && !names.contains(&name) {
+            names.push(name);
+        }
+        if names.len() == CERTIFICATE_NAMES {
+            break;
+        }
+    }
+    names
 }
 
 #[derive(Clone)]
@@ -71,44 +145,88 @@ impl Authenticator {
     }
 
     /// Checks a call of `path` (`/package.Service/Method`) with the `authorization` header
-    /// `header` against what this replica knows; no I/O.
-    pub fn check(&self, path: &str, header: Option<&[u8]>) -> Checked {
+    /// `header` and, under mTLS, the client certificate TLS verified (DER), against what this
+    /// replica knows; no I/O. A key, when there is one, is what counts.
+    pub fn check(&self, path: &str, header: Option<&[u8]>, certificate: Option<&[u8]>) -> Checked {
         if self.mode == AuthMode::Disabled || !path.starts_with(GUARDED) {
             return Checked::Admitted(None);
         }
-        let Some(key) = header
-            .and_then(|value| std::str::from_utf8(value).ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|key| split_key(key).is_some())
-        else {
-            marketing_infra::warn_every!(path, "call refused: no key, or not a key");
-            return Checked::Refused(MarketingError::Unauthenticated);
+        let credential = match (header, certificate) {
+            (Some(header), _) => {
+                let Some(key) = std::str::from_utf8(header)
+                    .ok()
+                    .and_then(|value| value.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .filter(|key| split_key(key).is_some())
+                else {
+                    marketing_infra::warn_every!(path, "call refused: not a key");
+                    return Checked::Refused(MarketingError::Unauthenticated);
+                };
+                // The common case, without an allocation.
+                if let Some(verdict) = self.known.get(key) {
+                    return Self::judge(verdict, path);
+                }
+                return Checked::Unknown(Credential::Key(key.to_owned()));
+            }
+            (None, Some(certificate)) => {
+                let names = certificate_names(certificate);
+                if names.is_empty() {
+                    marketing_infra::warn_every!(
+                        path,
+                        "call refused: the client certificate names no client"
+                    );
+                    return Checked::Refused(MarketingError::Unauthenticated);
+                }
+                Credential::Certificate(names)
+            }
+            (None, None) => {
+                marketing_infra::warn_every!(path, "call refused: no key");
+                return Checked::Refused(MarketingError::Unauthenticated);
+            }
         };
-        match self.known.get(key) {
+        match self.known.get(&credential.cache_key()) {
             Some(verdict) => Self::judge(verdict, path),
-            None => Checked::Unknown(key.to_owned()),
+            None => Checked::Unknown(credential),
         }
     }
 
-    /// Reads a key this replica does not know from the database, keeps what it found, and
-    /// judges the call by it.
-    pub async fn look_up(&self, key: String, path: &str) -> Checked {
-        let Some((key_id, _)) = split_key(&key) else {
-            return Checked::Refused(MarketingError::Unauthenticated);
+    /// Reads a credential this replica does not know from the database, keeps what it found,
+    /// and judges the call by it.
+    pub async fn look_up(&self, credential: Credential, path: &str) -> Checked {
+        let found = match &credential {
+            Credential::Key(key) => self.look_up_key(key).await,
+            Credential::Certificate(names) => self.look_up_names(names).await,
         };
-        let verdict = match clients::find_by_key_id(self.db.conn(), key_id).await {
-            Ok(Some(stored)) if digests_match(&stored.key_digest, &key_digest(&key)) => {
-                match stored.client.revoked_at {
-                    Some(_) => Verdict::Revoked(stored.client.name.into()),
-                    None => Verdict::Active(Arc::new(stored.client)),
-                }
-            }
-            Ok(_) => Verdict::Unknown,
+        let verdict = match found {
+            Ok(verdict) => verdict,
             Err(err) => return Checked::Refused(err),
         };
-        self.known.insert(key, verdict.clone());
+        self.known.insert(credential.cache_key(), verdict.clone());
         Self::judge(verdict, path)
+    }
+
+    async fn look_up_key(&self, key: &str) -> Result<Verdict, MarketingError> {
+        let Some((key_id, _)) = split_key(key) else {
+            return Ok(Verdict::Unknown);
+        };
+        Ok(
+            match clients::find_by_key_id(self.db.conn(), key_id).await? {
+                Some(stored) if digests_match(&stored.key_digest, &key_digest(key)) => {
+                    Verdict::of(stored.client)
+                }
+                _ => Verdict::Unknown,
+            },
+        )
+    }
+
+    /// The first of `names` that is a client's name.
+    async fn look_up_names(&self, names: &[String]) -> Result<Verdict, MarketingError> {
+        for name in names {
+            if let Some(client) = clients::find_by_name(self.db.conn(), name).await? {
+                return Ok(Verdict::of(client));
+            }
+        }
+        Ok(Verdict::Unknown)
     }
 
     fn judge(verdict: Verdict, path: &str) -> Checked {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use marketing_domain::{
     MarketingError, MemberId, TemplateId, TenantId,
     coupon_template::CouponTemplate,
+    limits::LimitedAction,
     user_coupon::{ClaimRefusal, CouponView, Distribution, UserCoupon, plan_claims},
 };
 use marketing_infra::lock::LockGuard;
@@ -77,6 +78,8 @@ struct Issued {
 impl AppState {
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
+        let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
+        self.limits.admit(LimitedAction::Claim, &member).await?;
         let serve = self.drainer(|app, groups| async move { app.serve_claim_batch(groups).await });
         self.claim_batcher
             .submit(claim.template_id, claim, serve)

@@ -28,6 +28,10 @@ pub struct Metrics {
     /// Claim batches whose template lock had lapsed (its TTL passed) by the time they released
     /// it: their writes were kept safe by the lock's fencing token alone.
     pub claim_lock_lapses: AtomicU64,
+    /// Calls refused by a rate limit.
+    pub rate_limited: AtomicU64,
+    /// Rate-limit checks this replica counted alone because Redis could not be reached.
+    pub local_rate_limits: AtomicU64,
 }
 
 impl Metrics {
@@ -49,6 +53,14 @@ impl Metrics {
 
     pub fn record_claim_split(&self) {
         self.claim_splits.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_local_rate_limit(&self) {
+        self.local_rate_limits.fetch_add(1, Relaxed);
     }
 
     pub fn record_claim_batch(&self, claims: usize) {

@@ -21,6 +21,7 @@ mod claims;
 pub mod clients;
 mod coupons;
 mod isolate;
+pub mod limits;
 mod metrics;
 mod points;
 mod templates;
@@ -36,6 +37,7 @@ use marketing_infra::{
     cache::{Cache, LocalCache, TieredCache, Versioned},
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
+    rate::{RateLimiter, RedisRateLimiter},
     redis::RedisPool,
     stamps::{LocalStamps, RedisStamps, StampedCache, Stamps},
 };
@@ -92,6 +94,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Who is calling (every call of the marketing services passes it first).
     pub auth: Arc<auth::Authenticator>,
+    /// How often members and clients may call.
+    pub limits: Arc<limits::Limits>,
     claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, Answer<CouponView>>>,
     points_batcher: Arc<Batcher<(), points::PointsCommand, Answer<PointsOutcome>>>,
     stale_boards: Arc<points::StaleBoards>,
@@ -107,8 +111,9 @@ impl AppState {
             Arc<dyn DistributedLock>,
             Arc<dyn Leaderboard>,
             Arc<dyn Stamps>,
+            Option<Arc<dyn RateLimiter>>,
         );
-        let (cache, lock, leaderboard, stamps): Backends = match &config.redis_url {
+        let (cache, lock, leaderboard, stamps, rate_limiter): Backends = match &config.redis_url {
             Some(redis_url) => {
                 let pool =
                     RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
@@ -124,7 +129,8 @@ impl AppState {
                     )),
                     Arc::new(RedisLock::new(pool.clone())),
                     Arc::new(RedisLeaderboard::new(pool.clone())),
-                    Arc::new(RedisStamps::new(pool)),
+                    Arc::new(RedisStamps::new(pool.clone())),
+                    Some(Arc::new(RedisRateLimiter::new(pool))),
                 )
             }
             None => (
@@ -132,6 +138,7 @@ impl AppState {
                 Arc::new(LocalLock::new()),
                 Arc::new(LocalLeaderboard::new()),
                 Arc::new(LocalStamps::new(config.local_cache_capacity)),
+                None,
             ),
         };
         match (db.backend(), config.redis_url.is_some()) {
@@ -161,6 +168,12 @@ impl AppState {
             db.clone(),
             config.effective_auth(),
         ));
+        let metrics = Arc::<Metrics>::default();
+        let limits = Arc::new(limits::Limits::new(
+            config.rate_limits.clone(),
+            rate_limiter,
+            metrics.clone(),
+        ));
         let claim_batcher = Arc::new(Batcher::new(config.claim_batch_max, "claim"));
         let points_batcher = Arc::new(Batcher::new(config.points_batch_max, "points"));
         Ok(Self {
@@ -169,10 +182,11 @@ impl AppState {
             lock,
             coupon_lists,
             config: Arc::new(config),
-            metrics: Arc::default(),
+            metrics,
             leaderboard,
             clock,
             auth,
+            limits,
             claim_batcher,
             points_batcher,
             stale_boards: Arc::default(),

@@ -3,7 +3,8 @@
 //! (no request body is read, no database work done); an admitted one carries its
 //! [`Caller`] in the request's extensions, where the handlers check its tenants. A key this
 //! replica knows is checked synchronously, without an allocation; only an unknown one waits
-//! for the database.
+//! for the database. Where clients' calls are rate-limited (`client=` in
+//! `MARKETING_RATE_LIMITS`), an admitted call is counted against its client's limit next.
 
 use std::{
     future::Future,
@@ -12,20 +13,28 @@ use std::{
     task::{Context, Poll},
 };
 
+use marketing_domain::{MarketingError, limits::LimitedAction};
+use tonic::transport::server::TlsConnectInfo;
+
 use super::{BoxFuture, take_ready};
 use crate::{
-    app::auth::{Authenticator, Caller, Checked},
+    app::{
+        auth::{Authenticator, Caller, Checked},
+        limits::Limits,
+    },
+    transport::ConnectionInfo,
     wire::status::status_of,
 };
 
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    limits: Arc<Limits>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    pub fn new(auth: Arc<Authenticator>, limits: Arc<Limits>) -> Self {
+        Self { auth, limits }
     }
 }
 
@@ -36,6 +45,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Authenticated {
             inner,
             auth: self.auth.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -44,15 +54,17 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    limits: Arc<Limits>,
 }
 
 pin_project_lite::pin_project! {
-    /// The call as the check left it: passed on, refused, or waiting for a key's lookup.
+    /// The call as the check left it: passed on, refused, or waiting for a key's lookup or
+    /// its client's rate limit.
     #[project = AuthProjection]
     pub enum AuthFuture<F, B, E> {
         Admitted { #[pin] inner: F },
         Refused { response: Option<http::Response<B>> },
-        LookingUp { inner: BoxFuture<Result<http::Response<B>, E>> },
+        Deferred { inner: BoxFuture<Result<http::Response<B>, E>> },
     }
 }
 
@@ -68,7 +80,7 @@ where
             AuthProjection::Refused { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after it answered")))
             }
-            AuthProjection::LookingUp { inner } => inner.as_mut().poll(cx),
+            AuthProjection::Deferred { inner } => inner.as_mut().poll(cx),
         }
     }
 }
@@ -97,7 +109,29 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.as_bytes());
-        match self.auth.check(request.uri().path(), header) {
+        // Only a call without a key is asked for its certificate.
+        let certificates = match header {
+            None => request
+                .extensions()
+                .get::<TlsConnectInfo<ConnectionInfo>>()
+                .and_then(TlsConnectInfo::peer_certs),
+            Some(_) => None,
+        };
+        let certificate = certificates
+            .as_deref()
+            .and_then(|chain| chain.first())
+            .map(|der| der.as_ref());
+        let limited = self.limits.limits(LimitedAction::Client);
+        match self.auth.check(request.uri().path(), header, certificate) {
+            Checked::Admitted(Some(caller)) if limited => {
+                let inner = take_ready(&mut self.inner);
+                let limits = self.limits.clone();
+                AuthFuture::Deferred {
+                    inner: Box::pin(async move {
+                        serve_as(&limits, Some(caller), inner, request).await
+                    }),
+                }
+            }
             Checked::Admitted(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert::<Caller>(caller);
@@ -109,28 +143,45 @@ where
             Checked::Refused(refused) => AuthFuture::Refused {
                 response: Some(status_of(&refused).into_http()),
             },
-            Checked::Unknown(key) => {
-                let mut inner = take_ready(&mut self.inner);
+            Checked::Unknown(credential) => {
+                let inner = take_ready(&mut self.inner);
                 let auth = self.auth.clone();
-                AuthFuture::LookingUp {
+                let limits = self.limits.clone();
+                AuthFuture::Deferred {
                     inner: Box::pin(async move {
                         let path = request.uri().path().to_owned();
-                        match auth.look_up(key, &path).await {
+                        match auth.look_up(credential, &path).await {
                             Checked::Admitted(caller) => {
-                                if let Some(caller) = caller {
-                                    request.extensions_mut().insert::<Caller>(caller);
-                                }
-                                inner.call(request).await
+                                serve_as(&limits, caller, inner, request).await
                             }
                             Checked::Refused(refused) => Ok(status_of(&refused).into_http()),
-                            Checked::Unknown(_) => Ok(status_of(
-                                &marketing_domain::MarketingError::Unauthenticated,
-                            )
-                            .into_http()),
+                            Checked::Unknown(_) => {
+                                Ok(status_of(&MarketingError::Unauthenticated).into_http())
+                            }
                         }
                     }),
                 }
             }
         }
     }
+}
+
+/// Serves an admitted call as `caller`, once its client's rate limit admits it too.
+async fn serve_as<S, ReqBody, B>(
+    limits: &Limits,
+    caller: Option<Caller>,
+    mut inner: S,
+    mut request: http::Request<ReqBody>,
+) -> Result<http::Response<B>, S::Error>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    B: Default,
+{
+    if let Some(caller) = caller {
+        if let Err(refused) = limits.admit(LimitedAction::Client, &caller.name).await {
+            return Ok(status_of(&refused).into_http());
+        }
+        request.extensions_mut().insert::<Caller>(caller);
+    }
+    inner.call(request).await
 }

@@ -2,11 +2,11 @@
 //! on every error, and `BadRequest` field violations for invalid arguments. Internal causes
 //! are logged with their chain; clients get an opaque message.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use marketing_domain::{
     FieldViolation, MarketingError,
-    error::{Reason, Refusal},
+    error::{RETRY_AFTER_MS, Reason, Refusal},
 };
 use prost::Message;
 use tonic::{Code, Status};
@@ -51,8 +51,16 @@ pub fn status_of(err: &MarketingError) -> Status {
             (refusal.violations.len() - listed.len()).to_string(),
         );
     }
+    // A wait the refusal names is also said the standard way, for clients' retry policies.
+    let retry_after = metadata
+        .get(RETRY_AFTER_MS)
+        .and_then(|millis| millis.parse().ok())
+        .map(Duration::from_millis);
     let mut details =
         ErrorDetails::with_error_info(refusal.reason.as_str(), ERROR_DOMAIN, metadata);
+    if retry_after.is_some() {
+        details.set_retry_info(retry_after);
+    }
     for (field, description) in listed {
         details.add_bad_request_violation(field, description);
     }
@@ -88,9 +96,10 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::PointsLimitExceeded
         | Reason::RuleDisabled
         | Reason::DailyCapReached => Code::FailedPrecondition,
-        Reason::OutOfStock | Reason::MemberLimitReached | Reason::RequestTooLarge => {
-            Code::ResourceExhausted
-        }
+        Reason::OutOfStock
+        | Reason::MemberLimitReached
+        | Reason::RequestTooLarge
+        | Reason::RateLimited => Code::ResourceExhausted,
         Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,

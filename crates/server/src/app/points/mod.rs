@@ -24,6 +24,7 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
+    limits::LimitedAction,
     points::{
         Account, AccountView, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, PointsOutcome,
         TxType,
@@ -184,6 +185,10 @@ impl AppState {
     /// Applies one command: it waits in this replica's points queue and is served in the
     /// next batch (one transaction, one write per account, one commit for all).
     pub async fn change_points(&self, cmd: PointsCommand) -> PointsResult {
+        if let PointsOp::Earn(EarnSource::Event(event)) = &cmd.op {
+            let earner = format!("{}/{}/{event}", cmd.tenant_id, cmd.member_id);
+            self.limits.admit(LimitedAction::Earn, &earner).await?;
+        }
         let serve = self.drainer(|app, groups| async move { app.serve_points_batch(groups).await });
         self.points_batcher.submit((), cmd, serve).await
     }

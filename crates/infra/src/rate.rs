@@ -1,0 +1,213 @@
+//! Rate limiting by GCRA (the generic cell rate algorithm): each key has a theoretical
+//! arrival time (TAT) that moves one `period` ahead per admitted call; a call is admitted
+//! while the TAT is at most `tolerance` ahead of now, else told how long to wait.
+//!
+//! [`RedisRateLimiter`] keeps the TATs in Redis, checked and moved by one script per call
+//! with Redis's own clock, so every replica shares one count per key. [`LocalRateLimiter`]
+//! (governor) keeps them in this process: the embedded mode's limiter, and the fallback while
+//! Redis cannot be reached.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deadpool_redis::redis::Script;
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+
+use crate::{InfraError, redis::RedisPool};
+
+/// A limit as the algorithm needs it: the time one call costs, and how many may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gcra {
+    pub period: Duration,
+    pub burst: NonZeroU32,
+}
+
+impl Gcra {
+    fn tolerance(&self) -> Duration {
+        self.period * (self.burst.get() - 1)
+    }
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admitted,
+    /// Refused; the same key is admitted again after this long.
+    Limited {
+        retry_after: Duration,
+    },
+}
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one call of `key` under `limit`, if the limit admits it.
+    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError>;
+
+    /// Which implementation this is, for logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// KEYS[1] the key's TAT; ARGV[1] period µs, ARGV[2] tolerance µs.
+/// Returns 0 when admitted (the TAT moved one period), else the µs to wait. The TAT expires
+/// when it is in the past, where a missing key means the same.
+const GCRA_LUA: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local period = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local allowed_at = tat - tolerance
+if now < allowed_at then
+  return allowed_at - now
+end
+local next_tat = tat + period
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
+return 0
+";
+
+/// The limiter every replica shares.
+#[derive(Clone)]
+pub struct RedisRateLimiter {
+    pool: RedisPool,
+    script: Arc<Script>,
+}
+
+impl RedisRateLimiter {
+    pub fn new(pool: RedisPool) -> Self {
+        Self {
+            pool,
+            script: Arc::new(Script::new(GCRA_LUA)),
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError> {
+        let mut conn = self.pool.connection().await?;
+        let wait: u64 = self
+            .script
+            .key(self.pool.key(&format!("rate:{key}")))
+            .arg(micros(limit.period).max(1))
+            .arg(micros(limit.tolerance()))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match wait {
+            0 => Verdict::Admitted,
+            wait => Verdict::Limited {
+                retry_after: Duration::from_micros(wait),
+            },
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// Keys one in-process limit keeps before it forgets those back at a fresh state.
+const LOCAL_KEYS: usize = 100_000;
+
+/// The in-process limiter: one governor keyed limiter per distinct limit.
+#[derive(Default)]
+pub struct LocalRateLimiter {
+    limiters: RwLock<HashMap<Gcra, Arc<DefaultKeyedRateLimiter<String>>>>,
+}
+
+impl LocalRateLimiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn limiter(&self, limit: Gcra) -> Arc<DefaultKeyedRateLimiter<String>> {
+        let known = self
+            .limiters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&limit)
+            .cloned();
+        if let Some(limiter) = known {
+            return limiter;
+        }
+        let mut limiters = self
+            .limiters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiters
+            .entry(limit)
+            .or_insert_with(|| {
+                let quota = Quota::with_period(limit.period.max(Duration::from_nanos(1)))
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                    .allow_burst(limit.burst);
+                Arc::new(DefaultKeyedRateLimiter::keyed(quota))
+            })
+            .clone()
+    }
+
+    /// Counts one call of `key` under `limit`; no I/O.
+    pub fn check_now(&self, key: &str, limit: Gcra) -> Verdict {
+        let limiter = self.limiter(limit);
+        let verdict = match limiter.check_key(&key.to_owned()) {
+            Ok(()) => Verdict::Admitted,
+            Err(not_until) => Verdict::Limited {
+                retry_after: not_until.wait_time_from(limiter.clock().now()),
+            },
+        };
+        // A flood of distinct keys is forgotten as soon as their state is back at fresh, so
+        // memory follows the keys seen within one burst's time, not all keys ever seen.
+        if limiter.len() > LOCAL_KEYS {
+            limiter.retain_recent();
+        }
+        verdict
+    }
+}
+
+#[async_trait]
+impl RateLimiter for LocalRateLimiter {
+    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError> {
+        Ok(self.check_now(key, limit))
+    }
+
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(period_ms: u64, burst: u32) -> Gcra {
+        Gcra {
+            period: Duration::from_millis(period_ms),
+            burst: NonZeroU32::new(burst).expect("burst above 0"),
+        }
+    }
+
+    #[test]
+    fn a_burst_is_admitted_then_one_per_period() {
+        let limiter = LocalRateLimiter::new();
+        let every_100ms = limit(100, 3);
+        for _ in 0..3 {
+            assert_eq!(limiter.check_now("a", every_100ms), Verdict::Admitted);
+        }
+        match limiter.check_now("a", every_100ms) {
+            Verdict::Limited { retry_after } => {
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(100));
+            }
+            Verdict::Admitted => panic!("the fourth call at once passed a burst of 3"),
+        }
+        // Another key, and the same key under another limit, count apart.
+        assert_eq!(limiter.check_now("b", every_100ms), Verdict::Admitted);
+        assert_eq!(limiter.check_now("a", limit(100, 1)), Verdict::Admitted);
+    }
+}

@@ -1,0 +1,280 @@
+//! TLS and mTLS: the server serves TLS with the configured certificate; under mTLS it requires
+//! a client certificate signed by the configured CA, and a certificate that names a client
+//! (DNS name or common name) calls as that client with no key. Certificates are made at run
+//! time (rcgen).
+
+use std::sync::Arc;
+
+use marketing_domain::{UnixMicros, auth::Role};
+use marketing_proto::v1::{self as pb, points_account_service_client::PointsAccountServiceClient};
+use marketing_server::{app::clients, config::AuthMode};
+use marketing_tests::{
+    Backend, Options, PemPair, TestApp, TestCerts, assert_error, spawn_app_with, with_key,
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
+
+use crate::{fixtures::unique, server::run_grpcurl};
+
+fn earn(member: &str) -> pb::EarnPointsRequest {
+    pb::EarnPointsRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+        request_id: unique("earn"),
+        source: Some(pb::earn_points_request::Source::Amount(10)),
+        ..Default::default()
+    }
+}
+
+fn get(member: &str) -> pb::GetPointsAccountRequest {
+    pb::GetPointsAccountRequest {
+        tenant_id: "acme".into(),
+        member_id: member.into(),
+    }
+}
+
+/// A call over a channel that may not even connect: the error either way.
+async fn refused(channel: Result<Channel, tonic::transport::Error>) -> String {
+    match channel {
+        Err(err) => format!("{err:?}"),
+        Ok(channel) => {
+            let status = PointsAccountServiceClient::new(channel)
+                .get_points_account(get("m1"))
+                .await
+                .expect_err("the call must fail");
+            assert!(
+                matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+                ),
+                "{status:?}"
+            );
+            status.message().to_owned()
+        }
+    }
+}
+
+fn certs(app: &TestApp) -> &Arc<TestCerts> {
+    app.tls.as_ref().expect("a TLS test server")
+}
+
+/// Calls are served over TLS; plain text and a client that trusts another CA get nothing.
+async fn calls_are_served_over_tls_only(app: &TestApp) {
+    let missing = app
+        .points()
+        .get_points_account(get("m1"))
+        .await
+        .expect_err("no account yet");
+    assert_eq!(
+        missing.code(),
+        Code::NotFound,
+        "served over TLS: {missing:?}"
+    );
+    app.points()
+        .earn_points(earn("m1"))
+        .await
+        .expect("earn over TLS");
+
+    let plain = Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await;
+    refused(plain).await;
+    let (other_ca, _) = TestCerts::authority("another CA");
+    let distrusting = Channel::from_shared(format!("https://{}", app.addr))
+        .expect("uri")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(other_ca))
+                .domain_name("localhost"),
+        )
+        .expect("tls config")
+        .connect()
+        .await;
+    refused(distrusting).await;
+}
+
+async fn client(app: &TestApp, name: &str, role: Role) -> String {
+    clients::create_client(
+        &app.state.db,
+        name,
+        role,
+        Some(vec!["acme".to_owned()]),
+        UnixMicros::now(),
+    )
+    .await
+    .expect("create the client")
+    .key
+}
+
+async fn points_as(app: &TestApp, identity: PemPair) -> PointsAccountServiceClient<Channel> {
+    let channel = certs(app)
+        .channel(app.addr, Some(identity))
+        .await
+        .expect("connect with a client certificate");
+    PointsAccountServiceClient::new(channel)
+}
+
+/// Under mTLS a certificate's DNS name or common name is the client it calls as; a name of no
+/// client, or of a revoked one, is UNAUTHENTICATED; a key still wins; a connection without a
+/// certificate, or with one of another CA, is refused.
+async fn a_client_certificate_names_its_client(app: &TestApp) {
+    let certs = certs(app).clone();
+    client(app, "till-9", Role::Checkout).await;
+    client(app, "reports", Role::Reader).await;
+    let admin = client(app, "ops", Role::Admin).await;
+    client(app, "gone", Role::Checkout).await;
+    clients::revoke_client(&app.state.db, "gone", UnixMicros::now())
+        .await
+        .expect("revoke");
+
+    let mut till = points_as(app, certs.client(&["till-9"], None)).await;
+    let earned = till
+        .earn_points(earn("m-cert"))
+        .await
+        .expect("the certificate's DNS name is a checkout client")
+        .into_inner()
+        .transaction
+        .expect("entry");
+    assert_eq!(earned.actor, "till-9");
+
+    // The common name, when no DNS name is a client's; the role still decides.
+    let mut reports = points_as(app, certs.client(&["not-a-client"], Some("reports"))).await;
+    reports
+        .get_points_account(get("m-cert"))
+        .await
+        .expect("a reader reads");
+    let refused_role = reports
+        .earn_points(earn("m-cert"))
+        .await
+        .expect_err("a reader does not earn");
+    assert_error(&refused_role, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+
+    // A key is what counts when there is one.
+    let by_key = reports
+        .earn_points(with_key(earn("m-cert"), &admin))
+        .await
+        .expect("the admin's key over the reader's certificate")
+        .into_inner()
+        .transaction
+        .expect("entry");
+    assert_eq!(by_key.actor, "ops");
+
+    for identity in [
+        certs.client(&["gone"], None),
+        certs.client(&["nobody"], Some("nobody-either")),
+    ] {
+        let refused_name = points_as(app, identity)
+            .await
+            .earn_points(earn("m-cert"))
+            .await
+            .expect_err("names no active client");
+        assert_error(&refused_name, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+    // The harness's own certificate names no client either.
+    let harness = app
+        .points()
+        .get_points_account(get("m-cert"))
+        .await
+        .expect_err("no client named harness");
+    assert_error(&harness, Code::Unauthenticated, "UNAUTHENTICATED");
+
+    refused(certs.channel(app.addr, None).await).await;
+    let (_, other_issuer) = TestCerts::authority("another CA");
+    let foreign = TestCerts::sign_with(&other_issuer, &["till-9"], None);
+    refused(certs.channel(app.addr, Some(foreign)).await).await;
+
+    let account = till
+        .get_points_account(get("m-cert"))
+        .await
+        .expect("account")
+        .into_inner()
+        .points_account
+        .expect("account");
+    assert_eq!(account.available, 20, "only the admitted earns wrote");
+}
+
+mod over_tls {
+    use super::*;
+
+    marketing_tests::backend_suite! {
+        with marketing_tests::Options {
+            tls: Some(marketing_tests::TestCerts::new(false)),
+            ..marketing_tests::Options::default()
+        };
+        calls_are_served_over_tls_only,
+    }
+}
+
+mod over_mtls {
+    use super::*;
+
+    marketing_tests::backend_suite! {
+        with marketing_tests::Options {
+            tls: Some(marketing_tests::TestCerts::new(true)),
+            auth: Some(marketing_server::config::AuthMode::Required),
+            ..marketing_tests::Options::default()
+        };
+        a_client_certificate_names_its_client,
+    }
+}
+
+/// grpcurl as the README shows it: `-cacert` for TLS, plus `-cert`/`-key` under mTLS, where
+/// the certificate is the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_calls_over_mtls_with_a_client_certificate() {
+    let certs = TestCerts::new(true);
+    let app = spawn_app_with(
+        Backend::Embedded,
+        Options {
+            tls: Some(certs.clone()),
+            auth: Some(AuthMode::Required),
+            ..Options::default()
+        },
+    )
+    .await;
+    client(&app, "till-9", Role::Checkout).await;
+    let identity = certs.client(&["till-9"], None);
+    let cert = certs.write("till-9.pem", &identity.cert);
+    let key = certs.write("till-9.key", &identity.key);
+    let ca = certs.path("ca.pem");
+    let addr = app.addr.to_string();
+    let tls_args: Vec<String> = vec![
+        "-cacert".into(),
+        ca.display().to_string(),
+        "-cert".into(),
+        cert.display().to_string(),
+        "-key".into(),
+        key.display().to_string(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let mut list: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+        list.extend([addr.as_str(), "list"]);
+        let services = run_grpcurl(&list);
+        let mut call: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+        let body = format!(
+            r#"{{"tenant_id":"acme","member_id":"m-grpcurl","request_id":"{}","amount":"7"}}"#,
+            unique("earn")
+        );
+        call.extend([
+            "-d",
+            body.as_str(),
+            addr.as_str(),
+            "marketing.v1.PointsAccountService/EarnPoints",
+        ]);
+        (services, run_grpcurl(&call))
+    })
+    .await
+    .expect("grpcurl");
+    let (services, earned) = output;
+    assert!(
+        services
+            .lines()
+            .any(|line| line == "marketing.v1.PointsAccountService"),
+        "{services}"
+    );
+    assert!(earned.contains(r#""actor": "till-9""#), "{earned}");
+    app.stop().await;
+}
