@@ -302,6 +302,43 @@ async fn ledger_entries_name_the_client_that_made_them(app: &TestApp) {
     assert_eq!(listed[0].actor, "till-7");
 }
 
+/// 500 calls with made-up keys at once, each a database lookup, beside a known client's
+/// earns: every made-up key is UNAUTHENTICATED and every earn is served.
+async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
+    let key = client(app, "steady", Role::Checkout, None).await;
+    let flood = futures::future::join_all((0..500).map(|i| {
+        let mut points = app.points();
+        let made_up = format!("mk_{i:012}_{}", "x".repeat(43));
+        async move {
+            points
+                .get_points_account(with_key(get_account("acme", "m1"), &made_up))
+                .await
+        }
+    }));
+    let steady = futures::future::join_all((0..20).map(|_| {
+        let mut points = app.points();
+        let request = with_key(earn("acme", "m-steady"), &key);
+        async move { points.earn_points(request).await }
+    }));
+    let (flood, steady) = tokio::join!(flood, steady);
+    for refused in flood {
+        let refused = refused.expect_err("a made-up key");
+        assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+    for served in steady {
+        served.expect("the known client is served");
+    }
+    let account = app
+        .points()
+        .get_points_account(with_key(get_account("acme", "m-steady"), &key))
+        .await
+        .expect("account")
+        .into_inner()
+        .points_account
+        .expect("account");
+    assert_eq!(account.available, 200);
+}
+
 marketing_tests::backend_suite! {
     with marketing_tests::Options {
         auth: Some(marketing_server::config::AuthMode::Required),
@@ -313,4 +350,5 @@ marketing_tests::backend_suite! {
     a_revoked_key_is_refused_by_every_replica_within_seconds,
     a_public_address_with_no_client_refuses_to_start,
     ledger_entries_name_the_client_that_made_them,
+    a_flood_of_made_up_keys_leaves_known_clients_served,
 }

@@ -3,13 +3,18 @@
 //! call is RESOURCE_EXHAUSTED / RATE_LIMITED with a RetryInfo, writes nothing, and leaves
 //! other members and clients alone.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering::Relaxed,
+    time::{Duration, Instant},
+};
 
 use futures::future::join_all;
 use marketing_domain::{UnixMicros, auth::Role};
 use marketing_proto::v1 as pb;
 use marketing_server::app::clients;
-use marketing_tests::{Backend, TestApp, assert_error, with_key};
+use marketing_tests::{
+    Backend, Options, TestApp, TestRedis, assert_error, spawn_app_with, with_key,
+};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -239,6 +244,54 @@ async fn a_clients_calls_are_limited(app: &TestApp) {
         Code::NotFound,
         "another client is not limited"
     );
+}
+
+/// With Redis down, each replica keeps limiting on its own (and counts that it did): claims
+/// past the burst are still RATE_LIMITED, never admitted for want of Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_in_each_replica_while_redis_is_down() {
+    let mut redis = TestRedis::start();
+    let app = spawn_app_with(
+        Backend::PostgresRedis,
+        Options {
+            redis_url: Some(redis.url.clone()),
+            rate_limits: Some(LIMITS),
+            ..Options::default()
+        },
+    )
+    .await;
+    let created = create_template(
+        &app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: 1000,
+            per_member_limit: 1000,
+            ..template()
+        },
+    )
+    .await;
+    redis.stop();
+    let started = Instant::now();
+    let outcomes = join_all((0..40).map(|_| {
+        let mut coupons = app.user_coupons();
+        let request = claim_request("acme", "greedy", &created.id);
+        async move { coupons.claim_coupon(request).await }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert_limited(refused);
+    }
+    assert!(
+        (BURST..=most_admitted(elapsed)).contains(&admitted),
+        "{admitted} of 40 claims admitted in {elapsed:?} with Redis down"
+    );
+    assert!(
+        app.state.metrics.local_rate_limits.load(Relaxed) >= 40,
+        "every check was counted locally"
+    );
+    app.stop().await;
 }
 
 marketing_tests::backend_suite! {

@@ -678,7 +678,10 @@ mod tests {
                 vec![("MARKETING_RATE_LIMITS", "claim=5/day")],
                 "MARKETING_RATE_LIMITS",
             ),
-            (vec![("MARKETING_TLS_CERT", "cert.pem")], "MARKETING_TLS_KEY"),
+            (
+                vec![("MARKETING_TLS_CERT", "cert.pem")],
+                "MARKETING_TLS_KEY",
+            ),
             (
                 vec![("MARKETING_TLS_CLIENT_CA", "ca.pem")],
                 "MARKETING_TLS_CLIENT_CA",

@@ -15,14 +15,17 @@ use marketing_domain::{
 };
 use marketing_storage::{Database, clients};
 use moka::sync::Cache;
+use tokio::sync::Semaphore;
 
 use super::clients::key_digest;
 use crate::config::AuthMode;
 
 /// How long a replica trusts what it read of a key: a revocation reaches it within this.
 pub const KNOWN_FOR: Duration = Duration::from_secs(2);
-/// Keys kept at most (refused ones too, so a flood of made-up keys stays bounded).
+/// Keys of clients kept at most, and apart from them, keys of no client (so a flood of made-up
+/// keys stays bounded and cannot push real keys out).
 const KNOWN_KEYS: u64 = 10_000;
+const UNKNOWN_KEYS: u64 = 10_000;
 
 /// The services whose calls need a client; health and reflection stay open.
 const GUARDED: &str = "/marketing.v1.";
@@ -124,12 +127,20 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 pub struct Authenticator {
     db: Database,
     mode: AuthMode,
-    /// By the whole key: a known key is never hashed again while it is kept.
+    /// Clients' keys (and certificates' names), active or revoked, by the whole key: a known
+    /// key is never hashed again while it is kept.
     known: Cache<String, Verdict>,
+    /// Keys (and names) of no client.
+    unknown: Cache<String, ()>,
+    /// Lookups of keys this replica does not know that may use the database at once: a flood
+    /// of made-up keys waits here instead of taking every connection of the pool from the
+    /// calls of known clients.
+    lookups: Arc<Semaphore>,
 }
 
 impl Authenticator {
-    pub fn new(db: Database, mode: AuthMode) -> Self {
+    /// `lookups`: how many unknown keys may be looked up at once.
+    pub fn new(db: Database, mode: AuthMode, lookups: usize) -> Self {
         Self {
             db,
             mode,
@@ -137,6 +148,25 @@ impl Authenticator {
                 .max_capacity(KNOWN_KEYS)
                 .time_to_live(KNOWN_FOR)
                 .build(),
+            unknown: Cache::builder()
+                .max_capacity(UNKNOWN_KEYS)
+                .time_to_live(KNOWN_FOR)
+                .build(),
+            lookups: Arc::new(Semaphore::new(lookups.max(1))),
+        }
+    }
+
+    /// What this replica read of `key` within [`KNOWN_FOR`], if it did.
+    fn kept(&self, key: &str) -> Option<Verdict> {
+        self.known
+            .get(key)
+            .or_else(|| self.unknown.contains_key(key).then_some(Verdict::Unknown))
+    }
+
+    fn keep(&self, key: String, verdict: Verdict) {
+        match verdict {
+            Verdict::Unknown => self.unknown.insert(key, ()),
+            verdict => self.known.insert(key, verdict),
         }
     }
 
@@ -163,7 +193,7 @@ impl Authenticator {
                     return Checked::Refused(MarketingError::Unauthenticated);
                 };
                 // The common case, without an allocation.
-                if let Some(verdict) = self.known.get(key) {
+                if let Some(verdict) = self.kept(key) {
                     return Self::judge(verdict, path);
                 }
                 return Checked::Unknown(Credential::Key(key.to_owned()));
@@ -184,7 +214,7 @@ impl Authenticator {
                 return Checked::Refused(MarketingError::Unauthenticated);
             }
         };
-        match self.known.get(&credential.cache_key()) {
+        match self.kept(&credential.cache_key()) {
             Some(verdict) => Self::judge(verdict, path),
             None => Checked::Unknown(credential),
         }
@@ -193,6 +223,13 @@ impl Authenticator {
     /// Reads a credential this replica does not know from the database, keeps what it found,
     /// and judges the call by it.
     pub async fn look_up(&self, credential: Credential, path: &str) -> Checked {
+        let Ok(_turn) = self.lookups.acquire().await else {
+            return Checked::Refused(MarketingError::internal("key lookups closed"));
+        };
+        // Another call may have looked the same key up while this one waited.
+        if let Some(verdict) = self.kept(&credential.cache_key()) {
+            return Self::judge(verdict, path);
+        }
         let found = match &credential {
             Credential::Key(key) => self.look_up_key(key).await,
             Credential::Certificate(names) => self.look_up_names(names).await,
@@ -201,7 +238,7 @@ impl Authenticator {
             Ok(verdict) => verdict,
             Err(err) => return Checked::Refused(err),
         };
-        self.known.insert(credential.cache_key(), verdict.clone());
+        self.keep(credential.cache_key(), verdict.clone());
         Self::judge(verdict, path)
     }
 
