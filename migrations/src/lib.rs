@@ -10,6 +10,7 @@ mod m20261202_000003_lean_ledger_writes;
 mod m20261202_000004_points_batch_check;
 mod m20261203_000005_api_clients;
 mod m20261203_000006_entry_actor;
+mod m20261206_000007_change_actors;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_points_batch_check::Migration),
             Box::new(m20261203_000005_api_clients::Migration),
             Box::new(m20261203_000006_entry_actor::Migration),
+            Box::new(m20261206_000007_change_actors::Migration),
         ]
     }
 }

@@ -302,6 +302,211 @@ async fn ledger_entries_name_the_client_that_made_them(app: &TestApp) {
     assert_eq!(listed[0].actor, "till-7");
 }
 
+/// Templates, rules and user coupons name the client that made their latest change; the
+/// server's own changes (a lapsed lock released) name none.
+async fn every_change_names_the_client_that_made_it(app: &TestApp) {
+    let ops = client(app, "ops", Role::Admin, None).await;
+    let ops2 = client(app, "ops-2", Role::Admin, None).await;
+    let till = client(app, "till-7", Role::Checkout, Some(&["acme"])).await;
+    let till2 = client(app, "till-8", Role::Checkout, Some(&["acme"])).await;
+    let mut templates = app.templates();
+    let created = templates
+        .create_coupon_template(with_key(create_request("acme", template()), &ops))
+        .await
+        .expect("create")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    assert_eq!(created.actor, "ops");
+    let disabled = templates
+        .set_coupon_template_enabled(with_key(
+            pb::SetCouponTemplateEnabledRequest {
+                tenant_id: "acme".into(),
+                template_id: created.id.clone(),
+                request_id: unique("enable"),
+                enabled: false,
+                version: None,
+            },
+            &ops2,
+        ))
+        .await
+        .expect("disable")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    assert_eq!(disabled.actor, "ops-2");
+    let enabled = templates
+        .set_coupon_template_enabled(with_key(
+            pb::SetCouponTemplateEnabledRequest {
+                tenant_id: "acme".into(),
+                template_id: created.id.clone(),
+                request_id: unique("enable"),
+                enabled: true,
+                version: None,
+            },
+            &ops,
+        ))
+        .await
+        .expect("enable")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    assert_eq!(enabled.actor, "ops");
+
+    let mut coupons = app.user_coupons();
+    let claimed = coupons
+        .claim_coupon(with_key(claim_request("acme", "m1", &created.id), &till))
+        .await
+        .expect("claim")
+        .into_inner()
+        .user_coupon
+        .expect("coupon");
+    assert_eq!(claimed.actor, "till-7");
+    // A claim changes stock, not the template's terms: its actor stays the operator's.
+    let read = templates
+        .get_coupon_template(with_key(
+            pb::GetCouponTemplateRequest {
+                tenant_id: "acme".into(),
+                template_id: created.id.clone(),
+            },
+            &till,
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    assert_eq!((read.actor.as_str(), read.claimed_count), ("ops", 1));
+    let locked = coupons
+        .lock_coupon(with_key(
+            pb::LockCouponRequest {
+                tenant_id: "acme".into(),
+                member_id: "m1".into(),
+                coupon_id: claimed.id.clone(),
+                order_id: "order-1".into(),
+                request_id: unique("lock"),
+                lock_ttl: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            },
+            &till2,
+        ))
+        .await
+        .expect("lock")
+        .into_inner()
+        .user_coupon
+        .expect("coupon");
+    assert_eq!(locked.actor, "till-8");
+    let distributed = coupons
+        .distribute_coupons(with_key(
+            pb::DistributeCouponsRequest {
+                tenant_id: "acme".into(),
+                template_id: created.id.clone(),
+                request_id: unique("distribute"),
+                member_ids: vec!["m2".into()],
+                allow_partial: false,
+            },
+            &ops,
+        ))
+        .await
+        .expect("distribute")
+        .into_inner();
+    let listed = coupons
+        .list_member_coupons(with_key(
+            pb::ListMemberCouponsRequest {
+                tenant_id: "acme".into(),
+                member_id: "m2".into(),
+                ..Default::default()
+            },
+            &till,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .user_coupons;
+    assert_eq!(listed.len(), 1, "{distributed:?}");
+    assert_eq!(listed[0].actor, "ops");
+
+    // The lock lapses; the sweeper's release is the server's own change.
+    app.advance_clock(Duration::from_secs(120));
+    app.state.sweep_coupons(100).await.expect("sweep");
+    let swept = coupons
+        .get_user_coupon(with_key(
+            pb::GetUserCouponRequest {
+                tenant_id: "acme".into(),
+                coupon_id: claimed.id.clone(),
+                member_id: "m1".into(),
+            },
+            &till,
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .user_coupon
+        .expect("coupon");
+    assert_eq!(
+        (swept.state, swept.actor.as_str()),
+        (pb::UserCouponState::Available as i32, "")
+    );
+
+    let mut points = app.points();
+    let rule = points
+        .create_points_rule(with_key(
+            pb::CreatePointsRuleRequest {
+                tenant_id: "acme".into(),
+                request_id: unique("rule"),
+                points_rule: Some(pb::PointsRule {
+                    event_type: "signup".into(),
+                    points: 5,
+                    enabled: true,
+                    ..Default::default()
+                }),
+            },
+            &ops,
+        ))
+        .await
+        .expect("create rule")
+        .into_inner()
+        .points_rule
+        .expect("rule");
+    assert_eq!(rule.actor, "ops");
+    let updated = points
+        .update_points_rule(with_key(
+            pb::UpdatePointsRuleRequest {
+                tenant_id: "acme".into(),
+                request_id: unique("rule"),
+                points_rule: Some(pb::PointsRule {
+                    points: 7,
+                    ..rule.clone()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["points".into()],
+                }),
+            },
+            &ops2,
+        ))
+        .await
+        .expect("update rule")
+        .into_inner()
+        .points_rule
+        .expect("rule");
+    assert_eq!((updated.points, updated.actor.as_str()), (7, "ops-2"));
+    let rules = points
+        .list_points_rules(with_key(
+            pb::ListPointsRulesRequest {
+                tenant_id: "acme".into(),
+                ..Default::default()
+            },
+            &till,
+        ))
+        .await
+        .expect("list rules")
+        .into_inner()
+        .points_rules;
+    assert_eq!(rules[0].actor, "ops-2");
+}
+
 /// 500 calls with made-up keys at once, each a database lookup, beside a known client's
 /// earns: every made-up key is UNAUTHENTICATED and every earn is served.
 async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
@@ -351,4 +556,5 @@ marketing_tests::backend_suite! {
     a_public_address_with_no_client_refuses_to_start,
     ledger_entries_name_the_client_that_made_them,
     a_flood_of_made_up_keys_leaves_known_clients_served,
+    every_change_names_the_client_that_made_it,
 }

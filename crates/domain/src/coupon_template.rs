@@ -435,6 +435,8 @@ pub struct CouponTemplate {
     pub created_at: UnixMicros,
     pub updated_at: UnixMicros,
     pub archived_at: Option<UnixMicros>,
+    /// The API client that made the latest change (`None` when calls are open).
+    pub actor: Option<String>,
 }
 
 impl CouponTemplate {

@@ -21,6 +21,8 @@ pub struct PointsRule {
     pub version: i64,
     pub created_at: UnixMicros,
     pub updated_at: UnixMicros,
+    /// The API client that made the latest change (`None` when calls are open).
+    pub actor: Option<String>,
 }
 
 /// The editable part of a rule.

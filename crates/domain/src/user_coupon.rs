@@ -96,16 +96,20 @@ pub struct UserCoupon {
     pub revoked_at: Option<UnixMicros>,
     pub version: i64,
     pub updated_at: UnixMicros,
+    /// The API client that made the latest transition (`None` when calls are open, and for
+    /// the server's own: a lapsed lock released, expiry).
+    pub actor: Option<String>,
 }
 
 impl UserCoupon {
     /// The coupon a grant issues: the template's terms, AVAILABLE, valid for the window a
-    /// claim at `now` gets.
+    /// claim at `now` gets, issued for `actor`.
     pub fn issue(
         template: &CouponTemplate,
         member: &MemberId,
         slot: i32,
         now: UnixMicros,
+        actor: Option<String>,
     ) -> Result<UserCoupon, MarketingError> {
         let (valid_from, valid_until) = template
             .terms
@@ -134,6 +138,7 @@ impl UserCoupon {
             revoked_at: None,
             version: 1,
             updated_at: now,
+            actor,
         })
     }
 
@@ -378,6 +383,7 @@ mod tests {
             created_at: UnixMicros(0),
             updated_at: UnixMicros(0),
             archived_at: None,
+            actor: None,
         }
     }
 
@@ -389,7 +395,9 @@ mod tests {
     fn an_issued_coupon_carries_the_templates_terms_and_its_claims_window() {
         let template = template(3, 1);
         let now = UnixMicros(5);
-        let coupon = UserCoupon::issue(&template, &member("a"), 1, now).unwrap();
+        let coupon =
+            UserCoupon::issue(&template, &member("a"), 1, now, Some("till-7".into())).unwrap();
+        assert_eq!(coupon.actor.as_deref(), Some("till-7"));
         assert_eq!(coupon.status, CouponStatus::Available);
         assert_eq!((coupon.template_id, coupon.claim_slot), (template.id, 1));
         assert_eq!(coupon.discount, template.terms.discount);
@@ -403,7 +411,9 @@ mod tests {
         forever.terms.validity = Validity::Relative {
             valid_days: i32::MAX,
         };
-        assert!(UserCoupon::issue(&forever, &member("a"), 1, UnixMicros(i64::MAX - 1)).is_err());
+        assert!(
+            UserCoupon::issue(&forever, &member("a"), 1, UnixMicros(i64::MAX - 1), None).is_err()
+        );
     }
 
     #[test]
@@ -459,7 +469,7 @@ mod tests {
             status,
             order_id: Some("o-1".into()),
             lock_expires_at: Some(UnixMicros(50)),
-            ..UserCoupon::issue(&template, &member("a"), 1, UnixMicros(10)).unwrap()
+            ..UserCoupon::issue(&template, &member("a"), 1, UnixMicros(10), None).unwrap()
         }
     }
 

@@ -42,6 +42,7 @@ pub async fn insert(
         fence_token: Set(0),
         created_at: Set(template.created_at.0),
         updated_at: Set(template.updated_at.0),
+        actor: Set(template.actor.clone()),
         ..Default::default()
     };
     set_terms(&mut row, &template.terms);
@@ -133,7 +134,7 @@ pub enum TemplateChange {
     Archive,
 }
 
-/// Applies `change` to the live template `id` of `tenant` (whose version must be
+/// Applies `change` by `actor` to the live template `id` of `tenant` (whose version must be
 /// `expected_version` when given), raising its version.
 pub async fn change(
     conn: &impl ConnectionTrait,
@@ -142,6 +143,7 @@ pub async fn change(
     expected_version: Option<i64>,
     change: &TemplateChange,
     now: UnixMicros,
+    actor: Option<&str>,
 ) -> Result<CouponTemplate, MarketingError> {
     let mut stock_change = None;
     let update = match change {
@@ -174,7 +176,8 @@ pub async fn change(
         TemplateChange::Archive => tpl::Entity::update_many()
             .col_expr(tpl::Column::ArchivedAt, Expr::value(now.0))
             .col_expr(tpl::Column::Enabled, Expr::value(false)),
-    };
+    }
+    .col_expr(tpl::Column::Actor, Expr::value(actor));
     conditional_update(
         conn,
         tenant,
@@ -329,6 +332,7 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
         created_at: UnixMicros(row.created_at),
         updated_at: UnixMicros(row.updated_at),
         archived_at: row.archived_at.map(UnixMicros),
+        actor: row.actor,
     })
 }
 

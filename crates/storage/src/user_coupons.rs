@@ -187,6 +187,7 @@ fn model_of(row: &sea_orm::QueryResult) -> Result<uc::Model, sea_orm::DbErr> {
         revoked_at: r.next("revoked_at")?,
         version: r.next("version")?,
         updated_at: r.next("updated_at")?,
+        actor: r.next("actor")?,
     })
 }
 
@@ -220,6 +221,7 @@ pub async fn compare_and_set(
         )
         .col_expr(uc::Column::Version, Expr::value(read_version + 1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(coupon.updated_at.0))
+        .col_expr(uc::Column::Actor, Expr::value(coupon.actor.clone()))
         .filter(uc::Column::Id.eq(coupon.id.0))
         .filter(uc::Column::TenantId.eq(coupon.tenant_id.as_str()))
         .filter(uc::Column::Version.eq(read_version))
@@ -317,6 +319,8 @@ async fn sweep(
     let result = update
         .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
+        // The server's own change: no client made it.
+        .col_expr(uc::Column::Actor, Expr::value(Option::<String>::None))
         .filter(uc::Column::Id.is_in(ids))
         .filter(due)
         .exec(conn)
@@ -361,6 +365,7 @@ fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {
         revoked_at: Set(coupon.revoked_at.map(|t| t.0)),
         version: Set(coupon.version),
         updated_at: Set(coupon.updated_at.0),
+        actor: Set(coupon.actor.clone()),
     }
 }
 
@@ -404,5 +409,6 @@ fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
         revoked_at: row.revoked_at.map(UnixMicros),
         version: row.version,
         updated_at: UnixMicros(row.updated_at),
+        actor: row.actor,
     })
 }

@@ -45,6 +45,8 @@ pub struct ClaimCoupon {
     pub member_id: MemberId,
     /// When the caller stops waiting.
     pub deadline: Instant,
+    /// The API client making it.
+    pub actor: Option<String>,
 }
 
 impl Batched for ClaimCoupon {
@@ -64,6 +66,7 @@ pub struct DistributeCoupons {
     pub members: Vec<MemberId>,
     pub allow_partial: bool,
     pub deadline: Instant,
+    pub actor: Option<String>,
 }
 
 type ClaimResult = Result<Answer<CouponView>, MarketingError>;
@@ -180,7 +183,10 @@ impl AppState {
         }
         let mut written = None;
         if !fresh.is_empty() {
-            let members: Vec<&MemberId> = fresh.iter().map(|&i| &claims[i].member_id).collect();
+            let members: Vec<(&MemberId, Option<&str>)> = fresh
+                .iter()
+                .map(|&i| (&claims[i].member_id, claims[i].actor.as_deref()))
+                .collect();
             match self
                 .issue_coupons(&txn, tenant, template, &members, fence, false)
                 .await
@@ -221,18 +227,21 @@ impl AppState {
             .collect())
     }
 
-    /// Decides `members`' claims against the locked template row and writes the grants: one
-    /// stock update and one multi-row insert. With `all_or_nothing`, any refusal writes
-    /// nothing and is returned as the error.
+    /// Decides `claimants`' claims (each a member, and the API client claiming for them)
+    /// against the locked template row and writes the grants: one stock update and one
+    /// multi-row insert. With `all_or_nothing`, any refusal writes nothing and is returned as
+    /// the error.
     async fn issue_coupons(
         &self,
         txn: &DatabaseTransaction,
         tenant: &TenantId,
         template: TemplateId,
-        members: &[&MemberId],
+        claimants: &[(&MemberId, Option<&str>)],
         fence: Option<i64>,
         all_or_nothing: bool,
     ) -> Result<Issued, MarketingError> {
+        let members: Vec<&MemberId> = claimants.iter().map(|(member, _)| *member).collect();
+        let members = members.as_slice();
         let template = templates::get_for_update(txn, tenant, template).await?;
         let held = user_coupons::held_slots(txn, template.id, members).await?;
         let now = self.clock.now();
@@ -249,9 +258,15 @@ impl AppState {
             });
         }
         let mut issued = Vec::with_capacity(plan.len());
-        for (member, decision) in members.iter().zip(plan) {
+        for ((member, actor), decision) in claimants.iter().zip(plan) {
             issued.push(match decision {
-                Ok(grant) => Ok(UserCoupon::issue(&template, member, grant.slot, now)?),
+                Ok(grant) => Ok(UserCoupon::issue(
+                    &template,
+                    member,
+                    grant.slot,
+                    now,
+                    actor.map(str::to_owned),
+                )?),
                 Err(refusal) => Err(refusal),
             });
         }
@@ -317,7 +332,11 @@ impl AppState {
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
         let txn = begin_or_replay!(self, &cmd.key);
-        let members: Vec<&MemberId> = cmd.members.iter().collect();
+        let members: Vec<(&MemberId, Option<&str>)> = cmd
+            .members
+            .iter()
+            .map(|member| (member, cmd.actor.as_deref()))
+            .collect();
         let issued = self
             .issue_coupons(
                 &txn,

@@ -194,6 +194,8 @@ pub struct TransitionCoupon {
     /// When set, a coupon of another member is not found.
     pub member_id: Option<MemberId>,
     pub change: CouponChange,
+    /// The API client making it.
+    pub actor: Option<String>,
 }
 
 impl AppState {
@@ -319,6 +321,7 @@ impl AppState {
             let now = self.clock.now();
             transition.check(&coupon, now, order_id)?;
             let mut next = cmd.change.apply(&coupon, now)?;
+            next.actor.clone_from(&cmd.actor);
             if user_coupons::compare_and_set(&txn, &next, coupon.version).await? {
                 next.version = coupon.version + 1;
                 let delta = cmd.change.used_delta();

@@ -19,6 +19,8 @@ pub struct CreateTemplate {
     pub key: IdempotencyKey,
     pub terms: TemplateTerms,
     pub total_stock: i64,
+    /// The API client making it.
+    pub actor: Option<String>,
 }
 
 pub struct ListTemplates {
@@ -35,6 +37,7 @@ pub struct UpdateTemplate {
     /// The client's template; only `fields` of it are taken.
     pub incoming: TemplateDraft,
     pub fields: Vec<TemplateField>,
+    pub actor: Option<String>,
 }
 
 /// Enable or disable, add stock, or archive.
@@ -43,6 +46,7 @@ pub struct ChangeTemplate {
     pub id: TemplateId,
     pub expected_version: Option<i64>,
     pub change: TemplateChange,
+    pub actor: Option<String>,
 }
 
 fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
@@ -69,6 +73,7 @@ impl AppState {
             created_at: now,
             updated_at: now,
             archived_at: None,
+            actor: cmd.actor,
         };
         templates::insert(&txn, &template).await?;
         self.commit_idempotent(txn, &cmd.key, &template).await?;
@@ -163,6 +168,7 @@ impl AppState {
             Some(cmd.expected_version),
             &TemplateChange::Terms(terms),
             self.clock.now(),
+            cmd.actor.as_deref(),
         )
         .await?;
         self.finish_change(txn, &cmd.key, updated).await
@@ -180,6 +186,7 @@ impl AppState {
             cmd.expected_version,
             &cmd.change,
             self.clock.now(),
+            cmd.actor.as_deref(),
         )
         .await?;
         self.finish_change(txn, &cmd.key, changed).await

@@ -89,6 +89,7 @@ impl TryFrom<Edge<'_, pb::CreateCouponTemplateRequest>> for CreateTemplate {
                 key: key?,
                 terms: terms?,
                 total_stock: total_stock?,
+                actor: edge.actor(),
             })
         })
     }
@@ -156,6 +157,7 @@ impl TryFrom<Edge<'_, pb::UpdateCouponTemplateRequest>> for UpdateTemplate {
                 expected_version: expected_version?,
                 incoming,
                 fields,
+                actor: edge.actor(),
             })
         })
     }
@@ -174,13 +176,13 @@ fn optional_version(violations: &mut Violations, version: Option<i64>) -> Option
 
 /// A change of one template by id: the key, the id, the etag and the change itself.
 fn change<M: Mutation>(
-    request: &M,
+    edge: &Edge<'_, M>,
     template_id: &str,
     version: Option<i64>,
     change: Result<TemplateChange, FieldViolation>,
 ) -> Result<ChangeTemplate, Status> {
     let mut violations = Violations::new();
-    let key = mutation_key(&mut violations, request);
+    let key = mutation_key(&mut violations, edge.request);
     let id = violations.check(TemplateId::parse("template_id", template_id));
     let expected_version = optional_version(&mut violations, version);
     let change = violations.check(change);
@@ -190,6 +192,7 @@ fn change<M: Mutation>(
             id: id?,
             expected_version,
             change: change?,
+            actor: edge.actor(),
         })
     })
 }
@@ -200,7 +203,7 @@ impl TryFrom<Edge<'_, pb::SetCouponTemplateEnabledRequest>> for ChangeTemplate {
     fn try_from(edge: Edge<'_, pb::SetCouponTemplateEnabledRequest>) -> Result<Self, Status> {
         let r = edge.request;
         change(
-            r,
+            &edge,
             &r.template_id,
             r.version,
             Ok(TemplateChange::Enabled(r.enabled)),
@@ -214,7 +217,7 @@ impl TryFrom<Edge<'_, pb::AddCouponStockRequest>> for ChangeTemplate {
     fn try_from(edge: Edge<'_, pb::AddCouponStockRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let stock = check_stock_change("amount", r.amount).map(TemplateChange::Stock);
-        change(r, &r.template_id, None, stock)
+        change(&edge, &r.template_id, None, stock)
     }
 }
 
@@ -223,7 +226,12 @@ impl TryFrom<Edge<'_, pb::DeleteCouponTemplateRequest>> for ChangeTemplate {
 
     fn try_from(edge: Edge<'_, pb::DeleteCouponTemplateRequest>) -> Result<Self, Status> {
         let r = edge.request;
-        change(r, &r.template_id, r.version, Ok(TemplateChange::Archive))
+        change(
+            &edge,
+            &r.template_id,
+            r.version,
+            Ok(TemplateChange::Archive),
+        )
     }
 }
 

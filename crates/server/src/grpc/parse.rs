@@ -63,6 +63,14 @@ impl<'a, R: Tenanted> Edge<'a, R> {
     }
 }
 
+impl<R> Edge<'_, R> {
+    /// The name of the API client calling: the actor recorded on what it changes (`None`
+    /// when calls are open).
+    pub fn actor(&self) -> Option<String> {
+        self.caller.map(|caller| caller.name.clone())
+    }
+}
+
 /// A request that names the tenant it acts for.
 pub trait Tenanted {
     fn tenant_id(&self) -> &str;

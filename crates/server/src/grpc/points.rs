@@ -131,7 +131,7 @@ fn account_change<M: Mutation>(
     mut meta: EntryMeta,
     build: impl FnOnce() -> Option<PointsOp>,
 ) -> Result<PointsCommand, Status> {
-    meta.actor = edge.caller.map(|caller| caller.name.clone());
+    meta.actor = edge.actor();
     let key = mutation_key(&mut violations, edge.request);
     let member = violations.check(MemberId::parse("member_id", member_id));
     finish(violations, || {
@@ -477,6 +477,7 @@ struct CreateRule {
     key: IdempotencyKey,
     event: String,
     terms: RuleTerms,
+    actor: Option<String>,
 }
 
 impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
@@ -503,6 +504,7 @@ impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
                 key: key?,
                 event: event?,
                 terms: terms?,
+                actor: edge.actor(),
             })
         })
     }
@@ -515,6 +517,7 @@ struct UpdateRule {
     version: i64,
     terms: RuleTerms,
     fields: Vec<RuleField>,
+    actor: Option<String>,
 }
 
 impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
@@ -556,6 +559,7 @@ impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
                 version: rule.version,
                 terms: rule_terms(rule),
                 fields,
+                actor: edge.actor(),
             })
         })
     }
@@ -744,7 +748,7 @@ impl PointsAccountService for Points {
         request: Request<pb::CreatePointsRuleRequest>,
     ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
         let c = CreateRule::try_from(self.edge(&request)?)?;
-        let rule = reply(self.app.create_rule(c.key, c.event, c.terms).await)?;
+        let rule = reply(self.app.create_rule(c.key, c.event, c.terms, c.actor).await)?;
         Ok(Response::new(pb::CreatePointsRuleResponse {
             points_rule: Some(rule),
         }))
@@ -759,7 +763,14 @@ impl PointsAccountService for Points {
         let c = UpdateRule::try_from(self.edge(&request)?)?;
         let updated = reply(
             self.app
-                .update_rule(c.key, c.id, c.version, c.terms, &c.fields)
+                .update_rule(
+                    c.key,
+                    c.id,
+                    c.version,
+                    c.terms,
+                    &c.fields,
+                    c.actor.as_deref(),
+                )
                 .await,
         )?;
         Ok(Response::new(pb::UpdatePointsRuleResponse {

@@ -114,13 +114,13 @@ enum Holder<'a> {
 /// A transition of one coupon: its key, the coupon, its holder, and the change `build` makes
 /// of the fields checked into `violations`.
 fn transition<M: Mutation>(
-    request: &M,
+    edge: &Edge<'_, M>,
     coupon_id: &str,
     holder: Holder<'_>,
     mut violations: Violations,
     build: impl FnOnce() -> Option<CouponChange>,
 ) -> Result<TransitionCoupon, Status> {
-    let key = mutation_key(&mut violations, request);
+    let key = mutation_key(&mut violations, edge.request);
     let coupon_id = violations.check(CouponId::parse("coupon_id", coupon_id));
     let member_id = match holder {
         Holder::Required(member) => violations
@@ -134,6 +134,7 @@ fn transition<M: Mutation>(
             coupon_id: coupon_id?,
             member_id: member_id?,
             change: build()?,
+            actor: edge.actor(),
         })
     })
 }
@@ -171,6 +172,7 @@ impl TryFrom<Edge<'_, pb::ClaimCouponRequest>> for ClaimCoupon {
                 template_id: template?,
                 member_id: member?,
                 deadline: edge.deadline,
+                actor: edge.actor(),
             })
         })
     }
@@ -208,6 +210,7 @@ impl TryFrom<Edge<'_, pb::DistributeCouponsRequest>> for DistributeCoupons {
                 members,
                 allow_partial: r.allow_partial,
                 deadline: edge.deadline,
+                actor: edge.actor(),
             })
         })
     }
@@ -328,7 +331,7 @@ impl TryFrom<Edge<'_, pb::LockCouponRequest>> for TransitionCoupon {
             edge.config.coupon_lock_ttl,
         ));
         transition(
-            r,
+            &edge,
             &r.coupon_id,
             Holder::Required(&r.member_id),
             violations,
@@ -352,7 +355,7 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
         let amount = violations.check(order_amount("amount", r.amount));
         let currency = violations.check(Currency::parse("currency", &r.currency));
         transition(
-            r,
+            &edge,
             &r.coupon_id,
             Holder::Required(&r.member_id),
             violations,
@@ -369,7 +372,7 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
 
 /// A member's transition that takes an order id alone.
 fn order_change<M: Mutation>(
-    request: &M,
+    edge: &Edge<'_, M>,
     coupon_id: &str,
     member_id: &str,
     order_id: &str,
@@ -378,7 +381,7 @@ fn order_change<M: Mutation>(
     let mut violations = Violations::new();
     let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
     transition(
-        request,
+        edge,
         coupon_id,
         Holder::Required(member_id),
         violations,
@@ -391,7 +394,7 @@ impl TryFrom<Edge<'_, pb::ReleaseCouponRequest>> for TransitionCoupon {
 
     fn try_from(edge: Edge<'_, pb::ReleaseCouponRequest>) -> Result<Self, Status> {
         let r = edge.request;
-        order_change(r, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
+        order_change(&edge, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
             CouponChange::Release { order_id }
         })
     }
@@ -402,7 +405,7 @@ impl TryFrom<Edge<'_, pb::ReturnCouponRequest>> for TransitionCoupon {
 
     fn try_from(edge: Edge<'_, pb::ReturnCouponRequest>) -> Result<Self, Status> {
         let r = edge.request;
-        order_change(r, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
+        order_change(&edge, &r.coupon_id, &r.member_id, &r.order_id, |order_id| {
             CouponChange::Return { order_id }
         })
     }
@@ -421,7 +424,7 @@ impl TryFrom<Edge<'_, pb::RevokeCouponRequest>> for TransitionCoupon {
             MAX_REVOKE_REASON_CHARS,
         ));
         transition(
-            r,
+            &edge,
             &r.coupon_id,
             Holder::Optional(&r.member_id),
             violations,

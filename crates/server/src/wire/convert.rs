@@ -157,6 +157,7 @@ pub fn rule_to_proto(rule: &PointsRule) -> pb::PointsRule {
         version: rule.version,
         create_time: Some(timestamp(rule.created_at)),
         update_time: Some(timestamp(rule.updated_at)),
+        actor: rule.actor.clone().unwrap_or_default(),
     }
 }
 
@@ -225,6 +226,7 @@ pub fn coupon_to_proto(coupon: &UserCoupon, now: UnixMicros) -> pb::UserCoupon {
         version: coupon.version,
         update_time: Some(timestamp(coupon.updated_at)),
         discount_type: discount_type_to_proto(coupon.discount.discount_type()).into(),
+        actor: coupon.actor.clone().unwrap_or_default(),
     }
 }
 
@@ -275,6 +277,7 @@ pub fn template_to_proto(template: &CouponTemplate) -> pb::CouponTemplate {
         discount_type: discount_type_to_proto(terms.discount.discount_type()).into(),
         archived: template.archived_at.is_some(),
         archive_time: template.archived_at.map(timestamp),
+        actor: template.actor.clone().unwrap_or_default(),
     }
 }
 

@@ -191,6 +191,7 @@ pub fn rule_from_record(tenant: &TenantId, bytes: &[u8]) -> Option<PointsRule> {
         version: rule.version,
         created_at: at(rule.create_time)?,
         updated_at: at(rule.update_time)?,
+        actor: Some(rule.actor).filter(|actor| !actor.is_empty()),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct Model {
     pub revoked_at: Option<i64>,
     pub version: i64,
     pub updated_at: i64,
+    /// The API client that made the latest change; NULL without auth and for the server's own.
+    pub actor: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -689,6 +689,7 @@ pub async fn insert_rule(
         version: Set(r.version),
         created_at: Set(r.created_at.0),
         updated_at: Set(r.updated_at.0),
+        actor: Set(r.actor.clone()),
     };
     let inserted =
         crate::db::insert_if_absent(conn, row, [rule::Column::TenantId, rule::Column::EventType])
@@ -724,7 +725,8 @@ pub enum RuleRef<'a> {
     Event(&'a str),
 }
 
-/// Replaces a rule's terms if its version is `expected_version`; returns it as written.
+/// Replaces a rule's terms if its version is `expected_version`, as changed by `actor`;
+/// returns it as written.
 pub async fn update_rule(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
@@ -732,6 +734,7 @@ pub async fn update_rule(
     expected_version: i64,
     terms: &RuleTerms,
     now: UnixMicros,
+    actor: Option<&str>,
 ) -> Result<Option<PointsRule>, MarketingError> {
     rule::Entity::update_many()
         .col_expr(
@@ -744,6 +747,7 @@ pub async fn update_rule(
         .col_expr(rule::Column::Enabled, Expr::value(terms.enabled))
         .col_expr(rule::Column::Version, Expr::value(expected_version + 1))
         .col_expr(rule::Column::UpdatedAt, Expr::value(now.0))
+        .col_expr(rule::Column::Actor, Expr::value(actor))
         .filter(rule::Column::Id.eq(id))
         .filter(rule::Column::TenantId.eq(tenant.as_str()))
         .filter(rule::Column::Version.eq(expected_version))
@@ -867,5 +871,6 @@ fn rule_to_domain(row: rule::Model) -> Result<PointsRule, MarketingError> {
         version: row.version,
         created_at: UnixMicros(row.created_at),
         updated_at: UnixMicros(row.updated_at),
+        actor: row.actor,
     })
 }

@@ -50,6 +50,7 @@ impl AppState {
         key: IdempotencyKey,
         event_type: String,
         terms: RuleTerms,
+        actor: Option<String>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
         let txn = begin_or_replay!(self, &key);
         let now = self.clock.now();
@@ -61,6 +62,7 @@ impl AppState {
             version: 1,
             created_at: now,
             updated_at: now,
+            actor,
         };
         points::insert_rule(&txn, &rule).await?;
         self.commit_idempotent(txn, &key, &rule).await?;
@@ -75,6 +77,7 @@ impl AppState {
         expected_version: i64,
         incoming: RuleTerms,
         fields: &[RuleField],
+        actor: Option<&str>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
         let txn = begin_or_replay!(self, &key);
         let tenant = &key.tenant_id;
@@ -92,13 +95,13 @@ impl AppState {
         let terms = terms.check().map_err(|v| {
             MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
         })?;
-        let updated =
-            points::update_rule(&txn, tenant, id, expected_version, &terms, self.clock.now())
-                .await?
-                .ok_or(MarketingError::VersionMismatch {
-                    expected: expected_version,
-                    current: expected_version + 1,
-                })?;
+        let now = self.clock.now();
+        let updated = points::update_rule(&txn, tenant, id, expected_version, &terms, now, actor)
+            .await?
+            .ok_or(MarketingError::VersionMismatch {
+                expected: expected_version,
+                current: expected_version + 1,
+            })?;
         self.commit_idempotent(txn, &key, &updated).await?;
         self.cache_rule(&updated).await;
         Ok(Answer::Fresh(updated))
