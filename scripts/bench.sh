@@ -9,8 +9,10 @@
 #                        with BENCH_OUT, measures an older build beside this one
 #   BENCH_OUT=dir        where the results go (default target/bench)
 #   BENCH_AUTH=on|off    every call with an API client's key (on, the default: the server
-#                        runs with MARKETING_AUTH=required), or an open server (off; for
-#                        builds older than API clients, and to measure what auth costs)
+#                        runs with MARKETING_AUTH=required; then get-template on two fresh
+#                        replicas, one with auth and one open, in alternating rounds, for what
+#                        auth costs),
+#                        or an open server (off; for builds older than API clients)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -101,6 +103,47 @@ awk '/VmHWM/ { print $2 }' "/proc/$SERVER/status" >"$OUT/rss_kb.txt"
 kill $SERVER
 wait $SERVER 2>/dev/null || true
 trap - EXIT
+
+# What auth costs: get-template on two fresh replicas of this build on the same database and
+# Redis, one serving with auth (and called with the key), one open, in rounds of alternating
+# order (only one of the two is loaded at a time), compared round by round.
+if [ "$AUTH" = on ]; then
+  OPEN_ADDR=127.0.0.1:50552
+  declare -A SIDE_ADDR=([keyed]=$ADDR [open]=$OPEN_ADDR)
+  declare -A SIDE_AUTH=([keyed]=required [open]=disabled)
+  declare -A SIDE_PID=()
+  for side in keyed open; do
+    MARKETING_AUTH=${SIDE_AUTH[$side]} MARKETING_DATABASE_URL="$BASE/mk_bench_app" \
+      MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
+      MARKETING_REDIS_KEY_PREFIX="bench-$side:$(date +%s):" MARKETING_GRPC_ADDR=${SIDE_ADDR[$side]} \
+      RUST_LOG=warn "$SERVER_BIN" >"$OUT/server-$side.log" 2>&1 &
+    SIDE_PID[$side]=$!
+  done
+  trap 'kill ${SIDE_PID[keyed]} ${SIDE_PID[open]} 2>/dev/null || true' EXIT
+  for side in keyed open; do
+    wait_for 60 "the $side server" env MARKETING_GRPC_ADDR=${SIDE_ADDR[$side]} \
+      target/release/marketing-server healthcheck
+  done
+  side_token() { if [ "$1" = keyed ]; then printf '%s\n' "${TOKEN[@]}"; fi; }
+  for side in keyed open; do
+    mapfile -t side_args < <(side_token $side)
+    target/release/marketing-bench get-template --addr ${SIDE_ADDR[$side]} -c 64 -z 2s -O json \
+      -o "$OUT/warmup-auth-$side.json" "${side_args[@]}"
+  done
+  for round in 1 2 3 4; do
+    order="keyed open"
+    if [ $((round % 2)) = 0 ]; then order="open keyed"; fi
+    for side in $order; do
+      log "auth cost, round $round: get-template $side, c=64, $DURATION"
+      mapfile -t side_args < <(side_token $side)
+      target/release/marketing-bench get-template --addr ${SIDE_ADDR[$side]} -c 64 -z "$DURATION" \
+        -O json -o "$OUT/auth-$round-$side.json" "${side_args[@]}"
+    done
+  done
+  kill ${SIDE_PID[keyed]} ${SIDE_PID[open]}
+  wait ${SIDE_PID[keyed]} ${SIDE_PID[open]} 2>/dev/null || true
+  trap - EXIT
+fi
 
 log "report (also in target/bench/report.md)"
 target/release/marketing-bench report --dir "$OUT" | tee "$OUT/report.md"

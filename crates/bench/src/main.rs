@@ -411,6 +411,44 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         None,
     ));
 
+    // What auth costs (bench.sh with auth on): rounds of get-template with a key against an
+    // open replica, each round's ratio, their median.
+    let mut ratios = Vec::new();
+    for round in 1.. {
+        let (Ok(keyed), Ok(open)) = (
+            load_json(dir, &format!("auth-{round}-keyed")),
+            load_json(dir, &format!("auth-{round}-open")),
+        ) else {
+            break;
+        };
+        let open_rps = ok_rps(&open);
+        ratios.push(if open_rps > 0.0 {
+            ok_rps(&keyed) / open_rps
+        } else {
+            0.0
+        });
+    }
+    if !ratios.is_empty() {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        ratios.sort_by(f64::total_cmp);
+        let middle = ratios.len() / 2;
+        let median = if ratios.len() % 2 == 0 {
+            (ratios[middle - 1] + ratios[middle]) / 2.0
+        } else {
+            ratios[middle]
+        };
+        rows.push(Row {
+            scenario: "auth: get-template with a key / open".into(),
+            measured: format!(
+                "median {median:.3} of {} rounds ({})",
+                ratios.len(),
+                shown.join(", ")
+            ),
+            goal: ">= 0.95 (auth costs at most 5%)".into(),
+            met: median >= 0.95,
+        });
+    }
+
     let mut unexpected = 0;
     for (name, allowed) in [
         ("claim-hot", &[][..]),
