@@ -83,6 +83,10 @@ async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
             Err(status) => assert_limited(status),
         }
     }
+    eprintln!(
+        "{admitted} of 200 claims admitted in {elapsed:?} over {} replica(s)",
+        servers.len()
+    );
     assert!(
         (BURST..=most_admitted(elapsed)).contains(&admitted),
         "{admitted} of 200 claims admitted in {elapsed:?}"

@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use marketing_domain::{UnixMicros, auth::Role};
 use marketing_proto::v1::{self as pb, points_account_service_client::PointsAccountServiceClient};
-use marketing_server::{app::clients, config::AuthMode};
-use marketing_tests::{
-    Backend, Options, PemPair, TestApp, TestCerts, assert_error, spawn_app_with, with_key,
-};
+use marketing_server::app::clients;
+use marketing_tests::{PemPair, TestApp, TestCerts, assert_error, with_key};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig},
@@ -218,24 +216,15 @@ mod over_mtls {
             ..marketing_tests::Options::default()
         };
         a_client_certificate_names_its_client,
+        grpcurl_calls_over_mtls_with_a_client_certificate,
     }
 }
 
 /// grpcurl as the README shows it: `-cacert` for TLS, plus `-cert`/`-key` under mTLS, where
 /// the certificate is the caller.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcurl_calls_over_mtls_with_a_client_certificate() {
-    let certs = TestCerts::new(true);
-    let app = spawn_app_with(
-        Backend::Embedded,
-        Options {
-            tls: Some(certs.clone()),
-            auth: Some(AuthMode::Required),
-            ..Options::default()
-        },
-    )
-    .await;
-    client(&app, "till-9", Role::Checkout).await;
+async fn grpcurl_calls_over_mtls_with_a_client_certificate(app: &TestApp) {
+    let certs = certs(app).clone();
+    client(app, "till-9", Role::Checkout).await;
     let identity = certs.client(&["till-9"], None);
     let cert = certs.write("till-9.pem", &identity.cert);
     let key = certs.write("till-9.key", &identity.key);
@@ -249,7 +238,7 @@ async fn grpcurl_calls_over_mtls_with_a_client_certificate() {
         "-key".into(),
         key.display().to_string(),
     ];
-    let output = tokio::task::spawn_blocking(move || {
+    let (services, earned) = tokio::task::spawn_blocking(move || {
         let mut list: Vec<&str> = tls_args.iter().map(String::as_str).collect();
         list.extend([addr.as_str(), "list"]);
         let services = run_grpcurl(&list);
@@ -268,7 +257,6 @@ async fn grpcurl_calls_over_mtls_with_a_client_certificate() {
     })
     .await
     .expect("grpcurl");
-    let (services, earned) = output;
     assert!(
         services
             .lines()
@@ -276,5 +264,4 @@ async fn grpcurl_calls_over_mtls_with_a_client_certificate() {
         "{services}"
     );
     assert!(earned.contains(r#""actor": "till-9""#), "{earned}");
-    app.stop().await;
 }
