@@ -3,6 +3,9 @@
 # a key on every call ("on") against MARKETING_AUTH=disabled and no key ("off"), rounds in
 # alternating order, a fresh database each time; prints the on/off ratio of every round and
 # their median. BENCH_ROUNDS (4) rounds, BENCH_DURATION (5s) each.
+# BENCH_COMPARE=limits compares instead a keyed server whose client calls are rate-limited
+# (MARKETING_RATE_LIMITS=client=..., high enough never to refuse: one Redis script per call)
+# ("on") with the same keyed server without limits ("off"): what a client limit costs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -10,6 +13,7 @@ ensure_postgres
 ensure_redis
 ROUNDS=${BENCH_ROUNDS:-4}
 DURATION=${BENCH_DURATION:-5s}
+COMPARE=${BENCH_COMPARE:-auth}
 OUT=$ROOT/target/bench-auth
 ADDR=127.0.0.1:50561
 BASE=${MARKETING_TEST_DATABASE_URL%/*}
@@ -24,13 +28,15 @@ for round in $(seq "$ROUNDS"); do
     psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE mk_bench_auth" >/dev/null
     token=()
     mode=disabled
-    if [ "$auth" = on ]; then
+    limits=""
+    if [ "$COMPARE" = limits ] && [ "$auth" = on ]; then limits="client=1000000/s:1000000"; fi
+    if [ "$auth" = on ] || [ "$COMPARE" = limits ]; then
       key=$(MARKETING_DATABASE_URL="$BASE/mk_bench_auth" RUST_LOG=warn \
         target/release/marketing-server clients create --name bench --role admin --all-tenants | tail -n 1)
       token=(--token "$key")
       mode=required
     fi
-    MARKETING_AUTH=$mode MARKETING_DATABASE_URL="$BASE/mk_bench_auth" \
+    MARKETING_RATE_LIMITS=$limits MARKETING_AUTH=$mode MARKETING_DATABASE_URL="$BASE/mk_bench_auth" \
       MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" MARKETING_REDIS_KEY_PREFIX="bench-auth:$(date +%s%N):" \
       MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn target/release/marketing-server >"$OUT/server-$round-$auth.log" 2>&1 &
     server=$!

@@ -43,31 +43,60 @@ pub enum Verdict {
     },
 }
 
+/// What a check of several calls of one key decided: the first `admitted` are admitted, the
+/// rest refused, and the key admits again after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub admitted: u32,
+    pub retry_after: Duration,
+}
+
+impl Counted {
+    /// The verdict of the `index`-th call of the check.
+    pub fn verdict(&self, index: usize) -> Verdict {
+        if index < self.admitted as usize {
+            Verdict::Admitted
+        } else {
+            Verdict::Limited {
+                retry_after: self.retry_after,
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts one call of `key` under `limit`, if the limit admits it.
-    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError>;
+    /// Counts `wanted` calls of `key` under `limit`, in order: as many as the limit admits
+    /// now are admitted, the rest refused (and not counted).
+    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError>;
 
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
 }
 
-/// KEYS[1] the key's TAT; ARGV[1] period µs, ARGV[2] tolerance µs.
-/// Returns 0 when admitted (the TAT moved one period), else the µs to wait. The TAT expires
-/// when it is in the past, where a missing key means the same.
+/// KEYS[1] the key's TAT; ARGV[1] period µs, ARGV[2] tolerance µs, ARGV[3] calls wanted.
+/// Admits the calls that fit (the k-th needs TAT + (k - 1) periods - tolerance <= now),
+/// moving the TAT one period per admitted call; returns {admitted, µs until the next call
+/// fits (0 when all were admitted)}. The TAT expires when it is in the past, where a missing
+/// key means the same.
 const GCRA_LUA: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local period = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-local allowed_at = tat - tolerance
-if now < allowed_at then
-  return allowed_at - now
+local fit = math.floor((now + tolerance - tat) / period) + 1
+local admitted = math.max(0, math.min(wanted, fit))
+if admitted > 0 then
+  tat = tat + admitted * period
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
 end
-local next_tat = tat + period
-redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
-return 0
+local wait = 0
+if admitted < wanted then
+  wait = math.max(tat - tolerance - now, 1)
+end
+return {admitted, wait}
 ";
 
 /// The limiter every replica shares.
@@ -92,20 +121,19 @@ fn micros(duration: Duration) -> u64 {
 
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError> {
+    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError> {
         let mut conn = self.pool.connection().await?;
-        let wait: u64 = self
+        let (admitted, wait): (u32, u64) = self
             .script
             .key(self.pool.key(&format!("rate:{key}")))
             .arg(micros(limit.period).max(1))
             .arg(micros(limit.tolerance()))
+            .arg(wanted)
             .invoke_async(&mut conn)
             .await?;
-        Ok(match wait {
-            0 => Verdict::Admitted,
-            wait => Verdict::Limited {
-                retry_after: Duration::from_micros(wait),
-            },
+        Ok(Counted {
+            admitted,
+            retry_after: Duration::from_micros(wait),
         })
     }
 
@@ -173,8 +201,21 @@ impl LocalRateLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
-    async fn check(&self, key: &str, limit: Gcra) -> Result<Verdict, InfraError> {
-        Ok(self.check_now(key, limit))
+    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError> {
+        let mut counted = Counted {
+            admitted: 0,
+            retry_after: Duration::ZERO,
+        };
+        for _ in 0..wanted {
+            match self.check_now(key, limit) {
+                Verdict::Admitted => counted.admitted += 1,
+                Verdict::Limited { retry_after } => {
+                    counted.retry_after = retry_after;
+                    break;
+                }
+            }
+        }
+        Ok(counted)
     }
 
     fn kind(&self) -> &'static str {
@@ -193,8 +234,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_burst_is_admitted_then_one_per_period() {
+    #[tokio::test]
+    async fn a_burst_is_admitted_then_one_per_period() {
         let limiter = LocalRateLimiter::new();
         let every_100ms = limit(100, 3);
         for _ in 0..3 {
@@ -206,6 +247,16 @@ mod tests {
             }
             Verdict::Admitted => panic!("the fourth call at once passed a burst of 3"),
         }
+        // Several calls at once: those that fit, then the wait.
+        let counted = limiter
+            .check("c", every_100ms, 5)
+            .await
+            .expect("in process");
+        assert_eq!(counted.admitted, 3);
+        assert_eq!(counted.verdict(2), Verdict::Admitted);
+        assert!(
+            matches!(counted.verdict(3), Verdict::Limited { retry_after } if retry_after > Duration::ZERO)
+        );
         // Another key, and the same key under another limit, count apart.
         assert_eq!(limiter.check_now("b", every_100ms), Verdict::Admitted);
         assert_eq!(limiter.check_now("a", limit(100, 1)), Verdict::Admitted);

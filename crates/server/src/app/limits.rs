@@ -3,16 +3,28 @@
 //! per key; without it (the embedded mode), this process counts. While Redis cannot be
 //! reached, each replica counts on its own and says so in the log: limits loosen to one
 //! count per replica, they never switch off.
+//!
+//! A replica has at most one check of a key in flight in Redis: the checks of that key that
+//! come meanwhile wait and go together in its next one (a busy client's calls cost one script
+//! call per round trip, not one each).
 
-use std::{num::NonZeroU32, sync::Arc};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use marketing_domain::{
     MarketingError,
     limits::{LimitedAction, RateLimits},
 };
 use marketing_infra::rate::{Gcra, LocalRateLimiter, RateLimiter, Verdict};
+use tokio::sync::oneshot;
 
 use super::Metrics;
+
+/// Checks of one key waiting for the next call to Redis.
+type Waiting = HashMap<String, Vec<oneshot::Sender<Verdict>>>;
 
 pub struct Limits {
     limits: RateLimits,
@@ -20,6 +32,8 @@ pub struct Limits {
     shared: Option<Arc<dyn RateLimiter>>,
     local: LocalRateLimiter,
     metrics: Arc<Metrics>,
+    /// By key: present while a check of the key is in flight, with the checks that came since.
+    waiting: Mutex<Waiting>,
 }
 
 impl Limits {
@@ -33,6 +47,7 @@ impl Limits {
             shared,
             local: LocalRateLimiter::new(),
             metrics,
+            waiting: Mutex::default(),
         }
     }
 
@@ -43,7 +58,11 @@ impl Limits {
 
     /// Counts one `action` by `who` (a member as `tenant/member[/event]`, a client by name);
     /// RATE_LIMITED, with how long to wait, past the limit.
-    pub async fn admit(&self, action: LimitedAction, who: &str) -> Result<(), MarketingError> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        action: LimitedAction,
+        who: &str,
+    ) -> Result<(), MarketingError> {
         let Some(limit) = self.limits.get(action) else {
             return Ok(());
         };
@@ -53,14 +72,7 @@ impl Limits {
         };
         let key = format!("{action}:{who}");
         let verdict = match &self.shared {
-            Some(shared) => match shared.check(&key, gcra).await {
-                Ok(verdict) => verdict,
-                Err(err) => {
-                    self.metrics.record_local_rate_limit();
-                    marketing_infra::warn_every!(error = %err, %action, "rate limits counted by this replica alone while redis is unreachable");
-                    self.local.check_now(&key, gcra)
-                }
-            },
+            Some(_) => self.shared_verdict(key, gcra).await,
             None => self.local.check_now(&key, gcra),
         };
         match verdict {
@@ -72,6 +84,67 @@ impl Limits {
                     action,
                     retry_after,
                 })
+            }
+        }
+    }
+
+    /// Joins the checks of `key` waiting for Redis, starting a drainer when none is in flight.
+    async fn shared_verdict(self: &Arc<Self>, key: String, gcra: Gcra) -> Verdict {
+        let (sender, verdict) = oneshot::channel();
+        let first = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            match waiting.get_mut(&key) {
+                Some(queue) => {
+                    queue.push(sender);
+                    false
+                }
+                None => {
+                    waiting.insert(key.clone(), vec![sender]);
+                    true
+                }
+            }
+        };
+        if first {
+            tokio::spawn(self.clone().drain(key.clone(), gcra));
+        }
+        match verdict.await {
+            Ok(verdict) => verdict,
+            // The drainer is gone (it panicked): this replica counts the call alone.
+            Err(_) => self.local.check_now(&key, gcra),
+        }
+    }
+
+    /// Serves the checks waiting on `key`, all that wait in one call to Redis at a time,
+    /// until none are left.
+    async fn drain(self: Arc<Self>, key: String, gcra: Gcra) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        loop {
+            let batch = {
+                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                match waiting.get_mut(&key) {
+                    Some(queue) if !queue.is_empty() => std::mem::take(queue),
+                    _ => {
+                        waiting.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let wanted = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+            match shared.check(&key, gcra, wanted).await {
+                Ok(counted) => {
+                    for (index, sender) in batch.into_iter().enumerate() {
+                        let _ = sender.send(counted.verdict(index));
+                    }
+                }
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, key, "rate limits counted by this replica alone while redis is unreachable");
+                    for sender in batch {
+                        self.metrics.record_local_rate_limit();
+                        let _ = sender.send(self.local.check_now(&key, gcra));
+                    }
+                }
             }
         }
     }

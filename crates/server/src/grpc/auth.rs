@@ -168,7 +168,7 @@ where
 
 /// Serves an admitted call as `caller`, once its client's rate limit admits it too.
 async fn serve_as<S, ReqBody, B>(
-    limits: &Limits,
+    limits: &Arc<Limits>,
     caller: Option<Caller>,
     mut inner: S,
     mut request: http::Request<ReqBody>,
