@@ -578,6 +578,78 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
     app.stop().await;
 }
 
+/// The one-statement write of a refund planned on a stale account, with a lot read after a
+/// concurrent refund gave points back to it (the short path's planning reads come after its
+/// one read), is a lost race, served again: not a CHECK violation answered INTERNAL. Here the
+/// stale plan would put 13 points back into a 10-point lot; the account's version check must
+/// stop it before the lot's CHECK does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_planned_on_a_stale_account_loses_the_race_cleanly() {
+    use marketing_domain::{UnixMicros, points::EntryMeta, points::Ledger};
+    use marketing_storage::points::batch::{self as points_batch, BatchWrite};
+
+    let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
+    let pool = app.state.db.postgres().expect("PostgreSQL").clone();
+    let (tenant, member) = (
+        TenantId::parse("t", "acme").expect("tenant"),
+        MemberId::parse("m", "refunded").expect("member"),
+    );
+    let mut points = app.points();
+    points
+        .earn_points(earn("refunded", 10))
+        .await
+        .expect("earn");
+    let deducted = points
+        .deduct_points(deduct("refunded", 10))
+        .await
+        .expect("deduct")
+        .into_inner()
+        .transaction
+        .expect("entry");
+    let target = uuid::Uuid::parse_str(&deducted.id).expect("uuid");
+    let keys = points_batch::BatchKeys {
+        members: vec![(&tenant, &member)],
+        ..Default::default()
+    };
+    let reads = points_batch::read_batch(&pool, &keys).await.expect("read");
+    let (stale, live) = reads.ledgers.into_iter().next().expect("the account");
+    assert!(live.is_empty(), "the only lot is spent");
+    // What the short path's planning reads before the race: all 10 points refundable.
+    let db = app.state.db.conn();
+    let taken = store::refundable_allocations(db, target)
+        .await
+        .expect("allocations");
+    assert_eq!(taken.iter().map(|(_, left)| left).sum::<i64>(), 10);
+    points
+        .refund_points(refund("refunded", &deducted.id, Some(3)))
+        .await
+        .expect("a refund meanwhile");
+    // ... and after it: the lot, with the 3 points the other refund gave back.
+    let lot_ids: Vec<uuid::Uuid> = taken.iter().map(|(id, _)| *id).collect();
+    let lots = store::lots_by_id(db, stale.id, &lot_ids)
+        .await
+        .expect("lots");
+    let mut ledger = Ledger::new(stale, Vec::new(), UnixMicros::now());
+    ledger.add_lots(lots);
+    ledger
+        .refund(target, &taken, Some(10), EntryMeta::default())
+        .expect("planned on the mixed reads");
+    let mut write = BatchWrite::default();
+    write.add_ledger(&ledger);
+    let lost = write.execute(&pool).await;
+    assert!(
+        matches!(
+            lost,
+            Err(marketing_domain::MarketingError::ConcurrentModification(_))
+        ),
+        "{lost:?}"
+    );
+    let shown = account(&app, "refunded").await;
+    assert_eq!((shown.available, shown.total_refunded), (3, 3));
+    audit(&app).await;
+    app.stop().await;
+}
+
 /// The transactional store (`TxnBatch`) leaves out a ledger whose account another write
 /// changed after the batch read it: nothing of it is written, and the batch plans it again.
 /// (On SQLite the write transaction excludes other writers, so this is PostgreSQL's.)

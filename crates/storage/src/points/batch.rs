@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::rows::{self, LedgerWrite};
 use crate::{
-    db::db_error,
+    db::{DbFailure, classify, db_error},
     entity::{
         idempotency_record as record, points_account as acct, points_allocation as alloc,
         points_daily_earning as daily, points_hold as hold, points_lot as lot,
@@ -431,7 +431,18 @@ impl BatchWrite {
         let query = self.holds.bind(query);
         let query = daily.bind(query);
         let query = self.records.bind(query);
-        query.execute(pool).await.map_err(sqlx_error)?;
-        Ok(())
+        let Err(err) = query.execute(pool).await else {
+            return Ok(());
+        };
+        let err = sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err.into()));
+        // Planning reads what the one read did not hold after it, so a plan on a replaced
+        // version could break a constraint before the version check fails it: that is a lost
+        // race too, served again by the transaction (which meets a real violation again and
+        // reports it there).
+        if classify(&err) == DbFailure::CheckViolation {
+            tracing::warn!(error = %err, "points batch write broke a constraint; serving it again in a transaction");
+            return Err(MarketingError::ConcurrentModification(err.into()));
+        }
+        Err(db_error(err))
     }
 }

@@ -15,9 +15,12 @@ WITH v_acc AS (
   WHERE a.id = ANY($1::uuid[]) AND a.id = v.key AND a.version = v.read_version
   RETURNING a.id
 ), lot_upd AS (
+  -- Only lots of accounts still at the version read: a plan on a replaced version may have
+  -- read a lot after another write changed it (planning reads come after the batch's read),
+  -- and must fail on the version check below, not on the lot's CHECK.
   UPDATE points_lots l SET remaining = v.remaining, frozen = v.frozen
   FROM unnest($11::uuid[], $12::int8[], $13::int8[]) AS v(key, remaining, frozen)
-  WHERE l.id = ANY($11::uuid[]) AND l.id = v.key
+  WHERE l.id = ANY($11::uuid[]) AND l.id = v.key AND l.account_id IN (SELECT id FROM acc)
   RETURNING l.id
 ), lot_ins AS (
   INSERT INTO points_lots (id, tenant_id, account_id, earn_transaction_id, amount, remaining,
@@ -44,6 +47,7 @@ WITH v_acc AS (
     $54::int2[], $55::int8[], $56::int8[], $57::int8[], $58::int8[], $59::int8[])
   ON CONFLICT (id) DO UPDATE SET status = excluded.status,
     confirmed_amount = excluded.confirmed_amount, updated_at = excluded.updated_at
+    WHERE points_holds.account_id IN (SELECT id FROM acc)
 ), daily AS (
   INSERT INTO points_daily_earnings (tenant_id, member_id, event_type, day, earned)
   SELECT * FROM unnest($60::text[], $61::text[], $62::text[], $63::int4[], $64::int8[])
