@@ -37,10 +37,27 @@ enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Exit 0 if the server at MARKETING_GRPC_ADDR reports SERVING.
-    Healthcheck,
+    Healthcheck(HealthcheckArgs),
     /// Manage the API clients that may call the server.
     #[command(subcommand)]
     Clients(ClientsCommand),
+}
+
+/// How to reach a server that serves TLS (MARKETING_TLS_CERT set), as grpcurl names it.
+#[derive(clap::Args)]
+struct HealthcheckArgs {
+    /// The CA certificate (PEM) the server's certificate is signed by.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present, under mTLS (MARKETING_TLS_CLIENT_CA).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// The name the server's certificate is checked against.
+    #[arg(long, default_value = "localhost")]
+    servername: String,
 }
 
 #[derive(Subcommand)]
@@ -98,7 +115,7 @@ fn main() -> ExitCode {
 async fn start(command: Command) -> anyhow::Result<()> {
     let config = Config::load()?;
     match command {
-        Command::Healthcheck => healthcheck(config.grpc_addr).await,
+        Command::Healthcheck(args) => healthcheck(&config, args).await,
         Command::Migrate => with_telemetry(config, false).await,
         Command::Serve => with_telemetry(config, true).await,
         Command::Clients(command) => manage_clients(config, command).await,
@@ -222,15 +239,35 @@ async fn shutdown_signal() {
 }
 
 /// Asks the server listening on `addr` (a wildcard address means this host) for its health.
-async fn healthcheck(mut addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn healthcheck(config: &Config, args: HealthcheckArgs) -> anyhow::Result<()> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
 
+    let mut addr = config.grpc_addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))
+    };
+    let endpoint = match (&config.tls_cert, &args.cacert) {
+        (None, _) => Endpoint::from_shared(format!("http://{addr}"))?,
+        (Some(_), None) => anyhow::bail!(
+            "the server serves TLS (MARKETING_TLS_CERT): give --cacert (and --cert/--key under mTLS)"
+        ),
+        (Some(_), Some(ca)) => {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca)?))
+                .domain_name(args.servername.clone());
+            if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?
+        }
+    };
+    let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(2))
         .connect()
