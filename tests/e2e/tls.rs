@@ -265,3 +265,48 @@ async fn grpcurl_calls_over_mtls_with_a_client_certificate(app: &TestApp) {
     );
     assert!(earned.contains(r#""actor": "till-9""#), "{earned}");
 }
+
+/// The binary's `healthcheck` against the binary serving mTLS: refused without the CA (with
+/// a message saying what to give), refused without a client certificate, SERVING with both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_reaches_a_server_over_mtls() {
+    let certs = TestCerts::new(true);
+    let identity = certs.client(&["probe"], None);
+    let cert = certs.write("probe.pem", &identity.cert);
+    let key = certs.write("probe.key", &identity.key);
+    let paths = |file: &str| certs.path(file).display().to_string();
+    let tls_env = [
+        ("MARKETING_TLS_CERT", paths("server.pem")),
+        ("MARKETING_TLS_KEY", paths("server.key")),
+        ("MARKETING_TLS_CLIENT_CA", paths("ca.pem")),
+    ];
+    let env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = marketing_tests::ServerProcess::start(&env);
+    let addr = server.addr.to_string();
+    let healthcheck = |args: &[&str]| {
+        std::process::Command::new(marketing_tests::server_binary())
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("MARKETING_GRPC_ADDR", &addr)
+            .arg("healthcheck")
+            .args(args)
+            .output()
+            .expect("run healthcheck")
+    };
+    let without_ca = healthcheck(&[]);
+    assert!(!without_ca.status.success());
+    assert!(
+        String::from_utf8_lossy(&without_ca.stderr).contains("--cacert"),
+        "{without_ca:?}"
+    );
+    let ca = paths("ca.pem");
+    assert!(
+        !healthcheck(&["--cacert", &ca]).status.success(),
+        "no client certificate"
+    );
+    let cert = cert.display().to_string();
+    let key = key.display().to_string();
+    let serving = healthcheck(&["--cacert", &ca, "--cert", &cert, "--key", &key]);
+    assert!(serving.status.success(), "{serving:?}");
+    assert_eq!(String::from_utf8_lossy(&serving.stdout).trim(), "SERVING");
+}
