@@ -511,8 +511,21 @@ async fn every_change_names_the_client_that_made_it(app: &TestApp) {
 /// earns: every made-up key is UNAUTHENTICATED and every earn is served.
 async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
     let key = client(app, "steady", Role::Checkout, None).await;
+    // Over connections of their own, each well below the server's 200 streams.
+    let mut channels = Vec::new();
+    for _ in 0..5 {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        channels.push(channel);
+    }
     let flood = futures::future::join_all((0..500).map(|i| {
-        let mut points = app.points();
+        let mut points =
+            marketing_proto::v1::points_account_service_client::PointsAccountServiceClient::new(
+                channels[i % channels.len()].clone(),
+            );
         let made_up = format!("mk_{i:012}_{}", "x".repeat(43));
         async move {
             points

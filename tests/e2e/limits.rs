@@ -63,9 +63,25 @@ async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
     )
     .await;
     let servers: Vec<&TestApp> = std::iter::once(app).chain(replica.as_ref()).collect();
+    // Four connections of their own per server, so no connection nears the server's 200
+    // streams (a stream opened as another just ended can be refused by the server's count).
+    let mut channels = Vec::new();
+    for server in &servers {
+        for _ in 0..4 {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            channels.push(channel);
+        }
+    }
     let started = Instant::now();
     let attempts = (0..200).map(|i| {
-        let mut coupons = servers[i % servers.len()].user_coupons();
+        let mut coupons =
+            marketing_proto::v1::user_coupon_service_client::UserCouponServiceClient::new(
+                channels[i % channels.len()].clone(),
+            );
         let request = claim_request("acme", "greedy", &created.id);
         async move { coupons.claim_coupon(request).await }
     });

@@ -27,12 +27,6 @@ pub struct Gcra {
     pub burst: NonZeroU32,
 }
 
-impl Gcra {
-    fn tolerance(&self) -> Duration {
-        self.period * (self.burst.get() - 1)
-    }
-}
-
 /// What a check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -115,19 +109,20 @@ impl RedisRateLimiter {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError> {
         let mut conn = self.pool.connection().await?;
+        // Redis keeps time in whole microseconds: a period between two is rounded up (the
+        // limit admits a little less, never more), and the tolerance follows from it.
+        let period = limit.period.as_nanos().div_ceil(1000).max(1);
+        let period = u64::try_from(period).unwrap_or(u64::MAX);
+        let tolerance = period.saturating_mul(u64::from(limit.burst.get() - 1));
         let (admitted, wait): (u32, u64) = self
             .script
             .key(self.pool.key(&format!("rate:{key}")))
-            .arg(micros(limit.period).max(1))
-            .arg(micros(limit.tolerance()))
+            .arg(period)
+            .arg(tolerance)
             .arg(wanted)
             .invoke_async(&mut conn)
             .await?;
@@ -144,11 +139,16 @@ impl RateLimiter for RedisRateLimiter {
 
 /// Keys one in-process limit keeps before it forgets those back at a fresh state.
 const LOCAL_KEYS: usize = 100_000;
+/// How often at most a limit scans its keys to forget them (a scan visits every key).
+const FORGET_EVERY: Duration = Duration::from_secs(1);
 
 /// The in-process limiter: one governor keyed limiter per distinct limit.
 #[derive(Default)]
 pub struct LocalRateLimiter {
     limiters: RwLock<HashMap<Gcra, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// When keys were last forgotten, so that more than [`LOCAL_KEYS`] live keys cost one
+    /// scan a second, not one a call.
+    forgotten: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl LocalRateLimiter {
@@ -181,6 +181,20 @@ impl LocalRateLimiter {
             .clone()
     }
 
+    /// Whether a scan to forget keys is due (and, if so, takes it).
+    fn may_forget(&self) -> bool {
+        let mut last = self
+            .forgotten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < FORGET_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Counts one call of `key` under `limit`; no I/O.
     pub fn check_now(&self, key: &str, limit: Gcra) -> Verdict {
         let limiter = self.limiter(limit);
@@ -192,7 +206,7 @@ impl LocalRateLimiter {
         };
         // A flood of distinct keys is forgotten as soon as their state is back at fresh, so
         // memory follows the keys seen within one burst's time, not all keys ever seen.
-        if limiter.len() > LOCAL_KEYS {
+        if limiter.len() > LOCAL_KEYS && self.may_forget() {
             limiter.retain_recent();
         }
         verdict

@@ -117,7 +117,18 @@ impl Limits {
     /// Serves the checks waiting on `key`, all that wait in one call to Redis at a time,
     /// until none are left.
     async fn drain(self: Arc<Self>, key: String, gcra: Gcra) {
+        // If this task dies, the checks queued on the key are dropped (their callers count
+        // alone) and the next check starts a new drainer.
+        let _gone = Drained {
+            limits: self.clone(),
+            key: key.clone(),
+        };
         let Some(shared) = self.shared.clone() else {
+            // Not started without Redis; were it, its callers count alone.
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
             return;
         };
         loop {
@@ -146,6 +157,24 @@ impl Limits {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Removes a key's queue when its drainer ends without emptying it (a panic).
+struct Drained {
+    limits: Arc<Limits>,
+    key: String,
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.limits
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.key);
         }
     }
 }
