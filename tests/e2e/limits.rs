@@ -44,6 +44,23 @@ fn most_admitted(elapsed: Duration) -> usize {
     BURST + (RATE * elapsed.as_secs_f64()).ceil() as usize
 }
 
+/// How many of `outcomes`, which came within `elapsed`, were admitted; asserts every other
+/// is a rate limit and the count lies between the burst and what the limit admits in that
+/// time.
+#[track_caller]
+fn admitted_within<T>(outcomes: &[Result<T, Status>], elapsed: Duration, what: &str) -> usize {
+    let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert_limited(refused);
+    }
+    assert!(
+        (BURST..=most_admitted(elapsed)).contains(&admitted),
+        "{admitted} of {} {what} admitted in {elapsed:?}",
+        outcomes.len()
+    );
+    admitted
+}
+
 /// 200 claims by one member at once, over both replicas where there are two (PostgreSQL and
 /// Redis: one count in Redis), admit at most the burst plus the rate over the time they took;
 /// another member claiming meanwhile is not limited; a limited claim writes nothing.
@@ -92,20 +109,10 @@ async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
     });
     let (greedy, patient) = tokio::join!(join_all(attempts), join_all(others));
     let elapsed = started.elapsed();
-    let mut admitted = 0;
-    for outcome in &greedy {
-        match outcome {
-            Ok(_) => admitted += 1,
-            Err(status) => assert_limited(status),
-        }
-    }
+    let admitted = admitted_within(&greedy, elapsed, "claims");
     eprintln!(
         "{admitted} of 200 claims admitted in {elapsed:?} over {} replica(s)",
         servers.len()
-    );
-    assert!(
-        (BURST..=most_admitted(elapsed)).contains(&admitted),
-        "{admitted} of 200 claims admitted in {elapsed:?}"
     );
     for outcome in patient {
         outcome.expect("another member is not limited");
@@ -172,15 +179,7 @@ async fn earns_by_rule_are_limited_per_member_and_event(app: &TestApp) {
         async move { points.earn_points(earn_by_rule("m1", "signup")).await }
     }))
     .await;
-    let elapsed = started.elapsed();
-    let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
-    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
-        assert_limited(refused);
-    }
-    assert!(
-        (BURST..=most_admitted(elapsed)).contains(&admitted),
-        "{admitted} of 40 earns admitted in {elapsed:?}"
-    );
+    let admitted = admitted_within(&outcomes, started.elapsed(), "earns");
     // Another event of the same member, and an explicit amount, are counted apart (or not at
     // all).
     points
@@ -298,15 +297,7 @@ async fn limits_hold_in_each_replica_while_redis_is_down() {
         async move { coupons.claim_coupon(request).await }
     }))
     .await;
-    let elapsed = started.elapsed();
-    let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
-    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
-        assert_limited(refused);
-    }
-    assert!(
-        (BURST..=most_admitted(elapsed)).contains(&admitted),
-        "{admitted} of 40 claims admitted in {elapsed:?} with Redis down"
-    );
+    admitted_within(&outcomes, started.elapsed(), "claims with Redis down");
     assert!(
         app.state.metrics.local_rate_limits.load(Relaxed) >= 40,
         "every check was counted locally"
