@@ -189,18 +189,7 @@ async fn start(
     let server = tokio::spawn(server.serve(listener, async move {
         let _ = shutdown_rx.await;
     }));
-    let channel = match &tls {
-        // Under mTLS the harness's own calls present a certificate that names no client.
-        Some(certs) => certs
-            .channel(addr, certs.mtls.then(|| certs.client(&["harness"], None)))
-            .await
-            .expect("connect to the test server over TLS"),
-        None => Channel::from_shared(format!("http://{addr}"))
-            .expect("valid uri")
-            .connect()
-            .await
-            .expect("connect to the test server"),
-    };
+    let channel = connect(addr, tls.as_deref()).await;
     TestApp {
         addr,
         backend,
@@ -212,6 +201,22 @@ async fn start(
         shutdown: Some(shutdown),
         server,
         storage,
+    }
+}
+
+/// A new connection to the test server at `addr` (over TLS when it serves TLS; under mTLS
+/// with a certificate that names no client).
+async fn connect(addr: SocketAddr, tls: Option<&TestCerts>) -> Channel {
+    match tls {
+        Some(certs) => certs
+            .channel(addr, certs.mtls.then(|| certs.client(&["harness"], None)))
+            .await
+            .expect("connect to the test server over TLS"),
+        None => Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the test server"),
     }
 }
 
@@ -266,6 +271,16 @@ impl TestApp {
             self.tls.clone(),
         )
         .await
+    }
+
+    /// `count` connections of their own to this server: for floods of calls that would pass
+    /// the server's streams per connection on one.
+    pub async fn connections(&self, count: usize) -> Vec<Channel> {
+        let mut channels = Vec::with_capacity(count);
+        for _ in 0..count {
+            channels.push(connect(self.addr, self.tls.as_deref()).await);
+        }
+        channels
     }
 
     pub fn templates(&self) -> CouponTemplateServiceClient<Channel> {

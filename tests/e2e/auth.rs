@@ -512,15 +512,7 @@ async fn every_change_names_the_client_that_made_it(app: &TestApp) {
 async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
     let key = client(app, "steady", Role::Checkout, None).await;
     // Over connections of their own, each well below the server's 200 streams.
-    let mut channels = Vec::new();
-    for _ in 0..5 {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        channels.push(channel);
-    }
+    let channels = app.connections(5).await;
     let flood = futures::future::join_all((0..500).map(|i| {
         let mut points =
             marketing_proto::v1::points_account_service_client::PointsAccountServiceClient::new(

@@ -61,15 +61,9 @@ fn admitted_within<T>(outcomes: &[Result<T, Status>], elapsed: Duration, what: &
     admitted
 }
 
-/// 200 claims by one member at once, over both replicas where there are two (PostgreSQL and
-/// Redis: one count in Redis), admit at most the burst plus the rate over the time they took;
-/// another member claiming meanwhile is not limited; a limited claim writes nothing.
-async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
-    let replica = match app.backend {
-        Backend::PostgresRedis => Some(app.spawn_replica().await),
-        Backend::Embedded => None,
-    };
-    let created = create_template(
+/// A template whose stock and per-member limit leave the rate limit as the only bound.
+async fn roomy_template(app: &TestApp) -> pb::CouponTemplate {
+    create_template(
         app,
         "acme",
         pb::CouponTemplate {
@@ -78,20 +72,24 @@ async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
             ..template()
         },
     )
-    .await;
+    .await
+}
+
+/// 200 claims by one member at once, over both replicas where there are two (PostgreSQL and
+/// Redis: one count in Redis), admit at most the burst plus the rate over the time they took;
+/// another member claiming meanwhile is not limited; a limited claim writes nothing.
+async fn a_members_claims_are_limited_across_replicas(app: &TestApp) {
+    let replica = match app.backend {
+        Backend::PostgresRedis => Some(app.spawn_replica().await),
+        Backend::Embedded => None,
+    };
+    let created = roomy_template(app).await;
     let servers: Vec<&TestApp> = std::iter::once(app).chain(replica.as_ref()).collect();
     // Four connections of their own per server, so no connection nears the server's 200
     // streams (a stream opened as another just ended can be refused by the server's count).
     let mut channels = Vec::new();
     for server in &servers {
-        for _ in 0..4 {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-                .expect("uri")
-                .connect()
-                .await
-                .expect("connect");
-            channels.push(channel);
-        }
+        channels.extend(server.connections(4).await);
     }
     let started = Instant::now();
     let attempts = (0..200).map(|i| {
@@ -279,16 +277,7 @@ async fn limits_hold_in_each_replica_while_redis_is_down() {
         },
     )
     .await;
-    let created = create_template(
-        &app,
-        "acme",
-        pb::CouponTemplate {
-            total_stock: 1000,
-            per_member_limit: 1000,
-            ..template()
-        },
-    )
-    .await;
+    let created = roomy_template(&app).await;
     redis.stop();
     let started = Instant::now();
     let outcomes = join_all((0..40).map(|_| {

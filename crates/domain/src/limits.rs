@@ -54,11 +54,6 @@ impl RateLimit {
     pub fn period(&self) -> Duration {
         self.per / self.count
     }
-
-    /// How far ahead of now a key's arrival time may be and still admit a call.
-    pub fn tolerance(&self) -> Duration {
-        self.period() * (self.burst - 1)
-    }
 }
 
 impl fmt::Display for RateLimit {
@@ -201,12 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_of_one_tolerates_nothing_ahead() {
+    fn a_call_costs_one_period_of_its_rate() {
         let limit: RateLimit = "10/s:1".parse().expect("valid");
-        assert_eq!(limit.period(), Duration::from_millis(100));
-        assert_eq!(limit.tolerance(), Duration::ZERO);
-        let limit: RateLimit = "10/s:10".parse().expect("valid");
-        assert_eq!(limit.tolerance(), Duration::from_millis(900));
+        assert_eq!(
+            (limit.period(), limit.burst),
+            (Duration::from_millis(100), 1)
+        );
+        let limit: RateLimit = "2/h".parse().expect("valid");
+        assert_eq!(
+            (limit.period(), limit.burst),
+            (Duration::from_secs(1800), 2)
+        );
     }
 
     #[test]
