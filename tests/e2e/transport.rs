@@ -41,13 +41,13 @@ fn options(transport: TransportConfig) -> Options {
 
 /// Reads until the server closes `stream`; how long that took. Panics if it stays open
 /// `within`.
-async fn closed_within(mut stream: TcpStream, within: Duration) -> Duration {
-    let start = Instant::now();
+/// How long after `since` the server closed `stream`, waiting at most `within` from now.
+async fn closed_within(mut stream: TcpStream, since: Instant, within: Duration) -> Duration {
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; 4096];
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            Ok(Ok(0) | Err(_)) => return since.elapsed(),
             // The server's own SETTINGS frame, and the like.
             Ok(Ok(_)) => {}
             Err(_) => panic!("the connection is still open after {within:?}"),
@@ -116,7 +116,10 @@ async fn silent_half_open_and_idle_connections_are_closed_and_busy_ones_stay() {
         }),
     )
     .await;
+    // Taken before connecting: the server's deadline runs from its accept, which comes later.
+    let silent_since = Instant::now();
     let silent = TcpStream::connect(app.addr).await.expect("connect");
+    let half_since = Instant::now();
     let mut half = TcpStream::connect(app.addr).await.expect("connect");
     half.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
     let idle_conn = TcpStream::connect(app.addr).await.expect("connect");
@@ -131,10 +134,9 @@ async fn silent_half_open_and_idle_connections_are_closed_and_busy_ones_stay() {
     let busy_open = tokio::spawn(busy_connection);
 
     let (silent_after, half_after) = tokio::join!(
-        closed_within(silent, Duration::from_secs(10)),
-        closed_within(half, Duration::from_secs(10))
+        closed_within(silent, silent_since, Duration::from_secs(10)),
+        closed_within(half, half_since, Duration::from_secs(10))
     );
-    // The deadline runs from the server's accept, which is after the client's connect.
     assert!(silent_after >= handshake, "{silent_after:?}");
     assert!(half_after >= handshake, "{half_after:?}");
 
@@ -184,7 +186,7 @@ async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() 
     let refused = TcpStream::connect(app.addr)
         .await
         .expect("TCP itself connects");
-    closed_within(refused, Duration::from_secs(10)).await;
+    closed_within(refused, Instant::now(), Duration::from_secs(10)).await;
     assert_eq!(app.transport.refused_connections.load(Relaxed), 1);
     assert!(
         serving(app.channel.clone()).await,
