@@ -3,7 +3,7 @@
 //! (DNS name or common name) calls as that client with no key. Certificates are made at run
 //! time (rcgen).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use marketing_domain::{UnixMicros, auth::Role};
 use marketing_proto::v1::{self as pb, points_account_service_client::PointsAccountServiceClient};
@@ -117,7 +117,8 @@ async fn points_as(app: &TestApp, identity: PemPair) -> PointsAccountServiceClie
 
 /// Under mTLS a certificate's DNS name or common name is the client it calls as; a name of no
 /// client, or of a revoked one, is UNAUTHENTICATED; a key still wins; a connection without a
-/// certificate, or with one of another CA, is refused.
+/// certificate, or with one of another CA, is refused; revoking a certificate's client refuses
+/// it within seconds.
 async fn a_client_certificate_names_its_client(app: &TestApp) {
     let certs = certs(app).clone();
     client(app, "till-9", Role::Checkout).await;
@@ -192,6 +193,17 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
         .points_account
         .expect("account");
     assert_eq!(account.available, 20, "only the admitted earns wrote");
+
+    // What a certificate was found to be is kept briefly, like a key: revoking its client
+    // refuses it within seconds, on the connection already open too.
+    clients::revoke_client(&app.state.db, "till-9", UnixMicros::now())
+        .await
+        .expect("revoke");
+    crate::auth::refused_within_five_seconds(Instant::now(), || {
+        let mut till = till.clone();
+        async move { till.get_points_account(get("m-cert")).await }
+    })
+    .await;
 }
 
 mod over_tls {

@@ -6,6 +6,8 @@
 //! Under mTLS (`MARKETING_TLS_CLIENT_CA`) a call with no key is the client its certificate
 //! names: TLS has verified the certificate against the CA; its DNS names, then its subject's
 //! common names, are looked up as client names, and the first client found is the caller.
+//! What was found is kept by the certificate's bytes, so a known certificate is not parsed
+//! again while it is kept.
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +28,8 @@ pub const KNOWN_FOR: Duration = Duration::from_secs(2);
 /// keys stays bounded and cannot push real keys out).
 const KNOWN_KEYS: u64 = 10_000;
 const UNKNOWN_KEYS: u64 = 10_000;
+/// Client certificates kept at most (each signed by the client CA, so no stranger adds one).
+const CERTIFICATES: u64 = 10_000;
 
 /// The services whose calls need a client; health and reflection stay open.
 const GUARDED: &str = "/marketing.v1.";
@@ -66,19 +70,9 @@ pub enum Checked {
 pub enum Credential {
     /// An API key (`authorization: Bearer`).
     Key(String),
-    /// The names of a client certificate that TLS verified (DNS names, then common names).
-    Certificate(Vec<String>),
-}
-
-impl Credential {
-    /// The key this credential's verdict is kept under: the key itself, or the names behind
-    /// a NUL (which no key contains).
-    fn cache_key(&self) -> String {
-        match self {
-            Credential::Key(key) => key.clone(),
-            Credential::Certificate(names) => format!("\0{}", names.join("\0")),
-        }
-    }
+    /// A client certificate that TLS verified (DER), and the names it gives (DNS names,
+    /// then common names).
+    Certificate { der: Box<[u8]>, names: Vec<String> },
 }
 
 /// Names of a certificate tried as client names, at most (a certificate with hundreds of
@@ -127,11 +121,13 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 pub struct Authenticator {
     db: Database,
     mode: AuthMode,
-    /// Clients' keys (and certificates' names), active or revoked, by the whole key: a known
+    /// Clients' keys, active or revoked, by the whole key: a known
     /// key is never hashed again while it is kept.
     known: Cache<String, Verdict>,
-    /// Keys (and names) of no client.
+    /// Keys of no client.
     unknown: Cache<String, ()>,
+    /// Client certificates, by their bytes (DER), and the client they named.
+    certificates: Cache<Box<[u8]>, Verdict>,
     /// Lookups of keys this replica does not know that may use the database at once: a flood
     /// of made-up keys waits here instead of taking every connection of the pool from the
     /// calls of known clients.
@@ -152,21 +148,35 @@ impl Authenticator {
                 .max_capacity(UNKNOWN_KEYS)
                 .time_to_live(KNOWN_FOR)
                 .build(),
+            certificates: Cache::builder()
+                .max_capacity(CERTIFICATES)
+                .time_to_live(KNOWN_FOR)
+                .build(),
             lookups: Arc::new(Semaphore::new(lookups.max(1))),
         }
     }
 
     /// What this replica read of `key` within [`KNOWN_FOR`], if it did.
-    fn kept(&self, key: &str) -> Option<Verdict> {
+    fn kept_key(&self, key: &str) -> Option<Verdict> {
         self.known
             .get(key)
             .or_else(|| self.unknown.contains_key(key).then_some(Verdict::Unknown))
     }
 
-    fn keep(&self, key: String, verdict: Verdict) {
-        match verdict {
-            Verdict::Unknown => self.unknown.insert(key, ()),
-            verdict => self.known.insert(key, verdict),
+    fn kept(&self, credential: &Credential) -> Option<Verdict> {
+        match credential {
+            Credential::Key(key) => self.kept_key(key),
+            Credential::Certificate { der, .. } => self.certificates.get(der),
+        }
+    }
+
+    fn keep(&self, credential: Credential, verdict: Verdict) {
+        match (credential, verdict) {
+            (Credential::Key(key), Verdict::Unknown) => self.unknown.insert(key, ()),
+            (Credential::Key(key), verdict) => self.known.insert(key, verdict),
+            (Credential::Certificate { der, .. }, verdict) => {
+                self.certificates.insert(der, verdict);
+            }
         }
     }
 
@@ -181,7 +191,7 @@ impl Authenticator {
         if self.mode == AuthMode::Disabled || !path.starts_with(GUARDED) {
             return Checked::Admitted(None);
         }
-        let credential = match (header, certificate) {
+        match (header, certificate) {
             (Some(header), _) => {
                 let Some(key) = std::str::from_utf8(header)
                     .ok()
@@ -193,12 +203,15 @@ impl Authenticator {
                     return Checked::Refused(MarketingError::Unauthenticated);
                 };
                 // The common case, without an allocation.
-                if let Some(verdict) = self.kept(key) {
+                if let Some(verdict) = self.kept_key(key) {
                     return Self::judge(verdict, path);
                 }
-                return Checked::Unknown(Credential::Key(key.to_owned()));
+                Checked::Unknown(Credential::Key(key.to_owned()))
             }
             (None, Some(certificate)) => {
+                if let Some(verdict) = self.certificates.get(certificate) {
+                    return Self::judge(verdict, path);
+                }
                 let names = certificate_names(certificate);
                 if names.is_empty() {
                     marketing_infra::warn_every!(
@@ -207,16 +220,15 @@ impl Authenticator {
                     );
                     return Checked::Refused(MarketingError::Unauthenticated);
                 }
-                Credential::Certificate(names)
+                Checked::Unknown(Credential::Certificate {
+                    der: certificate.into(),
+                    names,
+                })
             }
             (None, None) => {
                 marketing_infra::warn_every!(path, "call refused: no key");
-                return Checked::Refused(MarketingError::Unauthenticated);
+                Checked::Refused(MarketingError::Unauthenticated)
             }
-        };
-        match self.kept(&credential.cache_key()) {
-            Some(verdict) => Self::judge(verdict, path),
-            None => Checked::Unknown(credential),
         }
     }
 
@@ -227,18 +239,18 @@ impl Authenticator {
             return Checked::Refused(MarketingError::internal("key lookups closed"));
         };
         // Another call may have looked the same key up while this one waited.
-        if let Some(verdict) = self.kept(&credential.cache_key()) {
+        if let Some(verdict) = self.kept(&credential) {
             return Self::judge(verdict, path);
         }
         let found = match &credential {
             Credential::Key(key) => self.look_up_key(key).await,
-            Credential::Certificate(names) => self.look_up_names(names).await,
+            Credential::Certificate { names, .. } => self.look_up_names(names).await,
         };
         let verdict = match found {
             Ok(verdict) => verdict,
             Err(err) => return Checked::Refused(err),
         };
-        self.keep(credential.cache_key(), verdict.clone());
+        self.keep(credential, verdict.clone());
         Self::judge(verdict, path)
     }
 
