@@ -46,7 +46,7 @@ enum Command {
 /// How to reach a server that serves TLS (MARKETING_TLS_CERT set), as grpcurl names it.
 #[derive(clap::Args)]
 struct HealthcheckArgs {
-    /// The CA certificate (PEM) the server's certificate is signed by.
+    /// The CA certificate (PEM) the server's certificate is signed by; connects over TLS.
     #[arg(long)]
     cacert: Option<std::path::PathBuf>,
     /// A client certificate (PEM) to present, under mTLS (MARKETING_TLS_CLIENT_CA).
@@ -253,11 +253,12 @@ async fn healthcheck(config: &Config, args: HealthcheckArgs) -> anyhow::Result<(
         std::fs::read(path).map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))
     };
     let endpoint = match (&config.tls_cert, &args.cacert) {
-        (None, _) => Endpoint::from_shared(format!("http://{addr}"))?,
+        (None, None) => Endpoint::from_shared(format!("http://{addr}"))?,
         (Some(_), None) => anyhow::bail!(
             "the server serves TLS (MARKETING_TLS_CERT): give --cacert (and --cert/--key under mTLS)"
         ),
-        (Some(_), Some(ca)) => {
+        // Trusting a CA means TLS, whether or not this process's configuration names a cert.
+        (_, Some(ca)) => {
             let mut tls = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(read(ca)?))
                 .domain_name(args.servername.clone());
