@@ -121,8 +121,8 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 pub struct Authenticator {
     db: Database,
     mode: AuthMode,
-    /// Clients' keys, active or revoked, by the whole key: a known
-    /// key is never hashed again while it is kept.
+    /// Clients' keys, active or revoked, by the whole key: a known key is never hashed again
+    /// while it is kept.
     known: Cache<String, Verdict>,
     /// Keys of no client.
     unknown: Cache<String, ()>,
