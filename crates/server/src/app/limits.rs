@@ -72,7 +72,7 @@ impl Limits {
         };
         let key = format!("{action}:{who}");
         let verdict = match &self.shared {
-            Some(_) => self.shared_verdict(key, gcra).await,
+            Some(shared) => self.shared_verdict(shared.clone(), key, gcra).await,
             None => self.local.check_now(&key, gcra),
         };
         match verdict {
@@ -89,7 +89,12 @@ impl Limits {
     }
 
     /// Joins the checks of `key` waiting for Redis, starting a drainer when none is in flight.
-    async fn shared_verdict(self: &Arc<Self>, key: String, gcra: Gcra) -> Verdict {
+    async fn shared_verdict(
+        self: &Arc<Self>,
+        shared: Arc<dyn RateLimiter>,
+        key: String,
+        gcra: Gcra,
+    ) -> Verdict {
         let (sender, verdict) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -105,7 +110,7 @@ impl Limits {
             }
         };
         if first {
-            tokio::spawn(self.clone().drain(key.clone(), gcra));
+            tokio::spawn(self.clone().drain(shared, key.clone(), gcra));
         }
         match verdict.await {
             Ok(verdict) => verdict,
@@ -116,23 +121,15 @@ impl Limits {
 
     /// Serves the checks waiting on `key`, all that wait in one call to Redis at a time,
     /// until none are left.
-    async fn drain(self: Arc<Self>, key: String, gcra: Gcra) {
+    async fn drain(self: Arc<Self>, shared: Arc<dyn RateLimiter>, key: String, gcra: Gcra) {
         // If this task dies, the checks queued on the key are dropped (their callers count
         // alone) and the next check starts a new drainer.
         let _gone = Drained {
             limits: self.clone(),
             key: key.clone(),
         };
-        let Some(shared) = self.shared.clone() else {
-            // Not started without Redis; were it, its callers count alone.
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            return;
-        };
         loop {
-            let batch = {
+            let mut batch = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
                 match waiting.get_mut(&key) {
                     Some(queue) if !queue.is_empty() => std::mem::take(queue),
@@ -142,6 +139,11 @@ impl Limits {
                     }
                 }
             };
+            // A caller gone meanwhile (cancelled, past its deadline) is not counted.
+            batch.retain(|sender| !sender.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
             let wanted = u32::try_from(batch.len()).unwrap_or(u32::MAX);
             match shared.check(&key, gcra, wanted).await {
                 Ok(counted) => {
