@@ -521,24 +521,34 @@ async fn every_change_names_the_client_that_made_it(app: &TestApp) {
     assert_eq!(rules[0].actor, "ops-2");
 }
 
-/// 500 calls with made-up keys at once, each a database lookup, beside a known client's
-/// earns: every made-up key is UNAUTHENTICATED and every earn is served.
-async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
-    let key = client(app, "steady", Role::Checkout, None).await;
-    // Over connections of their own, each well below the server's 200 streams.
-    let channels = app.connections(5).await;
-    let flood = futures::future::join_all((0..500).map(|i| {
-        let mut points =
-            marketing_proto::v1::points_account_service_client::PointsAccountServiceClient::new(
-                channels[i % channels.len()].clone(),
-            );
+/// `n` reads at once, each with a key of no client (well-formed, so each is looked up), spread
+/// over `channels`.
+fn made_up_key_calls(
+    channels: Vec<tonic::transport::Channel>,
+    n: usize,
+) -> impl std::future::Future<
+    Output = Vec<Result<tonic::Response<pb::GetPointsAccountResponse>, tonic::Status>>,
+> {
+    futures::future::join_all((0..n).map(move |i| {
+        let mut points = pb::points_account_service_client::PointsAccountServiceClient::new(
+            channels[i % channels.len()].clone(),
+        );
         let made_up = format!("mk_{i:012}_{}", "x".repeat(43));
         async move {
             points
                 .get_points_account(with_key(get_account("acme", "m1"), &made_up))
                 .await
         }
-    }));
+    }))
+}
+
+/// 500 calls with made-up keys at once, each a database lookup, beside a known client's
+/// earns: every made-up key is UNAUTHENTICATED and every earn is served.
+async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
+    let key = client(app, "steady", Role::Checkout, None).await;
+    // Over connections of their own, each well below the server's 200 streams.
+    let channels = app.connections(5).await;
+    let flood = made_up_key_calls(channels, 500);
     let steady = futures::future::join_all((0..20).map(|_| {
         let mut points = app.points();
         let request = with_key(earn("acme", "m-steady"), &key);
@@ -561,6 +571,68 @@ async fn a_flood_of_made_up_keys_leaves_known_clients_served(app: &TestApp) {
         .points_account
         .expect("account");
     assert_eq!(account.available, 200);
+}
+
+/// Made-up keys cannot take a replica's turns from its known clients: with key lookups
+/// stalled (the clients table locked), calls with made-up keys wait for a lookup in at most
+/// half of the replica's turns and the others are refused OVERLOADED at once, while a known
+/// client's earns are served; once the table is free, those that waited are UNAUTHENTICATED.
+/// PostgreSQL only: SQLite's readers cannot be stalled by a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_key_lookups_leave_known_clients_their_turns() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    const TURNS: usize = 32;
+    let app = marketing_tests::spawn_app_with(
+        marketing_tests::Backend::PostgresRedis,
+        marketing_tests::Options {
+            auth: Some(AuthMode::Required),
+            max_calls: Some((TURNS, Duration::from_millis(200))),
+            ..marketing_tests::Options::default()
+        },
+    )
+    .await;
+    let key = client(&app, "steady", Role::Checkout, None).await;
+    let mut points = app.points();
+    points
+        .earn_points(with_key(earn("acme", "m-steady"), &key))
+        .await
+        .expect("the key is known from now on (for 2 s)");
+    let other = sea_orm::Database::connect(app.config.database_url.clone().expect("url"))
+        .await
+        .expect("another connection");
+    let locker = other.begin().await.expect("begin");
+    locker
+        .execute_unprepared("LOCK TABLE api_clients IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("stall every key lookup");
+    let channels = app.connections(2).await;
+    let flood = tokio::spawn(made_up_key_calls(channels, 100));
+    // The flood has come in, and what may wait waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        points
+            .earn_points(with_key(earn("acme", "m-steady"), &key))
+            .await
+            .expect("a known client is served while made-up keys wait");
+    }
+    locker.rollback().await.expect("free the table");
+    let _ = other.close().await;
+    let mut waited = 0;
+    for refused in flood.await.expect("joined") {
+        let refused = refused.expect_err("a made-up key");
+        if refused.code() == Code::Unauthenticated {
+            assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+            waited += 1;
+        } else {
+            assert_error(&refused, Code::Unavailable, "OVERLOADED");
+        }
+    }
+    assert!(
+        (1..=TURNS / 2).contains(&waited),
+        "{waited} calls with made-up keys waited for a lookup"
+    );
+    app.stop().await;
 }
 
 marketing_tests::backend_suite! {

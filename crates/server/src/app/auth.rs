@@ -132,11 +132,16 @@ pub struct Authenticator {
     /// of made-up keys waits here instead of taking every connection of the pool from the
     /// calls of known clients.
     lookups: Arc<Semaphore>,
+    /// Calls that may wait for (or make) a lookup at once. Each holds one of the replica's
+    /// turns (`MARKETING_MAX_CALLS`) while it waits, so past this a call with an unknown key
+    /// is refused OVERLOADED at once: made-up keys cannot take every turn from known clients.
+    queue: Arc<Semaphore>,
 }
 
 impl Authenticator {
-    /// `lookups`: how many unknown keys may be looked up at once.
-    pub fn new(db: Database, mode: AuthMode, lookups: usize) -> Self {
+    /// `lookups`: how many unknown keys may be looked up at once; `queue`: how many calls may
+    /// wait for that.
+    pub fn new(db: Database, mode: AuthMode, lookups: usize, queue: usize) -> Self {
         Self {
             db,
             mode,
@@ -153,6 +158,7 @@ impl Authenticator {
                 .time_to_live(KNOWN_FOR)
                 .build(),
             lookups: Arc::new(Semaphore::new(lookups.max(1))),
+            queue: Arc::new(Semaphore::new(queue.max(1))),
         }
     }
 
@@ -214,6 +220,9 @@ impl Authenticator {
                 }
                 let names = certificate_names(certificate);
                 if names.is_empty() {
+                    // Kept like any other, so it is not parsed again on every call.
+                    self.certificates
+                        .insert(certificate.into(), Verdict::Unknown);
                     marketing_infra::warn_every!(
                         path,
                         "call refused: the client certificate names no client"
@@ -235,6 +244,10 @@ impl Authenticator {
     /// Reads a credential this replica does not know from the database, keeps what it found,
     /// and judges the call by it.
     pub async fn look_up(&self, credential: Credential, path: &str) -> Checked {
+        let Ok(_queued) = self.queue.try_acquire() else {
+            marketing_infra::warn_every!(path, "call refused: too many unknown keys to look up");
+            return Checked::Refused(MarketingError::Overloaded);
+        };
         let Ok(_turn) = self.lookups.acquire().await else {
             return Checked::Refused(MarketingError::internal("key lookups closed"));
         };

@@ -164,12 +164,13 @@ impl AppState {
                 HeldCoupons::weight,
             ))
         });
-        // A quarter of the pool at most for keys this replica has not seen: the rest stays
-        // with the calls of clients it knows.
+        // A quarter of the pool at most for keys this replica has not seen, and half of
+        // its turns for calls waiting for that: the rest stays with clients it knows.
         let auth = Arc::new(auth::Authenticator::new(
             db.clone(),
             config.effective_auth(),
             config.db_max_connections as usize / 4,
+            config.max_calls / 2,
         ));
         let metrics = Arc::<Metrics>::default();
         let limits = Arc::new(limits::Limits::new(
