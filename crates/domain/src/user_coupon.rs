@@ -47,6 +47,14 @@ pub enum CouponStatus {
 }
 
 impl CouponStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Available,
+        Self::Locked,
+        Self::Used,
+        Self::Expired,
+        Self::Revoked,
+    ];
+
     pub fn code(self) -> i16 {
         match self {
             Self::Available => 1,

@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod overload;
 pub mod oversized;
 mod parse;
+pub use parse::REPEATED_FIELD_CAPS;
 mod points;
 mod user_coupons;
 

@@ -146,6 +146,79 @@ pub fn mutation_key<M: Mutation>(
     ))
 }
 
+/// The most entries each repeated field of a request may hold, by its full protobuf name.
+/// Every repeated field of every request (nested messages included) has an entry: a test walks
+/// the served descriptor set. A request past a cap is refused with one violation before
+/// anything is done with its entries.
+pub const REPEATED_FIELD_CAPS: &[(&str, usize)] = &[
+    (
+        "marketing.v1.DistributeCouponsRequest.member_ids",
+        marketing_domain::user_coupon::MAX_DISTRIBUTION,
+    ),
+    (
+        "marketing.v1.ListMemberCouponsRequest.states",
+        marketing_domain::user_coupon::CouponStatus::ALL.len(),
+    ),
+    (
+        "marketing.v1.ListPointsTransactionsRequest.types",
+        marketing_domain::points::TxType::ALL.len(),
+    ),
+];
+
+/// `values`, when they are at most `max`; past it one violation for the whole field and
+/// `None`: nothing is parsed, copied or formatted per entry of an oversized field.
+pub fn capped<'a, T>(
+    violations: &mut Violations,
+    field: &str,
+    values: &'a [T],
+    max: usize,
+) -> Option<&'a [T]> {
+    if values.len() > max {
+        violations.push(field, format!("must hold at most {max} entries"));
+        None
+    } else {
+        Some(values)
+    }
+}
+
+/// A repeated enum filter: at most `max` entries (as many as the enum has values), each one
+/// parsed by `parse`; duplicates are dropped, first occurrence kept. Gives the filter and the
+/// distinct raw values in their order (what a page token is bound to).
+pub fn enum_filter<T>(
+    violations: &mut Violations,
+    field: &str,
+    values: &[i32],
+    max: usize,
+    parse: impl Fn(&str, i32) -> Result<T, FieldViolation>,
+) -> (Vec<T>, Vec<i32>) {
+    let (mut parsed, mut raw) = (Vec::new(), Vec::new());
+    for (index, value) in capped(violations, field, values, max)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if raw.contains(value) {
+            continue;
+        }
+        raw.push(*value);
+        if let Some(entry) = violations.check(parse(&format!("{field}[{index}]"), *value)) {
+            parsed.push(entry);
+        }
+    }
+    (parsed, raw)
+}
+
+/// The distinct values of a repeated field already checked by [`enum_filter`], in order.
+pub fn distinct(values: &[i32]) -> Vec<i32> {
+    let mut seen = Vec::with_capacity(values.len());
+    for value in values {
+        if !seen.contains(value) {
+            seen.push(*value);
+        }
+    }
+    seen
+}
+
 /// A caller's reference (an order id, a business id): 1..=`max` bytes, no control characters.
 pub fn reference(field: &str, value: &str, max: usize) -> Result<String, FieldViolation> {
     if value.is_empty() || value.len() > max {

@@ -17,7 +17,8 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::parse::{
-    Edge, Mutation, Tenanted, finish, mutation_key, mutations, reference, reply, tenanted,
+    Edge, Mutation, Tenanted, distinct, enum_filter, finish, mutation_key, mutations, reference,
+    reply, tenanted,
 };
 use crate::{
     app::{AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
@@ -184,12 +185,12 @@ fn release_ref(r: &pb::ReleaseFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
     })
 }
 
-fn list_query_text(r: &pb::ListPointsTransactionsRequest) -> String {
+/// What a page token is bound to: the query, with its filter's distinct values.
+fn list_query_text(r: &pb::ListPointsTransactionsRequest, types: &[i32]) -> String {
     format!(
-        "ledger;tenant={};member={};types={:?};start={:?};end={:?}",
+        "ledger;tenant={};member={};types={types:?};start={:?};end={:?}",
         r.tenant_id,
         r.member_id,
-        r.types,
         r.start_time.as_ref().map(|t| (t.seconds, t.nanos)),
         r.end_time.as_ref().map(|t| (t.seconds, t.nanos))
     )
@@ -414,21 +415,20 @@ impl TryFrom<Edge<'_, pb::ListPointsTransactionsRequest>> for EntriesQuery {
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
         let size = violations.check(page_size("page_size", r.page_size));
+        let (types, raw_types) = enum_filter(
+            &mut violations,
+            "types",
+            &r.types,
+            TxType::ALL.len(),
+            tx_type_from_proto,
+        );
         let after = violations.check(decode_page_token(
             "page_token",
             &r.page_token,
-            &list_query_text(r),
+            &list_query_text(r, &raw_types),
         ));
         let start = violations.check(micros("start_time", r.start_time.as_ref()));
         let end = violations.check(micros("end_time", r.end_time.as_ref()));
-        let mut types = Vec::new();
-        for (index, value) in r.types.iter().enumerate() {
-            if let Some(t) =
-                violations.check(tx_type_from_proto(&format!("types[{index}]"), *value))
-            {
-                types.push(t);
-            }
-        }
         finish(violations, || {
             Some(EntriesQuery {
                 tenant: tenant?,
@@ -709,7 +709,12 @@ impl PointsAccountService for Points {
                 .map(|entry| entry_to_proto(&q.tenant, &q.member, entry))
                 .collect(),
             next_page_token: last
-                .map(|id| encode_page_token(id, &list_query_text(request.get_ref())))
+                .map(|id| {
+                    encode_page_token(
+                        id,
+                        &list_query_text(request.get_ref(), &distinct(&request.get_ref().types)),
+                    )
+                })
                 .unwrap_or_default(),
         }))
     }

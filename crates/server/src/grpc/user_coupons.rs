@@ -8,14 +8,15 @@ use marketing_domain::{
     error::Violations,
     page::page_size,
     text::{TextKind, check_display_text},
-    user_coupon::MAX_DISTRIBUTION,
+    user_coupon::{CouponStatus, MAX_DISTRIBUTION},
 };
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::parse::{
-    Edge, Mutation, Tenanted, finish, mutation_key, mutations, reference, reply, tenanted,
+    Edge, Mutation, Tenanted, capped, distinct, enum_filter, finish, mutation_key, mutations,
+    reference, reply, tenanted,
 };
 use crate::{
     app::{AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
@@ -150,10 +151,11 @@ fn optional_member(violations: &mut Violations, value: &str) -> Option<Option<Me
     }
 }
 
-fn list_query_text(request: &pb::ListMemberCouponsRequest) -> String {
+/// What a page token is bound to: the query, with its filter's distinct values.
+fn list_query_text(request: &pb::ListMemberCouponsRequest, states: &[i32]) -> String {
     format!(
-        "coupons;tenant={};member={};states={:?}",
-        request.tenant_id, request.member_id, request.states
+        "coupons;tenant={};member={};states={states:?}",
+        request.tenant_id, request.member_id
     )
 }
 
@@ -184,17 +186,26 @@ impl TryFrom<Edge<'_, pb::DistributeCouponsRequest>> for DistributeCoupons {
     fn try_from(edge: Edge<'_, pb::DistributeCouponsRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
+        // Past the cap the request is refused before it is copied and hashed for its key.
+        let Some(named) = capped(
+            &mut violations,
+            "member_ids",
+            &r.member_ids,
+            MAX_DISTRIBUTION,
+        ) else {
+            return finish(violations, || None);
+        };
         let key = mutation_key(&mut violations, r);
         let template = violations.check(TemplateId::parse("template_id", &r.template_id));
-        let mut members = Vec::with_capacity(r.member_ids.len().min(MAX_DISTRIBUTION));
-        if r.member_ids.is_empty() || r.member_ids.len() > MAX_DISTRIBUTION {
+        let mut members = Vec::with_capacity(named.len());
+        if named.is_empty() {
             violations.push(
                 "member_ids",
                 format!("must name 1 to {MAX_DISTRIBUTION} members"),
             );
         } else {
-            let mut seen = HashSet::with_capacity(r.member_ids.len());
-            for (index, member) in r.member_ids.iter().enumerate() {
+            let mut seen = HashSet::with_capacity(named.len());
+            for (index, member) in named.iter().enumerate() {
                 let field = format!("member_ids[{index}]");
                 match MemberId::parse(&field, member) {
                     Ok(member) if seen.insert(member.clone()) => members.push(member),
@@ -251,20 +262,18 @@ impl TryFrom<Edge<'_, pb::ListMemberCouponsRequest>> for ListCoupons {
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
         let page_size = violations.check(page_size("page_size", r.page_size));
+        let (statuses, states) = enum_filter(
+            &mut violations,
+            "states",
+            &r.states,
+            CouponStatus::ALL.len(),
+            coupon_status_from_proto,
+        );
         let before = violations.check(decode_page_token(
             "page_token",
             &r.page_token,
-            &list_query_text(r),
+            &list_query_text(r, &states),
         ));
-        let mut statuses = Vec::new();
-        for (index, state) in r.states.iter().enumerate() {
-            if let Some(status) = violations.check(coupon_status_from_proto(
-                &format!("states[{index}]"),
-                *state,
-            )) {
-                statuses.push(status);
-            }
-        }
         finish(violations, || {
             Some(ListCoupons {
                 tenant_id: tenant?,
@@ -499,7 +508,12 @@ impl UserCouponService for UserCoupons {
                 .collect(),
             next_page_token: page
                 .next
-                .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
+                .map(|id| {
+                    encode_page_token(
+                        id.0,
+                        &list_query_text(request.get_ref(), &distinct(&request.get_ref().states)),
+                    )
+                })
                 .unwrap_or_default(),
         }))
     }
