@@ -230,6 +230,45 @@ fn database_url_for(name: &str) -> String {
     format!("{server}/{name}")
 }
 
+/// A fresh PostgreSQL database for a server this test starts itself (a [`ServerProcess`]):
+/// its URL and name, for [`drop_test_database`].
+pub async fn create_test_database() -> (String, String) {
+    let name = format!("mk_test_{}", uuid::Uuid::now_v7().simple());
+    admin_execute(&format!("CREATE DATABASE \"{name}\"")).await;
+    (database_url_for(&name), name)
+}
+
+pub async fn drop_test_database(name: &str) {
+    admin_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+}
+
+/// How many Redis keys start with `prefix`.
+pub async fn redis_keys(prefix: &str) -> usize {
+    let client = deadpool_redis::redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let mut count = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("SCAN");
+        count += keys.len();
+        if next == 0 {
+            return count;
+        }
+        cursor = next;
+    }
+}
+
 async fn admin_execute(sql: &str) {
     let admin = sea_orm::Database::connect(postgres_admin_url())
         .await
@@ -725,15 +764,23 @@ impl ServerProcess {
 
     /// The process's peak resident memory so far (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> u64 {
+        self.status_kib("VmHWM:") / 1024
+    }
+
+    /// The process's resident memory now (`VmRSS`), in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        self.status_kib("VmRSS:") / 1024
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("the server's /proc status");
-        let kib: u64 = status
+        status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .expect("VmHWM");
-        kib / 1024
+            .unwrap_or_else(|| panic!("{field} in the server's /proc status"))
     }
 
     /// Its embedded database's URL (when `start` named no database).

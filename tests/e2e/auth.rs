@@ -11,15 +11,7 @@ use marketing_server::{Server, app::clients, config::AuthMode};
 use marketing_tests::{TestApp, assert_error, with_key};
 use tonic::Code;
 
-use crate::fixtures::{claim_request, create_request, template, unique};
-
-async fn client(app: &TestApp, name: &str, role: Role, tenants: Option<&[&str]>) -> String {
-    let tenants = tenants.map(|t| t.iter().map(|s| s.to_string()).collect());
-    clients::create_client(&app.state.db, name, role, tenants, UnixMicros::now())
-        .await
-        .expect("create the client")
-        .key
-}
+use crate::fixtures::{api_client as client, claim_request, create_request, template, unique};
 
 fn earn(tenant: &str, member: &str) -> pb::EarnPointsRequest {
     pb::EarnPointsRequest {

@@ -103,3 +103,23 @@ pub async fn claim(
         .await
         .map(|r| r.into_inner().user_coupon.expect("coupon"))
 }
+
+/// A new API client's key: `role`, acting for `tenants` (all tenants when `None`).
+pub async fn api_client(
+    app: &marketing_tests::TestApp,
+    name: &str,
+    role: marketing_domain::auth::Role,
+    tenants: Option<&[&str]>,
+) -> String {
+    let tenants = tenants.map(|t| t.iter().map(|s| s.to_string()).collect());
+    marketing_server::app::clients::create_client(
+        &app.state.db,
+        name,
+        role,
+        tenants,
+        marketing_domain::UnixMicros::now(),
+    )
+    .await
+    .expect("create the client")
+    .key
+}

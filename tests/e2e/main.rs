@@ -1,6 +1,7 @@
 //! One integration-test binary. Every suite runs on both backends (see `backend_suite!`).
 
 mod auth;
+mod bounds;
 mod cache;
 mod claims;
 mod clients;
@@ -9,6 +10,7 @@ mod faults;
 mod fixtures;
 mod generated;
 mod infra;
+mod isolation;
 mod limits;
 mod overload;
 mod points;

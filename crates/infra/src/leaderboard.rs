@@ -2,6 +2,11 @@
 //! member that matters, rebuilt from the database) or missing; callers rebuild a missing board
 //! and fall back to the database when the backend is down.
 //!
+//! A built board is kept for [`BOARD_TTL_SECS`] after it was built, then rebuilt on the next
+//! read. A board with no one on it is not kept at all (its next read asks the database
+//! again), so reads of made-up tenants leave nothing behind.
+//! In process, at most [`MAX_LOCAL_BOARDS`] boards are kept; a board pushed out is rebuilt.
+//!
 //! Ties go to whoever reached the score first: the Redis member name is
 //! `{i64::MAX - reached_at, 20 digits}:{member}`, so among equal scores `ZREVRANGE`'s reverse
 //! byte order puts the earliest first. A member's current name is kept in a hash so the old
@@ -16,6 +21,11 @@ use async_trait::async_trait;
 use deadpool_redis::redis::Script;
 
 use crate::{InfraError, redis::RedisPool};
+
+/// How long a built Redis board lives before it is rebuilt from the database.
+pub const BOARD_TTL_SECS: u64 = 3600;
+/// Most boards the in-process leaderboard keeps.
+pub const MAX_LOCAL_BOARDS: usize = 10_000;
 
 /// A member on a board.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +45,7 @@ pub trait Leaderboard: Send + Sync + 'static {
     /// The top `n`, best first; `None` when the board is missing (rebuild it).
     async fn top(&self, tenant: &str, n: usize) -> Result<Option<Vec<(String, i64)>>, InfraError>;
 
-    /// Replaces the board with `standings` and marks it built.
+    /// Replaces the board with `standings` and marks it built; with no standings, forgets it.
     async fn rebuild(&self, tenant: &str, standings: &[Standing]) -> Result<(), InfraError>;
 
     /// Forgets the board, so the next read rebuilds it.
@@ -51,9 +61,10 @@ fn entry_name(standing: &Standing) -> String {
 }
 
 /// KEYS: board (zset), names (hash), built marker. ARGV: member, score, name; repeated.
-/// Returns how many scores rose.
+/// Returns how many scores rose. The board and its names expire with the marker.
 const RECORD_LUA: &str = r"
-if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[3])
+if ttl == -2 then return 0 end
 local raised = 0
 for i = 1, #ARGV, 3 do
   local member, score, name = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -69,6 +80,10 @@ for i = 1, #ARGV, 3 do
     redis.call('HSET', KEYS[2], member, name)
     raised = raised + 1
   end
+end
+if ttl > 0 and raised > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return raised
 ";
@@ -95,11 +110,12 @@ impl RedisLeaderboard {
         }
     }
 
+    /// The board's keys, one Redis Cluster hash tag for the three (one script uses them all).
     fn keys(&self, tenant: &str) -> [String; 3] {
         [
-            self.pool.key(&format!("lb:{tenant}")),
-            self.pool.key(&format!("lb-names:{tenant}")),
-            self.pool.key(&format!("lb-built:{tenant}")),
+            self.pool.key(&format!("lb:{{{tenant}}}")),
+            self.pool.key(&format!("lb-names:{{{tenant}}}")),
+            self.pool.key(&format!("lb-built:{{{tenant}}}")),
         ]
     }
 }
@@ -154,6 +170,10 @@ impl Leaderboard for RedisLeaderboard {
         let mut conn = self.pool.connection().await?;
         let mut pipe = deadpool_redis::redis::pipe();
         pipe.atomic().del(&board).del(&names);
+        if standings.is_empty() {
+            pipe.del(&built).query_async::<()>(&mut conn).await?;
+            return Ok(());
+        }
         for standing in standings {
             let name = entry_name(standing);
             pipe.zadd(&board, &name, standing.total_earned).hset(
@@ -162,7 +182,9 @@ impl Leaderboard for RedisLeaderboard {
                 &name,
             );
         }
-        pipe.set(&built, 1);
+        pipe.set_ex(&built, 1, BOARD_TTL_SECS)
+            .expire(&board, BOARD_TTL_SECS as i64)
+            .expire(&names, BOARD_TTL_SECS as i64);
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
@@ -256,7 +278,19 @@ impl Leaderboard for LocalLeaderboard {
                 .by_member
                 .insert(s.member_id.clone(), (s.total_earned, s.reached_at));
         }
-        self.boards().insert(tenant.to_owned(), board);
+        let mut boards = self.boards();
+        if standings.is_empty() {
+            boards.remove(tenant);
+            return Ok(());
+        }
+        if boards.len() >= MAX_LOCAL_BOARDS
+            && !boards.contains_key(tenant)
+            && let Some(pushed_out) = boards.keys().next().cloned()
+        {
+            // Any board may go: a missing board is rebuilt on its next read.
+            boards.remove(&pushed_out);
+        }
+        boards.insert(tenant.to_owned(), board);
         Ok(())
     }
 

@@ -5,6 +5,11 @@
 //! rises with every acquisition of the key, so the database can refuse a write from a holder
 //! whose lock expired and was taken by someone else. Acquisition waits with jittered backoff
 //! up to a deadline instead of failing "busy".
+//!
+//! Nothing a lock leaves behind outlives it for long: Redis's fence key expires two lock TTLs
+//! after its last acquisition (fences come from Redis's clock, so a forgotten fence costs
+//! nothing), and the in-process lock keeps one fence for all keys and forgets released or
+//! lapsed locks. A caller that names made-up keys leaves no lasting state.
 
 use std::{
     collections::HashMap,
@@ -97,13 +102,15 @@ pub struct RedisLock {
 /// KEYS[1] lock, KEYS[2] last fence; ARGV[1] token, ARGV[2] ttl ms.
 /// Returns the new fence on acquisition, 0 when held by someone else. The fence is Redis's
 /// clock in microseconds (or the last fence + 1 if that is larger), so fences keep rising
-/// even when Redis restarts empty and forgets the last one.
+/// even when Redis restarts empty and forgets the last one, or when the fence key expires:
+/// it lives two lock TTLs, longer than any lock it fenced, and the next holder's clock reading
+/// is past every fence given while it lived.
 const ACQUIRE_LUA: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local time = redis.call('TIME')
   local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
   local fence = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0') + 1)
-  redis.call('SET', KEYS[2], string.format('%d', fence))
+  redis.call('SET', KEYS[2], string.format('%d', fence), 'PX', tonumber(ARGV[2]) * 2)
   return fence
 end
 return 0
@@ -187,8 +194,13 @@ struct Held {
 #[derive(Debug, Default)]
 struct LocalState {
     held: HashMap<String, Held>,
-    fences: HashMap<String, i64>,
+    /// The last fence given, for any key: fences rise across all keys, so none is kept per key.
+    last_fence: i64,
 }
+
+/// Past this many held entries, lapsed ones (their holder stopped before releasing) are
+/// dropped at the next acquisition.
+const LOCAL_PRUNE_AT: usize = 1024;
 
 /// The in-process lock of the embedded (single-node) mode.
 #[derive(Debug, Default)]
@@ -217,6 +229,9 @@ impl LocalLock {
         {
             return None;
         }
+        if state.held.len() >= LOCAL_PRUNE_AT {
+            state.held.retain(|_, held| held.expires_at > now);
+        }
         let token = Uuid::new_v4().to_string();
         let expires_at = now + ttl;
         state.held.insert(
@@ -232,12 +247,11 @@ impl LocalLock {
             .map_or(0, |elapsed| {
                 i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
             });
-        let last = state.fences.entry(key.to_owned()).or_insert(0);
-        *last = clock.max(*last + 1);
+        state.last_fence = clock.max(state.last_fence + 1);
         Some(LockGuard {
             key: key.to_owned(),
             token,
-            fence: *last,
+            fence: state.last_fence,
             expires_at,
         })
     }
@@ -272,14 +286,14 @@ impl DistributedLock for LocalLock {
                 .state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ours = state
-                .held
-                .get(&guard.key)
-                .is_some_and(|held| held.token == guard.token && held.expires_at > Instant::now());
-            if ours {
+            let (mine, live) = state.held.get(&guard.key).map_or((false, false), |held| {
+                (held.token == guard.token, held.expires_at > Instant::now())
+            });
+            if mine {
+                // Forgotten even when it lapsed: nobody else took it meanwhile.
                 state.held.remove(&guard.key);
             }
-            ours
+            mine && live
         };
         if released {
             self.released.notify_waiters();

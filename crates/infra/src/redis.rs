@@ -173,6 +173,38 @@ impl RedisPool {
         format!("{}{key}", self.prefix)
     }
 
+    /// Deletes this prefix's keys that match any of `patterns` (Redis glob, after the prefix),
+    /// a few hundred at a time; answers how many went. For keys an older version wrote with no
+    /// bound (see [`LEGACY_UNBOUNDED_KEYS`]).
+    pub async fn remove_matching(&self, patterns: &[&str]) -> Result<u64, InfraError> {
+        let mut conn = self.connection().await?;
+        let mut removed = 0;
+        for pattern in patterns {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(self.key(pattern))
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                if !keys.is_empty() {
+                    removed += deadpool_redis::redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async::<u64>(&mut conn)
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Round-trips a PING: for start-up checks.
     pub async fn ping(&self) -> Result<(), InfraError> {
         let mut conn = self.connection().await?;
@@ -182,3 +214,14 @@ impl RedisPool {
         Ok(())
     }
 }
+
+/// Keys that versions before the tenant-keyed locks and expiring leaderboards wrote with no
+/// TTL: template fences keyed by template alone, and leaderboards without a hash tag. Their
+/// successors have other names, so these are never read again.
+pub const LEGACY_UNBOUNDED_KEYS: &[&str] = &[
+    "fence:tpl:*",
+    "lock:tpl:*",
+    "lb:[^{]*",
+    "lb-names:[^{]*",
+    "lb-built:[^{]*",
+];

@@ -1,7 +1,7 @@
-//! The batching that claims and points share: commands wait in a queue per key (a template's
-//! claims, the replica's points commands); the first command of an idle queue starts its
-//! drainer, which serves what has gathered in batches of at most `max`, until the queue is
-//! empty. Within a batch, copies of one request (same tenant, request id and parameters) are
+//! The batching that claims and points share: commands wait in a queue per key (a tenant's
+//! template's claims, the replica's points commands); the first command of an idle queue
+//! starts its drainer, which serves what has gathered in batches of at most `max`, until the
+//! queue is empty, and then removes the queue: a key lives only while it has work. Within a batch, copies of one request (same tenant, request id and parameters) are
 //! one [`Group`], served once and answered alike; the same request id with other parameters
 //! is REQUEST_ID_REUSED. A caller waits until its deadline; a batch retries the races it loses
 //! ([`retry_lost_races`]) until the latest deadline among its commands.
@@ -72,6 +72,7 @@ impl<C, R> Default for Queue<C, R> {
 }
 
 type SharedQueue<C, R> = Arc<Mutex<Queue<C, R>>>;
+type Queues<K, C, R> = Arc<Mutex<HashMap<K, SharedQueue<C, R>>>>;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a push, a drain or a flag flip: a panic elsewhere cannot leave
@@ -81,19 +82,25 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Queues per key, each drained in batches.
 pub(super) struct Batcher<K, C, R> {
-    queues: Mutex<HashMap<K, SharedQueue<C, R>>>,
+    queues: Queues<K, C, R>,
     max: usize,
     name: &'static str,
 }
 
-impl<K: Eq + Hash + Clone, C: Batched, R: Send + 'static> Batcher<K, C, R> {
+impl<K: Eq + Hash + Clone + Send + 'static, C: Batched, R: Send + 'static> Batcher<K, C, R> {
     /// Batches of at most `max` commands; `name` names them in errors.
     pub fn new(max: usize, name: &'static str) -> Self {
         Self {
-            queues: Mutex::default(),
+            queues: Arc::default(),
             max: max.max(1),
             name,
         }
+    }
+
+    /// How many keys have a queue: only those with work waiting or being served.
+    #[cfg(test)]
+    fn queued_keys(&self) -> usize {
+        locked(&self.queues).len()
     }
 
     /// Queues `cmd` under `key` and waits for its answer until its deadline. An idle queue's
@@ -106,15 +113,20 @@ impl<K: Eq + Hash + Clone, C: Batched, R: Send + 'static> Batcher<K, C, R> {
     {
         let deadline = cmd.deadline();
         let (reply, answer) = oneshot::channel();
-        let queue = locked(&self.queues).entry(key).or_default().clone();
-        let start_drainer = {
+        // The push happens under the map's lock, so a drainer that finds its queue empty (and
+        // removes it, under the same lock) never strands a command in a queue no one drains.
+        let (queue, start_drainer) = {
+            let mut queues = locked(&self.queues);
+            let queue = queues.entry(key.clone()).or_default().clone();
             let mut state = locked(&queue);
             state.waiting.push(Pending { cmd, reply });
-            !std::mem::replace(&mut state.draining, true)
+            let start = !std::mem::replace(&mut state.draining, true);
+            drop(state);
+            (queue, start)
         };
         if start_drainer {
             let (max, name) = (self.max, self.name);
-            tokio::spawn(drain(queue, max, name, serve));
+            tokio::spawn(drain(self.queues.clone(), key, queue, max, name, serve));
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
@@ -128,7 +140,9 @@ impl<K: Eq + Hash + Clone, C: Batched, R: Send + 'static> Batcher<K, C, R> {
     }
 }
 
-async fn drain<C: Batched, R, S, F>(
+async fn drain<K: Eq + Hash, C: Batched, R, S, F>(
+    queues: Queues<K, C, R>,
+    key: K,
     queue: SharedQueue<C, R>,
     max: usize,
     name: &'static str,
@@ -146,9 +160,19 @@ async fn drain<C: Batched, R, S, F>(
         let batch: Vec<Pending<C, R>> = {
             let mut state = locked(&queue);
             if state.waiting.is_empty() {
-                state.draining = false;
-                guard.armed = false;
-                return;
+                drop(state);
+                // Checked again under the map's lock, which every submit holds while it
+                // pushes: an empty queue is removed, and the next command makes a new one.
+                let mut queues = locked(&queues);
+                state = locked(&queue);
+                if state.waiting.is_empty() {
+                    state.draining = false;
+                    guard.armed = false;
+                    if queues.get(&key).is_some_and(|q| Arc::ptr_eq(q, &queue)) {
+                        queues.remove(&key);
+                    }
+                    return;
+                }
             }
             let take = state.waiting.len().min(max);
             state.waiting.drain(..take).collect()
@@ -333,6 +357,7 @@ mod tests {
             let (value, answer) = done.expect("task");
             assert_eq!(answer.expect("served"), value * 2);
         }
+        assert_eq!(batcher.queued_keys(), 0, "a drained queue is removed");
         let sizes = locked(&batches).clone();
         assert!(
             sizes.iter().all(|n| *n <= 4),

@@ -1,7 +1,9 @@
 //! Claims and distributions: where stock is taken.
 //!
-//! Claims of one template queue up in this replica; one drainer at a time takes the waiting
-//! claims as a batch, takes the template's lock (Redis or in-process) once, and serves the
+//! Claims of one tenant's template queue up in this replica (the queue, the lock and its
+//! fence are keyed by tenant and template, so a batch never holds two tenants' claims); one
+//! drainer at a time takes the waiting claims as a batch, takes the template's lock (Redis or
+//! in-process) once, and serves the
 //! whole batch in one transaction: one conditional stock update (checked against the lock's
 //! fence), one multi-row insert of coupons and one of idempotency records. Claims arriving
 //! meanwhile wait for the next batch, so the lock is taken once per batch, not once per claim.
@@ -84,9 +86,8 @@ impl AppState {
         let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
         self.limits.admit(LimitedAction::Claim, &member).await?;
         let serve = self.drainer(|app, groups| async move { app.serve_claim_batch(groups).await });
-        self.claim_batcher
-            .submit(claim.template_id, claim, serve)
-            .await
+        let queue = (claim.key.tenant_id.clone(), claim.template_id);
+        self.claim_batcher.submit(queue, claim, serve).await
     }
 
     async fn serve_claim_batch(&self, unique: Vec<Group<ClaimCoupon, Answer<CouponView>>>) {
@@ -122,7 +123,7 @@ impl AppState {
         let template = first.template_id;
         let tenant = &first.key.tenant_id;
         let (outcomes, attempts) = retry_lost_races(deadline, RETRY, |_| async move {
-            let lock = self.template_lock(template, deadline).await?;
+            let lock = self.template_lock(tenant, template, deadline).await?;
             let result = self
                 .claim_batch_transaction(tenant, template, claims, lock.as_ref().map(|l| l.fence))
                 .await;
@@ -173,6 +174,12 @@ impl AppState {
         let mut outcomes: Vec<Option<ClaimResult>> = Vec::with_capacity(claims.len());
         let mut fresh = Vec::new();
         for (index, claim) in claims.iter().enumerate() {
+            // The batch serves one tenant's template; a claim that names another (a wrong
+            // queue key) must never be served as that tenant's.
+            if claim.key.tenant_id != *tenant || claim.template_id != template {
+                outcomes.push(Some(Err(MarketingError::TemplateNotFound)));
+                continue;
+            }
             match records.remove(claim.key.request_id.as_str()) {
                 Some(record) => outcomes.push(Some(replayed(record.replay_for(&claim.key)))),
                 None => {
@@ -243,6 +250,10 @@ impl AppState {
         let members: Vec<&MemberId> = claimants.iter().map(|(member, _)| *member).collect();
         let members = members.as_slice();
         let template = templates::get_for_update(txn, tenant, template).await?;
+        if template.tenant_id != *tenant {
+            // The query is scoped by tenant; this holds even if a future change forgets it.
+            return Err(MarketingError::TemplateNotFound);
+        }
         let held = user_coupons::held_slots(txn, template.id, members).await?;
         let now = self.clock.now();
         let plan = plan_claims(&template, now, &held, members);
@@ -296,7 +307,9 @@ impl AppState {
     ) -> Result<Answer<Distribution>, MarketingError> {
         let cmd = &cmd;
         let (done, attempts) = retry_lost_races(cmd.deadline, RETRY, |_| async move {
-            let lock = self.template_lock(cmd.template_id, cmd.deadline).await?;
+            let lock = self
+                .template_lock(&cmd.key.tenant_id, cmd.template_id, cmd.deadline)
+                .await?;
             let result = self
                 .distribution_transaction(cmd, lock.as_ref().map(|l| l.fence))
                 .await;
@@ -369,14 +382,17 @@ impl AppState {
         Ok(Answer::Fresh(distribution))
     }
 
-    /// The template's lock, waiting until `deadline`. `Ok(None)` when the lock backend is
-    /// unreachable: the caller proceeds on the database alone (and this is counted).
+    /// The tenant's template's lock, waiting until `deadline`. `Ok(None)` when the lock
+    /// backend is unreachable: the caller proceeds on the database alone (and this is counted).
+    /// The key names the tenant, in a Redis Cluster hash tag: two tenants naming one template
+    /// id never share a lock or a fence.
     async fn template_lock(
         &self,
+        tenant: &TenantId,
         template: TemplateId,
         deadline: Instant,
     ) -> Result<Option<LockGuard>, MarketingError> {
-        let key = format!("tpl:{template}");
+        let key = format!("{{{tenant}:{template}}}");
         match self
             .lock
             .acquire(&key, self.config.claim_lock_ttl, deadline)

@@ -29,7 +29,8 @@ mod templates;
 use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{
-    MarketingError, TemplateId, points::PointsOutcome, time::Clock, user_coupon::CouponView,
+    MarketingError, TemplateId, TenantId, points::PointsOutcome, time::Clock,
+    user_coupon::CouponView,
 };
 
 use batcher::Batcher;
@@ -96,7 +97,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     /// How often members and clients may call.
     pub limits: Arc<limits::Limits>,
-    claim_batcher: Arc<Batcher<TemplateId, claims::ClaimCoupon, Answer<CouponView>>>,
+    /// Claims queue per (tenant, template): a batch holds one tenant's claims of one template.
+    claim_batcher: Arc<Batcher<(TenantId, TemplateId), claims::ClaimCoupon, Answer<CouponView>>>,
     points_batcher: Arc<Batcher<(), points::PointsCommand, Answer<PointsOutcome>>>,
     stale_boards: Arc<points::StaleBoards>,
 }
@@ -122,6 +124,24 @@ impl AppState {
                     // Redis is never the source of truth: start anyway, degraded.
                     tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
                 }
+                let legacy = pool.clone();
+                tokio::spawn(async move {
+                    match legacy
+                        .remove_matching(marketing_infra::redis::LEGACY_UNBOUNDED_KEYS)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(removed) => {
+                            tracing::info!(
+                                removed,
+                                "removed keys older versions left without a bound"
+                            );
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "removing keys older versions left failed; the next start tries again");
+                        }
+                    }
+                });
                 (
                     Arc::new(TieredCache::start(
                         pool.clone(),

@@ -1,0 +1,299 @@
+//! What one call may cost everyone else: every repeated field of a request has a cap, checked
+//! before anything is done with its entries, and calls naming made-up ids leave no lasting
+//! state behind (in Redis or in the server's memory).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use marketing_proto::v1 as pb;
+use marketing_server::grpc::REPEATED_FIELD_CAPS;
+use marketing_tests::{
+    ServerProcess, TestApp, assert_invalid, create_test_database, drop_test_database, redis_keys,
+    redis_url,
+};
+use prost::Message;
+use prost_types::{FileDescriptorSet, field_descriptor_proto::Label, field_descriptor_proto::Type};
+use tonic::Code;
+
+use crate::{
+    fixtures::{claim_request, create_template, template, unique},
+    points::earn,
+};
+
+/// Every repeated field of every request message (nested messages of our package included),
+/// by full name, from the descriptor set the server serves.
+fn repeated_request_fields() -> BTreeSet<String> {
+    let set = FileDescriptorSet::decode(marketing_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let files = set
+        .file
+        .iter()
+        .filter(|file| file.package() == "marketing.v1");
+    let mut messages = BTreeMap::new();
+    for file in files.clone() {
+        for message in &file.message_type {
+            messages.insert(format!(".marketing.v1.{}", message.name()), message);
+        }
+    }
+    let mut pending: Vec<String> = files
+        .flat_map(|file| &file.service)
+        .flat_map(|service| &service.method)
+        .map(|method| method.input_type().to_owned())
+        .collect();
+    let (mut seen, mut repeated) = (BTreeSet::new(), BTreeSet::new());
+    while let Some(name) = pending.pop() {
+        let Some(message) = messages.get(&name) else {
+            continue; // google.protobuf types: no repeated fields a caller fills
+        };
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        for field in &message.field {
+            if field.label() == Label::Repeated {
+                repeated.insert(format!("{}.{}", &name[1..], field.name()));
+            }
+            if field.r#type() == Type::Message {
+                pending.push(field.type_name().to_owned());
+            }
+        }
+    }
+    repeated
+}
+
+#[test]
+fn every_repeated_request_field_has_a_cap() {
+    let capped: BTreeSet<String> = REPEATED_FIELD_CAPS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert_eq!(
+        repeated_request_fields(),
+        capped,
+        "REPEATED_FIELD_CAPS names every repeated field of every request, and no other"
+    );
+}
+
+/// The error of a call whose repeated field `name` holds `n` entries (valid ones, repeated
+/// where there are fewer distinct values than `n`), otherwise valid.
+async fn call_with(app: &TestApp, name: &str, n: usize) -> Option<tonic::Status> {
+    match name {
+        "marketing.v1.DistributeCouponsRequest.member_ids" => app
+            .user_coupons()
+            .distribute_coupons(pb::DistributeCouponsRequest {
+                tenant_id: "acme".into(),
+                // No such template: at the cap the request is parsed and served (NOT_FOUND).
+                template_id: uuid::Uuid::now_v7().to_string(),
+                request_id: unique("distribute"),
+                member_ids: (0..n).map(|i| format!("m{i}")).collect(),
+                allow_partial: true,
+            })
+            .await
+            .err(),
+        "marketing.v1.ListMemberCouponsRequest.states" => app
+            .user_coupons()
+            .list_member_coupons(pb::ListMemberCouponsRequest {
+                tenant_id: "acme".into(),
+                member_id: "m".into(),
+                states: (0..n).map(|i| (i % 5) as i32 + 1).collect(),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        "marketing.v1.ListPointsTransactionsRequest.types" => app
+            .points()
+            .list_points_transactions(pb::ListPointsTransactionsRequest {
+                tenant_id: "acme".into(),
+                member_id: "m".into(),
+                types: (0..n).map(|i| (i % 8) as i32 + 1).collect(),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        other => panic!("{other} has a cap but this test cannot fill it: add it here"),
+    }
+}
+
+/// At its cap each repeated field is served; one past it, the call is refused with one
+/// violation naming the field.
+async fn repeated_fields_are_served_at_their_cap_and_refused_past_it(app: &TestApp) {
+    for &(name, cap) in REPEATED_FIELD_CAPS {
+        if let Some(status) = call_with(app, name, cap).await {
+            assert_ne!(
+                status.code(),
+                Code::InvalidArgument,
+                "{name} at {cap}: {status:?}"
+            );
+        }
+        let status = call_with(app, name, cap + 1)
+            .await
+            .unwrap_or_else(|| panic!("{name} past its cap {cap} was served"));
+        let field = name.rsplit('.').next().expect("a field name");
+        assert_invalid(&status, &[field]);
+    }
+}
+
+/// The first reproduction: one member with more coupons than the list cache holds, and a
+/// filter of one state repeated 15,000 times. It aborted the process; now it is refused and
+/// the server answers the next call.
+async fn a_huge_state_filter_is_refused_and_the_server_stays_up(app: &TestApp) {
+    let created = create_template(
+        app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: 1000,
+            per_member_limit: 300,
+            ..template()
+        },
+    )
+    .await;
+    let mut claims = tokio::task::JoinSet::new();
+    for _ in 0..201 {
+        let mut client = app.user_coupons();
+        let request = claim_request("acme", "hoarder", &created.id);
+        claims.spawn(async move { client.claim_coupon(request).await });
+    }
+    while let Some(claimed) = claims.join_next().await {
+        claimed.expect("joined").expect("claimed");
+    }
+    let list = |states: Vec<i32>| pb::ListMemberCouponsRequest {
+        tenant_id: "acme".into(),
+        member_id: "hoarder".into(),
+        states,
+        page_size: 10,
+        ..Default::default()
+    };
+    let available = pb::UserCouponState::Available as i32;
+    let status = app
+        .user_coupons()
+        .list_member_coupons(list(vec![available; 15_000]))
+        .await
+        .expect_err("15,000 states");
+    assert_invalid(&status, &["states"]);
+    let page = app
+        .user_coupons()
+        .list_member_coupons(list(vec![available, available, available]))
+        .await
+        .expect("duplicates within the cap are served once")
+        .into_inner();
+    assert_eq!(page.user_coupons.len(), 10);
+    assert!(!page.next_page_token.is_empty());
+}
+
+/// The second: a million repeated types answered INTERNAL (a query with a million
+/// parameters) after a second and half a gigabyte.
+async fn a_huge_type_filter_is_refused(app: &TestApp) {
+    app.points()
+        .earn_points(earn("spender", 10))
+        .await
+        .expect("earned");
+    let request = |types: Vec<i32>| pb::ListPointsTransactionsRequest {
+        tenant_id: "acme".into(),
+        member_id: "spender".into(),
+        types,
+        ..Default::default()
+    };
+    let earn_type = pb::PointsTransactionType::Earn as i32;
+    let status = app
+        .points()
+        .list_points_transactions(request(vec![earn_type; 1_000_000]))
+        .await
+        .expect_err("a million types");
+    assert_invalid(&status, &["types"]);
+    let page = app
+        .points()
+        .list_points_transactions(request(vec![earn_type, earn_type]))
+        .await
+        .expect("duplicates within the cap are served once")
+        .into_inner();
+    assert_eq!(page.transactions.len(), 1);
+}
+
+marketing_tests::backend_suite! {
+    repeated_fields_are_served_at_their_cap_and_refused_past_it,
+    a_huge_state_filter_is_refused_and_the_server_stays_up,
+    a_huge_type_filter_is_refused,
+}
+
+/// What the README states: calls naming made-up ids leave at most this many Redis keys and
+/// this much resident memory behind, a minute after they stop.
+const KEYS_LEFT: usize = 50;
+const RSS_LEFT_MIB: u64 = 10;
+
+/// The third reproduction: 10,000 claims of made-up template ids and 1,000 leaderboard reads
+/// of made-up tenants, against the real binary on PostgreSQL + Redis. Each claim's lock and
+/// fence, each board and the claim queues used to stay for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_naming_made_up_ids_leave_nothing_lasting() {
+    let (database_url, database) = create_test_database().await;
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
+    let redis = redis_url();
+    let server = ServerProcess::start(&[
+        ("MARKETING_DATABASE_URL", database_url.as_str()),
+        ("MARKETING_REDIS_URL", redis.as_str()),
+        ("MARKETING_REDIS_KEY_PREFIX", prefix.as_str()),
+    ]);
+    let channels: Vec<_> = futures::future::join_all((0..4).map(|_| server.channel())).await;
+    let made_up_calls = |claims: usize, boards: usize| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..32 {
+            let channel = channels[task % channels.len()].clone();
+            tasks.spawn(async move {
+                let mut coupons =
+                    pb::user_coupon_service_client::UserCouponServiceClient::new(channel.clone());
+                let mut points =
+                    pb::points_account_service_client::PointsAccountServiceClient::new(channel);
+                for _ in (task..claims).step_by(32) {
+                    let template = uuid::Uuid::new_v4().to_string();
+                    let status = coupons
+                        .claim_coupon(claim_request("acme", "m", &template))
+                        .await
+                        .expect_err("no such template");
+                    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                }
+                for _ in (task..boards).step_by(32) {
+                    points
+                        .get_points_leaderboard(pb::GetPointsLeaderboardRequest {
+                            tenant_id: unique("t"),
+                            top_n: 10,
+                        })
+                        .await
+                        .expect("an empty board");
+                }
+            });
+        }
+        tasks
+    };
+    let keys_before = redis_keys(&prefix).await;
+    // Memory is measured after a warm-up: pools, caches and the allocator's arenas at their
+    // working size.
+    let mut warm_up = made_up_calls(1_000, 100);
+    while let Some(done) = warm_up.join_next().await {
+        done.expect("warm-up task");
+    }
+    let rss_before = server.rss_mib();
+    let mut storm = made_up_calls(10_000, 1_000);
+    while let Some(done) = storm.join_next().await {
+        done.expect("storm task");
+    }
+    let (mut keys, mut rss) = (usize::MAX, u64::MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        (keys, rss) = (redis_keys(&prefix).await, server.rss_mib());
+        if keys <= keys_before + KEYS_LEFT && rss <= rss_before + RSS_LEFT_MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("redis keys {keys_before} -> {keys}, rss {rss_before} -> {rss} MiB");
+    assert!(
+        keys <= keys_before + KEYS_LEFT,
+        "{keys} Redis keys a minute after the calls, {keys_before} before"
+    );
+    assert!(
+        rss <= rss_before + RSS_LEFT_MIB,
+        "{rss} MiB resident a minute after the calls, {rss_before} MiB before"
+    );
+    drop(server);
+    drop_test_database(&database).await;
+}
