@@ -163,13 +163,23 @@ async fn a_huge_state_filter_is_refused_and_the_server_stays_up(app: &TestApp) {
         page_size: 10,
         ..Default::default()
     };
-    let available = pb::UserCouponState::Available as i32;
+    // No coupon is used: the cached newest 200 cannot fill the page, so the query reaches
+    // the database.
+    let used = pb::UserCouponState::Used as i32;
     let status = app
         .user_coupons()
-        .list_member_coupons(list(vec![available; 15_000]))
+        .list_member_coupons(list(vec![used; 15_000]))
         .await
         .expect_err("15,000 states");
     assert_invalid(&status, &["states"]);
+    let none = app
+        .user_coupons()
+        .list_member_coupons(list(vec![used, used]))
+        .await
+        .expect("a query of the database")
+        .into_inner();
+    assert!(none.user_coupons.is_empty());
+    let available = pb::UserCouponState::Available as i32;
     let page = app
         .user_coupons()
         .list_member_coupons(list(vec![available, available, available]))

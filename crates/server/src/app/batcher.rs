@@ -1,9 +1,10 @@
 //! The batching that claims and points share: commands wait in a queue per key (a tenant's
 //! template's claims, the replica's points commands); the first command of an idle queue
 //! starts its drainer, which serves what has gathered in batches of at most `max`, until the
-//! queue is empty, and then removes the queue: a key lives only while it has work. Within a batch, copies of one request (same tenant, request id and parameters) are
-//! one [`Group`], served once and answered alike; the same request id with other parameters
-//! is REQUEST_ID_REUSED. A caller waits until its deadline; a batch retries the races it loses
+//! queue is empty, and then removes the queue: a key lives only while it has work. Within a
+//! batch, copies of one request (same tenant, request id and parameters) are one [`Group`],
+//! served once and answered alike; the same request id with other parameters is
+//! REQUEST_ID_REUSED. A caller waits until its deadline; a batch retries the races it loses
 //! ([`retry_lost_races`]) until the latest deadline among its commands.
 
 use std::{
