@@ -204,3 +204,65 @@ async fn cache_never_goes_back_to_an_older_version(
         "entries expire"
     );
 }
+
+/// Keys older versions left without a TTL go at start-up, under this prefix only (its glob
+/// characters are taken literally), and a second start within the day does not scan again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_older_versions_left_are_removed_once_under_the_prefix_only() {
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    // Unescaped, `[ab]` would also match the neighbour's prefix `test:a<unique>:`.
+    let prefix = format!("test:[ab]{unique}:");
+    let neighbour = format!("test:a{unique}:fence:tpl:1");
+    let pool = RedisPool::new(&marketing_tests::redis_url(), 4, &prefix).expect("redis pool");
+    let mut conn = pool.connection().await.expect("redis");
+    let legacy = [
+        "fence:tpl:1",
+        "lock:tpl:2",
+        "lb:acme",
+        "lb-names:acme",
+        "lb-built:acme",
+    ];
+    let current = ["fence:{acme:1}", "lb:{acme}", "lb-built:{acme}"];
+    for key in legacy.iter().chain(&current) {
+        deadpool_redis::redis::cmd("SET")
+            .arg(pool.key(key))
+            .arg(1)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("SET");
+    }
+    deadpool_redis::redis::cmd("SET")
+        .arg(&neighbour)
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET");
+
+    assert_eq!(pool.remove_legacy_keys().await.expect("swept"), Some(5));
+    for key in current {
+        let exists: bool = deadpool_redis::redis::cmd("EXISTS")
+            .arg(pool.key(key))
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert!(exists, "{key} is current and stays");
+    }
+    let neighbour_left: i64 = deadpool_redis::redis::cmd("DEL")
+        .arg(&neighbour)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    assert_eq!(neighbour_left, 1, "another prefix's key is not touched");
+    assert_eq!(
+        pool.remove_legacy_keys().await.expect("asked"),
+        None,
+        "a second start within the day does not scan"
+    );
+    for key in current.iter().chain(&["legacy-keys-removed"]) {
+        deadpool_redis::redis::cmd("DEL")
+            .arg(pool.key(key))
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("DEL");
+    }
+}

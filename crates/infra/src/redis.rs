@@ -173,11 +173,50 @@ impl RedisPool {
         format!("{}{key}", self.prefix)
     }
 
-    /// Deletes this prefix's keys that match any of `patterns` (Redis glob, after the prefix),
-    /// a few hundred at a time; answers how many went. For keys an older version wrote with no
-    /// bound (see [`LEGACY_UNBOUNDED_KEYS`]).
-    pub async fn remove_matching(&self, patterns: &[&str]) -> Result<u64, InfraError> {
+    /// Deletes the keys older versions wrote with no bound ([`LEGACY_UNBOUNDED_KEYS`]) and
+    /// answers how many went; `None` when a replica did so within the last day (a marker says
+    /// so), so starts do not scan the keyspace every time. Keys an old replica still writes
+    /// during a rolling upgrade go at a start a day later.
+    pub async fn remove_legacy_keys(&self) -> Result<Option<u64>, InfraError> {
+        let marker = self.key("legacy-keys-removed");
         let mut conn = self.connection().await?;
+        let claimed: Option<String> = deadpool_redis::redis::cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(LEGACY_SWEEP_EVERY_SECS)
+            .query_async(&mut conn)
+            .await?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+        let removed = self.remove_matching(&mut conn, LEGACY_UNBOUNDED_KEYS).await;
+        if removed.is_err() {
+            // Let the next start try again.
+            let _: Result<i64, _> = deadpool_redis::redis::cmd("DEL")
+                .arg(&marker)
+                .query_async(&mut conn)
+                .await;
+        }
+        removed.map(Some)
+    }
+
+    /// Deletes this prefix's keys that match any of `patterns` (Redis glob, after the prefix,
+    /// whose own glob characters are escaped), a few hundred at a time.
+    async fn remove_matching(
+        &self,
+        conn: &mut RedisConnection,
+        patterns: &[&str],
+    ) -> Result<u64, InfraError> {
+        let prefix: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain([c])
+            })
+            .collect();
         let mut removed = 0;
         for pattern in patterns {
             let mut cursor: u64 = 0;
@@ -185,15 +224,15 @@ impl RedisPool {
                 let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(self.key(pattern))
+                    .arg(format!("{prefix}{pattern}"))
                     .arg("COUNT")
                     .arg(500)
-                    .query_async(&mut conn)
+                    .query_async(conn)
                     .await?;
                 if !keys.is_empty() {
                     removed += deadpool_redis::redis::cmd("UNLINK")
                         .arg(&keys)
-                        .query_async::<u64>(&mut conn)
+                        .query_async::<u64>(conn)
                         .await?;
                 }
                 if next == 0 {
@@ -214,6 +253,9 @@ impl RedisPool {
         Ok(())
     }
 }
+
+/// How often, at most, a start looks for [`LEGACY_UNBOUNDED_KEYS`].
+const LEGACY_SWEEP_EVERY_SECS: u64 = 86_400;
 
 /// Keys that versions before the tenant-keyed locks and expiring leaderboards wrote with no
 /// TTL: template fences keyed by template alone, and leaderboards without a hash tag. Their

@@ -118,7 +118,10 @@ impl<K: Eq + Hash + Clone + Send + 'static, C: Batched, R: Send + 'static> Batch
         // removes it, under the same lock) never strands a command in a queue no one drains.
         let (queue, start_drainer) = {
             let mut queues = locked(&self.queues);
-            let queue = queues.entry(key.clone()).or_default().clone();
+            let queue = match queues.get(&key) {
+                Some(queue) => queue.clone(),
+                None => queues.entry(key.clone()).or_default().clone(),
+            };
             let mut state = locked(&queue);
             state.waiting.push(Pending { cmd, reply });
             let start = !std::mem::replace(&mut state.draining, true);

@@ -3,10 +3,10 @@
 //! Claims of one tenant's template queue up in this replica (the queue, the lock and its
 //! fence are keyed by tenant and template, so a batch never holds two tenants' claims); one
 //! drainer at a time takes the waiting claims as a batch, takes the template's lock (Redis or
-//! in-process) once, and serves the
-//! whole batch in one transaction: one conditional stock update (checked against the lock's
-//! fence), one multi-row insert of coupons and one of idempotency records. Claims arriving
-//! meanwhile wait for the next batch, so the lock is taken once per batch, not once per claim.
+//! in-process) once, and serves the whole batch in one transaction: one conditional stock
+//! update (checked against the lock's fence), one multi-row insert of coupons and one of
+//! idempotency records. Claims arriving meanwhile wait for the next batch, so the lock is
+//! taken once per batch, not once per claim.
 //!
 //! The database decides: the template row is locked for the transaction, stock is taken with
 //! `remaining_stock >= n`, and `(template, member, slot)` is unique. With Redis unreachable the

@@ -126,12 +126,9 @@ impl AppState {
                 }
                 let legacy = pool.clone();
                 tokio::spawn(async move {
-                    match legacy
-                        .remove_matching(marketing_infra::redis::LEGACY_UNBOUNDED_KEYS)
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(removed) => {
+                    match legacy.remove_legacy_keys().await {
+                        Ok(None | Some(0)) => {}
+                        Ok(Some(removed)) => {
                             tracing::info!(
                                 removed,
                                 "removed keys older versions left without a bound"

@@ -191,16 +191,12 @@ pub fn enum_filter<T>(
     max: usize,
     parse: impl Fn(&str, i32) -> Result<T, FieldViolation>,
 ) -> (Vec<T>, Vec<i32>) {
-    let (mut parsed, mut raw) = (Vec::new(), Vec::new());
-    for (index, value) in capped(violations, field, values, max)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        if raw.contains(value) {
-            continue;
-        }
-        raw.push(*value);
+    let values = capped(violations, field, values, max).unwrap_or_default();
+    let raw = distinct(values);
+    let mut parsed = Vec::with_capacity(raw.len());
+    for value in &raw {
+        // A violation names the value's first place in the request.
+        let index = values.iter().position(|v| v == value).unwrap_or_default();
         if let Some(entry) = violations.check(parse(&format!("{field}[{index}]"), *value)) {
             parsed.push(entry);
         }
@@ -208,7 +204,8 @@ pub fn enum_filter<T>(
     (parsed, raw)
 }
 
-/// The distinct values of a repeated field already checked by [`enum_filter`], in order.
+/// The distinct values of a repeated field, in order of first appearance. Quadratic: only for
+/// fields already within their cap (checked by [`capped`]).
 pub fn distinct(values: &[i32]) -> Vec<i32> {
     let mut seen = Vec::with_capacity(values.len());
     for value in values {
