@@ -16,7 +16,7 @@ use crate::fixtures::{api_client, claim_request, create_request, template, uniqu
 const CALLERS: usize = 8;
 const CLAIMS_EACH: usize = 30;
 
-fn auth_required() -> Options {
+pub(crate) fn auth_required() -> Options {
     Options {
         auth: Some(marketing_server::config::AuthMode::Required),
         ..Options::default()

@@ -9,44 +9,150 @@ use std::{collections::BTreeSet, fmt};
 
 use crate::{TenantId, UnixMicros};
 
-/// What a client may do, as sets of methods (the RPC names of `marketing.v1`).
+/// What a client may do: the [`Permission`]s its role grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Everything: templates, rules, distribution, revocation, and the reads.
+    /// Every permission: templates, rules, distribution, revocation, the order flow, reads.
     Admin,
-    /// What an order flow needs: claim, validate, lock, use, release and return coupons;
-    /// earn, deduct, freeze, confirm, release and refund points; and every Get/List.
+    /// What an order flow needs: [`Permission::Order`] and [`Permission::Read`].
     Checkout,
-    /// Get/List and the leaderboard only.
+    /// [`Permission::Read`] only.
     Reader,
 }
 
-/// The writes a checkout client may make.
-const CHECKOUT_WRITES: [&str; 12] = [
-    "ClaimCoupon",
-    "ValidateCoupon",
-    "LockCoupon",
-    "UseCoupon",
-    "ReleaseCoupon",
-    "ReturnCoupon",
-    "EarnPoints",
-    "DeductPoints",
-    "FreezePoints",
-    "ConfirmFrozenPoints",
-    "ReleaseFrozenPoints",
-    "RefundPoints",
-];
+/// What a call needs, declared per RPC in [`RPC_PERMISSIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Reads of a tenant's templates, coupons, accounts, ledger, rules and leaderboard.
+    Read,
+    /// The writes of an order flow: claim, validate, lock, use, release and return coupons;
+    /// earn, deduct, freeze, confirm, release and refund points.
+    Order,
+    /// Everything else: templates, rules, stock, distribution, revocation.
+    Manage,
+}
+
+/// How far a call reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The call names one tenant (`tenant_id`), and its client must act for it.
+    Tenant,
+}
+
+/// One RPC's declared needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcPermission {
+    /// The call's path: `/<package>.<Service>/<Method>`.
+    pub path: &'static str,
+    pub permission: Permission,
+    pub scope: Scope,
+}
+
+const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
+    RpcPermission {
+        path,
+        permission,
+        scope: Scope::Tenant,
+    }
+}
+
+/// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
+/// to every role but admin (permissions fail closed); a test walks the served descriptor set
+/// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
+pub const RPC_PERMISSIONS: [RpcPermission; 29] = {
+    use Permission::{Manage, Order, Read};
+    [
+        rpc(
+            "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
+            Manage,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/GetCouponTemplate",
+            Read,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/ListCouponTemplates",
+            Read,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/UpdateCouponTemplate",
+            Manage,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/SetCouponTemplateEnabled",
+            Manage,
+        ),
+        rpc("/marketing.v1.CouponTemplateService/AddCouponStock", Manage),
+        rpc(
+            "/marketing.v1.CouponTemplateService/DeleteCouponTemplate",
+            Manage,
+        ),
+        rpc("/marketing.v1.UserCouponService/ClaimCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/DistributeCoupons", Manage),
+        rpc("/marketing.v1.UserCouponService/GetUserCoupon", Read),
+        rpc("/marketing.v1.UserCouponService/ListMemberCoupons", Read),
+        rpc("/marketing.v1.UserCouponService/ValidateCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/LockCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/UseCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/ReleaseCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/ReturnCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/RevokeCoupon", Manage),
+        rpc("/marketing.v1.PointsAccountService/GetPointsAccount", Read),
+        rpc("/marketing.v1.PointsAccountService/EarnPoints", Order),
+        rpc("/marketing.v1.PointsAccountService/DeductPoints", Order),
+        rpc("/marketing.v1.PointsAccountService/FreezePoints", Order),
+        rpc(
+            "/marketing.v1.PointsAccountService/ConfirmFrozenPoints",
+            Order,
+        ),
+        rpc(
+            "/marketing.v1.PointsAccountService/ReleaseFrozenPoints",
+            Order,
+        ),
+        rpc("/marketing.v1.PointsAccountService/RefundPoints", Order),
+        rpc(
+            "/marketing.v1.PointsAccountService/ListPointsTransactions",
+            Read,
+        ),
+        rpc(
+            "/marketing.v1.PointsAccountService/GetPointsLeaderboard",
+            Read,
+        ),
+        rpc(
+            "/marketing.v1.PointsAccountService/CreatePointsRule",
+            Manage,
+        ),
+        rpc(
+            "/marketing.v1.PointsAccountService/UpdatePointsRule",
+            Manage,
+        ),
+        rpc("/marketing.v1.PointsAccountService/ListPointsRules", Read),
+    ]
+};
+
+/// What the RPC at `path` is declared to need (`None`: no entry).
+pub fn rpc_permission(path: &str) -> Option<&'static RpcPermission> {
+    RPC_PERMISSIONS.iter().find(|rpc| rpc.path == path)
+}
 
 impl Role {
     pub const ALL: [Role; 3] = [Role::Admin, Role::Checkout, Role::Reader];
 
-    /// Whether the role may call `method` (an RPC name such as `ClaimCoupon`).
-    pub fn allows(self, method: &str) -> bool {
-        let read = method.starts_with("Get") || method.starts_with("List");
+    /// Whether the role grants `permission`.
+    pub fn grants(self, permission: Permission) -> bool {
         match self {
             Role::Admin => true,
-            Role::Checkout => read || CHECKOUT_WRITES.contains(&method),
-            Role::Reader => read,
+            Role::Checkout => matches!(permission, Permission::Read | Permission::Order),
+            Role::Reader => permission == Permission::Read,
+        }
+    }
+
+    /// Whether the role may call the RPC at `path` (`/marketing.v1.UserCouponService/ClaimCoupon`):
+    /// by its entry in [`RPC_PERMISSIONS`]; a path with no entry only for admins.
+    pub fn allows(self, path: &str) -> bool {
+        match rpc_permission(path) {
+            Some(rpc) => self.grants(rpc.permission),
+            None => self == Role::Admin,
         }
     }
 
@@ -155,6 +261,14 @@ pub fn check_client_name(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn path(method: &str) -> &'static str {
+        RPC_PERMISSIONS
+            .iter()
+            .find(|rpc| rpc.path.ends_with(&format!("/{method}")))
+            .map(|rpc| rpc.path)
+            .unwrap_or_else(|| panic!("{method} has no entry"))
+    }
+
     #[test]
     fn roles_allow_their_method_sets() {
         for method in [
@@ -163,9 +277,10 @@ mod tests {
             "RevokeCoupon",
             "CreatePointsRule",
         ] {
-            assert!(Role::Admin.allows(method));
-            assert!(!Role::Checkout.allows(method), "{method}");
-            assert!(!Role::Reader.allows(method), "{method}");
+            let path = path(method);
+            assert!(Role::Admin.allows(path));
+            assert!(!Role::Checkout.allows(path), "{method}");
+            assert!(!Role::Reader.allows(path), "{method}");
         }
         for method in [
             "ClaimCoupon",
@@ -174,18 +289,43 @@ mod tests {
             "RefundPoints",
             "ValidateCoupon",
         ] {
-            assert!(Role::Checkout.allows(method));
-            assert!(!Role::Reader.allows(method), "{method}");
+            let path = path(method);
+            assert!(Role::Checkout.allows(path));
+            assert!(!Role::Reader.allows(path), "{method}");
         }
         for method in [
             "GetCouponTemplate",
             "ListMemberCoupons",
             "GetPointsLeaderboard",
         ] {
+            let path = path(method);
             for role in Role::ALL {
-                assert!(role.allows(method), "{role} {method}");
+                assert!(role.allows(path), "{role} {method}");
             }
         }
+    }
+
+    #[test]
+    fn a_method_without_an_entry_is_for_admins_only() {
+        // Named like a read, on a service of the package: still no entry, so closed.
+        for path in [
+            "/marketing.v1.AdminService/GetCacheStats",
+            "/marketing.v1.CouponTemplateService/ListApiClients",
+            "/marketing.v1.UserCouponService/GetCouponTemplate",
+            "",
+        ] {
+            assert!(Role::Admin.allows(path), "{path}");
+            assert!(!Role::Checkout.allows(path), "{path}");
+            assert!(!Role::Reader.allows(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn every_rpc_has_one_entry() {
+        let mut paths: Vec<_> = RPC_PERMISSIONS.iter().map(|rpc| rpc.path).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), RPC_PERMISSIONS.len(), "a path listed twice");
     }
 
     #[test]

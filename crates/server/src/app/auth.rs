@@ -31,8 +31,13 @@ const UNKNOWN_KEYS: u64 = 10_000;
 /// Client certificates kept at most (each signed by the client CA, so no stranger adds one).
 const CERTIFICATES: u64 = 10_000;
 
-/// The services whose calls need a client; health and reflection stay open.
-const GUARDED: &str = "/marketing.v1.";
+/// The services whose calls need no client: health (for load balancers) and reflection.
+/// Every other path needs one, so a service added later is closed until it is opened here.
+const OPEN: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// The caller of a call, as the handlers see it (absent when auth is disabled).
 pub type Caller = Arc<ApiClient>;
@@ -194,7 +199,7 @@ impl Authenticator {
     /// `header` and, under mTLS, the client certificate TLS verified (DER), against what this
     /// replica knows; no I/O. A key, when there is one, is what counts.
     pub fn check(&self, path: &str, header: Option<&[u8]>, certificate: Option<&[u8]>) -> Checked {
-        if self.mode == AuthMode::Disabled || !path.starts_with(GUARDED) {
+        if self.mode == AuthMode::Disabled || OPEN.iter().any(|open| path.starts_with(open)) {
             return Checked::Admitted(None);
         }
         match (header, certificate) {
@@ -304,7 +309,7 @@ impl Authenticator {
                 return Checked::Refused(MarketingError::Unauthenticated);
             }
         };
-        if !client.role.allows(method) {
+        if !client.role.allows(path) {
             marketing_infra::warn_every!(client = %client.name, role = %client.role, method, "call refused: method outside the role");
             return Checked::Refused(MarketingError::MethodNotAllowed {
                 role: client.role.to_string(),

@@ -1,0 +1,630 @@
+//! Every RPC of `marketing.v1` as one line of a table: its path, whether it writes, and a
+//! valid request for a tenant's [`Seed`]. Suites that must cover every RPC (the permission
+//! matrix, the mixed-tenant harness) walk this table, and a test fails when the served
+//! descriptor set has an RPC the table lacks: a new RPC joins them by adding its line.
+//!
+//! Calls go out as raw bytes ([`call`]), so a suite needs no per-RPC client code.
+
+use bytes::{Buf, BufMut};
+use marketing_proto::v1 as pb;
+use prost::Message;
+use prost_types::{Duration, FieldMask};
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::Channel,
+};
+
+use crate::fixtures::{template, unique};
+
+/// What exists in a tenant for its requests to act on.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub tenant: String,
+    pub template_id: String,
+    pub template_version: i64,
+    /// A coupon of `member` (claimed).
+    pub coupon_id: String,
+    pub member: String,
+    /// A deduction of `member`'s points (who has points left to deduct and freeze), to refund.
+    pub deduction_id: String,
+    /// The order of a hold on `member`'s points.
+    pub hold_order: String,
+    pub rule_id: String,
+    pub rule_version: i64,
+}
+
+/// One RPC: its path, whether a successful call changes stored state, and a valid request
+/// (a new request id each time) for a tenant's seed.
+pub struct Rpc {
+    pub path: &'static str,
+    pub writes: bool,
+    pub request: fn(&Seed) -> Vec<u8>,
+}
+
+const fn rpc(path: &'static str, writes: bool, request: fn(&Seed) -> Vec<u8>) -> Rpc {
+    Rpc {
+        path,
+        writes,
+        request,
+    }
+}
+
+fn order() -> String {
+    unique("order")
+}
+
+/// Every RPC of the API, one line each.
+pub const RPCS: [Rpc; 29] = [
+    rpc(
+        "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
+        true,
+        |s| {
+            pb::CreateCouponTemplateRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: unique("create"),
+                coupon_template: Some(template()),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/GetCouponTemplate",
+        false,
+        |s| {
+            pb::GetCouponTemplateRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/ListCouponTemplates",
+        false,
+        |s| {
+            pb::ListCouponTemplatesRequest {
+                tenant_id: s.tenant.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/UpdateCouponTemplate",
+        true,
+        |s| {
+            pb::UpdateCouponTemplateRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: unique("update"),
+                coupon_template: Some(pb::CouponTemplate {
+                    id: s.template_id.clone(),
+                    version: s.template_version,
+                    name: unique("renamed"),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["name".into()],
+                }),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/SetCouponTemplateEnabled",
+        true,
+        |s| {
+            pb::SetCouponTemplateEnabledRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+                request_id: unique("disable"),
+                enabled: false,
+                version: None,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/AddCouponStock",
+        true,
+        |s| {
+            pb::AddCouponStockRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+                request_id: unique("stock"),
+                amount: 5,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/DeleteCouponTemplate",
+        true,
+        |s| {
+            pb::DeleteCouponTemplateRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+                request_id: unique("delete"),
+                version: None,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.UserCouponService/ClaimCoupon", true, |s| {
+        pb::ClaimCouponRequest {
+            tenant_id: s.tenant.clone(),
+            member_id: unique("member"),
+            template_id: s.template_id.clone(),
+            request_id: unique("claim"),
+        }
+        .encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.UserCouponService/DistributeCoupons",
+        true,
+        |s| {
+            pb::DistributeCouponsRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+                request_id: unique("distribute"),
+                member_ids: vec![unique("member")],
+                allow_partial: false,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/GetUserCoupon",
+        false,
+        |s| {
+            pb::GetUserCouponRequest {
+                tenant_id: s.tenant.clone(),
+                coupon_id: s.coupon_id.clone(),
+                member_id: s.member.clone(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/ListMemberCoupons",
+        false,
+        |s| {
+            pb::ListMemberCouponsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/ValidateCoupon",
+        false,
+        |s| {
+            pb::ValidateCouponRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                coupon_id: s.coupon_id.clone(),
+                amount: 5000,
+                currency: "EUR".into(),
+                order_id: order(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.UserCouponService/LockCoupon", true, |s| {
+        pb::LockCouponRequest {
+            tenant_id: s.tenant.clone(),
+            member_id: s.member.clone(),
+            coupon_id: s.coupon_id.clone(),
+            order_id: order(),
+            request_id: unique("lock"),
+            lock_ttl: Some(Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+        }
+        .encode_to_vec()
+    }),
+    rpc("/marketing.v1.UserCouponService/UseCoupon", true, |s| {
+        pb::UseCouponRequest {
+            tenant_id: s.tenant.clone(),
+            member_id: s.member.clone(),
+            coupon_id: s.coupon_id.clone(),
+            order_id: order(),
+            request_id: unique("use"),
+            amount: 5000,
+            currency: "EUR".into(),
+        }
+        .encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.UserCouponService/ReleaseCoupon",
+        false,
+        |s| {
+            pb::ReleaseCouponRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                coupon_id: s.coupon_id.clone(),
+                order_id: order(),
+                request_id: unique("release"),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.UserCouponService/ReturnCoupon", false, |s| {
+        pb::ReturnCouponRequest {
+            tenant_id: s.tenant.clone(),
+            member_id: s.member.clone(),
+            coupon_id: s.coupon_id.clone(),
+            order_id: order(),
+            request_id: unique("return"),
+        }
+        .encode_to_vec()
+    }),
+    rpc("/marketing.v1.UserCouponService/RevokeCoupon", true, |s| {
+        pb::RevokeCouponRequest {
+            tenant_id: s.tenant.clone(),
+            coupon_id: s.coupon_id.clone(),
+            request_id: unique("revoke"),
+            member_id: s.member.clone(),
+            reason: "fraud".into(),
+        }
+        .encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.PointsAccountService/GetPointsAccount",
+        false,
+        |s| {
+            pb::GetPointsAccountRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.PointsAccountService/EarnPoints", true, |s| {
+        pb::EarnPointsRequest {
+            tenant_id: s.tenant.clone(),
+            member_id: s.member.clone(),
+            request_id: unique("earn"),
+            source: Some(pb::earn_points_request::Source::Amount(10)),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.PointsAccountService/DeductPoints",
+        true,
+        |s| {
+            pb::DeductPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: unique("deduct"),
+                amount: 1,
+                biz_type: "order".into(),
+                biz_id: order(),
+                description: String::new(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/FreezePoints",
+        true,
+        |s| {
+            pb::FreezePointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: unique("freeze"),
+                amount: 1,
+                order_id: order(),
+                hold_ttl: None,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/ConfirmFrozenPoints",
+        true,
+        |s| {
+            pb::ConfirmFrozenPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: unique("confirm"),
+                hold_ref: Some(pb::confirm_frozen_points_request::HoldRef::OrderId(
+                    s.hold_order.clone(),
+                )),
+                amount: Some(1),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/ReleaseFrozenPoints",
+        true,
+        |s| {
+            pb::ReleaseFrozenPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: unique("unfreeze"),
+                hold_ref: Some(pb::release_frozen_points_request::HoldRef::OrderId(
+                    s.hold_order.clone(),
+                )),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/RefundPoints",
+        true,
+        |s| {
+            pb::RefundPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: unique("refund"),
+                target: Some(pb::refund_points_request::Target::TransactionId(
+                    s.deduction_id.clone(),
+                )),
+                amount: Some(1),
+                description: String::new(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/ListPointsTransactions",
+        false,
+        |s| {
+            pb::ListPointsTransactionsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/GetPointsLeaderboard",
+        false,
+        |s| {
+            pb::GetPointsLeaderboardRequest {
+                tenant_id: s.tenant.clone(),
+                top_n: 10,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/CreatePointsRule",
+        true,
+        |s| {
+            pb::CreatePointsRuleRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: unique("rule"),
+                points_rule: Some(pb::PointsRule {
+                    event_type: unique("event"),
+                    points: 10,
+                    enabled: true,
+                    ..Default::default()
+                }),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/UpdatePointsRule",
+        true,
+        |s| {
+            pb::UpdatePointsRuleRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: unique("rule-update"),
+                points_rule: Some(pb::PointsRule {
+                    id: s.rule_id.clone(),
+                    version: s.rule_version,
+                    points: 11,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["points".into()],
+                }),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/ListPointsRules",
+        false,
+        |s| {
+            pb::ListPointsRulesRequest {
+                tenant_id: s.tenant.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+];
+
+/// A template, a claimed coupon, an earn, a hold and a rule in `tenant`, made through the API
+/// with `key` (a client that may manage and order for `tenant`).
+pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
+    let mut template = template();
+    template.total_stock = 1_000;
+    template.per_member_limit = 10;
+    let member = unique("member");
+    let mut seed = Seed {
+        tenant: tenant.to_owned(),
+        template_id: String::new(),
+        template_version: 0,
+        coupon_id: String::new(),
+        member: member.clone(),
+        deduction_id: String::new(),
+        hold_order: unique("hold"),
+        rule_id: String::new(),
+        rule_version: 0,
+    };
+    let created: pb::CreateCouponTemplateResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
+        pb::CreateCouponTemplateRequest {
+            tenant_id: tenant.into(),
+            request_id: unique("seed"),
+            coupon_template: Some(template),
+        },
+    )
+    .await;
+    let created = created.coupon_template.expect("template");
+    (seed.template_id, seed.template_version) = (created.id, created.version);
+    let claimed: pb::ClaimCouponResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.UserCouponService/ClaimCoupon",
+        pb::ClaimCouponRequest {
+            tenant_id: tenant.into(),
+            member_id: member.clone(),
+            template_id: seed.template_id.clone(),
+            request_id: unique("seed"),
+        },
+    )
+    .await;
+    seed.coupon_id = claimed.user_coupon.expect("coupon").id;
+    let _: pb::EarnPointsResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.PointsAccountService/EarnPoints",
+        pb::EarnPointsRequest {
+            tenant_id: tenant.into(),
+            member_id: member.clone(),
+            request_id: unique("seed"),
+            source: Some(pb::earn_points_request::Source::Amount(1_000)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let deducted: pb::DeductPointsResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.PointsAccountService/DeductPoints",
+        pb::DeductPointsRequest {
+            tenant_id: tenant.into(),
+            member_id: member.clone(),
+            request_id: unique("seed"),
+            amount: 50,
+            biz_type: "order".into(),
+            biz_id: unique("order"),
+            description: String::new(),
+        },
+    )
+    .await;
+    seed.deduction_id = deducted.transaction.expect("transaction").id;
+    let _: pb::FreezePointsResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.PointsAccountService/FreezePoints",
+        pb::FreezePointsRequest {
+            tenant_id: tenant.into(),
+            member_id: member,
+            request_id: unique("seed"),
+            amount: 100,
+            order_id: seed.hold_order.clone(),
+            hold_ttl: None,
+        },
+    )
+    .await;
+    let rule: pb::CreatePointsRuleResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.PointsAccountService/CreatePointsRule",
+        pb::CreatePointsRuleRequest {
+            tenant_id: tenant.into(),
+            request_id: unique("seed"),
+            points_rule: Some(pb::PointsRule {
+                event_type: unique("signup"),
+                points: 10,
+                enabled: true,
+                ..Default::default()
+            }),
+        },
+    )
+    .await;
+    let rule = rule.points_rule.expect("rule");
+    (seed.rule_id, seed.rule_version) = (rule.id, rule.version);
+    seed
+}
+
+/// A call that must succeed, decoded.
+async fn call_as<Q: Message, A: Message + Default>(
+    channel: &Channel,
+    key: &str,
+    path: &'static str,
+    request: Q,
+) -> A {
+    let answer = call(channel, path, request.encode_to_vec(), Some(key))
+        .await
+        .unwrap_or_else(|status| panic!("{path}: {status:?}"));
+    A::decode(answer.as_slice()).expect("an answer of its type")
+}
+
+/// Calls the RPC at `path` with an encoded request (and a client's key); the encoded answer.
+pub async fn call(
+    channel: &Channel,
+    path: &'static str,
+    request: Vec<u8>,
+    key: Option<&str>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unavailable(err.to_string()))?;
+    let mut request = tonic::Request::new(request);
+    if let Some(key) = key {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("ascii"),
+        );
+    }
+    grpc.unary(request, http::uri::PathAndQuery::from_static(path), Raw)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Messages as the bytes they are encoded to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut bytes = vec![0; src.remaining()];
+        src.copy_to_slice(&mut bytes);
+        Ok(Some(bytes))
+    }
+}
