@@ -11,6 +11,7 @@ mod m20261202_000004_points_batch_check;
 mod m20261203_000005_api_clients;
 mod m20261203_000006_entry_actor;
 mod m20261206_000007_change_actors;
+mod m20261206_000008_request_ids_per_client;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_api_clients::Migration),
             Box::new(m20261203_000006_entry_actor::Migration),
             Box::new(m20261206_000007_change_actors::Migration),
+            Box::new(m20261206_000008_request_ids_per_client::Migration),
         ]
     }
 }

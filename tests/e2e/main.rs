@@ -16,6 +16,7 @@ mod overload;
 mod permissions;
 mod points;
 mod replays;
+mod request_ids;
 mod rpcs;
 mod schema;
 mod server;

@@ -514,6 +514,7 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
         let key = IdempotencyKey {
             tenant_id: tenant.clone(),
             request_id: RequestId::parse("r", request).expect("request id"),
+            client: String::new(),
             operation: "DeductPoints",
             fingerprint: vec![1],
         };
@@ -704,9 +705,9 @@ async fn read_batch_records(
     pool: &marketing_storage::PgPool,
     tenant: &TenantId,
     request: &str,
-) -> Vec<(String, String)> {
+) -> Vec<marketing_storage::idempotency::RecordKey> {
     let keys = marketing_storage::points::batch::BatchKeys {
-        requests: vec![(tenant, request)],
+        requests: vec![(tenant, "", request)],
         ..Default::default()
     };
     marketing_storage::points::batch::read_batch(pool, &keys)

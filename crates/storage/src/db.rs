@@ -424,6 +424,7 @@ mod tests {
         record::ActiveModel {
             tenant_id: Set("acme".into()),
             request_id: Set(request.into()),
+            client: Set(String::new()),
             operation: Set("deduct".into()),
             fingerprint: Set(vec![1, 2]),
             status_code: Set(0),
@@ -437,16 +438,16 @@ mod tests {
         let statement = values_insert(DbBackend::Postgres, &[row("a"), row("b")]).expect("built");
         assert_eq!(
             statement.sql,
-            "INSERT INTO \"idempotency_records\" (\"tenant_id\", \"request_id\", \"operation\", \
-             \"fingerprint\", \"status_code\", \"response\", \"created_at\") VALUES \
-             ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO \"idempotency_records\" (\"tenant_id\", \"request_id\", \"client\", \
+             \"operation\", \"fingerprint\", \"status_code\", \"response\", \"created_at\") \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)"
         );
         let values = statement.values.expect("values").0;
-        assert_eq!(values.len(), 14);
-        assert_eq!(values[8], sea_orm::Value::from("b"));
+        assert_eq!(values.len(), 16);
+        assert_eq!(values[9], sea_orm::Value::from("b"));
         let sqlite = values_insert(DbBackend::Sqlite, &[row("a")]).expect("built");
         assert!(
-            sqlite.sql.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            sqlite.sql.ends_with("VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             "{}",
             sqlite.sql
         );

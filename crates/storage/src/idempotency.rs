@@ -1,9 +1,15 @@
-//! Idempotency records (AIP-155): the first outcome of every mutation, by (tenant, request id).
+//! Idempotency records (AIP-155): the first outcome of every mutation, by (tenant, request id,
+//! client). A request id belongs to the API client that first used it: the same id from another
+//! client of the tenant is another request (so no client can block or read another's). Calls
+//! without auth share one anonymous space; records written before request ids were per client
+//! ([`ANY_CLIENT`]) match every client until they are deleted.
 //!
 //! A mutation claims its request id as the first write of its transaction. A concurrent
 //! duplicate blocks on that row until the first commits, then sees the record and replays it;
 //! if the first rolls back, the duplicate proceeds as the first. So the record and the change it
 //! describes commit together, or not at all.
+
+use std::collections::HashMap;
 
 use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
 use sea_orm::{
@@ -16,14 +22,32 @@ use crate::{db::db_error, entity::idempotency_record as record};
 /// Marks a record whose transaction has not committed; never visible to other transactions.
 const PENDING: i32 = -1;
 
+/// The client of records written before request ids were per client: any client.
+pub const ANY_CLIENT: &str = "*";
+
 /// Who asks, for which operation, with which parameters.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
     pub tenant_id: TenantId,
     pub request_id: RequestId,
+    /// Whose request id it is: the API client's name, empty without auth.
+    pub client: String,
     pub operation: &'static str,
     /// A digest of the request's parameters (without the request id).
     pub fingerprint: Vec<u8>,
+}
+
+/// Where a request's record is found: (tenant, client, request id).
+pub type RecordKey = (String, String, String);
+
+impl IdempotencyKey {
+    pub fn record_key(&self) -> RecordKey {
+        (
+            self.tenant_id.to_string(),
+            self.client.clone(),
+            self.request_id.to_string(),
+        )
+    }
 }
 
 /// The first outcome of a request.
@@ -50,6 +74,7 @@ pub async fn claim(
     let row = record::ActiveModel {
         tenant_id: Set(key.tenant_id.as_str().to_owned()),
         request_id: Set(key.request_id.as_str().to_owned()),
+        client: Set(key.client.clone()),
         operation: Set(key.operation.to_owned()),
         fingerprint: Set(key.fingerprint.clone()),
         status_code: Set(PENDING),
@@ -59,21 +84,31 @@ pub async fn claim(
     let inserted = crate::db::insert_if_absent(
         txn,
         row,
-        [record::Column::TenantId, record::Column::RequestId],
+        [
+            record::Column::TenantId,
+            record::Column::RequestId,
+            record::Column::Client,
+        ],
     )
     .await?;
-    if inserted {
-        return Ok(Claim::Fresh);
-    }
+    // Fresh in this client's space; still answered by a record that matches any client.
+    let client = if inserted { ANY_CLIENT } else { &key.client };
     let existing = record::Entity::find()
         .filter(record::Column::TenantId.eq(key.tenant_id.as_str()))
         .filter(record::Column::RequestId.eq(key.request_id.as_str()))
+        .filter(record::Column::Client.eq(client))
         .one(txn)
         .await
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            MarketingError::internal("idempotency record vanished after a conflicting insert")
-        })?;
+        .map_err(db_error)?;
+    let existing = match existing {
+        Some(existing) => existing,
+        None if inserted => return Ok(Claim::Fresh),
+        None => {
+            return Err(MarketingError::internal(
+                "idempotency record vanished after a conflicting insert",
+            ));
+        }
+    };
     if existing.operation != key.operation || existing.fingerprint != key.fingerprint {
         return Err(MarketingError::RequestIdReused);
     }
@@ -99,6 +134,7 @@ pub async fn complete(
         .col_expr(record::Column::Response, outcome.response.into())
         .filter(record::Column::TenantId.eq(key.tenant_id.as_str()))
         .filter(record::Column::RequestId.eq(key.request_id.as_str()))
+        .filter(record::Column::Client.eq(key.client.as_str()))
         .filter(record::Column::StatusCode.eq(PENDING))
         .exec(txn)
         .await
@@ -132,33 +168,47 @@ impl Record {
     }
 }
 
-/// The committed records of `request_ids` in `tenant`, by request id.
-pub async fn find_many(
+/// The committed records of `requests` (tenant, client, request id), by their [`RecordKey`]:
+/// the client's own record, else one that matches any client.
+pub async fn find_many<'k>(
     conn: &impl ConnectionTrait,
-    tenant: &TenantId,
-    request_ids: &[&str],
-) -> Result<std::collections::HashMap<String, Record>, MarketingError> {
-    let mut found = std::collections::HashMap::new();
-    for chunk in request_ids.chunks(1000) {
-        let rows = record::Entity::find()
-            .filter(record::Column::TenantId.eq(tenant.as_str()))
-            .filter(record::Column::RequestId.is_in(chunk.iter().copied()))
-            .filter(record::Column::StatusCode.ne(PENDING))
-            .all(conn)
-            .await
-            .map_err(db_error)?;
-        for row in rows {
-            found.insert(
-                row.request_id,
-                Record {
+    requests: impl IntoIterator<Item = (&'k TenantId, &'k str, &'k str)>,
+) -> Result<HashMap<RecordKey, Record>, MarketingError> {
+    let mut by_client: HashMap<(&TenantId, &str), Vec<&str>> = HashMap::new();
+    for (tenant, client, request_id) in requests {
+        by_client
+            .entry((tenant, client))
+            .or_default()
+            .push(request_id);
+    }
+    let mut found = HashMap::new();
+    for ((tenant, client), request_ids) in by_client {
+        for chunk in request_ids.chunks(1000) {
+            let rows = record::Entity::find()
+                .filter(record::Column::TenantId.eq(tenant.as_str()))
+                .filter(record::Column::RequestId.is_in(chunk.iter().copied()))
+                .filter(record::Column::Client.is_in([client, ANY_CLIENT]))
+                .filter(record::Column::StatusCode.ne(PENDING))
+                .all(conn)
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                let own = row.client == client;
+                let key = (row.tenant_id, client.to_owned(), row.request_id);
+                let record = Record {
                     operation: row.operation,
                     fingerprint: row.fingerprint,
                     outcome: Outcome {
                         status_code: row.status_code,
                         response: row.response,
                     },
-                },
-            );
+                };
+                if own {
+                    found.insert(key, record);
+                } else {
+                    found.entry(key).or_insert(record);
+                }
+            }
         }
     }
     Ok(found)
@@ -189,6 +239,7 @@ pub(crate) fn record_row(key: &IdempotencyKey, outcome: Outcome, now: UnixMicros
     record::Model {
         tenant_id: key.tenant_id.as_str().to_owned(),
         request_id: key.request_id.as_str().to_owned(),
+        client: key.client.clone(),
         operation: key.operation.to_owned(),
         fingerprint: key.fingerprint.clone(),
         status_code: outcome.status_code,

@@ -193,7 +193,7 @@ async fn drain<K: Eq + Hash, C: Batched, R, S, F>(
 /// is answered REQUEST_ID_REUSED.
 fn group<C: Batched, R>(batch: Vec<Pending<C, R>>) -> Vec<Group<C, R>> {
     let mut groups: Vec<Group<C, R>> = Vec::new();
-    let mut by_request: HashMap<(String, String), usize> = HashMap::new();
+    let mut by_request: HashMap<marketing_storage::idempotency::RecordKey, usize> = HashMap::new();
     for Pending { cmd, reply } in batch {
         if reply.is_closed() {
             continue;
@@ -205,7 +205,7 @@ fn group<C: Batched, R>(batch: Vec<Pending<C, R>>) -> Vec<Group<C, R>> {
             });
             continue;
         };
-        let id = (key.tenant_id.to_string(), key.request_id.to_string());
+        let id = key.record_key();
         match by_request.get(&id) {
             Some(&first)
                 if groups[first].cmd.key().map(|k| &k.fingerprint) == Some(&key.fingerprint) =>
@@ -318,6 +318,7 @@ mod tests {
             key: request.map(|id| IdempotencyKey {
                 tenant_id: TenantId::parse("t", "acme").expect("tenant"),
                 request_id: RequestId::parse("r", id).expect("request"),
+                client: String::new(),
                 operation: "Test",
                 fingerprint: vec![u8::try_from(value % 256).expect("byte")],
             }),

@@ -169,8 +169,14 @@ impl AppState {
         fence: Option<i64>,
     ) -> Result<Vec<ClaimResult>, MarketingError> {
         let txn = self.db.begin_write().await?;
-        let request_ids: Vec<&str> = claims.iter().map(|c| c.key.request_id.as_str()).collect();
-        let mut records = idempotency::find_many(&txn, tenant, &request_ids).await?;
+        let requests = claims.iter().map(|c| {
+            (
+                &c.key.tenant_id,
+                c.key.client.as_str(),
+                c.key.request_id.as_str(),
+            )
+        });
+        let mut records = idempotency::find_many(&txn, requests).await?;
         let mut outcomes: Vec<Option<ClaimResult>> = Vec::with_capacity(claims.len());
         let mut fresh = Vec::new();
         for (index, claim) in claims.iter().enumerate() {
@@ -180,7 +186,7 @@ impl AppState {
                 outcomes.push(Some(Err(MarketingError::TemplateNotFound)));
                 continue;
             }
-            match records.remove(claim.key.request_id.as_str()) {
+            match records.remove(&claim.key.record_key()) {
                 Some(record) => outcomes.push(Some(replayed(record.replay_for(&claim.key)))),
                 None => {
                     outcomes.push(None);

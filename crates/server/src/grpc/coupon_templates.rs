@@ -62,7 +62,7 @@ impl TryFrom<Edge<'_, pb::CreateCouponTemplateRequest>> for CreateTemplate {
     fn try_from(edge: Edge<'_, pb::CreateCouponTemplateRequest>) -> Result<Self, Status> {
         let request = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(&mut violations, request);
+        let key = mutation_key(&mut violations, &edge);
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
             return finish(violations, || None);
@@ -114,7 +114,7 @@ impl TryFrom<Edge<'_, pb::UpdateCouponTemplateRequest>> for UpdateTemplate {
     fn try_from(edge: Edge<'_, pb::UpdateCouponTemplateRequest>) -> Result<Self, Status> {
         let request = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(&mut violations, request);
+        let key = mutation_key(&mut violations, &edge);
         let Some(template) = &request.coupon_template else {
             violations.push("coupon_template", "is required");
             return finish(violations, || None);
@@ -182,7 +182,7 @@ fn change<M: Mutation>(
     change: Result<TemplateChange, FieldViolation>,
 ) -> Result<ChangeTemplate, Status> {
     let mut violations = Violations::new();
-    let key = mutation_key(&mut violations, edge.request);
+    let key = mutation_key(&mut violations, edge);
     let id = violations.check(TemplateId::parse("template_id", template_id));
     let expected_version = optional_version(&mut violations, version);
     let change = violations.check(change);

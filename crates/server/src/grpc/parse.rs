@@ -129,11 +129,13 @@ macro_rules! mutations {
 }
 pub(crate) use mutations;
 
-/// The idempotency key of a mutation (its tenant, request id, operation and fingerprint).
+/// The idempotency key of a mutation (its tenant, request id, the client whose request id it
+/// is, operation and fingerprint).
 pub fn mutation_key<M: Mutation>(
     violations: &mut Violations,
-    request: &M,
+    edge: &Edge<'_, M>,
 ) -> Option<IdempotencyKey> {
+    let request = edge.request;
     let tenant = violations.check(TenantId::parse("tenant_id", request.tenant_id()));
     let request_id = violations.check(RequestId::parse("request_id", request.request_id()));
     let mut without_id = request.clone();
@@ -141,6 +143,7 @@ pub fn mutation_key<M: Mutation>(
     Some(idempotency_key(
         &tenant?,
         request_id?,
+        edge.caller.map_or("", |caller| caller.name.as_str()),
         M::OPERATION,
         &without_id,
     ))

@@ -133,7 +133,7 @@ fn account_change<M: Mutation>(
     build: impl FnOnce() -> Option<PointsOp>,
 ) -> Result<PointsCommand, Status> {
     meta.actor = edge.actor();
-    let key = mutation_key(&mut violations, edge.request);
+    let key = mutation_key(&mut violations, edge);
     let member = violations.check(MemberId::parse("member_id", member_id));
     finish(violations, || {
         let key = key?;
@@ -486,7 +486,7 @@ impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
     fn try_from(edge: Edge<'_, pb::CreatePointsRuleRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(&mut violations, r);
+        let key = mutation_key(&mut violations, &edge);
         let Some(rule) = &r.points_rule else {
             violations.push("points_rule", "is required");
             return finish(violations, || None);
@@ -526,7 +526,7 @@ impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
     fn try_from(edge: Edge<'_, pb::UpdatePointsRuleRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(&mut violations, r);
+        let key = mutation_key(&mut violations, &edge);
         let Some(rule) = &r.points_rule else {
             violations.push("points_rule", "is required");
             return finish(violations, || None);

@@ -121,7 +121,7 @@ fn transition<M: Mutation>(
     mut violations: Violations,
     build: impl FnOnce() -> Option<CouponChange>,
 ) -> Result<TransitionCoupon, Status> {
-    let key = mutation_key(&mut violations, edge.request);
+    let key = mutation_key(&mut violations, edge);
     let coupon_id = violations.check(CouponId::parse("coupon_id", coupon_id));
     let member_id = match holder {
         Holder::Required(member) => violations
@@ -165,7 +165,7 @@ impl TryFrom<Edge<'_, pb::ClaimCouponRequest>> for ClaimCoupon {
     fn try_from(edge: Edge<'_, pb::ClaimCouponRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
-        let key = mutation_key(&mut violations, r);
+        let key = mutation_key(&mut violations, &edge);
         let member = violations.check(MemberId::parse("member_id", &r.member_id));
         let template = violations.check(TemplateId::parse("template_id", &r.template_id));
         finish(violations, || {
@@ -195,7 +195,7 @@ impl TryFrom<Edge<'_, pb::DistributeCouponsRequest>> for DistributeCoupons {
         ) else {
             return finish(violations, || None);
         };
-        let key = mutation_key(&mut violations, r);
+        let key = mutation_key(&mut violations, &edge);
         let template = violations.check(TemplateId::parse("template_id", &r.template_id));
         let mut members = Vec::with_capacity(named.len());
         if named.is_empty() {

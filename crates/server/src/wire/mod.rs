@@ -195,11 +195,13 @@ pub fn rule_from_record(tenant: &TenantId, bytes: &[u8]) -> Option<PointsRule> {
     })
 }
 
-/// The idempotency key of a mutation: its operation, and a digest of the request without its
-/// request id (set `request_id` empty in `request_without_id`).
+/// The idempotency key of a mutation: the client whose request id it is (empty without auth),
+/// its operation, and a digest of the request without its request id (set `request_id` empty
+/// in `request_without_id`).
 pub fn idempotency_key<M: Message>(
     tenant_id: &TenantId,
     request_id: RequestId,
+    client: &str,
     operation: &'static str,
     request_without_id: &M,
 ) -> IdempotencyKey {
@@ -207,6 +209,7 @@ pub fn idempotency_key<M: Message>(
     IdempotencyKey {
         tenant_id: tenant_id.clone(),
         request_id,
+        client: client.to_owned(),
         operation,
         fingerprint,
     }

@@ -7,6 +7,10 @@ pub struct Model {
     pub tenant_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub request_id: String,
+    /// The request id's owner: the API client's name, empty without auth, `*` (any client)
+    /// for records written before request ids were per client.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub client: String,
     pub operation: String,
     /// SHA-256 of the request without its request id.
     pub fingerprint: Vec<u8>,

@@ -37,7 +37,7 @@ use crate::{
         points_daily_earning as daily, points_hold as hold, points_lot as lot,
         points_transaction as tx,
     },
-    idempotency::{self, IdempotencyKey, Outcome, Record},
+    idempotency::{self, IdempotencyKey, Outcome, Record, RecordKey},
     points::{self, BizRef},
 };
 
@@ -52,16 +52,18 @@ fn sqlx_error(err: sqlx::Error) -> MarketingError {
 /// references are taken.
 pub struct BatchReads {
     /// By (tenant, request id).
-    pub records: HashMap<(String, String), Record>,
+    /// By the requests' [`RecordKey`]s: a client's own record, else one that matches any
+    /// client.
+    pub records: HashMap<RecordKey, Record>,
     pub ledgers: Vec<(Account, Vec<Lot>)>,
     pub taken: HashSet<BizRef>,
 }
 
-/// What a batch reads by: its requests (tenant, request id), its members, and the business
-/// references its earns and deductions would take.
+/// What a batch reads by: its requests (tenant, client, request id), its members, and the
+/// business references its earns and deductions would take.
 #[derive(Default)]
 pub struct BatchKeys<'a> {
-    pub requests: Vec<(&'a TenantId, &'a str)>,
+    pub requests: Vec<(&'a TenantId, &'a str, &'a str)>,
     pub members: Vec<(&'a TenantId, &'a MemberId)>,
     pub biz: Vec<&'a BizRef>,
 }
@@ -85,22 +87,33 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
         members,
         biz,
     } = keys;
-    let wanted_records: HashSet<(&str, &str)> =
-        requests.iter().map(|(t, r)| (t.as_str(), *r)).collect();
+    // The clients that asked for each (tenant, request id).
+    let mut wanted_records: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for (tenant, client, request_id) in requests {
+        wanted_records
+            .entry((tenant.as_str(), *request_id))
+            .or_default()
+            .push(*client);
+    }
+    let mut clients = distinct(requests.iter().map(|(_, c, _)| *c));
+    if !clients.is_empty() {
+        clients.push(idempotency::ANY_CLIENT);
+    }
     let wanted_members: HashSet<(&str, &str)> = members
         .iter()
         .map(|(t, m)| (t.as_str(), m.as_str()))
         .collect();
     let wanted_biz: HashSet<&BizRef> = biz.iter().copied().collect();
     let rows = sqlx::query(READ)
-        .bind(distinct(requests.iter().map(|(t, _)| t.as_str())))
-        .bind(distinct(requests.iter().map(|(_, r)| *r)))
+        .bind(distinct(requests.iter().map(|(t, _, _)| t.as_str())))
+        .bind(distinct(requests.iter().map(|(_, _, r)| *r)))
         .bind(distinct(members.iter().map(|(t, _)| t.as_str())))
         .bind(distinct(members.iter().map(|(_, m)| m.as_str())))
         .bind(biz.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
         .bind(biz.iter().map(|r| r.tx_type).collect::<Vec<_>>())
         .bind(biz.iter().map(|r| r.biz_type.as_str()).collect::<Vec<_>>())
         .bind(biz.iter().map(|r| r.biz_id.as_str()).collect::<Vec<_>>())
+        .bind(clients)
         .fetch_all(pool)
         .await
         .map_err(sqlx_error)?;
@@ -115,7 +128,9 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
         let tenant: String = row.try_get("tenant_id").map_err(sqlx_error)?;
         let key: String = row.try_get("key").map_err(sqlx_error)?;
         if kind == 0 {
-            if wanted_records.contains(&(tenant.as_str(), key.as_str())) {
+            // A tenant or client paired with another's request id is dropped here.
+            if let Some(clients) = wanted_records.get(&(tenant.as_str(), key.as_str())) {
+                let client: String = row.try_get("client").map_err(sqlx_error)?;
                 let record = Record {
                     operation: row.try_get("operation").map_err(sqlx_error)?,
                     fingerprint: row.try_get("fingerprint").map_err(sqlx_error)?,
@@ -124,7 +139,16 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
                         response: row.try_get("response").map_err(sqlx_error)?,
                     },
                 };
-                reads.records.insert((tenant, key), record);
+                if client == idempotency::ANY_CLIENT {
+                    for asking in clients {
+                        reads
+                            .records
+                            .entry((tenant.clone(), (*asking).to_owned(), key.clone()))
+                            .or_insert_with(|| record.clone());
+                    }
+                } else if clients.contains(&client.as_str()) {
+                    reads.records.insert((tenant, client, key), record);
+                }
             }
             continue;
         }
@@ -339,6 +363,7 @@ columns!(RecordColumns: record::Model {
     status_code: i32,
     response: Vec<u8>,
     created_at: i64,
+    client: String,
 });
 
 /// Everything a batch writes, column by column, for [`BatchWrite::execute`].

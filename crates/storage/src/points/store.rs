@@ -159,16 +159,7 @@ impl LedgerStore for TxnBatch {
     }
 
     async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
-        let mut by_tenant: HashMap<&TenantId, Vec<&str>> = HashMap::new();
-        for (tenant, request_id) in &keys.requests {
-            by_tenant.entry(*tenant).or_default().push(request_id);
-        }
-        let mut records = HashMap::new();
-        for (tenant, ids) in by_tenant {
-            for (request_id, record) in idempotency::find_many(&self.txn, tenant, &ids).await? {
-                records.insert((tenant.to_string(), request_id), record);
-            }
-        }
+        let records = idempotency::find_many(&self.txn, keys.requests.iter().copied()).await?;
         let taken = if keys.biz.is_empty() {
             HashSet::new()
         } else {

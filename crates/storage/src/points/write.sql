@@ -55,9 +55,9 @@ WITH v_acc AS (
     DO UPDATE SET earned = points_daily_earnings.earned + excluded.earned
 ), rec AS (
   INSERT INTO idempotency_records (tenant_id, request_id, operation, fingerprint, status_code,
-    response, created_at)
+    response, created_at, client)
   SELECT * FROM unnest($65::text[], $66::text[], $67::text[], $68::bytea[], $69::int4[],
-    $70::bytea[], $71::int8[])
+    $70::bytea[], $71::int8[], $72::text[])
 )
 SELECT points_batch_written((SELECT count(*) FROM acc), cardinality($1::uuid[]),
   (SELECT count(*) FROM lot_upd), cardinality($11::uuid[]));

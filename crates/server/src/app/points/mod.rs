@@ -266,7 +266,7 @@ impl AppState {
             requests: cmds
                 .iter()
                 .filter_map(|cmd| cmd.key.as_ref())
-                .map(|key| (&key.tenant_id, key.request_id.as_str()))
+                .map(|key| (&key.tenant_id, key.client.as_str(), key.request_id.as_str()))
                 .collect(),
             members: cmds
                 .iter()
@@ -708,15 +708,14 @@ struct Sorted {
 
 fn sort_commands(
     cmds: &[&PointsCommand],
-    mut records: HashMap<(String, String), idempotency::Record>,
+    mut records: HashMap<idempotency::RecordKey, idempotency::Record>,
 ) -> Sorted {
     let mut results: Vec<Option<PointsResult>> = cmds.iter().map(|_| None).collect();
     let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     let mut replayed = vec![false; cmds.len()];
     for (index, cmd) in cmds.iter().enumerate() {
         if let Some(key) = &cmd.key
-            && let Some(record) =
-                records.remove(&(key.tenant_id.to_string(), key.request_id.to_string()))
+            && let Some(record) = records.remove(&key.record_key())
         {
             results[index] = Some(
                 record
