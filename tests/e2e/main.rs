@@ -14,6 +14,7 @@ mod isolation;
 mod limits;
 mod overload;
 mod permissions;
+mod plans;
 mod points;
 mod replays;
 mod request_ids;

@@ -10,8 +10,8 @@ use marketing_domain::{
     user_coupon::{CouponStatus, UserCoupon},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, sea_query::Expr,
 };
 
 use crate::{
@@ -238,10 +238,6 @@ pub async fn release_lapsed_locks(
     now: UnixMicros,
     limit: u64,
 ) -> Result<Swept, MarketingError> {
-    let due = Condition::all()
-        .add(Expr::col(uc::Column::Status).eq(constant(CouponStatus::Locked.code())))
-        // The time as a constant too: planned for this instant, the partial index is chosen.
-        .add(Expr::col(uc::Column::LockExpiresAt).lte(constant(now.0)));
     let update = uc::Entity::update_many()
         .col_expr(
             uc::Column::Status,
@@ -249,7 +245,72 @@ pub async fn release_lapsed_locks(
         )
         .col_expr(uc::Column::OrderId, Expr::value(Option::<String>::None))
         .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None));
-    sweep(conn, due, update, now, limit).await
+    sweep(conn, lapsed_locks(now), update, now, limit).await
+}
+
+/// Locked coupons whose lock lapsed before `now`, soonest first: a walk of the partial index
+/// `idx_user_coupons_lock_expiring` that stops at the first one not due.
+fn lapsed_locks(now: UnixMicros) -> Due {
+    Due {
+        condition: Condition::all()
+            .add(Expr::col(uc::Column::Status).eq(constant(CouponStatus::Locked.code())))
+            // The time as a constant too: planned for this instant, the partial index is chosen.
+            .add(Expr::col(uc::Column::LockExpiresAt).lte(constant(now.0))),
+        order: uc::Column::LockExpiresAt,
+    }
+}
+
+/// Unused (AVAILABLE or LOCKED) coupons past their validity, soonest first: a walk of the
+/// partial index `idx_user_coupons_expiring`. Without the order, a planner that expects many
+/// coupons to be due scans the whole table for the few that are.
+fn lapsed_validity(now: UnixMicros) -> Due {
+    Due {
+        condition: Condition::all()
+            .add(Expr::col(uc::Column::Status).is_in([
+                constant(CouponStatus::Available.code()),
+                constant(CouponStatus::Locked.code()),
+            ]))
+            .add(Expr::col(uc::Column::ValidUntilAt).lte(constant(now.0))),
+        order: uc::Column::ValidUntilAt,
+    }
+}
+
+/// What a sweep changes, and the indexed column it walks in order.
+struct Due {
+    condition: Condition,
+    order: uc::Column,
+}
+
+impl Due {
+    fn select(&self, limit: u64) -> Select<uc::Entity> {
+        uc::Entity::find()
+            .select_only()
+            .column(uc::Column::Id)
+            .column(uc::Column::TenantId)
+            .column(uc::Column::MemberId)
+            .filter(self.condition.clone())
+            .order_by_asc(self.order)
+            .limit(limit)
+    }
+}
+
+/// The reads of the coupon sweepers at `now`, by name, as `backend` runs them: for tests of
+/// their plans.
+pub fn sweeper_reads(
+    backend: DbBackend,
+    now: UnixMicros,
+    limit: u64,
+) -> Vec<(&'static str, Statement)> {
+    vec![
+        (
+            "coupon locks lapsed",
+            lapsed_locks(now).select(limit).build(backend),
+        ),
+        (
+            "coupons expired",
+            lapsed_validity(now).select(limit).build(backend),
+        ),
+    ]
 }
 
 /// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED, and
@@ -259,19 +320,13 @@ pub async fn expire_lapsed(
     now: UnixMicros,
     limit: u64,
 ) -> Result<Swept, MarketingError> {
-    let due = Condition::all()
-        .add(Expr::col(uc::Column::Status).is_in([
-            constant(CouponStatus::Available.code()),
-            constant(CouponStatus::Locked.code()),
-        ]))
-        .add(Expr::col(uc::Column::ValidUntilAt).lte(constant(now.0)));
     let update = uc::Entity::update_many()
         .col_expr(
             uc::Column::Status,
             Expr::value(CouponStatus::Expired.code()),
         )
         .col_expr(uc::Column::LockExpiresAt, Expr::value(Option::<i64>::None));
-    sweep(conn, due, update, now, limit).await
+    sweep(conn, lapsed_validity(now), update, now, limit).await
 }
 
 /// What one sweep changed.
@@ -289,18 +344,13 @@ pub struct Swept {
 /// replica's sweeper, are left alone: concurrent sweeps never double-apply.
 async fn sweep(
     conn: &impl ConnectionTrait,
-    due: Condition,
+    due: Due,
     update: sea_orm::UpdateMany<uc::Entity>,
     now: UnixMicros,
     limit: u64,
 ) -> Result<Swept, MarketingError> {
-    let due_rows = uc::Entity::find()
-        .select_only()
-        .column(uc::Column::Id)
-        .column(uc::Column::TenantId)
-        .column(uc::Column::MemberId)
-        .filter(due.clone())
-        .limit(limit)
+    let due_rows = due
+        .select(limit)
         .into_tuple::<(uuid::Uuid, String, String)>()
         .all(conn)
         .await
@@ -322,7 +372,7 @@ async fn sweep(
         // The server's own change: no client made it.
         .col_expr(uc::Column::Actor, Expr::value(Option::<String>::None))
         .filter(uc::Column::Id.is_in(ids))
-        .filter(due)
+        .filter(due.condition)
         .exec(conn)
         .await
         .map_err(db_error)?;

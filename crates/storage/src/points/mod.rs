@@ -13,8 +13,8 @@ use marketing_domain::{
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, Value,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, Value,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -514,9 +514,44 @@ pub async fn list_entries(
     after: Option<Uuid>,
     limit: u64,
 ) -> Result<Vec<Entry>, MarketingError> {
-    let mut query = tx::Entity::find()
-        .filter(tx::Column::TenantId.eq(tenant.as_str()))
-        .filter(tx::Column::MemberId.eq(member.as_str()));
+    let Some(account) = find_account(conn, tenant, member).await? else {
+        return Ok(Vec::new());
+    };
+    let after = match after {
+        None => None,
+        Some(after) => {
+            // The cursor's entry, of this account only.
+            let Some(last) = tx::Entity::find_by_id(after)
+                .filter(tx::Column::AccountId.eq(account.id))
+                .one(conn)
+                .await
+                .map_err(db_error)?
+            else {
+                return Ok(Vec::new());
+            };
+            Some((last.account_version, last.position))
+        }
+    };
+    entries_page(account.id, types, range, after, limit)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(entry_to_domain)
+        .collect()
+}
+
+/// A page of an account's ledger, newest first, after the entry at (`account_version`,
+/// `position`): a walk of the ledger's sequence index (`uq_points_transactions_sequence`) from
+/// the cursor, whatever the ledger's length.
+fn entries_page(
+    account: Uuid,
+    types: &[TxType],
+    range: (Option<UnixMicros>, Option<UnixMicros>),
+    after: Option<(i64, i32)>,
+    limit: u64,
+) -> Select<tx::Entity> {
+    let mut query = tx::Entity::find().filter(tx::Column::AccountId.eq(account));
     if !types.is_empty() {
         query = query.filter(tx::Column::TxType.is_in(types.iter().map(|t| t.code())));
     }
@@ -526,22 +561,14 @@ pub async fn list_entries(
     if let Some(end) = range.1 {
         query = query.filter(tx::Column::CreatedAt.lt(end.0));
     }
-    if let Some(after) = after {
-        let Some(last) = tx::Entity::find_by_id(after)
-            .filter(tx::Column::TenantId.eq(tenant.as_str()))
-            .one(conn)
-            .await
-            .map_err(db_error)?
-        else {
-            return Ok(Vec::new());
-        };
+    if let Some((version, position)) = after {
         query = query.filter(
             Condition::any()
-                .add(tx::Column::AccountVersion.lt(last.account_version))
+                .add(tx::Column::AccountVersion.lt(version))
                 .add(
                     Condition::all()
-                        .add(tx::Column::AccountVersion.eq(last.account_version))
-                        .add(tx::Column::Position.lt(last.position)),
+                        .add(tx::Column::AccountVersion.eq(version))
+                        .add(tx::Column::Position.lt(position)),
                 ),
         );
     }
@@ -549,12 +576,6 @@ pub async fn list_entries(
         .order_by_desc(tx::Column::AccountVersion)
         .order_by_desc(tx::Column::Position)
         .limit(limit)
-        .all(conn)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .map(entry_to_domain)
-        .collect()
 }
 
 /// Every entry of an account, oldest first (for audits and tests).
@@ -613,26 +634,36 @@ pub async fn top_earners(
         .map_err(db_error)
 }
 
-/// Accounts with lots whose time has passed but still hold free points: (tenant, member).
+/// Accounts with lots whose time has passed but still hold free points: (tenant, member),
+/// each once, of the first `limit` such lots.
 pub async fn accounts_with_due_lots(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
 ) -> Result<Vec<(String, String)>, MarketingError> {
-    let accounts: Vec<Uuid> = lot::Entity::find()
+    let mut accounts: Vec<Uuid> = due_lots(now, limit)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let mut seen = HashSet::new();
+    accounts.retain(|account| seen.insert(*account));
+    members_of(conn, accounts).await
+}
+
+/// The accounts of the first `limit` lots due at `now`, soonest first: a walk of the partial
+/// index `idx_points_lots_expiring` that stops at the first lot not due. (A `DISTINCT` would
+/// read every due lot of the whole index before the limit; duplicates are dropped after.)
+fn due_lots(now: UnixMicros, limit: u64) -> Select<lot::Entity> {
+    lot::Entity::find()
         .select_only()
         .column(lot::Column::AccountId)
         .filter(live_lot())
         // The time as a constant: planned for this instant, the partial index is chosen.
         .filter(Expr::col(lot::Column::ExpiresAt).lte(constant(now.0)))
         .filter(Expr::col(lot::Column::Remaining).gt(Expr::col(lot::Column::Frozen)))
-        .distinct()
+        .order_by_asc(lot::Column::ExpiresAt)
         .limit(limit)
-        .into_tuple()
-        .all(conn)
-        .await
-        .map_err(db_error)?;
-    members_of(conn, accounts).await
 }
 
 /// HELD holds whose time has passed: (tenant, member, hold id).
@@ -641,6 +672,16 @@ pub async fn due_holds(
     now: UnixMicros,
     limit: u64,
 ) -> Result<Vec<(String, String, Uuid)>, MarketingError> {
+    due_holds_select(now, limit)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)
+}
+
+/// Due holds, soonest first: a walk of the partial index `idx_points_holds_expiring` (held
+/// holds only) that stops at the first one not due, never a scan of the holds' history.
+fn due_holds_select(now: UnixMicros, limit: u64) -> Select<hold::Entity> {
     hold::Entity::find()
         .select_only()
         .column(hold::Column::TenantId)
@@ -648,11 +689,29 @@ pub async fn due_holds(
         .column(hold::Column::Id)
         .filter(Expr::col(hold::Column::Status).eq(constant(HoldStatus::Held.code())))
         .filter(Expr::col(hold::Column::ExpiresAt).lte(constant(now.0)))
+        .order_by_asc(hold::Column::ExpiresAt)
         .limit(limit)
-        .into_tuple()
-        .all(conn)
-        .await
-        .map_err(db_error)
+}
+
+/// The reads of the points sweepers at `now` and a page of `account`'s ledger, by name, as
+/// `backend` runs them: for tests of their plans.
+pub fn sweeper_reads(
+    backend: DbBackend,
+    now: UnixMicros,
+    limit: u64,
+    account: Uuid,
+) -> Vec<(&'static str, Statement)> {
+    vec![
+        ("points lots due", due_lots(now, limit).build(backend)),
+        (
+            "points holds due",
+            due_holds_select(now, limit).build(backend),
+        ),
+        (
+            "ledger page",
+            entries_page(account, &[], (None, None), None, limit).build(backend),
+        ),
+    ]
 }
 
 async fn members_of(
