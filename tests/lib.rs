@@ -91,6 +91,8 @@ pub struct Options {
     /// Serves TLS with these certificates (and requires client certificates when
     /// `TestCerts::mtls`).
     pub tls: Option<Arc<TestCerts>>,
+    /// Sets `MARKETING_TLS_CLIENT_NAME` (the default: `dns`).
+    pub tls_client_name: Option<marketing_server::config::ClientNameField>,
 }
 
 pub struct TestApp {
@@ -164,6 +166,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             .as_ref()
             .filter(|tls| tls.mtls)
             .map(|tls| tls.path("ca.pem")),
+        tls_client_name: options.tls_client_name.unwrap_or_default(),
         ..defaults
     };
     start(backend, config, storage, Clock::system(), options.tls).await

@@ -115,10 +115,11 @@ async fn points_as(app: &TestApp, identity: PemPair) -> PointsAccountServiceClie
     PointsAccountServiceClient::new(channel)
 }
 
-/// Under mTLS a certificate's DNS name or common name is the client it calls as; a name of no
-/// client, or of a revoked one, is UNAUTHENTICATED; a key still wins; a connection without a
-/// certificate, or with one of another CA, is refused; revoking a certificate's client refuses
-/// it within seconds.
+/// Under mTLS a certificate's one DNS name (by default) is the client it calls as; a name of
+/// no client, or of a revoked one, is UNAUTHENTICATED, and so is a certificate with several
+/// names or none in that field (never resolved by trying the next name); a key still wins; a
+/// connection without a certificate, or with one of another CA, is refused; revoking a
+/// certificate's client refuses it within seconds.
 async fn a_client_certificate_names_its_client(app: &TestApp) {
     let certs = certs(app).clone();
     client(app, "till-9", Role::Checkout).await;
@@ -139,8 +140,8 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
         .expect("entry");
     assert_eq!(earned.actor, "till-9");
 
-    // The common name, when no DNS name is a client's; the role still decides.
-    let mut reports = points_as(app, certs.client(&["not-a-client"], Some("reports"))).await;
+    // The role still decides; the common name plays no part under `dns`.
+    let mut reports = points_as(app, certs.client(&["reports"], Some("ops"))).await;
     reports
         .get_points_account(get("m-cert"))
         .await
@@ -161,9 +162,31 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
         .expect("entry");
     assert_eq!(by_key.actor, "ops");
 
+    // Several names: refused, whichever of them are clients (on main, `[no-such-client, ops]`
+    // called as the admin, and `[latecomer, reports]` became an admin once a client
+    // `latecomer` was created).
+    let mut several = points_as(app, certs.client(&["no-such-client", "ops"], None)).await;
+    let refused_several = several
+        .get_points_account(get("m-cert"))
+        .await
+        .expect_err("two names");
+    assert_error(&refused_several, Code::Unauthenticated, "UNAUTHENTICATED");
+    let mut latecomer = points_as(app, certs.client(&["latecomer", "reports"], None)).await;
+    client(app, "latecomer", Role::Admin).await;
+    for _ in 0..3 {
+        let refused = latecomer
+            .earn_points(earn("m-cert"))
+            .await
+            .expect_err("two names, one of them an admin now");
+        assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
+
     for identity in [
         certs.client(&["gone"], None),
-        certs.client(&["nobody"], Some("nobody-either")),
+        certs.client(&["nobody"], Some("reports")),
+        // No DNS name: the common name is not tried under `dns`.
+        certs.client(&[], Some("till-9")),
     ] {
         let refused_name = points_as(app, identity)
             .await
@@ -229,6 +252,63 @@ mod over_mtls {
         };
         a_client_certificate_names_its_client,
         grpcurl_calls_over_mtls_with_a_client_certificate,
+    }
+}
+
+mod over_mtls_named_by_common_name {
+    use super::*;
+
+    marketing_tests::backend_suite! {
+        with marketing_tests::Options {
+            tls: Some(marketing_tests::TestCerts::new(true)),
+            auth: Some(marketing_server::config::AuthMode::Required),
+            tls_client_name: Some(marketing_server::config::ClientNameField::Cn),
+            ..marketing_tests::Options::default()
+        };
+        a_common_name_names_its_client,
+    }
+}
+
+/// `MARKETING_TLS_CLIENT_NAME=cn`: the subject's common name is the client; DNS names play no
+/// part.
+async fn a_common_name_names_its_client(app: &TestApp) {
+    let certs = certs(app).clone();
+    client(app, "till-9", Role::Checkout).await;
+    client(app, "ops", Role::Admin).await;
+    let mut till = points_as(app, certs.client(&["ops"], Some("till-9"))).await;
+    let earned = till
+        .earn_points(earn("m-cn"))
+        .await
+        .expect("the common name is a checkout client")
+        .into_inner()
+        .transaction
+        .expect("entry");
+    assert_eq!(earned.actor, "till-9");
+    let refused = till
+        .create_points_rule(pb::CreatePointsRuleRequest {
+            tenant_id: "acme".into(),
+            request_id: "rule-cn".into(),
+            points_rule: Some(pb::PointsRule {
+                event_type: "signup".into(),
+                points: 1,
+                enabled: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("the DNS name (an admin's) does not count");
+    assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
+    for identity in [
+        certs.client(&["till-9"], Some("nobody")),
+        // No common name of ours (none, or rcgen's default, which has spaces).
+        certs.client(&["till-9"], None),
+    ] {
+        let refused = points_as(app, identity)
+            .await
+            .earn_points(earn("m-cn"))
+            .await
+            .expect_err("the common name is no client's");
+        assert_error(&refused, Code::Unauthenticated, "UNAUTHENTICATED");
     }
 }
 

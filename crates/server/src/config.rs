@@ -35,6 +35,17 @@ fn invalid(name: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Which field of a client certificate names its API client (`MARKETING_TLS_CLIENT_NAME`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientNameField {
+    /// The DNS names of its subject alternative names.
+    #[default]
+    Dns,
+    /// Its subject's common names.
+    Cn,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -213,8 +224,12 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates: require client certificates signed by one (mTLS); a certificate
-    /// whose DNS name (or common name) is a client's name calls as that client.
+    /// whose one name in `tls_client_name` is a client's name calls as that client.
     pub tls_client_ca: Option<PathBuf>,
+    /// The certificate field that names the client: `dns` (SAN DNS names) or `cn` (subject
+    /// common names). A certificate with more than one name there, or a name of no client, is
+    /// refused.
+    pub tls_client_name: ClientNameField,
     /// How the transport defends itself against hostile or broken clients.
     #[serde(flatten)]
     pub transport: TransportConfig,
@@ -330,6 +345,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_client_name: ClientNameField::Dns,
             transport: TransportConfig::default(),
         }
     }

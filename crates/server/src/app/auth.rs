@@ -4,10 +4,12 @@
 //! seconds, and a known key costs no database work and no hashing: it is looked up whole.
 //!
 //! Under mTLS (`MARKETING_TLS_CLIENT_CA`) a call with no key is the client its certificate
-//! names: TLS has verified the certificate against the CA; its DNS names, then its subject's
-//! common names, are looked up as client names, and the first client found is the caller.
-//! What was found is kept by the certificate's bytes, so a known certificate is not parsed
-//! again while it is kept.
+//! names: TLS has verified the certificate against the CA; the one name in the configured
+//! field (`MARKETING_TLS_CLIENT_NAME`: SAN DNS names by default, or subject common names) is
+//! the client's name. A certificate with no name or several names there is refused, and so is
+//! a name of no client: a name is never resolved by trying the next one. What was found is
+//! kept by the certificate's bytes, so a known certificate is not parsed again while it is
+//! kept. A call with a key and a certificate is the key's client; its log lines name both.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +22,7 @@ use moka::sync::Cache;
 use tokio::sync::Semaphore;
 
 use super::clients::key_digest;
-use crate::config::AuthMode;
+use crate::config::{AuthMode, ClientNameField};
 
 /// How long a replica trusts what it read of a key: a revocation reaches it within this.
 pub const KNOWN_FOR: Duration = Duration::from_secs(2);
@@ -75,57 +77,72 @@ pub enum Checked {
 pub enum Credential {
     /// An API key (`authorization: Bearer`).
     Key(String),
-    /// A client certificate that TLS verified (DER), and the names it gives (DNS names,
-    /// then common names).
-    Certificate { der: Box<[u8]>, names: Vec<String> },
+    /// A client certificate that TLS verified (DER), and the client name it gives.
+    Certificate { der: Box<[u8]>, name: String },
 }
 
-/// Names of a certificate tried as client names, at most (a certificate with hundreds of
-/// names must not cost hundreds of lookups).
-const CERTIFICATE_NAMES: usize = 8;
+/// Why a certificate names no client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unnamed {
+    /// Not a certificate x509 can read.
+    Unreadable,
+    /// No name in the configured field.
+    NoName,
+    /// More than one name there: which client it is would depend on the client table.
+    SeveralNames(usize),
+    /// A name that cannot be a client's.
+    NotAClientName,
+}
 
-/// The names a DER certificate gives its subject: DNS names of its subject alternative
-/// names, then its subject's common names; only those that could be client names.
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
+/// The client name a DER certificate gives in `field`: its one DNS name (of its subject
+/// alternative names) or its one subject common name. A name repeated is one name.
+pub fn certificate_name(der: &[u8], field: ClientNameField) -> Result<String, Unnamed> {
     use x509_parser::{extensions::GeneralName, prelude::FromDer};
     let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
-        return Vec::new();
+        return Err(Unnamed::Unreadable);
     };
-    let dns = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
+    let mut names: Vec<String> = match field {
+        ClientNameField::Dns => match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
                 .general_names
                 .iter()
                 .filter_map(|name| match name {
                     GeneralName::DNSName(dns) => Some((*dns).to_owned()),
                     _ => None,
                 })
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let common = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned));
-    let mut names: Vec<String> = Vec::new();
-    for name in dns.into_iter().chain(common) {
-        if check_client_name(&name).is_ok() && !names.contains(&name) {
-            names.push(name);
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(_) => return Err(Unnamed::Unreadable),
+        },
+        ClientNameField::Cn => {
+            let mut names = Vec::new();
+            for cn in cert.subject().iter_common_name() {
+                names.push(cn.as_str().map_err(|_| Unnamed::Unreadable)?.to_owned());
+            }
+            names
         }
-        if names.len() == CERTIFICATE_NAMES {
-            break;
+    };
+    names.sort_unstable();
+    names.dedup();
+    match names.len() {
+        0 => Err(Unnamed::NoName),
+        1 => {
+            let name = names.remove(0);
+            check_client_name(&name)
+                .map(|()| name)
+                .map_err(|_| Unnamed::NotAClientName)
         }
+        several => Err(Unnamed::SeveralNames(several)),
     }
-    names
 }
 
 #[derive(Clone)]
 pub struct Authenticator {
     db: Database,
     mode: AuthMode,
+    /// The certificate field that names a client.
+    name_field: ClientNameField,
     /// Clients' keys, active or revoked, by the whole key: a known key is never hashed again
     /// while it is kept.
     known: Cache<String, Verdict>,
@@ -146,10 +163,17 @@ pub struct Authenticator {
 impl Authenticator {
     /// `lookups`: how many unknown keys may be looked up at once; `queue`: how many calls may
     /// wait for that.
-    pub fn new(db: Database, mode: AuthMode, lookups: usize, queue: usize) -> Self {
+    pub fn new(
+        db: Database,
+        mode: AuthMode,
+        name_field: ClientNameField,
+        lookups: usize,
+        queue: usize,
+    ) -> Self {
         Self {
             db,
             mode,
+            name_field,
             known: Cache::builder()
                 .max_capacity(KNOWN_KEYS)
                 .time_to_live(KNOWN_FOR)
@@ -223,21 +247,24 @@ impl Authenticator {
                 if let Some(verdict) = self.certificates.get(certificate) {
                     return Self::judge(verdict, path);
                 }
-                let names = certificate_names(certificate);
-                if names.is_empty() {
-                    // Kept like any other, so it is not parsed again on every call.
-                    self.certificates
-                        .insert(certificate.into(), Verdict::Unknown);
-                    marketing_infra::warn_every!(
-                        path,
-                        "call refused: the client certificate names no client"
-                    );
-                    return Checked::Refused(MarketingError::Unauthenticated);
+                match certificate_name(certificate, self.name_field) {
+                    Ok(name) => Checked::Unknown(Credential::Certificate {
+                        der: certificate.into(),
+                        name,
+                    }),
+                    Err(unnamed) => {
+                        // Kept like any other, so it is not parsed again on every call.
+                        self.certificates
+                            .insert(certificate.into(), Verdict::Unknown);
+                        marketing_infra::warn_every!(
+                            path,
+                            field = ?self.name_field,
+                            problem = ?unnamed,
+                            "call refused: the client certificate does not name one client"
+                        );
+                        Checked::Refused(MarketingError::Unauthenticated)
+                    }
                 }
-                Checked::Unknown(Credential::Certificate {
-                    der: certificate.into(),
-                    names,
-                })
             }
             (None, None) => {
                 marketing_infra::warn_every!(path, "call refused: no key");
@@ -262,7 +289,7 @@ impl Authenticator {
         }
         let found = match &credential {
             Credential::Key(key) => self.look_up_key(key).await,
-            Credential::Certificate { names, .. } => self.look_up_names(names).await,
+            Credential::Certificate { name, .. } => self.look_up_name(name).await,
         };
         let verdict = match found {
             Ok(verdict) => verdict,
@@ -286,14 +313,12 @@ impl Authenticator {
         )
     }
 
-    /// The first of `names` that is a client's name.
-    async fn look_up_names(&self, names: &[String]) -> Result<Verdict, MarketingError> {
-        for name in names {
-            if let Some(client) = clients::find_by_name(self.db.conn(), name).await? {
-                return Ok(Verdict::of(client));
-            }
-        }
-        Ok(Verdict::Unknown)
+    /// The client named `name`, if there is one.
+    async fn look_up_name(&self, name: &str) -> Result<Verdict, MarketingError> {
+        Ok(match clients::find_by_name(self.db.conn(), name).await? {
+            Some(client) => Verdict::of(client),
+            None => Verdict::Unknown,
+        })
     }
 
     fn judge(verdict: Verdict, path: &str) -> Checked {

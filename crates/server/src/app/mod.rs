@@ -186,6 +186,7 @@ impl AppState {
         let auth = Arc::new(auth::Authenticator::new(
             db.clone(),
             config.effective_auth(),
+            config.tls_client_name,
             config.db_max_connections as usize / 4,
             config.max_calls / 2,
         ));
