@@ -78,10 +78,11 @@ pub enum Reason {
     Overloaded,
     RequestTooLarge,
     RateLimited,
+    MalformedRequest,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 42] = [
+    pub const ALL: [Reason; 43] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -124,6 +125,7 @@ impl Reason {
         Self::Overloaded,
         Self::RequestTooLarge,
         Self::RateLimited,
+        Self::MalformedRequest,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -175,6 +177,7 @@ impl Reason {
             Self::Overloaded => "OVERLOADED",
             Self::RequestTooLarge => "REQUEST_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
+            Self::MalformedRequest => "MALFORMED_REQUEST",
         }
     }
 }
@@ -287,6 +290,10 @@ pub enum MarketingError {
     /// A request message over the server's limit (`MARKETING_MAX_REQUEST_BYTES`).
     #[error("the request message is larger than the server accepts ({limit} bytes)")]
     RequestTooLarge { limit: usize },
+    /// The request's gRPC framing is broken: a flag or length that lies, bytes after the one
+    /// message, a compressed message without an encoding. The client's mistake.
+    #[error("malformed request: {problem}")]
+    MalformedRequest { problem: String },
     /// The replica works on as many calls as it may; retry (elsewhere, or a little later).
     #[error("the server is overloaded, retry")]
     Overloaded,
@@ -406,6 +413,7 @@ impl MarketingError {
             Self::Overloaded => Reason::Overloaded,
             Self::RequestTooLarge { .. } => Reason::RequestTooLarge,
             Self::RateLimited { .. } => Reason::RateLimited,
+            Self::MalformedRequest { .. } => Reason::MalformedRequest,
         }
     }
 
@@ -465,6 +473,7 @@ impl MarketingError {
                 vec![("current_version", current.to_string())]
             }
             Self::RequestTooLarge { limit } => vec![("limit_bytes", limit.to_string())],
+            Self::MalformedRequest { problem } => vec![("problem", problem.clone())],
             Self::RateLimited {
                 action,
                 retry_after,

@@ -18,7 +18,7 @@ use crate::{
     config::{Config, TransportConfig},
     grpc::{
         CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
-        overload::OverloadLayer, oversized::OversizedLayer,
+        overload::OverloadLayer, refusals::RefusalsLayer,
     },
     transport::{StreamLayer, Transport},
 };
@@ -204,7 +204,7 @@ impl Server {
                 app.config.call_queue_timeout,
             ))
             .layer(AuthLayer::new(app.auth.clone(), app.limits.clone()))
-            .layer(OversizedLayer::new(max_request))
+            .layer(RefusalsLayer::new(max_request))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

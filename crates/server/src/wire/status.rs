@@ -70,7 +70,9 @@ pub fn status_of(err: &MarketingError) -> Status {
 /// The one gRPC code of each reason.
 pub fn code_of(reason: Reason) -> Code {
     match reason {
-        Reason::InvalidArgument | Reason::RequestIdReused => Code::InvalidArgument,
+        Reason::InvalidArgument | Reason::RequestIdReused | Reason::MalformedRequest => {
+            Code::InvalidArgument
+        }
         Reason::TemplateNotFound
         | Reason::CouponNotFound
         | Reason::AccountNotFound
