@@ -12,6 +12,7 @@ mod m20261203_000005_api_clients;
 mod m20261203_000006_entry_actor;
 mod m20261206_000007_change_actors;
 mod m20261206_000008_request_ids_per_client;
+mod m20261206_000009_retention_indexes;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_entry_actor::Migration),
             Box::new(m20261206_000007_change_actors::Migration),
             Box::new(m20261206_000008_request_ids_per_client::Migration),
+            Box::new(m20261206_000009_retention_indexes::Migration),
         ]
     }
 }

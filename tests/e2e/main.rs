@@ -19,6 +19,7 @@ mod plans;
 mod points;
 mod replays;
 mod request_ids;
+mod retention;
 mod rpcs;
 mod schema;
 mod server;

@@ -6,7 +6,7 @@
 
 use marketing_domain::UnixMicros;
 use marketing_proto::v1 as pb;
-use marketing_storage::{points, user_coupons};
+use marketing_storage::{idempotency, points, user_coupons};
 use marketing_tests::{Backend, Options, TestApp, spawn_app_with};
 use sea_orm::{ConnectionTrait, Statement};
 use uuid::Uuid;
@@ -84,9 +84,19 @@ async fn fill(app: &TestApp) -> Uuid {
              SELECT gen_random_uuid(), 'acme', '{account}', 'long-ledger', 1, 1, 0, g, 0, '', \
              1000 + g, 0, {past} + g FROM generate_series(1, {ROWS}) g"
         ),
+        // Records of requests answered in the last hours, none past the retention.
+        format!(
+            "INSERT INTO idempotency_records (tenant_id, request_id, client, operation, \
+             fingerprint, status_code, response, created_at) \
+             SELECT 'acme', 'r' || g, '', 'EarnPoints', '\\x00', 0, '\\x00', \
+             {now} - 3600000000 + g FROM generate_series(1, {ROWS}) g",
+            now = UnixMicros::now().0
+        ),
         // What the benchmark does after its warm-up; the product must not depend on it, but
         // the statistics must say the tables are big for the plan choice to matter.
-        "ANALYZE user_coupons, points_lots, points_holds, points_transactions".to_owned(),
+        "ANALYZE user_coupons, points_lots, points_holds, points_transactions, \
+         idempotency_records"
+            .to_owned(),
     ];
     for sql in statements {
         app.state
@@ -129,14 +139,21 @@ async fn sweepers_and_ledger_pages_walk_their_indexes() {
     let account = fill(&app).await;
     let now = UnixMicros::now();
     let backend = sea_orm::DbBackend::Postgres;
+    let retained_from = UnixMicros(now.0 - 7 * 86_400_000_000);
     let mut reads = user_coupons::sweeper_reads(backend, now, 500);
     reads.extend(points::sweeper_reads(backend, now, 500, account));
+    reads.extend(idempotency::sweeper_reads(backend, retained_from, 500));
     let expected = [
         ("coupon locks lapsed", "idx_user_coupons_lock_expiring"),
         ("coupons expired", "idx_user_coupons_expiring"),
         ("points lots due", "idx_points_lots_expiring"),
         ("points holds due", "idx_points_holds_expiring"),
+        ("points holds past retention", "idx_points_holds_finished"),
         ("ledger page", "uq_points_transactions_sequence"),
+        (
+            "idempotency records past retention",
+            "idx_idempotency_records_created",
+        ),
     ];
     assert_eq!(
         reads.len(),
@@ -147,10 +164,10 @@ async fn sweepers_and_ledger_pages_walk_their_indexes() {
     for ((name, statement), (expected_name, index)) in reads.iter().zip(expected) {
         assert_eq!(*name, expected_name);
         let text = plan_of(&app, statement).await.join("\n");
-        if !text.contains(&format!(" using {index} on "))
-            || text.contains("Seq Scan")
-            || text.contains("Sort")
-        {
+        // `Index Scan using <index> on`, or `Bitmap Index Scan on <index>` (BRIN).
+        let walks = text.contains(&format!(" using {index} on "))
+            || text.contains(&format!("Index Scan on {index}"));
+        if !walks || text.contains("Seq Scan") || text.contains("Sort") {
             wrong.push(format!("{name} (expected a walk of {index}):\n{text}"));
         }
     }

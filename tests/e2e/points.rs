@@ -56,7 +56,7 @@ pub(crate) fn deduct(member: &str, amount: i64) -> pb::DeductPointsRequest {
     }
 }
 
-fn freeze(member: &str, amount: i64, order: &str) -> pb::FreezePointsRequest {
+pub(crate) fn freeze(member: &str, amount: i64, order: &str) -> pb::FreezePointsRequest {
     pb::FreezePointsRequest {
         tenant_id: "acme".into(),
         member_id: member.into(),
@@ -67,7 +67,11 @@ fn freeze(member: &str, amount: i64, order: &str) -> pb::FreezePointsRequest {
     }
 }
 
-fn confirm(member: &str, order: &str, amount: Option<i64>) -> pb::ConfirmFrozenPointsRequest {
+pub(crate) fn confirm(
+    member: &str,
+    order: &str,
+    amount: Option<i64>,
+) -> pb::ConfirmFrozenPointsRequest {
     pb::ConfirmFrozenPointsRequest {
         tenant_id: "acme".into(),
         member_id: member.into(),

@@ -201,6 +201,11 @@ pub struct Config {
     /// How long a points hold lives when `FreezePoints` names no TTL.
     #[serde(rename = "points_hold_ttl_secs", with = "secs")]
     pub points_hold_ttl: Duration,
+    /// How long records that only serve retries are kept: idempotency records (a retry after
+    /// this is a new request) and points holds that finished. Deleted by the sweeper in small
+    /// batches afterwards.
+    #[serde(rename = "retention_secs", with = "secs")]
+    pub retention: Duration,
     /// Lifetime of cached points rules.
     #[serde(rename = "rule_cache_ttl_secs", with = "secs")]
     pub rule_cache_ttl: Duration,
@@ -336,6 +341,7 @@ impl Default for Config {
             coupon_lock_ttl: Duration::from_secs(900),
             sweep_interval: Duration::from_secs(5),
             points_hold_ttl: Duration::from_secs(900),
+            retention: Duration::from_secs(7 * 86_400),
             rule_cache_ttl: Duration::from_secs(1800),
             points_timeout: Duration::from_secs(10),
             max_calls: 2048,
@@ -497,6 +503,7 @@ impl Config {
             ("MARKETING_COUPON_LOCK_TTL_SECS", self.coupon_lock_ttl),
             ("MARKETING_SWEEP_INTERVAL_MS", self.sweep_interval),
             ("MARKETING_POINTS_HOLD_TTL_SECS", self.points_hold_ttl),
+            ("MARKETING_RETENTION_SECS", self.retention),
             ("MARKETING_RULE_CACHE_TTL_SECS", self.rule_cache_ttl),
             ("MARKETING_POINTS_TIMEOUT_MS", self.points_timeout),
             (

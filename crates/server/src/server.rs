@@ -256,7 +256,8 @@ async fn check_auth(app: &AppState) -> anyhow::Result<()> {
 }
 
 /// Every `sweep_interval`, on every replica: releases lapsed coupon locks, expires coupons,
-/// releases lapsed points holds and expires points lots (all safe to run concurrently).
+/// releases lapsed points holds, expires points lots, and deletes records past their
+/// retention (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
     let mut interval = tokio::time::interval(app.config.sweep_interval);
@@ -277,6 +278,13 @@ async fn sweep_forever(app: AppState) {
             }
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval")
+            }
+        }
+        match app.sweep_records(BATCH).await {
+            Ok((0, 0)) => {}
+            Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use marketing_domain::MarketingError;
+use marketing_domain::{MarketingError, UnixMicros};
 use marketing_migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
@@ -118,6 +118,48 @@ impl Database {
     pub async fn close(self) -> Result<(), DbErr> {
         self.conn.close().await
     }
+}
+
+/// Deletes up to `limit` rows of `table` matching `condition` (SQL over the parameter `$1`,
+/// bound to `at`), in one statement that finds them first: by `ctid` on PostgreSQL, `rowid` on
+/// SQLite. Each call is its own short transaction, so a large backlog is deleted in small
+/// steps, never under one long lock. How many were deleted.
+pub(crate) async fn delete_batch(
+    conn: &impl ConnectionTrait,
+    table: &'static str,
+    condition: &'static str,
+    at: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    let statement =
+        delete_batch_statement(conn.get_database_backend(), table, condition, at, limit);
+    Ok(conn
+        .execute_raw(statement)
+        .await
+        .map_err(db_error)?
+        .rows_affected())
+}
+
+/// [`delete_batch`]'s statement.
+pub(crate) fn delete_batch_statement(
+    backend: DbBackend,
+    table: &str,
+    condition: &str,
+    at: UnixMicros,
+    limit: u64,
+) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(\
+             SELECT ctid FROM {table} WHERE {condition} LIMIT $2))"
+        ),
+        _ => format!(
+            "DELETE FROM {table} WHERE rowid IN (\
+             SELECT rowid FROM {table} WHERE {} LIMIT ?)",
+            condition.replace("$1", "?")
+        ),
+    };
+    Statement::from_sql_and_values(backend, sql, [at.0.into(), limit.into()])
 }
 
 /// A constant written into the statement's text instead of bound as a parameter. The

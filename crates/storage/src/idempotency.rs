@@ -65,11 +65,12 @@ pub enum Claim {
     Replay(Outcome),
 }
 
-/// Claims the request id inside `txn`. A record of another operation or other parameters is
-/// `RequestIdReused`.
+/// Claims the request id inside `txn` (its record written at `now`). A record of another
+/// operation or other parameters is `RequestIdReused`.
 pub async fn claim(
     txn: &impl ConnectionTrait,
     key: &IdempotencyKey,
+    now: UnixMicros,
 ) -> Result<Claim, MarketingError> {
     let row = record::ActiveModel {
         tenant_id: Set(key.tenant_id.as_str().to_owned()),
@@ -79,7 +80,7 @@ pub async fn claim(
         fingerprint: Set(key.fingerprint.clone()),
         status_code: Set(PENDING),
         response: Set(Vec::new()),
-        created_at: Set(UnixMicros::now().0),
+        created_at: Set(now.0),
     };
     let inserted = crate::db::insert_if_absent(
         txn,
@@ -246,4 +247,30 @@ pub(crate) fn record_row(key: &IdempotencyKey, outcome: Outcome, now: UnixMicros
         response: outcome.response,
         created_at: now.0,
     }
+}
+
+/// Deletes up to `limit` records written before `before` (a retry after the retention window
+/// is a new request), in one short statement: no lock is held longer than one small batch.
+/// How many were deleted.
+pub async fn delete_before(
+    conn: &impl ConnectionTrait,
+    before: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    crate::db::delete_batch(conn, "idempotency_records", RETAINED, before, limit).await
+}
+
+/// What the retention sweeper deletes: records written before `$1`.
+const RETAINED: &str = "created_at < $1";
+
+/// The retention sweeper's delete at `before`, as `backend` runs it: for tests of its plan.
+pub fn sweeper_reads(
+    backend: sea_orm::DbBackend,
+    before: UnixMicros,
+    limit: u64,
+) -> Vec<(&'static str, sea_orm::Statement)> {
+    vec![(
+        "idempotency records past retention",
+        crate::db::delete_batch_statement(backend, "idempotency_records", RETAINED, before, limit),
+    )]
 }

@@ -24,6 +24,7 @@ mod isolate;
 pub mod limits;
 mod metrics;
 mod points;
+mod retention;
 mod templates;
 
 use std::{sync::Arc, time::Duration};
@@ -230,7 +231,7 @@ impl AppState {
         key: &IdempotencyKey,
     ) -> Result<Begun<R>, MarketingError> {
         let txn = self.db.begin_write().await?;
-        match idempotency::claim(&txn, key).await? {
+        match idempotency::claim(&txn, key, self.clock.now()).await? {
             Claim::Fresh => Ok(Begun::Fresh(txn)),
             Claim::Replay(outcome) => {
                 // Nothing was written; dropping the transaction rolls it back.

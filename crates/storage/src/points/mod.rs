@@ -707,6 +707,11 @@ pub fn sweeper_reads(
             "points holds due",
             due_holds_select(now, limit).build(backend),
         ),
+        // Its plan does not depend on the instant: finished before `now`.
+        (
+            "points holds past retention",
+            crate::db::delete_batch_statement(backend, "points_holds", FINISHED_HOLDS, now, limit),
+        ),
         (
             "ledger page",
             entries_page(account, &[], (None, None), None, limit).build(backend),
@@ -932,4 +937,19 @@ fn rule_to_domain(row: rule::Model) -> Result<PointsRule, MarketingError> {
         updated_at: UnixMicros(row.updated_at),
         actor: row.actor,
     })
+}
+
+/// What the finished-holds retention deletes: holds confirmed, released or expired before
+/// `$1` (the partial index `idx_points_holds_finished` holds exactly these).
+pub const FINISHED_HOLDS: &str = "status <> 1 AND updated_at < $1";
+
+/// Deletes up to `limit` holds that finished (confirmed, released or expired) before
+/// `before`: they only answered retries of their confirm or release, which the idempotency
+/// records' retention ends too. Held holds are never deleted. How many were deleted.
+pub async fn delete_finished_holds(
+    conn: &impl ConnectionTrait,
+    before: UnixMicros,
+    limit: u64,
+) -> Result<u64, MarketingError> {
+    crate::db::delete_batch(conn, "points_holds", FINISHED_HOLDS, before, limit).await
 }

@@ -1,0 +1,36 @@
+//! The retention sweeper: records that only serve retries (idempotency records, finished
+//! points holds) are deleted once older than `MARKETING_RETENTION_SECS`, in small batches, each
+//! its own short statement, so a backlog never holds a long lock.
+
+use marketing_domain::{MarketingError, UnixMicros};
+use marketing_storage::{idempotency, points};
+
+use super::AppState;
+
+/// Batches one sweep deletes of each kind at most; the rest waits for the next sweep.
+const BATCHES_PER_SWEEP: usize = 20;
+
+impl AppState {
+    /// One retention sweep, in batches of `batch`: (idempotency records, holds) deleted.
+    pub async fn sweep_records(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
+        let retention = i64::try_from(self.config.retention.as_micros()).unwrap_or(i64::MAX);
+        let before = UnixMicros(self.clock.now().0.saturating_sub(retention));
+        let conn = self.db.conn();
+        let (mut records, mut holds) = (0, 0);
+        for _ in 0..BATCHES_PER_SWEEP {
+            let deleted = idempotency::delete_before(conn, before, batch).await?;
+            records += deleted;
+            if deleted < batch {
+                break;
+            }
+        }
+        for _ in 0..BATCHES_PER_SWEEP {
+            let deleted = points::delete_finished_holds(conn, before, batch).await?;
+            holds += deleted;
+            if deleted < batch {
+                break;
+            }
+        }
+        Ok((records, holds))
+    }
+}
