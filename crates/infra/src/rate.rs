@@ -3,20 +3,19 @@
 //! while the TAT is at most `tolerance` ahead of now, else told how long to wait.
 //!
 //! [`RedisRateLimiter`] keeps the TATs in Redis, checked and moved by one script per call
-//! with Redis's own clock, so every replica shares one count per key. [`LocalRateLimiter`]
-//! (governor) keeps them in this process: the embedded mode's limiter, and the fallback while
-//! Redis cannot be reached.
+//! with Redis's own clock, so every replica shares one count per key (each key expires when
+//! its TAT passes). [`LocalRateLimiter`] keeps them in this process, with a hard cap on keys:
+//! the embedded mode's limiter, and the fallback while Redis cannot be reached.
 
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use deadpool_redis::redis::Script;
-use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
 use crate::{InfraError, redis::RedisPool};
 
@@ -137,18 +136,80 @@ impl RateLimiter for RedisRateLimiter {
     }
 }
 
-/// Keys one in-process limit keeps before it forgets those back at a fresh state.
-const LOCAL_KEYS: usize = 100_000;
-/// How often at most a limit scans its keys to forget them (a scan visits every key).
+/// Keys one in-process limit keeps at most. A key back at a fresh state (its TAT passed) is
+/// forgotten when room is needed; past this many live keys, a new key is counted under its
+/// scope's overflow key instead (a live key is never forgotten: that would reset an abuser's
+/// count, and a new key is never admitted unlimited).
+pub const LOCAL_KEYS: usize = 100_000;
+/// Overflow keys one limit keeps at most beyond [`LOCAL_KEYS`] (scopes are callers' tenants);
+/// past them, new keys share one overflow key per limit.
+pub const OVERFLOW_KEYS: usize = 1_000;
+/// How often at most a full limit scans its keys to forget fresh ones (a scan visits every
+/// key).
 const FORGET_EVERY: Duration = Duration::from_secs(1);
 
-/// The in-process limiter: one governor keyed limiter per distinct limit.
+/// One limit's keys: each key's theoretical arrival time.
+#[derive(Default)]
+struct Keys {
+    tats: HashMap<String, Instant>,
+    forgotten_at: Option<Instant>,
+}
+
+impl Keys {
+    /// The key to count `key` under: itself while there is room (forgetting fresh keys when
+    /// the limit is full, at most once per [`FORGET_EVERY`]), else its scope's overflow key,
+    /// else the limit's one overflow key.
+    fn room_for<'k>(&mut self, key: &'k str, overflow: &'k str, now: Instant) -> &'k str {
+        if self.tats.contains_key(key) {
+            return key;
+        }
+        if self.tats.len() >= LOCAL_KEYS
+            && self
+                .forgotten_at
+                .is_none_or(|at| now.duration_since(at) >= FORGET_EVERY)
+        {
+            self.forgotten_at = Some(now);
+            self.tats.retain(|_, tat| *tat > now);
+        }
+        if self.tats.len() < LOCAL_KEYS {
+            return key;
+        }
+        crate::warn_every!(
+            overflow,
+            "rate limiter full of live keys: a new key is counted under its overflow key"
+        );
+        if self.tats.contains_key(overflow) || self.tats.len() < LOCAL_KEYS + OVERFLOW_KEYS {
+            overflow
+        } else {
+            OVERFLOW
+        }
+    }
+
+    /// GCRA: admits while the key's TAT is at most `tolerance` ahead of now, moving it one
+    /// period per admitted call.
+    fn check(&mut self, key: &str, limit: Gcra, now: Instant) -> Verdict {
+        let tolerance = limit.period * (limit.burst.get() - 1);
+        let tat = self.tats.get(key).copied().unwrap_or(now).max(now);
+        let allowed_from = tat.checked_sub(tolerance).unwrap_or(now);
+        if allowed_from <= now {
+            self.tats.insert(key.to_owned(), tat + limit.period);
+            Verdict::Admitted
+        } else {
+            Verdict::Limited {
+                retry_after: allowed_from - now,
+            }
+        }
+    }
+}
+
+/// The key every new key of a full limit shares once its overflow keys are full too.
+const OVERFLOW: &str = "*";
+
+/// The in-process limiter: the embedded mode's, and the fallback while Redis cannot be
+/// reached. Bounded: at most [`LOCAL_KEYS`] + [`OVERFLOW_KEYS`] + 1 keys per limit.
 #[derive(Default)]
 pub struct LocalRateLimiter {
-    limiters: RwLock<HashMap<Gcra, Arc<DefaultKeyedRateLimiter<String>>>>,
-    /// When keys were last forgotten, so that more than [`LOCAL_KEYS`] live keys cost one
-    /// scan a second, not one a call.
-    forgotten: std::sync::Mutex<Option<std::time::Instant>>,
+    limits: Mutex<HashMap<Gcra, Keys>>,
 }
 
 impl LocalRateLimiter {
@@ -156,60 +217,23 @@ impl LocalRateLimiter {
         Self::default()
     }
 
-    fn limiter(&self, limit: Gcra) -> Arc<DefaultKeyedRateLimiter<String>> {
-        let known = self
-            .limiters
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&limit)
-            .cloned();
-        if let Some(limiter) = known {
-            return limiter;
-        }
-        let mut limiters = self
-            .limiters
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        limiters
-            .entry(limit)
-            .or_insert_with(|| {
-                let quota = Quota::with_period(limit.period.max(Duration::from_nanos(1)))
-                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-                    .allow_burst(limit.burst);
-                Arc::new(DefaultKeyedRateLimiter::keyed(quota))
-            })
-            .clone()
+    /// Counts one call of `key` under `limit`; when the limit is full of live keys, a new key
+    /// is counted under `overflow` (one per tenant and action). No I/O.
+    pub fn check_now(&self, key: &str, overflow: &str, limit: Gcra) -> Verdict {
+        let now = Instant::now();
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys = limits.entry(limit).or_default();
+        let counted = keys.room_for(key, overflow, now);
+        keys.check(counted, limit, now)
     }
 
-    /// Whether a scan to forget keys is due (and, if so, takes it).
-    fn may_forget(&self) -> bool {
-        let mut last = self
-            .forgotten
+    /// Keys `limit` keeps.
+    pub fn len(&self, limit: Gcra) -> usize {
+        self.limits
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < FORGET_EVERY) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
-
-    /// Counts one call of `key` under `limit`; no I/O.
-    pub fn check_now(&self, key: &str, limit: Gcra) -> Verdict {
-        let limiter = self.limiter(limit);
-        let verdict = match limiter.check_key(&key.to_owned()) {
-            Ok(()) => Verdict::Admitted,
-            Err(not_until) => Verdict::Limited {
-                retry_after: not_until.wait_time_from(limiter.clock().now()),
-            },
-        };
-        // A flood of distinct keys is forgotten as soon as their state is back at fresh, so
-        // memory follows the keys seen within one burst's time, not all keys ever seen.
-        if limiter.len() > LOCAL_KEYS && self.may_forget() {
-            limiter.retain_recent();
-        }
-        verdict
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&limit)
+            .map_or(0, |keys| keys.tats.len())
     }
 }
 
@@ -221,7 +245,7 @@ impl RateLimiter for LocalRateLimiter {
             retry_after: Duration::ZERO,
         };
         for _ in 0..wanted {
-            match self.check_now(key, limit) {
+            match self.check_now(key, OVERFLOW, limit) {
                 Verdict::Admitted => counted.admitted += 1,
                 Verdict::Limited { retry_after } => {
                     counted.retry_after = retry_after;
@@ -253,9 +277,9 @@ mod tests {
         let limiter = LocalRateLimiter::new();
         let every_100ms = limit(100, 3);
         for _ in 0..3 {
-            assert_eq!(limiter.check_now("a", every_100ms), Verdict::Admitted);
+            assert_eq!(limiter.check_now("a", "o", every_100ms), Verdict::Admitted);
         }
-        match limiter.check_now("a", every_100ms) {
+        match limiter.check_now("a", "o", every_100ms) {
             Verdict::Limited { retry_after } => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(100));
             }
@@ -272,7 +296,65 @@ mod tests {
             matches!(counted.verdict(3), Verdict::Limited { retry_after } if retry_after > Duration::ZERO)
         );
         // Another key, and the same key under another limit, count apart.
-        assert_eq!(limiter.check_now("b", every_100ms), Verdict::Admitted);
-        assert_eq!(limiter.check_now("a", limit(100, 1)), Verdict::Admitted);
+        assert_eq!(limiter.check_now("b", "o", every_100ms), Verdict::Admitted);
+        assert_eq!(
+            limiter.check_now("a", "o", limit(100, 1)),
+            Verdict::Admitted
+        );
+    }
+
+    #[test]
+    fn a_full_limit_keeps_its_live_keys_and_counts_new_ones_under_overflow() {
+        let limiter = LocalRateLimiter::new();
+        // One call per hour, no burst: every key stays live for the test.
+        let hourly = limit(3_600_000, 1);
+        for i in 0..LOCAL_KEYS {
+            assert_eq!(
+                limiter.check_now(&format!("earn:acme/m{i}"), "earn:acme/*", hourly),
+                Verdict::Admitted
+            );
+        }
+        assert_eq!(limiter.len(hourly), LOCAL_KEYS);
+        // A live key is still counted as itself: its limit holds.
+        assert!(matches!(
+            limiter.check_now("earn:acme/m0", "earn:acme/*", hourly),
+            Verdict::Limited { .. }
+        ));
+        // New keys share the tenant's overflow key: the first is admitted, the next not.
+        assert_eq!(
+            limiter.check_now("earn:acme/new-1", "earn:acme/*", hourly),
+            Verdict::Admitted
+        );
+        assert!(matches!(
+            limiter.check_now("earn:acme/new-2", "earn:acme/*", hourly),
+            Verdict::Limited { .. }
+        ));
+        // Another tenant's new keys have their own overflow key.
+        assert_eq!(
+            limiter.check_now("earn:globex/new-1", "earn:globex/*", hourly),
+            Verdict::Admitted
+        );
+        // Overflow keys are bounded too: past them, one shared key.
+        for i in 0..OVERFLOW_KEYS * 2 {
+            let _ = limiter.check_now(&format!("earn:t{i}/m"), &format!("earn:t{i}/*"), hourly);
+        }
+        assert_eq!(limiter.len(hourly), LOCAL_KEYS + OVERFLOW_KEYS + 1);
+        assert!(matches!(
+            limiter.check_now("earn:late/m", "earn:late/*", hourly),
+            Verdict::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn fresh_keys_are_forgotten_to_make_room() {
+        let limiter = LocalRateLimiter::new();
+        // A period of zero: every key is fresh again at once.
+        let fast = limit(0, 1);
+        for i in 0..LOCAL_KEYS {
+            let _ = limiter.check_now(&format!("k{i}"), "o", fast);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(limiter.check_now("new", "o", fast), Verdict::Admitted);
+        assert!(limiter.len(fast) < 10, "fresh keys were kept");
     }
 }

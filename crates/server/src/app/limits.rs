@@ -73,7 +73,7 @@ impl Limits {
         let key = format!("{action}:{who}");
         let verdict = match &self.shared {
             Some(shared) => self.shared_verdict(shared.clone(), key, gcra).await,
-            None => self.local.check_now(&key, gcra),
+            None => self.local.check_now(&key, &overflow_of(&key), gcra),
         };
         match verdict {
             Verdict::Admitted => Ok(()),
@@ -115,7 +115,7 @@ impl Limits {
         match verdict.await {
             Ok(verdict) => verdict,
             // The drainer is gone (it panicked): this replica counts the call alone.
-            Err(_) => self.local.check_now(&key, gcra),
+            Err(_) => self.local.check_now(&key, &overflow_of(&key), gcra),
         }
     }
 
@@ -153,13 +153,27 @@ impl Limits {
                 }
                 Err(err) => {
                     marketing_infra::warn_every!(error = %err, key, "rate limits counted by this replica alone while redis is unreachable");
+                    let overflow = overflow_of(&key);
                     for sender in batch {
                         self.metrics.record_local_rate_limit();
-                        let _ = sender.send(self.local.check_now(&key, gcra));
+                        let _ = sender.send(self.local.check_now(&key, &overflow, gcra));
                     }
                 }
             }
         }
+    }
+}
+
+/// The key that new keys of `key`'s scope share when the in-process limiter is full of live
+/// keys: one per tenant and action (`earn:acme/m1/signup` -> `earn:acme/*`), one per action
+/// for clients (`client:ops` -> `client:*`).
+fn overflow_of(key: &str) -> String {
+    match key.split_once('/') {
+        Some((scope, _)) => format!("{scope}/*"),
+        None => match key.split_once(':') {
+            Some((action, _)) => format!("{action}:*"),
+            None => "*".to_owned(),
+        },
     }
 }
 
@@ -178,5 +192,17 @@ impl Drop for Drained {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overflow_of;
+
+    #[test]
+    fn new_keys_overflow_into_their_tenant_and_action() {
+        assert_eq!(overflow_of("earn:acme/m1/signup"), "earn:acme/*");
+        assert_eq!(overflow_of("claim:acme/m1"), "claim:acme/*");
+        assert_eq!(overflow_of("client:ops"), "client:*");
     }
 }

@@ -7,8 +7,13 @@ use super::*;
 const LEADERBOARD_DEPTH: u64 = 1000;
 
 /// Tenants whose Redis leaderboard missed updates (Redis was down): rebuilt on next read.
+/// At most [`STALE_BOARDS`]; past them a missed update heals when the board expires (its keys
+/// live an hour), so tenants named by callers cannot grow the set without bound.
 #[derive(Debug, Default)]
 pub struct StaleBoards(Mutex<HashSet<String>>);
+
+/// Stale tenants a replica remembers at most.
+pub const STALE_BOARDS: usize = 10_000;
 
 impl StaleBoards {
     fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -16,13 +21,20 @@ impl StaleBoards {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn mark(&self, tenant: &TenantId) {
+        let mut set = self.set();
+        if set.len() < STALE_BOARDS {
+            set.insert(tenant.to_string());
+        }
+    }
 }
 
 impl AppState {
     pub(super) async fn record_standings(&self, tenant: &TenantId, standings: &[Standing]) {
         if let Err(err) = self.leaderboard.record(tenant.as_str(), standings).await {
             marketing_infra::warn_every!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
-            self.stale_boards.set().insert(tenant.to_string());
+            self.stale_boards.mark(tenant);
         }
     }
 
@@ -61,7 +73,7 @@ impl AppState {
             }
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "leaderboard unavailable; reading the database index");
-                self.stale_boards.set().insert(tenant.to_string());
+                self.stale_boards.mark(tenant);
             }
         }
         Ok(points::top_earners(self.db.conn(), tenant, n as u64)
