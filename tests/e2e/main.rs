@@ -13,6 +13,7 @@ mod generated;
 mod infra;
 mod isolation;
 mod limits;
+mod mixed;
 mod overload;
 mod permissions;
 mod plans;

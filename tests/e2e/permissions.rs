@@ -135,17 +135,26 @@ async fn every_role_calls_every_rpc_as_declared(app: &TestApp) {
         ),
     ];
     let conn = app.state.db.conn();
+    // Each request of the test its own ids.
+    let mut n = 0..;
+    let mut next = || n.next().expect("endless");
     for rpc in &RPCS {
         // Fresh state for each RPC, so a delete or a revocation before it leaves it something
         // to act on.
-        let own = seed(&app.channel, &seeder, "acme").await;
-        let foreign = seed(&app.channel, &seeder, "globex").await;
+        let run = crate::fixtures::unique("run");
+        let own = seed(&app.channel, Some(&seeder), "acme", &run).await;
+        let foreign = seed(&app.channel, Some(&seeder), "globex", &run).await;
         let before = stored_rows(conn).await;
         let mut admitted = Vec::new();
         for (role, key) in &keys {
-            let refused = call(&app.channel, rpc.path, (rpc.request)(&foreign), Some(key))
-                .await
-                .expect_err("no client of acme acts for globex");
+            let refused = call(
+                &app.channel,
+                rpc.path,
+                (rpc.request)(&foreign, next()),
+                Some(key),
+            )
+            .await
+            .expect_err("no client of acme acts for globex");
             assert_eq!(
                 refused.code(),
                 Code::PermissionDenied,
@@ -156,9 +165,14 @@ async fn every_role_calls_every_rpc_as_declared(app: &TestApp) {
                 admitted.push(key);
                 continue;
             }
-            let refused = call(&app.channel, rpc.path, (rpc.request)(&own), Some(key))
-                .await
-                .expect_err("outside the role");
+            let refused = call(
+                &app.channel,
+                rpc.path,
+                (rpc.request)(&own, next()),
+                Some(key),
+            )
+            .await
+            .expect_err("outside the role");
             assert_error(&refused, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
         }
         assert_eq!(
@@ -170,9 +184,14 @@ async fn every_role_calls_every_rpc_as_declared(app: &TestApp) {
         if rpc.writes {
             // The refused requests were ones that write: the same request, admitted, does.
             let before = stored_rows(conn).await;
-            call(&app.channel, rpc.path, (rpc.request)(&own), Some(&seeder))
-                .await
-                .unwrap_or_else(|status| panic!("{} as admin: {status:?}", rpc.path));
+            call(
+                &app.channel,
+                rpc.path,
+                (rpc.request)(&own, next()),
+                Some(&seeder),
+            )
+            .await
+            .unwrap_or_else(|status| panic!("{} as admin: {status:?}", rpc.path));
             assert_ne!(
                 stored_rows(conn).await,
                 before,
@@ -181,7 +200,13 @@ async fn every_role_calls_every_rpc_as_declared(app: &TestApp) {
             );
         }
         for key in admitted {
-            let answer = call(&app.channel, rpc.path, (rpc.request)(&own), Some(key)).await;
+            let answer = call(
+                &app.channel,
+                rpc.path,
+                (rpc.request)(&own, next()),
+                Some(key),
+            )
+            .await;
             if let Err(status) = &answer {
                 assert!(
                     !matches!(

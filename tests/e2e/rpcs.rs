@@ -15,12 +15,15 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::fixtures::{template, unique};
+use crate::fixtures::template;
 
 /// What exists in a tenant for its requests to act on.
 #[derive(Debug, Clone)]
 pub struct Seed {
     pub tenant: String,
+    /// Names the ids of the requests made for this seed: seeds of one run share member ids,
+    /// request ids, orders and business references, whatever their tenant.
+    pub run: String,
     pub template_id: String,
     pub template_version: i64,
     /// A coupon of `member` (claimed).
@@ -34,15 +37,23 @@ pub struct Seed {
     pub rule_version: i64,
 }
 
-/// One RPC: its path, whether a successful call changes stored state, and a valid request
-/// (a new request id each time) for a tenant's seed.
+impl Seed {
+    /// The `n`-th id of kind `what` of this seed's run (request ids, members, orders).
+    pub fn id(&self, what: &str, n: usize) -> String {
+        format!("{}-{what}-{n}", self.run)
+    }
+}
+
+/// One RPC: its path, whether a successful call changes stored state, and its `n`-th valid
+/// request for a tenant's seed (ids from the seed's run and `n`: the same `n` of two seeds of
+/// one run names the same request id, member, order and reference).
 pub struct Rpc {
     pub path: &'static str,
     pub writes: bool,
-    pub request: fn(&Seed) -> Vec<u8>,
+    pub request: fn(&Seed, usize) -> Vec<u8>,
 }
 
-const fn rpc(path: &'static str, writes: bool, request: fn(&Seed) -> Vec<u8>) -> Rpc {
+const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<u8>) -> Rpc {
     Rpc {
         path,
         writes,
@@ -50,19 +61,15 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed) -> Vec<u8>) ->
     }
 }
 
-fn order() -> String {
-    unique("order")
-}
-
 /// Every RPC of the API, one line each.
 pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
-        |s| {
+        |s, n| {
             pb::CreateCouponTemplateRequest {
                 tenant_id: s.tenant.clone(),
-                request_id: unique("create"),
+                request_id: s.id("create", n),
                 coupon_template: Some(template()),
             }
             .encode_to_vec()
@@ -71,7 +78,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/GetCouponTemplate",
         false,
-        |s| {
+        |s, _| {
             pb::GetCouponTemplateRequest {
                 tenant_id: s.tenant.clone(),
                 template_id: s.template_id.clone(),
@@ -82,7 +89,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/ListCouponTemplates",
         false,
-        |s| {
+        |s, _| {
             pb::ListCouponTemplatesRequest {
                 tenant_id: s.tenant.clone(),
                 ..Default::default()
@@ -93,14 +100,14 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/UpdateCouponTemplate",
         true,
-        |s| {
+        |s, n| {
             pb::UpdateCouponTemplateRequest {
                 tenant_id: s.tenant.clone(),
-                request_id: unique("update"),
+                request_id: s.id("update", n),
                 coupon_template: Some(pb::CouponTemplate {
                     id: s.template_id.clone(),
                     version: s.template_version,
-                    name: unique("renamed"),
+                    name: s.id("renamed", n),
                     ..Default::default()
                 }),
                 update_mask: Some(FieldMask {
@@ -113,11 +120,11 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/SetCouponTemplateEnabled",
         true,
-        |s| {
+        |s, n| {
             pb::SetCouponTemplateEnabledRequest {
                 tenant_id: s.tenant.clone(),
                 template_id: s.template_id.clone(),
-                request_id: unique("disable"),
+                request_id: s.id("disable", n),
                 enabled: false,
                 version: None,
             }
@@ -127,11 +134,11 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/AddCouponStock",
         true,
-        |s| {
+        |s, n| {
             pb::AddCouponStockRequest {
                 tenant_id: s.tenant.clone(),
                 template_id: s.template_id.clone(),
-                request_id: unique("stock"),
+                request_id: s.id("stock", n),
                 amount: 5,
             }
             .encode_to_vec()
@@ -140,34 +147,38 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.CouponTemplateService/DeleteCouponTemplate",
         true,
-        |s| {
+        |s, n| {
             pb::DeleteCouponTemplateRequest {
                 tenant_id: s.tenant.clone(),
                 template_id: s.template_id.clone(),
-                request_id: unique("delete"),
+                request_id: s.id("delete", n),
                 version: None,
             }
             .encode_to_vec()
         },
     ),
-    rpc("/marketing.v1.UserCouponService/ClaimCoupon", true, |s| {
-        pb::ClaimCouponRequest {
-            tenant_id: s.tenant.clone(),
-            member_id: unique("member"),
-            template_id: s.template_id.clone(),
-            request_id: unique("claim"),
-        }
-        .encode_to_vec()
-    }),
+    rpc(
+        "/marketing.v1.UserCouponService/ClaimCoupon",
+        true,
+        |s, n| {
+            pb::ClaimCouponRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.id("member", n),
+                template_id: s.template_id.clone(),
+                request_id: s.id("claim", n),
+            }
+            .encode_to_vec()
+        },
+    ),
     rpc(
         "/marketing.v1.UserCouponService/DistributeCoupons",
         true,
-        |s| {
+        |s, n| {
             pb::DistributeCouponsRequest {
                 tenant_id: s.tenant.clone(),
                 template_id: s.template_id.clone(),
-                request_id: unique("distribute"),
-                member_ids: vec![unique("member")],
+                request_id: s.id("distribute", n),
+                member_ids: vec![s.id("member", n)],
                 allow_partial: false,
             }
             .encode_to_vec()
@@ -176,7 +187,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.UserCouponService/GetUserCoupon",
         false,
-        |s| {
+        |s, _| {
             pb::GetUserCouponRequest {
                 tenant_id: s.tenant.clone(),
                 coupon_id: s.coupon_id.clone(),
@@ -188,7 +199,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.UserCouponService/ListMemberCoupons",
         false,
-        |s| {
+        |s, _| {
             pb::ListMemberCouponsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
@@ -200,39 +211,43 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.UserCouponService/ValidateCoupon",
         false,
-        |s| {
+        |s, n| {
             pb::ValidateCouponRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
                 coupon_id: s.coupon_id.clone(),
                 amount: 5000,
                 currency: "EUR".into(),
-                order_id: order(),
+                order_id: s.id("order", n),
             }
             .encode_to_vec()
         },
     ),
-    rpc("/marketing.v1.UserCouponService/LockCoupon", true, |s| {
-        pb::LockCouponRequest {
-            tenant_id: s.tenant.clone(),
-            member_id: s.member.clone(),
-            coupon_id: s.coupon_id.clone(),
-            order_id: order(),
-            request_id: unique("lock"),
-            lock_ttl: Some(Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-        }
-        .encode_to_vec()
-    }),
-    rpc("/marketing.v1.UserCouponService/UseCoupon", true, |s| {
+    rpc(
+        "/marketing.v1.UserCouponService/LockCoupon",
+        true,
+        |s, n| {
+            pb::LockCouponRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                coupon_id: s.coupon_id.clone(),
+                order_id: s.id("order", n),
+                request_id: s.id("lock", n),
+                lock_ttl: Some(Duration {
+                    seconds: 600,
+                    nanos: 0,
+                }),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.UserCouponService/UseCoupon", true, |s, n| {
         pb::UseCouponRequest {
             tenant_id: s.tenant.clone(),
             member_id: s.member.clone(),
             coupon_id: s.coupon_id.clone(),
-            order_id: order(),
-            request_id: unique("use"),
+            order_id: s.id("order", n),
+            request_id: s.id("use", n),
             amount: 5000,
             currency: "EUR".into(),
         }
@@ -241,41 +256,49 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.UserCouponService/ReleaseCoupon",
         false,
-        |s| {
+        |s, n| {
             pb::ReleaseCouponRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
                 coupon_id: s.coupon_id.clone(),
-                order_id: order(),
-                request_id: unique("release"),
+                order_id: s.id("order", n),
+                request_id: s.id("release", n),
             }
             .encode_to_vec()
         },
     ),
-    rpc("/marketing.v1.UserCouponService/ReturnCoupon", false, |s| {
-        pb::ReturnCouponRequest {
-            tenant_id: s.tenant.clone(),
-            member_id: s.member.clone(),
-            coupon_id: s.coupon_id.clone(),
-            order_id: order(),
-            request_id: unique("return"),
-        }
-        .encode_to_vec()
-    }),
-    rpc("/marketing.v1.UserCouponService/RevokeCoupon", true, |s| {
-        pb::RevokeCouponRequest {
-            tenant_id: s.tenant.clone(),
-            coupon_id: s.coupon_id.clone(),
-            request_id: unique("revoke"),
-            member_id: s.member.clone(),
-            reason: "fraud".into(),
-        }
-        .encode_to_vec()
-    }),
+    rpc(
+        "/marketing.v1.UserCouponService/ReturnCoupon",
+        false,
+        |s, n| {
+            pb::ReturnCouponRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                coupon_id: s.coupon_id.clone(),
+                order_id: s.id("order", n),
+                request_id: s.id("return", n),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/RevokeCoupon",
+        true,
+        |s, n| {
+            pb::RevokeCouponRequest {
+                tenant_id: s.tenant.clone(),
+                coupon_id: s.coupon_id.clone(),
+                request_id: s.id("revoke", n),
+                member_id: s.member.clone(),
+                reason: "fraud".into(),
+            }
+            .encode_to_vec()
+        },
+    ),
     rpc(
         "/marketing.v1.PointsAccountService/GetPointsAccount",
         false,
-        |s| {
+        |s, _| {
             pb::GetPointsAccountRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
@@ -283,27 +306,31 @@ pub const RPCS: [Rpc; 29] = [
             .encode_to_vec()
         },
     ),
-    rpc("/marketing.v1.PointsAccountService/EarnPoints", true, |s| {
-        pb::EarnPointsRequest {
-            tenant_id: s.tenant.clone(),
-            member_id: s.member.clone(),
-            request_id: unique("earn"),
-            source: Some(pb::earn_points_request::Source::Amount(10)),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    }),
+    rpc(
+        "/marketing.v1.PointsAccountService/EarnPoints",
+        true,
+        |s, n| {
+            pb::EarnPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: s.id("earn", n),
+                source: Some(pb::earn_points_request::Source::Amount(10)),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
     rpc(
         "/marketing.v1.PointsAccountService/DeductPoints",
         true,
-        |s| {
+        |s, n| {
             pb::DeductPointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
-                request_id: unique("deduct"),
+                request_id: s.id("deduct", n),
                 amount: 1,
                 biz_type: "order".into(),
-                biz_id: order(),
+                biz_id: s.id("order", n),
                 description: String::new(),
             }
             .encode_to_vec()
@@ -312,13 +339,13 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/FreezePoints",
         true,
-        |s| {
+        |s, n| {
             pb::FreezePointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
-                request_id: unique("freeze"),
+                request_id: s.id("freeze", n),
                 amount: 1,
-                order_id: order(),
+                order_id: s.id("order", n),
                 hold_ttl: None,
             }
             .encode_to_vec()
@@ -327,11 +354,11 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/ConfirmFrozenPoints",
         true,
-        |s| {
+        |s, n| {
             pb::ConfirmFrozenPointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
-                request_id: unique("confirm"),
+                request_id: s.id("confirm", n),
                 hold_ref: Some(pb::confirm_frozen_points_request::HoldRef::OrderId(
                     s.hold_order.clone(),
                 )),
@@ -343,11 +370,11 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/ReleaseFrozenPoints",
         true,
-        |s| {
+        |s, n| {
             pb::ReleaseFrozenPointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
-                request_id: unique("unfreeze"),
+                request_id: s.id("unfreeze", n),
                 hold_ref: Some(pb::release_frozen_points_request::HoldRef::OrderId(
                     s.hold_order.clone(),
                 )),
@@ -358,11 +385,11 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/RefundPoints",
         true,
-        |s| {
+        |s, n| {
             pb::RefundPointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
-                request_id: unique("refund"),
+                request_id: s.id("refund", n),
                 target: Some(pb::refund_points_request::Target::TransactionId(
                     s.deduction_id.clone(),
                 )),
@@ -375,7 +402,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/ListPointsTransactions",
         false,
-        |s| {
+        |s, _| {
             pb::ListPointsTransactionsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
@@ -387,7 +414,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/GetPointsLeaderboard",
         false,
-        |s| {
+        |s, _| {
             pb::GetPointsLeaderboardRequest {
                 tenant_id: s.tenant.clone(),
                 top_n: 10,
@@ -398,12 +425,12 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/CreatePointsRule",
         true,
-        |s| {
+        |s, n| {
             pb::CreatePointsRuleRequest {
                 tenant_id: s.tenant.clone(),
-                request_id: unique("rule"),
+                request_id: s.id("rule", n),
                 points_rule: Some(pb::PointsRule {
-                    event_type: unique("event"),
+                    event_type: s.id("event", n),
                     points: 10,
                     enabled: true,
                     ..Default::default()
@@ -415,10 +442,10 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/UpdatePointsRule",
         true,
-        |s| {
+        |s, n| {
             pb::UpdatePointsRuleRequest {
                 tenant_id: s.tenant.clone(),
-                request_id: unique("rule-update"),
+                request_id: s.id("rule-update", n),
                 points_rule: Some(pb::PointsRule {
                     id: s.rule_id.clone(),
                     version: s.rule_version,
@@ -435,7 +462,7 @@ pub const RPCS: [Rpc; 29] = [
     rpc(
         "/marketing.v1.PointsAccountService/ListPointsRules",
         false,
-        |s| {
+        |s, _| {
             pb::ListPointsRulesRequest {
                 tenant_id: s.tenant.clone(),
                 ..Default::default()
@@ -446,20 +473,22 @@ pub const RPCS: [Rpc; 29] = [
 ];
 
 /// A template, a claimed coupon, an earn, a hold and a rule in `tenant`, made through the API
-/// with `key` (a client that may manage and order for `tenant`).
-pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
+/// with `key` (a client that may manage and order for `tenant`; none without auth), with the
+/// ids of `run`.
+pub async fn seed(channel: &Channel, key: Option<&str>, tenant: &str, run: &str) -> Seed {
     let mut template = template();
     template.total_stock = 1_000;
     template.per_member_limit = 10;
-    let member = unique("member");
+    let member = format!("{run}-member");
     let mut seed = Seed {
         tenant: tenant.to_owned(),
+        run: run.to_owned(),
         template_id: String::new(),
         template_version: 0,
         coupon_id: String::new(),
         member: member.clone(),
         deduction_id: String::new(),
-        hold_order: unique("hold"),
+        hold_order: format!("{run}-hold"),
         rule_id: String::new(),
         rule_version: 0,
     };
@@ -469,7 +498,7 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         pb::CreateCouponTemplateRequest {
             tenant_id: tenant.into(),
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-template"),
             coupon_template: Some(template),
         },
     )
@@ -484,7 +513,7 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
             tenant_id: tenant.into(),
             member_id: member.clone(),
             template_id: seed.template_id.clone(),
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-claim"),
         },
     )
     .await;
@@ -496,7 +525,7 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
         pb::EarnPointsRequest {
             tenant_id: tenant.into(),
             member_id: member.clone(),
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-earn"),
             source: Some(pb::earn_points_request::Source::Amount(1_000)),
             ..Default::default()
         },
@@ -509,10 +538,10 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
         pb::DeductPointsRequest {
             tenant_id: tenant.into(),
             member_id: member.clone(),
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-deduct"),
             amount: 50,
             biz_type: "order".into(),
-            biz_id: unique("order"),
+            biz_id: format!("{run}-seed-order"),
             description: String::new(),
         },
     )
@@ -525,7 +554,7 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
         pb::FreezePointsRequest {
             tenant_id: tenant.into(),
             member_id: member,
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-freeze"),
             amount: 100,
             order_id: seed.hold_order.clone(),
             hold_ttl: None,
@@ -538,9 +567,9 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
         "/marketing.v1.PointsAccountService/CreatePointsRule",
         pb::CreatePointsRuleRequest {
             tenant_id: tenant.into(),
-            request_id: unique("seed"),
+            request_id: format!("{run}-seed-rule"),
             points_rule: Some(pb::PointsRule {
-                event_type: unique("signup"),
+                event_type: format!("{run}-signup"),
                 points: 10,
                 enabled: true,
                 ..Default::default()
@@ -556,11 +585,11 @@ pub async fn seed(channel: &Channel, key: &str, tenant: &str) -> Seed {
 /// A call that must succeed, decoded.
 async fn call_as<Q: Message, A: Message + Default>(
     channel: &Channel,
-    key: &str,
+    key: Option<&str>,
     path: &'static str,
     request: Q,
 ) -> A {
-    let answer = call(channel, path, request.encode_to_vec(), Some(key))
+    let answer = call(channel, path, request.encode_to_vec(), key)
         .await
         .unwrap_or_else(|status| panic!("{path}: {status:?}"));
     A::decode(answer.as_slice()).expect("an answer of its type")

@@ -1,0 +1,330 @@
+//! The mixed-tenant harness: for every RPC of the API (one line each in `rpcs::RPCS`), two
+//! tenants act at the same time on the same ids (member ids, request ids, orders, business
+//! references), one of them also naming the other's template, coupon, hold, transaction and
+//! rule ids. The tenant under attack must get exactly what a third tenant gets running the
+//! same calls alone: the same answers, in order, and the same stored state; and no row of one
+//! tenant may point at another's. On one server (both backends) and across two replicas
+//! sharing PostgreSQL and Redis. A new RPC joins by adding its line to `rpcs::RPCS`.
+
+use std::collections::BTreeMap;
+
+use marketing_storage::entity::{
+    coupon_template, idempotency_record, points_account, points_hold, points_lot, points_rule,
+    points_transaction, user_coupon,
+};
+use marketing_tests::{Backend, TestApp, spawn_app};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use tonic::{Code, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    fixtures::unique,
+    rpcs::{RPCS, Rpc, Seed, call, seed},
+};
+
+/// Calls of each RPC each tenant makes, one after another (so that answers are comparable
+/// call for call), while the other tenant makes its own.
+const CALLS: usize = 5;
+/// Callers of globex naming acme's ids at once (each with the same request ids).
+const HOSTILE: usize = 3;
+
+/// A tenant's stored state without its generated ids and times: what must be equal between
+/// the tenant attacked and the tenant alone.
+async fn state_of(conn: &DatabaseConnection, tenant: &str) -> BTreeMap<&'static str, Vec<String>> {
+    let mut state = BTreeMap::new();
+    let mut put = |table: &'static str, mut rows: Vec<String>| {
+        rows.sort_unstable();
+        state.insert(table, rows);
+    };
+    let templates = coupon_template::Entity::find()
+        .filter(coupon_template::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("templates");
+    put(
+        "templates",
+        templates
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} stock {}/{} claimed {} used {} enabled {} archived {} v{}",
+                    t.name,
+                    t.remaining_stock,
+                    t.total_stock,
+                    t.claimed_count,
+                    t.used_count,
+                    t.enabled,
+                    t.archived_at.is_some(),
+                    t.version
+                )
+            })
+            .collect(),
+    );
+    let coupons = user_coupon::Entity::find()
+        .filter(user_coupon::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("coupons");
+    put(
+        "coupons",
+        coupons
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} slot {} status {} v{}",
+                    c.member_id, c.claim_slot, c.status, c.version
+                )
+            })
+            .collect(),
+    );
+    let accounts = points_account::Entity::find()
+        .filter(points_account::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("accounts");
+    put(
+        "accounts",
+        accounts
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} available {} frozen {} earned {} spent {} expired {} refunded {} v{}",
+                    a.member_id,
+                    a.available,
+                    a.frozen,
+                    a.total_earned,
+                    a.total_spent,
+                    a.total_expired,
+                    a.total_refunded,
+                    a.version
+                )
+            })
+            .collect(),
+    );
+    let entries = points_transaction::Entity::find()
+        .filter(points_transaction::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("entries");
+    put(
+        "entries",
+        entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} type {} amount {} frozen {} after {}/{} request {:?} biz {:?}/{:?}",
+                    e.member_id,
+                    e.tx_type,
+                    e.amount,
+                    e.frozen_amount,
+                    e.available_after,
+                    e.frozen_after,
+                    e.request_id,
+                    e.biz_type,
+                    e.biz_id
+                )
+            })
+            .collect(),
+    );
+    let holds = points_hold::Entity::find()
+        .filter(points_hold::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("holds");
+    put(
+        "holds",
+        holds
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} order {} status {} amount {} confirmed {}",
+                    h.member_id, h.order_id, h.status, h.amount, h.confirmed_amount
+                )
+            })
+            .collect(),
+    );
+    let lots = points_lot::Entity::find()
+        .filter(points_lot::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("lots");
+    put(
+        "lots",
+        lots.iter()
+            .map(|l| {
+                format!(
+                    "amount {} remaining {} frozen {}",
+                    l.amount, l.remaining, l.frozen
+                )
+            })
+            .collect(),
+    );
+    let rules = points_rule::Entity::find()
+        .filter(points_rule::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("rules");
+    put(
+        "rules",
+        rules
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} points {} enabled {} v{}",
+                    r.event_type, r.points, r.enabled, r.version
+                )
+            })
+            .collect(),
+    );
+    let records = idempotency_record::Entity::find()
+        .filter(idempotency_record::Column::TenantId.eq(tenant))
+        .all(conn)
+        .await
+        .expect("records");
+    put(
+        "records",
+        records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} status {}",
+                    r.request_id, r.client, r.operation, r.status_code
+                )
+            })
+            .collect(),
+    );
+    state
+}
+
+/// No row of one tenant points at another tenant's: coupons at their template, ledger
+/// entries, lots and holds at their account (and the member it names).
+async fn assert_no_row_crosses_tenants(conn: &DatabaseConnection) {
+    let templates: BTreeMap<Uuid, String> = coupon_template::Entity::find()
+        .all(conn)
+        .await
+        .expect("templates")
+        .into_iter()
+        .map(|t| (t.id, t.tenant_id))
+        .collect();
+    for coupon in user_coupon::Entity::find()
+        .all(conn)
+        .await
+        .expect("coupons")
+    {
+        assert_eq!(
+            templates.get(&coupon.template_id),
+            Some(&coupon.tenant_id),
+            "coupon {} of {} is of another tenant's template",
+            coupon.id,
+            coupon.tenant_id
+        );
+    }
+    let accounts: BTreeMap<Uuid, (String, String)> = points_account::Entity::find()
+        .all(conn)
+        .await
+        .expect("accounts")
+        .into_iter()
+        .map(|a| (a.id, (a.tenant_id, a.member_id)))
+        .collect();
+    for entry in points_transaction::Entity::find()
+        .all(conn)
+        .await
+        .expect("entries")
+    {
+        assert_eq!(
+            accounts.get(&entry.account_id),
+            Some(&(entry.tenant_id.clone(), entry.member_id.clone())),
+            "entry {} is of another tenant's or member's account",
+            entry.id
+        );
+    }
+    for lot in points_lot::Entity::find().all(conn).await.expect("lots") {
+        assert_eq!(
+            accounts.get(&lot.account_id).map(|(tenant, _)| tenant),
+            Some(&lot.tenant_id),
+            "lot {} is of another tenant's account",
+            lot.id
+        );
+    }
+    for hold in points_hold::Entity::find().all(conn).await.expect("holds") {
+        assert_eq!(
+            accounts.get(&hold.account_id),
+            Some(&(hold.tenant_id.clone(), hold.member_id.clone())),
+            "hold {} is of another tenant's or member's account",
+            hold.id
+        );
+    }
+}
+
+/// `CALLS` requests of `rpc` for `seed`, one after another on `channel`: each answer's code.
+async fn run(channel: Channel, rpc: &'static Rpc, seed: Seed) -> Vec<Code> {
+    let mut codes = Vec::with_capacity(CALLS);
+    for n in 0..CALLS {
+        let answer = call(&channel, rpc.path, (rpc.request)(&seed, n), None).await;
+        codes.push(answer.map_or_else(|status| status.code(), |_| Code::Ok));
+    }
+    codes
+}
+
+/// The harness over every RPC, on `replicas` servers sharing one database: acme's calls on
+/// the first, globex's on the last (the same server when there is one).
+async fn tenants_at_once_get_what_they_get_alone(replicas: &[&TestApp]) {
+    let app = replicas[0];
+    let conn = app.state.db.conn();
+    let first = replicas[0].channel.clone();
+    let last = replicas[replicas.len() - 1].channel.clone();
+    for rpc in &RPCS {
+        let run_id = unique("mixed");
+        // Each tenant's own seed, with the same member ids, orders and references.
+        let solo = seed(&first, None, "solo", &run_id).await;
+        let acme = seed(&first, None, "acme", &run_id).await;
+        let globex = seed(&last, None, "globex", &run_id).await;
+        let alone = run(first.clone(), rpc, solo).await;
+
+        // globex at once: its own calls, and calls naming acme's ids (template, coupon,
+        // hold, transaction, rule) under its own tenant, with the same request ids.
+        let hostile = Seed {
+            tenant: "globex".into(),
+            ..acme.clone()
+        };
+        let attacked = tokio::spawn(run(first.clone(), rpc, acme));
+        let mut others = vec![tokio::spawn(run(last.clone(), rpc, globex))];
+        for _ in 0..HOSTILE {
+            others.push(tokio::spawn(run(last.clone(), rpc, hostile.clone())));
+        }
+        let attacked = attacked.await.expect("acme's calls");
+        for other in others {
+            other.await.expect("globex's calls");
+        }
+
+        assert_eq!(
+            attacked, alone,
+            "{}: acme's answers differ from a tenant's alone",
+            rpc.path
+        );
+        assert_eq!(
+            state_of(conn, "acme").await,
+            state_of(conn, "solo").await,
+            "{}: acme's state differs from a tenant's alone",
+            rpc.path
+        );
+    }
+    assert_no_row_crosses_tenants(conn).await;
+}
+
+async fn every_rpc_with_two_tenants_at_once(app: &TestApp) {
+    tenants_at_once_get_what_they_get_alone(&[app]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_with_two_tenants_at_once_across_two_replicas() {
+    let first = spawn_app(Backend::PostgresRedis).await;
+    let second = first.spawn_replica().await;
+    tenants_at_once_get_what_they_get_alone(&[&first, &second]).await;
+    second.stop().await;
+    first.stop().await;
+}
+
+marketing_tests::backend_suite! {
+    every_rpc_with_two_tenants_at_once,
+}
