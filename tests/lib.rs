@@ -794,6 +794,17 @@ impl ServerProcess {
         )
     }
 
+    /// The lines of its log that contain `text`.
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter(|line| line.contains(text))
+            .cloned()
+            .collect()
+    }
+
     /// Whether a line of its log contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.logs

@@ -8,6 +8,7 @@ mod clients;
 mod coupons;
 mod faults;
 mod fixtures;
+mod floods;
 mod frames;
 mod generated;
 mod infra;

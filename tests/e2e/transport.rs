@@ -170,7 +170,7 @@ async fn silent_half_open_and_idle_connections_are_closed_and_busy_ones_stay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() {
+async fn at_the_connection_cap_a_silent_connection_makes_room_else_new_ones_are_refused() {
     let app = spawn_app_with(
         Backend::Embedded,
         options(TransportConfig {
@@ -180,9 +180,25 @@ async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() 
         }),
     )
     .await;
-    // The test's own channel is the first connection.
-    let first = TcpStream::connect(app.addr).await.expect("connect");
-    let second = TcpStream::connect(app.addr).await.expect("connect");
+    // The test's own channel is the first connection, and calls: it is a client's.
+    let mut templates = CouponTemplateServiceClient::new(app.channel.clone());
+    templates
+        .create_coupon_template(create_request("acme", template()))
+        .await
+        .expect("a call");
+    // A connection that never calls is closed for a new one at the cap.
+    let silent = TcpStream::connect(app.addr).await.expect("connect");
+    let second = connected(&app).await;
+    let third = connected(&app).await;
+    closed_within(silent, Instant::now(), Duration::from_secs(10)).await;
+    assert_eq!(app.transport.evicted_connections.load(Relaxed), 1);
+    // Once every connection has made a call, the next is refused.
+    for channel in [&second, &third] {
+        CouponTemplateServiceClient::new(channel.clone())
+            .create_coupon_template(create_request("acme", template()))
+            .await
+            .expect("a call");
+    }
     let refused = TcpStream::connect(app.addr)
         .await
         .expect("TCP itself connects");
@@ -193,7 +209,7 @@ async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() 
         "connections within the cap are served"
     );
 
-    drop(first);
+    drop((second, templates));
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.transport.open_connections() > 2 {
         assert!(
@@ -208,8 +224,17 @@ async fn past_the_connection_cap_a_new_connection_is_refused_until_one_closes() 
         .await
         .expect("a place is free again");
     assert!(serving(channel).await);
-    drop(second);
+    drop(third);
     app.stop().await;
+}
+
+/// A new connection (HTTP/2 handshake done).
+async fn connected(app: &marketing_tests::TestApp) -> Channel {
+    Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,26 +359,43 @@ async fn clients_that_never_read_cannot_grow_the_server_and_the_cap_is_logged() 
     }
     drop((paused, responses));
 
-    // Up to the cap (8) new connections are held open; the next one is closed at once.
+    // Past the cap (8), each new connection closes the oldest that never made a call (the
+    // raw ones here), never the client's own.
     let mut held = Vec::new();
-    loop {
-        assert!(held.len() < 8, "no connection was refused at the cap");
-        let mut tcp = TcpStream::connect(server.addr)
-            .await
-            .expect("TCP itself connects");
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await
-        {
-            break;
-        }
-        held.push(tcp);
+    for _ in 0..12 {
+        held.push(
+            TcpStream::connect(server.addr)
+                .await
+                .expect("TCP itself connects"),
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.logged("connection refused") {
-        assert!(Instant::now() < deadline, "the refusal is logged");
+    while !server.logged("connection closed to make room") {
+        assert!(
+            Instant::now() < deadline,
+            "the closing is logged: {:?}",
+            server.log_lines("connection")
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let mut closed = 0;
+    for tcp in &mut held {
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(
+        closed >= 4,
+        "{closed} of 12 raw connections closed at a cap of 8"
+    );
     assert!(serving(channel).await, "health answers at the cap");
     drop(held);
 }

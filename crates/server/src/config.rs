@@ -271,6 +271,10 @@ pub struct TransportConfig {
     pub unsent_bytes_per_connection: usize,
     #[serde(deserialize_with = "lenient::number")]
     pub unsent_bytes: usize,
+    /// Calls of the services that need no key (health, reflection) in progress at once on
+    /// this replica (and at most 4 per connection); past either they are refused OVERLOADED.
+    #[serde(deserialize_with = "lenient::number")]
+    pub max_open_service_calls: usize,
 }
 
 impl Default for TransportConfig {
@@ -285,6 +289,7 @@ impl Default for TransportConfig {
             max_header_list_bytes: 16 * 1024,
             unsent_bytes_per_connection: 8 << 20,
             unsent_bytes: 64 << 20,
+            max_open_service_calls: 1_000,
         }
     }
 }
@@ -530,6 +535,10 @@ impl Config {
         let transport = &self.transport;
         for (name, value) in [
             ("MARKETING_MAX_CONNECTIONS", transport.max_connections),
+            (
+                "MARKETING_MAX_OPEN_SERVICE_CALLS",
+                transport.max_open_service_calls,
+            ),
             (
                 "MARKETING_MAX_CONCURRENT_STREAMS",
                 transport.max_concurrent_streams as usize,

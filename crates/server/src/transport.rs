@@ -58,6 +58,15 @@ pub struct Transport {
     pub handshake_timeouts: AtomicU64,
     pub idle_closes: AtomicU64,
     pub refused_responses: AtomicU64,
+    /// Connections closed to make room (never authenticated, at the cap) or for failing to
+    /// authenticate too often, and open calls (health, reflection) refused for their limits.
+    pub evicted_connections: AtomicU64,
+    pub refused_open_calls: AtomicU64,
+    /// Calls of the open services (health, reflection) in progress on this replica.
+    open_service_calls: AtomicUsize,
+    /// Connections that have not made an authenticated call, oldest first: the ones closed
+    /// first when the cap is reached (entries of closed or authenticated ones are skipped).
+    unauthenticated: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<Connection>>>,
 }
 
 impl Transport {
@@ -71,7 +80,62 @@ impl Transport {
             handshake_timeouts: AtomicU64::new(0),
             idle_closes: AtomicU64::new(0),
             refused_responses: AtomicU64::new(0),
+            evicted_connections: AtomicU64::new(0),
+            refused_open_calls: AtomicU64::new(0),
+            open_service_calls: AtomicUsize::new(0),
+            unauthenticated: std::sync::Mutex::default(),
         })
+    }
+
+    /// Under connection pressure, the oldest connection that never made an authenticated call
+    /// is closed and its place under the cap handed over; `None` when every connection has
+    /// authenticated. Behind a load balancer every caller shares one peer address, so nothing
+    /// here looks at addresses.
+    fn make_room(&self) -> Option<OwnedSemaphorePermit> {
+        let mut queue = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(weak) = queue.pop_front() {
+            let Some(connection) = weak.upgrade() else {
+                continue;
+            };
+            if connection.authenticated.load(Relaxed) {
+                continue;
+            }
+            let permit = connection
+                .permit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(permit) = permit {
+                self.evicted_connections.fetch_add(1, Relaxed);
+                marketing_infra::warn_every!(
+                    max_connections = self.config.max_connections,
+                    "connection closed to make room: at MARKETING_MAX_CONNECTIONS, the oldest \
+                     connection that never made an authenticated call is closed for a new one"
+                );
+                connection.close();
+                return Some(permit);
+            }
+        }
+        None
+    }
+
+    /// Remembers a new connection as unauthenticated, dropping entries of connections gone
+    /// or authenticated when they outnumber the cap.
+    fn track(&self, connection: &Arc<Connection>) {
+        let mut queue = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if queue.len() >= 2 * self.config.max_connections.max(1) {
+            queue.retain(|weak| {
+                weak.upgrade()
+                    .is_some_and(|c| !c.authenticated.load(Relaxed))
+            });
+        }
+        queue.push_back(Arc::downgrade(connection));
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -94,14 +158,20 @@ impl Transport {
             let transport = transport.clone();
             async move {
                 match accepted {
-                    Ok(stream) => match transport.connections.clone().try_acquire_owned() {
-                        Ok(permit) => Some(Ok(Guarded::new(stream, permit, transport))),
-                        Err(_) => {
+                    Ok(stream) => match transport
+                        .connections
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .or_else(|| transport.make_room())
+                    {
+                        Some(permit) => Some(Ok(Guarded::new(stream, permit, transport))),
+                        None => {
                             transport.refused_connections.fetch_add(1, Relaxed);
                             marketing_infra::warn_every!(
                                 peer = ?stream.peer_addr().ok(),
                                 max_connections = transport.config.max_connections,
-                                "connection refused: this replica serves MARKETING_MAX_CONNECTIONS already"
+                                "connection refused: this replica serves MARKETING_MAX_CONNECTIONS already, all authenticated"
                             );
                             None
                         }
@@ -136,6 +206,17 @@ struct Connection {
     last_call_end: AtomicU64,
     last_read: AtomicU64,
     unsent: AtomicUsize,
+    /// Whether a call on it was admitted as a client's: then it is never closed to make room.
+    authenticated: std::sync::atomic::AtomicBool,
+    /// Calls refused for their credentials.
+    failed_authentications: AtomicUsize,
+    /// Calls of the open services (health, reflection) in progress on it.
+    open_service_calls: AtomicUsize,
+    /// Set to close the connection; its socket's next read fails.
+    closing: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+    /// Its place under the connection cap (taken when it is closed to make room for another).
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Connection {
@@ -151,11 +232,64 @@ impl Connection {
         Some((quiet_since + transport.config.idle_timeout).max(read_at + READ_GRACE))
     }
 
+    /// Counts a call of an open service (health, reflection) against the connection's and the
+    /// replica's limits; `false` (nothing counted) past either.
+    fn open_service_call(&self, call: &mut OpenCall) -> bool {
+        let transport = &self.transport;
+        let on_connection = self.open_service_calls.fetch_add(1, Relaxed) + 1;
+        let on_replica = transport.open_service_calls.fetch_add(1, Relaxed) + 1;
+        if on_connection > OPEN_CALLS_PER_CONNECTION
+            || on_replica > transport.config.max_open_service_calls
+        {
+            self.open_service_calls.fetch_sub(1, Relaxed);
+            transport.open_service_calls.fetch_sub(1, Relaxed);
+            return false;
+        }
+        call.open_service = true;
+        true
+    }
+
     fn call_started(self: &Arc<Self>) -> OpenCall {
         self.open_calls.fetch_add(1, Relaxed);
         OpenCall {
             connection: self.clone(),
             charged: 0,
+            open_service: false,
+        }
+    }
+
+    /// Closes the connection: its socket's next read fails, and hyper drops it.
+    fn close(&self) {
+        self.closing.store(true, Relaxed);
+        self.waker.wake();
+    }
+}
+
+/// Calls of the open services (health, reflection) one connection may have in progress.
+pub const OPEN_CALLS_PER_CONNECTION: usize = 4;
+/// Calls a connection may have refused for their credentials before it is closed.
+pub const FAILED_AUTHENTICATIONS_PER_CONNECTION: usize = 16;
+
+impl ConnectionInfo {
+    /// A call on this connection was admitted as a client's: it is never closed to make room.
+    pub fn authenticated(&self) {
+        self.connection.authenticated.store(true, Relaxed);
+    }
+
+    /// A call on this connection was refused for its credentials; past
+    /// [`FAILED_AUTHENTICATIONS_PER_CONNECTION`] the connection is closed (its other calls
+    /// fail with it), so one client's bad keys cost that client's connection only.
+    pub fn failed_authentication(&self) {
+        let failed = self.connection.failed_authentications.fetch_add(1, Relaxed) + 1;
+        if failed == FAILED_AUTHENTICATIONS_PER_CONNECTION {
+            let transport = &self.connection.transport;
+            transport.evicted_connections.fetch_add(1, Relaxed);
+            marketing_infra::warn_every!(
+                peer = ?self.remote_addr,
+                failed,
+                "connection closed: too many calls refused for their credentials"
+            );
+            self.connection.close();
         }
     }
 }
@@ -175,7 +309,6 @@ pub struct Guarded {
     /// Bytes of the handshake still to come, and its deadline; `None` once it is done.
     handshake: Option<(usize, Pin<Box<Sleep>>)>,
     idle: Pin<Box<Sleep>>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Guarded {
@@ -194,7 +327,14 @@ impl Guarded {
             last_call_end: AtomicU64::new(millis),
             last_read: AtomicU64::new(millis),
             unsent: AtomicUsize::new(0),
+            authenticated: std::sync::atomic::AtomicBool::new(false),
+            failed_authentications: AtomicUsize::new(0),
+            open_service_calls: AtomicUsize::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            waker: futures::task::AtomicWaker::new(),
+            permit: std::sync::Mutex::new(Some(permit)),
         });
+        connection.transport.track(&connection);
         let info = ConnectionInfo {
             remote_addr: stream.peer_addr().ok(),
             connection,
@@ -204,7 +344,6 @@ impl Guarded {
             info,
             handshake,
             idle,
-            _permit: permit,
         }
     }
 
@@ -212,6 +351,14 @@ impl Guarded {
     fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let connection = &self.info.connection;
         let transport = &connection.transport;
+        connection.waker.register(cx.waker());
+        if connection.closing.load(Relaxed) {
+            tracing::debug!(peer = ?self.info.remote_addr, "closing a connection");
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closed by the server",
+            ));
+        }
         if let Some((_, deadline)) = &mut self.handshake {
             if deadline.as_mut().poll(cx).is_ready() {
                 transport.handshake_timeouts.fetch_add(1, Relaxed);
@@ -327,6 +474,8 @@ impl AsyncWrite for Guarded {
 struct OpenCall {
     connection: Arc<Connection>,
     charged: usize,
+    /// A call of an open service (health, reflection), counted against their limits.
+    open_service: bool,
 }
 
 impl OpenCall {
@@ -355,6 +504,10 @@ impl Drop for OpenCall {
     fn drop(&mut self) {
         let connection = &self.connection;
         let transport = &connection.transport;
+        if self.open_service {
+            connection.open_service_calls.fetch_sub(1, Relaxed);
+            transport.open_service_calls.fetch_sub(1, Relaxed);
+        }
         connection.unsent.fetch_sub(self.charged, Relaxed);
         transport.unsent.fetch_sub(self.charged, Relaxed);
         let now = transport.millis(Instant::now());
@@ -383,6 +536,7 @@ pub struct Streams<S> {
 impl<S, B, ReqBody> tower_service::Service<http::Request<ReqBody>> for Streams<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    B: Default,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -393,36 +547,73 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let call = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .map(|info| info.connection.call_started());
-        StreamFuture {
+        let mut call = connection_of(&request).map(|info| info.connection.call_started());
+        let refused = match &mut call {
+            Some(open) if crate::app::auth::is_open(request.uri().path()) => {
+                !open.connection.clone().open_service_call(open)
+            }
+            _ => false,
+        };
+        if refused {
+            if let Some(open) = &call {
+                open.connection
+                    .transport
+                    .refused_open_calls
+                    .fetch_add(1, Relaxed);
+            }
+            marketing_infra::warn_every!(
+                path = request.uri().path(),
+                "call refused: too many health and reflection calls on this connection or replica"
+            );
+            return StreamFuture::Refused { call };
+        }
+        StreamFuture::Served {
             inner: self.inner.call(request),
             call,
         }
     }
 }
 
+/// The connection a request came on (behind TLS, tonic wraps its info).
+pub fn connection_of<B>(request: &http::Request<B>) -> Option<&ConnectionInfo> {
+    let extensions = request.extensions();
+    extensions.get::<ConnectionInfo>().or_else(|| {
+        extensions
+            .get::<tonic::transport::server::TlsConnectInfo<ConnectionInfo>>()
+            .map(tonic::transport::server::TlsConnectInfo::get_ref)
+    })
+}
+
 pin_project_lite::pin_project! {
-    /// The inner service's response, its body wrapped in a [`TrackedBody`].
-    pub struct StreamFuture<F> {
-        #[pin]
-        inner: F,
-        call: Option<OpenCall>,
+    /// The inner service's response, its body wrapped in a [`TrackedBody`]; or the refusal
+    /// of an open-service call past its limits.
+    #[project = StreamProjection]
+    pub enum StreamFuture<F> {
+        Served {
+            #[pin]
+            inner: F,
+            call: Option<OpenCall>,
+        },
+        Refused { call: Option<OpenCall> },
     }
 }
 
 impl<F, B, E> Future for StreamFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
 {
     type Output = Result<http::Response<TrackedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let call = this.call.take();
+        let (response, call) = match self.project() {
+            StreamProjection::Served { inner, call } => (ready!(inner.poll(cx))?, call.take()),
+            StreamProjection::Refused { call } => (
+                crate::wire::status::status_of(&marketing_domain::MarketingError::Overloaded)
+                    .into_http(),
+                call.take(),
+            ),
+        };
         Poll::Ready(Ok(response.map(|body| TrackedBody {
             inner: body,
             call,

@@ -26,6 +26,13 @@ use crate::config::{AuthMode, ClientNameField};
 
 /// How long a replica trusts what it read of a key: a revocation reaches it within this.
 pub const KNOWN_FOR: Duration = Duration::from_secs(2);
+/// A known key or certificate is read again in the background once its verdict is this old,
+/// while the calls it makes are still judged by the verdict kept: a known client never waits
+/// for a lookup (nor queues behind a flood of made-up keys) while it keeps calling.
+const REFRESH_AFTER: Duration = Duration::from_secs(1);
+/// Background refreshes that may use the database at once (apart from the lookups of unknown
+/// keys, so that a flood of those never delays them).
+const REFRESHES: usize = 4;
 /// Keys of clients kept at most, and apart from them, keys of no client (so a flood of made-up
 /// keys stays bounded and cannot push real keys out).
 const KNOWN_KEYS: u64 = 10_000;
@@ -41,8 +48,33 @@ const OPEN: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// Whether `path` is a call of an open service (health, reflection).
+pub fn is_open(path: &str) -> bool {
+    OPEN.iter().any(|open| path.starts_with(open))
+}
+
 /// The caller of a call, as the handlers see it (absent when auth is disabled).
 pub type Caller = Arc<ApiClient>;
+
+/// What a credential was found to be, and when this replica read it.
+#[derive(Clone)]
+struct Kept {
+    verdict: Verdict,
+    read_at: std::time::Instant,
+}
+
+impl Kept {
+    fn now(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            read_at: std::time::Instant::now(),
+        }
+    }
+
+    fn stale(&self) -> bool {
+        self.read_at.elapsed() >= REFRESH_AFTER
+    }
+}
 
 /// What a key was found to be when this replica last read it.
 #[derive(Clone)]
@@ -60,6 +92,22 @@ impl Verdict {
         match client.revoked_at {
             Some(_) => Verdict::Revoked(client.name.into()),
             None => Verdict::Active(Arc::new(client)),
+        }
+    }
+}
+
+/// A credential as the refreshes in flight are known by: a key, or a certificate's bytes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CredentialId {
+    Key(String),
+    Certificate(Box<[u8]>),
+}
+
+impl CredentialId {
+    fn of(credential: &Credential) -> Self {
+        match credential {
+            Credential::Key(key) => Self::Key(key.clone()),
+            Credential::Certificate { der, .. } => Self::Certificate(der.clone()),
         }
     }
 }
@@ -145,11 +193,14 @@ pub struct Authenticator {
     name_field: ClientNameField,
     /// Clients' keys, active or revoked, by the whole key: a known key is never hashed again
     /// while it is kept.
-    known: Cache<String, Verdict>,
+    known: Cache<String, Kept>,
     /// Keys of no client.
     unknown: Cache<String, ()>,
     /// Client certificates, by their bytes (DER), and the client they named.
-    certificates: Cache<Box<[u8]>, Verdict>,
+    certificates: Cache<Box<[u8]>, Kept>,
+    /// Credentials being read again in the background (at most one refresh each).
+    refreshing: Arc<std::sync::Mutex<std::collections::HashSet<CredentialId>>>,
+    refreshes: Arc<Semaphore>,
     /// Lookups of keys this replica does not know that may use the database at once: a flood
     /// of made-up keys waits here instead of taking every connection of the pool from the
     /// calls of known clients.
@@ -186,33 +237,101 @@ impl Authenticator {
                 .max_capacity(CERTIFICATES)
                 .time_to_live(KNOWN_FOR)
                 .build(),
+            refreshing: Arc::default(),
+            refreshes: Arc::new(Semaphore::new(REFRESHES)),
             lookups: Arc::new(Semaphore::new(lookups.max(1))),
             queue: Arc::new(Semaphore::new(queue.max(1))),
         }
     }
 
-    /// What this replica read of `key` within [`KNOWN_FOR`], if it did.
+    /// What this replica read of `key` within [`KNOWN_FOR`], if it did; a client's key read
+    /// over [`REFRESH_AFTER`] ago is read again in the background meanwhile.
     fn kept_key(&self, key: &str) -> Option<Verdict> {
-        self.known
-            .get(key)
-            .or_else(|| self.unknown.contains_key(key).then_some(Verdict::Unknown))
+        if let Some(kept) = self.known.get(key) {
+            if kept.stale() {
+                self.refresh(Credential::Key(key.to_owned()));
+            }
+            return Some(kept.verdict);
+        }
+        self.unknown.contains_key(key).then_some(Verdict::Unknown)
+    }
+
+    /// The same for a certificate (DER).
+    fn kept_certificate(
+        &self,
+        der: &[u8],
+        name: impl FnOnce() -> Option<String>,
+    ) -> Option<Verdict> {
+        let kept = self.certificates.get(der)?;
+        if kept.stale()
+            && let Some(name) = name()
+        {
+            self.refresh(Credential::Certificate {
+                der: der.into(),
+                name,
+            });
+        }
+        Some(kept.verdict)
     }
 
     fn kept(&self, credential: &Credential) -> Option<Verdict> {
         match credential {
-            Credential::Key(key) => self.kept_key(key),
-            Credential::Certificate { der, .. } => self.certificates.get(der),
+            Credential::Key(key) => self
+                .known
+                .get(key)
+                .map(|kept| kept.verdict)
+                .or_else(|| self.unknown.contains_key(key).then_some(Verdict::Unknown)),
+            Credential::Certificate { der, .. } => {
+                self.certificates.get(der).map(|kept| kept.verdict)
+            }
         }
     }
 
     fn keep(&self, credential: Credential, verdict: Verdict) {
         match (credential, verdict) {
             (Credential::Key(key), Verdict::Unknown) => self.unknown.insert(key, ()),
-            (Credential::Key(key), verdict) => self.known.insert(key, verdict),
+            (Credential::Key(key), verdict) => self.known.insert(key, Kept::now(verdict)),
             (Credential::Certificate { der, .. }, verdict) => {
-                self.certificates.insert(der, verdict);
+                self.certificates.insert(der, Kept::now(verdict));
             }
         }
+    }
+
+    /// Reads `credential` again in the background, unless it is being read already or the
+    /// refreshes are all busy (then the verdict kept lapses at [`KNOWN_FOR`], and the next
+    /// call looks it up): never later than the revocation window.
+    fn refresh(&self, credential: Credential) {
+        let id = CredentialId::of(&credential);
+        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else {
+            return;
+        };
+        {
+            let mut refreshing = self
+                .refreshing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !refreshing.insert(id.clone()) {
+                return;
+            }
+        }
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let found = match &credential {
+                Credential::Key(key) => auth.look_up_key(key).await,
+                Credential::Certificate { name, .. } => auth.look_up_name(name).await,
+            };
+            match found {
+                Ok(verdict) => auth.keep(credential, verdict),
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, "refreshing a known client failed; its verdict lapses in 2 s");
+                }
+            }
+            auth.refreshing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        });
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -223,7 +342,7 @@ impl Authenticator {
     /// `header` and, under mTLS, the client certificate TLS verified (DER), against what this
     /// replica knows; no I/O. A key, when there is one, is what counts.
     pub fn check(&self, path: &str, header: Option<&[u8]>, certificate: Option<&[u8]>) -> Checked {
-        if self.mode == AuthMode::Disabled || OPEN.iter().any(|open| path.starts_with(open)) {
+        if self.mode == AuthMode::Disabled || is_open(path) {
             return Checked::Admitted(None);
         }
         match (header, certificate) {
@@ -244,7 +363,8 @@ impl Authenticator {
                 Checked::Unknown(Credential::Key(key.to_owned()))
             }
             (None, Some(certificate)) => {
-                if let Some(verdict) = self.certificates.get(certificate) {
+                let name = || certificate_name(certificate, self.name_field).ok();
+                if let Some(verdict) = self.kept_certificate(certificate, name) {
                     return Self::judge(verdict, path);
                 }
                 match certificate_name(certificate, self.name_field) {
@@ -255,7 +375,7 @@ impl Authenticator {
                     Err(unnamed) => {
                         // Kept like any other, so it is not parsed again on every call.
                         self.certificates
-                            .insert(certificate.into(), Verdict::Unknown);
+                            .insert(certificate.into(), Kept::now(Verdict::Unknown));
                         marketing_infra::warn_every!(
                             path,
                             field = ?self.name_field,

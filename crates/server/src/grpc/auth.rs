@@ -22,7 +22,7 @@ use crate::{
         auth::{Authenticator, Caller, Checked},
         limits::Limits,
     },
-    transport::ConnectionInfo,
+    transport::{ConnectionInfo, connection_of},
     wire::status::status_of,
 };
 
@@ -122,7 +122,10 @@ where
             .and_then(|chain| chain.first())
             .map(|der| der.as_ref());
         let limited = self.limits.limits(LimitedAction::Client);
-        match self.auth.check(request.uri().path(), header, certificate) {
+        let checked = self.auth.check(request.uri().path(), header, certificate);
+        let connection = connection_of(&request).cloned();
+        note(connection.as_ref(), &checked, request.uri().path());
+        match checked {
             Checked::Admitted(Some(caller)) if limited => {
                 let inner = take_ready(&mut self.inner);
                 let limits = self.limits.clone();
@@ -150,7 +153,9 @@ where
                 AuthFuture::Deferred {
                     inner: Box::pin(async move {
                         let path = request.uri().path().to_owned();
-                        match auth.look_up(credential, &path).await {
+                        let checked = auth.look_up(credential, &path).await;
+                        note(connection.as_ref(), &checked, &path);
+                        match checked {
                             Checked::Admitted(caller) => {
                                 serve_as(&limits, caller, inner, request).await
                             }
@@ -163,6 +168,23 @@ where
                 }
             }
         }
+    }
+}
+
+/// Tells the connection what its call of `path` was found to be: a client's call (any call of
+/// our services when auth is off) marks it authenticated (never closed to make room), a
+/// refusal for credentials counts against it (too many close it).
+fn note(connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
+    let Some(connection) = connection else {
+        return;
+    };
+    match checked {
+        Checked::Admitted(Some(_)) => connection.authenticated(),
+        Checked::Admitted(None) if !crate::app::auth::is_open(path) => {
+            connection.authenticated();
+        }
+        Checked::Refused(MarketingError::Unauthenticated) => connection.failed_authentication(),
+        _ => {}
     }
 }
 
