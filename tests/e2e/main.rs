@@ -5,6 +5,7 @@ mod bounds;
 mod cache;
 mod claims;
 mod clients;
+mod compose;
 mod coupons;
 mod faults;
 mod fixtures;

@@ -78,6 +78,19 @@ enum ClientsCommand {
         #[arg(long, conflicts_with = "tenants")]
         all_tenants: bool,
     },
+    /// Create the first admin client (every tenant) if there is no client yet, and print its
+    /// key once; with clients already, do nothing. For a deployment's one-shot first step.
+    Bootstrap {
+        /// The admin client's name.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// A file holding the key to give it (e.g. a secret the operator made with `clients
+        /// new-key`); without one, a fresh key is printed.
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
+    },
+    /// Print a fresh key, for `bootstrap --key-file` (nothing is stored).
+    NewKey,
     /// List the clients, revoked ones too.
     List,
     /// Revoke a client: every replica refuses its key within seconds.
@@ -124,6 +137,11 @@ async fn start(command: Command) -> anyhow::Result<()> {
 
 /// The clients commands: on the server's database (migrated first), without a server.
 async fn manage_clients(config: Config, command: ClientsCommand) -> anyhow::Result<()> {
+    if let ClientsCommand::NewKey = command {
+        // Nothing is stored: no database needed.
+        println!("{}", clients::new_key().1);
+        return Ok(());
+    }
     let db = app::open_database(&config).await?;
     let now = UnixMicros::now();
     match command {
@@ -146,6 +164,56 @@ async fn manage_clients(config: Config, command: ClientsCommand) -> anyhow::Resu
             );
             println!("{}", created.key);
         }
+        ClientsCommand::Bootstrap { name, key_file } => {
+            if !clients::list_clients(&db).await?.is_empty() {
+                println!("API clients exist already: nothing to do");
+                return Ok(());
+            }
+            let key = match &key_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|err| {
+                        anyhow::anyhow!("cannot read the key file {}: {err}", path.display())
+                    })?;
+                    Some(text.trim().to_owned())
+                }
+                None => None,
+            };
+            let created = match clients::create_client_with_key(
+                &db,
+                &name,
+                Role::Admin,
+                None,
+                now,
+                key,
+            )
+            .await
+            {
+                Ok(created) => created,
+                // Another replica's bootstrap made it meanwhile.
+                Err(_) if !clients::list_clients(&db).await?.is_empty() => {
+                    println!("API clients exist already: nothing to do");
+                    return Ok(());
+                }
+                Err(err) => return Err(err.into()),
+            };
+            match key_file {
+                Some(path) => println!(
+                    "created the first admin client {} with the key in {}",
+                    created.client.name,
+                    path.display()
+                ),
+                None => {
+                    println!(
+                        "created the first admin client {} (every tenant); its key, shown only \
+                         this once, sent as `authorization: Bearer <key>`:",
+                        created.client.name
+                    );
+                    println!("{}", created.key);
+                }
+            }
+        }
+        // Answered before the database is opened.
+        ClientsCommand::NewKey => {}
         ClientsCommand::List => {
             println!(
                 "{:<24} {:<9} {:<8} {:<18} tenants",

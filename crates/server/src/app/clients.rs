@@ -45,6 +45,18 @@ pub async fn create_client(
     tenants: Option<Vec<String>>,
     now: UnixMicros,
 ) -> Result<NewClient, MarketingError> {
+    create_client_with_key(db, name, role, tenants, now, None).await
+}
+
+/// [`create_client`], with `key` (an operator's, in the key's shape) instead of a fresh one.
+pub async fn create_client_with_key(
+    db: &Database,
+    name: &str,
+    role: Role,
+    tenants: Option<Vec<String>>,
+    now: UnixMicros,
+    key: Option<String>,
+) -> Result<NewClient, MarketingError> {
     check_client_name(name).map_err(|problem| MarketingError::invalid("name", problem))?;
     let tenants = match tenants {
         None => Tenants::All,
@@ -67,7 +79,18 @@ pub async fn create_client(
         created_at: now,
         revoked_at: None,
     };
-    let (key_id, key) = new_key();
+    let (key_id, key) = match key {
+        None => new_key(),
+        Some(key) => {
+            let Some((key_id, _)) = marketing_domain::auth::split_key(&key) else {
+                return Err(MarketingError::invalid(
+                    "key",
+                    "is not a key: mk_<12 letters or digits>_<43 base64url characters>",
+                ));
+            };
+            (key_id.to_owned(), key)
+        }
+    };
     if !clients::insert(db.conn(), &client, &key_id, &key_digest(&key)).await? {
         return Err(MarketingError::invalid(
             "name",
