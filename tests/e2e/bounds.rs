@@ -247,9 +247,12 @@ marketing_tests::backend_suite! {
 const KEYS_LEFT: usize = 50;
 const RSS_LEFT_MIB: u64 = 10;
 
-/// The third reproduction: 10,000 claims of made-up template ids and 1,000 leaderboard reads
-/// of made-up tenants, against the real binary on PostgreSQL + Redis. Each claim's lock and
-/// fence, each board and the claim queues used to stay for ever.
+/// The third reproduction, grown to the isolation issue's 100,000 calls with random ids
+/// (`scripts/soak.sh`; the suite runs a tenth of them):
+/// claims of made-up template ids, earns of made-up members, earns of made-up events (no such
+/// rule) and leaderboard reads of made-up tenants, against the real binary on PostgreSQL +
+/// Redis with rate limits on. Each claim's lock and fence, each board and the claim queues used
+/// to stay for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_naming_made_up_ids_leave_nothing_lasting() {
     let (database_url, database) = create_test_database().await;
@@ -259,9 +262,11 @@ async fn calls_naming_made_up_ids_leave_nothing_lasting() {
         ("MARKETING_DATABASE_URL", database_url.as_str()),
         ("MARKETING_REDIS_URL", redis.as_str()),
         ("MARKETING_REDIS_KEY_PREFIX", prefix.as_str()),
+        ("MARKETING_RATE_LIMITS", "claim=100/s:10,earn=100/s:10"),
     ]);
     let channels: Vec<_> = futures::future::join_all((0..4).map(|_| server.channel())).await;
-    let made_up_calls = |claims: usize, boards: usize| {
+    // `n` calls of each kind: claims, member earns, event earns, board reads.
+    let made_up_calls = |n: usize| {
         let mut tasks = tokio::task::JoinSet::new();
         for task in 0..32 {
             let channel = channels[task % channels.len()].clone();
@@ -270,15 +275,27 @@ async fn calls_naming_made_up_ids_leave_nothing_lasting() {
                     pb::user_coupon_service_client::UserCouponServiceClient::new(channel.clone());
                 let mut points =
                     pb::points_account_service_client::PointsAccountServiceClient::new(channel);
-                for _ in (task..claims).step_by(32) {
+                for _ in (task..n).step_by(32) {
                     let template = uuid::Uuid::new_v4().to_string();
                     let status = coupons
-                        .claim_coupon(claim_request("acme", "m", &template))
+                        .claim_coupon(claim_request("acme", &unique("m"), &template))
                         .await
                         .expect_err("no such template");
                     assert_eq!(status.code(), Code::NotFound, "{status:?}");
-                }
-                for _ in (task..boards).step_by(32) {
+                    points
+                        .earn_points(earn(&unique("m"), 1))
+                        .await
+                        .expect("a made-up member earns");
+                    let status = points
+                        .earn_points(pb::EarnPointsRequest {
+                            source: Some(pb::earn_points_request::Source::EventType(unique(
+                                "event",
+                            ))),
+                            ..earn(&unique("m"), 1)
+                        })
+                        .await
+                        .expect_err("no rule for a made-up event");
+                    assert_eq!(status.code(), Code::NotFound, "{status:?}");
                     points
                         .get_points_leaderboard(pb::GetPointsLeaderboardRequest {
                             tenant_id: unique("t"),
@@ -294,12 +311,17 @@ async fn calls_naming_made_up_ids_leave_nothing_lasting() {
     let keys_before = redis_keys(&prefix).await;
     // Memory is measured after a warm-up: pools, caches and the allocator's arenas at their
     // working size.
-    let mut warm_up = made_up_calls(1_000, 100);
+    // 2,500 of each kind in the suite (10,000 calls), 25,000 (100,000) in scripts/soak.sh.
+    let each: usize = std::env::var("MARKETING_TEST_MADE_UP_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_500);
+    let mut warm_up = made_up_calls(each / 10);
     while let Some(done) = warm_up.join_next().await {
         done.expect("warm-up task");
     }
     let rss_before = server.rss_mib();
-    let mut storm = made_up_calls(10_000, 1_000);
+    let mut storm = made_up_calls(each);
     while let Some(done) = storm.join_next().await {
         done.expect("storm task");
     }
