@@ -327,12 +327,22 @@ mod tests {
         }
     }
 
-    /// Serves each group by doubling its value, recording every batch's size.
+    /// Serves each group by doubling its value, recording every batch's request ids.
     fn doubling(
-        batches: Arc<Mutex<Vec<usize>>>,
+        batches: Arc<Mutex<Vec<Vec<String>>>>,
     ) -> impl Fn(Vec<Group<Cmd, u32>>) -> std::future::Ready<()> + Send + 'static {
         move |groups| {
-            locked(&batches).push(groups.len());
+            let ids = groups
+                .iter()
+                .map(|group| {
+                    group
+                        .cmd
+                        .key
+                        .as_ref()
+                        .map_or_else(String::new, |key| key.request_id.to_string())
+                })
+                .collect();
+            locked(&batches).push(ids);
             for group in groups {
                 let value = group.cmd.value * 2;
                 group.answer(Ok(value));
@@ -348,10 +358,10 @@ mod tests {
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..10u32 {
             let (batcher, batches) = (batcher.clone(), batches.clone());
-            // Requests 0 and 1 are each sent twice.
-            let request = format!("r{}", i % 8);
+            // Every request is sent twice, one copy right after the other.
+            let request = format!("r{}", i / 2);
             calls.spawn(async move {
-                let value = i % 8;
+                let value = i / 2;
                 let answer = batcher
                     .submit((), cmd(Some(&request), value), doubling(batches))
                     .await;
@@ -363,14 +373,25 @@ mod tests {
             assert_eq!(answer.expect("served"), value * 2);
         }
         assert_eq!(batcher.queued_keys(), 0, "a drained queue is removed");
-        let sizes = locked(&batches).clone();
+        let batches = locked(&batches).clone();
         assert!(
-            sizes.iter().all(|n| *n <= 4),
-            "batches of at most 4: {sizes:?}"
+            batches.iter().all(|ids| ids.len() <= 4),
+            "batches of at most 4: {batches:?}"
         );
+        for ids in &batches {
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(
+                &distinct.len(),
+                &ids.len(),
+                "a request served twice in one batch: {ids:?}"
+            );
+        }
+        let served: usize = batches.iter().map(Vec::len).sum();
         assert!(
-            sizes.iter().sum::<usize>() <= 10,
-            "copies in one batch are served once: {sizes:?}"
+            served < 10,
+            "no copy shared its batch's serving: {batches:?}"
         );
     }
 
