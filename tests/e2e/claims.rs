@@ -262,6 +262,7 @@ marketing_tests::backend_suite! {
     distribution_reaches_ten_thousand_members,
     bad_claims_and_distributions_are_rejected,
     a_lapsed_lock_holder_cannot_take_stock,
+    claims_race_distributions_stock_and_toggles_exactly,
 }
 
 async fn claims_are_refused_for_business_reasons(app: &TestApp) {
@@ -622,4 +623,124 @@ async fn a_lapsed_lock_holder_cannot_take_stock(app: &TestApp) {
         .expect("query")
         .expect("row");
     assert_eq!((row.claimed_count, row.fence_token), (1, 20));
+}
+
+/// Claims, distributions, stock changes and disable/enable racing on one template: afterwards
+/// the stored coupons are exactly the claims granted plus the coupons distributions issued,
+/// the total stock is the initial stock plus the acknowledged changes, and the counters say
+/// the same. (Each answer is counted: a change that wrote but answered an error, or answered
+/// but did not write, breaks the sums.)
+async fn claims_race_distributions_stock_and_toggles_exactly(app: &TestApp) {
+    use std::sync::{Arc, atomic::AtomicI64};
+    const INITIAL: i64 = 60;
+    let created = create_template(
+        app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: INITIAL,
+            per_member_limit: 1,
+            ..template()
+        },
+    )
+    .await;
+    let id = created.id.clone();
+    let granted = Arc::new(AtomicI64::new(0));
+    let stock_changes = Arc::new(AtomicI64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..4 {
+        let (app_channel, id, granted) = (app.channel.clone(), id.clone(), granted.clone());
+        tasks.spawn(async move {
+            let mut coupons =
+                pb::user_coupon_service_client::UserCouponServiceClient::new(app_channel);
+            for i in 0..25 {
+                let member = format!("claimer-{caller}-{i}");
+                match coupons
+                    .claim_coupon(claim_request("acme", &member, &id))
+                    .await
+                {
+                    Ok(_) => {
+                        granted.fetch_add(1, Relaxed);
+                    }
+                    Err(status) => assert!(
+                        matches!(
+                            status.code(),
+                            Code::ResourceExhausted | Code::FailedPrecondition
+                        ),
+                        "{status:?}"
+                    ),
+                }
+            }
+        });
+    }
+    for round in 0..5 {
+        let (app_channel, id, granted) = (app.channel.clone(), id.clone(), granted.clone());
+        tasks.spawn(async move {
+            let mut coupons =
+                pb::user_coupon_service_client::UserCouponServiceClient::new(app_channel);
+            let request = pb::DistributeCouponsRequest {
+                tenant_id: "acme".into(),
+                template_id: id,
+                request_id: crate::fixtures::unique("race-distribute"),
+                member_ids: (0..8).map(|i| format!("given-{round}-{i}")).collect(),
+                allow_partial: true,
+            };
+            if let Ok(answer) = coupons.distribute_coupons(request).await {
+                granted.fetch_add(i64::from(answer.into_inner().issued_count), Relaxed);
+            }
+        });
+    }
+    {
+        let (app_channel, id, changes) = (app.channel.clone(), id.clone(), stock_changes.clone());
+        tasks.spawn(async move {
+            let mut templates =
+                pb::coupon_template_service_client::CouponTemplateServiceClient::new(app_channel);
+            for i in 0..20 {
+                let amount = if i % 3 == 2 { -4 } else { 5 };
+                let request = pb::AddCouponStockRequest {
+                    tenant_id: "acme".into(),
+                    template_id: id.clone(),
+                    request_id: crate::fixtures::unique("race-stock"),
+                    amount,
+                };
+                if templates.add_coupon_stock(request).await.is_ok() {
+                    changes.fetch_add(amount, Relaxed);
+                }
+                let toggle = pb::SetCouponTemplateEnabledRequest {
+                    tenant_id: "acme".into(),
+                    template_id: id.clone(),
+                    request_id: crate::fixtures::unique("race-toggle"),
+                    enabled: i % 2 == 1,
+                    version: None,
+                };
+                templates
+                    .set_coupon_template_enabled(toggle)
+                    .await
+                    .expect("toggling is always allowed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("racer");
+    }
+    let uuid = uuid::Uuid::parse_str(&id).expect("uuid");
+    let stored = user_coupon::Entity::find()
+        .filter(user_coupon::Column::TemplateId.eq(uuid))
+        .all(app.state.db.conn())
+        .await
+        .expect("coupons")
+        .len() as i64;
+    let row = coupon_template::Entity::find_by_id(uuid)
+        .one(app.state.db.conn())
+        .await
+        .expect("template")
+        .expect("exists");
+    let granted = granted.load(Relaxed);
+    assert!(granted > 0, "nothing was granted");
+    assert_eq!(
+        stored, granted,
+        "stored coupons = claims granted + coupons issued"
+    );
+    assert_eq!(row.claimed_count, granted);
+    assert_eq!(row.total_stock, INITIAL + stock_changes.load(Relaxed));
+    assert_eq!(row.remaining_stock, row.total_stock - row.claimed_count);
 }

@@ -30,7 +30,10 @@ const HOSTILE: usize = 3;
 
 /// A tenant's stored state without its generated ids and times: what must be equal between
 /// the tenant attacked and the tenant alone.
-async fn state_of(conn: &DatabaseConnection, tenant: &str) -> BTreeMap<&'static str, Vec<String>> {
+pub(crate) async fn state_of(
+    conn: &DatabaseConnection,
+    tenant: &str,
+) -> BTreeMap<&'static str, Vec<String>> {
     let mut state = BTreeMap::new();
     let mut put = |table: &'static str, mut rows: Vec<String>| {
         rows.sort_unstable();

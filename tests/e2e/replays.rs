@@ -39,6 +39,8 @@ enum Op {
     CreateTemplate(pb::CreateCouponTemplateRequest),
     AddStock(pb::AddCouponStockRequest),
     SetEnabled(pb::SetCouponTemplateEnabledRequest),
+    UpdateTemplate(pb::UpdateCouponTemplateRequest),
+    DeleteTemplate(pb::DeleteCouponTemplateRequest),
     Claim(pb::ClaimCouponRequest),
     Distribute(pb::DistributeCouponsRequest),
     Lock(pb::LockCouponRequest),
@@ -64,6 +66,8 @@ async fn send(channel: Channel, op: Op) -> Answer {
         Op::CreateTemplate(r) => answer(templates.create_coupon_template(r).await),
         Op::AddStock(r) => answer(templates.add_coupon_stock(r).await),
         Op::SetEnabled(r) => answer(templates.set_coupon_template_enabled(r).await),
+        Op::UpdateTemplate(r) => answer(templates.update_coupon_template(r).await),
+        Op::DeleteTemplate(r) => answer(templates.delete_coupon_template(r).await),
         Op::Claim(r) => answer(coupons.claim_coupon(r).await),
         Op::Distribute(r) => answer(coupons.distribute_coupons(r).await),
         Op::Lock(r) => answer(coupons.lock_coupon(r).await),
@@ -193,10 +197,26 @@ async fn script(replicas: &[&TestApp], mode: Mode, tenant: &str) -> Vec<(String,
             }),
         })
     );
-    let template_id = ok::<pb::CreateCouponTemplateResponse>("create", &created)
+    let created = ok::<pb::CreateCouponTemplateResponse>("create", &created)
         .coupon_template
-        .expect("template")
-        .id;
+        .expect("template");
+    let template_id = created.id.clone();
+    run!(
+        "update template",
+        Op::UpdateTemplate(pb::UpdateCouponTemplateRequest {
+            tenant_id: t(),
+            request_id: id("update"),
+            coupon_template: Some(pb::CouponTemplate {
+                id: template_id.clone(),
+                version: created.version,
+                name: "Spring 10%, renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        })
+    );
     run!(
         "add stock",
         Op::AddStock(pb::AddCouponStockRequest {
@@ -441,6 +461,15 @@ async fn script(replicas: &[&TestApp], mode: Mode, tenant: &str) -> Vec<(String,
             }),
         })
     );
+    run!(
+        "delete template",
+        Op::DeleteTemplate(pb::DeleteCouponTemplateRequest {
+            tenant_id: t(),
+            template_id: template_id.clone(),
+            request_id: id("delete"),
+            version: None,
+        })
+    );
     answers
 }
 
@@ -470,6 +499,16 @@ fn assert_expected(answers: &[(String, Answer)]) {
 async fn replays_answer_alike_and_change_nothing(replicas: &[&TestApp]) {
     let answers = script(replicas, Mode::Replayed, "acme").await;
     assert_expected(&answers);
+    // Their effect too, not only their answers: the concurrent copies left exactly what one
+    // call of each step leaves (in a tenant of its own): balances, stock, coupons, entries.
+    let once = script(&replicas[..1], Mode::Once, "solo").await;
+    assert_expected(&once);
+    let conn = replicas[0].state.db.conn();
+    assert_eq!(
+        crate::mixed::state_of(conn, "acme").await,
+        crate::mixed::state_of(conn, "solo").await,
+        "concurrent copies left more (or other) than one call"
+    );
 }
 
 async fn the_same_ids_in_another_tenant_touch_nothing_of_the_first(app: &TestApp) {

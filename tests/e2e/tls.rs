@@ -42,12 +42,20 @@ async fn refused(channel: Result<Channel, tonic::transport::Error>) -> String {
                 .get_points_account(get("m1"))
                 .await
                 .expect_err("the call must fail");
+            // The client's own transport failing (a plain-text client reading TLS bytes says
+            // INTERNAL), never an answer of the server: no ErrorInfo, and a transport error
+            // as its source.
             assert!(
                 matches!(
                     status.code(),
                     Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
                 ),
                 "{status:?}"
+            );
+            assert!(
+                tonic_types::StatusExt::get_details_error_info(&status).is_none()
+                    && std::error::Error::source(&status).is_some(),
+                "the server answered: {status:?}"
             );
             status.message().to_owned()
         }
@@ -92,6 +100,11 @@ async fn calls_are_served_over_tls_only(app: &TestApp) {
         .connect()
         .await;
     refused(distrusting).await;
+    // Still up and serving its TLS clients: the refusals were the clients', not a crash.
+    app.points()
+        .get_points_account(get("m1"))
+        .await
+        .expect("the account earned over TLS");
 }
 
 async fn client(app: &TestApp, name: &str, role: Role) -> String {
