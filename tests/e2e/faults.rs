@@ -1,21 +1,23 @@
-//! Faults under load: claims and deductions run on two replicas while Redis stops, every
-//! PostgreSQL connection is terminated and one replica (a process of its own) is killed. Then
-//! every request that got no definitive answer is retried with its `request_id` until it does,
-//! and the database must hold exactly what the clients were told: every granted claim and
-//! every deduction acknowledged is committed, nothing else is, and every invariant holds
-//! (stock counters, per-member limits, every account against its ledger).
+//! Faults under load: claims, earns, deductions, holds and refunds of two tenants (the same
+//! member ids) run on two replicas while Redis stops and comes back, every PostgreSQL
+//! connection is terminated and one replica (a process of its own) is killed. Some calls are
+//! cut off mid-flight (asserted); every request that got no definitive answer is retried with
+//! its `request_id` until it does, and the database must hold exactly what the clients were
+//! told: every granted claim and every acknowledged points change is committed, nothing else
+//! is, each balance is its funding plus what its client was told it earned and got back, minus
+//! what it was told it spent and froze, and every invariant holds (stock counters, per-member
+//! limits, every account against its ledger).
 
 use std::{
     collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
-use marketing_domain::points::TxType;
 use marketing_proto::v1::{
     self as pb, points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
-use marketing_storage::entity::{coupon_template, points_transaction, user_coupon};
+use marketing_storage::entity::{coupon_template, points_account, points_transaction, user_coupon};
 use marketing_tests::{ServerProcess, TestRedis};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Code, transport::Channel};
@@ -30,11 +32,37 @@ const LIMIT: i32 = 2;
 const CLAIMERS: usize = 100;
 const SPENDERS: usize = 20;
 const CALLERS: usize = 16;
+const FUNDING: i64 = 10_000;
+/// Two tenants with the same member ids, request ids apart.
+const TENANTS: [&str; 2] = ["acme", "globex"];
 
 #[derive(Clone)]
 enum Call {
     Claim(pb::ClaimCouponRequest),
     Deduct(pb::DeductPointsRequest),
+    Earn(pb::EarnPointsRequest),
+    Freeze(pb::FreezePointsRequest),
+    /// A refund of a deduction this caller was told was made, of its whole amount.
+    Refund(pb::RefundPointsRequest, i64),
+}
+
+impl Call {
+    /// The (tenant, member) whose points it changes, and by how much when it is made.
+    fn points_change(&self) -> Option<((String, String), i64)> {
+        let (tenant, member, change) = match self {
+            Call::Claim(_) => return None,
+            Call::Deduct(r) => (&r.tenant_id, &r.member_id, -r.amount),
+            Call::Earn(r) => match r.source {
+                Some(pb::earn_points_request::Source::Amount(amount)) => {
+                    (&r.tenant_id, &r.member_id, amount)
+                }
+                _ => return None,
+            },
+            Call::Freeze(r) => (&r.tenant_id, &r.member_id, -r.amount),
+            Call::Refund(r, amount) => (&r.tenant_id, &r.member_id, *amount),
+        };
+        Some(((tenant.clone(), member.clone()), change))
+    }
 }
 
 /// What a call was definitively answered: the coupon or transaction it made, or a business
@@ -47,13 +75,26 @@ enum Outcome {
 }
 
 async fn send(channel: Channel, call: &Call) -> Option<Outcome> {
+    let mut points = PointsAccountServiceClient::new(channel.clone());
     let result = match call {
         Call::Claim(request) => UserCouponServiceClient::new(channel)
             .claim_coupon(request.clone())
             .await
             .map(|r| r.into_inner().user_coupon.expect("coupon").id),
-        Call::Deduct(request) => PointsAccountServiceClient::new(channel)
+        Call::Deduct(request) => points
             .deduct_points(request.clone())
+            .await
+            .map(|r| r.into_inner().transaction.expect("entry").id),
+        Call::Earn(request) => points
+            .earn_points(request.clone())
+            .await
+            .map(|r| r.into_inner().transaction.expect("entry").id),
+        Call::Freeze(request) => points
+            .freeze_points(request.clone())
+            .await
+            .map(|r| r.into_inner().transaction.expect("entry").id),
+        Call::Refund(request, _) => points
+            .refund_points(request.clone())
             .await
             .map(|r| r.into_inner().transaction.expect("entry").id),
     };
@@ -102,31 +143,75 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
     )
     .await;
     let mut points = app.points();
-    for member in 0..SPENDERS {
-        points
-            .earn_points(earn(&format!("spender-{member}"), 10_000))
-            .await
-            .expect("fund");
+    let mut funding = HashSet::new();
+    for tenant in TENANTS {
+        for member in 0..SPENDERS {
+            let funded = points
+                .earn_points(pb::EarnPointsRequest {
+                    tenant_id: tenant.into(),
+                    ..earn(&format!("spender-{member}"), FUNDING)
+                })
+                .await
+                .expect("fund")
+                .into_inner();
+            funding.insert(funded.transaction.expect("entry").id);
+        }
     }
 
-    // The load: each caller alternates claims and deductions, and replicas, until told to
-    // stop; every call is kept with its first answer.
+    // The load: each caller cycles through claims and the points changes of both tenants,
+    // and replicas, until told to stop; every call is kept with its first answer. A caller
+    // told a deduction was made refunds it next.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..CALLERS {
         let channels = [app.channel.clone(), replica_channel.clone()];
         let (stop, template_id) = (stop.clone(), created.id.clone());
         callers.spawn(async move {
-            let mut calls = Vec::new();
+            let mut calls: Vec<(Call, Option<Outcome>)> = Vec::new();
             let mut n = caller;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += CALLERS;
-                let call = if n % 2 == 0 {
-                    let member = format!("claimer-{}", n % CLAIMERS);
-                    Call::Claim(claim_request("acme", &member, &template_id))
-                } else {
-                    let member = format!("spender-{}", n % SPENDERS);
-                    Call::Deduct(deduct(&member, 1 + (n % 10) as i64))
+                let tenant = TENANTS[n / 5 % 2];
+                let member = format!("spender-{}", n % SPENDERS);
+                let amount = 1 + (n % 10) as i64;
+                let refundable = match calls.last() {
+                    Some((Call::Deduct(r), Some(Outcome::Made(id)))) => {
+                        Some((r.clone(), id.clone()))
+                    }
+                    _ => None,
+                };
+                let call = match (refundable, n % 5) {
+                    (Some((deducted, id)), _) => Call::Refund(
+                        pb::RefundPointsRequest {
+                            tenant_id: deducted.tenant_id.clone(),
+                            member_id: deducted.member_id.clone(),
+                            request_id: unique("refund"),
+                            target: Some(pb::refund_points_request::Target::TransactionId(id)),
+                            amount: None,
+                            description: String::new(),
+                        },
+                        deducted.amount,
+                    ),
+                    (None, 0) => {
+                        let member = format!("claimer-{}", n % CLAIMERS);
+                        Call::Claim(claim_request("acme", &member, &template_id))
+                    }
+                    (None, 1 | 2) => Call::Deduct(pb::DeductPointsRequest {
+                        tenant_id: tenant.into(),
+                        ..deduct(&member, amount)
+                    }),
+                    (None, 3) => Call::Earn(pb::EarnPointsRequest {
+                        tenant_id: tenant.into(),
+                        ..earn(&member, amount)
+                    }),
+                    (None, _) => Call::Freeze(pb::FreezePointsRequest {
+                        tenant_id: tenant.into(),
+                        member_id: member.clone(),
+                        request_id: unique("freeze"),
+                        amount,
+                        order_id: unique("order"),
+                        hold_ttl: None,
+                    }),
                 };
                 let outcome = send(channels[n / 3 % 2].clone(), &call).await;
                 calls.push((call, outcome));
@@ -141,6 +226,9 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
     tokio::time::sleep(step).await;
     app.terminate_database_connections().await;
     tokio::time::sleep(step).await;
+    // Redis comes back empty (no persistence): locks, fences and caches start over.
+    redis.restart();
+    tokio::time::sleep(step).await;
     replica.kill();
     tokio::time::sleep(step).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -152,6 +240,10 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
     // Every call without a definitive answer is retried on the surviving replica until it
     // has one: the retry either finds what the first attempt committed, or makes it now.
     let unanswered = calls.iter().filter(|(_, o)| o.is_none()).count();
+    assert!(
+        unanswered > 0,
+        "no call was cut off mid-flight: the faults missed the load"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     for (call, outcome) in &mut calls {
         while outcome.is_none() {
@@ -162,19 +254,36 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
             }
         }
     }
-    let (claims, deductions): (Vec<_>, Vec<_>) = calls
+    let (claims, changes): (Vec<_>, Vec<_>) = calls
         .iter()
         .partition(|(call, _)| matches!(call, Call::Claim(_)));
     eprintln!(
-        "faults: {} calls ({} claims, {} deductions), {unanswered} retried after the faults",
+        "faults: {} calls ({} claims, {} points changes), {unanswered} retried after the faults",
         calls.len(),
         claims.len(),
-        deductions.len()
+        changes.len()
     );
     assert!(
-        claims.len() > 20 && deductions.len() > 20,
+        claims.len() > 20 && changes.len() > 20,
         "the load ran throughout"
     );
+    for (kind, is) in [
+        (
+            "claim",
+            (|c: &Call| matches!(c, Call::Claim(_))) as fn(&Call) -> bool,
+        ),
+        ("earn", |c| matches!(c, Call::Earn(_))),
+        ("deduction", |c| matches!(c, Call::Deduct(_))),
+        ("hold", |c| matches!(c, Call::Freeze(_))),
+        ("refund", |c| matches!(c, Call::Refund(..))),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|(call, outcome)| is(call) && matches!(outcome, Some(Outcome::Made(_)))),
+            "no {kind} was made"
+        );
+    }
     for (_, outcome) in &calls {
         if let Some(Outcome::Refused(reason)) = outcome {
             assert!(
@@ -198,7 +307,7 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
             .collect()
     };
     let granted = made(&claims);
-    let acknowledged = made(&deductions);
+    let acknowledged = made(&changes);
 
     let db = app.state.db.conn();
     let template_id = uuid::Uuid::parse_str(&created.id).expect("uuid");
@@ -226,16 +335,46 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
     }
     assert!(per_member.values().all(|n| *n <= LIMIT), "{per_member:?}");
 
+    // The ledger's entries, but the funding, are exactly the acknowledged changes.
     let entries = points_transaction::Entity::find()
-        .filter(points_transaction::Column::TxType.eq(TxType::Deduct.code()))
         .all(db)
         .await
-        .expect("deductions");
-    let stored: HashSet<String> = entries.iter().map(|e| e.id.to_string()).collect();
+        .expect("entries");
+    let stored: HashSet<String> = entries
+        .iter()
+        .map(|e| e.id.to_string())
+        .filter(|id| !funding.contains(id))
+        .collect();
     assert_eq!(
         stored, acknowledged,
-        "the deductions are exactly the acknowledged ones"
+        "the points changes are exactly the acknowledged ones"
     );
+    // Each balance: its funding plus what its client was told it earned and got back, minus
+    // what it was told it spent and froze (holds stay held: their TTL is 15 minutes).
+    let mut expected: HashMap<(String, String), i64> = HashMap::new();
+    for tenant in TENANTS {
+        for member in 0..SPENDERS {
+            expected.insert((tenant.to_owned(), format!("spender-{member}")), FUNDING);
+        }
+    }
+    for (call, outcome) in &calls {
+        if let (Some(Outcome::Made(_)), Some((account, change))) = (outcome, call.points_change()) {
+            *expected.entry(account).or_default() += change;
+        }
+    }
+    for ((tenant, member), available) in &expected {
+        let account = points_account::Entity::find()
+            .filter(points_account::Column::TenantId.eq(tenant.as_str()))
+            .filter(points_account::Column::MemberId.eq(member.as_str()))
+            .one(db)
+            .await
+            .expect("account")
+            .expect("funded");
+        assert_eq!(
+            account.available, *available,
+            "{tenant}/{member}: the balance is what its client was told"
+        );
+    }
     audit(&app).await;
 
     // The surviving replica serves on without Redis.
