@@ -137,13 +137,17 @@ const CALLERS: u64 = 50;
 const OPS_PER_CALLER: u64 = 20;
 const MEMBERS: u64 = 20;
 
-/// 1,000 mixed operations by 50 concurrent callers over 20 members, spread over `replicas`.
+/// 1,000 mixed operations by 50 concurrent callers over 20 members, spread over `replicas`:
+/// half of them acme's, half globex's, in pairs that send the same operations with the same
+/// member ids, request ids and orders (each in its own tenant) at the same time.
 async fn mixed_storm(replicas: &[&TestApp]) {
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..CALLERS {
         let mut client = replicas[caller as usize % replicas.len()].points();
+        let tenant = ["acme", "globex"][caller as usize % 2];
+        let pair = caller / 2;
         callers.spawn(async move {
-            let mut rng = Lcg(caller + 1);
+            let mut rng = Lcg(pair + 1);
             let mut open_holds: Vec<(String, String)> = Vec::new();
             let mut spent: Vec<(String, String)> = Vec::new();
             let mut refusals: HashMap<String, usize> = HashMap::new();
@@ -151,14 +155,24 @@ async fn mixed_storm(replicas: &[&TestApp]) {
             for op in 0..OPS_PER_CALLER {
                 let member = format!("member-{}", rng.next(MEMBERS));
                 let roll = rng.next(100);
+                // The pair's request id: the same in both tenants.
+                let request_id = format!("storm-{pair}-{op}");
+                macro_rules! ours {
+                    ($request:expr) => {{
+                        let mut request = $request;
+                        request.tenant_id = tenant.into();
+                        request.request_id = request_id.clone();
+                        request
+                    }};
+                }
                 let result: Result<(), tonic::Status> = if roll < 30 {
                     client
-                        .earn_points(earn(&member, 1 + rng.next(100) as i64))
+                        .earn_points(ours!(earn(&member, 1 + rng.next(100) as i64)))
                         .await
                         .map(|r| acked.extend(r.into_inner().transaction))
                 } else if roll < 50 {
                     client
-                        .deduct_points(deduct(&member, 1 + rng.next(50) as i64))
+                        .deduct_points(ours!(deduct(&member, 1 + rng.next(50) as i64)))
                         .await
                         .map(|r| {
                             if let Some(t) = r.into_inner().transaction {
@@ -167,9 +181,9 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                             }
                         })
                 } else if roll < 65 {
-                    let order = format!("order-{caller}-{op}");
+                    let order = format!("order-{pair}-{op}");
                     client
-                        .freeze_points(freeze(&member, 1 + rng.next(50) as i64, &order))
+                        .freeze_points(ours!(freeze(&member, 1 + rng.next(50) as i64, &order)))
                         .await
                         .map(|r| {
                             acked.extend(r.into_inner().transaction);
@@ -179,7 +193,7 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                     let (member, order) = open_holds.remove(0);
                     let part = (rng.next(2) == 0).then_some(1);
                     client
-                        .confirm_frozen_points(confirm(&member, &order, part))
+                        .confirm_frozen_points(ours!(confirm(&member, &order, part)))
                         .await
                         .map(|r| {
                             if let Some(t) = r.into_inner().transaction {
@@ -192,19 +206,19 @@ async fn mixed_storm(replicas: &[&TestApp]) {
                 } else if roll < 85 && !open_holds.is_empty() {
                     let (member, order) = open_holds.remove(0);
                     client
-                        .release_frozen_points(release(&member, &order))
+                        .release_frozen_points(ours!(release(&member, &order)))
                         .await
                         .map(|r| acked.extend(r.into_inner().transaction))
                 } else if !spent.is_empty() {
                     let (member, tx) = spent[rng.next(spent.len() as u64) as usize].clone();
                     let part = (rng.next(2) == 0).then_some(1 + rng.next(5) as i64);
                     client
-                        .refund_points(refund(&member, &tx, part))
+                        .refund_points(ours!(refund(&member, &tx, part)))
                         .await
                         .map(|r| acked.extend(r.into_inner().transaction))
                 } else {
                     client
-                        .earn_points(earn(&member, 10))
+                        .earn_points(ours!(earn(&member, 10)))
                         .await
                         .map(|r| acked.extend(r.into_inner().transaction))
                 };
@@ -278,15 +292,27 @@ async fn reconcile(app: &TestApp, acked: &[pb::PointsTransaction]) {
         acked.len(),
         "every acknowledgement is its own entry"
     );
-    let acked_requests: std::collections::HashSet<&str> =
-        acked.iter().map(|t| t.request_id.as_str()).collect();
+    let acked_requests: std::collections::HashSet<(&str, &str)> = acked
+        .iter()
+        .map(|t| (t.tenant_id.as_str(), t.request_id.as_str()))
+        .collect();
     let mut matched = 0;
     for entry in &entries {
         match shown.get(&entry.id.to_string()) {
             Some(t) => {
                 assert_eq!(
-                    (t.amount, t.frozen_amount, t.member_id.as_str()),
-                    (entry.amount, entry.frozen_amount, entry.member_id.as_str()),
+                    (
+                        t.amount,
+                        t.frozen_amount,
+                        t.member_id.as_str(),
+                        t.tenant_id.as_str()
+                    ),
+                    (
+                        entry.amount,
+                        entry.frozen_amount,
+                        entry.member_id.as_str(),
+                        entry.tenant_id.as_str()
+                    ),
                     "entry {} as acknowledged",
                     entry.id
                 );
@@ -296,10 +322,9 @@ async fn reconcile(app: &TestApp, acked: &[pb::PointsTransaction]) {
                 let release = entry.tx_type == TxType::Release.code() && entry.hold_id.is_some();
                 // A partial confirm releases the rest of its hold in the same request.
                 let rest_of_a_confirm = release
-                    && entry
-                        .request_id
-                        .as_ref()
-                        .is_some_and(|id| acked_requests.contains(id.as_str()));
+                    && entry.request_id.as_ref().is_some_and(|id| {
+                        acked_requests.contains(&(entry.tenant_id.as_str(), id.as_str()))
+                    });
                 let swept = entry.tx_type == TxType::Expire.code()
                     || (release && entry.request_id.is_none());
                 assert!(
@@ -324,15 +349,47 @@ async fn reconcile(app: &TestApp, acked: &[pb::PointsTransaction]) {
             *open.entry(hold.account_id).or_default() += hold.amount;
         }
     }
-    for account in points_account::Entity::find()
+    // Each (tenant, member)'s balance is the sum of what its own client was told (with the
+    // rest of a partial confirm, released by the same request), and every entry is of its
+    // account's tenant and member.
+    let mut told: HashMap<uuid::Uuid, i64> = HashMap::new();
+    for entry in &entries {
+        let acknowledged = entry
+            .request_id
+            .as_ref()
+            .is_some_and(|id| acked_requests.contains(&(entry.tenant_id.as_str(), id.as_str())));
+        if acknowledged || entry.tx_type == TxType::Expire.code() || entry.request_id.is_none() {
+            *told.entry(entry.account_id).or_default() += entry.amount;
+        }
+    }
+    let accounts = points_account::Entity::find()
         .all(db)
         .await
-        .expect("accounts")
-    {
+        .expect("accounts");
+    for entry in &entries {
+        let account = accounts
+            .iter()
+            .find(|a| a.id == entry.account_id)
+            .expect("the entry's account");
+        assert_eq!(
+            (entry.tenant_id.as_str(), entry.member_id.as_str()),
+            (account.tenant_id.as_str(), account.member_id.as_str()),
+            "entry {} is of another tenant's or member's account",
+            entry.id
+        );
+    }
+    for account in &accounts {
         assert_eq!(
             account.frozen,
             open.get(&account.id).copied().unwrap_or(0),
             "{}: frozen is its open holds",
+            account.member_id
+        );
+        assert_eq!(
+            account.available,
+            told.get(&account.id).copied().unwrap_or(0),
+            "{}/{}: the balance is what its client was told",
+            account.tenant_id,
             account.member_id
         );
     }
