@@ -271,7 +271,7 @@ pub struct TransportConfig {
     pub unsent_bytes_per_connection: usize,
     #[serde(deserialize_with = "lenient::number")]
     pub unsent_bytes: usize,
-    /// Calls of the services that need no key (health, reflection) in progress at once on
+    /// Streams of the services that need no key (`Health/Watch`, reflection) open at once on
     /// this replica (and at most 4 per connection); past either they are refused OVERLOADED.
     #[serde(deserialize_with = "lenient::number")]
     pub max_open_service_calls: usize,

@@ -549,7 +549,7 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let mut call = connection_of(&request).map(|info| info.connection.call_started());
         let refused = match &mut call {
-            Some(open) if crate::app::auth::is_open(request.uri().path()) => {
+            Some(open) if crate::app::auth::is_open_stream(request.uri().path()) => {
                 !open.connection.clone().open_service_call(open)
             }
             _ => false,
@@ -563,7 +563,7 @@ where
             }
             marketing_infra::warn_every!(
                 path = request.uri().path(),
-                "call refused: too many health and reflection calls on this connection or replica"
+                "call refused: too many health watches and reflection streams on this connection or replica"
             );
             return StreamFuture::Refused { call };
         }

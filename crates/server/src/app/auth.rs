@@ -53,6 +53,13 @@ pub fn is_open(path: &str) -> bool {
     OPEN.iter().any(|open| path.starts_with(open))
 }
 
+/// Whether `path` is a stream of an open service, which anyone may hold open for as long as
+/// they like (`Health/Watch`, reflection): counted against their own limits. A health check is
+/// one quick answer and is not.
+pub fn is_open_stream(path: &str) -> bool {
+    path == "/grpc.health.v1.Health/Watch" || path.starts_with("/grpc.reflection.")
+}
+
 /// The caller of a call, as the handlers see it (absent when auth is disabled).
 pub type Caller = Arc<ApiClient>;
 
