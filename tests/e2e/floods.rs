@@ -59,8 +59,8 @@ async fn held_watch(
     Some((channel, stream))
 }
 
-/// One connection may hold [`OPEN_CALLS_PER_CONNECTION`] health or reflection calls; the next
-/// is refused OVERLOADED while keyed calls on it are still served.
+/// One connection may hold [`OPEN_CALLS_PER_CONNECTION`] health watches or reflection streams;
+/// the next is refused OVERLOADED while health checks and keyed calls on it are still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_service_calls_are_limited_per_connection() {
     let app = spawn_app_with(Backend::Embedded, auth_required(100)).await;
@@ -81,6 +81,14 @@ async fn open_service_calls_are_limited_per_connection() {
         .await
         .expect_err("one watch too many on this connection");
     assert_error(&refused, Code::Unavailable, "OVERLOADED");
+    // Health checks (one quick answer each) are not streams: dozens at once are answered.
+    let checks = (0..32).map(|_| {
+        let mut health = HealthClient::new(channel.clone());
+        async move { health.check(HealthCheckRequest::default()).await }
+    });
+    for check in futures::future::join_all(checks).await {
+        check.expect("a health check beside the held watches");
+    }
     let served =
         pb::points_account_service_client::PointsAccountServiceClient::new(channel.clone())
             .get_points_account(with_key(account("m"), &key))
