@@ -256,12 +256,13 @@ async fn check_auth(app: &AppState) -> anyhow::Result<()> {
 }
 
 /// Every `sweep_interval`, on every replica: releases lapsed coupon locks, expires coupons,
-/// releases lapsed points holds, expires points lots, and deletes records past their
-/// retention (all safe to run concurrently).
+/// releases lapsed points holds, expires points lots, and (every minute) deletes records past
+/// their retention (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
     let mut interval = tokio::time::interval(app.config.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         interval.tick().await;
         match app.sweep_coupons(BATCH).await {
@@ -280,11 +281,14 @@ async fn sweep_forever(app: AppState) {
                 marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval")
             }
         }
-        match app.sweep_records(BATCH).await {
-            Ok((0, 0)) => {}
-            Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
-            Err(err) => {
-                marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
+        if last_retention.is_none_or(|at| at.elapsed() >= crate::app::RETENTION_SWEEP_EVERY) {
+            last_retention = Some(std::time::Instant::now());
+            match app.sweep_records(BATCH).await {
+                Ok((0, 0)) => {}
+                Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
+                }
             }
         }
     }

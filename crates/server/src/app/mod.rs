@@ -25,6 +25,7 @@ pub mod limits;
 mod metrics;
 mod points;
 mod retention;
+pub use retention::RETENTION_SWEEP_EVERY;
 mod templates;
 
 use std::{sync::Arc, time::Duration};

@@ -7,6 +7,10 @@ use marketing_storage::{idempotency, points};
 
 use super::AppState;
 
+/// How often the server sweeps past-retention records (the window is days: a minute late costs
+/// nothing, and each sweep reads the index's new ranges once).
+pub const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Batches one sweep deletes of each kind at most; the rest waits for the next sweep.
 const BATCHES_PER_SWEEP: usize = 20;
 
@@ -16,6 +20,7 @@ impl AppState {
         let retention = i64::try_from(self.config.retention.as_micros()).unwrap_or(i64::MAX);
         let before = UnixMicros(self.clock.now().0.saturating_sub(retention));
         let conn = self.db.conn();
+        idempotency::summarize_created(conn).await?;
         let (mut records, mut holds) = (0, 0);
         for _ in 0..BATCHES_PER_SWEEP {
             let deleted = idempotency::delete_before(conn, before, batch).await?;
