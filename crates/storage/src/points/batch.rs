@@ -95,10 +95,6 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
             .or_default()
             .push(*client);
     }
-    let mut clients = distinct(requests.iter().map(|(_, c, _)| *c));
-    if !clients.is_empty() {
-        clients.push(idempotency::ANY_CLIENT);
-    }
     let wanted_members: HashSet<(&str, &str)> = members
         .iter()
         .map(|(t, m)| (t.as_str(), m.as_str()))
@@ -113,7 +109,6 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
         .bind(biz.iter().map(|r| r.tx_type).collect::<Vec<_>>())
         .bind(biz.iter().map(|r| r.biz_type.as_str()).collect::<Vec<_>>())
         .bind(biz.iter().map(|r| r.biz_id.as_str()).collect::<Vec<_>>())
-        .bind(clients)
         .fetch_all(pool)
         .await
         .map_err(sqlx_error)?;
@@ -128,7 +123,9 @@ pub async fn read_batch(pool: &PgPool, keys: &BatchKeys<'_>) -> Result<BatchRead
         let tenant: String = row.try_get("tenant_id").map_err(sqlx_error)?;
         let key: String = row.try_get("key").map_err(sqlx_error)?;
         if kind == 0 {
-            // A tenant or client paired with another's request id is dropped here.
+            // Every client's record of the request ids is read (the primary key's prefix, as
+            // before request ids were per client); a tenant or client paired with another's
+            // request id is dropped here.
             if let Some(clients) = wanted_records.get(&(tenant.as_str(), key.as_str())) {
                 let client: String = row.try_get("client").map_err(sqlx_error)?;
                 let record = Record {

@@ -9,7 +9,7 @@ SELECT 0 AS kind, tenant_id, request_id AS key, operation, fingerprint, status_c
   NULL::int8 AS lot_remaining, NULL::int8 AS lot_frozen, NULL::int8 AS lot_expires_at,
   NULL::int8 AS lot_created_at, client
 FROM idempotency_records
-WHERE tenant_id = ANY($1) AND request_id = ANY($2) AND client = ANY($9) AND status_code <> -1
+WHERE tenant_id = ANY($1) AND request_id = ANY($2) AND status_code <> -1
 UNION ALL
 SELECT 1, a.tenant_id, a.member_id, NULL, NULL, NULL, NULL,
   a.id, a.available, a.frozen, a.total_earned, a.total_spent, a.total_expired,
