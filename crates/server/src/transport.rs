@@ -59,10 +59,10 @@ pub struct Transport {
     pub idle_closes: AtomicU64,
     pub refused_responses: AtomicU64,
     /// Connections closed to make room (never authenticated, at the cap) or for failing to
-    /// authenticate too often, and open calls (health, reflection) refused for their limits.
+    /// authenticate too often, and streams of the open services refused for their limits.
     pub evicted_connections: AtomicU64,
     pub refused_open_calls: AtomicU64,
-    /// Calls of the open services (health, reflection) in progress on this replica.
+    /// Streams of the open services (`Health/Watch`, reflection) open on this replica.
     open_service_calls: AtomicUsize,
     /// Connections that have not made an authenticated call, oldest first: the ones closed
     /// first when the cap is reached (entries of closed or authenticated ones are skipped).
@@ -210,7 +210,7 @@ struct Connection {
     authenticated: std::sync::atomic::AtomicBool,
     /// Calls refused for their credentials.
     failed_authentications: AtomicUsize,
-    /// Calls of the open services (health, reflection) in progress on it.
+    /// Streams of the open services (`Health/Watch`, reflection) open on it.
     open_service_calls: AtomicUsize,
     /// Set to close the connection; its socket's next read fails.
     closing: std::sync::atomic::AtomicBool,
@@ -232,8 +232,8 @@ impl Connection {
         Some((quiet_since + transport.config.idle_timeout).max(read_at + READ_GRACE))
     }
 
-    /// Counts a call of an open service (health, reflection) against the connection's and the
-    /// replica's limits; `false` (nothing counted) past either.
+    /// Counts a stream of an open service (`Health/Watch`, reflection) against the
+    /// connection's and the replica's limits; `false` (nothing counted) past either.
     fn open_service_call(&self, call: &mut OpenCall) -> bool {
         let transport = &self.transport;
         let on_connection = self.open_service_calls.fetch_add(1, Relaxed) + 1;
@@ -265,7 +265,7 @@ impl Connection {
     }
 }
 
-/// Calls of the open services (health, reflection) one connection may have in progress.
+/// Streams of the open services (`Health/Watch`, reflection) one connection may hold open.
 pub const OPEN_CALLS_PER_CONNECTION: usize = 4;
 /// Calls a connection may have refused for their credentials before it is closed.
 pub const FAILED_AUTHENTICATIONS_PER_CONNECTION: usize = 16;
@@ -474,7 +474,7 @@ impl AsyncWrite for Guarded {
 struct OpenCall {
     connection: Arc<Connection>,
     charged: usize,
-    /// A call of an open service (health, reflection), counted against their limits.
+    /// A stream of an open service (`Health/Watch`, reflection), counted against their limits.
     open_service: bool,
 }
 
@@ -586,7 +586,7 @@ pub fn connection_of<B>(request: &http::Request<B>) -> Option<&ConnectionInfo> {
 
 pin_project_lite::pin_project! {
     /// The inner service's response, its body wrapped in a [`TrackedBody`]; or the refusal
-    /// of an open-service call past its limits.
+    /// of an open-service stream past its limits.
     #[project = StreamProjection]
     pub enum StreamFuture<F> {
         Served {
