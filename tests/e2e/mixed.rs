@@ -28,6 +28,19 @@ const CALLS: usize = 5;
 /// Callers of globex naming acme's ids at once (each with the same request ids).
 const HOSTILE: usize = 3;
 
+/// The rows of `tenant` in `E`'s table (`column` is its tenant).
+async fn of_tenant<E: EntityTrait>(
+    conn: &DatabaseConnection,
+    column: E::Column,
+    tenant: &str,
+) -> Vec<E::Model> {
+    E::find()
+        .filter(column.eq(tenant))
+        .all(conn)
+        .await
+        .expect("a tenant's rows")
+}
+
 /// A tenant's stored state without its generated ids and times: what must be equal between
 /// the tenant attacked and the tenant alone.
 pub(crate) async fn state_of(
@@ -39,11 +52,8 @@ pub(crate) async fn state_of(
         rows.sort_unstable();
         state.insert(table, rows);
     };
-    let templates = coupon_template::Entity::find()
-        .filter(coupon_template::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("templates");
+    let templates =
+        of_tenant::<coupon_template::Entity>(conn, coupon_template::Column::TenantId, tenant).await;
     put(
         "templates",
         templates
@@ -63,11 +73,8 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let coupons = user_coupon::Entity::find()
-        .filter(user_coupon::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("coupons");
+    let coupons =
+        of_tenant::<user_coupon::Entity>(conn, user_coupon::Column::TenantId, tenant).await;
     put(
         "coupons",
         coupons
@@ -80,11 +87,8 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let accounts = points_account::Entity::find()
-        .filter(points_account::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("accounts");
+    let accounts =
+        of_tenant::<points_account::Entity>(conn, points_account::Column::TenantId, tenant).await;
     put(
         "accounts",
         accounts
@@ -104,11 +108,9 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let entries = points_transaction::Entity::find()
-        .filter(points_transaction::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("entries");
+    let entries =
+        of_tenant::<points_transaction::Entity>(conn, points_transaction::Column::TenantId, tenant)
+            .await;
     put(
         "entries",
         entries
@@ -129,11 +131,7 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let holds = points_hold::Entity::find()
-        .filter(points_hold::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("holds");
+    let holds = of_tenant::<points_hold::Entity>(conn, points_hold::Column::TenantId, tenant).await;
     put(
         "holds",
         holds
@@ -146,11 +144,7 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let lots = points_lot::Entity::find()
-        .filter(points_lot::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("lots");
+    let lots = of_tenant::<points_lot::Entity>(conn, points_lot::Column::TenantId, tenant).await;
     put(
         "lots",
         lots.iter()
@@ -162,11 +156,7 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let rules = points_rule::Entity::find()
-        .filter(points_rule::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("rules");
+    let rules = of_tenant::<points_rule::Entity>(conn, points_rule::Column::TenantId, tenant).await;
     put(
         "rules",
         rules
@@ -179,11 +169,9 @@ pub(crate) async fn state_of(
             })
             .collect(),
     );
-    let records = idempotency_record::Entity::find()
-        .filter(idempotency_record::Column::TenantId.eq(tenant))
-        .all(conn)
-        .await
-        .expect("records");
+    let records =
+        of_tenant::<idempotency_record::Entity>(conn, idempotency_record::Column::TenantId, tenant)
+            .await;
     put(
         "records",
         records

@@ -283,13 +283,9 @@ impl Authenticator {
 
     fn kept(&self, credential: &Credential) -> Option<Verdict> {
         match credential {
-            Credential::Key(key) => self
-                .known
-                .get(key)
-                .map(|kept| kept.verdict)
-                .or_else(|| self.unknown.contains_key(key).then_some(Verdict::Unknown)),
-            Credential::Certificate { der, .. } => {
-                self.certificates.get(der).map(|kept| kept.verdict)
+            Credential::Key(key) => self.kept_key(key),
+            Credential::Certificate { der, name } => {
+                self.kept_certificate(der, || Some(name.clone()))
             }
         }
     }

@@ -21,21 +21,26 @@ impl AppState {
         let before = UnixMicros(self.clock.now().0.saturating_sub(retention));
         let conn = self.db.conn();
         idempotency::summarize_created(conn).await?;
-        let (mut records, mut holds) = (0, 0);
-        for _ in 0..BATCHES_PER_SWEEP {
-            let deleted = idempotency::delete_before(conn, before, batch).await?;
-            records += deleted;
-            if deleted < batch {
-                break;
-            }
-        }
-        for _ in 0..BATCHES_PER_SWEEP {
-            let deleted = points::delete_finished_holds(conn, before, batch).await?;
-            holds += deleted;
-            if deleted < batch {
-                break;
-            }
-        }
+        let records = in_batches(batch, || idempotency::delete_before(conn, before, batch)).await?;
+        let holds =
+            in_batches(batch, || points::delete_finished_holds(conn, before, batch)).await?;
         Ok((records, holds))
     }
+}
+
+/// Runs `delete` (one batch of at most `batch` rows) until a batch comes short or
+/// [`BATCHES_PER_SWEEP`] ran; how many rows went.
+async fn in_batches<F>(batch: u64, delete: impl Fn() -> F) -> Result<u64, MarketingError>
+where
+    F: std::future::Future<Output = Result<u64, MarketingError>>,
+{
+    let mut total = 0;
+    for _ in 0..BATCHES_PER_SWEEP {
+        let deleted = delete().await?;
+        total += deleted;
+        if deleted < batch {
+            break;
+        }
+    }
+    Ok(total)
 }
