@@ -770,6 +770,38 @@ impl ServerProcess {
         self.status_kib("VmHWM:") / 1024
     }
 
+    /// Waits (at most `within`) until the process has done its work: it used under 5% of a
+    /// core over a whole second. For a peak read after a burst of work, rather than after a
+    /// fixed sleep that a loaded machine may outlast.
+    pub async fn settled(&self, within: Duration) {
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .expect("the server's /proc stat");
+            // After the command's closing parenthesis: utime and stime are fields 14 and 15.
+            let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .map(|field| field.parse().unwrap_or(0))
+                .collect();
+            fields[11] + fields[12]
+        };
+        let deadline = std::time::Instant::now() + within;
+        let mut before = ticks();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = ticks();
+            // Clock ticks are 10 ms: 5 ticks a second is 5% of a core.
+            if now - before <= 5 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server is still busy after {within:?}"
+            );
+            before = now;
+        }
+    }
+
     /// The process's resident memory now (`VmRSS`), in MiB.
     pub fn rss_mib(&self) -> u64 {
         self.status_kib("VmRSS:") / 1024

@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 use marketing_proto::v1::{
     self as pb, coupon_template_service_client::CouponTemplateServiceClient,
+    user_coupon_service_client::UserCouponServiceClient,
 };
 use marketing_server::config::TransportConfig;
 use marketing_tests::{Backend, Options, ServerProcess, spawn_app_with};
@@ -30,7 +31,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::fixtures::{create_request, template};
+use crate::fixtures::{create_request, template, unique};
 
 fn options(transport: TransportConfig) -> Options {
     Options {
@@ -343,8 +344,9 @@ async fn clients_that_never_read_cannot_grow_the_server_and_the_cap_is_logged() 
         responses.extend(list_calls(&send, server.addr, &page, STREAMS).await);
         paused.push(pause);
     }
-    // Time to answer them all (the high-water mark below keeps the worst moment anyway).
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The client reads nothing, so no answer shows when the server is done: wait until it
+    // is idle (the high-water mark below keeps the worst moment).
+    server.settled(Duration::from_secs(120)).await;
     assert!(
         serving(server.channel().await).await,
         "health answers meanwhile"
@@ -451,19 +453,33 @@ async fn list_calls(
     page: &pb::ListCouponTemplatesRequest,
     count: usize,
 ) -> Vec<h2::client::ResponseFuture> {
+    unread_calls(
+        send,
+        addr,
+        "/marketing.v1.CouponTemplateService/ListCouponTemplates",
+        page,
+        count,
+    )
+    .await
+}
+
+/// Sends `count` calls of `path` with `message` on `send` without reading them; their
+/// response futures.
+async fn unread_calls(
+    send: &h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: &impl Message,
+    count: usize,
+) -> Vec<h2::client::ResponseFuture> {
+    let frame = grpc_frame(message);
     let mut responses = Vec::with_capacity(count);
     for _ in 0..count {
         let mut ready = send.clone().ready().await.expect("stream capacity");
         let (response, mut body) = ready
-            .send_request(
-                grpc_request(
-                    addr,
-                    "/marketing.v1.CouponTemplateService/ListCouponTemplates",
-                ),
-                false,
-            )
+            .send_request(grpc_request(addr, path), false)
             .expect("send headers");
-        body.send_data(grpc_frame(page), true).expect("send");
+        body.send_data(frame.clone(), true).expect("send");
         responses.push(response);
     }
     responses
@@ -524,4 +540,112 @@ impl tokio::io::AsyncWrite for PausableIo {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
+}
+
+/// 2,000 replays of a distribution whose ~1.8 MB answers are never read, on connections whose
+/// clients grant no window at all, so that no answer can leave. Room for each answer is
+/// reserved before it is built (before this, every call built its answer and the peak went
+/// 337 MiB over the idle size): past the budget calls are refused at once, and the peak stays
+/// within the bound the README states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_unread_answers_stay_within_the_stated_peak() {
+    const CONNECTIONS: usize = 10;
+    const STREAMS: usize = 200;
+    let server = ServerProcess::start(&[("MARKETING_MAX_CONNECTIONS", "64")]);
+    let channel = server.channel().await;
+    let created = CouponTemplateServiceClient::new(channel.clone())
+        .create_coupon_template(create_request(
+            "acme",
+            pb::CouponTemplate {
+                total_stock: 10_000,
+                per_member_limit: 1,
+                ..template()
+            },
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .coupon_template
+        .expect("template");
+    // One distribution to 10,000 members: its answer (~1.8 MB) is kept for replays.
+    let distribution = pb::DistributeCouponsRequest {
+        tenant_id: "acme".into(),
+        template_id: created.id,
+        request_id: unique("distribute"),
+        member_ids: (0..10_000).map(|i| format!("member-{i:05}")).collect(),
+        allow_partial: false,
+    };
+    let size = UserCouponServiceClient::new(channel.clone())
+        .distribute_coupons(distribution.clone())
+        .await
+        .expect("distribute")
+        .into_inner()
+        .encoded_len();
+    assert!(size > 1_000_000, "the answer is {size} bytes");
+    let base = server.rss_mib();
+
+    let mut connections = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        // Windows of zero: the server may not send a byte of any answer.
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake(tcp)
+            .await
+            .expect("handshake");
+        connections.push(tokio::spawn(connection));
+        responses.extend(
+            unread_calls(
+                &send,
+                server.addr,
+                "/marketing.v1.UserCouponService/DistributeCoupons",
+                &distribution,
+                STREAMS,
+            )
+            .await,
+        );
+    }
+    // Every call answered (its headers sent) means every answer was built and charged or
+    // refused: the worst moment is behind, and VmHWM kept it.
+    let mut heads = Vec::new();
+    for response in responses {
+        let response = tokio::time::timeout(Duration::from_secs(300), response)
+            .await
+            .expect("the server answers every call")
+            .expect("headers");
+        assert_eq!(response.status(), http::StatusCode::OK);
+        heads.push(response);
+    }
+    // Past the budget a call is refused before its answer is built: RESOURCE_EXHAUSTED in
+    // its headers. The others' answers wait for windows that never open.
+    let mut refused = 0;
+    for head in &heads {
+        match head.headers().get("grpc-status") {
+            None => {}
+            Some(status) => {
+                assert_eq!(status, "8", "RESOURCE_EXHAUSTED");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 0 && refused < heads.len(),
+        "{refused} of {} refused",
+        heads.len()
+    );
+    let peak = server.peak_rss_mib();
+    // The README's bound: four times MARKETING_UNSENT_BYTES (64 MiB) over the idle size.
+    let stated = 64 * 4;
+    eprintln!("2,000 unread ~1.8 MB answers: base {base} MiB, peak {peak} MiB, {refused} refused");
+    assert!(
+        peak < base + stated,
+        "peak RSS {peak} MiB (base {base} MiB) with 2,000 unread answers: over base + {stated}"
+    );
+    assert!(server.logged("response refused"), "refusals are logged");
+    assert!(serving(channel).await, "health answers meanwhile");
+    for connection in connections {
+        connection.abort();
+    }
+    drop(heads);
 }

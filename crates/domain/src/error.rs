@@ -79,10 +79,11 @@ pub enum Reason {
     RequestTooLarge,
     RateLimited,
     MalformedRequest,
+    ResponseBufferFull,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 43] = [
+    pub const ALL: [Reason; 44] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -126,6 +127,7 @@ impl Reason {
         Self::RequestTooLarge,
         Self::RateLimited,
         Self::MalformedRequest,
+        Self::ResponseBufferFull,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -178,6 +180,7 @@ impl Reason {
             Self::RequestTooLarge => "REQUEST_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
             Self::MalformedRequest => "MALFORMED_REQUEST",
+            Self::ResponseBufferFull => "RESPONSE_BUFFER_FULL",
         }
     }
 }
@@ -297,6 +300,11 @@ pub enum MarketingError {
     /// The replica works on as many calls as it may; retry (elsewhere, or a little later).
     #[error("the server is overloaded, retry")]
     Overloaded,
+    /// The answer would not fit in what the connection's (or the replica's) clients may hold
+    /// unread (`MARKETING_UNSENT_BYTES_PER_CONNECTION`, `MARKETING_UNSENT_BYTES`); nothing was
+    /// done. Read the answers already sent, or retry later.
+    #[error("too many unread responses on this connection or replica; read them, or retry later")]
+    ResponseBufferFull,
     /// A known client that may not act for the tenant.
     #[error("the client may not act for tenant {tenant}")]
     TenantNotAllowed { tenant: String },
@@ -414,6 +422,7 @@ impl MarketingError {
             Self::RequestTooLarge { .. } => Reason::RequestTooLarge,
             Self::RateLimited { .. } => Reason::RateLimited,
             Self::MalformedRequest { .. } => Reason::MalformedRequest,
+            Self::ResponseBufferFull => Reason::ResponseBufferFull,
         }
     }
 

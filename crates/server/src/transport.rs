@@ -33,7 +33,9 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use crate::{config::TransportConfig, wire::status::ERROR_DOMAIN};
+use marketing_domain::MarketingError;
+
+use crate::config::TransportConfig;
 
 /// The HTTP/2 client preface (24 bytes) and the header of the SETTINGS frame that must follow
 /// it (9 bytes): a connection has shaken hands once it has sent this many bytes.
@@ -253,7 +255,11 @@ impl Connection {
         self.open_calls.fetch_add(1, Relaxed);
         OpenCall {
             connection: self.clone(),
-            charged: 0,
+            charge: Arc::new(Charge {
+                connection: self.clone(),
+                charged: AtomicUsize::new(0),
+                reserved: AtomicUsize::new(0),
+            }),
             open_service: false,
         }
     }
@@ -469,19 +475,45 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// A call open on a connection, and the response bytes charged to it; dropping it (when its
-/// response is done, or the call is cancelled) ends the call and refunds the bytes.
+/// A call open on a connection; dropping it (when its response is done, or the call is
+/// cancelled) ends the call. Its response bytes are charged to its [`Charge`].
 struct OpenCall {
     connection: Arc<Connection>,
-    charged: usize,
+    charge: Arc<Charge>,
     /// A stream of an open service (`Health/Watch`, reflection), counted against their limits.
     open_service: bool,
 }
 
-impl OpenCall {
-    /// Charges `len` more response bytes; `false` when the connection's or the replica's
-    /// budget has no room for them (small frames always pass).
-    fn charge(&mut self, len: usize) -> bool {
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let connection = &self.connection;
+        let transport = &connection.transport;
+        if self.open_service {
+            connection.open_service_calls.fetch_sub(1, Relaxed);
+            transport.open_service_calls.fetch_sub(1, Relaxed);
+        }
+        let now = transport.millis(Instant::now());
+        connection.last_call_end.fetch_max(now, Relaxed);
+        connection.open_calls.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The response bytes one call holds against its connection's and the replica's budget,
+/// shared by its response body and (through the request's extensions, as [`AnswerBudget`])
+/// its handler, which reserves room for a large answer before building it. Refunded when
+/// both are gone.
+struct Charge {
+    connection: Arc<Connection>,
+    /// Bytes charged to the budgets.
+    charged: AtomicUsize,
+    /// Of them, bytes the handler reserved that no data frame has used yet.
+    reserved: AtomicUsize,
+}
+
+impl Charge {
+    /// Charges `len` more bytes; `false` (and nothing charged) when the connection's or the
+    /// replica's budget has no room for them (at most [`SMALL_FRAME`] bytes always pass).
+    fn try_charge(&self, len: usize) -> bool {
         let connection = &self.connection;
         let transport = &connection.transport;
         let config = &transport.config;
@@ -495,24 +527,63 @@ impl OpenCall {
             transport.unsent.fetch_sub(len, Relaxed);
             return false;
         }
-        self.charged += len;
+        self.charged.fetch_add(len, Relaxed);
         true
+    }
+
+    /// Charges a data frame of `len` bytes, first from what was reserved for it; the rest of
+    /// a reservation it does not use is refunded.
+    fn charge_frame(&self, len: usize) -> bool {
+        let reserved = self.reserved.swap(0, Relaxed);
+        if reserved >= len {
+            self.refund(reserved - len);
+            true
+        } else {
+            self.try_charge(len - reserved)
+        }
+    }
+
+    fn refund(&self, len: usize) {
+        let connection = &self.connection;
+        connection.unsent.fetch_sub(len, Relaxed);
+        connection.transport.unsent.fetch_sub(len, Relaxed);
+        self.charged.fetch_sub(len, Relaxed);
     }
 }
 
-impl Drop for OpenCall {
+impl Drop for Charge {
     fn drop(&mut self) {
-        let connection = &self.connection;
-        let transport = &connection.transport;
-        if self.open_service {
-            connection.open_service_calls.fetch_sub(1, Relaxed);
-            transport.open_service_calls.fetch_sub(1, Relaxed);
+        let charged = *self.charged.get_mut();
+        self.refund(charged);
+    }
+}
+
+/// A call's room for its answer, in the request's extensions: a handler whose answer may be
+/// large reserves it before doing any work, so that what clients leave unread is bounded
+/// from the moment an answer is built, not only once it is sent.
+#[derive(Clone)]
+pub struct AnswerBudget(Arc<Charge>);
+
+impl AnswerBudget {
+    /// Reserves `len` bytes for the answer; `false` when the connection's or the replica's
+    /// budget has no room for them (the call should be refused with `RESPONSE_BUFFER_FULL`).
+    pub fn reserve(&self, len: usize) -> bool {
+        let charge = &self.0;
+        if !charge.try_charge(len) {
+            let connection = &charge.connection;
+            let transport = &connection.transport;
+            transport.refused_responses.fetch_add(1, Relaxed);
+            marketing_infra::warn_every!(
+                bytes = len,
+                connection_unsent = connection.unsent.load(Relaxed),
+                replica_unsent = transport.unsent.load(Relaxed),
+                "response refused: clients hold too many unread responses \
+                 (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
+            );
+            return false;
         }
-        connection.unsent.fetch_sub(self.charged, Relaxed);
-        transport.unsent.fetch_sub(self.charged, Relaxed);
-        let now = transport.millis(Instant::now());
-        connection.last_call_end.fetch_max(now, Relaxed);
-        connection.open_calls.fetch_sub(1, Relaxed);
+        charge.reserved.fetch_add(len, Relaxed);
+        true
     }
 }
 
@@ -536,7 +607,8 @@ pub struct Streams<S> {
 impl<S, B, ReqBody> tower_service::Service<http::Request<ReqBody>> for Streams<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
-    B: Default,
+    B: Body<Data = Bytes> + Default + Unpin,
+    B::Error: Unpin,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -546,8 +618,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let mut call = connection_of(&request).map(|info| info.connection.call_started());
+        if let Some(open) = &call {
+            request
+                .extensions_mut()
+                .insert(AnswerBudget(open.charge.clone()));
+        }
         let refused = match &mut call {
             Some(open) if crate::app::auth::is_open_stream(request.uri().path()) => {
                 !open.connection.clone().open_service_call(open)
@@ -601,7 +678,8 @@ pin_project_lite::pin_project! {
 impl<F, B, E> Future for StreamFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
-    B: Default,
+    B: Body<Data = Bytes> + Default + Unpin,
+    B::Error: Unpin,
 {
     type Output = Result<http::Response<TrackedBody<B>>, E>;
 
@@ -609,16 +687,24 @@ where
         let (response, call) = match self.project() {
             StreamProjection::Served { inner, call } => (ready!(inner.poll(cx))?, call.take()),
             StreamProjection::Refused { call } => (
-                crate::wire::status::status_of(&marketing_domain::MarketingError::Overloaded)
-                    .into_http(),
+                crate::wire::status::status_of(&MarketingError::Overloaded).into_http(),
                 call.take(),
             ),
         };
-        Poll::Ready(Ok(response.map(|body| TrackedBody {
+        let mut response = response.map(|body| TrackedBody {
             inner: body,
             call,
             state: State::Streaming(Bytes::new()),
-        })))
+            first: None,
+        });
+        // The answer's first frame is taken (for a unary call: the whole message, encoded)
+        // and charged now: hyper asks for it only once the client's window has room, and a
+        // client that grants none would otherwise leave the message in memory, uncharged.
+        let body = response.body_mut();
+        if let Poll::Ready(frame) = body.advance(cx) {
+            body.first = Some(frame);
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -637,46 +723,43 @@ enum State {
 /// A large frame is therefore handed out in copied pieces of [`PIECE`] bytes, one each time
 /// hyper finds capacity for the last: the body lives, and stays charged, until its message
 /// has nearly all left, and what h2 queues beyond it is a few pieces per stream.
-pub struct TrackedBody<B> {
+pub struct TrackedBody<B: Body> {
     inner: B,
     call: Option<OpenCall>,
     state: State,
+    /// The first frame, taken when the response was ready.
+    first: Option<Option<Result<Frame<Bytes>, B::Error>>>,
 }
 
 /// Bytes of a large frame handed to hyper at once.
 const PIECE: usize = 16 * 1024;
 
-impl<B> Body for TrackedBody<B>
+impl<B> TrackedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.get_mut();
-        let rest = match &mut this.state {
+    /// The next frame for hyper: what is left of a large one, or the inner body's next,
+    /// charged.
+    fn advance(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let rest = match &mut self.state {
             State::Refused => return Poll::Ready(None),
             State::Streaming(rest) => rest,
         };
         if !rest.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(next_piece(rest)))));
         }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         let Some(Ok(frame)) = frame else {
             return Poll::Ready(frame);
         };
-        let Some(call) = &mut this.call else {
+        let Some(call) = &mut self.call else {
             return Poll::Ready(Some(Ok(frame)));
         };
         let mut data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
-        if !call.charge(data.len()) {
+        if !call.charge.charge_frame(data.len()) {
             let connection = &call.connection;
             let transport = &connection.transport;
             transport.refused_responses.fetch_add(1, Relaxed);
@@ -688,18 +771,43 @@ where
                  (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
             );
             // The data is dropped here, and the client gets the refusal instead.
-            this.state = State::Refused;
+            self.state = State::Refused;
             return Poll::Ready(Some(Ok(Frame::trailers(refusal_trailers()))));
         }
         if data.len() <= PIECE {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let piece = next_piece(&mut data);
-        this.state = State::Streaming(data);
+        self.state = State::Streaming(data);
         Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(first) => Poll::Ready(first),
+            None => this.advance(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
+        match &self.first {
+            Some(Some(_)) => return false,
+            Some(None) => return true,
+            None => {}
+        }
         match &self.state {
             State::Streaming(rest) => rest.is_empty() && self.inner.is_end_stream(),
             State::Refused => true,
@@ -707,6 +815,9 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.first.is_some() {
+            return SizeHint::default();
+        }
         match &self.state {
             State::Streaming(rest) if rest.is_empty() => self.inner.size_hint(),
             State::Streaming(rest) => {
@@ -734,16 +845,7 @@ fn next_piece(rest: &mut Bytes) -> Bytes {
 /// The trailers of a response refused for the unsent-bytes budget: RESOURCE_EXHAUSTED with
 /// reason RESPONSE_BUFFER_FULL, retryable once the client reads what it was sent.
 fn refusal_trailers() -> http::HeaderMap {
-    use tonic_types::{ErrorDetails, StatusExt};
-    let status = tonic::Status::with_error_details(
-        tonic::Code::ResourceExhausted,
-        "too many unread responses on this connection or replica; read them, or retry later",
-        ErrorDetails::with_error_info(
-            "RESPONSE_BUFFER_FULL",
-            ERROR_DOMAIN,
-            std::collections::HashMap::new(),
-        ),
-    );
+    let status = crate::wire::status::status_of(&MarketingError::ResponseBufferFull);
     let mut trailers = http::HeaderMap::new();
     if status.add_header(&mut trailers).is_err() {
         trailers.insert(

@@ -17,6 +17,7 @@ use super::deadline::answer_by;
 use crate::{
     Config,
     app::{Answer, AppState, auth::Caller},
+    transport::AnswerBudget,
     wire::{self, ToWire, idempotency_key, status::to_status},
 };
 
@@ -33,8 +34,9 @@ pub struct Edge<'a, R> {
 
 impl<'a, R: Tenanted> Edge<'a, R> {
     /// `request` as it reached a service whose calls the server answers within `limit`;
-    /// PERMISSION_DENIED when its caller may not act for the tenant it names (before any
-    /// other work).
+    /// PERMISSION_DENIED when its caller may not act for the tenant it names, and
+    /// RESOURCE_EXHAUSTED when its answer would not fit in the unsent-bytes budget (before any
+    /// other work: the room is reserved before the answer is built).
     pub fn new(
         request: &'a tonic::Request<R>,
         limit: Duration,
@@ -52,6 +54,13 @@ impl<'a, R: Tenanted> Edge<'a, R> {
             return Err(to_status(MarketingError::TenantNotAllowed {
                 tenant: tenant.to_owned(),
             }));
+        }
+        let bound = message.answer_bound();
+        if bound > 0
+            && let Some(budget) = request.extensions().get::<AnswerBudget>()
+            && !budget.reserve(bound)
+        {
+            return Err(to_status(MarketingError::ResponseBufferFull));
         }
         Ok(Edge {
             request: message,
@@ -74,15 +83,25 @@ impl<R> Edge<'_, R> {
 /// A request that names the tenant it acts for.
 pub trait Tenanted {
     fn tenant_id(&self) -> &str;
+
+    /// At most how many bytes the answer to this request encodes to, where the request
+    /// itself chooses a size past what is always sent (a distribution's members); 0 for
+    /// answers bounded by the server's own limits (a page, one row).
+    fn answer_bound(&self) -> usize;
 }
 
-/// Implements [`Tenanted`] for request messages with a `tenant_id` field.
+/// Implements [`Tenanted`] for request messages with a `tenant_id` field; `[answer = f]`
+/// after a type names its [`Tenanted::answer_bound`].
 macro_rules! tenanted {
-    ($($request:ty),* $(,)?) => {
+    ($($request:ty $([answer = $bound:path])?),* $(,)?) => {
         $(
             impl $crate::grpc::parse::Tenanted for $request {
                 fn tenant_id(&self) -> &str {
                     &self.tenant_id
+                }
+
+                fn answer_bound(&self) -> usize {
+                    0 $(+ $bound(self))?
                 }
             }
         )*
@@ -108,10 +127,10 @@ pub trait Mutation: Tenanted + Message + Clone {
 }
 
 /// Implements [`Mutation`] (and [`Tenanted`]) for request messages with `tenant_id` and
-/// `request_id` fields.
+/// `request_id` fields (`[answer = f]` as for [`tenanted!`]).
 macro_rules! mutations {
-    ($($request:ty => $operation:literal),* $(,)?) => {
-        $crate::grpc::parse::tenanted!($($request),*);
+    ($($request:ty $([answer = $bound:path])? => $operation:literal),* $(,)?) => {
+        $crate::grpc::parse::tenanted!($($request $([answer = $bound])?),*);
         $(
             impl $crate::grpc::parse::Mutation for $request {
                 const OPERATION: &'static str = $operation;

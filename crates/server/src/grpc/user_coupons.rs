@@ -96,12 +96,30 @@ tenanted!(
 
 mutations! {
     pb::ClaimCouponRequest => "ClaimCoupon",
-    pb::DistributeCouponsRequest => "DistributeCoupons",
+    pb::DistributeCouponsRequest [answer = distribution_bound] => "DistributeCoupons",
     pb::LockCouponRequest => "LockCoupon",
     pb::UseCouponRequest => "UseCoupon",
     pb::ReleaseCouponRequest => "ReleaseCoupon",
     pb::ReturnCouponRequest => "ReturnCoupon",
     pb::RevokeCouponRequest => "RevokeCoupon",
+}
+
+/// Bytes of one distribution result besides its member id (twice) and the request's tenant and
+/// template ids: the coupon's id, its client's name, times, amounts, tags and lengths, or the
+/// failure's reason. The test below checks it against the largest result.
+const DISTRIBUTION_RESULT_BYTES: usize = 320;
+
+/// At most how many bytes a distribution's answer (or its replay) encodes to: a result per
+/// member, each naming the member twice (the result and its coupon).
+fn distribution_bound(request: &pb::DistributeCouponsRequest) -> usize {
+    let ids = request.tenant_id.len() + request.template_id.len() + DISTRIBUTION_RESULT_BYTES;
+    request
+        .member_ids
+        .iter()
+        .take(MAX_DISTRIBUTION)
+        .map(|member| 2 * member.len() + ids)
+        .sum::<usize>()
+        + 16
 }
 
 /// Whose coupon a transition names.
@@ -598,7 +616,75 @@ impl UserCouponService for UserCoupons {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
+
+    #[test]
+    fn a_distribution_answer_fits_its_bound() {
+        let member = "m".repeat(MemberId::MAX_LEN);
+        let tenant = "t".repeat(TenantId::MAX_LEN);
+        let template = TemplateId::new().to_string();
+        let max = |seconds| {
+            Some(prost_types::Timestamp {
+                seconds,
+                nanos: 999_999_999,
+            })
+        };
+        // Every field of an issued coupon at its largest.
+        let coupon = pb::UserCoupon {
+            id: CouponId::new().to_string(),
+            tenant_id: tenant.clone(),
+            member_id: member.clone(),
+            template_id: template.clone(),
+            state: pb::UserCouponState::Available as i32,
+            discount: Some(pb::user_coupon::Discount::PercentOff(
+                pb::PercentOffDiscount {
+                    basis_points: 10_000,
+                    max_discount_amount: Some(-1),
+                },
+            )),
+            currency: "XXX".into(),
+            min_spend_amount: -1,
+            valid_from: max(-1),
+            valid_until: max(-1),
+            claim_time: max(-1),
+            version: -1,
+            update_time: max(-1),
+            discount_type: pb::DiscountType::PercentOff as i32,
+            actor: "a".repeat(64),
+            ..Default::default()
+        };
+        let issued = pb::DistributionResult {
+            member_id: member.clone(),
+            user_coupon: Some(coupon),
+            failure_reason: String::new(),
+        };
+        let failed = pb::DistributionResult {
+            member_id: member.clone(),
+            user_coupon: None,
+            failure_reason: "OUTSIDE_DISTRIBUTION_WINDOW".into(),
+        };
+        for results in [vec![issued.clone()], vec![failed], vec![issued; 1000]] {
+            let request = pb::DistributeCouponsRequest {
+                tenant_id: tenant.clone(),
+                template_id: template.clone(),
+                member_ids: vec![member.clone(); results.len()],
+                ..Default::default()
+            };
+            let answer = pb::DistributeCouponsResponse {
+                issued_count: i32::MAX,
+                failed_count: i32::MAX,
+                results,
+            };
+            assert!(
+                answer.encoded_len() <= distribution_bound(&request),
+                "{} bytes over a bound of {}",
+                answer.encoded_len(),
+                distribution_bound(&request)
+            );
+        }
+    }
 
     #[test]
     fn lock_ttls_are_bounded() {

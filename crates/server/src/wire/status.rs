@@ -101,7 +101,8 @@ pub fn code_of(reason: Reason) -> Code {
         Reason::OutOfStock
         | Reason::MemberLimitReached
         | Reason::RequestTooLarge
-        | Reason::RateLimited => Code::ResourceExhausted,
+        | Reason::RateLimited
+        | Reason::ResponseBufferFull => Code::ResourceExhausted,
         Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
