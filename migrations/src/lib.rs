@@ -13,6 +13,7 @@ mod m20261203_000006_entry_actor;
 mod m20261206_000007_change_actors;
 mod m20261206_000008_request_ids_per_client;
 mod m20261206_000009_retention_indexes;
+mod m20261207_000010_actor_names_certificate;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_change_actors::Migration),
             Box::new(m20261206_000008_request_ids_per_client::Migration),
             Box::new(m20261206_000009_retention_indexes::Migration),
+            Box::new(m20261207_000010_actor_names_certificate::Migration),
         ]
     }
 }

@@ -165,7 +165,7 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
         .expect_err("a reader does not earn");
     assert_error(&refused_role, Code::PermissionDenied, "METHOD_NOT_ALLOWED");
 
-    // A key is what counts when there is one.
+    // A key is what counts when there is one; the certificate is named beside it.
     let by_key = reports
         .earn_points(with_key(earn("m-cert"), &admin))
         .await
@@ -173,7 +173,7 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
         .into_inner()
         .transaction
         .expect("entry");
-    assert_eq!(by_key.actor, "ops");
+    assert_eq!(by_key.actor, "ops (certificate reports)");
 
     // Several names: refused, whichever of them are clients (on main, `[no-such-client, ops]`
     // called as the admin, and `[latecomer, reports]` became an admin once a client
@@ -414,4 +414,74 @@ async fn healthcheck_reaches_a_server_over_mtls() {
     let serving = healthcheck(&["--cacert", &ca, "--cert", &cert, "--key", &key]);
     assert!(serving.status.success(), "{serving:?}");
     assert_eq!(String::from_utf8_lossy(&serving.stdout).trim(), "SERVING");
+}
+
+/// A call with a key and a client certificate is the key's client (the documented rule), and
+/// both are named: its log lines carry `client` and `certificate`, and what it changes
+/// records `<client> (certificate <name>)` as its actor. The real binary, for its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_beside_a_certificate_is_logged_and_recorded_with_both() {
+    let certs = TestCerts::new(true);
+    let paths = |file: &str| certs.path(file).display().to_string();
+    let tls_env = [
+        ("MARKETING_TLS_CERT", paths("server.pem")),
+        ("MARKETING_TLS_KEY", paths("server.key")),
+        ("MARKETING_TLS_CLIENT_CA", paths("ca.pem")),
+        ("MARKETING_AUTH", "required".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = marketing_tests::ServerProcess::start(&env);
+    let created = std::process::Command::new(marketing_tests::server_binary())
+        .env_clear()
+        .env("DATABASE_URL", server.embedded_database_url())
+        .args([
+            "clients", "create", "--name", "ops", "--role", "admin", "--tenant", "acme",
+        ])
+        .output()
+        .expect("run clients create");
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .expect("the key's line")
+        .trim()
+        .to_owned();
+
+    let channel = certs
+        .channel(server.addr, Some(certs.client(&["till-9"], None)))
+        .await
+        .expect("connect with a client certificate");
+    let mut points = PointsAccountServiceClient::new(channel);
+    let entry = points
+        .earn_points(with_key(earn("m-both"), &key))
+        .await
+        .expect("the key's client earns")
+        .into_inner()
+        .transaction
+        .expect("entry");
+    assert_eq!(entry.actor, "ops (certificate till-9)");
+
+    // A refusal inside the call is logged with both names.
+    let foreign = points
+        .earn_points(with_key(
+            pb::EarnPointsRequest {
+                tenant_id: "globex".into(),
+                ..earn("m-both")
+            },
+            &key,
+        ))
+        .await
+        .expect_err("ops may not act for globex");
+    assert_error(&foreign, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines = server.log_lines("tenant not allowed");
+        if lines.iter().any(|line| {
+            line.contains(r#""client":"ops""#) && line.contains(r#""certificate":"till-9""#)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

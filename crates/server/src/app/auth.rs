@@ -9,7 +9,8 @@
 //! the client's name. A certificate with no name or several names there is refused, and so is
 //! a name of no client: a name is never resolved by trying the next one. What was found is
 //! kept by the certificate's bytes, so a known certificate is not parsed again while it is
-//! kept. A call with a key and a certificate is the key's client; its log lines name both.
+//! kept. A call with a key and a certificate is the key's client; its log lines and the actor
+//! recorded on its changes name both ([`CertificateBesideKey`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -62,6 +63,15 @@ pub fn is_open_stream(path: &str) -> bool {
 
 /// The caller of a call, as the handlers see it (absent when auth is disabled).
 pub type Caller = Arc<ApiClient>;
+
+/// The name of the client certificate a call presented beside its key (the key is what
+/// counts): in the request's extensions, for the call's log lines and the actor recorded on
+/// what it changes, which name both.
+#[derive(Clone, Debug)]
+pub struct CertificateBesideKey(pub Arc<str>);
+
+/// Bytes of a certificate's name kept for logs and actors (a DNS name's most).
+const MAX_CERTIFICATE_LABEL: usize = 253;
 
 /// What a credential was found to be, and when this replica read it.
 #[derive(Clone)]
@@ -335,6 +345,23 @@ impl Authenticator {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&id);
         });
+    }
+
+    /// What a certificate presented beside a key is called in logs and actors: its client
+    /// name in the configured field, or `unnamed`.
+    pub fn certificate_label(&self, der: &[u8]) -> CertificateBesideKey {
+        let label = match certificate_name(der, self.name_field) {
+            Ok(mut name) => {
+                let mut end = name.len().min(MAX_CERTIFICATE_LABEL);
+                while !name.is_char_boundary(end) {
+                    end -= 1;
+                }
+                name.truncate(end);
+                name
+            }
+            Err(_) => "unnamed".to_owned(),
+        };
+        CertificateBesideKey(label.into())
     }
 
     pub fn mode(&self) -> AuthMode {

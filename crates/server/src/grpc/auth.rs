@@ -15,11 +15,12 @@ use std::{
 
 use marketing_domain::{MarketingError, limits::LimitedAction};
 use tonic::transport::server::TlsConnectInfo;
+use tracing::Instrument;
 
 use super::{BoxFuture, take_ready};
 use crate::{
     app::{
-        auth::{Authenticator, Caller, Checked},
+        auth::{Authenticator, Caller, CertificateBesideKey, Checked},
         limits::Limits,
     },
     transport::{ConnectionInfo, connection_of},
@@ -104,38 +105,39 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let header = request
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.as_bytes());
-        // Only a call without a key is asked for its certificate.
-        let certificates = match header {
-            None => request
-                .extensions()
-                .get::<TlsConnectInfo<ConnectionInfo>>()
-                .and_then(TlsConnectInfo::peer_certs),
-            Some(_) => None,
-        };
+        let certificates = request
+            .extensions()
+            .get::<TlsConnectInfo<ConnectionInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
         let certificate = certificates
             .as_deref()
             .and_then(|chain| chain.first())
             .map(|der| der.as_ref());
-        let limited = self.limits.limits(LimitedAction::Client);
-        let checked = self.auth.check(request.uri().path(), header, certificate);
+        // A key is what counts; a certificate beside it is only named.
+        let (checked, beside) = match (header, certificate) {
+            (Some(_), Some(der)) => (
+                self.auth.check(request.uri().path(), header, None),
+                Some(self.auth.certificate_label(der)),
+            ),
+            _ => (
+                self.auth.check(request.uri().path(), header, certificate),
+                None,
+            ),
+        };
         let connection = connection_of(&request).cloned();
         note(connection.as_ref(), &checked, request.uri().path());
+        let limited = self.limits.limits(LimitedAction::Client);
         match checked {
-            Checked::Admitted(Some(caller)) if limited => {
-                let inner = take_ready(&mut self.inner);
-                let limits = self.limits.clone();
-                AuthFuture::Deferred {
-                    inner: Box::pin(async move {
-                        serve_as(&limits, Some(caller), inner, request).await
-                    }),
-                }
-            }
-            Checked::Admitted(caller) => {
+            Checked::Refused(refused) => AuthFuture::Refused {
+                response: Some(status_of(&refused).into_http()),
+            },
+            Checked::Admitted(caller) if beside.is_none() && !(limited && caller.is_some()) => {
+                let mut request = request;
                 if let Some(caller) = caller {
                     request.extensions_mut().insert::<Caller>(caller);
                 }
@@ -143,29 +145,31 @@ where
                     inner: self.inner.call(request),
                 }
             }
-            Checked::Refused(refused) => AuthFuture::Refused {
-                response: Some(status_of(&refused).into_http()),
-            },
-            Checked::Unknown(credential) => {
+            checked => {
                 let inner = take_ready(&mut self.inner);
-                let auth = self.auth.clone();
-                let limits = self.limits.clone();
-                AuthFuture::Deferred {
-                    inner: Box::pin(async move {
-                        let path = request.uri().path().to_owned();
-                        let checked = auth.look_up(credential, &path).await;
-                        note(connection.as_ref(), &checked, &path);
-                        match checked {
-                            Checked::Admitted(caller) => {
-                                serve_as(&limits, caller, inner, request).await
-                            }
-                            Checked::Refused(refused) => Ok(status_of(&refused).into_http()),
-                            Checked::Unknown(_) => {
-                                Ok(status_of(&MarketingError::Unauthenticated).into_http())
-                            }
-                        }
-                    }),
-                }
+                let span = beside.as_ref().map(|beside| {
+                    tracing::info_span!(
+                        "call",
+                        client = tracing::field::Empty,
+                        certificate = %beside.0,
+                    )
+                });
+                let served = serve_checked(
+                    Checks {
+                        auth: self.auth.clone(),
+                        limits: self.limits.clone(),
+                        connection,
+                        beside,
+                    },
+                    checked,
+                    inner,
+                    request,
+                );
+                let inner: BoxFuture<_> = match span {
+                    Some(span) => Box::pin(served.instrument(span)),
+                    None => Box::pin(served),
+                };
+                AuthFuture::Deferred { inner }
             }
         }
     }
@@ -188,10 +192,20 @@ fn note(connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
     }
 }
 
-/// Serves an admitted call as `caller`, once its client's rate limit admits it too.
-async fn serve_as<S, ReqBody, B>(
-    limits: &Arc<Limits>,
-    caller: Option<Caller>,
+/// What serving a call past the synchronous check needs.
+struct Checks {
+    auth: Arc<Authenticator>,
+    limits: Arc<Limits>,
+    connection: Option<ConnectionInfo>,
+    /// The certificate presented beside the call's key.
+    beside: Option<CertificateBesideKey>,
+}
+
+/// Serves a call the synchronous check admitted, or could not judge (its credential is looked
+/// up first): as its caller, once its client's rate limit admits it too.
+async fn serve_checked<S, ReqBody, B>(
+    checks: Checks,
+    checked: Checked,
     mut inner: S,
     mut request: http::Request<ReqBody>,
 ) -> Result<http::Response<B>, S::Error>
@@ -199,11 +213,35 @@ where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<B>>,
     B: Default,
 {
+    let caller = match checked {
+        Checked::Admitted(caller) => caller,
+        Checked::Refused(refused) => return Ok(status_of(&refused).into_http()),
+        Checked::Unknown(credential) => {
+            let path = request.uri().path().to_owned();
+            let checked = checks.auth.look_up(credential, &path).await;
+            note(checks.connection.as_ref(), &checked, &path);
+            match checked {
+                Checked::Admitted(caller) => caller,
+                Checked::Refused(refused) => return Ok(status_of(&refused).into_http()),
+                Checked::Unknown(_) => {
+                    return Ok(status_of(&MarketingError::Unauthenticated).into_http());
+                }
+            }
+        }
+    };
     if let Some(caller) = caller {
-        if let Err(refused) = limits.admit(LimitedAction::Client, &caller.name).await {
+        tracing::Span::current().record("client", &*caller.name);
+        if let Err(refused) = checks
+            .limits
+            .admit(LimitedAction::Client, &caller.name)
+            .await
+        {
             return Ok(status_of(&refused).into_http());
         }
         request.extensions_mut().insert::<Caller>(caller);
+        if let Some(beside) = checks.beside {
+            request.extensions_mut().insert(beside);
+        }
     }
     inner.call(request).await
 }

@@ -16,7 +16,10 @@ use tonic::Status;
 use super::deadline::answer_by;
 use crate::{
     Config,
-    app::{Answer, AppState, auth::Caller},
+    app::{
+        Answer, AppState,
+        auth::{Caller, CertificateBesideKey},
+    },
     transport::AnswerBudget,
     wire::{self, ToWire, idempotency_key, status::to_status},
 };
@@ -30,6 +33,8 @@ pub struct Edge<'a, R> {
     pub config: &'a Config,
     /// Who is calling (`None` when the server runs without auth).
     pub caller: Option<&'a Caller>,
+    /// The certificate presented beside the caller's key, if any.
+    pub certificate: Option<&'a CertificateBesideKey>,
 }
 
 impl<'a, R: Tenanted> Edge<'a, R> {
@@ -68,15 +73,20 @@ impl<'a, R: Tenanted> Edge<'a, R> {
             now: app.clock.now(),
             config: &app.config,
             caller,
+            certificate: request.extensions().get::<CertificateBesideKey>(),
         })
     }
 }
 
 impl<R> Edge<'_, R> {
     /// The name of the API client calling: the actor recorded on what it changes (`None`
-    /// when calls are open).
+    /// when calls are open). A certificate presented beside the key is named too:
+    /// `<client> (certificate <name>)`.
     pub fn actor(&self) -> Option<String> {
-        self.caller.map(|caller| caller.name.clone())
+        self.caller.map(|caller| match self.certificate {
+            Some(certificate) => format!("{} (certificate {})", caller.name, certificate.0),
+            None => caller.name.clone(),
+        })
     }
 }
 
