@@ -9,13 +9,17 @@
 
 use std::collections::HashMap;
 
+use marketing_domain::{
+    points::TxType,
+    user_coupon::{CouponStatus, MAX_DISTRIBUTION},
+};
 use marketing_proto::v1::{
     self as pb, coupon_template, coupon_template_service_client::CouponTemplateServiceClient,
     points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
 use marketing_storage::entity::{coupon_template as template_row, user_coupon};
-use marketing_tests::TestApp;
+use marketing_tests::{TestApp, assert_invalid};
 use proptest::{
     prelude::*,
     sample::select,
@@ -162,6 +166,16 @@ fn timestamp() -> impl Strategy<Value = Option<Timestamp>> {
     ]
 }
 
+/// `n` distinct member ids: a distribution's member list at (or past) its cap.
+fn distinct_members(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("cap-{i}")).collect()
+}
+
+/// `n` entries of a repeated enum filter, the enum's values in turn (repeating past them).
+fn enum_values(n: usize) -> Vec<i32> {
+    (0..n).map(|i| (i % 8) as i32 + 1).collect()
+}
+
 fn ids(pools: &Pools) -> impl Strategy<Value = Ids> + use<> {
     (
         (name(), member(), from_pool(pools.templates.clone())),
@@ -188,7 +202,12 @@ fn ids(pools: &Pools) -> impl Strategy<Value = Ids> + use<> {
                 1 => "[a-z_]{0,10}",
                 1 => Just("\0".to_owned()),
             ],
-            prop::collection::vec(member(), 0..6),
+            // Repeated fields at their cap and one past it, now and then.
+            prop_oneof![
+                8 => prop::collection::vec(member(), 0..6),
+                1 => Just(distinct_members(MAX_DISTRIBUTION)),
+                1 => Just(distinct_members(MAX_DISTRIBUTION + 1)),
+            ],
         ),
     )
         .prop_map(
@@ -236,23 +255,33 @@ fn values() -> impl Strategy<Value = Values> {
         (
             any::<bool>(),
             any::<bool>(),
-            prop::collection::vec(-1..7i32, 0..3),
-            prop::collection::vec(
-                prop_oneof![
-                    select(vec![
-                        "name",
-                        "description",
-                        "total_stock",
-                        "enabled",
-                        "points",
-                        "daily_cap",
-                        "per_member_limit",
-                    ])
-                    .prop_map(str::to_owned),
-                    "[a-z_.]{0,12}",
-                ],
-                0..3,
-            ),
+            prop_oneof![
+                12 => prop::collection::vec(-1..7i32, 0..3),
+                1 => Just(enum_values(CouponStatus::ALL.len())),
+                1 => Just(enum_values(CouponStatus::ALL.len() + 1)),
+                1 => Just(enum_values(TxType::ALL.len())),
+                1 => Just(enum_values(TxType::ALL.len() + 1)),
+            ],
+            prop_oneof![
+                12 => prop::collection::vec(
+                    prop_oneof![
+                        select(vec![
+                            "name",
+                            "description",
+                            "total_stock",
+                            "enabled",
+                            "points",
+                            "daily_cap",
+                            "per_member_limit",
+                        ])
+                        .prop_map(str::to_owned),
+                        "[a-z_.]{0,12}",
+                    ],
+                    0..3,
+                ),
+                // A mask at the request size's mercy: 10,000 paths.
+                1 => Just(vec!["name".to_owned(); 10_000]),
+            ],
             prop_oneof![Just(String::new()), "\\PC{0,20}"],
         ),
     )
@@ -909,8 +938,70 @@ async fn check_coupons(app: &TestApp) {
     }
 }
 
+/// Every repeated field of a request at its cap is accepted, and one past it is refused
+/// naming the field (whatever else the generated calls draw).
+async fn repeated_fields_at_their_caps(app: &TestApp, pools: &Pools) {
+    let distribute = |members: usize| pb::DistributeCouponsRequest {
+        tenant_id: "acme".into(),
+        template_id: pools.templates[0].clone(),
+        request_id: unique("cap"),
+        member_ids: distinct_members(members),
+        allow_partial: true,
+    };
+    let at_cap = app
+        .user_coupons()
+        .distribute_coupons(distribute(MAX_DISTRIBUTION))
+        .await
+        .expect("a distribution to as many members as it may name")
+        .into_inner();
+    assert_eq!(at_cap.results.len(), MAX_DISTRIBUTION);
+    let past = app
+        .user_coupons()
+        .distribute_coupons(distribute(MAX_DISTRIBUTION + 1))
+        .await
+        .expect_err("one member too many");
+    assert_invalid(&past, &["member_ids"]);
+
+    let states = |n: usize| pb::ListMemberCouponsRequest {
+        tenant_id: "acme".into(),
+        member_id: "m1".into(),
+        states: enum_values(n),
+        ..Default::default()
+    };
+    let cap = CouponStatus::ALL.len();
+    app.user_coupons()
+        .list_member_coupons(states(cap))
+        .await
+        .expect("every state");
+    let past = app
+        .user_coupons()
+        .list_member_coupons(states(cap + 1))
+        .await
+        .expect_err("a state too many");
+    assert_invalid(&past, &["states"]);
+
+    let types = |n: usize| pb::ListPointsTransactionsRequest {
+        tenant_id: "acme".into(),
+        member_id: "m1".into(),
+        types: enum_values(n),
+        ..Default::default()
+    };
+    let cap = TxType::ALL.len();
+    app.points()
+        .list_points_transactions(types(cap))
+        .await
+        .expect("every type");
+    let past = app
+        .points()
+        .list_points_transactions(types(cap + 1))
+        .await
+        .expect_err("a type too many");
+    assert_invalid(&past, &["types"]);
+}
+
 async fn generated_requests_never_fail_internally_and_keep_every_invariant(app: &TestApp) {
     let pools = seed(app).await;
+    repeated_fields_at_their_caps(app, &pools).await;
     // Three in five calls well-formed, the rest anything.
     let strategy = (
         0..RPCS,
