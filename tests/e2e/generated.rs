@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use marketing_domain::{UnixMicros, auth::Role};
 use marketing_domain::{
     points::TxType,
     user_coupon::{CouponStatus, MAX_DISTRIBUTION},
@@ -18,20 +19,27 @@ use marketing_proto::v1::{
     points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
+use marketing_server::{app::clients, config::AuthMode};
 use marketing_storage::entity::{coupon_template as template_row, user_coupon};
-use marketing_tests::{TestApp, assert_invalid};
+use marketing_tests::{Backend, Options, TestApp, assert_invalid, spawn_app_with};
 use proptest::{
     prelude::*,
     sample::select,
-    test_runner::{Config as RunnerConfig, TestCaseError, TestRunner},
+    test_runner::{Config as RunnerConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner},
 };
 use prost_types::Timestamp;
 use sea_orm::EntityTrait;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{
+    Code, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_types::StatusExt;
 
 use crate::{
     fixtures::{claim_request, create_request, now_seconds, template, unique},
+    mixed::assert_no_row_crosses_tenants,
     points::{audit, deduct, earn},
 };
 
@@ -448,8 +456,29 @@ fn mask(v: &Values) -> Option<prost_types::FieldMask> {
     })
 }
 
+/// A channel whose calls carry an API client's key (or none).
+type Keyed = InterceptedService<Channel, WithKey>;
+
+#[derive(Clone)]
+struct WithKey(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for WithKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("authorization", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// `channel`, its calls carrying `key`.
+fn keyed(channel: &Channel, key: Option<&str>) -> Keyed {
+    let key = key.map(|key| format!("Bearer {key}").parse().expect("ascii"));
+    InterceptedService::new(channel.clone(), WithKey(key))
+}
+
 /// Sends the drawn call; `Ok` with nothing to check beyond the status.
-async fn call(channel: &Channel, draw: Draw) -> Result<(), Status> {
+async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
     let (i, v) = (draw.ids, draw.values);
     let mut templates = CouponTemplateServiceClient::new(channel.clone());
     let mut coupons = UserCouponServiceClient::new(channel.clone());
@@ -801,18 +830,17 @@ async fn call(channel: &Channel, draw: Draw) -> Result<(), Status> {
 
 /// What exists before the calls: templates, coupons, points, holds and a rule, in both
 /// tenants.
-async fn seed(app: &TestApp) -> Pools {
+async fn seed(channel: &Keyed) -> Pools {
     let mut pools = Pools {
         templates: Vec::new(),
         coupons: Vec::new(),
         transactions: Vec::new(),
         rules: Vec::new(),
     };
-    let mut coupons = app.user_coupons();
-    let mut points = app.points();
+    let mut coupons = UserCouponServiceClient::new(channel.clone());
+    let mut points = PointsAccountServiceClient::new(channel.clone());
     for tenant in ["acme", "beta"] {
-        let created = app
-            .templates()
+        let created = CouponTemplateServiceClient::new(channel.clone())
             .create_coupon_template(create_request(
                 tenant,
                 pb::CouponTemplate {
@@ -999,23 +1027,27 @@ async fn repeated_fields_at_their_caps(app: &TestApp, pools: &Pools) {
     assert_invalid(&past, &["types"]);
 }
 
-async fn generated_requests_never_fail_internally_and_keep_every_invariant(app: &TestApp) {
-    let pools = seed(app).await;
-    repeated_fields_at_their_caps(app, &pools).await;
-    // Three in five calls well-formed, the rest anything.
-    let strategy = (
+/// The generated calls: three in five well-formed, the rest anything.
+fn draws(pools: &Pools) -> impl Strategy<Value = Draw> + use<> {
+    (
         0..RPCS,
-        prop_oneof![3 => valid_ids(&pools), 2 => ids(&pools)],
+        prop_oneof![3 => valid_ids(pools), 2 => ids(pools)],
         prop_oneof![3 => valid_values(), 2 => values()],
     )
-        .prop_map(|(rpc, ids, values)| Draw { rpc, ids, values });
+        .prop_map(|(rpc, ids, values)| Draw { rpc, ids, values })
+}
+
+async fn generated_requests_never_fail_internally_and_keep_every_invariant(app: &TestApp) {
+    let channel = keyed(&app.channel, None);
+    let pools = seed(&channel).await;
+    repeated_fields_at_their_caps(app, &pools).await;
+    let strategy = draws(&pools);
     let mut runner = TestRunner::new(RunnerConfig {
         cases: CASES,
         failure_persistence: None,
         ..RunnerConfig::default()
     });
     let handle = tokio::runtime::Handle::current();
-    let channel = app.channel.clone();
     // Per RPC, the answers' codes: the generated calls must reach past validation too.
     let seen: std::sync::Mutex<HashMap<usize, HashMap<Code, usize>>> = Default::default();
     let result = tokio::task::block_in_place(|| {
@@ -1057,4 +1089,98 @@ async fn generated_requests_never_fail_internally_and_keep_every_invariant(app: 
     );
     check_coupons(app).await;
     assert!(audit(app).await >= 4, "every account equals its ledger");
+}
+
+/// Generated calls per stream of the concurrent variant.
+const STREAM_CASES: u32 = 200;
+
+/// Where a failing stream's seed and minimal call are saved.
+fn failure_file(stream: usize) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    let dir = target.join("generated-failures");
+    std::fs::create_dir_all(&dir).expect("the failures' directory");
+    dir.join(format!("concurrent-stream-{stream}.txt"))
+}
+
+/// The generated calls from four streams at once on two replicas sharing PostgreSQL and
+/// Redis, each stream an API client whose key may act for one tenant (two per tenant, one on
+/// each replica; a draw naming the other tenant is refused). Seeds are fixed, so a failure
+/// replays; it is saved under `target/generated-failures/`. Afterwards every invariant of the
+/// one-stream suite holds, and no row of one tenant points at another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_requests_from_four_streams_on_two_replicas_keep_every_invariant() {
+    let first = spawn_app_with(
+        Backend::PostgresRedis,
+        Options {
+            auth: Some(AuthMode::Required),
+            ..Options::default()
+        },
+    )
+    .await;
+    let second = first.spawn_replica().await;
+    let client = |name: String, tenant: Option<&'static str>| {
+        let db = first.state.db.clone();
+        async move {
+            clients::create_client(
+                &db,
+                &name,
+                Role::Admin,
+                tenant.map(|tenant| vec![tenant.to_owned()]),
+                UnixMicros::now(),
+            )
+            .await
+            .expect("create the client")
+            .key
+        }
+    };
+    let operator = client("gen-operator".into(), None).await;
+    let pools = seed(&keyed(&first.channel, Some(&operator))).await;
+
+    let mut streams = Vec::new();
+    let replicas = [&first, &second, &first, &second];
+    for (stream, tenant) in ["acme", "acme", "beta", "beta"].into_iter().enumerate() {
+        let key = client(format!("gen-{tenant}-{stream}"), Some(tenant)).await;
+        let channel = keyed(&replicas[stream].channel, Some(&key));
+        let pools = pools.clone();
+        let handle = tokio::runtime::Handle::current();
+        streams.push(tokio::task::spawn_blocking(move || {
+            let strategy = draws(&pools);
+            let seed = [stream as u8 + 1; 32];
+            let mut runner = TestRunner::new_with_rng(
+                RunnerConfig {
+                    cases: STREAM_CASES,
+                    failure_persistence: None,
+                    ..RunnerConfig::default()
+                },
+                TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+            );
+            let served = std::sync::atomic::AtomicUsize::new(0);
+            let result = runner.run(&strategy, |draw| {
+                let answer = handle.block_on(call(&channel, draw.clone()));
+                if answer.is_ok() {
+                    served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                check_answer(&draw, answer)
+            });
+            if let Err(failure) = result {
+                let file = failure_file(stream);
+                let saved = format!("stream {stream} ({tenant}), seed {seed:?}\n{failure}\n");
+                std::fs::write(&file, &saved).expect("save the failure");
+                panic!("{saved}(saved in {})", file.display());
+            }
+            served.into_inner()
+        }));
+    }
+    for (stream, handle) in streams.into_iter().enumerate() {
+        let served = handle.await.expect("the stream ran through");
+        assert!(served > 0, "stream {stream}: no call was served");
+    }
+    check_coupons(&first).await;
+    assert!(audit(&first).await >= 4, "every account equals its ledger");
+    assert_no_row_crosses_tenants(first.state.db.conn()).await;
+    second.stop().await;
+    first.stop().await;
 }

@@ -189,7 +189,7 @@ pub(crate) async fn state_of(
 
 /// No row of one tenant points at another tenant's: coupons at their template, ledger
 /// entries, lots and holds at their account (and the member it names).
-async fn assert_no_row_crosses_tenants(conn: &DatabaseConnection) {
+pub(crate) async fn assert_no_row_crosses_tenants(conn: &DatabaseConnection) {
     let templates: BTreeMap<Uuid, String> = coupon_template::Entity::find()
         .all(conn)
         .await
