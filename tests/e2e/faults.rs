@@ -326,9 +326,10 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
         .await
         .expect("query")
         .expect("template");
+    // The stock sums are the schema's CHECKs; what it cannot check is that the counters
+    // match the rows, and that nothing changed the stock.
     assert_eq!(row.claimed_count, coupons.len() as i64);
-    assert!(row.claimed_count <= STOCK);
-    assert_eq!(row.remaining_stock + row.claimed_count, row.total_stock);
+    assert_eq!(row.total_stock, STOCK);
     let mut per_member: HashMap<&str, i32> = HashMap::new();
     for coupon in &coupons {
         *per_member.entry(coupon.member_id.as_str()).or_default() += 1;

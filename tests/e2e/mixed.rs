@@ -319,3 +319,23 @@ async fn every_rpc_with_two_tenants_at_once_across_two_replicas() {
 marketing_tests::backend_suite! {
     every_rpc_with_two_tenants_at_once,
 }
+
+/// Per-member limits of one call a minute: a tenant's claims (each of a new member) and its
+/// earns by the rule's event (the second of a member is refused) come out the same alone and
+/// at once only if no limit key is shared across tenants (the solo tenant, run first, uses
+/// the same member ids, and globex's callers do at the same time).
+async fn every_rpc_with_two_tenants_at_once_under_rate_limits(app: &TestApp) {
+    tenants_at_once_get_what_they_get_alone(&[app]).await;
+}
+
+mod under_rate_limits {
+    use super::*;
+
+    marketing_tests::backend_suite! {
+        with marketing_tests::Options {
+            rate_limits: Some("claim=1/m:1, earn=1/m:1"),
+            ..marketing_tests::Options::default()
+        };
+        every_rpc_with_two_tenants_at_once_under_rate_limits,
+    }
+}

@@ -310,11 +310,18 @@ pub const RPCS: [Rpc; 29] = [
         "/marketing.v1.PointsAccountService/EarnPoints",
         true,
         |s, n| {
+            // Amounts, and every other call the seed's rule's event (rate-limited per
+            // tenant, member and event where limits are set).
+            let source = if n % 2 == 0 {
+                pb::earn_points_request::Source::Amount(10)
+            } else {
+                pb::earn_points_request::Source::EventType(format!("{}-signup", s.run))
+            };
             pb::EarnPointsRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
                 request_id: s.id("earn", n),
-                source: Some(pb::earn_points_request::Source::Amount(10)),
+                source: Some(source),
                 ..Default::default()
             }
             .encode_to_vec()
