@@ -371,6 +371,16 @@ async fn grpcurl_calls_over_mtls_with_a_client_certificate(app: &TestApp) {
     assert!(earned.contains(r#""actor": "till-9""#), "{earned}");
 }
 
+/// The environment of the binary serving mTLS with `certs`.
+fn mtls_env(certs: &TestCerts) -> [(&'static str, String); 3] {
+    let path = |file: &str| certs.path(file).display().to_string();
+    [
+        ("MARKETING_TLS_CERT", path("server.pem")),
+        ("MARKETING_TLS_KEY", path("server.key")),
+        ("MARKETING_TLS_CLIENT_CA", path("ca.pem")),
+    ]
+}
+
 /// The binary's `healthcheck` against the binary serving mTLS: refused without the CA (with
 /// a message saying what to give), refused without a client certificate, SERVING with both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,11 +390,7 @@ async fn healthcheck_reaches_a_server_over_mtls() {
     let cert = certs.write("probe.pem", &identity.cert);
     let key = certs.write("probe.key", &identity.key);
     let paths = |file: &str| certs.path(file).display().to_string();
-    let tls_env = [
-        ("MARKETING_TLS_CERT", paths("server.pem")),
-        ("MARKETING_TLS_KEY", paths("server.key")),
-        ("MARKETING_TLS_CLIENT_CA", paths("ca.pem")),
-    ];
+    let tls_env = mtls_env(&certs);
     let env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = marketing_tests::ServerProcess::start(&env);
     let addr = server.addr.to_string();
@@ -422,14 +428,9 @@ async fn healthcheck_reaches_a_server_over_mtls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_beside_a_certificate_is_logged_and_recorded_with_both() {
     let certs = TestCerts::new(true);
-    let paths = |file: &str| certs.path(file).display().to_string();
-    let tls_env = [
-        ("MARKETING_TLS_CERT", paths("server.pem")),
-        ("MARKETING_TLS_KEY", paths("server.key")),
-        ("MARKETING_TLS_CLIENT_CA", paths("ca.pem")),
-        ("MARKETING_AUTH", "required".to_owned()),
-    ];
-    let env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tls_env = mtls_env(&certs);
+    let mut env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("MARKETING_AUTH", "required"));
     let server = marketing_tests::ServerProcess::start(&env);
     let created = std::process::Command::new(marketing_tests::server_binary())
         .env_clear()

@@ -254,7 +254,6 @@ impl Connection {
     fn call_started(self: &Arc<Self>) -> OpenCall {
         self.open_calls.fetch_add(1, Relaxed);
         OpenCall {
-            connection: self.clone(),
             charge: Arc::new(Charge {
                 connection: self.clone(),
                 charged: AtomicUsize::new(0),
@@ -478,15 +477,20 @@ impl AsyncWrite for Guarded {
 /// A call open on a connection; dropping it (when its response is done, or the call is
 /// cancelled) ends the call. Its response bytes are charged to its [`Charge`].
 struct OpenCall {
-    connection: Arc<Connection>,
     charge: Arc<Charge>,
     /// A stream of an open service (`Health/Watch`, reflection), counted against their limits.
     open_service: bool,
 }
 
+impl OpenCall {
+    fn connection(&self) -> &Arc<Connection> {
+        &self.charge.connection
+    }
+}
+
 impl Drop for OpenCall {
     fn drop(&mut self) {
-        let connection = &self.connection;
+        let connection = self.connection();
         let transport = &connection.transport;
         if self.open_service {
             connection.open_service_calls.fetch_sub(1, Relaxed);
@@ -543,6 +547,20 @@ impl Charge {
         }
     }
 
+    /// Counts and logs a response of `len` bytes refused for the budget.
+    fn refused(&self, len: usize) {
+        let connection = &self.connection;
+        let transport = &connection.transport;
+        transport.refused_responses.fetch_add(1, Relaxed);
+        marketing_infra::warn_every!(
+            bytes = len,
+            connection_unsent = connection.unsent.load(Relaxed),
+            replica_unsent = transport.unsent.load(Relaxed),
+            "response refused: clients hold too many unread responses \
+             (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
+        );
+    }
+
     fn refund(&self, len: usize) {
         let connection = &self.connection;
         connection.unsent.fetch_sub(len, Relaxed);
@@ -570,16 +588,7 @@ impl AnswerBudget {
     pub fn reserve(&self, len: usize) -> bool {
         let charge = &self.0;
         if !charge.try_charge(len) {
-            let connection = &charge.connection;
-            let transport = &connection.transport;
-            transport.refused_responses.fetch_add(1, Relaxed);
-            marketing_infra::warn_every!(
-                bytes = len,
-                connection_unsent = connection.unsent.load(Relaxed),
-                replica_unsent = transport.unsent.load(Relaxed),
-                "response refused: clients hold too many unread responses \
-                 (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
-            );
+            charge.refused(len);
             return false;
         }
         charge.reserved.fetch_add(len, Relaxed);
@@ -627,13 +636,13 @@ where
         }
         let refused = match &mut call {
             Some(open) if crate::app::auth::is_open_stream(request.uri().path()) => {
-                !open.connection.clone().open_service_call(open)
+                !open.connection().clone().open_service_call(open)
             }
             _ => false,
         };
         if refused {
             if let Some(open) = &call {
-                open.connection
+                open.connection()
                     .transport
                     .refused_open_calls
                     .fetch_add(1, Relaxed);
@@ -760,16 +769,7 @@ where
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
         if !call.charge.charge_frame(data.len()) {
-            let connection = &call.connection;
-            let transport = &connection.transport;
-            transport.refused_responses.fetch_add(1, Relaxed);
-            marketing_infra::warn_every!(
-                bytes = data.len(),
-                connection_unsent = connection.unsent.load(Relaxed),
-                replica_unsent = transport.unsent.load(Relaxed),
-                "response refused: clients hold too many unread responses \
-                 (MARKETING_UNSENT_BYTES_PER_CONNECTION, MARKETING_UNSENT_BYTES)"
-            );
+            call.charge.refused(data.len());
             // The data is dropped here, and the client gets the refusal instead.
             self.state = State::Refused;
             return Poll::Ready(Some(Ok(Frame::trailers(refusal_trailers()))));
