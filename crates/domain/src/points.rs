@@ -13,6 +13,19 @@ use crate::{MarketingError, MemberId, TenantId, UnixMicros};
 /// two stays far from overflow and every balance is exact as a leaderboard score (f64).
 pub const MAX_POINTS: i64 = 1 << 50;
 
+/// The longest a hold may be asked to last before it expires.
+pub const MAX_HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The longest description of a ledger entry, in characters.
+pub const MAX_ENTRY_DESCRIPTION_CHARS: usize = 2000;
+/// The longest caller reference of an entry: its kind (`biz_type`) and its id (`biz_id`), and
+/// the order a hold is for, in bytes.
+pub const MAX_BIZ_TYPE_LEN: usize = 64;
+pub const MAX_BIZ_ID_LEN: usize = 128;
+pub const MAX_ORDER_ID_LEN: usize = 128;
+/// A leaderboard's size when the caller names none, and the largest it may ask for.
+pub const DEFAULT_LEADERBOARD_SIZE: usize = 10;
+pub const MAX_LEADERBOARD_SIZE: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TxType {
     Earn,

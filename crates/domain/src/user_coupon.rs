@@ -36,6 +36,13 @@ pub struct Distribution {
 /// Most coupons one `DistributeCoupons` call may issue.
 pub const MAX_DISTRIBUTION: usize = 10_000;
 
+/// The longest order id a coupon may be locked or used for, in bytes.
+pub const MAX_ORDER_ID_LEN: usize = 128;
+/// The longest reason of a revocation, in characters.
+pub const MAX_REVOKE_REASON_CHARS: usize = 500;
+/// The longest a lock may be asked to last before it lapses.
+pub const MAX_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Stored status of a coupon (database codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CouponStatus {

@@ -1,4 +1,5 @@
-//! `UserCouponService`: parse, call one use case, map.
+//! Parsing of `UserCouponService`'s requests: each request becomes a command or query, or one
+//! INVALID_ARGUMENT listing every violation.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -8,60 +9,22 @@ use marketing_domain::{
     error::Violations,
     page::page_size,
     text::{TextKind, check_display_text},
-    user_coupon::{CouponStatus, MAX_DISTRIBUTION},
-};
-use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
-use tonic::{Request, Response, Status};
-use tracing::instrument;
-
-use super::parse::{
-    Edge, Mutation, Tenanted, capped, distinct, enum_filter, finish, mutation_key, mutations,
-    reference, reply, tenanted,
-};
-use crate::{
-    app::{AppState, ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
-    wire::{
-        ToWire,
-        convert::{
-            coupon_status_from_proto, coupon_to_proto, decode_page_token, encode_page_token,
-        },
-        status::to_status,
+    user_coupon::{
+        CouponStatus, MAX_DISTRIBUTION, MAX_LOCK_TTL, MAX_ORDER_ID_LEN, MAX_REVOKE_REASON_CHARS,
     },
 };
+use marketing_proto::v1::{self as pb};
+use tonic::Status;
 
-const MAX_REFERENCE_LEN: usize = 128;
-const MAX_REVOKE_REASON_CHARS: usize = 500;
-const MAX_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::grpc::parse::{
+    Edge, Mutation, capped, enum_filter, finish, mutation_key, mutations, reference, tenanted,
+};
+use crate::{
+    app::{ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
+    wire::convert::{coupon_status_from_proto, decode_page_token},
+};
 
-pub struct UserCoupons {
-    app: AppState,
-}
-
-impl UserCoupons {
-    pub fn new(app: AppState) -> Self {
-        Self { app }
-    }
-
-    /// The request with what parsing it needs: claims and distributions answer by the
-    /// client's `grpc-timeout`, capped by the server's claim timeout.
-    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
-        Edge::new(request, self.app.config.claim_timeout, &self.app)
-    }
-
-    /// Parses a transition request and answers with the coupon as the transition left it.
-    async fn transitioned<R: Tenanted + Sync>(
-        &self,
-        request: &Request<R>,
-    ) -> Result<pb::UserCoupon, Status>
-    where
-        for<'a> TransitionCoupon: TryFrom<Edge<'a, R>, Error = Status>,
-    {
-        let command = TransitionCoupon::try_from(self.edge(request)?)?;
-        reply(self.app.transition_coupon(command).await)
-    }
-}
-
-fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
+pub(super) fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     if (0..=MAX_AMOUNT).contains(&amount) {
         Ok(amount)
     } else {
@@ -72,7 +35,7 @@ fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     }
 }
 
-fn lock_ttl(
+pub(super) fn lock_ttl(
     field: &str,
     ttl: Option<&prost_types::Duration>,
     default: Duration,
@@ -107,11 +70,11 @@ mutations! {
 /// Bytes of one distribution result besides its member id (twice) and the request's tenant and
 /// template ids: the coupon's id, its client's name, times, amounts, tags and lengths, or the
 /// failure's reason. The test below checks it against the largest result.
-const DISTRIBUTION_RESULT_BYTES: usize = 320;
+pub(super) const DISTRIBUTION_RESULT_BYTES: usize = 320;
 
 /// At most how many bytes a distribution's answer (or its replay) encodes to: a result per
 /// member, each naming the member twice (the result and its coupon).
-fn distribution_bound(request: &pb::DistributeCouponsRequest) -> usize {
+pub(super) fn distribution_bound(request: &pb::DistributeCouponsRequest) -> usize {
     let ids = request.tenant_id.len() + request.template_id.len() + DISTRIBUTION_RESULT_BYTES;
     request
         .member_ids
@@ -123,7 +86,7 @@ fn distribution_bound(request: &pb::DistributeCouponsRequest) -> usize {
 }
 
 /// Whose coupon a transition names.
-enum Holder<'a> {
+pub(super) enum Holder<'a> {
     /// Checkout's calls: the member is required, and another member's coupon is not found.
     Required(&'a str),
     /// Operators' calls: empty means any member.
@@ -132,7 +95,7 @@ enum Holder<'a> {
 
 /// A transition of one coupon: its key, the coupon, its holder, and the change `build` makes
 /// of the fields checked into `violations`.
-fn transition<M: Mutation>(
+pub(super) fn transition<M: Mutation>(
     edge: &Edge<'_, M>,
     coupon_id: &str,
     holder: Holder<'_>,
@@ -159,7 +122,10 @@ fn transition<M: Mutation>(
 }
 
 /// An optional member id: empty means none.
-fn optional_member(violations: &mut Violations, value: &str) -> Option<Option<MemberId>> {
+pub(super) fn optional_member(
+    violations: &mut Violations,
+    value: &str,
+) -> Option<Option<MemberId>> {
     if value.is_empty() {
         Some(None)
     } else {
@@ -170,7 +136,7 @@ fn optional_member(violations: &mut Violations, value: &str) -> Option<Option<Me
 }
 
 /// What a page token is bound to: the query, with its filter's distinct values.
-fn list_query_text(request: &pb::ListMemberCouponsRequest, states: &[i32]) -> String {
+pub(super) fn list_query_text(request: &pb::ListMemberCouponsRequest, states: &[i32]) -> String {
     format!(
         "coupons;tenant={};member={};states={states:?}",
         request.tenant_id, request.member_id
@@ -246,10 +212,10 @@ impl TryFrom<Edge<'_, pb::DistributeCouponsRequest>> for DistributeCoupons {
 }
 
 /// GetUserCoupon's query.
-struct GetCoupon {
-    tenant: TenantId,
-    id: CouponId,
-    member: Option<MemberId>,
+pub(super) struct GetCoupon {
+    pub(super) tenant: TenantId,
+    pub(super) id: CouponId,
+    pub(super) member: Option<MemberId>,
 }
 
 impl TryFrom<Edge<'_, pb::GetUserCouponRequest>> for GetCoupon {
@@ -305,13 +271,13 @@ impl TryFrom<Edge<'_, pb::ListMemberCouponsRequest>> for ListCoupons {
 }
 
 /// ValidateCoupon's query: the coupon, and the order it would be used for.
-struct ValidateCoupon {
-    tenant: TenantId,
-    member: MemberId,
-    id: CouponId,
-    amount: i64,
-    currency: Currency,
-    order_id: Option<String>,
+pub(super) struct ValidateCoupon {
+    pub(super) tenant: TenantId,
+    pub(super) member: MemberId,
+    pub(super) id: CouponId,
+    pub(super) amount: i64,
+    pub(super) currency: Currency,
+    pub(super) order_id: Option<String>,
 }
 
 impl TryFrom<Edge<'_, pb::ValidateCouponRequest>> for ValidateCoupon {
@@ -329,7 +295,7 @@ impl TryFrom<Edge<'_, pb::ValidateCouponRequest>> for ValidateCoupon {
             Some(None)
         } else {
             violations
-                .check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN))
+                .check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN))
                 .map(Some)
         };
         finish(violations, || {
@@ -351,7 +317,7 @@ impl TryFrom<Edge<'_, pb::LockCouponRequest>> for TransitionCoupon {
     fn try_from(edge: Edge<'_, pb::LockCouponRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN));
         let ttl = violations.check(lock_ttl(
             "lock_ttl",
             r.lock_ttl.as_ref(),
@@ -378,7 +344,7 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
     fn try_from(edge: Edge<'_, pb::UseCouponRequest>) -> Result<Self, Status> {
         let r = edge.request;
         let mut violations = Violations::new();
-        let order_id = violations.check(reference("order_id", &r.order_id, MAX_REFERENCE_LEN));
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN));
         let amount = violations.check(order_amount("amount", r.amount));
         let currency = violations.check(Currency::parse("currency", &r.currency));
         transition(
@@ -398,7 +364,7 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
 }
 
 /// A member's transition that takes an order id alone.
-fn order_change<M: Mutation>(
+pub(super) fn order_change<M: Mutation>(
     edge: &Edge<'_, M>,
     coupon_id: &str,
     member_id: &str,
@@ -406,7 +372,7 @@ fn order_change<M: Mutation>(
     change: fn(String) -> CouponChange,
 ) -> Result<TransitionCoupon, Status> {
     let mut violations = Violations::new();
-    let order_id = violations.check(reference("order_id", order_id, MAX_REFERENCE_LEN));
+    let order_id = violations.check(reference("order_id", order_id, MAX_ORDER_ID_LEN));
     transition(
         edge,
         coupon_id,
@@ -462,155 +428,6 @@ impl TryFrom<Edge<'_, pb::RevokeCouponRequest>> for TransitionCoupon {
                 })
             },
         )
-    }
-}
-
-#[tonic::async_trait]
-impl UserCouponService for UserCoupons {
-    #[instrument(name = "UserCouponService.ClaimCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
-        template_id = %request.get_ref().template_id))]
-    async fn claim_coupon(
-        &self,
-        request: Request<pb::ClaimCouponRequest>,
-    ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
-        let claim = ClaimCoupon::try_from(self.edge(&request)?)?;
-        let coupon = reply(self.app.claim_coupon(claim).await)?;
-        Ok(Response::new(pb::ClaimCouponResponse {
-            user_coupon: Some(coupon),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.DistributeCoupons", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id,
-        members = request.get_ref().member_ids.len()))]
-    async fn distribute_coupons(
-        &self,
-        request: Request<pb::DistributeCouponsRequest>,
-    ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
-        let command = DistributeCoupons::try_from(self.edge(&request)?)?;
-        let response = reply(self.app.distribute_coupons(command).await)?;
-        Ok(Response::new(response))
-    }
-
-    #[instrument(name = "UserCouponService.GetUserCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn get_user_coupon(
-        &self,
-        request: Request<pb::GetUserCouponRequest>,
-    ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
-        let query = GetCoupon::try_from(self.edge(&request)?)?;
-        let coupon = self
-            .app
-            .get_coupon(&query.tenant, query.id, query.member.as_ref())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetUserCouponResponse {
-            user_coupon: Some(coupon.to_wire()),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.ListMemberCoupons", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn list_member_coupons(
-        &self,
-        request: Request<pb::ListMemberCouponsRequest>,
-    ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
-        let query = ListCoupons::try_from(self.edge(&request)?)?;
-        let page = self.app.list_coupons(query).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListMemberCouponsResponse {
-            user_coupons: page
-                .coupons
-                .iter()
-                .map(|coupon| coupon_to_proto(coupon, page.at))
-                .collect(),
-            next_page_token: page
-                .next
-                .map(|id| {
-                    encode_page_token(
-                        id.0,
-                        &list_query_text(request.get_ref(), &distinct(&request.get_ref().states)),
-                    )
-                })
-                .unwrap_or_default(),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.ValidateCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn validate_coupon(
-        &self,
-        request: Request<pb::ValidateCouponRequest>,
-    ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
-        let q = ValidateCoupon::try_from(self.edge(&request)?)?;
-        let check = self
-            .app
-            .validate_coupon(
-                &q.tenant,
-                &q.member,
-                q.id,
-                q.amount,
-                &q.currency,
-                q.order_id.as_deref(),
-            )
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(check.to_wire()))
-    }
-
-    #[instrument(name = "UserCouponService.LockCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn lock_coupon(
-        &self,
-        request: Request<pb::LockCouponRequest>,
-    ) -> Result<Response<pb::LockCouponResponse>, Status> {
-        Ok(Response::new(pb::LockCouponResponse {
-            user_coupon: Some(self.transitioned(&request).await?),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.UseCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn use_coupon(
-        &self,
-        request: Request<pb::UseCouponRequest>,
-    ) -> Result<Response<pb::UseCouponResponse>, Status> {
-        Ok(Response::new(pb::UseCouponResponse {
-            user_coupon: Some(self.transitioned(&request).await?),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.ReleaseCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn release_coupon(
-        &self,
-        request: Request<pb::ReleaseCouponRequest>,
-    ) -> Result<Response<pb::ReleaseCouponResponse>, Status> {
-        Ok(Response::new(pb::ReleaseCouponResponse {
-            user_coupon: Some(self.transitioned(&request).await?),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.ReturnCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn return_coupon(
-        &self,
-        request: Request<pb::ReturnCouponRequest>,
-    ) -> Result<Response<pb::ReturnCouponResponse>, Status> {
-        Ok(Response::new(pb::ReturnCouponResponse {
-            user_coupon: Some(self.transitioned(&request).await?),
-        }))
-    }
-
-    #[instrument(name = "UserCouponService.RevokeCoupon", skip_all, fields(
-        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
-    async fn revoke_coupon(
-        &self,
-        request: Request<pb::RevokeCouponRequest>,
-    ) -> Result<Response<pb::RevokeCouponResponse>, Status> {
-        Ok(Response::new(pb::RevokeCouponResponse {
-            user_coupon: Some(self.transitioned(&request).await?),
-        }))
     }
 }
 

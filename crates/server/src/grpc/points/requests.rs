@@ -1,4 +1,5 @@
-//! `PointsAccountService`: parse, call one use case, map.
+//! Parsing of `PointsAccountService`'s requests: each request becomes a command or query, or one
+//! INVALID_ARGUMENT listing every violation.
 
 use std::time::Duration;
 
@@ -6,64 +7,28 @@ use marketing_domain::{
     FieldViolation, MemberId, TenantId, UnixMicros,
     error::Violations,
     page::page_size,
-    points::{EntryMeta, MAX_POINTS, TxType},
+    points::{
+        DEFAULT_LEADERBOARD_SIZE, EntryMeta, MAX_BIZ_ID_LEN, MAX_BIZ_TYPE_LEN,
+        MAX_ENTRY_DESCRIPTION_CHARS, MAX_HOLD_TTL, MAX_LEADERBOARD_SIZE, MAX_ORDER_ID_LEN,
+        MAX_POINTS, TxType,
+    },
     points_rule::{RuleField, RuleTerms, parse_event_type},
     text::{TextKind, check_display_text},
 };
-use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
+use marketing_proto::v1::{self as pb};
 use marketing_storage::idempotency::IdempotencyKey;
-use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tonic::Status;
 use uuid::Uuid;
 
-use super::parse::{
-    Edge, Mutation, Tenanted, distinct, enum_filter, finish, mutation_key, mutations, reference,
-    reply, tenanted,
+use crate::grpc::parse::{
+    Edge, Mutation, enum_filter, finish, mutation_key, mutations, reference, tenanted,
 };
 use crate::{
-    app::{AppState, EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
-    wire::{
-        ToWire,
-        convert::{
-            decode_page_token, encode_page_token, entry_to_proto, micros, tx_type_from_proto,
-        },
-        status::to_status,
-    },
+    app::{EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget},
+    wire::convert::{decode_page_token, micros, tx_type_from_proto},
 };
 
-const MAX_HOLD_TTL: Duration = Duration::from_secs(24 * 3600);
-const MAX_DESCRIPTION_CHARS: usize = 2000;
-
-pub struct Points {
-    app: AppState,
-}
-
-impl Points {
-    pub fn new(app: AppState) -> Self {
-        Self { app }
-    }
-
-    /// The request with what parsing it needs: points writes answer by the client's
-    /// `grpc-timeout`, capped by the server's points timeout.
-    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
-        Edge::new(request, self.app.config.points_timeout, &self.app)
-    }
-
-    /// Parses a change of an account and answers with what it did (FreezePoints' response
-    /// is the superset of every change's).
-    async fn changed<R: Tenanted + Sync>(
-        &self,
-        request: &Request<R>,
-    ) -> Result<pb::FreezePointsResponse, Status>
-    where
-        for<'a> PointsCommand: TryFrom<Edge<'a, R>, Error = Status>,
-    {
-        let command = PointsCommand::try_from(self.edge(request)?)?;
-        reply(self.app.change_points(command).await)
-    }
-}
-
-fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
+pub(super) fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     if (1..=MAX_POINTS).contains(&amount) {
         Ok(amount)
     } else {
@@ -74,12 +39,12 @@ fn points_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     }
 }
 
-fn parse_uuid(field: &str, value: &str) -> Result<Uuid, FieldViolation> {
+pub(super) fn parse_uuid(field: &str, value: &str) -> Result<Uuid, FieldViolation> {
     Uuid::try_parse(value).map_err(|_| FieldViolation::new(field, "must be a UUID"))
 }
 
 /// The caller's reference and description of an entry: `biz_type` and `biz_id` go together.
-fn entry_meta(
+pub(super) fn entry_meta(
     violations: &mut Violations,
     biz_type: &str,
     biz_id: &str,
@@ -89,8 +54,8 @@ fn entry_meta(
     match (biz_type.is_empty(), biz_id.is_empty()) {
         (true, true) => {}
         (false, false) => {
-            meta.biz_type = violations.check(reference("biz_type", biz_type, 64));
-            meta.biz_id = violations.check(reference("biz_id", biz_id, 128));
+            meta.biz_type = violations.check(reference("biz_type", biz_type, MAX_BIZ_TYPE_LEN));
+            meta.biz_id = violations.check(reference("biz_id", biz_id, MAX_BIZ_ID_LEN));
         }
         (true, false) => violations.push("biz_type", "is required with biz_id"),
         (false, true) => violations.push("biz_id", "is required with biz_type"),
@@ -99,7 +64,7 @@ fn entry_meta(
         "description",
         description,
         TextKind::Lines,
-        MAX_DESCRIPTION_CHARS,
+        MAX_ENTRY_DESCRIPTION_CHARS,
     ));
     meta.description = description.to_owned();
     meta
@@ -125,7 +90,7 @@ mutations! {
 
 /// A change of one member's account: its key, the member, and the operation `build` makes
 /// of the fields checked into `violations`.
-fn account_change<M: Mutation>(
+pub(super) fn account_change<M: Mutation>(
     edge: &Edge<'_, M>,
     member_id: &str,
     mut violations: Violations,
@@ -148,7 +113,7 @@ fn account_change<M: Mutation>(
     })
 }
 
-fn hold_selector(
+pub(super) fn hold_selector(
     violations: &mut Violations,
     hold: Option<&HoldRefProto<'_>>,
 ) -> Option<HoldSelector> {
@@ -161,24 +126,24 @@ fn hold_selector(
             .check(parse_uuid("hold_id", id))
             .map(HoldSelector::Id),
         Some(HoldRefProto::Order(order)) => violations
-            .check(reference("order_id", order, 128))
+            .check(reference("order_id", order, MAX_ORDER_ID_LEN))
             .map(HoldSelector::Order),
     }
 }
 
-enum HoldRefProto<'a> {
+pub(super) enum HoldRefProto<'a> {
     Id(&'a str),
     Order(&'a str),
 }
 
-fn confirm_ref(r: &pb::ConfirmFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
+pub(super) fn confirm_ref(r: &pb::ConfirmFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
     r.hold_ref.as_ref().map(|h| match h {
         pb::confirm_frozen_points_request::HoldRef::HoldId(id) => HoldRefProto::Id(id),
         pb::confirm_frozen_points_request::HoldRef::OrderId(order) => HoldRefProto::Order(order),
     })
 }
 
-fn release_ref(r: &pb::ReleaseFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
+pub(super) fn release_ref(r: &pb::ReleaseFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
     r.hold_ref.as_ref().map(|h| match h {
         pb::release_frozen_points_request::HoldRef::HoldId(id) => HoldRefProto::Id(id),
         pb::release_frozen_points_request::HoldRef::OrderId(order) => HoldRefProto::Order(order),
@@ -186,7 +151,7 @@ fn release_ref(r: &pb::ReleaseFrozenPointsRequest) -> Option<HoldRefProto<'_>> {
 }
 
 /// What a page token is bound to: the query, with its filter's distinct values.
-fn list_query_text(r: &pb::ListPointsTransactionsRequest, types: &[i32]) -> String {
+pub(super) fn list_query_text(r: &pb::ListPointsTransactionsRequest, types: &[i32]) -> String {
     format!(
         "ledger;tenant={};member={};types={types:?};start={:?};end={:?}",
         r.tenant_id,
@@ -196,11 +161,11 @@ fn list_query_text(r: &pb::ListPointsTransactionsRequest, types: &[i32]) -> Stri
     )
 }
 
-fn rules_query_text(r: &pb::ListPointsRulesRequest) -> String {
+pub(super) fn rules_query_text(r: &pb::ListPointsRulesRequest) -> String {
     format!("rules;tenant={};enabled={:?}", r.tenant_id, r.enabled)
 }
 
-fn rule_terms(rule: &pb::PointsRule) -> RuleTerms {
+pub(super) fn rule_terms(rule: &pb::PointsRule) -> RuleTerms {
     RuleTerms {
         description: rule.description.clone(),
         points: rule.points,
@@ -267,7 +232,7 @@ impl TryFrom<Edge<'_, pb::FreezePointsRequest>> for PointsCommand {
         let r = edge.request;
         let mut violations = Violations::new();
         let amount = violations.check(points_amount("amount", r.amount));
-        let order_id = violations.check(reference("order_id", &r.order_id, 128));
+        let order_id = violations.check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN));
         let ttl = match r.hold_ttl.filter(|d| d.seconds != 0 || d.nanos != 0) {
             None => Some(edge.config.points_hold_ttl),
             Some(ttl) => match Duration::try_from(ttl) {
@@ -353,8 +318,9 @@ impl TryFrom<Edge<'_, pb::RefundPointsRequest>> for PointsCommand {
                 .check(parse_uuid("transaction_id", id))
                 .map(RefundTarget::Transaction),
             Some(pb::refund_points_request::Target::Biz(biz)) => {
-                let biz_type = violations.check(reference("biz.biz_type", &biz.biz_type, 64));
-                let biz_id = violations.check(reference("biz.biz_id", &biz.biz_id, 128));
+                let biz_type =
+                    violations.check(reference("biz.biz_type", &biz.biz_type, MAX_BIZ_TYPE_LEN));
+                let biz_id = violations.check(reference("biz.biz_id", &biz.biz_id, MAX_BIZ_ID_LEN));
                 biz_type
                     .zip(biz_id)
                     .map(|(biz_type, biz_id)| RefundTarget::Biz { biz_type, biz_id })
@@ -374,9 +340,9 @@ impl TryFrom<Edge<'_, pb::RefundPointsRequest>> for PointsCommand {
 }
 
 /// GetPointsAccount's query.
-struct AccountQuery {
-    tenant: TenantId,
-    member: MemberId,
+pub(super) struct AccountQuery {
+    pub(super) tenant: TenantId,
+    pub(super) member: MemberId,
 }
 
 impl TryFrom<Edge<'_, pb::GetPointsAccountRequest>> for AccountQuery {
@@ -397,13 +363,13 @@ impl TryFrom<Edge<'_, pb::GetPointsAccountRequest>> for AccountQuery {
 }
 
 /// ListPointsTransactions' query.
-struct EntriesQuery {
-    tenant: TenantId,
-    member: MemberId,
-    types: Vec<TxType>,
-    range: (Option<UnixMicros>, Option<UnixMicros>),
-    after: Option<Uuid>,
-    size: u64,
+pub(super) struct EntriesQuery {
+    pub(super) tenant: TenantId,
+    pub(super) member: MemberId,
+    pub(super) types: Vec<TxType>,
+    pub(super) range: (Option<UnixMicros>, Option<UnixMicros>),
+    pub(super) after: Option<Uuid>,
+    pub(super) size: u64,
 }
 
 impl TryFrom<Edge<'_, pb::ListPointsTransactionsRequest>> for EntriesQuery {
@@ -443,9 +409,9 @@ impl TryFrom<Edge<'_, pb::ListPointsTransactionsRequest>> for EntriesQuery {
 }
 
 /// GetPointsLeaderboard's query.
-struct TopQuery {
-    tenant: TenantId,
-    top_n: usize,
+pub(super) struct TopQuery {
+    pub(super) tenant: TenantId,
+    pub(super) top_n: usize,
 }
 
 impl TryFrom<Edge<'_, pb::GetPointsLeaderboardRequest>> for TopQuery {
@@ -455,11 +421,14 @@ impl TryFrom<Edge<'_, pb::GetPointsLeaderboardRequest>> for TopQuery {
         let r = edge.request;
         let mut violations = Violations::new();
         let tenant = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
-        let top_n = match r.top_n {
-            0 => Some(10),
-            1..=100 => Some(r.top_n as usize),
+        let top_n = match usize::try_from(r.top_n) {
+            Ok(0) => Some(DEFAULT_LEADERBOARD_SIZE),
+            Ok(size @ 1..=MAX_LEADERBOARD_SIZE) => Some(size),
             _ => {
-                violations.push("top_n", "must be between 0 and 100");
+                violations.push(
+                    "top_n",
+                    format!("must be between 0 and {MAX_LEADERBOARD_SIZE}"),
+                );
                 None
             }
         };
@@ -473,11 +442,11 @@ impl TryFrom<Edge<'_, pb::GetPointsLeaderboardRequest>> for TopQuery {
 }
 
 /// CreatePointsRule's command.
-struct CreateRule {
-    key: IdempotencyKey,
-    event: String,
-    terms: RuleTerms,
-    actor: Option<String>,
+pub(super) struct CreateRule {
+    pub(super) key: IdempotencyKey,
+    pub(super) event: String,
+    pub(super) terms: RuleTerms,
+    pub(super) actor: Option<String>,
 }
 
 impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
@@ -511,13 +480,13 @@ impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
 }
 
 /// UpdatePointsRule's command: the terms are checked once merged with the stored ones.
-struct UpdateRule {
-    key: IdempotencyKey,
-    id: Uuid,
-    version: i64,
-    terms: RuleTerms,
-    fields: Vec<RuleField>,
-    actor: Option<String>,
+pub(super) struct UpdateRule {
+    pub(super) key: IdempotencyKey,
+    pub(super) id: Uuid,
+    pub(super) version: i64,
+    pub(super) terms: RuleTerms,
+    pub(super) fields: Vec<RuleField>,
+    pub(super) actor: Option<String>,
 }
 
 impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
@@ -566,10 +535,10 @@ impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
 }
 
 /// ListPointsRules' query.
-struct RulesQuery {
-    tenant: TenantId,
-    size: u64,
-    after: Option<Uuid>,
+pub(super) struct RulesQuery {
+    pub(super) tenant: TenantId,
+    pub(super) size: u64,
+    pub(super) after: Option<Uuid>,
 }
 
 impl TryFrom<Edge<'_, pb::ListPointsRulesRequest>> for RulesQuery {
@@ -592,215 +561,5 @@ impl TryFrom<Edge<'_, pb::ListPointsRulesRequest>> for RulesQuery {
                 after: after?,
             })
         })
-    }
-}
-
-#[tonic::async_trait]
-impl PointsAccountService for Points {
-    #[instrument(name = "PointsAccountService.GetPointsAccount", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn get_points_account(
-        &self,
-        request: Request<pb::GetPointsAccountRequest>,
-    ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
-        let q = AccountQuery::try_from(self.edge(&request)?)?;
-        let account = self
-            .app
-            .points_account(&q.tenant, &q.member)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetPointsAccountResponse {
-            points_account: Some(account.to_wire()),
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.EarnPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn earn_points(
-        &self,
-        request: Request<pb::EarnPointsRequest>,
-    ) -> Result<Response<pb::EarnPointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(pb::EarnPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.DeductPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn deduct_points(
-        &self,
-        request: Request<pb::DeductPointsRequest>,
-    ) -> Result<Response<pb::DeductPointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(pb::DeductPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.FreezePoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn freeze_points(
-        &self,
-        request: Request<pb::FreezePointsRequest>,
-    ) -> Result<Response<pb::FreezePointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(done))
-    }
-
-    #[instrument(name = "PointsAccountService.ConfirmFrozenPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn confirm_frozen_points(
-        &self,
-        request: Request<pb::ConfirmFrozenPointsRequest>,
-    ) -> Result<Response<pb::ConfirmFrozenPointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(pb::ConfirmFrozenPointsResponse {
-            points_account: done.points_account,
-            hold: done.hold,
-            transaction: done.transaction,
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.ReleaseFrozenPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn release_frozen_points(
-        &self,
-        request: Request<pb::ReleaseFrozenPointsRequest>,
-    ) -> Result<Response<pb::ReleaseFrozenPointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(pb::ReleaseFrozenPointsResponse {
-            points_account: done.points_account,
-            hold: done.hold,
-            transaction: done.transaction,
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.RefundPoints", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn refund_points(
-        &self,
-        request: Request<pb::RefundPointsRequest>,
-    ) -> Result<Response<pb::RefundPointsResponse>, Status> {
-        let done = self.changed(&request).await?;
-        Ok(Response::new(pb::RefundPointsResponse {
-            points_account: done.points_account,
-            transaction: done.transaction,
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.ListPointsTransactions", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
-    async fn list_points_transactions(
-        &self,
-        request: Request<pb::ListPointsTransactionsRequest>,
-    ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
-        let q = EntriesQuery::try_from(self.edge(&request)?)?;
-        let (transactions, last) = self
-            .app
-            .list_points_transactions(&q.tenant, &q.member, &q.types, q.range, q.after, q.size)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListPointsTransactionsResponse {
-            transactions: transactions
-                .iter()
-                .map(|entry| entry_to_proto(&q.tenant, &q.member, entry))
-                .collect(),
-            next_page_token: last
-                .map(|id| {
-                    encode_page_token(
-                        id,
-                        &list_query_text(request.get_ref(), &distinct(&request.get_ref().types)),
-                    )
-                })
-                .unwrap_or_default(),
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.GetPointsLeaderboard", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id))]
-    async fn get_points_leaderboard(
-        &self,
-        request: Request<pb::GetPointsLeaderboardRequest>,
-    ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
-        let q = TopQuery::try_from(self.edge(&request)?)?;
-        let top = self
-            .app
-            .leaderboard(&q.tenant, q.top_n)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetPointsLeaderboardResponse {
-            entries: top
-                .into_iter()
-                .enumerate()
-                .map(
-                    |(i, (member_id, total_earned))| pb::PointsLeaderboardEntry {
-                        rank: i as i32 + 1,
-                        member_id,
-                        total_earned,
-                    },
-                )
-                .collect(),
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.CreatePointsRule", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id))]
-    async fn create_points_rule(
-        &self,
-        request: Request<pb::CreatePointsRuleRequest>,
-    ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
-        let c = CreateRule::try_from(self.edge(&request)?)?;
-        let rule = reply(self.app.create_rule(c.key, c.event, c.terms, c.actor).await)?;
-        Ok(Response::new(pb::CreatePointsRuleResponse {
-            points_rule: Some(rule),
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.UpdatePointsRule", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id))]
-    async fn update_points_rule(
-        &self,
-        request: Request<pb::UpdatePointsRuleRequest>,
-    ) -> Result<Response<pb::UpdatePointsRuleResponse>, Status> {
-        let c = UpdateRule::try_from(self.edge(&request)?)?;
-        let updated = reply(
-            self.app
-                .update_rule(
-                    c.key,
-                    c.id,
-                    c.version,
-                    c.terms,
-                    &c.fields,
-                    c.actor.as_deref(),
-                )
-                .await,
-        )?;
-        Ok(Response::new(pb::UpdatePointsRuleResponse {
-            points_rule: Some(updated),
-        }))
-    }
-
-    #[instrument(name = "PointsAccountService.ListPointsRules", skip_all,
-        fields(tenant_id = %request.get_ref().tenant_id))]
-    async fn list_points_rules(
-        &self,
-        request: Request<pb::ListPointsRulesRequest>,
-    ) -> Result<Response<pb::ListPointsRulesResponse>, Status> {
-        let r = request.get_ref();
-        let q = RulesQuery::try_from(self.edge(&request)?)?;
-        let (points_rules, last) = self
-            .app
-            .list_rules(&q.tenant, r.enabled, q.after, q.size)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListPointsRulesResponse {
-            points_rules: points_rules.iter().map(ToWire::to_wire).collect(),
-            next_page_token: last
-                .map(|id| encode_page_token(id, &rules_query_text(r)))
-                .unwrap_or_default(),
-        }))
     }
 }

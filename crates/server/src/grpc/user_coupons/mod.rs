@@ -1,0 +1,196 @@
+//! `UserCouponService`: parse, call one use case, map.
+
+mod requests;
+
+use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::parse::{Edge, Tenanted, distinct, reply};
+use crate::{
+    app::{AppState, ClaimCoupon, DistributeCoupons, ListCoupons, TransitionCoupon},
+    wire::{
+        ToWire,
+        convert::{coupon_to_proto, encode_page_token},
+        status::to_status,
+    },
+};
+
+use requests::*;
+
+pub struct UserCoupons {
+    app: AppState,
+}
+
+impl UserCoupons {
+    pub fn new(app: AppState) -> Self {
+        Self { app }
+    }
+
+    /// The request with what parsing it needs: claims and distributions answer by the
+    /// client's `grpc-timeout`, capped by the server's claim timeout.
+    fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
+        Edge::new(request, self.app.config.claim_timeout, &self.app)
+    }
+
+    /// Parses a transition request and answers with the coupon as the transition left it.
+    async fn transitioned<R: Tenanted + Sync>(
+        &self,
+        request: &Request<R>,
+    ) -> Result<pb::UserCoupon, Status>
+    where
+        for<'a> TransitionCoupon: TryFrom<Edge<'a, R>, Error = Status>,
+    {
+        let command = TransitionCoupon::try_from(self.edge(request)?)?;
+        reply(self.app.transition_coupon(command).await)
+    }
+}
+
+#[tonic::async_trait]
+impl UserCouponService for UserCoupons {
+    #[instrument(name = "UserCouponService.ClaimCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
+        template_id = %request.get_ref().template_id))]
+    async fn claim_coupon(
+        &self,
+        request: Request<pb::ClaimCouponRequest>,
+    ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
+        let claim = ClaimCoupon::try_from(self.edge(&request)?)?;
+        let coupon = reply(self.app.claim_coupon(claim).await)?;
+        Ok(Response::new(pb::ClaimCouponResponse {
+            user_coupon: Some(coupon),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.DistributeCoupons", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id,
+        members = request.get_ref().member_ids.len()))]
+    async fn distribute_coupons(
+        &self,
+        request: Request<pb::DistributeCouponsRequest>,
+    ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
+        let command = DistributeCoupons::try_from(self.edge(&request)?)?;
+        let response = reply(self.app.distribute_coupons(command).await)?;
+        Ok(Response::new(response))
+    }
+
+    #[instrument(name = "UserCouponService.GetUserCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn get_user_coupon(
+        &self,
+        request: Request<pb::GetUserCouponRequest>,
+    ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
+        let query = GetCoupon::try_from(self.edge(&request)?)?;
+        let coupon = self
+            .app
+            .get_coupon(&query.tenant, query.id, query.member.as_ref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetUserCouponResponse {
+            user_coupon: Some(coupon.to_wire()),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ListMemberCoupons", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn list_member_coupons(
+        &self,
+        request: Request<pb::ListMemberCouponsRequest>,
+    ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
+        let query = ListCoupons::try_from(self.edge(&request)?)?;
+        let page = self.app.list_coupons(query).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListMemberCouponsResponse {
+            user_coupons: page
+                .coupons
+                .iter()
+                .map(|coupon| coupon_to_proto(coupon, page.at))
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|id| {
+                    encode_page_token(
+                        id.0,
+                        &list_query_text(request.get_ref(), &distinct(&request.get_ref().states)),
+                    )
+                })
+                .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ValidateCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn validate_coupon(
+        &self,
+        request: Request<pb::ValidateCouponRequest>,
+    ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
+        let q = ValidateCoupon::try_from(self.edge(&request)?)?;
+        let check = self
+            .app
+            .validate_coupon(
+                &q.tenant,
+                &q.member,
+                q.id,
+                q.amount,
+                &q.currency,
+                q.order_id.as_deref(),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(check.to_wire()))
+    }
+
+    #[instrument(name = "UserCouponService.LockCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn lock_coupon(
+        &self,
+        request: Request<pb::LockCouponRequest>,
+    ) -> Result<Response<pb::LockCouponResponse>, Status> {
+        Ok(Response::new(pb::LockCouponResponse {
+            user_coupon: Some(self.transitioned(&request).await?),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.UseCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn use_coupon(
+        &self,
+        request: Request<pb::UseCouponRequest>,
+    ) -> Result<Response<pb::UseCouponResponse>, Status> {
+        Ok(Response::new(pb::UseCouponResponse {
+            user_coupon: Some(self.transitioned(&request).await?),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ReleaseCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn release_coupon(
+        &self,
+        request: Request<pb::ReleaseCouponRequest>,
+    ) -> Result<Response<pb::ReleaseCouponResponse>, Status> {
+        Ok(Response::new(pb::ReleaseCouponResponse {
+            user_coupon: Some(self.transitioned(&request).await?),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ReturnCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn return_coupon(
+        &self,
+        request: Request<pb::ReturnCouponRequest>,
+    ) -> Result<Response<pb::ReturnCouponResponse>, Status> {
+        Ok(Response::new(pb::ReturnCouponResponse {
+            user_coupon: Some(self.transitioned(&request).await?),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.RevokeCoupon", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, coupon_id = %request.get_ref().coupon_id))]
+    async fn revoke_coupon(
+        &self,
+        request: Request<pb::RevokeCouponRequest>,
+    ) -> Result<Response<pb::RevokeCouponResponse>, Status> {
+        Ok(Response::new(pb::RevokeCouponResponse {
+            user_coupon: Some(self.transitioned(&request).await?),
+        }))
+    }
+}
