@@ -65,93 +65,7 @@ pub enum AuthMode {
     Disabled,
 }
 
-/// Whole numbers from the file (numbers) or the environment (text), also where serde's
-/// `flatten` hands them over as they came.
-mod lenient {
-    use std::{fmt, marker::PhantomData, str::FromStr};
-
-    use serde::de::{Deserializer, Error, Visitor};
-
-    pub fn number<'de, D, T>(from: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: TryFrom<u64> + FromStr,
-    {
-        struct Number<T>(PhantomData<T>);
-        impl<T: TryFrom<u64> + FromStr> Visitor<'_> for Number<T> {
-            type Value = T;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a non-negative whole number")
-            }
-
-            fn visit_u64<E: Error>(self, value: u64) -> Result<T, E> {
-                T::try_from(value).map_err(|_| E::custom(format!("{value} is too large")))
-            }
-
-            fn visit_i64<E: Error>(self, value: i64) -> Result<T, E> {
-                let value = u64::try_from(value).map_err(|_| E::custom("must not be negative"))?;
-                self.visit_u64(value)
-            }
-
-            fn visit_str<E: Error>(self, value: &str) -> Result<T, E> {
-                value
-                    .parse()
-                    .map_err(|_| E::custom(format!("{value:?} is not a non-negative whole number")))
-            }
-        }
-        from.deserialize_any(Number(PhantomData))
-    }
-}
-
-/// Durations in the file and the environment are whole numbers of the unit their name ends
-/// with (`_ms`, `_secs`).
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, to: S) -> Result<S::Ok, S::Error> {
-        to.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
-        super::lenient::number(from).map(Duration::from_millis)
-    }
-}
-
-/// Settings written as text and parsed by the type's `FromStr` (rate limits).
-mod text {
-    use std::{fmt::Display, str::FromStr};
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<T: Display, S: Serializer>(value: &T, to: S) -> Result<S::Ok, S::Error> {
-        to.collect_str(value)
-    }
-
-    pub fn deserialize<'de, T, D>(from: D) -> Result<T, D::Error>
-    where
-        T: FromStr<Err = String>,
-        D: Deserializer<'de>,
-    {
-        String::deserialize(from)?.parse().map_err(D::Error::custom)
-    }
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, to: S) -> Result<S::Ok, S::Error> {
-        to.serialize_u64(value.as_secs())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
-        super::lenient::number(from).map(Duration::from_secs)
-    }
-}
+mod fields;
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -168,7 +82,7 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// Namespaces every Redis key of this deployment.
     pub redis_key_prefix: String,
-    #[serde(rename = "template_cache_ttl_secs", with = "secs")]
+    #[serde(rename = "template_cache_ttl_secs", with = "fields::secs")]
     pub template_cache_ttl: Duration,
     /// Bound of the in-process cache, in entries.
     pub local_cache_capacity: u64,
@@ -176,54 +90,54 @@ pub struct Config {
     pub coupon_list_cache_capacity: u64,
     /// After health turns NOT_SERVING on shutdown, how long to keep accepting calls so load
     /// balancers notice before the listener closes.
-    #[serde(rename = "shutdown_drain_delay_ms", with = "millis")]
+    #[serde(rename = "shutdown_drain_delay_ms", with = "fields::millis")]
     pub shutdown_drain_delay: Duration,
     pub log_format: LogFormat,
     /// Unset: `required` unless the server listens on a loopback address.
     pub auth: Option<AuthMode>,
     /// How long one claim batch may hold a template's lock before it lapses by itself.
-    #[serde(rename = "claim_lock_ttl_ms", with = "millis")]
+    #[serde(rename = "claim_lock_ttl_ms", with = "fields::millis")]
     pub claim_lock_ttl: Duration,
     /// How long a claim may wait (for the lock, and retrying) unless the client's own
     /// deadline is shorter.
-    #[serde(rename = "claim_timeout_ms", with = "millis")]
+    #[serde(rename = "claim_timeout_ms", with = "fields::millis")]
     pub claim_timeout: Duration,
     /// Most claims one locked batch serves.
     pub claim_batch_max: usize,
     /// Most points commands one batch serves.
     pub points_batch_max: usize,
     /// How long `LockCoupon` holds a coupon when the request names no TTL.
-    #[serde(rename = "coupon_lock_ttl_secs", with = "secs")]
+    #[serde(rename = "coupon_lock_ttl_secs", with = "fields::secs")]
     pub coupon_lock_ttl: Duration,
     /// How often the sweepers release lapsed coupon locks and expire coupons.
-    #[serde(rename = "sweep_interval_ms", with = "millis")]
+    #[serde(rename = "sweep_interval_ms", with = "fields::millis")]
     pub sweep_interval: Duration,
     /// How long a points hold lives when `FreezePoints` names no TTL.
-    #[serde(rename = "points_hold_ttl_secs", with = "secs")]
+    #[serde(rename = "points_hold_ttl_secs", with = "fields::secs")]
     pub points_hold_ttl: Duration,
     /// How long records that only serve retries are kept: idempotency records (a retry after
     /// this is a new request) and points holds that finished. Deleted by the sweeper in small
     /// batches afterwards.
-    #[serde(rename = "retention_secs", with = "secs")]
+    #[serde(rename = "retention_secs", with = "fields::secs")]
     pub retention: Duration,
     /// Lifetime of cached points rules.
-    #[serde(rename = "rule_cache_ttl_secs", with = "secs")]
+    #[serde(rename = "rule_cache_ttl_secs", with = "fields::secs")]
     pub rule_cache_ttl: Duration,
     /// How long a points write may retry after losing optimistic-version races, unless the
     /// client's own deadline is shorter.
-    #[serde(rename = "points_timeout_ms", with = "millis")]
+    #[serde(rename = "points_timeout_ms", with = "fields::millis")]
     pub points_timeout: Duration,
     /// Calls of the marketing services this replica works on at once; past it a call waits
     /// `call_queue_timeout` for a turn, then is refused UNAVAILABLE / OVERLOADED.
     pub max_calls: usize,
-    #[serde(rename = "call_queue_timeout_ms", with = "millis")]
+    #[serde(rename = "call_queue_timeout_ms", with = "fields::millis")]
     pub call_queue_timeout: Duration,
     /// Largest request message a call may send; a larger one is refused from its length
     /// prefix, before it is read.
     pub max_request_bytes: usize,
     /// Rate limits per member and action and per client, e.g. `claim=5/s:10,client=1000/s`
     /// (`ACTION=COUNT/UNIT[:BURST]`; actions `claim`, `earn` (by rule), `client`). Empty: none.
-    #[serde(with = "text")]
+    #[serde(with = "fields::text")]
     pub rate_limits: RateLimits,
     /// PEM certificate chain and private key: serve TLS (both, or neither).
     pub tls_cert: Option<PathBuf>,
@@ -245,35 +159,35 @@ pub struct Config {
 #[serde(default)]
 pub struct TransportConfig {
     /// Connections this replica serves at once; past it, new ones are closed and logged.
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub max_connections: usize,
     /// HTTP/2 streams (calls) one connection may have open at once.
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub max_concurrent_streams: u32,
     /// Time a new connection has to send the HTTP/2 preface and its settings.
-    #[serde(rename = "handshake_timeout_ms", with = "millis")]
+    #[serde(rename = "handshake_timeout_ms", with = "fields::millis")]
     pub handshake_timeout: Duration,
     /// A connection with no call open for this long is closed.
-    #[serde(rename = "connection_idle_timeout_ms", with = "millis")]
+    #[serde(rename = "connection_idle_timeout_ms", with = "fields::millis")]
     pub idle_timeout: Duration,
     /// HTTP/2 pings on every connection this often; one unanswered within
     /// `keepalive_timeout` closes it.
-    #[serde(rename = "keepalive_interval_ms", with = "millis")]
+    #[serde(rename = "keepalive_interval_ms", with = "fields::millis")]
     pub keepalive_interval: Duration,
-    #[serde(rename = "keepalive_timeout_ms", with = "millis")]
+    #[serde(rename = "keepalive_timeout_ms", with = "fields::millis")]
     pub keepalive_timeout: Duration,
     /// Bytes of request headers a call may send.
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub max_header_list_bytes: u32,
     /// Bytes of responses that clients have not yet read that one connection, and the whole
     /// replica, may hold; a larger response past them is refused with RESPONSE_BUFFER_FULL.
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub unsent_bytes_per_connection: usize,
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub unsent_bytes: usize,
     /// Streams of the services that need no key (`Health/Watch`, reflection) open at once on
     /// this replica (and at most 4 per connection); past either they are refused OVERLOADED.
-    #[serde(deserialize_with = "lenient::number")]
+    #[serde(deserialize_with = "fields::lenient::number")]
     pub max_open_service_calls: usize,
 }
 
@@ -615,162 +529,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_sources(|name| vars.get(name).cloned())
-    }
-
-    #[test]
-    fn defaults_are_the_embedded_mode() {
-        let config = load(&[]).expect("defaults are valid");
-        assert_eq!(config, Config::default());
-        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
-        assert!(
-            config
-                .effective_database_url()
-                .starts_with("sqlite://data/marketing.sqlite")
-        );
-        assert!(config.redis_url.is_none());
-    }
-
-    #[test]
-    fn environment_overrides_file_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("marketing-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("marketing.toml");
-        std::fs::write(
-            &file,
-            "grpc_addr = \"0.0.0.0:6000\"\nredis_pool_size = 7\nlog_format = \"json\"\n\
-             coupon_list_cache_capacity = 500\nmax_connections = 300\nunsent_bytes = 1000\n",
-        )
-        .expect("write config");
-        let config = load(&[
-            ("MARKETING_CONFIG", file.to_str().expect("utf-8 path")),
-            ("MARKETING_GRPC_ADDR", "127.0.0.1:7000"),
-            ("DATABASE_URL", "postgres://u:secret@db/marketing"),
-            ("MARKETING_COUPON_LIST_CACHE_CAPACITY", "0"),
-            ("MARKETING_MAX_CONNECTIONS", "400"),
-            ("MARKETING_HANDSHAKE_TIMEOUT_MS", "1500"),
-        ])
-        .expect("valid");
-        assert_eq!(
-            config.coupon_list_cache_capacity, 0,
-            "0 turns the copies off"
-        );
-        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:7000");
-        assert_eq!(config.redis_pool_size, 7);
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert_eq!(config.transport.max_connections, 400, "env over file");
-        assert_eq!(config.transport.unsent_bytes, 1000, "file over default");
-        assert_eq!(
-            config.transport.handshake_timeout,
-            Duration::from_millis(1500)
-        );
-        assert!(!format!("{config:?}").contains("secret"));
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (vars, name) in [
-            (vec![("MARKETING_GRPC_ADDR", "nope")], "MARKETING_GRPC_ADDR"),
-            (
-                vec![("DATABASE_URL", "mysql://x")],
-                "MARKETING_DATABASE_URL",
-            ),
-            (vec![("REDIS_URL", "http://x")], "MARKETING_REDIS_URL"),
-            (
-                vec![("MARKETING_DB_MAX_CONNECTIONS", "0")],
-                "MARKETING_DB_MAX_CONNECTIONS",
-            ),
-            (
-                vec![("MARKETING_LOG_FORMAT", "xml")],
-                "MARKETING_LOG_FORMAT",
-            ),
-            (
-                vec![("MARKETING_COUPON_LIST_CACHE_CAPACITY", "many")],
-                "MARKETING_COUPON_LIST_CACHE_CAPACITY",
-            ),
-            (
-                vec![("MARKETING_MAX_CONNECTIONS", "0")],
-                "MARKETING_MAX_CONNECTIONS",
-            ),
-            (
-                vec![("MARKETING_CONNECTION_IDLE_TIMEOUT_MS", "soon")],
-                "MARKETING_CONNECTION_IDLE_TIMEOUT_MS",
-            ),
-            (
-                vec![("MARKETING_RATE_LIMITS", "claim=5/day")],
-                "MARKETING_RATE_LIMITS",
-            ),
-            (
-                vec![("MARKETING_TLS_CERT", "cert.pem")],
-                "MARKETING_TLS_KEY",
-            ),
-            (
-                vec![("MARKETING_TLS_CLIENT_CA", "ca.pem")],
-                "MARKETING_TLS_CLIENT_CA",
-            ),
-        ] {
-            let err = load(&vars).expect_err("invalid config");
-            assert!(err.to_string().starts_with(name), "{err}");
-        }
-        let missing = load(&[("MARKETING_CONFIG", "/nonexistent/marketing.toml")]);
-        assert!(matches!(missing, Err(ConfigError::Read { .. })));
-    }
-
-    #[test]
-    fn every_setting_is_read_from_its_variable_and_unknown_file_keys_are_refused() {
-        let dir = std::env::temp_dir().join(format!("marketing-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("marketing.toml");
-        std::fs::write(&file, "claim_timeout_ms = 2500\nclaim_batch_maximum = 3\n").expect("write");
-        let err =
-            load(&[("MARKETING_CONFIG", file.to_str().expect("utf-8"))]).expect_err("unknown key");
-        assert!(err.to_string().starts_with("claim_batch_maximum"), "{err}");
-        std::fs::write(&file, "claim_timeout_ms = 2500\n").expect("write");
-        let config = load(&[
-            ("MARKETING_CONFIG", file.to_str().expect("utf-8")),
-            ("MARKETING_POINTS_BATCH_MAX", "64"),
-            ("MARKETING_KEEPALIVE_TIMEOUT_MS", "2000"),
-            ("MARKETING_REDIS_KEY_PREFIX", "123"),
-            ("MARKETING_DATA_DIR", ""),
-            ("MARKETING_RATE_LIMITS", "claim=5/s:10, client=100/m"),
-        ])
-        .expect("valid");
-        assert_eq!(
-            config.rate_limits.to_string(),
-            "claim=5/s:10,client=100/m:100"
-        );
-        assert_eq!(config.claim_timeout, Duration::from_millis(2500));
-        assert_eq!(config.points_batch_max, 64);
-        assert_eq!(config.transport.keepalive_timeout, Duration::from_secs(2));
-        assert_eq!(config.redis_key_prefix, "123", "text stays text");
-        assert_eq!(
-            config.data_dir,
-            PathBuf::from("data"),
-            "empty counts as unset"
-        );
-        // Debug shows every setting, by its name in the file.
-        let shown = format!("{:?}", Config::default());
-        for key in Config::keys() {
-            assert!(shown.contains(&key), "{key} is shown");
-        }
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact("postgres://u:pw@host:5432/db"),
-            "postgres://***@host:5432/db"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
-}
+mod tests;
