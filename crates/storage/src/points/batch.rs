@@ -245,8 +245,9 @@ type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgu
 /// A table's rows as one array per column, for `unnest`. `push` takes a row apart with an
 /// exhaustive pattern, so a column added to the row type does not compile until it is
 /// listed here; `bind` binds the arrays in the order listed, which is the order in which
-/// `write.sql` names them (the statement's test in `tests/e2e/points.rs` reads every column
-/// back).
+/// `write.sql` names them: the tests below fail when its column lists, placeholders or casts
+/// disagree with these lists, or these lists with the entities (and the statement's test in
+/// `tests/e2e/points.rs` reads every column back).
 macro_rules! columns {
     ($name:ident: $row:path { $($field:ident: $ty:ty),* $(,)? }) => {
         #[derive(Default)]
@@ -263,6 +264,13 @@ macro_rules! columns {
             fn bind<'q>(self, query: PgQuery<'q>) -> PgQuery<'q> {
                 query$(.bind(self.$field))*
             }
+        }
+
+        #[cfg(test)]
+        impl $name {
+            /// The columns in bind order, with their Rust types: what `write.sql` must follow.
+            const COLUMNS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), stringify!($ty))),*];
         }
     };
 }
@@ -466,5 +474,160 @@ impl BatchWrite {
             return Err(MarketingError::ConcurrentModification(err.into()));
         }
         Err(db_error(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The columns of the one write are declared in three places: the entities (and row
+    //! types), the `columns!` lists that bind them, and `write.sql`'s column lists and `$N`
+    //! placeholders. These tests fail when they disagree.
+
+    use sea_orm::{EntityTrait, IdenStatic, Iterable};
+
+    use super::*;
+
+    /// `write.sql`'s placeholders in the order they first appear, with their casts.
+    fn placeholders() -> Vec<(usize, String)> {
+        let mut found: Vec<(usize, String)> = Vec::new();
+        let mut rest = WRITE;
+        while let Some(at) = rest.find('$') {
+            rest = &rest[at + 1..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let number: usize = digits.parse().expect("a placeholder's number");
+            let cast = rest[digits.len()..]
+                .strip_prefix("::")
+                .expect("every placeholder is cast");
+            let cast: String = cast.chars().take_while(|c| *c != '[').collect();
+            if !found.iter().any(|(n, _)| *n == number) {
+                found.push((number, cast));
+            }
+        }
+        found
+    }
+
+    /// The column list of `write.sql`'s INSERT into `table`.
+    fn inserted(table: &str) -> Vec<String> {
+        let start = WRITE
+            .find(&format!("INSERT INTO {table} ("))
+            .unwrap_or_else(|| panic!("write.sql inserts into {table}"));
+        let list = &WRITE[start..];
+        let list = &list[list.find('(').expect("(") + 1..list.find(')').expect(")")];
+        list.split(',').map(|c| c.trim().to_owned()).collect()
+    }
+
+    fn pg_type(rust: &str) -> &'static str {
+        let rust = rust
+            .strip_prefix("Option<")
+            .and_then(|inner| inner.strip_suffix('>'))
+            .unwrap_or(rust);
+        match rust.replace(' ', "").as_str() {
+            "Uuid" => "uuid",
+            "i64" => "int8",
+            "i32" => "int4",
+            "i16" => "int2",
+            "String" => "text",
+            "Vec<u8>" => "bytea",
+            other => panic!("no PostgreSQL array type for {other}"),
+        }
+    }
+
+    /// A `columns!` list: each column's name and Rust type.
+    type Declared = &'static [(&'static str, &'static str)];
+
+    fn names(columns: &[(&str, &str)]) -> Vec<String> {
+        columns.iter().map(|(name, _)| (*name).to_owned()).collect()
+    }
+
+    fn entity_columns<E: EntityTrait>() -> Vec<String> {
+        let mut columns: Vec<String> = E::Column::iter().map(|c| c.as_str().to_owned()).collect();
+        columns.sort();
+        columns
+    }
+
+    #[test]
+    fn write_sql_binds_every_column_in_the_declared_order_and_type() {
+        // The order `execute` binds them in.
+        let groups: [Declared; 8] = [
+            AccountColumns::COLUMNS,
+            ChangedLotColumns::COLUMNS,
+            LotColumns::COLUMNS,
+            EntryColumns::COLUMNS,
+            AllocationColumns::COLUMNS,
+            HoldColumns::COLUMNS,
+            DailyColumns::COLUMNS,
+            RecordColumns::COLUMNS,
+        ];
+        let declared: Vec<&(&str, &str)> = groups.iter().flat_map(|g| g.iter()).collect();
+        let found = placeholders();
+        assert_eq!(
+            found.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            (1..=declared.len()).collect::<Vec<_>>(),
+            "write.sql numbers one placeholder per declared column, in bind order"
+        );
+        for ((number, cast), (name, rust)) in found.iter().zip(declared) {
+            assert_eq!(cast, pg_type(rust), "${number} ({name}: {rust})");
+        }
+    }
+
+    #[test]
+    fn write_sql_inserts_the_declared_columns_of_every_entity() {
+        let tables: [(&str, Declared, Vec<String>); 6] = [
+            (
+                "points_lots",
+                LotColumns::COLUMNS,
+                entity_columns::<lot::Entity>(),
+            ),
+            (
+                "points_transactions",
+                EntryColumns::COLUMNS,
+                entity_columns::<tx::Entity>(),
+            ),
+            (
+                "points_allocations",
+                AllocationColumns::COLUMNS,
+                entity_columns::<alloc::Entity>(),
+            ),
+            (
+                "points_holds",
+                HoldColumns::COLUMNS,
+                entity_columns::<hold::Entity>(),
+            ),
+            (
+                "points_daily_earnings",
+                DailyColumns::COLUMNS,
+                entity_columns::<daily::Entity>(),
+            ),
+            (
+                "idempotency_records",
+                RecordColumns::COLUMNS,
+                entity_columns::<record::Entity>(),
+            ),
+        ];
+        for (table, columns, entity) in tables {
+            assert_eq!(
+                inserted(table),
+                names(columns),
+                "{table}: write.sql against columns!"
+            );
+            let mut declared = names(columns);
+            declared.sort();
+            assert_eq!(declared, entity, "{table}: columns! against the entity");
+        }
+        // The updates name their arrays' columns too (the id as `key`).
+        for (alias, columns) in [
+            ("v(key, read_version,", AccountColumns::COLUMNS),
+            ("v(key, remaining, frozen)", ChangedLotColumns::COLUMNS),
+        ] {
+            let start = WRITE.find(alias).expect("the update's alias list");
+            let list = &WRITE[start + 2..];
+            let list: Vec<String> = list[..list.find(')').expect(")")]
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .collect();
+            let mut expected = names(columns);
+            expected[0] = "key".to_owned();
+            assert_eq!(list, expected, "{alias}");
+        }
     }
 }
