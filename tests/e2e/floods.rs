@@ -196,6 +196,7 @@ async fn a_known_client_is_served_through_a_flood() {
     let held: usize = held.into_iter().sum();
     let evicted = app
         .transport
+        .counters
         .evicted_connections
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(

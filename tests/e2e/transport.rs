@@ -158,10 +158,20 @@ async fn silent_half_open_and_idle_connections_are_closed_and_busy_ones_stay() {
         .expect("join");
     assert!(idle_after >= idle, "{idle_after:?}");
     assert!(
-        app.transport.handshake_timeouts.load(Relaxed) >= 2,
+        app.transport.counters.handshake_timeouts.load(Relaxed) >= 2,
         "both counted"
     );
-    assert!(app.transport.idle_closes.load(Relaxed) >= 1);
+    assert!(app.transport.counters.idle_closes.load(Relaxed) >= 1);
+    // The replica's one list of counters reads the same.
+    let counters = app.state.counters(&app.transport.counters);
+    let idle_closes = counters
+        .iter()
+        .find(|c| c.name == "marketing_idle_closes_total")
+        .expect("listed");
+    assert_eq!(
+        idle_closes.value,
+        app.transport.counters.idle_closes.load(Relaxed)
+    );
     assert!(
         serving(app.channel.clone()).await,
         "health answers throughout"
@@ -192,7 +202,7 @@ async fn at_the_connection_cap_a_silent_connection_makes_room_else_new_ones_are_
     let second = connected(&app).await;
     let third = connected(&app).await;
     closed_within(silent, Instant::now(), Duration::from_secs(10)).await;
-    assert_eq!(app.transport.evicted_connections.load(Relaxed), 1);
+    assert_eq!(app.transport.counters.evicted_connections.load(Relaxed), 1);
     // Once every connection has made a call, the next is refused.
     for channel in [&second, &third] {
         CouponTemplateServiceClient::new(channel.clone())
@@ -204,7 +214,7 @@ async fn at_the_connection_cap_a_silent_connection_makes_room_else_new_ones_are_
         .await
         .expect("TCP itself connects");
     closed_within(refused, Instant::now(), Duration::from_secs(10)).await;
-    assert_eq!(app.transport.refused_connections.load(Relaxed), 1);
+    assert_eq!(app.transport.counters.refused_connections.load(Relaxed), 1);
     assert!(
         serving(app.channel.clone()).await,
         "connections within the cap are served"

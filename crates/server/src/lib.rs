@@ -5,6 +5,7 @@
 pub mod app;
 pub mod config;
 pub mod grpc;
+pub mod observability;
 mod server;
 pub mod telemetry;
 pub mod transport;

@@ -22,7 +22,6 @@ pub mod clients;
 mod coupons;
 mod isolate;
 pub mod limits;
-mod metrics;
 mod points;
 mod retention;
 pub use retention::RETENTION_SWEEP_EVERY;
@@ -51,9 +50,10 @@ use marketing_storage::{
 
 pub use answer::{Answer, Recorded};
 
+pub use crate::observability::Metrics;
+use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use coupons::{CouponChange, HeldCoupons, ListCoupons, TransitionCoupon};
-pub use metrics::Metrics;
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget};
 pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
 
@@ -106,6 +106,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Every counter of this replica: its use cases', `transport`'s, and its caches' (templates
+    /// and rules; members' coupon lists when they are kept).
+    pub fn counters(&self, transport: &TransportCounters) -> Vec<Counter> {
+        let mut caches = vec![("templates_and_rules", self.cache.stats())];
+        if let Some(lists) = &self.coupon_lists {
+            caches.push(("coupon_lists", lists.stats()));
+        }
+        observability::counters(&self.metrics, transport, &caches)
+    }
+
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
     pub async fn connect(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;

@@ -118,7 +118,7 @@ impl Charge {
     fn refused(&self, len: usize) {
         let connection = &self.connection;
         let transport = &connection.transport;
-        transport.refused_responses.fetch_add(1, Relaxed);
+        transport.counters.refused_responses.fetch_add(1, Relaxed);
         marketing_infra::warn_every!(
             bytes = len,
             connection_unsent = connection.unsent.load(Relaxed),
@@ -211,6 +211,7 @@ where
             if let Some(open) = &call {
                 open.connection()
                     .transport
+                    .counters
                     .refused_open_calls
                     .fetch_add(1, Relaxed);
             }

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use crate::config::TransportConfig;
+use crate::{config::TransportConfig, observability::TransportCounters};
 
 mod calls;
 
@@ -52,16 +52,9 @@ pub struct Transport {
     connections: Arc<Semaphore>,
     unsent: AtomicUsize,
     epoch: Instant,
-    /// Connections refused at the cap, handshakes that timed out, idle connections closed and
-    /// responses refused for the unsent-bytes budget.
-    pub refused_connections: AtomicU64,
-    pub handshake_timeouts: AtomicU64,
-    pub idle_closes: AtomicU64,
-    pub refused_responses: AtomicU64,
-    /// Connections closed to make room (never authenticated, at the cap) or for failing to
-    /// authenticate too often, and streams of the open services refused for their limits.
-    pub evicted_connections: AtomicU64,
-    pub refused_open_calls: AtomicU64,
+    /// What the transport refused and closed (kept with every other counter in
+    /// `observability`).
+    pub counters: TransportCounters,
     /// Streams of the open services (`Health/Watch`, reflection) open on this replica.
     open_service_calls: AtomicUsize,
     /// Connections that have not made an authenticated call, oldest first: the ones closed
@@ -76,12 +69,7 @@ impl Transport {
             config,
             unsent: AtomicUsize::new(0),
             epoch: Instant::now(),
-            refused_connections: AtomicU64::new(0),
-            handshake_timeouts: AtomicU64::new(0),
-            idle_closes: AtomicU64::new(0),
-            refused_responses: AtomicU64::new(0),
-            evicted_connections: AtomicU64::new(0),
-            refused_open_calls: AtomicU64::new(0),
+            counters: TransportCounters::default(),
             open_service_calls: AtomicUsize::new(0),
             unauthenticated: std::sync::Mutex::default(),
         })
@@ -109,7 +97,7 @@ impl Transport {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let Some(permit) = permit {
-                self.evicted_connections.fetch_add(1, Relaxed);
+                self.counters.evicted_connections.fetch_add(1, Relaxed);
                 marketing_infra::warn_every!(
                     max_connections = self.config.max_connections,
                     "connection closed to make room: at MARKETING_MAX_CONNECTIONS, the oldest \
@@ -167,7 +155,7 @@ impl Transport {
                     {
                         Some(permit) => Some(Ok(Guarded::new(stream, permit, transport))),
                         None => {
-                            transport.refused_connections.fetch_add(1, Relaxed);
+                            transport.counters.refused_connections.fetch_add(1, Relaxed);
                             marketing_infra::warn_every!(
                                 peer = ?stream.peer_addr().ok(),
                                 max_connections = transport.config.max_connections,
@@ -279,7 +267,7 @@ impl ConnectionInfo {
         let failed = self.connection.failed_authentications.fetch_add(1, Relaxed) + 1;
         if failed == FAILED_AUTHENTICATIONS_PER_CONNECTION {
             let transport = &self.connection.transport;
-            transport.evicted_connections.fetch_add(1, Relaxed);
+            transport.counters.evicted_connections.fetch_add(1, Relaxed);
             marketing_infra::warn_every!(
                 peer = ?self.remote_addr,
                 failed,
@@ -357,7 +345,7 @@ impl Guarded {
         }
         if let Some((_, deadline)) = &mut self.handshake {
             if deadline.as_mut().poll(cx).is_ready() {
-                transport.handshake_timeouts.fetch_add(1, Relaxed);
+                transport.counters.handshake_timeouts.fetch_add(1, Relaxed);
                 marketing_infra::warn_every!(
                     peer = ?self.info.remote_addr,
                     timeout = ?transport.config.handshake_timeout,
@@ -382,7 +370,7 @@ impl Guarded {
         }
         if self.idle.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
-                transport.idle_closes.fetch_add(1, Relaxed);
+                transport.counters.idle_closes.fetch_add(1, Relaxed);
                 tracing::debug!(peer = ?self.info.remote_addr, "closing an idle connection");
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
