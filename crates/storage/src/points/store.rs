@@ -12,12 +12,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use marketing_domain::{MarketingError, MemberId, TenantId, UnixMicros, points::Ledger};
+use marketing_domain::{
+    MarketingError, MemberId, TenantId, UnixMicros,
+    points::{Entry, Hold, Ledger, Lot, TxType},
+};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, sqlx::PgPool};
 use uuid::Uuid;
 
 use super::{
-    LedgerRows,
+    HoldRef, LedgerRows,
     batch::{BatchKeys, BatchReads, BatchWrite},
 };
 use crate::{
@@ -26,6 +29,88 @@ use crate::{
     idempotency::{self, IdempotencyKey, Outcome},
     points,
 };
+
+/// The reads planning makes beside the batch's one read, through the store's own connection
+/// (autocommit for [`PgBatch`], the transaction for [`TxnBatch`]); the connection itself is not
+/// handed out.
+pub struct Reads<'a>(Snapshot<'a>);
+
+enum Snapshot<'a> {
+    Autocommit(&'a DatabaseConnection),
+    Transaction(&'a DatabaseTransaction),
+}
+
+/// `$read` (a `points::` query taking the connection first) on the snapshot's connection.
+macro_rules! on_snapshot {
+    ($reads:expr, $read:ident($($arg:expr),* $(,)?)) => {
+        match $reads.0 {
+            Snapshot::Autocommit(conn) => points::$read(conn, $($arg),*).await,
+            Snapshot::Transaction(txn) => points::$read(txn, $($arg),*).await,
+        }
+    };
+}
+
+impl Reads<'_> {
+    /// Points a member earned today by `event_type` (under its rule's daily cap).
+    pub async fn earned_today(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        event_type: &str,
+        day: i32,
+    ) -> Result<i64, MarketingError> {
+        on_snapshot!(self, earned_today(tenant, member, event_type, day))
+    }
+
+    pub async fn find_hold(
+        &self,
+        account: Uuid,
+        by: HoldRef<'_>,
+    ) -> Result<Option<Hold>, MarketingError> {
+        on_snapshot!(self, find_hold(account, by))
+    }
+
+    /// The lots a hold took points from, and how many from each.
+    pub async fn hold_allocations(&self, hold: Uuid) -> Result<Vec<(Uuid, i64)>, MarketingError> {
+        on_snapshot!(self, hold_allocations(hold))
+    }
+
+    pub async fn find_entry(
+        &self,
+        account: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Entry>, MarketingError> {
+        on_snapshot!(self, find_entry(account, id))
+    }
+
+    /// The entry of one of `types` with the business reference (of `account`, if named).
+    pub async fn find_by_biz(
+        &self,
+        tenant: &TenantId,
+        account: Option<Uuid>,
+        types: &[TxType],
+        biz_type: &str,
+        biz_id: &str,
+    ) -> Result<Option<Entry>, MarketingError> {
+        on_snapshot!(self, find_by_biz(tenant, account, types, biz_type, biz_id))
+    }
+
+    /// What of a deduction (or confirmation) may still be refunded, lot by lot.
+    pub async fn refundable_allocations(
+        &self,
+        entry: Uuid,
+    ) -> Result<Vec<(Uuid, i64)>, MarketingError> {
+        on_snapshot!(self, refundable_allocations(entry))
+    }
+
+    pub async fn lots_by_id(
+        &self,
+        account: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<Lot>, MarketingError> {
+        on_snapshot!(self, lots_by_id(account, ids))
+    }
+}
 
 /// A ledger planned for writing, and the points it awards per (event type, UTC day) under
 /// daily caps.
@@ -38,11 +123,9 @@ pub struct PlannedLedger<'a> {
 // Used generically inside the workspace only: no caller needs the futures to name `Send`.
 #[allow(async_fn_in_trait)]
 pub trait LedgerStore {
-    type Conn: sea_orm::ConnectionTrait;
-
     /// Where planning reads what the batch read does not hold (a hold, an entry to refund,
     /// a daily count): the same snapshot rules as the batch's writes.
-    fn conn(&self) -> &Self::Conn;
+    fn reads(&self) -> Reads<'_>;
 
     /// The records of the batch's requests, its members' accounts with their live lots, and
     /// which of its business references are taken.
@@ -89,10 +172,8 @@ impl PgBatch {
 }
 
 impl LedgerStore for PgBatch {
-    type Conn = DatabaseConnection;
-
-    fn conn(&self) -> &DatabaseConnection {
-        &self.conn
+    fn reads(&self) -> Reads<'_> {
+        Reads(Snapshot::Autocommit(&self.conn))
     }
 
     async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
@@ -152,10 +233,8 @@ impl TxnBatch {
 }
 
 impl LedgerStore for TxnBatch {
-    type Conn = DatabaseTransaction;
-
-    fn conn(&self) -> &DatabaseTransaction {
-        &self.txn
+    fn reads(&self) -> Reads<'_> {
+        Reads(Snapshot::Transaction(&self.txn))
     }
 
     async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {

@@ -313,7 +313,7 @@ impl AppState {
                 let group: Vec<&PointsCommand> = indexes.iter().map(|&i| cmds[i]).collect();
                 let ledger = Ledger::new(account, lots, now);
                 let plan = self
-                    .plan_group(store.conn(), &group, ledger, &batch)
+                    .plan_group(&store.reads(), &group, ledger, &batch)
                     .await?;
                 batch.biz.extend(plan.context.biz.iter().cloned());
                 if plan.ledger.entries.is_empty() {

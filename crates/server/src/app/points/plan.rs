@@ -6,10 +6,7 @@ use marketing_domain::{
     MarketingError, TenantId, UnixMicros,
     points::{EntryMeta, Hold, HoldStatus, Ledger, TxType},
 };
-use marketing_storage::{
-    ConnectionTrait,
-    points::{self, BizRef, HoldRef},
-};
+use marketing_storage::points::{BizRef, HoldRef, store::Reads};
 use uuid::Uuid;
 
 use super::{
@@ -23,7 +20,7 @@ impl AppState {
     /// was and takes no business reference.
     pub(super) async fn plan_group(
         &self,
-        conn: &impl ConnectionTrait,
+        reads: &Reads<'_>,
         group: &[&PointsCommand],
         mut ledger: Ledger,
         batch: &BatchContext,
@@ -33,7 +30,7 @@ impl AppState {
         let mut results = Vec::with_capacity(group.len());
         for cmd in group {
             match self
-                .apply_points_op(conn, &mut ledger, cmd, batch, &context)
+                .apply_points_op(reads, &mut ledger, cmd, batch, &context)
                 .await
             {
                 Ok((applied, award)) => {
@@ -63,7 +60,7 @@ impl AppState {
     /// adds to its daily cap's count.
     pub(super) async fn apply_points_op(
         &self,
-        conn: &impl ConnectionTrait,
+        reads: &Reads<'_>,
         ledger: &mut Ledger,
         cmd: &PointsCommand,
         batch: &BatchContext,
@@ -77,7 +74,7 @@ impl AppState {
         let mut award_counted = None;
         match &cmd.op {
             PointsOp::Earn(source) => {
-                self.refuse_duplicate_biz(conn, tenant, TxType::Earn, &meta, batch, context)
+                self.refuse_duplicate_biz(reads, tenant, TxType::Earn, &meta, batch, context)
                     .await?;
                 let (amount, expires_at) = match source {
                     EarnSource::Amount { amount, expires_at } => (*amount, *expires_at),
@@ -95,9 +92,9 @@ impl AppState {
                                     .get(&(event.clone(), day))
                                     .copied()
                                     .unwrap_or(0);
-                                let stored =
-                                    points::earned_today(conn, tenant, &cmd.member_id, event, day)
-                                        .await?;
+                                let stored = reads
+                                    .earned_today(tenant, &cmd.member_id, event, day)
+                                    .await?;
                                 let award = terms.award(stored.saturating_add(pending))?;
                                 award_counted = Some(((event.clone(), day), award));
                                 award
@@ -117,7 +114,7 @@ impl AppState {
                 planned.entry = Some(ledger.earn(amount, expires_at, meta)?);
             }
             PointsOp::Deduct(amount) => {
-                self.refuse_duplicate_biz(conn, tenant, TxType::Deduct, &meta, batch, context)
+                self.refuse_duplicate_biz(reads, tenant, TxType::Deduct, &meta, batch, context)
                     .await?;
                 planned.entry = Some(ledger.deduct(*amount, meta)?);
             }
@@ -126,8 +123,9 @@ impl AppState {
                 order_id,
                 ttl,
             } => {
-                let held =
-                    points::find_hold(conn, ledger.account.id, HoldRef::Order(order_id)).await?;
+                let held = reads
+                    .find_hold(ledger.account.id, HoldRef::Order(order_id))
+                    .await?;
                 let held = held.map(|h| ledger.planned_hold(h));
                 if held.is_some_and(|h| h.status == HoldStatus::Held)
                     || ledger.holds_order(order_id)
@@ -150,7 +148,7 @@ impl AppState {
                 planned.hold = Some(hold);
             }
             PointsOp::Confirm { hold, amount } => {
-                let (hold, held) = self.load_hold(conn, ledger, hold).await?;
+                let (hold, held) = self.load_hold(reads, ledger, hold).await?;
                 let spend = amount.unwrap_or(hold.amount);
                 let order_meta = EntryMeta {
                     biz_type: Some("order".into()),
@@ -164,41 +162,41 @@ impl AppState {
             }
             PointsOp::Release(selector) => {
                 let (entry, hold) = self
-                    .release_hold(conn, ledger, selector, HoldStatus::Released, meta)
+                    .release_hold(reads, ledger, selector, HoldStatus::Released, meta)
                     .await?;
                 (planned.entry, planned.hold) = (entry, Some(hold));
             }
             PointsOp::ExpireHold(id) => {
                 let selector = HoldSelector::Id(*id);
                 let (entry, hold) = self
-                    .release_hold(conn, ledger, &selector, HoldStatus::Expired, meta)
+                    .release_hold(reads, ledger, &selector, HoldStatus::Expired, meta)
                     .await?;
                 (planned.entry, planned.hold) = (entry, Some(hold));
             }
             PointsOp::Refund { target, amount } => {
                 let entry = match target {
                     RefundTarget::Transaction(id) => {
-                        points::find_entry(conn, ledger.account.id, *id).await?
+                        reads.find_entry(ledger.account.id, *id).await?
                     }
                     RefundTarget::Biz { biz_type, biz_id } => {
-                        points::find_by_biz(
-                            conn,
-                            tenant,
-                            Some(ledger.account.id),
-                            &[TxType::Deduct, TxType::Confirm],
-                            biz_type,
-                            biz_id,
-                        )
-                        .await?
+                        reads
+                            .find_by_biz(
+                                tenant,
+                                Some(ledger.account.id),
+                                &[TxType::Deduct, TxType::Confirm],
+                                biz_type,
+                                biz_id,
+                            )
+                            .await?
                     }
                 }
                 .ok_or(MarketingError::TransactionNotFound)?;
                 if !matches!(entry.tx_type, TxType::Deduct | TxType::Confirm) {
                     return Err(MarketingError::NotRefundable);
                 }
-                let taken = points::refundable_allocations(conn, entry.id).await?;
+                let taken = reads.refundable_allocations(entry.id).await?;
                 let lot_ids: Vec<Uuid> = taken.iter().map(|(id, _)| *id).collect();
-                ledger.add_lots(points::lots_by_id(conn, ledger.account.id, &lot_ids).await?);
+                ledger.add_lots(reads.lots_by_id(ledger.account.id, &lot_ids).await?);
                 planned.entry = Some(ledger.refund(entry.id, &taken, *amount, meta)?);
             }
             PointsOp::ExpireLots => planned.entry = ledger.entries.last().map(|e| e.id),
@@ -209,13 +207,13 @@ impl AppState {
     /// Ends a HELD hold without spending: its points go back (and expire if their lots did).
     pub(super) async fn release_hold(
         &self,
-        conn: &impl ConnectionTrait,
+        reads: &Reads<'_>,
         ledger: &mut Ledger,
         selector: &HoldSelector,
         status: HoldStatus,
         meta: EntryMeta,
     ) -> Result<(Option<Uuid>, Hold), MarketingError> {
-        let (hold, held) = self.load_hold(conn, ledger, selector).await?;
+        let (hold, held) = self.load_hold(reads, ledger, selector).await?;
         let order_meta = EntryMeta {
             biz_type: Some("order".into()),
             biz_id: Some(hold.order_id.clone()),
@@ -233,7 +231,7 @@ impl AppState {
 
     pub(super) async fn load_hold(
         &self,
-        conn: &impl ConnectionTrait,
+        reads: &Reads<'_>,
         ledger: &mut Ledger,
         selector: &HoldSelector,
     ) -> Result<(Hold, Vec<(Uuid, i64)>), MarketingError> {
@@ -241,12 +239,13 @@ impl AppState {
             HoldSelector::Id(id) => HoldRef::Id(*id),
             HoldSelector::Order(order) => HoldRef::Order(order),
         };
-        let hold = points::find_hold(conn, ledger.account.id, by)
+        let hold = reads
+            .find_hold(ledger.account.id, by)
             .await?
             .ok_or(MarketingError::HoldNotFound)?;
-        let held = points::hold_allocations(conn, hold.id).await?;
+        let held = reads.hold_allocations(hold.id).await?;
         let lot_ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
-        ledger.add_lots(points::lots_by_id(conn, ledger.account.id, &lot_ids).await?);
+        ledger.add_lots(reads.lots_by_id(ledger.account.id, &lot_ids).await?);
         Ok((hold, held))
     }
 
@@ -254,7 +253,7 @@ impl AppState {
     /// the database, not earlier in this batch.
     pub(super) async fn refuse_duplicate_biz(
         &self,
-        conn: &impl ConnectionTrait,
+        reads: &Reads<'_>,
         tenant: &TenantId,
         tx_type: TxType,
         meta: &EntryMeta,
@@ -272,7 +271,8 @@ impl AppState {
         };
         let stored = match &batch.stored {
             Some(stored) => stored.contains(&reference),
-            None => points::find_by_biz(conn, tenant, None, &[tx_type], biz_type, biz_id)
+            None => reads
+                .find_by_biz(tenant, None, &[tx_type], biz_type, biz_id)
                 .await?
                 .is_some(),
         };
