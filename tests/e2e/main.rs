@@ -26,6 +26,7 @@ mod retention;
 mod rpcs;
 mod schema;
 mod server;
+mod stores;
 mod templates;
 mod tls;
 mod transport;
