@@ -57,6 +57,31 @@ async fn open<S: LedgerStore, F: Future<Output = S>>(
         .expect("commit");
 }
 
+/// Writes `ledger` (no daily counts) through `store`; the accounts it wrote.
+async fn write<S: LedgerStore>(
+    store: &mut S,
+    ledger: &Ledger,
+) -> std::collections::HashSet<uuid::Uuid> {
+    let daily = HashMap::new();
+    store
+        .write(&[PlannedLedger {
+            ledger,
+            daily: &daily,
+        }])
+        .await
+        .expect("write")
+}
+
+/// Reads one member's ledger through `store`, without closing it.
+async fn read_one<S: LedgerStore>(store: &S, tenant: &TenantId, member: &MemberId) -> BatchReads {
+    let keys = BatchKeys {
+        requests: Vec::new(),
+        members: vec![(tenant, member)],
+        biz: Vec::new(),
+    };
+    store.read(&keys).await.expect("read")
+}
+
 /// One account's ledger as read, with `amount` earned on it.
 fn earned(reads: &BatchReads, amount: i64) -> Ledger {
     let (account, lots) = reads.ledgers.first().cloned().expect("the account");
@@ -103,20 +128,8 @@ async fn a_written_ledger_and_its_record_are_read_back<S: LedgerStore, F: Future
         fingerprint: vec![1, 2, 3],
     };
     let mut writer = store().await;
-    let keys = BatchKeys {
-        requests: Vec::new(),
-        members: vec![(&acme, &m1)],
-        biz: Vec::new(),
-    };
-    let ledger = earned(&writer.read(&keys).await.expect("read"), 10);
-    let daily = HashMap::new();
-    let written = writer
-        .write(&[PlannedLedger {
-            ledger: &ledger,
-            daily: &daily,
-        }])
-        .await
-        .expect("write");
+    let ledger = earned(&read_one(&writer, &acme, &m1).await, 10);
+    let written = write(&mut writer, &ledger).await;
     assert!(
         written.contains(&ledger.account.id),
         "the account was at its version"
@@ -153,20 +166,8 @@ async fn a_ledger_planned_on_a_moved_account_writes_nothing<
     let stale = read(&store, &[(&acme, &m1)], &[]).await;
     // Another writer earns 10 first.
     let mut first = store().await;
-    let keys = BatchKeys {
-        requests: Vec::new(),
-        members: vec![(&acme, &m1)],
-        biz: Vec::new(),
-    };
-    let winner = earned(&first.read(&keys).await.expect("read"), 10);
-    let daily = HashMap::new();
-    first
-        .write(&[PlannedLedger {
-            ledger: &winner,
-            daily: &daily,
-        }])
-        .await
-        .expect("write");
+    let winner = earned(&read_one(&first, &acme, &m1).await, 10);
+    write(&mut first, &winner).await;
     first
         .commit(Vec::new(), UnixMicros::now())
         .await
@@ -175,13 +176,7 @@ async fn a_ledger_planned_on_a_moved_account_writes_nothing<
     // A plan of 500 on the version read before it.
     let late = earned(&stale, 500);
     let mut second = store().await;
-    let written = second
-        .write(&[PlannedLedger {
-            ledger: &late,
-            daily: &daily,
-        }])
-        .await
-        .expect("write");
+    let written = write(&mut second, &late).await;
     let committed = second.commit(Vec::new(), UnixMicros::now()).await;
     match committed {
         Ok(()) => assert!(
