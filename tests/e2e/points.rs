@@ -762,7 +762,7 @@ async fn a_transaction_leaves_out_a_ledger_whose_account_moved() {
 }
 
 async fn read_batch_records(
-    pool: &marketing_storage::PgPool,
+    pool: &sea_orm::sqlx::PgPool,
     tenant: &TenantId,
     request: &str,
 ) -> Vec<marketing_storage::idempotency::RecordKey> {

@@ -9,7 +9,7 @@ pub mod entity;
 pub mod idempotency;
 pub mod points;
 pub mod templates;
+pub mod unit;
 pub mod user_coupons;
 
 pub use db::{Backend, Database, DbFailure, classify, db_error, insert_rows};
-pub use sea_orm::{ConnectionTrait, DatabaseTransaction, sqlx::PgPool};

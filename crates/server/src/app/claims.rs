@@ -23,9 +23,10 @@ use marketing_domain::{
 };
 use marketing_infra::lock::LockGuard;
 use marketing_storage::{
-    DatabaseTransaction,
     idempotency::{self, IdempotencyKey, Outcome},
-    templates, user_coupons,
+    templates,
+    unit::UnitOfWork,
+    user_coupons,
 };
 use tokio::time::Instant;
 
@@ -168,7 +169,7 @@ impl AppState {
         claims: &[&ClaimCoupon],
         fence: Option<i64>,
     ) -> Result<Vec<ClaimResult>, MarketingError> {
-        let txn = self.db.begin_write().await?;
+        let unit = UnitOfWork::begin(&self.db).await?;
         let requests = claims.iter().map(|c| {
             (
                 &c.key.tenant_id,
@@ -176,7 +177,7 @@ impl AppState {
                 c.key.request_id.as_str(),
             )
         });
-        let mut records = idempotency::find_many(&txn, requests).await?;
+        let mut records = idempotency::find_many(unit.conn(), requests).await?;
         let mut outcomes: Vec<Option<ClaimResult>> = Vec::with_capacity(claims.len());
         let mut fresh = Vec::new();
         for (index, claim) in claims.iter().enumerate() {
@@ -201,7 +202,7 @@ impl AppState {
                 .map(|&i| (&claims[i].member_id, claims[i].actor.as_deref()))
                 .collect();
             match self
-                .issue_coupons(&txn, tenant, template, &members, fence, false)
+                .issue_coupons(&unit, tenant, template, &members, fence, false)
                 .await
             {
                 Err(MarketingError::TemplateNotFound) => {
@@ -224,11 +225,11 @@ impl AppState {
                             Err(refusal) => Err(refusal.into_error()),
                         });
                     }
-                    idempotency::insert_completed(&txn, records, now).await?;
+                    idempotency::insert_completed(unit.conn(), records, now).await?;
                 }
             }
         }
-        txn.commit().await.map_err(marketing_storage::db_error)?;
+        unit.commit().await?;
         if let Some(template) = written {
             self.cache_template(&template).await;
         }
@@ -246,7 +247,7 @@ impl AppState {
     /// the error.
     async fn issue_coupons(
         &self,
-        txn: &DatabaseTransaction,
+        unit: &UnitOfWork,
         tenant: &TenantId,
         template: TemplateId,
         claimants: &[(&MemberId, Option<&str>)],
@@ -255,12 +256,12 @@ impl AppState {
     ) -> Result<Issued, MarketingError> {
         let members: Vec<&MemberId> = claimants.iter().map(|(member, _)| *member).collect();
         let members = members.as_slice();
-        let template = templates::get_for_update(txn, tenant, template).await?;
+        let template = templates::get_for_update(unit.conn(), tenant, template).await?;
         if template.tenant_id != *tenant {
             // The query is scoped by tenant; this holds even if a future change forgets it.
             return Err(MarketingError::TemplateNotFound);
         }
-        let held = user_coupons::held_slots(txn, template.id, members).await?;
+        let held = user_coupons::held_slots(unit.conn(), template.id, members).await?;
         let now = self.clock.now();
         let plan = plan_claims(&template, now, &held, members);
         if all_or_nothing
@@ -294,10 +295,16 @@ impl AppState {
         let mut written = None;
         if !coupons.is_empty() {
             written = Some(
-                templates::take_stock(txn, tenant, template.id, coupons.len() as i64, fence)
-                    .await?,
+                templates::take_stock(
+                    unit.conn(),
+                    tenant,
+                    template.id,
+                    coupons.len() as i64,
+                    fence,
+                )
+                .await?,
             );
-            user_coupons::insert_many(txn, &coupons).await?;
+            user_coupons::insert_many(unit.conn(), &coupons).await?;
         }
         Ok(Issued {
             results: issued,
@@ -350,7 +357,7 @@ impl AppState {
         cmd: &DistributeCoupons,
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
-        let txn = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self, &cmd.key);
         let members: Vec<(&MemberId, Option<&str>)> = cmd
             .members
             .iter()
@@ -358,7 +365,7 @@ impl AppState {
             .collect();
         let issued = self
             .issue_coupons(
-                &txn,
+                &unit,
                 &cmd.key.tenant_id,
                 cmd.template_id,
                 &members,
@@ -370,7 +377,8 @@ impl AppState {
             results: cmd.members.iter().cloned().zip(issued.results).collect(),
             at: self.clock.now(),
         };
-        self.commit_idempotent(txn, &cmd.key, &distribution).await?;
+        self.commit_idempotent(unit, &cmd.key, &distribution)
+            .await?;
         if let Some(template) = issued.template {
             self.cache_template(&template).await;
         }

@@ -11,7 +11,7 @@ use marketing_domain::{
         CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
     },
 };
-use marketing_storage::{ConnectionTrait, idempotency::IdempotencyKey, templates, user_coupons};
+use marketing_storage::{Database, idempotency::IdempotencyKey, templates, user_coupons};
 
 use super::{Answer, AppState};
 
@@ -55,13 +55,13 @@ impl HeldCoupons {
     pub const MAX: usize = 200;
 
     async fn load(
-        conn: &impl ConnectionTrait,
+        db: &Database,
         tenant: &TenantId,
         member: &MemberId,
         now: UnixMicros,
     ) -> Result<Self, MarketingError> {
         let mut coupons = user_coupons::list_for_member(
-            conn,
+            db.conn(),
             tenant,
             member,
             &[],
@@ -234,7 +234,7 @@ impl AppState {
                     &held_key(query.tenant_id.as_str(), query.member_id.as_str()),
                     || {
                         HeldCoupons::load(
-                            self.db.conn(),
+                            &self.db,
                             &query.tenant_id,
                             &query.member_id,
                             self.clock.now(),
@@ -312,21 +312,22 @@ impl AppState {
         &self,
         cmd: TransitionCoupon,
     ) -> Result<Answer<CouponView>, MarketingError> {
-        let txn = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self, &cmd.key);
         let tenant = &cmd.key.tenant_id;
         let (transition, order_id) = cmd.change.transition();
         for _ in 0..CAS_ATTEMPTS {
             let coupon =
-                user_coupons::get(&txn, tenant, cmd.coupon_id, cmd.member_id.as_ref()).await?;
+                user_coupons::get(unit.conn(), tenant, cmd.coupon_id, cmd.member_id.as_ref())
+                    .await?;
             let now = self.clock.now();
             transition.check(&coupon, now, order_id)?;
             let mut next = cmd.change.apply(&coupon, now)?;
             next.actor.clone_from(&cmd.actor);
-            if user_coupons::compare_and_set(&txn, &next, coupon.version).await? {
+            if user_coupons::compare_and_set(unit.conn(), &next, coupon.version).await? {
                 next.version = coupon.version + 1;
                 let delta = cmd.change.used_delta();
                 let template = if delta != 0 {
-                    Some(templates::add_used(&txn, tenant, coupon.template_id, delta).await?)
+                    Some(templates::add_used(unit.conn(), tenant, coupon.template_id, delta).await?)
                 } else {
                     None
                 };
@@ -335,7 +336,7 @@ impl AppState {
                     coupon: next,
                     at: now,
                 };
-                self.commit_idempotent(txn, &cmd.key, &response).await?;
+                self.commit_idempotent(unit, &cmd.key, &response).await?;
                 let cache_template = async {
                     if let Some(template) = template {
                         self.cache_template(&template).await;

@@ -1,12 +1,12 @@
 //! The application layer: use cases that combine domain rules, storage and infrastructure,
-//! one transaction each. Handlers in `grpc` call exactly one of these.
+//! one unit of work each. Handlers in `grpc` call exactly one of these.
 
-/// The transaction that owns a mutation's request id, or returns (from the use case) the
+/// The unit of work that owns a mutation's request id, or returns (from the use case) the
 /// answer that request id got the first time.
 macro_rules! begin_or_replay {
     ($app:expr, $key:expr) => {
         match $app.begin_idempotent($key).await? {
-            $crate::app::Begun::Fresh(txn) => txn,
+            $crate::app::Begun::Fresh(unit) => unit,
             $crate::app::Begun::Replay(first) => {
                 return Ok($crate::app::Answer::Recorded(first));
             }
@@ -44,8 +44,9 @@ use marketing_infra::{
     stamps::{LocalStamps, RedisStamps, StampedCache, Stamps},
 };
 use marketing_storage::{
-    Backend, Database, DatabaseTransaction,
-    idempotency::{self, Claim, IdempotencyKey},
+    Backend, Database,
+    idempotency::IdempotencyKey,
+    unit::{self, UnitOfWork},
 };
 
 pub use answer::{Answer, Recorded};
@@ -228,25 +229,22 @@ impl AppState {
     }
 }
 
-/// A write transaction that owns its request id, or the first answer of that request.
+/// A unit of work that owns its request id, or the first answer of that request.
 pub enum Begun<R> {
-    Fresh(DatabaseTransaction),
+    Fresh(UnitOfWork),
     Replay(Recorded<R>),
 }
 
 impl AppState {
-    /// Opens the transaction of a mutation and claims its request id in it. A request id
+    /// Opens the unit of work of a mutation and claims its request id in it. A request id
     /// answered before gives that answer (a recorded refusal as the error).
     pub async fn begin_idempotent<R>(
         &self,
         key: &IdempotencyKey,
     ) -> Result<Begun<R>, MarketingError> {
-        let txn = self.db.begin_write().await?;
-        match idempotency::claim(&txn, key, self.clock.now()).await? {
-            Claim::Fresh => Ok(Begun::Fresh(txn)),
-            Claim::Replay(outcome) => {
-                // Nothing was written; dropping the transaction rolls it back.
-                drop(txn);
+        match UnitOfWork::begin_idempotent(&self.db, key, self.clock.now()).await? {
+            unit::Begun::Fresh(unit) => Ok(Begun::Fresh(unit)),
+            unit::Begun::Replay(outcome) => {
                 wire::replay(outcome).map(|bytes| Begun::Replay(Recorded::new(bytes)))
             }
         }
@@ -277,11 +275,10 @@ impl AppState {
     /// Records `response` as the outcome of the request and commits.
     pub async fn commit_idempotent<R: ToWire>(
         &self,
-        txn: DatabaseTransaction,
+        unit: UnitOfWork,
         key: &IdempotencyKey,
         response: &R,
     ) -> Result<(), MarketingError> {
-        idempotency::complete(&txn, key, wire::answered(response)).await?;
-        txn.commit().await.map_err(marketing_storage::db_error)
+        unit.commit_answered(key, wire::answered(response)).await
     }
 }

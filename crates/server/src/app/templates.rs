@@ -10,6 +10,7 @@ use marketing_infra::cache::Versioned;
 use marketing_storage::{
     idempotency::IdempotencyKey,
     templates::{self, TemplateChange, TemplateFilter},
+    unit::UnitOfWork,
 };
 
 use super::{Answer, AppState, Recorded};
@@ -58,7 +59,7 @@ impl AppState {
         &self,
         cmd: CreateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self, &cmd.key);
         let now = self.clock.now();
         let template = CouponTemplate {
             id: TemplateId::new(),
@@ -75,8 +76,8 @@ impl AppState {
             archived_at: None,
             actor: cmd.actor,
         };
-        templates::insert(&txn, &template).await?;
-        self.commit_idempotent(txn, &cmd.key, &template).await?;
+        templates::insert(unit.conn(), &template).await?;
+        self.commit_idempotent(unit, &cmd.key, &template).await?;
         self.cache_template(&template).await;
         tracing::info!(template_id = %template.id, "coupon template created");
         Ok(Answer::Fresh(template))
@@ -141,9 +142,9 @@ impl AppState {
         &self,
         cmd: UpdateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self, &cmd.key);
         let tenant_id = &cmd.key.tenant_id;
-        let current = templates::get(&txn, tenant_id, cmd.id).await?;
+        let current = templates::get(unit.conn(), tenant_id, cmd.id).await?;
         if current.archived_at.is_some() {
             return Err(MarketingError::TemplateArchived);
         }
@@ -162,7 +163,7 @@ impl AppState {
                 .collect::<Vec<FieldViolation>>()
         })?;
         let updated = templates::change(
-            &txn,
+            unit.conn(),
             tenant_id,
             cmd.id,
             Some(cmd.expected_version),
@@ -171,16 +172,16 @@ impl AppState {
             cmd.actor.as_deref(),
         )
         .await?;
-        self.finish_change(txn, &cmd.key, updated).await
+        self.finish_change(unit, &cmd.key, updated).await
     }
 
     pub async fn change_template(
         &self,
         cmd: ChangeTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let txn = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self, &cmd.key);
         let changed = templates::change(
-            &txn,
+            unit.conn(),
             &cmd.key.tenant_id,
             cmd.id,
             cmd.expected_version,
@@ -189,17 +190,17 @@ impl AppState {
             cmd.actor.as_deref(),
         )
         .await?;
-        self.finish_change(txn, &cmd.key, changed).await
+        self.finish_change(unit, &cmd.key, changed).await
     }
 
     /// Records the changed template as the request's outcome, commits, refreshes the cache.
     async fn finish_change(
         &self,
-        txn: marketing_storage::DatabaseTransaction,
+        unit: UnitOfWork,
         key: &IdempotencyKey,
         updated: CouponTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        self.commit_idempotent(txn, key, &updated).await?;
+        self.commit_idempotent(unit, key, &updated).await?;
         self.cache_template(&updated).await;
         tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");
         Ok(Answer::Fresh(updated))

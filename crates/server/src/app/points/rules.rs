@@ -52,7 +52,7 @@ impl AppState {
         terms: RuleTerms,
         actor: Option<String>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let txn = begin_or_replay!(self, &key);
+        let unit = begin_or_replay!(self, &key);
         let now = self.clock.now();
         let rule = PointsRule {
             id: Uuid::now_v7(),
@@ -64,8 +64,8 @@ impl AppState {
             updated_at: now,
             actor,
         };
-        points::insert_rule(&txn, &rule).await?;
-        self.commit_idempotent(txn, &key, &rule).await?;
+        points::insert_rule(unit.conn(), &rule).await?;
+        self.commit_idempotent(unit, &key, &rule).await?;
         self.cache_rule(&rule).await;
         Ok(Answer::Fresh(rule))
     }
@@ -79,9 +79,9 @@ impl AppState {
         fields: &[RuleField],
         actor: Option<&str>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let txn = begin_or_replay!(self, &key);
+        let unit = begin_or_replay!(self, &key);
         let tenant = &key.tenant_id;
-        let current = points::find_rule(&txn, tenant, RuleRef::Id(id))
+        let current = points::find_rule(unit.conn(), tenant, RuleRef::Id(id))
             .await?
             .ok_or(MarketingError::RuleNotFound)?;
         if current.version != expected_version {
@@ -96,13 +96,21 @@ impl AppState {
             MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
         })?;
         let now = self.clock.now();
-        let updated = points::update_rule(&txn, tenant, id, expected_version, &terms, now, actor)
-            .await?
-            .ok_or(MarketingError::VersionMismatch {
-                expected: expected_version,
-                current: expected_version + 1,
-            })?;
-        self.commit_idempotent(txn, &key, &updated).await?;
+        let updated = points::update_rule(
+            unit.conn(),
+            tenant,
+            id,
+            expected_version,
+            &terms,
+            now,
+            actor,
+        )
+        .await?
+        .ok_or(MarketingError::VersionMismatch {
+            expected: expected_version,
+            current: expected_version + 1,
+        })?;
+        self.commit_idempotent(unit, &key, &updated).await?;
         self.cache_rule(&updated).await;
         Ok(Answer::Fresh(updated))
     }
