@@ -975,55 +975,60 @@ async fn repeated_fields_at_their_caps(app: &TestApp, pools: &Pools) {
         member_ids: distinct_members(members),
         allow_partial: true,
     };
-    let at_cap = app
-        .user_coupons()
-        .distribute_coupons(distribute(MAX_DISTRIBUTION))
-        .await
-        .expect("a distribution to as many members as it may name")
-        .into_inner();
+    let at_cap = cap_holds(MAX_DISTRIBUTION, "member_ids", |members| {
+        let mut coupons = app.user_coupons();
+        async move { coupons.distribute_coupons(distribute(members)).await }
+    })
+    .await;
     assert_eq!(at_cap.results.len(), MAX_DISTRIBUTION);
-    let past = app
-        .user_coupons()
-        .distribute_coupons(distribute(MAX_DISTRIBUTION + 1))
-        .await
-        .expect_err("one member too many");
-    assert_invalid(&past, &["member_ids"]);
 
-    let states = |n: usize| pb::ListMemberCouponsRequest {
-        tenant_id: "acme".into(),
-        member_id: "m1".into(),
-        states: enum_values(n),
-        ..Default::default()
-    };
-    let cap = CouponStatus::ALL.len();
-    app.user_coupons()
-        .list_member_coupons(states(cap))
-        .await
-        .expect("every state");
-    let past = app
-        .user_coupons()
-        .list_member_coupons(states(cap + 1))
-        .await
-        .expect_err("a state too many");
-    assert_invalid(&past, &["states"]);
+    cap_holds(CouponStatus::ALL.len(), "states", |n| {
+        let mut coupons = app.user_coupons();
+        async move {
+            coupons
+                .list_member_coupons(pb::ListMemberCouponsRequest {
+                    tenant_id: "acme".into(),
+                    member_id: "m1".into(),
+                    states: enum_values(n),
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await;
+    cap_holds(TxType::ALL.len(), "types", |n| {
+        let mut points = app.points();
+        async move {
+            points
+                .list_points_transactions(pb::ListPointsTransactionsRequest {
+                    tenant_id: "acme".into(),
+                    member_id: "m1".into(),
+                    types: enum_values(n),
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await;
+}
 
-    let types = |n: usize| pb::ListPointsTransactionsRequest {
-        tenant_id: "acme".into(),
-        member_id: "m1".into(),
-        types: enum_values(n),
-        ..Default::default()
-    };
-    let cap = TxType::ALL.len();
-    app.points()
-        .list_points_transactions(types(cap))
+/// `call` with `cap` entries in `field` is accepted (its answer), and with one more refused
+/// as INVALID_ARGUMENT naming exactly `field`.
+async fn cap_holds<T, F, Fut>(cap: usize, field: &str, call: F) -> T
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let at_cap = call(cap)
         .await
-        .expect("every type");
-    let past = app
-        .points()
-        .list_points_transactions(types(cap + 1))
+        .unwrap_or_else(|status| panic!("{field} at its cap of {cap}: {status:?}"))
+        .into_inner();
+    let past = call(cap + 1)
         .await
-        .expect_err("a type too many");
-    assert_invalid(&past, &["types"]);
+        .err()
+        .unwrap_or_else(|| panic!("{field} past its cap"));
+    assert_invalid(&past, &[field]);
+    at_cap
 }
 
 /// The generated calls: three in five well-formed, the rest anything.

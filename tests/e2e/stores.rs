@@ -19,7 +19,7 @@ use marketing_storage::{
         store::{LedgerStore, PgBatch, PlannedLedger, TxnBatch},
     },
 };
-use marketing_tests::{Backend, TestApp, spawn_app};
+use marketing_tests::{Backend, spawn_app};
 
 fn tenant(id: &str) -> TenantId {
     TenantId::parse("tenant_id", id).expect("tenant")
@@ -191,60 +191,36 @@ async fn a_ledger_planned_on_a_moved_account_writes_nothing<
     assert_eq!(account.available, 10, "only the winner's earn is stored");
 }
 
-/// Runs each test body against every implementation of `LedgerStore`.
+/// Runs each test body against every implementation of `LedgerStore`: a module per
+/// implementation, each test on a fresh app of its backend, its store made by `$make` from
+/// the app's database `$db`.
 macro_rules! ledger_store_suite {
     ($($test:ident),* $(,)?) => {
-        mod postgres_statements {
+        ledger_store_suite!(@on postgres_statements, Backend::PostgresRedis,
+            |db| async move { PgBatch::new(&db).expect("PostgreSQL") }; $($test),*);
+        ledger_store_suite!(@on postgres_transaction, Backend::PostgresRedis,
+            |db| async move { TxnBatch::begin(&db).await.expect("begin") }; $($test),*);
+        ledger_store_suite!(@on sqlite_transaction, Backend::Embedded,
+            |db| async move { TxnBatch::begin(&db).await.expect("begin") }; $($test),*);
+    };
+    (@on $module:ident, $backend:expr, |$db:ident| $make:expr; $($test:ident),*) => {
+        mod $module {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let app = spawn_app(Backend::PostgresRedis).await;
-                    let db = app.state.db.clone();
+                    let app = spawn_app($backend).await;
+                    let shared = app.state.db.clone();
                     super::$test(|| {
-                        let db = db.clone();
-                        async move { PgBatch::new(&db).expect("PostgreSQL") }
+                        let $db = shared.clone();
+                        $make
                     })
                     .await;
                     app.stop().await;
                 }
             )*
         }
-        mod postgres_transaction {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    transaction(Backend::PostgresRedis, super::$test).await;
-                }
-            )*
-        }
-        mod sqlite_transaction {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    transaction(Backend::Embedded, super::$test).await;
-                }
-            )*
-        }
     };
-}
-
-/// Runs `test` with transactions (`TxnBatch`) on `backend`.
-async fn transaction<T, Fut>(backend: Backend, test: T)
-where
-    T: FnOnce(Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = TxnBatch> + Send>>>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let app: TestApp = spawn_app(backend).await;
-    let db = app.state.db.clone();
-    test(Box::new(move || {
-        let db = db.clone();
-        Box::pin(async move { TxnBatch::begin(&db).await.expect("begin") })
-    }))
-    .await;
-    app.stop().await;
 }
 
 ledger_store_suite!(
