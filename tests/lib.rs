@@ -287,7 +287,7 @@ impl TestApp {
     /// Moves the server's clock (and its replicas') `by` into the future: expiry, TTLs and
     /// days are tested by moving time, never by sleeping through it.
     pub fn advance_clock(&self, by: Duration) {
-        self.state.clock.advance(by);
+        self.state.shared().clock.advance(by);
     }
 
     /// Terminates every PostgreSQL connection to this test's database (the servers' pools
@@ -309,7 +309,7 @@ impl TestApp {
             self.backend,
             self.config.clone(),
             Storage::Shared,
-            self.state.clock.clone(),
+            self.state.shared().clock.clone(),
             self.tls.clone(),
         )
         .await

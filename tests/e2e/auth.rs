@@ -222,7 +222,7 @@ async fn a_revoked_key_is_refused_by_every_replica_within_seconds(app: &TestApp)
         .await
         .expect("known there");
     assert!(
-        clients::revoke_client(&app.state.db, "soon-gone", UnixMicros::now())
+        clients::revoke_client(&app.state.shared().db, "soon-gone", UnixMicros::now())
             .await
             .expect("revoke")
     );
@@ -436,7 +436,7 @@ async fn every_change_names_the_client_that_made_it(app: &TestApp) {
 
     // The lock lapses; the sweeper's release is the server's own change.
     app.advance_clock(Duration::from_secs(120));
-    app.state.sweep_coupons(100).await.expect("sweep");
+    app.state.coupons.sweep_coupons(100).await.expect("sweep");
     let swept = coupons
         .get_user_coupon(with_key(
             pb::GetUserCouponRequest {

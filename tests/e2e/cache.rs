@@ -25,7 +25,7 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second() {
         reader.get_coupon_template(get.clone()).await.expect("get");
     }
     assert!(
-        replica.state.cache.stats().local_hits > 0,
+        replica.state.shared().cache.stats().local_hits > 0,
         "the replica serves from its own level"
     );
 
@@ -60,7 +60,7 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second() {
     let seen = seen.expect("the replica serves the new version within a second");
     assert_eq!(seen.name, "Renamed on the other replica");
     assert!(
-        replica.state.cache.stats().remote_evictions > 0,
+        replica.state.shared().cache.stats().remote_evictions > 0,
         "the replica heard the eviction"
     );
     replica.stop().await;
@@ -104,6 +104,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
     }
     let hits = reader
         .state
+        .coupons
         .coupon_lists
         .as_ref()
         .expect("on")
@@ -113,6 +114,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
     assert!(
         reader
             .state
+            .coupons
             .coupon_lists
             .as_ref()
             .expect("on")
@@ -184,7 +186,12 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
     // The lock lapses: shown AVAILABLE at once, stored so by the sweep (a new version).
     writer.advance_clock(Duration::from_secs(61));
     assert_eq!(agree("the lock lapsed").await[2].1, State::Available as i32);
-    let (unlocked, _) = writer.state.sweep_coupons(100).await.expect("sweep");
+    let (unlocked, _) = writer
+        .state
+        .coupons
+        .sweep_coupons(100)
+        .await
+        .expect("sweep");
     assert_eq!(unlocked, 1, "the one lapsed lock");
     let shown = agree("a sweep").await;
     assert_eq!(shown[2].2, 3, "claimed, locked, swept");
@@ -212,12 +219,12 @@ async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
 async fn stored(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     // The server's time, as the test moved it.
-    let now = app.state.clock.now().0;
+    let now = app.state.shared().clock.now().0;
     user_coupon::Entity::find()
         .filter(user_coupon::Column::TenantId.eq("acme"))
         .filter(user_coupon::Column::MemberId.eq(member))
         .order_by_desc(user_coupon::Column::Id)
-        .all(app.state.db.conn())
+        .all(app.state.shared().db.conn())
         .await
         .expect("query")
         .into_iter()
@@ -288,7 +295,7 @@ async fn lists_read_through_when_redis_is_down() {
 async fn lists_use_their_copies_again_after_redis_restarts() {
     let mut redis = TestRedis::start();
     let app = redis.spawn_app().await;
-    let lists = app.state.coupon_lists.clone().expect("list copies");
+    let lists = app.state.coupons.coupon_lists.clone().expect("list copies");
     let created = create_template(&app, "acme", template()).await;
     let member = unique("holder");
     claim(&app, "acme", &member, &created.id)

@@ -131,7 +131,7 @@ async fn claim_storm(replicas: &[&TestApp], midway: impl FnOnce()) {
     );
 
     // The rows agree with the counters.
-    let db = first.state.db.conn();
+    let db = first.state.shared().db.conn();
     let id = uuid::Uuid::parse_str(&created.id).expect("uuid");
     let row = coupon_template::Entity::find_by_id(id)
         .one(db)
@@ -188,7 +188,7 @@ async fn claim_storm(replicas: &[&TestApp], midway: impl FnOnce()) {
     let load = |f: fn(&marketing_server::app::Metrics) -> &std::sync::atomic::AtomicU64| {
         replicas
             .iter()
-            .map(|r| f(&r.state.metrics).load(Relaxed))
+            .map(|r| f(&r.state.shared().metrics).load(Relaxed))
             .sum::<u64>()
     };
     let (batches, batched) = (load(|m| &m.claim_batches), load(|m| &m.claims_batched));
@@ -215,8 +215,13 @@ async fn two_replicas_never_oversell_when_redis_dies_midway() {
     let app = redis.spawn_app().await;
     let replica = app.spawn_replica().await;
     claim_storm(&[&app, &replica], || redis.stop()).await;
-    let degraded = app.state.metrics.lock_unavailable.load(Relaxed)
-        + replica.state.metrics.lock_unavailable.load(Relaxed);
+    let degraded = app.state.shared().metrics.lock_unavailable.load(Relaxed)
+        + replica
+            .state
+            .shared()
+            .metrics
+            .lock_unavailable
+            .load(Relaxed);
     assert!(
         degraded > 0,
         "claims after the outage ran on the database alone, and were counted"
@@ -235,7 +240,8 @@ async fn two_replicas_never_oversell_when_locks_lapse_mid_batch() {
     let replica = app.spawn_replica().await;
     claim_storm(&[&app, &replica], || {}).await;
     let metric = |f: fn(&marketing_server::app::Metrics) -> &std::sync::atomic::AtomicU64| {
-        f(&app.state.metrics).load(Relaxed) + f(&replica.state.metrics).load(Relaxed)
+        f(&app.state.shared().metrics).load(Relaxed)
+            + f(&replica.state.shared().metrics).load(Relaxed)
     };
     let (lapses, retries) = (
         metric(|m| &m.claim_lock_lapses),
@@ -595,30 +601,35 @@ async fn bad_claims_and_distributions_are_rejected(app: &TestApp) {
 
 async fn a_lapsed_lock_holder_cannot_take_stock(app: &TestApp) {
     use marketing_domain::{MarketingError, TemplateId, TenantId};
-    use marketing_storage::templates::take_stock;
+    use marketing_storage::{templates::TemplateStore, unit::UnitOfWork};
 
     let created = create_template(app, "acme", template()).await;
     let tenant = TenantId::parse("tenant_id", "acme").expect("tenant");
     let id = TemplateId(uuid::Uuid::parse_str(&created.id).expect("uuid"));
-    let db = app.state.db.conn();
+    let db = &app.state.shared().db;
+    let tenant = &tenant;
+    let take_stock = |count, fence| async move {
+        let unit = UnitOfWork::begin(db).await.expect("unit");
+        let taken = unit.templates().take_stock(tenant, id, count, fence).await;
+        unit.commit().await.expect("commit");
+        taken
+    };
     // The newer holder (fence 20) writes; the older one (fence 10), whose lock lapsed, cannot.
-    let written = take_stock(db, &tenant, id, 1, Some(20))
-        .await
-        .expect("newer holder");
+    let written = take_stock(1, Some(20)).await.expect("newer holder");
     assert_eq!(written.claimed_count, 1);
-    let stale = take_stock(db, &tenant, id, 1, Some(10)).await;
+    let stale = take_stock(1, Some(10)).await;
     assert!(
         matches!(stale, Err(MarketingError::ConcurrentModification(_))),
         "{stale:?}"
     );
     // Without a lock (Redis down) the database's own conditions still hold: never below zero.
-    let too_much = take_stock(db, &tenant, id, 1000, None).await;
+    let too_much = take_stock(1000, None).await;
     assert!(
         matches!(too_much, Err(MarketingError::ConcurrentModification(_))),
         "{too_much:?}"
     );
     let row = coupon_template::Entity::find_by_id(id.0)
-        .one(db)
+        .one(db.conn())
         .await
         .expect("query")
         .expect("row");
@@ -725,12 +736,12 @@ async fn claims_race_distributions_stock_and_toggles_exactly(app: &TestApp) {
     let uuid = uuid::Uuid::parse_str(&id).expect("uuid");
     let stored = user_coupon::Entity::find()
         .filter(user_coupon::Column::TemplateId.eq(uuid))
-        .all(app.state.db.conn())
+        .all(app.state.shared().db.conn())
         .await
         .expect("coupons")
         .len() as i64;
     let row = coupon_template::Entity::find_by_id(uuid)
-        .one(app.state.db.conn())
+        .one(app.state.shared().db.conn())
         .await
         .expect("template")
         .expect("exists");

@@ -5,12 +5,13 @@ use std::process::{Command, Output};
 
 use marketing_domain::auth::{Role, Tenants, digests_match, split_key};
 use marketing_server::app::clients::key_digest;
-use marketing_storage::clients;
+use marketing_storage::clients::ClientReads;
 use marketing_tests::{TestApp, server_binary};
 
 fn run(app: &TestApp, args: &[&str]) -> Output {
     let url = app
         .state
+        .shared()
         .config
         .database_url
         .clone()
@@ -48,7 +49,12 @@ async fn operators_create_list_and_revoke_clients(app: &TestApp) {
     let text = stdout(&created);
     let key = text.lines().last().expect("the key's line").trim();
     let (key_id, _) = split_key(key).expect("a key's shape");
-    let stored = clients::find_by_key_id(app.state.db.conn(), key_id)
+    let stored = app
+        .state
+        .shared()
+        .db
+        .clients()
+        .find_by_key_id(key_id)
         .await
         .expect("q")
         .expect("the client");
@@ -152,13 +158,24 @@ async fn operators_create_list_and_revoke_clients(app: &TestApp) {
             .lines()
             .any(|l| l.starts_with("checkout-eu") && l.contains("revoked"))
     );
-    let stored = clients::find_by_key_id(app.state.db.conn(), key_id)
+    let stored = app
+        .state
+        .shared()
+        .db
+        .clients()
+        .find_by_key_id(key_id)
         .await
         .expect("q")
         .expect("the client");
     assert!(stored.client.revoked_at.is_some());
     assert_eq!(
-        clients::count_active(app.state.db.conn()).await.expect("q"),
+        app.state
+            .shared()
+            .db
+            .clients()
+            .count_active()
+            .await
+            .expect("q"),
         1
     );
 }

@@ -435,7 +435,7 @@ async fn lapsed_locks_free_the_coupon(app: &TestApp) {
         2,
         "stored LOCKED until the sweep"
     );
-    let (unlocked, _) = app.state.sweep_coupons(100).await.expect("sweep");
+    let (unlocked, _) = app.state.coupons.sweep_coupons(100).await.expect("sweep");
     assert_eq!(unlocked, 1);
     assert_eq!(
         stored_status(app, &coupon).await,
@@ -489,7 +489,7 @@ async fn coupons_expire_before_and_after_the_sweep(app: &TestApp) {
         .expect("list")
         .into_inner();
     assert_eq!(listed.user_coupons.len(), 1);
-    let (_, expired) = app.state.sweep_coupons(100).await.expect("sweep");
+    let (_, expired) = app.state.coupons.sweep_coupons(100).await.expect("sweep");
     assert_eq!(expired, 1);
     assert_eq!(
         stored_status(app, &coupon).await,
@@ -502,7 +502,7 @@ async fn coupons_expire_before_and_after_the_sweep(app: &TestApp) {
 async fn stored_status(app: &TestApp, coupon: &pb::UserCoupon) -> i16 {
     let id = uuid::Uuid::parse_str(&coupon.id).expect("uuid");
     user_coupon::Entity::find_by_id(id)
-        .one(app.state.db.conn())
+        .one(app.state.shared().db.conn())
         .await
         .expect("query")
         .expect("row")

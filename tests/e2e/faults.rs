@@ -309,7 +309,7 @@ async fn faults_under_load_lose_nothing_and_invent_nothing() {
     let granted = made(&claims);
     let acknowledged = made(&changes);
 
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let template_id = uuid::Uuid::parse_str(&created.id).expect("uuid");
     let coupons = user_coupon::Entity::find()
         .filter(user_coupon::Column::TemplateId.eq(template_id))

@@ -113,7 +113,7 @@ pub async fn api_client(
 ) -> String {
     let tenants = tenants.map(|t| t.iter().map(|s| s.to_string()).collect());
     marketing_server::app::clients::create_client(
-        &app.state.db,
+        &app.state.shared().db,
         name,
         role,
         tenants,

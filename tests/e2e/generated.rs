@@ -937,7 +937,7 @@ fn check_answer(draw: &Draw, answer: Result<(), Status>) -> Result<(), TestCaseE
 
 /// Coupon counters equal their rows (claimed and used); nobody holds more than the limit.
 async fn check_coupons(app: &TestApp) {
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let templates = template_row::Entity::find()
         .all(db)
         .await
@@ -1126,7 +1126,7 @@ async fn generated_requests_from_four_streams_on_two_replicas_keep_every_invaria
     .await;
     let second = first.spawn_replica().await;
     let client = |name: String, tenant: Option<&'static str>| {
-        let db = first.state.db.clone();
+        let db = first.state.shared().db.clone();
         async move {
             clients::create_client(
                 &db,
@@ -1184,7 +1184,7 @@ async fn generated_requests_from_four_streams_on_two_replicas_keep_every_invaria
     }
     check_coupons(&first).await;
     assert!(audit(&first).await >= 4, "every account equals its ledger");
-    assert_no_row_crosses_tenants(first.state.db.conn()).await;
+    assert_no_row_crosses_tenants(first.state.shared().db.conn()).await;
     second.stop().await;
     first.stop().await;
 }

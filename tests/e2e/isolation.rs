@@ -104,7 +104,7 @@ async fn assert_only_acme_took(
     let id = Uuid::parse_str(template).expect("uuid");
     let coupons = user_coupon::Entity::find()
         .filter(user_coupon::Column::TemplateId.eq(id))
-        .all(app.state.db.conn())
+        .all(app.state.shared().db.conn())
         .await
         .expect("coupons");
     assert_eq!(coupons.len(), granted, "one coupon per granted claim");
@@ -114,12 +114,12 @@ async fn assert_only_acme_took(
     );
     let globex = user_coupon::Entity::find()
         .filter(user_coupon::Column::TenantId.eq("globex"))
-        .all(app.state.db.conn())
+        .all(app.state.shared().db.conn())
         .await
         .expect("globex coupons");
     assert!(globex.is_empty(), "nothing written for globex: {globex:?}");
     let row = coupon_template::Entity::find_by_id(id)
-        .one(app.state.db.conn())
+        .one(app.state.shared().db.conn())
         .await
         .expect("template")
         .expect("exists");

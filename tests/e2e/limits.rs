@@ -211,11 +211,16 @@ async fn earns_by_rule_are_limited_per_member_and_event(app: &TestApp) {
 async fn a_clients_calls_are_limited(app: &TestApp) {
     let mut keys = Vec::new();
     for name in ["busy-reader", "quiet-reader"] {
-        let key =
-            clients::create_client(&app.state.db, name, Role::Reader, None, UnixMicros::now())
-                .await
-                .expect("client")
-                .key;
+        let key = clients::create_client(
+            &app.state.shared().db,
+            name,
+            Role::Reader,
+            None,
+            UnixMicros::now(),
+        )
+        .await
+        .expect("client")
+        .key;
         keys.push(key);
     }
     let started = Instant::now();
@@ -288,7 +293,7 @@ async fn limits_hold_in_each_replica_while_redis_is_down() {
     .await;
     admitted_within(&outcomes, started.elapsed(), "claims with Redis down");
     assert!(
-        app.state.metrics.local_rate_limits.load(Relaxed) >= 40,
+        app.state.shared().metrics.local_rate_limits.load(Relaxed) >= 40,
         "every check was counted locally"
     );
     app.stop().await;

@@ -261,7 +261,7 @@ async fn run(channel: Channel, rpc: &'static Rpc, seed: Seed) -> Vec<Code> {
 /// the first, globex's on the last (the same server when there is one).
 async fn tenants_at_once_get_what_they_get_alone(replicas: &[&TestApp]) {
     let app = replicas[0];
-    let conn = app.state.db.conn();
+    let conn = app.state.shared().db.conn();
     let first = replicas[0].channel.clone();
     let last = replicas[replicas.len() - 1].channel.clone();
     for rpc in &RPCS {

@@ -134,7 +134,7 @@ async fn every_role_calls_every_rpc_as_declared(app: &TestApp) {
             api_client(app, "acme-reader", Role::Reader, Some(&["acme"])).await,
         ),
     ];
-    let conn = app.state.db.conn();
+    let conn = app.state.shared().db.conn();
     // Each request of the test its own ids.
     let mut n = 0..;
     let mut next = || n.next().expect("endless");

@@ -24,6 +24,7 @@ async fn plan_of(app: &TestApp, statement: &Statement) -> Vec<String> {
         ..statement.clone()
     };
     app.state
+        .shared()
         .db
         .conn()
         .query_all_raw(explain)
@@ -100,6 +101,7 @@ async fn fill(app: &TestApp) -> Uuid {
     ];
     for sql in statements {
         app.state
+            .shared()
             .db
             .conn()
             .execute_unprepared(&sql)
@@ -112,6 +114,7 @@ async fn fill(app: &TestApp) -> Uuid {
 async fn sqlx_uuid(app: &TestApp, member: &str) -> Uuid {
     let row = app
         .state
+        .shared()
         .db
         .conn()
         .query_one_raw(Statement::from_sql_and_values(

@@ -14,7 +14,7 @@ use crate::fixtures::{claim, claim_request, create_template, now_seconds, templa
 
 /// Every account of the database equals the replay of its ledger, and no balance is negative.
 pub(crate) async fn audit(app: &TestApp) -> usize {
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let accounts = points_account::Entity::find()
         .all(db)
         .await
@@ -256,7 +256,7 @@ async fn mixed_storm(replicas: &[&TestApp]) {
     assert!(audited > 0);
     // Every kind of operation really happened.
     let entries = marketing_storage::entity::points_transaction::Entity::find()
-        .all(replicas[0].state.db.conn())
+        .all(replicas[0].state.shared().db.conn())
         .await
         .expect("entries");
     let mut kinds: HashMap<i16, usize> = HashMap::new();
@@ -279,7 +279,7 @@ async fn mixed_storm(replicas: &[&TestApp]) {
 async fn reconcile(app: &TestApp, acked: &[pb::PointsTransaction]) {
     use marketing_domain::points::{HoldStatus, TxType};
     use marketing_storage::entity::{points_hold, points_transaction};
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let entries = points_transaction::Entity::find()
         .all(db)
         .await
@@ -448,7 +448,7 @@ async fn first_earns_race(replicas: &[&TestApp]) {
         done.expect("task").expect("every first earn succeeds");
     }
     let accounts = points_account::Entity::find()
-        .all(replicas[0].state.db.conn())
+        .all(replicas[0].state.shared().db.conn())
         .await
         .expect("accounts");
     for m in 0..30 {
@@ -553,7 +553,13 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
     };
 
     let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
-    let pool = app.state.db.postgres().expect("PostgreSQL").clone();
+    let pool = app
+        .state
+        .shared()
+        .db
+        .postgres()
+        .expect("PostgreSQL")
+        .clone();
     let (tenant, member) = (
         TenantId::parse("t", "acme").expect("tenant"),
         MemberId::parse("m", "stale").expect("member"),
@@ -606,7 +612,7 @@ async fn a_batch_write_planned_on_a_replaced_version_writes_nothing() {
     );
     let shown = account(&app, "stale").await;
     assert_eq!((shown.available, shown.total_spent), (95, 5));
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let account_id = store::find_account(db, &tenant, &member)
         .await
         .expect("q")
@@ -650,7 +656,13 @@ async fn a_refund_planned_on_a_stale_account_loses_the_race_cleanly() {
     use marketing_storage::points::batch::{self as points_batch, BatchWrite};
 
     let app = marketing_tests::spawn_app(Backend::PostgresRedis).await;
-    let pool = app.state.db.postgres().expect("PostgreSQL").clone();
+    let pool = app
+        .state
+        .shared()
+        .db
+        .postgres()
+        .expect("PostgreSQL")
+        .clone();
     let (tenant, member) = (
         TenantId::parse("t", "acme").expect("tenant"),
         MemberId::parse("m", "refunded").expect("member"),
@@ -676,7 +688,7 @@ async fn a_refund_planned_on_a_stale_account_loses_the_race_cleanly() {
     let (stale, live) = reads.ledgers.into_iter().next().expect("the account");
     assert!(live.is_empty(), "the only lot is spent");
     // What the short path's planning reads before the race: all 10 points refundable.
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let taken = store::refundable_allocations(db, target)
         .await
         .expect("allocations");
@@ -733,7 +745,9 @@ async fn a_transaction_leaves_out_a_ledger_whose_account_moved() {
         members: vec![(&tenant, &member)],
         ..Default::default()
     };
-    let mut store = TxnBatch::begin(&app.state.db).await.expect("begin");
+    let mut store = TxnBatch::begin(&app.state.shared().db)
+        .await
+        .expect("begin");
     let reads = store.read(&keys).await.expect("read");
     let (read, lots) = reads.ledgers.into_iter().next().expect("the account");
     let mut ledger = Ledger::new(read, lots, UnixMicros::now());
@@ -1011,7 +1025,7 @@ async fn the_sweeper_expires_lots_and_holds(app: &TestApp) {
     app.advance_clock(Duration::from_secs(61));
     // Shown expired at once, while the rows still hold them; stored so by the sweep.
     assert_eq!(account(app, "m1").await.available, 0);
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let tenant = TenantId::parse("t", "acme").expect("tenant");
     let stored = || async {
         let (m1, m2) = (
@@ -1033,7 +1047,7 @@ async fn the_sweeper_expires_lots_and_holds(app: &TestApp) {
         (100, 0, 40, 60),
         "stored as they were until the sweep"
     );
-    let (holds, accounts) = app.state.sweep_points(100).await.expect("sweep");
+    let (holds, accounts) = app.state.points.sweep_points(100).await.expect("sweep");
     assert_eq!((holds, accounts), (1, 1));
     assert_eq!(
         stored().await,
@@ -1214,6 +1228,7 @@ async fn flush_leaderboards(app: &TestApp) {
         }
         Backend::Embedded => app
             .state
+            .points
             .leaderboard
             .invalidate("acme")
             .await
@@ -1821,7 +1836,7 @@ async fn balances_and_totals_near_their_maximum_refuse_cleanly(app: &TestApp) {
         .transaction
         .expect("entry")
         .id;
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     sea_orm::ConnectionTrait::execute_unprepared(
         db,
         &format!(
@@ -1926,11 +1941,11 @@ async fn a_planned_ledger_is_written_column_for_column(app: &TestApp) {
     };
     use sea_orm::{ColumnTrait, ExprTrait, QueryFilter};
 
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let tenant = TenantId::parse("t", "acme").expect("tenant");
     let mut points = app.points();
     let mut members = vec!["rows-orm"];
-    if app.state.db.postgres().is_some() {
+    if app.state.shared().db.postgres().is_some() {
         members.push("rows-pg");
     }
     for name in members {
@@ -1978,11 +1993,11 @@ async fn a_planned_ledger_is_written_column_for_column(app: &TestApp) {
             let mut write = BatchWrite::default();
             write.add_ledger(&ledger);
             write
-                .execute(app.state.db.postgres().expect("PostgreSQL"))
+                .execute(app.state.shared().db.postgres().expect("PostgreSQL"))
                 .await
                 .expect("one statement");
         } else {
-            let txn = app.state.db.begin_write().await.expect("begin");
+            let txn = app.state.shared().db.begin_write().await.expect("begin");
             let mut rows = LedgerRows::default();
             let written = store::write_ledgers(&txn, &[&ledger], &mut rows)
                 .await

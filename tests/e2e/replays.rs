@@ -88,7 +88,7 @@ async fn send(channel: Channel, op: Op) -> Answer {
 
 /// Every row of `tenant` (every tenant's when `None`), in a canonical text form.
 async fn rows(app: &TestApp, tenant: Option<&str>) -> Vec<String> {
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let mut rows = Vec::new();
     macro_rules! dump {
         ($($entity:ident),*) => {$(
@@ -503,7 +503,7 @@ async fn replays_answer_alike_and_change_nothing(replicas: &[&TestApp]) {
     // call of each step leaves (in a tenant of its own): balances, stock, coupons, entries.
     let once = script(&replicas[..1], Mode::Once, "solo").await;
     assert_expected(&once);
-    let conn = replicas[0].state.db.conn();
+    let conn = replicas[0].state.shared().db.conn();
     assert_eq!(
         crate::mixed::state_of(conn, "acme").await,
         crate::mixed::state_of(conn, "solo").await,

@@ -180,7 +180,7 @@ async fn a_record_from_before_matches_every_client(app: &TestApp) {
     let marked = record::Entity::update_many()
         .col_expr(record::Column::Client, Expr::value("*"))
         .filter(record::Column::RequestId.eq(request.request_id.as_str()))
-        .exec(app.state.db.conn())
+        .exec(app.state.shared().db.conn())
         .await
         .expect("mark the record as written before");
     assert_eq!(marked.rows_affected, 1);

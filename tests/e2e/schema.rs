@@ -22,7 +22,7 @@ async fn constraints_refuse_broken_stock_counters(app: &TestApp) {
         .into_inner()
         .coupon_template
         .expect("template");
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     // Ids are bound as text (PostgreSQL uuid; SQLite stores the 16 bytes, so compare via the
     // row itself): update every row of this fresh database.
     // The constraint each statement runs into: PostgreSQL's generated name, and SQLite's
@@ -89,7 +89,7 @@ async fn a_lots_liveness_follows_its_remaining_points(app: &TestApp) {
         .await
         .expect("deduct");
     points.earn_points(earn("m1", 5)).await.expect("earn");
-    let db = app.state.db.conn();
+    let db = app.state.shared().db.conn();
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),

@@ -210,7 +210,7 @@ macro_rules! ledger_store_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let app = spawn_app($backend).await;
-                    let shared = app.state.db.clone();
+                    let shared = app.state.shared().db.clone();
                     super::$test(|| {
                         let $db = shared.clone();
                         $make

@@ -785,6 +785,7 @@ async fn a_damaged_cached_template_is_read_from_the_database(app: &TestApp) {
         value: vec![0xff; 16],
     };
     app.state
+        .shared()
         .cache
         .put(&key, damaged, std::time::Duration::from_secs(60))
         .await
@@ -805,6 +806,7 @@ async fn a_damaged_cached_template_is_read_from_the_database(app: &TestApp) {
     }
     let replaced = app
         .state
+        .shared()
         .cache
         .get(&key)
         .await

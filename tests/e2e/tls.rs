@@ -109,7 +109,7 @@ async fn calls_are_served_over_tls_only(app: &TestApp) {
 
 async fn client(app: &TestApp, name: &str, role: Role) -> String {
     clients::create_client(
-        &app.state.db,
+        &app.state.shared().db,
         name,
         role,
         Some(vec!["acme".to_owned()]),
@@ -139,7 +139,7 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
     client(app, "reports", Role::Reader).await;
     let admin = client(app, "ops", Role::Admin).await;
     client(app, "gone", Role::Checkout).await;
-    clients::revoke_client(&app.state.db, "gone", UnixMicros::now())
+    clients::revoke_client(&app.state.shared().db, "gone", UnixMicros::now())
         .await
         .expect("revoke");
 
@@ -232,7 +232,7 @@ async fn a_client_certificate_names_its_client(app: &TestApp) {
 
     // What a certificate was found to be is kept briefly, like a key: revoking its client
     // refuses it within seconds, on the connection already open too.
-    clients::revoke_client(&app.state.db, "till-9", UnixMicros::now())
+    clients::revoke_client(&app.state.shared().db, "till-9", UnixMicros::now())
         .await
         .expect("revoke");
     crate::auth::refused_within_five_seconds(Instant::now(), || {

@@ -157,7 +157,7 @@ impl Server {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let drain_delay = app.config.shutdown_drain_delay;
+        let drain_delay = app.shared().config.shutdown_drain_delay;
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
@@ -177,11 +177,11 @@ impl Server {
         tracing::info!(
             %addr,
             tls = tls.is_some(),
-            client_certificates = app.config.tls_client_ca.is_some(),
+            client_certificates = app.shared().config.tls_client_ca.is_some(),
             "serving gRPC"
         );
         let limits = transport.config().clone();
-        let max_request = app.config.max_request_bytes;
+        let max_request = app.shared().config.max_request_bytes;
         let incoming = transport.guard(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
@@ -200,31 +200,34 @@ impl Server {
             .layer(StreamLayer)
             .layer(DeadlineLayer)
             .layer(OverloadLayer::new(
-                app.config.max_calls,
-                app.config.call_queue_timeout,
+                app.shared().config.max_calls,
+                app.shared().config.call_queue_timeout,
             ))
-            .layer(AuthLayer::new(app.auth.clone(), app.limits.clone()))
+            .layer(AuthLayer::new(
+                app.clients.auth.clone(),
+                app.clients.limits.clone(),
+            ))
             .layer(RefusalsLayer::new(max_request))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                CouponTemplateServiceServer::new(CouponTemplates::new(app.clone()))
+                CouponTemplateServiceServer::new(CouponTemplates::new(app.templates.clone()))
                     .max_decoding_message_size(max_request),
             )
             .add_service(
-                UserCouponServiceServer::new(UserCoupons::new(app.clone()))
+                UserCouponServiceServer::new(UserCoupons::new(app.coupons.clone()))
                     .max_decoding_message_size(max_request),
             )
             .add_service(
-                PointsAccountServiceServer::new(Points::new(app.clone()))
+                PointsAccountServiceServer::new(Points::new(app.points.clone()))
                     .max_decoding_message_size(max_request),
             )
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         // Aborting mid-sweep rolls its statement back: nothing is half-done.
         sweeper.abort();
-        app.db.close().await?;
+        app.shared().db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -234,13 +237,13 @@ impl Server {
 /// with `MARKETING_AUTH` unset and no client yet, nobody could call, so say how to begin.
 /// Warns when calls are open.
 async fn check_auth(app: &AppState) -> anyhow::Result<()> {
-    let config = &app.config;
+    let config = &app.shared().config;
     match config.effective_auth() {
         AuthMode::Disabled => {
             tracing::warn!(addr = %config.grpc_addr, "MARKETING_AUTH is disabled: anyone who can reach the port may call for any tenant");
         }
         AuthMode::Required if config.auth.is_none() => {
-            let clients = marketing_storage::clients::count_active(app.db.conn()).await?;
+            let clients = app.clients.count_active().await?;
             anyhow::ensure!(
                 clients > 0,
                 "{} is not a loopback address, so every call needs an API client, and there is \
@@ -260,19 +263,19 @@ async fn check_auth(app: &AppState) -> anyhow::Result<()> {
 /// their retention (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
-    let mut interval = tokio::time::interval(app.config.sweep_interval);
+    let mut interval = tokio::time::interval(app.shared().config.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<std::time::Instant> = None;
     loop {
         interval.tick().await;
-        match app.sweep_coupons(BATCH).await {
+        match app.coupons.sweep_coupons(BATCH).await {
             Ok((0, 0)) => {}
             Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval")
             }
         }
-        match app.sweep_points(BATCH).await {
+        match app.points.sweep_points(BATCH).await {
             Ok((0, 0)) => {}
             Ok((holds_released, accounts_expired)) => {
                 tracing::info!(holds_released, accounts_expired, "points sweep");
@@ -283,7 +286,7 @@ async fn sweep_forever(app: AppState) {
         }
         if last_retention.is_none_or(|at| at.elapsed() >= crate::app::RETENTION_SWEEP_EVERY) {
             last_retention = Some(std::time::Instant::now());
-            match app.sweep_records(BATCH).await {
+            match app.retention.sweep_records(BATCH).await {
                 Ok((0, 0)) => {}
                 Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
                 Err(err) => {

@@ -8,8 +8,8 @@ use marketing_domain::{
     auth::{ApiClient, Role, Tenants},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -19,6 +19,74 @@ use crate::{
     points::corrupt,
 };
 
+/// Where API clients are read: the pool or a unit of work.
+#[allow(async_fn_in_trait)]
+pub trait ClientReads {
+    /// Every client, oldest first.
+    async fn list(&self) -> Result<Vec<ApiClient>, MarketingError>;
+
+    /// The client whose key has `key_id`, revoked or not.
+    async fn find_by_key_id(&self, key_id: &str) -> Result<Option<StoredClient>, MarketingError>;
+
+    /// The client named `name`, revoked or not (mTLS certificates name clients).
+    async fn find_by_name(&self, name: &str) -> Result<Option<ApiClient>, MarketingError>;
+
+    /// How many clients are not revoked.
+    async fn count_active(&self) -> Result<u64, MarketingError>;
+}
+
+/// The writes of API clients: inside a unit of work only.
+#[allow(async_fn_in_trait)]
+pub trait ClientStore: ClientReads {
+    /// Adds a client; `Ok(false)` when the name or key id is taken (revoked clients keep
+    /// theirs). After `false` the unit must be dropped, not committed.
+    async fn insert(
+        &self,
+        client: &ApiClient,
+        key_id: &str,
+        key_digest: &[u8],
+    ) -> Result<bool, MarketingError>;
+
+    /// Revokes the client named `name`; `Ok(false)` when there is none that is not revoked.
+    async fn revoke(&self, name: &str, now: UnixMicros) -> Result<bool, MarketingError>;
+}
+
+/// The clients as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
+pub struct Clients<'c, C>(pub(crate) &'c C);
+
+impl<C: ConnectionTrait> ClientReads for Clients<'_, C> {
+    async fn list(&self) -> Result<Vec<ApiClient>, MarketingError> {
+        list(self.0).await
+    }
+
+    async fn find_by_key_id(&self, key_id: &str) -> Result<Option<StoredClient>, MarketingError> {
+        find_by_key_id(self.0, key_id).await
+    }
+
+    async fn find_by_name(&self, name: &str) -> Result<Option<ApiClient>, MarketingError> {
+        find_by_name(self.0, name).await
+    }
+
+    async fn count_active(&self) -> Result<u64, MarketingError> {
+        count_active(self.0).await
+    }
+}
+
+impl ClientStore for Clients<'_, DatabaseTransaction> {
+    async fn insert(
+        &self,
+        client: &ApiClient,
+        key_id: &str,
+        key_digest: &[u8],
+    ) -> Result<bool, MarketingError> {
+        insert(self.0, client, key_id, key_digest).await
+    }
+
+    async fn revoke(&self, name: &str, now: UnixMicros) -> Result<bool, MarketingError> {
+        revoke(self.0, name, now).await
+    }
+}
+
 /// A client as stored: who it is, and the digest its key must match.
 pub struct StoredClient {
     pub client: ApiClient,
@@ -26,7 +94,7 @@ pub struct StoredClient {
 }
 
 /// Adds a client; `Ok(false)` when the name is taken (revoked clients keep theirs).
-pub async fn insert(
+async fn insert(
     conn: &impl ConnectionTrait,
     client: &ApiClient,
     key_id: &str,
@@ -63,7 +131,7 @@ pub async fn insert(
 }
 
 /// Every client, oldest first.
-pub async fn list(conn: &impl ConnectionTrait) -> Result<Vec<ApiClient>, MarketingError> {
+async fn list(conn: &impl ConnectionTrait) -> Result<Vec<ApiClient>, MarketingError> {
     client::Entity::find()
         .order_by_asc(client::Column::CreatedAt)
         .order_by_asc(client::Column::Name)
@@ -76,7 +144,7 @@ pub async fn list(conn: &impl ConnectionTrait) -> Result<Vec<ApiClient>, Marketi
 }
 
 /// Revokes the client named `name`; `Ok(false)` when there is none that is not revoked.
-pub async fn revoke(
+async fn revoke(
     conn: &impl ConnectionTrait,
     name: &str,
     now: UnixMicros,
@@ -92,7 +160,7 @@ pub async fn revoke(
 }
 
 /// The client whose key has `key_id`, revoked or not.
-pub async fn find_by_key_id(
+async fn find_by_key_id(
     conn: &impl ConnectionTrait,
     key_id: &str,
 ) -> Result<Option<StoredClient>, MarketingError> {
@@ -106,7 +174,7 @@ pub async fn find_by_key_id(
 }
 
 /// The client named `name`, revoked or not (mTLS certificates name clients).
-pub async fn find_by_name(
+async fn find_by_name(
     conn: &impl ConnectionTrait,
     name: &str,
 ) -> Result<Option<ApiClient>, MarketingError> {
@@ -120,7 +188,7 @@ pub async fn find_by_name(
 }
 
 /// How many clients are not revoked.
-pub async fn count_active(conn: &impl ConnectionTrait) -> Result<u64, MarketingError> {
+async fn count_active(conn: &impl ConnectionTrait) -> Result<u64, MarketingError> {
     client::Entity::find()
         .filter(client::Column::RevokedAt.is_null())
         .count(conn)

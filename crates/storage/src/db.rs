@@ -95,6 +95,26 @@ impl Database {
         &self.conn
     }
 
+    /// The templates, read through the pool.
+    pub fn templates(&self) -> crate::templates::Templates<'_, DatabaseConnection> {
+        crate::templates::Templates(&self.conn)
+    }
+
+    /// Members' coupons, read through the pool.
+    pub fn coupons(&self) -> crate::user_coupons::Coupons<'_, DatabaseConnection> {
+        crate::user_coupons::Coupons(&self.conn)
+    }
+
+    /// Points accounts, ledgers and rules, read through the pool.
+    pub fn points(&self) -> crate::points::accounts::Points<'_, DatabaseConnection> {
+        crate::points::accounts::Points(&self.conn)
+    }
+
+    /// API clients, read through the pool.
+    pub fn clients(&self) -> crate::clients::Clients<'_, DatabaseConnection> {
+        crate::clients::Clients(&self.conn)
+    }
+
     /// The same pool through sqlx, on PostgreSQL.
     pub fn postgres(&self) -> Option<&sqlx::PgPool> {
         self.postgres.as_ref()

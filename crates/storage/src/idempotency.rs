@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, IntoActiveModel, QueryFilter,
 };
 
 use crate::{db::db_error, entity::idempotency_record as record};
@@ -149,6 +149,64 @@ pub async fn complete(
     }
 }
 
+/// The records of requests a unit of work reads and writes itself: a batch that answers
+/// several requests at once (claims), and the retention sweep. A single request's record is
+/// claimed and completed by the unit ([`crate::unit::UnitOfWork::begin_idempotent`]).
+#[allow(async_fn_in_trait)]
+pub trait RequestStore {
+    /// The committed records of `requests` (tenant, client, request id), by their
+    /// [`RecordKey`]: the client's own record, else one that matches any client.
+    async fn find_many<'k>(
+        &self,
+        requests: impl IntoIterator<Item = (&'k TenantId, &'k str, &'k str)>,
+    ) -> Result<HashMap<RecordKey, Record>, MarketingError>;
+
+    /// Inserts completed records in one statement. A request id recorded meanwhile by a
+    /// concurrent unit fails the insert (`ConcurrentModification`): retry, and the record
+    /// will be found.
+    async fn insert_completed(
+        &self,
+        records: Vec<(&IdempotencyKey, Outcome)>,
+        now: UnixMicros,
+    ) -> Result<(), MarketingError>;
+
+    /// Brings the records' `created_at` index up to date before a retention sweep (see
+    /// `summarize_created`).
+    async fn summarize_created(&self) -> Result<(), MarketingError>;
+
+    /// Deletes up to `limit` records written before `before` in one short statement; how
+    /// many were deleted.
+    async fn delete_before(&self, before: UnixMicros, limit: u64) -> Result<u64, MarketingError>;
+}
+
+/// The records as a unit of work's transaction sees them.
+pub struct Requests<'c>(pub(crate) &'c DatabaseTransaction);
+
+impl RequestStore for Requests<'_> {
+    async fn find_many<'k>(
+        &self,
+        requests: impl IntoIterator<Item = (&'k TenantId, &'k str, &'k str)>,
+    ) -> Result<HashMap<RecordKey, Record>, MarketingError> {
+        find_many(self.0, requests).await
+    }
+
+    async fn insert_completed(
+        &self,
+        records: Vec<(&IdempotencyKey, Outcome)>,
+        now: UnixMicros,
+    ) -> Result<(), MarketingError> {
+        insert_completed(self.0, records, now).await
+    }
+
+    async fn summarize_created(&self) -> Result<(), MarketingError> {
+        summarize_created(self.0).await
+    }
+
+    async fn delete_before(&self, before: UnixMicros, limit: u64) -> Result<u64, MarketingError> {
+        delete_before(self.0, before, limit).await
+    }
+}
+
 /// A stored record: who asked what, and the outcome.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -171,7 +229,7 @@ impl Record {
 
 /// The committed records of `requests` (tenant, client, request id), by their [`RecordKey`]:
 /// the client's own record, else one that matches any client.
-pub async fn find_many<'k>(
+pub(crate) async fn find_many<'k>(
     conn: &impl ConnectionTrait,
     requests: impl IntoIterator<Item = (&'k TenantId, &'k str, &'k str)>,
 ) -> Result<HashMap<RecordKey, Record>, MarketingError> {
@@ -218,7 +276,7 @@ pub async fn find_many<'k>(
 /// Inserts completed records in one statement. A request id recorded meanwhile by a
 /// concurrent transaction fails the insert (`ConcurrentModification`): retry, and the record
 /// will be found.
-pub async fn insert_completed(
+pub(crate) async fn insert_completed(
     conn: &impl ConnectionTrait,
     records: Vec<(&IdempotencyKey, Outcome)>,
     now: UnixMicros,
@@ -254,7 +312,7 @@ pub(crate) fn record_row(key: &IdempotencyKey, outcome: Outcome, now: UnixMicros
 /// search: summarizing the new ranges first (each new page read once) lets the sweep find the
 /// old records without reading every recent page, with or without autovacuum. Nothing on
 /// SQLite (a B-tree).
-pub async fn summarize_created(conn: &impl ConnectionTrait) -> Result<(), MarketingError> {
+async fn summarize_created(conn: &impl ConnectionTrait) -> Result<(), MarketingError> {
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
         conn.execute_unprepared(
             "SELECT brin_summarize_new_values('idx_idempotency_records_created')",
@@ -268,7 +326,7 @@ pub async fn summarize_created(conn: &impl ConnectionTrait) -> Result<(), Market
 /// Deletes up to `limit` records written before `before` (a retry after the retention window
 /// is a new request), in one short statement: no lock is held longer than one small batch.
 /// How many were deleted.
-pub async fn delete_before(
+async fn delete_before(
     conn: &impl ConnectionTrait,
     before: UnixMicros,
     limit: u64,

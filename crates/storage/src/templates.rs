@@ -13,7 +13,161 @@ use sea_orm::{
     QueryOrder, QuerySelect, sea_query::Expr,
 };
 
+use sea_orm::DatabaseTransaction;
+
 use crate::{db::db_error, entity::coupon_template as tpl};
+
+/// Where a context's templates are read: the pool (each read its own snapshot) or a unit of
+/// work ([`crate::unit::UnitOfWork::templates`]).
+#[allow(async_fn_in_trait)]
+pub trait TemplateReads {
+    async fn find(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<Option<CouponTemplate>, MarketingError>;
+
+    /// Like [`Self::find`], but a missing template (or one of another tenant) is
+    /// `TemplateNotFound`.
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<CouponTemplate, MarketingError>;
+
+    /// Up to `limit` templates after `after` in id (creation) order. Keyset pagination: rows
+    /// inserted meanwhile never shift a page.
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        filter: &TemplateFilter,
+        after: Option<TemplateId>,
+        limit: u64,
+    ) -> Result<Vec<CouponTemplate>, MarketingError>;
+}
+
+/// The writes of templates: inside a unit of work only, so they commit with the rest of the
+/// change and its request's record.
+#[allow(async_fn_in_trait)]
+pub trait TemplateStore: TemplateReads {
+    async fn insert(&self, template: &CouponTemplate) -> Result<(), MarketingError>;
+
+    /// Applies `change` by `actor` to the live template `id` of `tenant` (whose version must
+    /// be `expected_version` when given), raising its version; a template that does not
+    /// allow it is refused with the reason (archived, version moved, stock below claimed).
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        expected_version: Option<i64>,
+        change: &TemplateChange,
+        now: UnixMicros,
+        actor: Option<&str>,
+    ) -> Result<CouponTemplate, MarketingError>;
+
+    /// Reads a template and locks its row until the unit ends (PostgreSQL `FOR UPDATE`; a
+    /// SQLite write transaction already excludes other writers).
+    async fn get_for_update(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<CouponTemplate, MarketingError>;
+
+    /// Moves `count` coupons from remaining to claimed stock, never below zero, and returns
+    /// the template as written. With a lock `fence`, the write is refused
+    /// (`ConcurrentModification`) if a later lock holder already wrote.
+    async fn take_stock(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        count: i64,
+        fence: Option<i64>,
+    ) -> Result<CouponTemplate, MarketingError>;
+
+    /// Adds `delta` (+1 on use, -1 on return) to the used count; the template as written.
+    async fn add_used(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        delta: i64,
+    ) -> Result<CouponTemplate, MarketingError>;
+}
+
+/// The templates as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
+pub struct Templates<'c, C>(pub(crate) &'c C);
+
+impl<C: ConnectionTrait> TemplateReads for Templates<'_, C> {
+    async fn find(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<Option<CouponTemplate>, MarketingError> {
+        find(self.0, tenant, id).await
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<CouponTemplate, MarketingError> {
+        get(self.0, tenant, id).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        filter: &TemplateFilter,
+        after: Option<TemplateId>,
+        limit: u64,
+    ) -> Result<Vec<CouponTemplate>, MarketingError> {
+        list(self.0, tenant, filter, after, limit).await
+    }
+}
+
+impl TemplateStore for Templates<'_, DatabaseTransaction> {
+    async fn insert(&self, template: &CouponTemplate) -> Result<(), MarketingError> {
+        insert(self.0, template).await
+    }
+
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        expected_version: Option<i64>,
+        what: &TemplateChange,
+        now: UnixMicros,
+        actor: Option<&str>,
+    ) -> Result<CouponTemplate, MarketingError> {
+        change(self.0, tenant, id, expected_version, what, now, actor).await
+    }
+
+    async fn get_for_update(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+    ) -> Result<CouponTemplate, MarketingError> {
+        get_for_update(self.0, tenant, id).await
+    }
+
+    async fn take_stock(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        count: i64,
+        fence: Option<i64>,
+    ) -> Result<CouponTemplate, MarketingError> {
+        take_stock(self.0, tenant, id, count, fence).await
+    }
+
+    async fn add_used(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        delta: i64,
+    ) -> Result<CouponTemplate, MarketingError> {
+        add_used(self.0, tenant, id, delta).await
+    }
+}
 
 /// Filters of a template list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,7 +179,7 @@ pub struct TemplateFilter {
     pub show_archived: bool,
 }
 
-pub async fn insert(
+async fn insert(
     conn: &impl ConnectionTrait,
     template: &CouponTemplate,
 ) -> Result<(), MarketingError> {
@@ -53,7 +207,7 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn find(
+async fn find(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
@@ -68,7 +222,7 @@ pub async fn find(
 }
 
 /// Like [`find`], but a missing template (or one of another tenant) is `TemplateNotFound`.
-pub async fn get(
+async fn get(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
@@ -80,7 +234,7 @@ pub async fn get(
 
 /// Up to `limit` templates after `after` in id (creation) order. Keyset pagination: rows
 /// inserted meanwhile never shift a page.
-pub async fn list(
+async fn list(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     filter: &TemplateFilter,
@@ -136,7 +290,7 @@ pub enum TemplateChange {
 
 /// Applies `change` by `actor` to the live template `id` of `tenant` (whose version must be
 /// `expected_version` when given), raising its version.
-pub async fn change(
+async fn change(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
@@ -338,7 +492,7 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
 
 /// Reads a template and locks its row until the transaction ends (PostgreSQL `FOR UPDATE`;
 /// a SQLite write transaction already excludes other writers).
-pub async fn get_for_update(
+async fn get_for_update(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
@@ -357,7 +511,7 @@ pub async fn get_for_update(
 /// Moves `count` coupons from remaining to claimed stock, never below zero, and returns the
 /// template as written. With a lock `fence`, the write is refused (`ConcurrentModification`)
 /// if a later lock holder already wrote: a holder whose lock lapsed cannot write.
-pub async fn take_stock(
+async fn take_stock(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
@@ -400,7 +554,7 @@ pub async fn take_stock(
 
 /// Adds `delta` (+1 on use, -1 on return) to the template's used count; returns the template
 /// as written.
-pub async fn add_used(
+async fn add_used(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,

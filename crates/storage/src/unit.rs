@@ -1,7 +1,9 @@
 //! The unit of work: what one mutation changes and the record of the request it answers,
-//! committed together or not at all (and, from the events issue on, its events). One
-//! implementation so far, a write transaction (SQLite's `BEGIN IMMEDIATE`); the points
-//! batch's own stores (`points::store`) commit the same way through `LedgerStore::commit`.
+//! committed together or not at all (and, from the events issue on, its events). A write
+//! transaction (SQLite's `BEGIN IMMEDIATE`); every store's writes are reached through it
+//! ([`UnitOfWork::templates`], [`UnitOfWork::coupons`], ...), never through the pool. The
+//! points batch has a second strategy behind the same idea (`points::store::LedgerStore`:
+//! PostgreSQL's one statement, or this transaction), committed by `LedgerStore::commit`.
 //! Dropping a unit without committing it rolls everything back.
 
 use marketing_domain::{MarketingError, UnixMicros};
@@ -9,8 +11,12 @@ use sea_orm::DatabaseTransaction;
 
 use crate::{
     Database,
+    clients::Clients,
     db::db_error,
-    idempotency::{self, Claim, IdempotencyKey, Outcome},
+    idempotency::{self, Claim, IdempotencyKey, Outcome, Requests},
+    points::accounts::Points,
+    templates::Templates,
+    user_coupons::Coupons,
 };
 
 pub struct UnitOfWork {
@@ -47,9 +53,34 @@ impl UnitOfWork {
         }
     }
 
-    /// Where the change's statements run.
-    pub fn conn(&self) -> &DatabaseTransaction {
+    pub(crate) fn txn(&self) -> &DatabaseTransaction {
         &self.txn
+    }
+
+    /// The templates, read and written in this unit.
+    pub fn templates(&self) -> Templates<'_, DatabaseTransaction> {
+        Templates(&self.txn)
+    }
+
+    /// Members' coupons, read and written in this unit.
+    pub fn coupons(&self) -> Coupons<'_, DatabaseTransaction> {
+        Coupons(&self.txn)
+    }
+
+    /// Points accounts and rules, read and written in this unit (a batch of points commands
+    /// has its own store, `points::store::LedgerStore`).
+    pub fn points(&self) -> Points<'_, DatabaseTransaction> {
+        Points(&self.txn)
+    }
+
+    /// API clients, read and written in this unit.
+    pub fn clients(&self) -> Clients<'_, DatabaseTransaction> {
+        Clients(&self.txn)
+    }
+
+    /// Records of requests this unit answers in a batch, and the retention sweep's deletes.
+    pub fn requests(&self) -> Requests<'_> {
+        Requests(&self.txn)
     }
 
     /// Makes the change durable.

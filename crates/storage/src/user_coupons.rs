@@ -10,8 +10,9 @@ use marketing_domain::{
     user_coupon::{CouponStatus, UserCoupon},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+    sea_query::Expr,
 };
 
 use crate::{
@@ -19,10 +20,143 @@ use crate::{
     entity::user_coupon as uc,
 };
 
+/// Where members' coupons are read: the pool (each read its own snapshot) or a unit of work
+/// ([`crate::unit::UnitOfWork::coupons`]).
+#[allow(async_fn_in_trait)]
+pub trait CouponReads {
+    async fn find(
+        &self,
+        tenant: &TenantId,
+        id: CouponId,
+    ) -> Result<Option<UserCoupon>, MarketingError>;
+
+    /// The coupon, if it exists in `tenant` and (when given) belongs to `member`; else
+    /// `CouponNotFound`.
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: CouponId,
+        member: Option<&MemberId>,
+    ) -> Result<UserCoupon, MarketingError>;
+
+    /// A member's coupons, newest first, before `before`, whose status at `now` is one of
+    /// `statuses` (any when empty).
+    async fn list_for_member(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        statuses: &[CouponStatus],
+        before: Option<CouponId>,
+        limit: u64,
+        now: UnixMicros,
+    ) -> Result<Vec<UserCoupon>, MarketingError>;
+
+    /// The highest claim slot each of `members` holds of `template` (members holding none are
+    /// absent).
+    async fn held_slots(
+        &self,
+        template: TemplateId,
+        members: &[&MemberId],
+    ) -> Result<HashMap<MemberId, i32>, MarketingError>;
+}
+
+/// The writes of coupons: inside a unit of work only.
+#[allow(async_fn_in_trait)]
+pub trait CouponStore: CouponReads {
+    async fn insert_many(&self, coupons: &[UserCoupon]) -> Result<(), MarketingError>;
+
+    /// Writes `coupon`'s state if the stored row still has `read_version`; the row's version
+    /// rises by one. `false` when a concurrent change won.
+    async fn compare_and_set(
+        &self,
+        coupon: &UserCoupon,
+        read_version: i64,
+    ) -> Result<bool, MarketingError>;
+
+    /// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE, in
+    /// one conditional update: safe beside requests and other replicas' sweeps.
+    async fn release_lapsed_locks(
+        &self,
+        now: UnixMicros,
+        limit: u64,
+    ) -> Result<Swept, MarketingError>;
+
+    /// Marks up to `limit` unused coupons past their validity EXPIRED, the same way.
+    async fn expire_lapsed(&self, now: UnixMicros, limit: u64) -> Result<Swept, MarketingError>;
+}
+
+/// The coupons as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
+pub struct Coupons<'c, C>(pub(crate) &'c C);
+
+impl<C: ConnectionTrait> CouponReads for Coupons<'_, C> {
+    async fn find(
+        &self,
+        tenant: &TenantId,
+        id: CouponId,
+    ) -> Result<Option<UserCoupon>, MarketingError> {
+        find(self.0, tenant, id).await
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: CouponId,
+        member: Option<&MemberId>,
+    ) -> Result<UserCoupon, MarketingError> {
+        get(self.0, tenant, id, member).await
+    }
+
+    async fn list_for_member(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        statuses: &[CouponStatus],
+        before: Option<CouponId>,
+        limit: u64,
+        now: UnixMicros,
+    ) -> Result<Vec<UserCoupon>, MarketingError> {
+        list_for_member(self.0, tenant, member, statuses, before, limit, now).await
+    }
+
+    async fn held_slots(
+        &self,
+        template: TemplateId,
+        members: &[&MemberId],
+    ) -> Result<HashMap<MemberId, i32>, MarketingError> {
+        held_slots(self.0, template, members).await
+    }
+}
+
+impl CouponStore for Coupons<'_, DatabaseTransaction> {
+    async fn insert_many(&self, coupons: &[UserCoupon]) -> Result<(), MarketingError> {
+        insert_many(self.0, coupons).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        coupon: &UserCoupon,
+        read_version: i64,
+    ) -> Result<bool, MarketingError> {
+        compare_and_set(self.0, coupon, read_version).await
+    }
+
+    async fn release_lapsed_locks(
+        &self,
+        now: UnixMicros,
+        limit: u64,
+    ) -> Result<Swept, MarketingError> {
+        release_lapsed_locks(self.0, now, limit).await
+    }
+
+    async fn expire_lapsed(&self, now: UnixMicros, limit: u64) -> Result<Swept, MarketingError> {
+        expire_lapsed(self.0, now, limit).await
+    }
+}
+
 /// Members per `IN (...)` list.
 const IN_CHUNK: usize = 1000;
 
-pub async fn insert_many(
+async fn insert_many(
     conn: &impl ConnectionTrait,
     coupons: &[UserCoupon],
 ) -> Result<(), MarketingError> {
@@ -31,7 +165,7 @@ pub async fn insert_many(
 
 /// The highest claim slot each of `members` holds of `template` (members holding none are
 /// absent).
-pub async fn held_slots(
+async fn held_slots(
     conn: &impl ConnectionTrait,
     template: TemplateId,
     members: &[&MemberId],
@@ -61,7 +195,7 @@ pub async fn held_slots(
     Ok(held)
 }
 
-pub async fn find(
+async fn find(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: CouponId,
@@ -71,7 +205,7 @@ pub async fn find(
 }
 
 /// The coupon, if it exists in `tenant` and (when given) belongs to `member`.
-pub async fn get(
+async fn get(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: CouponId,
@@ -121,7 +255,7 @@ fn effective_status_is(status: CouponStatus, now: UnixMicros) -> Condition {
 }
 
 /// A member's coupons, newest first, before `before`, in any of `statuses` (all when empty).
-pub async fn list_for_member(
+async fn list_for_member(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     member: &MemberId,
@@ -193,7 +327,7 @@ fn model_of(row: &sea_orm::QueryResult) -> Result<uc::Model, sea_orm::DbErr> {
 
 /// Writes `coupon`'s state if the stored row still has `read_version` (compare-and-set);
 /// the row's version rises by one. `false` when a concurrent change won.
-pub async fn compare_and_set(
+async fn compare_and_set(
     conn: &impl ConnectionTrait,
     coupon: &UserCoupon,
     read_version: i64,
@@ -233,7 +367,7 @@ pub async fn compare_and_set(
 
 /// Returns up to `limit` LOCKED coupons whose lock lapsed before `now` to AVAILABLE, and
 /// tells which changed.
-pub async fn release_lapsed_locks(
+async fn release_lapsed_locks(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
@@ -315,7 +449,7 @@ pub fn sweeper_reads(
 
 /// Marks up to `limit` unused (AVAILABLE or LOCKED) coupons past their validity EXPIRED, and
 /// tells which changed.
-pub async fn expire_lapsed(
+async fn expire_lapsed(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,

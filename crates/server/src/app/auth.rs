@@ -18,7 +18,7 @@ use marketing_domain::{
     MarketingError,
     auth::{ApiClient, check_client_name, digests_match, split_key},
 };
-use marketing_storage::{Database, clients};
+use marketing_storage::{Database, clients::ClientReads};
 use moka::sync::Cache;
 use tokio::sync::Semaphore;
 
@@ -453,19 +453,17 @@ impl Authenticator {
         let Some((key_id, _)) = split_key(key) else {
             return Ok(Verdict::Unknown);
         };
-        Ok(
-            match clients::find_by_key_id(self.db.conn(), key_id).await? {
-                Some(stored) if digests_match(&stored.key_digest, &key_digest(key)) => {
-                    Verdict::of(stored.client)
-                }
-                _ => Verdict::Unknown,
-            },
-        )
+        Ok(match self.db.clients().find_by_key_id(key_id).await? {
+            Some(stored) if digests_match(&stored.key_digest, &key_digest(key)) => {
+                Verdict::of(stored.client)
+            }
+            _ => Verdict::Unknown,
+        })
     }
 
     /// The client named `name`, if there is one.
     async fn look_up_name(&self, name: &str) -> Result<Verdict, MarketingError> {
-        Ok(match clients::find_by_name(self.db.conn(), name).await? {
+        Ok(match self.db.clients().find_by_name(name).await? {
             Some(client) => Verdict::of(client),
             None => Verdict::Unknown,
         })

@@ -23,16 +23,17 @@ use marketing_domain::{
 };
 use marketing_infra::lock::LockGuard;
 use marketing_storage::{
-    idempotency::{self, IdempotencyKey, Outcome},
-    templates,
+    idempotency::{IdempotencyKey, Outcome, RequestStore},
+    templates::TemplateStore,
     unit::UnitOfWork,
-    user_coupons,
+    user_coupons::{CouponReads, CouponStore},
 };
 use tokio::time::Instant;
 
 use super::{
-    Answer, AppState, Recorded,
+    Answer, CouponService, Recorded,
     batcher::{Backoff, Batched, Group, retry_lost_races},
+    drainer,
     isolate::Isolation,
 };
 use crate::wire;
@@ -81,12 +82,14 @@ struct Issued {
     template: Option<CouponTemplate>,
 }
 
-impl AppState {
+impl CouponService {
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
         let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
         self.limits.admit(LimitedAction::Claim, &member).await?;
-        let serve = self.drainer(|app, groups| async move { app.serve_claim_batch(groups).await });
+        let serve = drainer(self, |app, groups| async move {
+            app.serve_claim_batch(groups).await
+        });
         let queue = (claim.key.tenant_id.clone(), claim.template_id);
         self.claim_batcher.submit(queue, claim, serve).await
     }
@@ -97,7 +100,7 @@ impl AppState {
         let outcomes = Isolation::serve(
             claims.len(),
             |range| self.serve_claims(&claims[range]),
-            || self.metrics.record_claim_split(),
+            || self.shared.metrics.record_claim_split(),
         )
         .await;
         // The claimants' lists are marked changed before they are answered; meanwhile the
@@ -133,7 +136,7 @@ impl AppState {
         })
         .await;
         let outcomes = self.out_of_retries(outcomes, attempts);
-        self.metrics.record_claim_batch(claims.len());
+        self.shared.metrics.record_claim_batch(claims.len());
         tracing::debug!(template_id = %template, claims = claims.len(), attempts,
             elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
         outcomes
@@ -169,7 +172,7 @@ impl AppState {
         claims: &[&ClaimCoupon],
         fence: Option<i64>,
     ) -> Result<Vec<ClaimResult>, MarketingError> {
-        let unit = UnitOfWork::begin(&self.db).await?;
+        let unit = UnitOfWork::begin(&self.shared.db).await?;
         let requests = claims.iter().map(|c| {
             (
                 &c.key.tenant_id,
@@ -177,7 +180,7 @@ impl AppState {
                 c.key.request_id.as_str(),
             )
         });
-        let mut records = idempotency::find_many(unit.conn(), requests).await?;
+        let mut records = unit.requests().find_many(requests).await?;
         let mut outcomes: Vec<Option<ClaimResult>> = Vec::with_capacity(claims.len());
         let mut fresh = Vec::new();
         for (index, claim) in claims.iter().enumerate() {
@@ -213,7 +216,7 @@ impl AppState {
                 Err(err) => return Err(err),
                 Ok(issued) => {
                     written = issued.template;
-                    let now = self.clock.now();
+                    let now = self.shared.clock.now();
                     let mut records = Vec::new();
                     for (&i, result) in fresh.iter().zip(issued.results) {
                         outcomes[i] = Some(match result {
@@ -225,13 +228,13 @@ impl AppState {
                             Err(refusal) => Err(refusal.into_error()),
                         });
                     }
-                    idempotency::insert_completed(unit.conn(), records, now).await?;
+                    unit.requests().insert_completed(records, now).await?;
                 }
             }
         }
         unit.commit().await?;
         if let Some(template) = written {
-            self.cache_template(&template).await;
+            self.templates.cache_template(&template).await;
         }
         Ok(outcomes
             .into_iter()
@@ -256,13 +259,13 @@ impl AppState {
     ) -> Result<Issued, MarketingError> {
         let members: Vec<&MemberId> = claimants.iter().map(|(member, _)| *member).collect();
         let members = members.as_slice();
-        let template = templates::get_for_update(unit.conn(), tenant, template).await?;
+        let template = unit.templates().get_for_update(tenant, template).await?;
         if template.tenant_id != *tenant {
             // The query is scoped by tenant; this holds even if a future change forgets it.
             return Err(MarketingError::TemplateNotFound);
         }
-        let held = user_coupons::held_slots(unit.conn(), template.id, members).await?;
-        let now = self.clock.now();
+        let held = unit.coupons().held_slots(template.id, members).await?;
+        let now = self.shared.clock.now();
         let plan = plan_claims(&template, now, &held, members);
         if all_or_nothing
             && let Some((member, refusal)) = members
@@ -295,16 +298,11 @@ impl AppState {
         let mut written = None;
         if !coupons.is_empty() {
             written = Some(
-                templates::take_stock(
-                    unit.conn(),
-                    tenant,
-                    template.id,
-                    coupons.len() as i64,
-                    fence,
-                )
-                .await?,
+                unit.templates()
+                    .take_stock(tenant, template.id, coupons.len() as i64, fence)
+                    .await?,
             );
-            user_coupons::insert_many(unit.conn(), &coupons).await?;
+            unit.coupons().insert_many(&coupons).await?;
         }
         Ok(Issued {
             results: issued,
@@ -357,7 +355,7 @@ impl AppState {
         cmd: &DistributeCoupons,
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
-        let unit = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self.shared, &cmd.key);
         let members: Vec<(&MemberId, Option<&str>)> = cmd
             .members
             .iter()
@@ -375,12 +373,13 @@ impl AppState {
             .await?;
         let distribution = Distribution {
             results: cmd.members.iter().cloned().zip(issued.results).collect(),
-            at: self.clock.now(),
+            at: self.shared.clock.now(),
         };
-        self.commit_idempotent(unit, &cmd.key, &distribution)
+        self.shared
+            .commit_idempotent(unit, &cmd.key, &distribution)
             .await?;
         if let Some(template) = issued.template {
-            self.cache_template(&template).await;
+            self.templates.cache_template(&template).await;
         }
         let issued = distribution
             .results
@@ -409,13 +408,13 @@ impl AppState {
         let key = format!("{{{tenant}:{template}}}");
         match self
             .lock
-            .acquire(&key, self.config.claim_lock_ttl, deadline)
+            .acquire(&key, self.shared.config.claim_lock_ttl, deadline)
             .await
         {
             Ok(Some(guard)) => Ok(Some(guard)),
             Ok(None) => Err(MarketingError::DeadlineExceeded),
             Err(err) => {
-                self.metrics.record_lock_unavailable();
+                self.shared.metrics.record_lock_unavailable();
                 marketing_infra::warn_every!(template_id = %template, error = %err, lock = self.lock.kind(),
                     "template lock unavailable; claiming on the database alone");
                 Ok(None)
@@ -430,7 +429,7 @@ impl AppState {
         result: Result<T, MarketingError>,
         attempts: u32,
     ) -> Result<T, MarketingError> {
-        self.metrics.claim_retries.fetch_add(
+        self.shared.metrics.claim_retries.fetch_add(
             u64::from(attempts.saturating_sub(1)),
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -445,7 +444,7 @@ impl AppState {
         match self.lock.release(&guard).await {
             Ok(true) => {}
             // The lock lapsed while the batch ran; its fence kept the write safe.
-            Ok(false) => self.metrics.record_claim_lock_lapse(),
+            Ok(false) => self.shared.metrics.record_claim_lock_lapse(),
             // The TTL frees it anyway.
             Err(err) => {
                 marketing_infra::warn_every!(key = %guard.key, error = %err, "releasing a template lock failed");

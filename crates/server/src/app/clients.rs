@@ -1,16 +1,38 @@
 //! API clients, as operators manage them: created with a fresh key (shown once, stored only
 //! as its digest), listed, revoked. These need only the database, not a running server.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use marketing_domain::{
     MarketingError, TenantId, UnixMicros,
     auth::{ApiClient, KEY_ID_LEN, Role, Tenants, check_client_name},
 };
-use marketing_storage::{Database, clients};
+use marketing_storage::{
+    Database,
+    clients::{ClientReads, ClientStore},
+    unit::UnitOfWork,
+};
 use rand::{Rng, RngCore, distr::Alphanumeric};
 use sha2::{Digest, Sha256};
+
+use super::{auth::Authenticator, limits::Limits};
+
+/// Who calls: the authenticator every call of the marketing services passes first, and how
+/// often each member and client may call.
+#[derive(Clone)]
+pub struct ClientService {
+    pub(crate) db: Database,
+    pub auth: Arc<Authenticator>,
+    pub limits: Arc<Limits>,
+}
+
+impl ClientService {
+    /// How many clients are not revoked.
+    pub async fn count_active(&self) -> Result<u64, MarketingError> {
+        self.db.clients().count_active().await
+    }
+}
 
 /// A client just created, with the key it is known by (shown once, never stored).
 pub struct NewClient {
@@ -91,17 +113,24 @@ pub async fn create_client_with_key(
             (key_id.to_owned(), key)
         }
     };
-    if !clients::insert(db.conn(), &client, &key_id, &key_digest(&key)).await? {
+    let unit = UnitOfWork::begin(db).await?;
+    if !unit
+        .clients()
+        .insert(&client, &key_id, &key_digest(&key))
+        .await?
+    {
+        // The unit is dropped: nothing was written.
         return Err(MarketingError::invalid(
             "name",
             format!("a client named {name} exists (revoked clients keep their names)"),
         ));
     }
+    unit.commit().await?;
     Ok(NewClient { client, key })
 }
 
 pub async fn list_clients(db: &Database) -> Result<Vec<ApiClient>, MarketingError> {
-    clients::list(db.conn()).await
+    db.clients().list().await
 }
 
 /// Revokes the client; `Ok(false)` when no client of that name is active.
@@ -110,7 +139,10 @@ pub async fn revoke_client(
     name: &str,
     now: UnixMicros,
 ) -> Result<bool, MarketingError> {
-    clients::revoke(db.conn(), name, now).await
+    let unit = UnitOfWork::begin(db).await?;
+    let revoked = unit.clients().revoke(name, now).await?;
+    unit.commit().await?;
+    Ok(revoked)
 }
 
 #[cfg(test)]

@@ -11,9 +11,21 @@ use marketing_domain::{
         CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
     },
 };
-use marketing_storage::{Database, idempotency::IdempotencyKey, templates, user_coupons};
+use marketing_infra::stamps::StampedCache;
+use marketing_storage::{
+    Database,
+    idempotency::IdempotencyKey,
+    templates::TemplateStore,
+    unit::UnitOfWork,
+    user_coupons::{CouponReads, CouponStore},
+};
 
-use super::{Answer, AppState};
+use super::{
+    Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon, limits::Limits,
+};
+use marketing_domain::TemplateId;
+use marketing_infra::lock::DistributedLock;
+use std::sync::Arc;
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
 const CAS_ATTEMPTS: usize = 5;
@@ -60,16 +72,10 @@ impl HeldCoupons {
         member: &MemberId,
         now: UnixMicros,
     ) -> Result<Self, MarketingError> {
-        let mut coupons = user_coupons::list_for_member(
-            db.conn(),
-            tenant,
-            member,
-            &[],
-            None,
-            Self::MAX as u64 + 1,
-            now,
-        )
-        .await?;
+        let mut coupons = db
+            .coupons()
+            .list_for_member(tenant, member, &[], None, Self::MAX as u64 + 1, now)
+            .await?;
         let complete = coupons.len() <= Self::MAX;
         coupons.truncate(Self::MAX);
         Ok(Self { coupons, complete })
@@ -198,17 +204,32 @@ pub struct TransitionCoupon {
     pub actor: Option<String>,
 }
 
-impl AppState {
+/// Members' coupons: claimed in batches per template under its lock, distributed, read
+/// (from copies of members' lists when kept), used and returned, swept.
+#[derive(Clone)]
+pub struct CouponService {
+    pub(crate) shared: Shared,
+    /// Claims take stock from templates and refresh their cached copies.
+    pub(super) templates: TemplateService,
+    pub(super) lock: Arc<dyn DistributedLock>,
+    pub(super) limits: Arc<Limits>,
+    /// Copies of members' coupon lists, validated by freshness stamps; `None` when turned off.
+    pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
+    /// Claims queue per (tenant, template): a batch holds one tenant's claims of one template.
+    pub(super) claim_batcher: Arc<Batcher<(TenantId, TemplateId), ClaimCoupon, Answer<CouponView>>>,
+}
+
+impl CouponService {
     pub async fn get_coupon(
         &self,
         tenant: &TenantId,
         id: CouponId,
         member: Option<&MemberId>,
     ) -> Result<CouponView, MarketingError> {
-        let coupon = user_coupons::get(self.db.conn(), tenant, id, member).await?;
+        let coupon = self.shared.db.coupons().get(tenant, id, member).await?;
         Ok(CouponView {
             coupon,
-            at: self.clock.now(),
+            at: self.shared.clock.now(),
         })
     }
 
@@ -216,7 +237,7 @@ impl AppState {
     /// from this replica's copy of the member's newest coupons while that copy is current (see
     /// [`HeldCoupons`]), else from the database.
     pub async fn list_coupons(&self, query: ListCoupons) -> Result<CouponPage, MarketingError> {
-        let now = self.clock.now();
+        let now = self.shared.clock.now();
         // One more than asked tells whether there is a next page.
         let wanted = query.page_size as usize + 1;
         let page_of = |page: &[&UserCoupon]| {
@@ -234,10 +255,10 @@ impl AppState {
                     &held_key(query.tenant_id.as_str(), query.member_id.as_str()),
                     || {
                         HeldCoupons::load(
-                            &self.db,
+                            &self.shared.db,
                             &query.tenant_id,
                             &query.member_id,
-                            self.clock.now(),
+                            self.shared.clock.now(),
                         )
                     },
                 )
@@ -256,16 +277,19 @@ impl AppState {
                 return Ok(page_of(&page));
             }
         }
-        let page = user_coupons::list_for_member(
-            self.db.conn(),
-            &query.tenant_id,
-            &query.member_id,
-            &query.statuses,
-            query.before,
-            wanted as u64,
-            now,
-        )
-        .await?;
+        let page = self
+            .shared
+            .db
+            .coupons()
+            .list_for_member(
+                &query.tenant_id,
+                &query.member_id,
+                &query.statuses,
+                query.before,
+                wanted as u64,
+                now,
+            )
+            .await?;
         Ok(page_of(&page.iter().collect::<Vec<_>>()))
     }
 
@@ -294,8 +318,13 @@ impl AppState {
         currency: &Currency,
         order_id: Option<&str>,
     ) -> Result<CouponCheck, MarketingError> {
-        let coupon = user_coupons::get(self.db.conn(), tenant, id, Some(member)).await?;
-        let now = self.clock.now();
+        let coupon = self
+            .shared
+            .db
+            .coupons()
+            .get(tenant, id, Some(member))
+            .await?;
+        let now = self.shared.clock.now();
         let problems = coupon.usability_problems(now, amount, currency, order_id);
         Ok(CouponCheck {
             discount_amount: if problems.is_empty() {
@@ -312,22 +341,31 @@ impl AppState {
         &self,
         cmd: TransitionCoupon,
     ) -> Result<Answer<CouponView>, MarketingError> {
-        let unit = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self.shared, &cmd.key);
         let tenant = &cmd.key.tenant_id;
         let (transition, order_id) = cmd.change.transition();
         for _ in 0..CAS_ATTEMPTS {
-            let coupon =
-                user_coupons::get(unit.conn(), tenant, cmd.coupon_id, cmd.member_id.as_ref())
-                    .await?;
-            let now = self.clock.now();
+            let coupon = unit
+                .coupons()
+                .get(tenant, cmd.coupon_id, cmd.member_id.as_ref())
+                .await?;
+            let now = self.shared.clock.now();
             transition.check(&coupon, now, order_id)?;
             let mut next = cmd.change.apply(&coupon, now)?;
             next.actor.clone_from(&cmd.actor);
-            if user_coupons::compare_and_set(unit.conn(), &next, coupon.version).await? {
+            if unit
+                .coupons()
+                .compare_and_set(&next, coupon.version)
+                .await?
+            {
                 next.version = coupon.version + 1;
                 let delta = cmd.change.used_delta();
                 let template = if delta != 0 {
-                    Some(templates::add_used(unit.conn(), tenant, coupon.template_id, delta).await?)
+                    Some(
+                        unit.templates()
+                            .add_used(tenant, coupon.template_id, delta)
+                            .await?,
+                    )
                 } else {
                     None
                 };
@@ -336,10 +374,12 @@ impl AppState {
                     coupon: next,
                     at: now,
                 };
-                self.commit_idempotent(unit, &cmd.key, &response).await?;
+                self.shared
+                    .commit_idempotent(unit, &cmd.key, &response)
+                    .await?;
                 let cache_template = async {
                     if let Some(template) = template {
-                        self.cache_template(&template).await;
+                        self.templates.cache_template(&template).await;
                     }
                 };
                 tokio::join!(
@@ -358,7 +398,7 @@ impl AppState {
     /// One sweep: lapsed locks back to AVAILABLE, unused coupons past validity to EXPIRED, in
     /// batches of `batch`. Safe to run on every replica at once.
     pub async fn sweep_coupons(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
-        let now = self.clock.now();
+        let now = self.shared.clock.now();
         let mut unlocked = 0;
         let mut expired = 0;
         for (sweep, count) in [
@@ -366,14 +406,13 @@ impl AppState {
             (Sweep::Validity, &mut expired),
         ] {
             loop {
+                // Each batch its own unit: one short conditional update, never a long lock.
+                let unit = UnitOfWork::begin(&self.shared.db).await?;
                 let swept = match sweep {
-                    Sweep::Locks => {
-                        user_coupons::release_lapsed_locks(self.db.conn(), now, batch).await?
-                    }
-                    Sweep::Validity => {
-                        user_coupons::expire_lapsed(self.db.conn(), now, batch).await?
-                    }
+                    Sweep::Locks => unit.coupons().release_lapsed_locks(now, batch).await?,
+                    Sweep::Validity => unit.coupons().expire_lapsed(now, batch).await?,
                 };
+                unit.commit().await?;
                 *count += swept.changed;
                 self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))
                     .await;
@@ -383,8 +422,14 @@ impl AppState {
             }
         }
         use std::sync::atomic::Ordering::Relaxed;
-        self.metrics.coupons_unlocked.fetch_add(unlocked, Relaxed);
-        self.metrics.coupons_expired.fetch_add(expired, Relaxed);
+        self.shared
+            .metrics
+            .coupons_unlocked
+            .fetch_add(unlocked, Relaxed);
+        self.shared
+            .metrics
+            .coupons_expired
+            .fetch_add(expired, Relaxed);
         Ok((unlocked, expired))
     }
 }

@@ -29,10 +29,7 @@ mod templates;
 
 use std::{sync::Arc, time::Duration};
 
-use marketing_domain::{
-    MarketingError, TemplateId, TenantId, points::PointsOutcome, time::Clock,
-    user_coupon::CouponView,
-};
+use marketing_domain::{MarketingError, time::Clock};
 
 use batcher::Batcher;
 use marketing_infra::{
@@ -54,9 +51,15 @@ pub use answer::{Answer, Recorded};
 pub use crate::observability::Metrics;
 use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCoupon, DistributeCoupons};
+pub use clients::ClientService;
+pub use coupons::CouponService;
 pub use coupons::{CouponChange, HeldCoupons, ListCoupons, TransitionCoupon};
+pub use points::PointsService;
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget};
-pub use templates::{ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate};
+pub use retention::RetentionService;
+pub use templates::{
+    ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate,
+};
 
 use crate::{
     config::{Config, redact},
@@ -83,38 +86,45 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     Ok(db)
 }
 
-/// Everything a use case needs; cheap to clone.
+/// What every service shares: the database, the clock, the configuration, the counters and
+/// the cache of templates and rules. Cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
+pub struct Shared {
     pub db: Database,
-    pub cache: Arc<dyn Cache>,
-    pub lock: Arc<dyn DistributedLock>,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    pub leaderboard: Arc<dyn Leaderboard>,
-    /// Copies of members' coupon lists, validated by freshness stamps; `None` when turned off.
-    pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     /// Where every use case reads the time (tests move it instead of sleeping).
     pub clock: Clock,
-    /// Who is calling (every call of the marketing services passes it first).
-    pub auth: Arc<auth::Authenticator>,
-    /// How often members and clients may call.
-    pub limits: Arc<limits::Limits>,
-    /// Claims queue per (tenant, template): a batch holds one tenant's claims of one template.
-    claim_batcher: Arc<Batcher<(TenantId, TemplateId), claims::ClaimCoupon, Answer<CouponView>>>,
-    points_batcher: Arc<Batcher<(), points::PointsCommand, Answer<PointsOutcome>>>,
-    stale_boards: Arc<points::StaleBoards>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Copies of templates and points rules (each context keys its own entries).
+    pub cache: Arc<dyn Cache>,
+}
+
+/// The services, one per context, each owning its stores, caches and batchers. The gRPC
+/// layer holds the ones it calls.
+#[derive(Clone)]
+pub struct AppState {
+    pub templates: TemplateService,
+    pub coupons: CouponService,
+    pub points: PointsService,
+    pub clients: ClientService,
+    pub retention: RetentionService,
 }
 
 impl AppState {
     /// Every counter of this replica: its use cases', `transport`'s, and its caches' (templates
     /// and rules; members' coupon lists when they are kept).
     pub fn counters(&self, transport: &TransportCounters) -> Vec<Counter> {
-        let mut caches = vec![("templates_and_rules", self.cache.stats())];
-        if let Some(lists) = &self.coupon_lists {
+        let shared = &self.templates.shared;
+        let mut caches = vec![("templates_and_rules", shared.cache.stats())];
+        if let Some(lists) = &self.coupons.coupon_lists {
             caches.push(("coupon_lists", lists.stats()));
         }
-        observability::counters(&self.metrics, transport, &caches)
+        observability::counters(&shared.metrics, transport, &caches)
+    }
+
+    /// What every service shares.
+    pub fn shared(&self) -> &Shared {
+        &self.templates.shared
     }
 
     /// Connects to the database (migrating it) and to Redis, or sets up the embedded mode.
@@ -211,22 +221,51 @@ impl AppState {
         ));
         let claim_batcher = Arc::new(Batcher::new(config.claim_batch_max, "claim"));
         let points_batcher = Arc::new(Batcher::new(config.points_batch_max, "points"));
-        Ok(Self {
+        let shared = Shared {
             db,
-            cache,
-            lock,
-            coupon_lists,
+            clock,
             config: Arc::new(config),
             metrics,
-            leaderboard,
-            clock,
-            auth,
-            limits,
-            claim_batcher,
-            points_batcher,
-            stale_boards: Arc::default(),
+            cache,
+        };
+        let templates = TemplateService {
+            shared: shared.clone(),
+        };
+        Ok(Self {
+            coupons: CouponService {
+                shared: shared.clone(),
+                templates: templates.clone(),
+                lock,
+                limits: limits.clone(),
+                coupon_lists,
+                claim_batcher,
+            },
+            points: PointsService {
+                shared: shared.clone(),
+                limits: limits.clone(),
+                leaderboard,
+                points_batcher,
+                stale_boards: Arc::default(),
+            },
+            clients: ClientService {
+                db: shared.db.clone(),
+                auth,
+                limits,
+            },
+            retention: RetentionService { shared },
+            templates,
         })
     }
+}
+
+/// `serve` as a batcher's drainer, run on a clone of `service` (a drainer outlives the call
+/// that started it).
+fn drainer<S: Clone + Send + 'static, G, F>(
+    service: &S,
+    serve: impl Fn(S, G) -> F + Send + 'static,
+) -> impl Fn(G) -> F + Send + 'static {
+    let service = service.clone();
+    move |groups| serve(service.clone(), groups)
 }
 
 /// A unit of work that owns its request id, or the first answer of that request.
@@ -235,7 +274,7 @@ pub enum Begun<R> {
     Replay(Recorded<R>),
 }
 
-impl AppState {
+impl Shared {
     /// Opens the unit of work of a mutation and claims its request id in it. A request id
     /// answered before gives that answer (a recorded refusal as the error).
     pub async fn begin_idempotent<R>(
@@ -248,16 +287,6 @@ impl AppState {
                 wire::replay(outcome).map(|bytes| Begun::Replay(Recorded::new(bytes)))
             }
         }
-    }
-
-    /// `serve` as a batcher's drainer, run on a clone of this state (a drainer outlives the
-    /// call that started it).
-    fn drainer<G, F>(
-        &self,
-        serve: impl Fn(AppState, G) -> F + Send + 'static,
-    ) -> impl Fn(G) -> F + Send + 'static {
-        let app = self.clone();
-        move |groups| serve(app.clone(), groups)
     }
 
     /// Writes a copy through to the cache (the highest version wins, so a slow writer cannot

@@ -3,9 +3,11 @@
 //! its own short statement, so a backlog never holds a long lock.
 
 use marketing_domain::{MarketingError, UnixMicros};
-use marketing_storage::{idempotency, points};
+use marketing_storage::{
+    idempotency::RequestStore, points::accounts::PointsStore, unit::UnitOfWork,
+};
 
-use super::AppState;
+use super::Shared;
 
 /// How often the server sweeps past-retention records (the window is days: a minute late costs
 /// nothing, and each sweep reads the index's new ranges once).
@@ -14,16 +16,36 @@ pub const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from
 /// Batches one sweep deletes of each kind at most; the rest waits for the next sweep.
 const BATCHES_PER_SWEEP: usize = 20;
 
-impl AppState {
+/// The retention sweep of every context's records.
+#[derive(Clone)]
+pub struct RetentionService {
+    pub(crate) shared: Shared,
+}
+
+impl RetentionService {
     /// One retention sweep, in batches of `batch`: (idempotency records, holds) deleted.
     pub async fn sweep_records(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
-        let retention = i64::try_from(self.config.retention.as_micros()).unwrap_or(i64::MAX);
-        let before = UnixMicros(self.clock.now().0.saturating_sub(retention));
-        let conn = self.db.conn();
-        idempotency::summarize_created(conn).await?;
-        let records = in_batches(batch, || idempotency::delete_before(conn, before, batch)).await?;
-        let holds =
-            in_batches(batch, || points::delete_finished_holds(conn, before, batch)).await?;
+        let retention = i64::try_from(self.shared.config.retention.as_micros()).unwrap_or(i64::MAX);
+        let before = UnixMicros(self.shared.clock.now().0.saturating_sub(retention));
+        let db = &self.shared.db;
+        let unit = UnitOfWork::begin(db).await?;
+        unit.requests().summarize_created().await?;
+        unit.commit().await?;
+        // Each batch its own unit: one short statement, never a long lock.
+        let records = in_batches(batch, || async {
+            let unit = UnitOfWork::begin(db).await?;
+            let deleted = unit.requests().delete_before(before, batch).await?;
+            unit.commit().await?;
+            Ok(deleted)
+        })
+        .await?;
+        let holds = in_batches(batch, || async {
+            let unit = UnitOfWork::begin(db).await?;
+            let deleted = unit.points().delete_finished_holds(before, batch).await?;
+            unit.commit().await?;
+            Ok(deleted)
+        })
+        .await?;
         Ok((records, holds))
     }
 }

@@ -9,11 +9,11 @@ use marketing_domain::{
 use marketing_infra::cache::Versioned;
 use marketing_storage::{
     idempotency::IdempotencyKey,
-    templates::{self, TemplateChange, TemplateFilter},
+    templates::{TemplateChange, TemplateFilter, TemplateReads, TemplateStore},
     unit::UnitOfWork,
 };
 
-use super::{Answer, AppState, Recorded};
+use super::{Answer, Recorded, Shared};
 use crate::wire;
 
 pub struct CreateTemplate {
@@ -54,13 +54,19 @@ fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
     format!("tpl:{tenant_id}:{id}")
 }
 
-impl AppState {
+/// Coupon templates: created, changed and archived in units of work; read through the cache.
+#[derive(Clone)]
+pub struct TemplateService {
+    pub(crate) shared: Shared,
+}
+
+impl TemplateService {
     pub async fn create_template(
         &self,
         cmd: CreateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let unit = begin_or_replay!(self, &cmd.key);
-        let now = self.clock.now();
+        let unit = begin_or_replay!(self.shared, &cmd.key);
+        let now = self.shared.clock.now();
         let template = CouponTemplate {
             id: TemplateId::new(),
             tenant_id: cmd.key.tenant_id.clone(),
@@ -76,8 +82,10 @@ impl AppState {
             archived_at: None,
             actor: cmd.actor,
         };
-        templates::insert(unit.conn(), &template).await?;
-        self.commit_idempotent(unit, &cmd.key, &template).await?;
+        unit.templates().insert(&template).await?;
+        self.shared
+            .commit_idempotent(unit, &cmd.key, &template)
+            .await?;
         self.cache_template(&template).await;
         tracing::info!(template_id = %template.id, "coupon template created");
         Ok(Answer::Fresh(template))
@@ -89,14 +97,14 @@ impl AppState {
         id: TemplateId,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
         let key = cache_key(tenant_id, id);
-        match self.cache.get(&key).await {
+        match self.shared.cache.get(&key).await {
             Ok(Some(entry)) => return Ok(Answer::Recorded(Recorded::new(entry.value))),
             Ok(None) => {}
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "template cache unavailable; reading the database")
             }
         }
-        let template = templates::get(self.db.conn(), tenant_id, id).await?;
+        let template = self.shared.db.templates().get(tenant_id, id).await?;
         self.cache_template(&template).await;
         Ok(Answer::Fresh(template))
     }
@@ -110,10 +118,10 @@ impl AppState {
         id: TemplateId,
     ) -> Result<CouponTemplate, MarketingError> {
         let key = cache_key(tenant_id, id);
-        if let Err(err) = self.cache.evict(&key).await {
+        if let Err(err) = self.shared.cache.evict(&key).await {
             marketing_infra::warn_every!(error = %err, cache_key = %key, "evicting template failed");
         }
-        let template = templates::get(self.db.conn(), tenant_id, id).await?;
+        let template = self.shared.db.templates().get(tenant_id, id).await?;
         self.cache_template(&template).await;
         Ok(template)
     }
@@ -124,14 +132,17 @@ impl AppState {
         query: ListTemplates,
     ) -> Result<(Vec<CouponTemplate>, Option<TemplateId>), MarketingError> {
         // One more than asked tells whether there is a next page.
-        let mut page = templates::list(
-            self.db.conn(),
-            &query.tenant_id,
-            &query.filter,
-            query.after,
-            query.page_size + 1,
-        )
-        .await?;
+        let mut page = self
+            .shared
+            .db
+            .templates()
+            .list(
+                &query.tenant_id,
+                &query.filter,
+                query.after,
+                query.page_size + 1,
+            )
+            .await?;
         let has_more = page.len() as u64 > query.page_size;
         page.truncate(query.page_size as usize);
         let next = has_more.then(|| page.last().map(|t| t.id)).flatten();
@@ -142,9 +153,9 @@ impl AppState {
         &self,
         cmd: UpdateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let unit = begin_or_replay!(self, &cmd.key);
+        let unit = begin_or_replay!(self.shared, &cmd.key);
         let tenant_id = &cmd.key.tenant_id;
-        let current = templates::get(unit.conn(), tenant_id, cmd.id).await?;
+        let current = unit.templates().get(tenant_id, cmd.id).await?;
         if current.archived_at.is_some() {
             return Err(MarketingError::TemplateArchived);
         }
@@ -162,16 +173,17 @@ impl AppState {
                 .map(|v| v.under("coupon_template"))
                 .collect::<Vec<FieldViolation>>()
         })?;
-        let updated = templates::change(
-            unit.conn(),
-            tenant_id,
-            cmd.id,
-            Some(cmd.expected_version),
-            &TemplateChange::Terms(terms),
-            self.clock.now(),
-            cmd.actor.as_deref(),
-        )
-        .await?;
+        let updated = unit
+            .templates()
+            .change(
+                tenant_id,
+                cmd.id,
+                Some(cmd.expected_version),
+                &TemplateChange::Terms(terms),
+                self.shared.clock.now(),
+                cmd.actor.as_deref(),
+            )
+            .await?;
         self.finish_change(unit, &cmd.key, updated).await
     }
 
@@ -179,17 +191,18 @@ impl AppState {
         &self,
         cmd: ChangeTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let unit = begin_or_replay!(self, &cmd.key);
-        let changed = templates::change(
-            unit.conn(),
-            &cmd.key.tenant_id,
-            cmd.id,
-            cmd.expected_version,
-            &cmd.change,
-            self.clock.now(),
-            cmd.actor.as_deref(),
-        )
-        .await?;
+        let unit = begin_or_replay!(self.shared, &cmd.key);
+        let changed = unit
+            .templates()
+            .change(
+                &cmd.key.tenant_id,
+                cmd.id,
+                cmd.expected_version,
+                &cmd.change,
+                self.shared.clock.now(),
+                cmd.actor.as_deref(),
+            )
+            .await?;
         self.finish_change(unit, &cmd.key, changed).await
     }
 
@@ -200,7 +213,7 @@ impl AppState {
         key: &IdempotencyKey,
         updated: CouponTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        self.commit_idempotent(unit, key, &updated).await?;
+        self.shared.commit_idempotent(unit, key, &updated).await?;
         self.cache_template(&updated).await;
         tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");
         Ok(Answer::Fresh(updated))
@@ -214,7 +227,8 @@ impl AppState {
             value: wire::record(template),
         };
         let key = cache_key(&template.tenant_id, template.id);
-        self.write_through(&key, entry, self.config.template_cache_ttl)
+        self.shared
+            .write_through(&key, entry, self.shared.config.template_cache_ttl)
             .await;
     }
 }

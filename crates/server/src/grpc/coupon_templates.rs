@@ -18,7 +18,7 @@ use tracing::instrument;
 
 use super::parse::{Edge, Mutation, Tenanted, finish, mutation_key, mutations, reply, tenanted};
 use crate::{
-    app::{Answer, AppState, ChangeTemplate, CreateTemplate, ListTemplates, UpdateTemplate},
+    app::{Answer, ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate},
     wire::{
         self, ToWire,
         convert::{
@@ -31,18 +31,18 @@ use crate::{
 const NO_SERVER_LIMIT: Duration = Duration::from_secs(3600);
 
 pub struct CouponTemplates {
-    app: AppState,
+    templates: TemplateService,
 }
 
 impl CouponTemplates {
-    pub fn new(app: AppState) -> Self {
-        Self { app }
+    pub fn new(templates: TemplateService) -> Self {
+        Self { templates }
     }
 
     /// The request with what parsing it needs. Template calls have no server limit of their
     /// own: the deadline layer answers them at the client's deadline.
     fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
-        Edge::new(request, NO_SERVER_LIMIT, &self.app)
+        Edge::new(request, NO_SERVER_LIMIT, &self.templates.shared)
     }
 }
 
@@ -311,7 +311,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::CreateCouponTemplateRequest>,
     ) -> Result<Response<pb::CreateCouponTemplateResponse>, Status> {
         let command = CreateTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.create_template(command).await)?;
+        let template = reply(self.templates.create_template(command).await)?;
         Ok(Response::new(pb::CreateCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -324,7 +324,10 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::GetCouponTemplateRequest>,
     ) -> Result<Response<pb::GetCouponTemplateResponse>, Status> {
         let query = GetTemplate::try_from(self.edge(&request)?)?;
-        let answer = self.app.get_template(&query.tenant_id, query.id).await;
+        let answer = self
+            .templates
+            .get_template(&query.tenant_id, query.id)
+            .await;
         let template = match answer.map_err(to_status)? {
             Answer::Fresh(template) => template.to_wire(),
             Answer::Recorded(copy) => match wire::from_record::<CouponTemplate>(copy.bytes()) {
@@ -332,7 +335,7 @@ impl CouponTemplateService for CouponTemplates {
                 // A cached copy no reader can use is not the caller's problem: read the row.
                 Err(err) => {
                     marketing_infra::warn_every!(error = %err, "undecodable cached template; reading the database");
-                    self.app
+                    self.templates
                         .reload_template(&query.tenant_id, query.id)
                         .await
                         .map_err(to_status)?
@@ -352,7 +355,11 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::ListCouponTemplatesRequest>,
     ) -> Result<Response<pb::ListCouponTemplatesResponse>, Status> {
         let query = ListTemplates::try_from(self.edge(&request)?)?;
-        let (coupon_templates, last) = self.app.list_templates(query).await.map_err(to_status)?;
+        let (coupon_templates, last) = self
+            .templates
+            .list_templates(query)
+            .await
+            .map_err(to_status)?;
         let next_page_token = last
             .map(|id| encode_page_token(id.0, &list_query_text(request.get_ref())))
             .unwrap_or_default();
@@ -369,7 +376,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::UpdateCouponTemplateRequest>,
     ) -> Result<Response<pb::UpdateCouponTemplateResponse>, Status> {
         let command = UpdateTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.update_template(command).await)?;
+        let template = reply(self.templates.update_template(command).await)?;
         Ok(Response::new(pb::UpdateCouponTemplateResponse {
             coupon_template: Some(template),
         }))
@@ -382,7 +389,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::SetCouponTemplateEnabledRequest>,
     ) -> Result<Response<pb::SetCouponTemplateEnabledResponse>, Status> {
         let command = ChangeTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.change_template(command).await)?;
+        let template = reply(self.templates.change_template(command).await)?;
         Ok(Response::new(pb::SetCouponTemplateEnabledResponse {
             coupon_template: Some(template),
         }))
@@ -395,7 +402,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::AddCouponStockRequest>,
     ) -> Result<Response<pb::AddCouponStockResponse>, Status> {
         let command = ChangeTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.change_template(command).await)?;
+        let template = reply(self.templates.change_template(command).await)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
         }))
@@ -408,7 +415,7 @@ impl CouponTemplateService for CouponTemplates {
         request: Request<pb::DeleteCouponTemplateRequest>,
     ) -> Result<Response<pb::DeleteCouponTemplateResponse>, Status> {
         let command = ChangeTemplate::try_from(self.edge(&request)?)?;
-        let template = reply(self.app.change_template(command).await)?;
+        let template = reply(self.templates.change_template(command).await)?;
         Ok(Response::new(pb::DeleteCouponTemplateResponse {
             coupon_template: Some(template),
         }))

@@ -17,7 +17,7 @@ use super::deadline::answer_by;
 use crate::{
     Config,
     app::{
-        Answer, AppState,
+        Answer, Shared,
         auth::{Caller, CertificateBesideKey},
     },
     transport::AnswerBudget,
@@ -45,7 +45,7 @@ impl<'a, R: Tenanted> Edge<'a, R> {
     pub fn new(
         request: &'a tonic::Request<R>,
         limit: Duration,
-        app: &'a AppState,
+        shared: &'a Shared,
     ) -> Result<Self, Status> {
         let message = request.get_ref();
         let tenant = message.tenant_id();
@@ -70,8 +70,8 @@ impl<'a, R: Tenanted> Edge<'a, R> {
         Ok(Edge {
             request: message,
             deadline: answer_by(request.metadata(), limit),
-            now: app.clock.now(),
-            config: &app.config,
+            now: shared.clock.now(),
+            config: &shared.config,
             caller,
             certificate: request.extensions().get::<CertificateBesideKey>(),
         })

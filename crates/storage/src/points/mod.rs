@@ -19,6 +19,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+pub mod accounts;
 pub mod batch;
 pub mod rows;
 pub mod store;

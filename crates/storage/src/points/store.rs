@@ -25,9 +25,9 @@ use super::{
 };
 use crate::{
     Database,
-    db::db_error,
     idempotency::{self, IdempotencyKey, Outcome},
     points,
+    unit::UnitOfWork,
 };
 
 /// The reads planning makes beside the batch's one read, through the store's own connection
@@ -217,16 +217,16 @@ impl LedgerStore for PgBatch {
     }
 }
 
-/// One SeaORM transaction.
+/// A unit of work's transaction.
 pub struct TxnBatch {
-    txn: DatabaseTransaction,
+    unit: UnitOfWork,
     rows: LedgerRows,
 }
 
 impl TxnBatch {
     pub async fn begin(db: &Database) -> Result<Self, MarketingError> {
         Ok(Self {
-            txn: db.begin_write().await?,
+            unit: UnitOfWork::begin(db).await?,
             rows: LedgerRows::default(),
         })
     }
@@ -234,20 +234,21 @@ impl TxnBatch {
 
 impl LedgerStore for TxnBatch {
     fn reads(&self) -> Reads<'_> {
-        Reads(Snapshot::Transaction(&self.txn))
+        Reads(Snapshot::Transaction(self.unit.txn()))
     }
 
     async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
-        let records = idempotency::find_many(&self.txn, keys.requests.iter().copied()).await?;
+        let records =
+            idempotency::find_many(self.unit.txn(), keys.requests.iter().copied()).await?;
         let taken = if keys.biz.is_empty() {
             HashSet::new()
         } else {
             let refs: Vec<points::BizRef> = keys.biz.iter().map(|r| (*r).clone()).collect();
-            points::taken_biz_refs(&self.txn, &refs).await?
+            points::taken_biz_refs(self.unit.txn(), &refs).await?
         };
-        let accounts = points::find_accounts(&self.txn, &keys.members).await?;
+        let accounts = points::find_accounts(self.unit.txn(), &keys.members).await?;
         let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
-        let mut lots = points::live_lots_of(&self.txn, &ids).await?;
+        let mut lots = points::live_lots_of(self.unit.txn(), &ids).await?;
         let ledgers = accounts
             .into_iter()
             .map(|account| {
@@ -267,7 +268,7 @@ impl LedgerStore for TxnBatch {
         members: &[(&TenantId, &MemberId)],
         now: UnixMicros,
     ) -> Result<(), MarketingError> {
-        points::create_accounts(&self.txn, members, now).await
+        points::create_accounts(self.unit.txn(), members, now).await
     }
 
     async fn write(
@@ -275,7 +276,7 @@ impl LedgerStore for TxnBatch {
         planned: &[PlannedLedger<'_>],
     ) -> Result<HashSet<Uuid>, MarketingError> {
         let ledgers: Vec<&Ledger> = planned.iter().map(|p| p.ledger).collect();
-        let written = points::write_ledgers(&self.txn, &ledgers, &mut self.rows).await?;
+        let written = points::write_ledgers(self.unit.txn(), &ledgers, &mut self.rows).await?;
         for p in planned {
             let account = &p.ledger.account;
             if !written.contains(&account.id) {
@@ -283,7 +284,7 @@ impl LedgerStore for TxnBatch {
             }
             for ((event, day), points) in p.daily {
                 points::add_earned_today(
-                    &self.txn,
+                    self.unit.txn(),
                     &account.tenant_id,
                     &account.member_id,
                     event,
@@ -301,8 +302,8 @@ impl LedgerStore for TxnBatch {
         outcomes: Vec<(&IdempotencyKey, Outcome)>,
         now: UnixMicros,
     ) -> Result<(), MarketingError> {
-        points::insert_ledger_rows(&self.txn, self.rows).await?;
-        idempotency::insert_completed(&self.txn, outcomes, now).await?;
-        self.txn.commit().await.map_err(db_error)
+        points::insert_ledger_rows(self.unit.txn(), self.rows).await?;
+        idempotency::insert_completed(self.unit.txn(), outcomes, now).await?;
+        self.unit.commit().await
     }
 }

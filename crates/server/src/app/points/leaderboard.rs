@@ -30,7 +30,7 @@ impl StaleBoards {
     }
 }
 
-impl AppState {
+impl PointsService {
     pub(super) async fn record_standings(&self, tenant: &TenantId, standings: &[Standing]) {
         if let Err(err) = self.leaderboard.record(tenant.as_str(), standings).await {
             marketing_infra::warn_every!(error = %err, "leaderboard update failed; it is rebuilt on the next read");
@@ -52,16 +52,19 @@ impl AppState {
         match self.leaderboard.top(tenant.as_str(), n).await {
             Ok(Some(top)) => return Ok(top),
             Ok(None) => {
-                let standings: Vec<Standing> =
-                    points::top_earners(self.db.conn(), tenant, LEADERBOARD_DEPTH)
-                        .await?
-                        .into_iter()
-                        .map(|(member_id, total_earned, reached_at)| Standing {
-                            member_id,
-                            total_earned,
-                            reached_at,
-                        })
-                        .collect();
+                let standings: Vec<Standing> = self
+                    .shared
+                    .db
+                    .points()
+                    .top_earners(tenant, LEADERBOARD_DEPTH)
+                    .await?
+                    .into_iter()
+                    .map(|(member_id, total_earned, reached_at)| Standing {
+                        member_id,
+                        total_earned,
+                        reached_at,
+                    })
+                    .collect();
                 if let Err(err) = self.leaderboard.rebuild(tenant.as_str(), &standings).await {
                     marketing_infra::warn_every!(error = %err, "leaderboard rebuild failed");
                 }
@@ -76,7 +79,11 @@ impl AppState {
                 self.stale_boards.mark(tenant);
             }
         }
-        Ok(points::top_earners(self.db.conn(), tenant, n as u64)
+        Ok(self
+            .shared
+            .db
+            .points()
+            .top_earners(tenant, n as u64)
             .await?
             .into_iter()
             .map(|(member, total, _)| (member, total))

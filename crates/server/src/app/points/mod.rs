@@ -1,8 +1,8 @@
-//! Points use cases. Every change of an account goes through [`AppState::change_points`],
+//! Points use cases. Every change of an account goes through [`PointsService::change_points`],
 //! which serves it in this replica's next batch: read the accounts and their lots, let the
 //! domain [`Ledger`] plan the changes, write them with `WHERE version = read_version`, and on
 //! a lost race plan again on fresh data, retrying with jittered backoff until the deadline.
-//! One planner ([`AppState::serve_points_on`]) serves a batch through either storage
+//! One planner ([`PointsService::serve_points_on`]) serves a batch through either storage
 //! implementation of `LedgerStore`: on PostgreSQL first `PgBatch` (two statements), then, if
 //! an account moved, `TxnBatch` (a transaction, SQLite's only way). Business refusals are
 //! recorded under the request id, so a retry replays the first refusal too. Rules and their
@@ -19,7 +19,7 @@ use leaderboard::standing_of;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -29,11 +29,15 @@ use marketing_domain::{
     points::{Account, AccountView, Entry, EntryMeta, Hold, Ledger, Lot, PointsOutcome, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
 };
-use marketing_infra::{cache::Versioned, leaderboard::Standing};
+use marketing_infra::{
+    cache::Versioned,
+    leaderboard::{Leaderboard, Standing},
+};
 use marketing_storage::{
     idempotency::{self, IdempotencyKey, Outcome},
     points::{
-        self, BizRef, RuleRef,
+        BizRef, RuleRef,
+        accounts::{PointsReads, PointsStore},
         batch::BatchKeys,
         store::{LedgerStore, PgBatch, PlannedLedger, TxnBatch},
     },
@@ -42,9 +46,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    Answer, AppState, Recorded,
-    batcher::{Backoff, Batched, Group, retry_lost_races},
+    Answer, Recorded, Shared,
+    batcher::{Backoff, Batched, Batcher, Group, retry_lost_races},
+    drainer,
     isolate::Isolation,
+    limits::Limits,
 };
 use crate::wire;
 
@@ -178,7 +184,18 @@ struct GroupContext {
     biz: HashSet<BizRef>,
 }
 
-impl AppState {
+/// Points accounts: every change through this replica's batch, reads, rules, the
+/// leaderboard, the sweep of due holds and lots.
+#[derive(Clone)]
+pub struct PointsService {
+    pub(crate) shared: Shared,
+    pub(super) limits: Arc<Limits>,
+    pub leaderboard: Arc<dyn Leaderboard>,
+    pub(super) points_batcher: Arc<Batcher<(), PointsCommand, Answer<PointsOutcome>>>,
+    pub(super) stale_boards: Arc<StaleBoards>,
+}
+
+impl PointsService {
     /// Applies one command: it waits in this replica's points queue and is served in the
     /// next batch (one transaction, one write per account, one commit for all).
     pub async fn change_points(&self, cmd: PointsCommand) -> PointsResult {
@@ -186,7 +203,9 @@ impl AppState {
             let earner = format!("{}/{}/{event}", cmd.tenant_id, cmd.member_id);
             self.limits.admit(LimitedAction::Earn, &earner).await?;
         }
-        let serve = self.drainer(|app, groups| async move { app.serve_points_batch(groups).await });
+        let serve = drainer(self, |app, groups| async move {
+            app.serve_points_batch(groups).await
+        });
         self.points_batcher.submit((), cmd, serve).await
     }
 
@@ -197,7 +216,7 @@ impl AppState {
         let results = Isolation::serve(
             cmds.len(),
             |range| self.serve_points_commands(&cmds[range]),
-            || self.metrics.record_points_split(),
+            || self.shared.metrics.record_points_split(),
         )
         .await;
         for (group, result) in unique.into_iter().zip(results) {
@@ -218,20 +237,20 @@ impl AppState {
         };
         let started = std::time::Instant::now();
         let (outcome, attempts) = retry_lost_races(deadline, RETRY, |attempt| async move {
-            match (attempt, PgBatch::new(&self.db)) {
+            match (attempt, PgBatch::new(&self.shared.db)) {
                 (0, Some(short)) => match self.serve_points_on(short, cmds).await {
                     Err(MarketingError::ConcurrentModification(cause)) => {
                         // Another writer won somewhere in the batch: the transaction re-plans
                         // only the accounts that changed.
                         tracing::debug!(error = %cause, "points batch served again in a transaction");
-                        self.metrics.record_points_fallback();
-                        self.serve_points_on(TxnBatch::begin(&self.db).await?, cmds)
+                        self.shared.metrics.record_points_fallback();
+                        self.serve_points_on(TxnBatch::begin(&self.shared.db).await?, cmds)
                             .await
                     }
                     served => served,
                 },
                 _ => {
-                    self.serve_points_on(TxnBatch::begin(&self.db).await?, cmds)
+                    self.serve_points_on(TxnBatch::begin(&self.shared.db).await?, cmds)
                         .await
                 }
             }
@@ -280,7 +299,7 @@ impl AppState {
         let mut ledgers = by_member(reads.ledgers);
         let opened = accounts_to_open(cmds, &groups, |key| ledgers.contains_key(key));
         if !opened.is_empty() {
-            store.open(&opened, self.clock.now()).await?;
+            store.open(&opened, self.shared.clock.now()).await?;
             let keys = BatchKeys {
                 members: opened,
                 ..Default::default()
@@ -294,7 +313,7 @@ impl AppState {
         let mut earned: BTreeMap<TenantId, Vec<Standing>> = BTreeMap::new();
         let mut pending: Vec<(&[usize], PlannedGroup)> = Vec::new();
         for attempt in 0.. {
-            let now = self.clock.now();
+            let now = self.shared.clock.now();
             for (key, indexes) in &groups {
                 let Some((account, lots)) = ledgers.remove(key) else {
                     // An account no read found: one nobody opened, or (on the first attempt)
@@ -364,7 +383,7 @@ impl AppState {
             };
             ledgers = by_member(store.read(&keys).await?.ledgers);
         }
-        let recorded_at = self.clock.now();
+        let recorded_at = self.shared.clock.now();
         store
             .commit(outcomes(cmds, &results, &replayed), recorded_at)
             .await?;
@@ -394,11 +413,15 @@ impl AppState {
         tenant: &TenantId,
         member: &MemberId,
     ) -> Result<AccountView, MarketingError> {
-        let account = points::find_account(self.db.conn(), tenant, member)
+        let account = self
+            .shared
+            .db
+            .points()
+            .find_account(tenant, member)
             .await?
             .ok_or(MarketingError::AccountNotFound)?;
-        let lots = points::live_lots(self.db.conn(), account.id).await?;
-        let mut view = Ledger::new(account, lots, self.clock.now());
+        let lots = self.shared.db.points().live_lots(account.id).await?;
+        let mut view = Ledger::new(account, lots, self.shared.clock.now());
         view.expire_due();
         Ok(AccountView {
             next_expiry: view.next_expiry(),
@@ -415,16 +438,12 @@ impl AppState {
         after: Option<Uuid>,
         page_size: u64,
     ) -> Result<(Vec<Entry>, Option<Uuid>), MarketingError> {
-        let mut page = points::list_entries(
-            self.db.conn(),
-            tenant,
-            member,
-            types,
-            range,
-            after,
-            page_size + 1,
-        )
-        .await?;
+        let mut page = self
+            .shared
+            .db
+            .points()
+            .list_entries(tenant, member, types, range, after, page_size + 1)
+            .await?;
         let has_more = page.len() as u64 > page_size;
         page.truncate(page_size as usize);
         let next = has_more.then(|| page.last().map(|e| e.id)).flatten();

@@ -9,13 +9,14 @@ use marketing_domain::{
 use marketing_storage::points::{BizRef, HoldRef, store::Reads};
 use uuid::Uuid;
 
+use super::PointsService;
 use super::{
     Applied, BatchContext, DailyAward, EarnSource, GroupContext, HoldSelector, PlannedGroup,
     PointsCommand, PointsOp, RefundTarget, biz_reference, outcome_of,
 };
-use crate::app::{Answer, AppState};
+use crate::app::Answer;
 
-impl AppState {
+impl PointsService {
     /// Plans one account's commands on its ledger. A refused command leaves the ledger as it
     /// was and takes no business reference.
     pub(super) async fn plan_group(

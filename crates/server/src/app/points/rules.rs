@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl AppState {
+impl PointsService {
     fn rule_cache_key(tenant: &TenantId, event: &str) -> String {
         format!("rule:{tenant}:{event}")
     }
@@ -15,7 +15,7 @@ impl AppState {
         event: &str,
     ) -> Result<PointsRule, MarketingError> {
         let key = Self::rule_cache_key(tenant, event);
-        match self.cache.get(&key).await {
+        match self.shared.cache.get(&key).await {
             Ok(Some(entry)) => match wire::rule_from_record(tenant, &entry.value) {
                 Some(rule) => return Ok(rule),
                 None => {
@@ -27,7 +27,11 @@ impl AppState {
                 marketing_infra::warn_every!(error = %err, "rule cache unavailable; reading the database")
             }
         }
-        let rule = points::find_rule(self.db.conn(), tenant, RuleRef::Event(event))
+        let rule = self
+            .shared
+            .db
+            .points()
+            .find_rule(tenant, RuleRef::Event(event))
             .await?
             .ok_or(MarketingError::RuleNotFound)?;
         self.cache_rule(&rule).await;
@@ -41,7 +45,8 @@ impl AppState {
             value: wire::record(rule),
         };
         let key = Self::rule_cache_key(&rule.tenant_id, &rule.event_type);
-        self.write_through(&key, entry, self.config.rule_cache_ttl)
+        self.shared
+            .write_through(&key, entry, self.shared.config.rule_cache_ttl)
             .await;
     }
 
@@ -52,8 +57,8 @@ impl AppState {
         terms: RuleTerms,
         actor: Option<String>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let unit = begin_or_replay!(self, &key);
-        let now = self.clock.now();
+        let unit = begin_or_replay!(self.shared, &key);
+        let now = self.shared.clock.now();
         let rule = PointsRule {
             id: Uuid::now_v7(),
             tenant_id: key.tenant_id.clone(),
@@ -64,8 +69,8 @@ impl AppState {
             updated_at: now,
             actor,
         };
-        points::insert_rule(unit.conn(), &rule).await?;
-        self.commit_idempotent(unit, &key, &rule).await?;
+        unit.points().insert_rule(&rule).await?;
+        self.shared.commit_idempotent(unit, &key, &rule).await?;
         self.cache_rule(&rule).await;
         Ok(Answer::Fresh(rule))
     }
@@ -79,9 +84,11 @@ impl AppState {
         fields: &[RuleField],
         actor: Option<&str>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let unit = begin_or_replay!(self, &key);
+        let unit = begin_or_replay!(self.shared, &key);
         let tenant = &key.tenant_id;
-        let current = points::find_rule(unit.conn(), tenant, RuleRef::Id(id))
+        let current = unit
+            .points()
+            .find_rule(tenant, RuleRef::Id(id))
             .await?
             .ok_or(MarketingError::RuleNotFound)?;
         if current.version != expected_version {
@@ -95,22 +102,16 @@ impl AppState {
         let terms = terms.check().map_err(|v| {
             MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
         })?;
-        let now = self.clock.now();
-        let updated = points::update_rule(
-            unit.conn(),
-            tenant,
-            id,
-            expected_version,
-            &terms,
-            now,
-            actor,
-        )
-        .await?
-        .ok_or(MarketingError::VersionMismatch {
-            expected: expected_version,
-            current: expected_version + 1,
-        })?;
-        self.commit_idempotent(unit, &key, &updated).await?;
+        let now = self.shared.clock.now();
+        let updated = unit
+            .points()
+            .update_rule(tenant, id, expected_version, &terms, now, actor)
+            .await?
+            .ok_or(MarketingError::VersionMismatch {
+                expected: expected_version,
+                current: expected_version + 1,
+            })?;
+        self.shared.commit_idempotent(unit, &key, &updated).await?;
         self.cache_rule(&updated).await;
         Ok(Answer::Fresh(updated))
     }
@@ -122,8 +123,12 @@ impl AppState {
         after: Option<Uuid>,
         page_size: u64,
     ) -> Result<(Vec<PointsRule>, Option<Uuid>), MarketingError> {
-        let mut page =
-            points::list_rules(self.db.conn(), tenant, enabled, after, page_size + 1).await?;
+        let mut page = self
+            .shared
+            .db
+            .points()
+            .list_rules(tenant, enabled, after, page_size + 1)
+            .await?;
         let has_more = page.len() as u64 > page_size;
         page.truncate(page_size as usize);
         let next = has_more.then(|| page.last().map(|r| r.id)).flatten();

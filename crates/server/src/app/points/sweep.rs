@@ -3,13 +3,18 @@
 
 use super::*;
 
-impl AppState {
+impl PointsService {
     /// Releases lapsed holds and expires due lots, account by account, through the same
     /// optimistic path as requests: safe with every replica sweeping at once.
     pub async fn sweep_points(&self, batch: u64) -> Result<(usize, usize), MarketingError> {
-        let now = self.clock.now();
-        let holds = points::due_holds(self.db.conn(), now, batch).await?;
-        let accounts = points::accounts_with_due_lots(self.db.conn(), now, batch).await?;
+        let now = self.shared.clock.now();
+        let holds = self.shared.db.points().due_holds(now, batch).await?;
+        let accounts = self
+            .shared
+            .db
+            .points()
+            .accounts_with_due_lots(now, batch)
+            .await?;
         let (mut released, mut expired) = (0, 0);
         let work = holds
             .into_iter()
@@ -36,7 +41,7 @@ impl AppState {
                     description: "swept".into(),
                     ..EntryMeta::default()
                 },
-                deadline: Instant::now() + self.config.points_timeout,
+                deadline: Instant::now() + self.shared.config.points_timeout,
             };
             match self.change_points(cmd).await {
                 Ok(_) if is_hold => released += 1,

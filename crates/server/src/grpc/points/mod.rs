@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::parse::{Edge, Tenanted, distinct, reply};
 use crate::{
-    app::{AppState, PointsCommand},
+    app::{PointsCommand, PointsService},
     wire::{
         ToWire,
         convert::{encode_page_token, entry_to_proto},
@@ -19,18 +19,22 @@ use crate::{
 use requests::*;
 
 pub struct Points {
-    app: AppState,
+    points: PointsService,
 }
 
 impl Points {
-    pub fn new(app: AppState) -> Self {
-        Self { app }
+    pub fn new(points: PointsService) -> Self {
+        Self { points }
     }
 
     /// The request with what parsing it needs: points writes answer by the client's
     /// `grpc-timeout`, capped by the server's points timeout.
     fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
-        Edge::new(request, self.app.config.points_timeout, &self.app)
+        Edge::new(
+            request,
+            self.points.shared.config.points_timeout,
+            &self.points.shared,
+        )
     }
 
     /// Parses a change of an account and answers with what it did (FreezePoints' response
@@ -43,7 +47,7 @@ impl Points {
         for<'a> PointsCommand: TryFrom<Edge<'a, R>, Error = Status>,
     {
         let command = PointsCommand::try_from(self.edge(request)?)?;
-        reply(self.app.change_points(command).await)
+        reply(self.points.change_points(command).await)
     }
 }
 
@@ -57,7 +61,7 @@ impl PointsAccountService for Points {
     ) -> Result<Response<pb::GetPointsAccountResponse>, Status> {
         let q = AccountQuery::try_from(self.edge(&request)?)?;
         let account = self
-            .app
+            .points
             .points_account(&q.tenant, &q.member)
             .await
             .map_err(to_status)?;
@@ -151,7 +155,7 @@ impl PointsAccountService for Points {
     ) -> Result<Response<pb::ListPointsTransactionsResponse>, Status> {
         let q = EntriesQuery::try_from(self.edge(&request)?)?;
         let (transactions, last) = self
-            .app
+            .points
             .list_points_transactions(&q.tenant, &q.member, &q.types, q.range, q.after, q.size)
             .await
             .map_err(to_status)?;
@@ -179,7 +183,7 @@ impl PointsAccountService for Points {
     ) -> Result<Response<pb::GetPointsLeaderboardResponse>, Status> {
         let q = TopQuery::try_from(self.edge(&request)?)?;
         let top = self
-            .app
+            .points
             .leaderboard(&q.tenant, q.top_n)
             .await
             .map_err(to_status)?;
@@ -205,7 +209,11 @@ impl PointsAccountService for Points {
         request: Request<pb::CreatePointsRuleRequest>,
     ) -> Result<Response<pb::CreatePointsRuleResponse>, Status> {
         let c = CreateRule::try_from(self.edge(&request)?)?;
-        let rule = reply(self.app.create_rule(c.key, c.event, c.terms, c.actor).await)?;
+        let rule = reply(
+            self.points
+                .create_rule(c.key, c.event, c.terms, c.actor)
+                .await,
+        )?;
         Ok(Response::new(pb::CreatePointsRuleResponse {
             points_rule: Some(rule),
         }))
@@ -219,7 +227,7 @@ impl PointsAccountService for Points {
     ) -> Result<Response<pb::UpdatePointsRuleResponse>, Status> {
         let c = UpdateRule::try_from(self.edge(&request)?)?;
         let updated = reply(
-            self.app
+            self.points
                 .update_rule(
                     c.key,
                     c.id,
@@ -244,7 +252,7 @@ impl PointsAccountService for Points {
         let r = request.get_ref();
         let q = RulesQuery::try_from(self.edge(&request)?)?;
         let (points_rules, last) = self
-            .app
+            .points
             .list_rules(&q.tenant, r.enabled, q.after, q.size)
             .await
             .map_err(to_status)?;

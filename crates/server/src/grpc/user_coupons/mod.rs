@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::parse::{Edge, Tenanted, distinct, reply};
 use crate::{
-    app::{AppState, ClaimCoupon, DistributeCoupons, ListCoupons, TransitionCoupon},
+    app::{ClaimCoupon, CouponService, DistributeCoupons, ListCoupons, TransitionCoupon},
     wire::{
         ToWire,
         convert::{coupon_to_proto, encode_page_token},
@@ -19,18 +19,22 @@ use crate::{
 use requests::*;
 
 pub struct UserCoupons {
-    app: AppState,
+    coupons: CouponService,
 }
 
 impl UserCoupons {
-    pub fn new(app: AppState) -> Self {
-        Self { app }
+    pub fn new(coupons: CouponService) -> Self {
+        Self { coupons }
     }
 
     /// The request with what parsing it needs: claims and distributions answer by the
     /// client's `grpc-timeout`, capped by the server's claim timeout.
     fn edge<'a, R: Tenanted>(&'a self, request: &'a Request<R>) -> Result<Edge<'a, R>, Status> {
-        Edge::new(request, self.app.config.claim_timeout, &self.app)
+        Edge::new(
+            request,
+            self.coupons.shared.config.claim_timeout,
+            &self.coupons.shared,
+        )
     }
 
     /// Parses a transition request and answers with the coupon as the transition left it.
@@ -42,7 +46,7 @@ impl UserCoupons {
         for<'a> TransitionCoupon: TryFrom<Edge<'a, R>, Error = Status>,
     {
         let command = TransitionCoupon::try_from(self.edge(request)?)?;
-        reply(self.app.transition_coupon(command).await)
+        reply(self.coupons.transition_coupon(command).await)
     }
 }
 
@@ -56,7 +60,7 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::ClaimCouponRequest>,
     ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
         let claim = ClaimCoupon::try_from(self.edge(&request)?)?;
-        let coupon = reply(self.app.claim_coupon(claim).await)?;
+        let coupon = reply(self.coupons.claim_coupon(claim).await)?;
         Ok(Response::new(pb::ClaimCouponResponse {
             user_coupon: Some(coupon),
         }))
@@ -70,7 +74,7 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::DistributeCouponsRequest>,
     ) -> Result<Response<pb::DistributeCouponsResponse>, Status> {
         let command = DistributeCoupons::try_from(self.edge(&request)?)?;
-        let response = reply(self.app.distribute_coupons(command).await)?;
+        let response = reply(self.coupons.distribute_coupons(command).await)?;
         Ok(Response::new(response))
     }
 
@@ -82,7 +86,7 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::GetUserCouponResponse>, Status> {
         let query = GetCoupon::try_from(self.edge(&request)?)?;
         let coupon = self
-            .app
+            .coupons
             .get_coupon(&query.tenant, query.id, query.member.as_ref())
             .await
             .map_err(to_status)?;
@@ -98,7 +102,7 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::ListMemberCouponsRequest>,
     ) -> Result<Response<pb::ListMemberCouponsResponse>, Status> {
         let query = ListCoupons::try_from(self.edge(&request)?)?;
-        let page = self.app.list_coupons(query).await.map_err(to_status)?;
+        let page = self.coupons.list_coupons(query).await.map_err(to_status)?;
         Ok(Response::new(pb::ListMemberCouponsResponse {
             user_coupons: page
                 .coupons
@@ -125,7 +129,7 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::ValidateCouponResponse>, Status> {
         let q = ValidateCoupon::try_from(self.edge(&request)?)?;
         let check = self
-            .app
+            .coupons
             .validate_coupon(
                 &q.tenant,
                 &q.member,
