@@ -6,6 +6,7 @@ mod cache;
 mod claims;
 mod clients;
 mod compose;
+mod context_stores;
 mod coupons;
 mod faults;
 mod fixtures;

@@ -81,7 +81,11 @@ async fn records_past_their_retention_are_deleted(app: &TestApp) {
 
     // The held hold is past its time too: released by the points sweep (run here, so the
     // balance does not depend on when the background sweeper's tick comes).
-    app.state.points.sweep_points(500).await.expect("points sweep");
+    app.state
+        .points
+        .sweep_points(500)
+        .await
+        .expect("points sweep");
     // The same request id now is a new request: a second earn.
     let again = points
         .earn_points(first)
