@@ -10,6 +10,7 @@ use marketing_domain::{
     MarketingError, MemberId, RequestId, TemplateId, TenantId, UnixMicros,
     auth::{ApiClient, Role, Tenants},
     coupon_template::{CouponTemplate, Currency, Discount, TemplateTerms, Validity},
+    error::Refusal,
     points_rule::{PointsRule, RuleTerms},
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -99,7 +100,7 @@ async fn templates_are_read_per_tenant_and_listed_in_pages(db: &Database) {
     assert!(store.find(&globex, ids[0]).await.expect("find").is_none());
     assert!(matches!(
         store.get(&globex, ids[0]).await,
-        Err(MarketingError::TemplateNotFound)
+        Err(MarketingError::Refused(Refusal::TemplateNotFound))
     ));
 
     let all = TemplateFilter::default();
@@ -172,20 +173,22 @@ async fn template_changes_check_what_the_caller_assumed(db: &Database) {
     assert_eq!(disabled.actor.as_deref(), Some("ops"));
     assert!(matches!(
         change(Some(1), TemplateChange::Enabled(true)).await,
-        Err(MarketingError::VersionMismatch {
+        Err(MarketingError::Refused(Refusal::VersionMismatch {
             expected: 1,
             current: 2
-        })
+        }))
     ));
     let grown = change(None, TemplateChange::Stock(5)).await.expect("stock");
     assert_eq!((grown.total_stock, grown.remaining_stock), (15, 15));
     assert!(matches!(
         change(None, TemplateChange::Stock(-16)).await,
-        Err(MarketingError::StockBelowClaimed { remaining: 15 })
+        Err(MarketingError::Refused(Refusal::StockBelowClaimed {
+            remaining: 15
+        }))
     ));
     assert!(matches!(
         change(None, TemplateChange::Stock(i64::MAX / 4)).await,
-        Err(MarketingError::InvalidArgument(_))
+        Err(MarketingError::Refused(Refusal::InvalidArgument(_)))
     ));
     let mut terms = grown.terms.clone();
     terms.name = "twenty off".into();
@@ -198,7 +201,7 @@ async fn template_changes_check_what_the_caller_assumed(db: &Database) {
         .expect("archive");
     assert!(matches!(
         change(None, TemplateChange::Enabled(true)).await,
-        Err(MarketingError::TemplateArchived)
+        Err(MarketingError::Refused(Refusal::TemplateArchived))
     ));
     // Another tenant naming the id changes nothing.
     assert!(matches!(
@@ -213,7 +216,7 @@ async fn template_changes_check_what_the_caller_assumed(db: &Database) {
                 None
             )
             .await),
-        Err(MarketingError::TemplateNotFound)
+        Err(MarketingError::Refused(Refusal::TemplateNotFound))
     ));
     let stored = db.templates().get(&acme, id).await.expect("read");
     assert_eq!(
@@ -257,7 +260,7 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
             .templates()
             .get_for_update(&tenant("globex"), id)
             .await),
-        Err(MarketingError::TemplateNotFound)
+        Err(MarketingError::Refused(Refusal::TemplateNotFound))
     ));
     let used = in_unit!(db, |unit| unit.templates().add_used(&acme, id, 1).await).expect("use");
     assert_eq!(used.used_count, 1);
@@ -320,7 +323,7 @@ async fn coupons_are_read_per_tenant_and_member(db: &Database) {
     for (tenant_id, holder) in [(&globex, Some(&m1)), (&acme, Some(&m2))] {
         assert!(matches!(
             store.get(tenant_id, mine[0].id, holder).await,
-            Err(MarketingError::CouponNotFound)
+            Err(MarketingError::Refused(Refusal::CouponNotFound))
         ));
     }
 
@@ -380,7 +383,10 @@ async fn a_coupon_changes_only_at_the_version_read(db: &Database) {
         .coupons()
         .compare_and_set(&used, coupon.version)
         .await);
-    assert!(!lost.expect("cas"), "a writer that read an older version loses");
+    assert!(
+        !lost.expect("cas"),
+        "a writer that read an older version loses"
+    );
     let stored = db
         .coupons()
         .get(&acme, coupon.id, None)
@@ -575,7 +581,7 @@ async fn a_request_is_answered_once_per_client(db: &Database) {
     // The same id with other parameters is refused; of another client or tenant it is new.
     assert!(matches!(
         UnitOfWork::begin_idempotent(db, &key("acme", "r-1", "till", 2), now).await,
-        Err(MarketingError::RequestIdReused)
+        Err(MarketingError::Refused(Refusal::RequestIdReused))
     ));
     for other in [
         key("acme", "r-1", "ops", 1),
@@ -631,7 +637,7 @@ async fn records_are_written_and_found_in_batches(db: &Database) {
             .expect("b's")
             .clone()
             .replay_for(&key("acme", "b-2", "till", 9)),
-        Err(MarketingError::RequestIdReused)
+        Err(MarketingError::Refused(Refusal::RequestIdReused))
     ));
     // A request id recorded meanwhile fails the whole insert.
     let c = key("acme", "b-3", "till", 1);
@@ -706,7 +712,7 @@ async fn rules_are_one_per_event_and_change_at_their_version(db: &Database) {
             .points()
             .insert_rule(&rule(&acme, "signup", 5))
             .await),
-        Err(MarketingError::RuleExists)
+        Err(MarketingError::Refused(Refusal::RuleExists))
     ));
     in_unit!(db, |unit| unit
         .points()

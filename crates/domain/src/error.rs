@@ -191,8 +191,11 @@ impl fmt::Display for Reason {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum MarketingError {
+/// What the domain refuses: a request that breaks a rule of templates, coupons or points.
+/// Plain data (cloned for every waiter on the same request); the wire's code, metadata and
+/// `ErrorInfo` of each are in the server's `wire::status`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
     /// The request is malformed; nothing was changed.
     #[error("invalid request: {}", join(.0))]
     InvalidArgument(Vec<FieldViolation>),
@@ -221,7 +224,7 @@ pub enum MarketingError {
     DistributionRefused {
         member_id: String,
         #[source]
-        refusal: Box<MarketingError>,
+        refusal: Box<Refusal>,
     },
     #[error("coupon not found")]
     CouponNotFound,
@@ -268,10 +271,102 @@ pub enum MarketingError {
     RuleExists,
     #[error("the daily cap of this event is reached")]
     DailyCapReached,
-    /// A refusal given before (the first outcome of a request, or another waiter's answer),
-    /// answered again exactly as it was first given.
+}
+
+impl Refusal {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidArgument(_) => Reason::InvalidArgument,
+            Self::RequestIdReused => Reason::RequestIdReused,
+            Self::TemplateNotFound => Reason::TemplateNotFound,
+            Self::TemplateArchived => Reason::TemplateArchived,
+            Self::VersionMismatch { .. } => Reason::VersionMismatch,
+            Self::StockBelowClaimed { .. } => Reason::StockBelowClaimed,
+            Self::TemplateDisabled => Reason::TemplateDisabled,
+            Self::OutsideDistributionWindow => Reason::OutsideDistributionWindow,
+            Self::OutOfStock => Reason::OutOfStock,
+            Self::MemberLimitReached => Reason::MemberLimitReached,
+            Self::DistributionRefused { refusal, .. } => refusal.reason(),
+            Self::CouponNotFound => Reason::CouponNotFound,
+            Self::InvalidCouponState { .. } => Reason::InvalidCouponState,
+            Self::OrderMismatch => Reason::OrderMismatch,
+            Self::CouponExpired => Reason::CouponExpired,
+            Self::CouponNotYetValid => Reason::CouponNotYetValid,
+            Self::CurrencyMismatch => Reason::CurrencyMismatch,
+            Self::MinSpendNotMet => Reason::MinSpendNotMet,
+            Self::AccountNotFound => Reason::AccountNotFound,
+            Self::InsufficientPoints { .. } => Reason::InsufficientPoints,
+            Self::HoldNotFound => Reason::HoldNotFound,
+            Self::InvalidHoldState { .. } => Reason::InvalidHoldState,
+            Self::OrderAlreadyHeld => Reason::OrderAlreadyHeld,
+            Self::TransactionNotFound => Reason::TransactionNotFound,
+            Self::NotRefundable => Reason::NotRefundable,
+            Self::RefundExceedsSpent { .. } => Reason::RefundExceedsSpent,
+            Self::ConfirmExceedsHold { .. } => Reason::ConfirmExceedsHold,
+            Self::PointsLimitExceeded { .. } => Reason::PointsLimitExceeded,
+            Self::DuplicateBizReference => Reason::DuplicateBizReference,
+            Self::RuleNotFound => Reason::RuleNotFound,
+            Self::RuleDisabled => Reason::RuleDisabled,
+            Self::RuleExists => Reason::RuleExists,
+            Self::DailyCapReached => Reason::DailyCapReached,
+        }
+    }
+
+    /// A refusal of the points ledger's rules: recorded as the request's first outcome in the
+    /// batch that refused it, so a retry of the same request id replays it.
+    pub fn is_business_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::AccountNotFound
+                | Self::InsufficientPoints { .. }
+                | Self::HoldNotFound
+                | Self::InvalidHoldState { .. }
+                | Self::OrderAlreadyHeld
+                | Self::TransactionNotFound
+                | Self::NotRefundable
+                | Self::RefundExceedsSpent { .. }
+                | Self::ConfirmExceedsHold { .. }
+                | Self::PointsLimitExceeded { .. }
+                | Self::DuplicateBizReference
+                | Self::RuleNotFound
+                | Self::RuleDisabled
+                | Self::DailyCapReached
+        )
+    }
+
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(self, Self::InvalidArgument(_) | Self::RequestIdReused)
+    }
+
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl From<FieldViolation> for Refusal {
+    fn from(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<Vec<FieldViolation>> for Refusal {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+/// How a use case can fail below the server's edge: the domain refused it, or the
+/// infrastructure (a race that outlasted its retries, a deadline, an unreachable or failing
+/// dependency) did not let it finish. Authentication, rate limits and transport limits are
+/// the server's own (`ServerError` there).
+#[derive(Debug, thiserror::Error)]
+pub enum MarketingError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A refusal given before (the first outcome of a request), answered again exactly as it
+    /// was first told.
     #[error("{}", .0.message)]
-    Replayed(Box<Refusal>),
+    Replayed(Box<Told>),
     /// A concurrent writer changed what this request read; retrying may help.
     #[error("concurrent modification, retry")]
     ConcurrentModification(#[source] BoxError),
@@ -284,50 +379,13 @@ pub enum MarketingError {
     /// A bug or an unexpected state; the cause is logged, not sent to clients.
     #[error("internal error")]
     Internal(#[source] BoxError),
-    /// No key, or a key that is unknown, revoked or not a key.
-    #[error("a valid API key is required: authorization: Bearer <key>")]
-    Unauthenticated,
-    /// A known client whose role does not include the method.
-    #[error("the client's role {role} may not call {method}")]
-    MethodNotAllowed { role: String, method: String },
-    /// A request message over the server's limit (`MARKETING_MAX_REQUEST_BYTES`).
-    #[error("the request message is larger than the server accepts ({limit} bytes)")]
-    RequestTooLarge { limit: usize },
-    /// The request's gRPC framing is broken: a flag or length that lies, bytes after the one
-    /// message, a compressed message without an encoding. The client's mistake.
-    #[error("malformed request: {problem}")]
-    MalformedRequest { problem: String },
-    /// The replica works on as many calls as it may; retry (elsewhere, or a little later).
-    #[error("the server is overloaded, retry")]
-    Overloaded,
-    /// The answer would not fit in what the connection's (or the replica's) clients may hold
-    /// unread (`MARKETING_UNSENT_BYTES_PER_CONNECTION`, `MARKETING_UNSENT_BYTES`); nothing was
-    /// done. Read the answers already sent, or retry later.
-    #[error("too many unread responses on this connection or replica; read them, or retry later")]
-    ResponseBufferFull,
-    /// A known client that may not act for the tenant.
-    #[error("the client may not act for tenant {tenant}")]
-    TenantNotAllowed { tenant: String },
-    /// Past a rate limit (`MARKETING_RATE_LIMITS`): nothing was done; retry after
-    /// `retry_after`.
-    #[error("rate limit of {action} reached, retry in {} ms", .retry_after.as_millis())]
-    RateLimited {
-        action: crate::limits::LimitedAction,
-        retry_after: std::time::Duration,
-    },
 }
 
-/// The metadata key of a rate-limited call's wait, in whole milliseconds (rounded up).
-pub const RETRY_AFTER_MS: &str = "retry_after_ms";
-
-fn retry_after_millis(wait: std::time::Duration) -> u128 {
-    wait.as_micros().div_ceil(1000)
-}
-
-/// A refusal as a client is told it: reason, message, the numbers it names and, for invalid
-/// arguments, the violations. Kept so that a retry, or another waiter, is told the same.
+/// A refusal as a client was told it: reason, message, the numbers it named and, for invalid
+/// arguments, the violations (built by the server's `wire::status`). Kept so that a retry is
+/// told the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Told {
     pub reason: Reason,
     pub message: String,
     pub metadata: BTreeMap<String, String>,
@@ -377,79 +435,30 @@ fn join(violations: &[FieldViolation]) -> String {
 impl MarketingError {
     pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidArgument(_) => Reason::InvalidArgument,
-            Self::RequestIdReused => Reason::RequestIdReused,
-            Self::TemplateNotFound => Reason::TemplateNotFound,
-            Self::TemplateArchived => Reason::TemplateArchived,
-            Self::VersionMismatch { .. } => Reason::VersionMismatch,
-            Self::StockBelowClaimed { .. } => Reason::StockBelowClaimed,
-            Self::TemplateDisabled => Reason::TemplateDisabled,
-            Self::OutsideDistributionWindow => Reason::OutsideDistributionWindow,
-            Self::OutOfStock => Reason::OutOfStock,
-            Self::MemberLimitReached => Reason::MemberLimitReached,
-            Self::DistributionRefused { refusal, .. } => refusal.reason(),
-            Self::CouponNotFound => Reason::CouponNotFound,
-            Self::InvalidCouponState { .. } => Reason::InvalidCouponState,
-            Self::OrderMismatch => Reason::OrderMismatch,
-            Self::CouponExpired => Reason::CouponExpired,
-            Self::CouponNotYetValid => Reason::CouponNotYetValid,
-            Self::CurrencyMismatch => Reason::CurrencyMismatch,
-            Self::MinSpendNotMet => Reason::MinSpendNotMet,
-            Self::AccountNotFound => Reason::AccountNotFound,
-            Self::InsufficientPoints { .. } => Reason::InsufficientPoints,
-            Self::HoldNotFound => Reason::HoldNotFound,
-            Self::InvalidHoldState { .. } => Reason::InvalidHoldState,
-            Self::OrderAlreadyHeld => Reason::OrderAlreadyHeld,
-            Self::TransactionNotFound => Reason::TransactionNotFound,
-            Self::NotRefundable => Reason::NotRefundable,
-            Self::RefundExceedsSpent { .. } => Reason::RefundExceedsSpent,
-            Self::ConfirmExceedsHold { .. } => Reason::ConfirmExceedsHold,
-            Self::PointsLimitExceeded { .. } => Reason::PointsLimitExceeded,
-            Self::DuplicateBizReference => Reason::DuplicateBizReference,
-            Self::RuleNotFound => Reason::RuleNotFound,
-            Self::RuleDisabled => Reason::RuleDisabled,
-            Self::RuleExists => Reason::RuleExists,
-            Self::DailyCapReached => Reason::DailyCapReached,
-            Self::Replayed(refusal) => refusal.reason,
+            Self::Refused(refusal) => refusal.reason(),
+            Self::Replayed(told) => told.reason,
             Self::ConcurrentModification(_) => Reason::ConcurrentModification,
             Self::DeadlineExceeded => Reason::DeadlineExceeded,
             Self::Unavailable(_) => Reason::Unavailable,
             Self::Internal(_) => Reason::Internal,
-            Self::Unauthenticated => Reason::Unauthenticated,
-            Self::MethodNotAllowed { .. } => Reason::MethodNotAllowed,
-            Self::TenantNotAllowed { .. } => Reason::TenantNotAllowed,
-            Self::Overloaded => Reason::Overloaded,
-            Self::RequestTooLarge { .. } => Reason::RequestTooLarge,
-            Self::RateLimited { .. } => Reason::RateLimited,
-            Self::MalformedRequest { .. } => Reason::MalformedRequest,
-            Self::ResponseBufferFull => Reason::ResponseBufferFull,
         }
     }
 
-    /// A refusal for a business reason: recorded as the request's first outcome, so a retry
-    /// of the same request id replays it.
+    /// The domain's refusal, if this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// See [`Refusal::is_business_refusal`].
     pub fn is_business_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::AccountNotFound
-                | Self::InsufficientPoints { .. }
-                | Self::HoldNotFound
-                | Self::InvalidHoldState { .. }
-                | Self::OrderAlreadyHeld
-                | Self::TransactionNotFound
-                | Self::NotRefundable
-                | Self::RefundExceedsSpent { .. }
-                | Self::ConfirmExceedsHold { .. }
-                | Self::PointsLimitExceeded { .. }
-                | Self::DuplicateBizReference
-                | Self::RuleNotFound
-                | Self::RuleDisabled
-                | Self::DailyCapReached
-        )
+        self.refusal().is_some_and(Refusal::is_business_refusal)
     }
 
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(self, Self::InvalidArgument(_) | Self::RequestIdReused)
+        self.refusal().is_some_and(Refusal::is_invalid_argument)
     }
 
     /// An error that says nothing about the commands it was served with (the database or
@@ -462,83 +471,23 @@ impl MarketingError {
         )
     }
 
-    /// What a client is told besides the reason and the message: the numbers a refusal names.
-    pub fn metadata(&self) -> BTreeMap<String, String> {
-        let pairs: Vec<(&str, String)> = match self {
-            Self::Replayed(refusal) => return refusal.metadata.clone(),
-            Self::DistributionRefused { member_id, .. } => vec![("member_id", member_id.clone())],
-            Self::InsufficientPoints { available } => vec![("available", available.to_string())],
-            Self::RefundExceedsSpent { refundable } => {
-                vec![("refundable", refundable.to_string())]
-            }
-            Self::ConfirmExceedsHold { held } => vec![("held", held.to_string())],
-            Self::PointsLimitExceeded { total, limit } => {
-                vec![("total", (*total).to_owned()), ("limit", limit.to_string())]
-            }
-            Self::StockBelowClaimed { remaining } => {
-                vec![("remaining_stock", remaining.to_string())]
-            }
-            Self::VersionMismatch { current, .. } => {
-                vec![("current_version", current.to_string())]
-            }
-            Self::RequestTooLarge { limit } => vec![("limit_bytes", limit.to_string())],
-            Self::MalformedRequest { problem } => vec![("problem", problem.clone())],
-            Self::RateLimited {
-                action,
-                retry_after,
-            } => vec![
-                ("action", action.as_str().to_owned()),
-                (RETRY_AFTER_MS, retry_after_millis(*retry_after).to_string()),
-            ],
-            _ => Vec::new(),
-        };
-        pairs
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect()
-    }
-
-    /// Everything a client is told of this error.
-    pub fn refusal(&self) -> Refusal {
-        match self {
-            Self::Replayed(refusal) => (**refusal).clone(),
-            _ => Refusal {
-                reason: self.reason(),
-                message: self.to_string(),
-                metadata: self.metadata(),
-                violations: match self {
-                    Self::InvalidArgument(violations) => violations.clone(),
-                    _ => Vec::new(),
-                },
-            },
-        }
-    }
-
-    /// A copy of this error for another waiter on the same request: a refusal exactly as
-    /// it is answered (the simple ones as themselves), an infrastructure error by its
-    /// message (its cause is logged once).
+    /// A copy of this error for another waiter on the same request: a refusal exactly as it
+    /// is answered, an infrastructure error by its message (its cause is logged once).
     pub fn copy(&self) -> Self {
         match self {
-            Self::Replayed(refusal) => Self::Replayed(refusal.clone()),
-            Self::TemplateNotFound => Self::TemplateNotFound,
-            Self::TemplateDisabled => Self::TemplateDisabled,
-            Self::OutsideDistributionWindow => Self::OutsideDistributionWindow,
-            Self::OutOfStock => Self::OutOfStock,
-            Self::MemberLimitReached => Self::MemberLimitReached,
-            Self::RequestIdReused => Self::RequestIdReused,
+            Self::Refused(refusal) => Self::Refused(refusal.clone()),
+            Self::Replayed(told) => Self::Replayed(told.clone()),
             Self::DeadlineExceeded => Self::DeadlineExceeded,
             Self::Unavailable(cause) => Self::Unavailable(cause.to_string().into()),
             Self::ConcurrentModification(cause) => {
                 Self::ConcurrentModification(cause.to_string().into())
             }
             Self::Internal(_) => Self::internal(chain(self)),
-            // Every other refusal, with whatever it names.
-            other => Self::Replayed(Box::new(other.refusal())),
         }
     }
 
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+        Self::Refused(Refusal::invalid(field, description))
     }
 
     pub fn internal(cause: impl Into<BoxError>) -> Self {
@@ -548,13 +497,13 @@ impl MarketingError {
 
 impl From<FieldViolation> for MarketingError {
     fn from(violation: FieldViolation) -> Self {
-        Self::InvalidArgument(vec![violation])
+        Self::Refused(violation.into())
     }
 }
 
 impl From<Vec<FieldViolation>> for MarketingError {
     fn from(violations: Vec<FieldViolation>) -> Self {
-        Self::InvalidArgument(violations)
+        Self::Refused(violations.into())
     }
 }
 
@@ -611,26 +560,6 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_names_its_reason_message_and_numbers() {
-        let refusal = MarketingError::PointsLimitExceeded {
-            total: "available",
-            limit: 9,
-        }
-        .refusal();
-        assert_eq!(refusal.reason, Reason::PointsLimitExceeded);
-        assert_eq!(
-            refusal.message,
-            "the account's available would exceed 9 points"
-        );
-        assert_eq!(refusal.metadata["total"], "available");
-        assert_eq!(refusal.metadata["limit"], "9");
-        let replayed = MarketingError::Replayed(Box::new(refusal.clone()));
-        assert_eq!(replayed.reason(), Reason::PointsLimitExceeded);
-        assert_eq!(replayed.to_string(), refusal.message);
-        assert_eq!(replayed.refusal(), refusal);
-    }
-
-    #[test]
     fn infrastructure_errors_are_copied_by_their_message_and_kind() {
         let copy = MarketingError::Unavailable("redis down".into()).copy();
         assert!(
@@ -640,9 +569,14 @@ mod tests {
         assert!(
             matches!(&copy, MarketingError::Internal(cause) if cause.to_string() == "internal error: boom")
         );
+        let refused = MarketingError::from(Refusal::PointsLimitExceeded {
+            total: "available",
+            limit: 9,
+        });
         assert!(matches!(
-            MarketingError::OutOfStock.copy(),
-            MarketingError::OutOfStock
+            refused.copy(),
+            MarketingError::Refused(Refusal::PointsLimitExceeded { limit: 9, .. })
         ));
+        assert_eq!(refused.reason(), Reason::PointsLimitExceeded);
     }
 }

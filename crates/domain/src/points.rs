@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
-use crate::{MarketingError, MemberId, TenantId, UnixMicros};
+use crate::{MarketingError, MemberId, TenantId, UnixMicros, error::Refusal};
 
 /// Largest amount of points in one request or one balance: 2^50 (~1.1e15), so every sum of
 /// two stays far from overflow and every balance is exact as a leaderboard score (f64).
@@ -198,14 +198,14 @@ pub struct Allocation {
 }
 
 fn insufficient(available: i64) -> MarketingError {
-    MarketingError::InsufficientPoints { available }
+    MarketingError::Refused(Refusal::InsufficientPoints { available })
 }
 
 /// The most a lifetime total (spent, refunded) may reach: far beyond any real account, and
 /// low enough that sums of totals never overflow an `i64`.
 pub const MAX_TOTAL: i64 = i64::MAX / 4;
 
-/// `value + amount`, refused with [`MarketingError::PointsLimitExceeded`] past `limit`:
+/// `value + amount`, refused with [`MarketingError::Refused(Refusal::PointsLimitExceeded)`] past `limit`:
 /// checked before anything changes.
 fn add_within(
     value: i64,
@@ -216,7 +216,10 @@ fn add_within(
     value
         .checked_add(amount)
         .filter(|sum| *sum <= limit)
-        .ok_or(MarketingError::PointsLimitExceeded { total, limit })
+        .ok_or(MarketingError::Refused(Refusal::PointsLimitExceeded {
+            total,
+            limit,
+        }))
 }
 
 /// An account as answered: its balances, and the next points to expire (amount and time).
@@ -509,12 +512,14 @@ impl Ledger {
         // An earlier command of this ledger may have settled the hold already.
         let hold = &self.planned_hold(hold.clone());
         if hold.status != HoldStatus::Held {
-            return Err(MarketingError::InvalidHoldState {
+            return Err(MarketingError::Refused(Refusal::InvalidHoldState {
                 status: format!("{:?}", hold.status).to_uppercase(),
-            });
+            }));
         }
         if spend > hold.amount {
-            return Err(MarketingError::ConfirmExceedsHold { held: hold.amount });
+            return Err(MarketingError::Refused(Refusal::ConfirmExceedsHold {
+                held: hold.amount,
+            }));
         }
         if spend < 0 {
             return Err(MarketingError::invalid("amount", "must not be negative"));
@@ -598,7 +603,9 @@ impl Ledger {
         let refundable: i64 = taken.iter().map(|(_, a)| a).sum();
         let amount = amount.unwrap_or(refundable);
         if amount > refundable || amount <= 0 {
-            return Err(MarketingError::RefundExceedsSpent { refundable });
+            return Err(MarketingError::Refused(Refusal::RefundExceedsSpent {
+                refundable,
+            }));
         }
         let available = add_within(self.account.available, amount, "balance", MAX_POINTS)?;
         let total_refunded = add_within(
@@ -830,7 +837,9 @@ mod tests {
         check(&ledger);
         assert!(matches!(
             ledger.deduct(121, EntryMeta::default()),
-            Err(MarketingError::InsufficientPoints { available: 120 })
+            Err(MarketingError::Refused(Refusal::InsufficientPoints {
+                available: 120
+            }))
         ));
     }
 
@@ -931,7 +940,9 @@ mod tests {
         check(&later);
         assert!(matches!(
             later.refund(deduct, &[], Some(1), EntryMeta::default()),
-            Err(MarketingError::RefundExceedsSpent { refundable: 0 })
+            Err(MarketingError::Refused(Refusal::RefundExceedsSpent {
+                refundable: 0
+            }))
         ));
     }
 
@@ -940,10 +951,10 @@ mod tests {
         let mut ledger = ledger_with(0, &[(MAX_POINTS, None)]);
         assert!(matches!(
             ledger.earn(1, None, EntryMeta::default()),
-            Err(MarketingError::PointsLimitExceeded {
+            Err(MarketingError::Refused(Refusal::PointsLimitExceeded {
                 total: "balance",
                 limit: MAX_POINTS
-            })
+            }))
         ));
         check(&ledger);
     }
@@ -954,10 +965,10 @@ mod tests {
         ledger.account.total_spent = MAX_TOTAL - 10;
         assert!(matches!(
             ledger.deduct(11, EntryMeta::default()),
-            Err(MarketingError::PointsLimitExceeded {
+            Err(MarketingError::Refused(Refusal::PointsLimitExceeded {
                 total: "total_spent",
                 ..
-            })
+            }))
         ));
         assert_eq!(
             (ledger.account.available, ledger.allocations.len()),
@@ -973,10 +984,10 @@ mod tests {
         ledger.account.total_refunded = MAX_TOTAL - 2;
         assert!(matches!(
             ledger.refund(deduct, &taken, Some(3), EntryMeta::default()),
-            Err(MarketingError::PointsLimitExceeded {
+            Err(MarketingError::Refused(Refusal::PointsLimitExceeded {
                 total: "total_refunded",
                 ..
-            })
+            }))
         ));
         assert_eq!(ledger.account.available, 90);
     }
@@ -998,14 +1009,18 @@ mod tests {
         }
         assert!(matches!(
             ledger.refund(deduct, &taken, Some(3), EntryMeta::default()),
-            Err(MarketingError::RefundExceedsSpent { refundable: 1 })
+            Err(MarketingError::Refused(Refusal::RefundExceedsSpent {
+                refundable: 1
+            }))
         ));
         ledger
             .refund(deduct, &taken, None, EntryMeta::default())
             .unwrap();
         assert!(matches!(
             ledger.refund(deduct, &taken, None, EntryMeta::default()),
-            Err(MarketingError::RefundExceedsSpent { refundable: 0 })
+            Err(MarketingError::Refused(Refusal::RefundExceedsSpent {
+                refundable: 0
+            }))
         ));
         assert_eq!(
             (ledger.account.available, ledger.account.total_refunded),
@@ -1035,7 +1050,9 @@ mod tests {
                 HoldStatus::Confirmed,
                 EntryMeta::default()
             ),
-            Err(MarketingError::ConfirmExceedsHold { held: 40 })
+            Err(MarketingError::Refused(Refusal::ConfirmExceedsHold {
+                held: 40
+            }))
         ));
         ledger
             .settle_hold(
@@ -1051,7 +1068,7 @@ mod tests {
         for status in [HoldStatus::Confirmed, HoldStatus::Released] {
             assert!(matches!(
                 ledger.settle_hold(&hold, &held, 0, status, EntryMeta::default()),
-                Err(MarketingError::InvalidHoldState { .. })
+                Err(MarketingError::Refused(Refusal::InvalidHoldState { .. }))
             ));
         }
         assert_eq!((ledger.account.available, ledger.account.frozen), (70, 0));

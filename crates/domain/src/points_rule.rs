@@ -3,8 +3,8 @@
 use uuid::Uuid;
 
 use crate::{
-    MarketingError, TenantId, UnixMicros,
-    error::{FieldViolation, Violations},
+    TenantId, UnixMicros,
+    error::{FieldViolation, Refusal, Violations},
     points::MAX_POINTS,
     text::{TextKind, check_display_text},
 };
@@ -39,16 +39,16 @@ impl RuleTerms {
     /// The points an event earns when the member already earned `earned_today` under this
     /// rule today: the rule's points, cut to what the daily cap leaves. Refused when the rule
     /// is off, or its cap is reached.
-    pub fn award(&self, earned_today: i64) -> Result<i64, MarketingError> {
+    pub fn award(&self, earned_today: i64) -> Result<i64, Refusal> {
         if !self.enabled {
-            return Err(MarketingError::RuleDisabled);
+            return Err(Refusal::RuleDisabled);
         }
         let Some(cap) = self.daily_cap else {
             return Ok(self.points);
         };
         let award = self.points.min(cap.saturating_sub(earned_today));
         if award <= 0 {
-            return Err(MarketingError::DailyCapReached);
+            return Err(Refusal::DailyCapReached);
         }
         Ok(award)
     }
@@ -168,13 +168,10 @@ mod tests {
         };
         assert_eq!(capped.award(0).ok(), Some(50));
         assert_eq!(capped.award(100).ok(), Some(20), "what the cap leaves");
-        assert!(matches!(
-            capped.award(120),
-            Err(MarketingError::DailyCapReached)
-        ));
+        assert!(matches!(capped.award(120), Err(Refusal::DailyCapReached)));
         assert!(matches!(
             capped.award(i64::MAX),
-            Err(MarketingError::DailyCapReached)
+            Err(Refusal::DailyCapReached)
         ));
         let uncapped = RuleTerms {
             daily_cap: None,
@@ -185,7 +182,7 @@ mod tests {
             enabled: false,
             ..capped
         };
-        assert!(matches!(off.award(0), Err(MarketingError::RuleDisabled)));
+        assert!(matches!(off.award(0), Err(Refusal::RuleDisabled)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::{
     MemberId, UnixMicros,
     coupon_template::{CouponTemplate, Currency, Discount},
-    error::MarketingError,
+    error::{MarketingError, Refusal},
     ids::TemplateId,
 };
 
@@ -235,15 +235,15 @@ impl UsabilityProblem {
     }
 
     /// The error a mutation (use) reports for this problem.
-    pub fn into_error(self) -> MarketingError {
+    pub fn into_error(self) -> Refusal {
         match self {
-            Self::State(status) => MarketingError::InvalidCouponState {
+            Self::State(status) => Refusal::InvalidCouponState {
                 status: format!("{status:?}").to_uppercase(),
             },
-            Self::Expired => MarketingError::CouponExpired,
-            Self::NotYetValid => MarketingError::CouponNotYetValid,
-            Self::CurrencyMismatch => MarketingError::CurrencyMismatch,
-            Self::MinSpendNotMet => MarketingError::MinSpendNotMet,
+            Self::Expired => Refusal::CouponExpired,
+            Self::NotYetValid => Refusal::CouponNotYetValid,
+            Self::CurrencyMismatch => Refusal::CurrencyMismatch,
+            Self::MinSpendNotMet => Refusal::MinSpendNotMet,
         }
     }
 }
@@ -258,12 +258,12 @@ pub enum ClaimRefusal {
 }
 
 impl ClaimRefusal {
-    pub fn into_error(self) -> MarketingError {
+    pub fn into_error(self) -> Refusal {
         match self {
-            Self::TemplateDisabled => MarketingError::TemplateDisabled,
-            Self::OutsideDistributionWindow => MarketingError::OutsideDistributionWindow,
-            Self::OutOfStock => MarketingError::OutOfStock,
-            Self::MemberLimitReached => MarketingError::MemberLimitReached,
+            Self::TemplateDisabled => Refusal::TemplateDisabled,
+            Self::OutsideDistributionWindow => Refusal::OutsideDistributionWindow,
+            Self::OutOfStock => Refusal::OutOfStock,
+            Self::MemberLimitReached => Refusal::MemberLimitReached,
         }
     }
 }
@@ -337,7 +337,7 @@ impl Transition {
         coupon: &UserCoupon,
         now: UnixMicros,
         order_id: Option<&str>,
-    ) -> Result<(), MarketingError> {
+    ) -> Result<(), Refusal> {
         let status = coupon.effective_status(now);
         let same_order = order_id.is_some() && coupon.order_id.as_deref() == order_id;
         let allowed = match self {
@@ -351,14 +351,14 @@ impl Transition {
         };
         if !allowed {
             if status == CouponStatus::Expired && matches!(self, Self::Lock | Self::Use) {
-                return Err(MarketingError::CouponExpired);
+                return Err(Refusal::CouponExpired);
             }
-            return Err(MarketingError::InvalidCouponState {
+            return Err(Refusal::InvalidCouponState {
                 status: format!("{status:?}").to_uppercase(),
             });
         }
         if matches!(self, Self::Release | Self::Return) && !same_order {
-            return Err(MarketingError::OrderMismatch);
+            return Err(Refusal::OrderMismatch);
         }
         Ok(())
     }
@@ -516,17 +516,17 @@ mod tests {
         assert!(Transition::Use.check(&locked, now, Some("o-1")).is_ok());
         assert!(matches!(
             Transition::Use.check(&locked, now, Some("o-2")),
-            Err(MarketingError::InvalidCouponState { .. })
+            Err(Refusal::InvalidCouponState { .. })
         ));
         assert!(matches!(
             Transition::Release.check(&locked, now, Some("o-2")),
-            Err(MarketingError::OrderMismatch)
+            Err(Refusal::OrderMismatch)
         ));
         assert!(Transition::Release.check(&locked, now, Some("o-1")).is_ok());
         assert!(Transition::Revoke.check(&locked, now, None).is_ok());
         assert!(matches!(
             Transition::Lock.check(&coupon(CouponStatus::Available), UnixMicros(100), Some("o")),
-            Err(MarketingError::CouponExpired)
+            Err(Refusal::CouponExpired)
         ));
         assert!(
             Transition::Return

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod observability;
 mod server;

@@ -216,12 +216,18 @@ impl Server {
                     .max_decoding_message_size(max_request),
             )
             .add_service(
-                UserCouponServiceServer::new(UserCoupons::new(app.coupons.clone()))
-                    .max_decoding_message_size(max_request),
+                UserCouponServiceServer::new(UserCoupons::new(
+                    app.coupons.clone(),
+                    app.clients.limits.clone(),
+                ))
+                .max_decoding_message_size(max_request),
             )
             .add_service(
-                PointsAccountServiceServer::new(Points::new(app.points.clone()))
-                    .max_decoding_message_size(max_request),
+                PointsAccountServiceServer::new(Points::new(
+                    app.points.clone(),
+                    app.clients.limits.clone(),
+                ))
+                .max_decoding_message_size(max_request),
             )
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros};
+use marketing_domain::{MarketingError, RequestId, TenantId, UnixMicros, error::Refusal};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
     EntityTrait, IntoActiveModel, QueryFilter,
@@ -111,7 +111,7 @@ pub async fn claim(
         }
     };
     if existing.operation != key.operation || existing.fingerprint != key.fingerprint {
-        return Err(MarketingError::RequestIdReused);
+        return Err(MarketingError::Refused(Refusal::RequestIdReused));
     }
     if existing.status_code == PENDING {
         return Err(MarketingError::internal(
@@ -220,7 +220,7 @@ impl Record {
     /// another request.
     pub fn replay_for(self, key: &IdempotencyKey) -> Result<Outcome, MarketingError> {
         if self.operation != key.operation || self.fingerprint != key.fingerprint {
-            Err(MarketingError::RequestIdReused)
+            Err(MarketingError::Refused(Refusal::RequestIdReused))
         } else {
             Ok(self.outcome)
         }

@@ -7,6 +7,7 @@ use marketing_domain::{
     coupon_template::{
         CouponTemplate, Currency, Discount, DiscountType, MAX_TOTAL_STOCK, TemplateTerms, Validity,
     },
+    error::Refusal,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
@@ -229,7 +230,7 @@ async fn get(
 ) -> Result<CouponTemplate, MarketingError> {
     find(conn, tenant, id)
         .await?
-        .ok_or(MarketingError::TemplateNotFound)
+        .ok_or(MarketingError::Refused(Refusal::TemplateNotFound))
 }
 
 /// Up to `limit` templates after `after` in id (creation) order. Keyset pagination: rows
@@ -374,17 +375,17 @@ async fn conditional_update(
     }
     let current = get(conn, tenant, id).await?;
     Err(if current.archived_at.is_some() {
-        MarketingError::TemplateArchived
+        MarketingError::Refused(Refusal::TemplateArchived)
     } else if let Some(expected) = expected_version.filter(|v| *v != current.version) {
-        MarketingError::VersionMismatch {
+        MarketingError::Refused(Refusal::VersionMismatch {
             expected,
             current: current.version,
-        }
+        })
     } else if let Some(amount) = stock_change {
         if current.remaining_stock + amount < 0 {
-            MarketingError::StockBelowClaimed {
+            MarketingError::Refused(Refusal::StockBelowClaimed {
                 remaining: current.remaining_stock,
-            }
+            })
         } else {
             MarketingError::invalid(
                 "amount",
@@ -505,7 +506,7 @@ async fn get_for_update(
         .map_err(db_error)?
         .map(to_domain)
         .transpose()?
-        .ok_or(MarketingError::TemplateNotFound)
+        .ok_or(MarketingError::Refused(Refusal::TemplateNotFound))
 }
 
 /// Moves `count` coupons from remaining to claimed stock, never below zero, and returns the
@@ -577,5 +578,5 @@ async fn add_used(
         .pop()
         .map(to_domain)
         .transpose()?
-        .ok_or(MarketingError::TemplateNotFound)
+        .ok_or(MarketingError::Refused(Refusal::TemplateNotFound))
 }

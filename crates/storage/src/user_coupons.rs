@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use marketing_domain::{
     CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::{Currency, Discount, DiscountType},
+    error::Refusal,
     user_coupon::{CouponStatus, UserCoupon},
 };
 use sea_orm::{
@@ -214,7 +215,7 @@ async fn get(
     find(conn, tenant, id)
         .await?
         .filter(|coupon| member.is_none_or(|m| &coupon.member_id == m))
-        .ok_or(MarketingError::CouponNotFound)
+        .ok_or(MarketingError::Refused(Refusal::CouponNotFound))
 }
 
 /// Rows whose *effective* status (see `UserCoupon::effective_status`) is `status` at `now`.

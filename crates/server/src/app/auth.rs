@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::clients::key_digest;
 use crate::config::{AuthMode, ClientNameField};
+use crate::error::ServerError;
 
 /// How long a replica trusts what it read of a key: a revocation reaches it within this.
 pub const KNOWN_FOR: Duration = Duration::from_secs(2);
@@ -133,7 +134,7 @@ impl CredentialId {
 pub enum Checked {
     /// Let the call through, as this caller (`None`: an open path, or auth is off).
     Admitted(Option<Caller>),
-    Refused(MarketingError),
+    Refused(ServerError),
     /// Not known to this replica yet: [`Authenticator::look_up`] it.
     Unknown(Credential),
 }
@@ -384,7 +385,7 @@ impl Authenticator {
                     .filter(|key| split_key(key).is_some())
                 else {
                     marketing_infra::warn_every!(path, "call refused: not a key");
-                    return Checked::Refused(MarketingError::Unauthenticated);
+                    return Checked::Refused(ServerError::Unauthenticated);
                 };
                 // The common case, without an allocation.
                 if let Some(verdict) = self.kept_key(key) {
@@ -412,13 +413,13 @@ impl Authenticator {
                             problem = ?unnamed,
                             "call refused: the client certificate does not name one client"
                         );
-                        Checked::Refused(MarketingError::Unauthenticated)
+                        Checked::Refused(ServerError::Unauthenticated)
                     }
                 }
             }
             (None, None) => {
                 marketing_infra::warn_every!(path, "call refused: no key");
-                Checked::Refused(MarketingError::Unauthenticated)
+                Checked::Refused(ServerError::Unauthenticated)
             }
         }
     }
@@ -428,10 +429,10 @@ impl Authenticator {
     pub async fn look_up(&self, credential: Credential, path: &str) -> Checked {
         let Ok(_queued) = self.queue.try_acquire() else {
             marketing_infra::warn_every!(path, "call refused: too many unknown keys to look up");
-            return Checked::Refused(MarketingError::Overloaded);
+            return Checked::Refused(ServerError::Overloaded);
         };
         let Ok(_turn) = self.lookups.acquire().await else {
-            return Checked::Refused(MarketingError::internal("key lookups closed"));
+            return Checked::Refused(MarketingError::internal("key lookups closed").into());
         };
         // Another call may have looked the same key up while this one waited.
         if let Some(verdict) = self.kept(&credential) {
@@ -443,7 +444,7 @@ impl Authenticator {
         };
         let verdict = match found {
             Ok(verdict) => verdict,
-            Err(err) => return Checked::Refused(err),
+            Err(err) => return Checked::Refused(err.into()),
         };
         self.keep(credential, verdict.clone());
         Self::judge(verdict, path)
@@ -475,16 +476,16 @@ impl Authenticator {
             Verdict::Active(client) => client,
             Verdict::Revoked(name) => {
                 marketing_infra::warn_every!(client = %name, method, "call refused: revoked client");
-                return Checked::Refused(MarketingError::Unauthenticated);
+                return Checked::Refused(ServerError::Unauthenticated);
             }
             Verdict::Unknown => {
                 marketing_infra::warn_every!(method, "call refused: unknown key");
-                return Checked::Refused(MarketingError::Unauthenticated);
+                return Checked::Refused(ServerError::Unauthenticated);
             }
         };
         if !client.role.allows(path) {
             marketing_infra::warn_every!(client = %client.name, role = %client.role, method, "call refused: method outside the role");
-            return Checked::Refused(MarketingError::MethodNotAllowed {
+            return Checked::Refused(ServerError::MethodNotAllowed {
                 role: client.role.to_string(),
                 method: method.to_owned(),
             });

@@ -16,6 +16,7 @@ use std::{
 };
 
 use marketing_domain::MarketingError;
+use marketing_domain::error::Refusal;
 use marketing_infra::backoff;
 use marketing_storage::idempotency::IdempotencyKey;
 use tokio::{sync::oneshot, time::Instant};
@@ -213,7 +214,7 @@ fn group<C: Batched, R>(batch: Vec<Pending<C, R>>) -> Vec<Group<C, R>> {
                 groups[first].replies.push(reply);
             }
             Some(_) => {
-                let _ = reply.send(Err(MarketingError::RequestIdReused));
+                let _ = reply.send(Err(MarketingError::Refused(Refusal::RequestIdReused)));
             }
             None => {
                 by_request.insert(id, groups.len());
@@ -413,7 +414,7 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert!(matches!(
             reused_answer.await,
-            Ok(Err(MarketingError::RequestIdReused))
+            Ok(Err(MarketingError::Refused(Refusal::RequestIdReused)))
         ));
 
         // A batch that never answers: the caller stops waiting at its deadline.
@@ -461,10 +462,13 @@ mod tests {
             Err(MarketingError::ConcurrentModification(_))
         ));
         let (refused, made) = retry_lost_races(Instant::now(), backoff_by, |_| async {
-            Err::<(), _>(MarketingError::OutOfStock)
+            Err::<(), _>(MarketingError::Refused(Refusal::OutOfStock))
         })
         .await;
-        assert!(matches!(refused, Err(MarketingError::OutOfStock)));
+        assert!(matches!(
+            refused,
+            Err(MarketingError::Refused(Refusal::OutOfStock))
+        ));
         assert_eq!(made, 1, "a refusal is not retried");
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use marketing_domain::{
     MarketingError, MemberId, TemplateId, TenantId,
     coupon_template::CouponTemplate,
+    error::Refusal,
     limits::LimitedAction,
     user_coupon::{ClaimRefusal, CouponView, Distribution, UserCoupon, plan_claims},
 };
@@ -53,6 +54,14 @@ pub struct ClaimCoupon {
     pub actor: Option<String>,
 }
 
+impl ClaimCoupon {
+    /// The rate limit a claim counts against, and who it counts (the member).
+    pub fn limited(&self) -> (LimitedAction, String) {
+        let member = format!("{}/{}", self.key.tenant_id, self.member_id);
+        (LimitedAction::Claim, member)
+    }
+}
+
 impl Batched for ClaimCoupon {
     fn key(&self) -> Option<&IdempotencyKey> {
         Some(&self.key)
@@ -85,8 +94,6 @@ struct Issued {
 impl CouponService {
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
-        let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
-        self.limits.admit(LimitedAction::Claim, &member).await?;
         let serve = drainer(self, |app, groups| async move {
             app.serve_claim_batch(groups).await
         });
@@ -187,7 +194,9 @@ impl CouponService {
             // The batch serves one tenant's template; a claim that names another (a wrong
             // queue key) must never be served as that tenant's.
             if claim.key.tenant_id != *tenant || claim.template_id != template {
-                outcomes.push(Some(Err(MarketingError::TemplateNotFound)));
+                outcomes.push(Some(Err(MarketingError::Refused(
+                    Refusal::TemplateNotFound,
+                ))));
                 continue;
             }
             match records.remove(&claim.key.record_key()) {
@@ -208,9 +217,9 @@ impl CouponService {
                 .issue_coupons(&unit, tenant, template, &members, fence, false)
                 .await
             {
-                Err(MarketingError::TemplateNotFound) => {
+                Err(MarketingError::Refused(Refusal::TemplateNotFound)) => {
                     for &i in &fresh {
-                        outcomes[i] = Some(Err(MarketingError::TemplateNotFound));
+                        outcomes[i] = Some(Err(MarketingError::Refused(Refusal::TemplateNotFound)));
                     }
                 }
                 Err(err) => return Err(err),
@@ -225,7 +234,7 @@ impl CouponService {
                                 records.push((&claims[i].key, wire::answered(&response)));
                                 Ok(Answer::Fresh(response))
                             }
-                            Err(refusal) => Err(refusal.into_error()),
+                            Err(refusal) => Err(refusal.into_error().into()),
                         });
                     }
                     unit.requests().insert_completed(records, now).await?;
@@ -262,7 +271,7 @@ impl CouponService {
         let template = unit.templates().get_for_update(tenant, template).await?;
         if template.tenant_id != *tenant {
             // The query is scoped by tenant; this holds even if a future change forgets it.
-            return Err(MarketingError::TemplateNotFound);
+            return Err(MarketingError::Refused(Refusal::TemplateNotFound));
         }
         let held = unit.coupons().held_slots(template.id, members).await?;
         let now = self.shared.clock.now();
@@ -273,10 +282,10 @@ impl CouponService {
                 .zip(&plan)
                 .find_map(|(member, decision)| decision.err().map(|refusal| (member, refusal)))
         {
-            return Err(MarketingError::DistributionRefused {
+            return Err(MarketingError::Refused(Refusal::DistributionRefused {
                 member_id: member.to_string(),
                 refusal: Box::new(refusal.into_error()),
-            });
+            }));
         }
         let mut issued = Vec::with_capacity(plan.len());
         for ((member, actor), decision) in claimants.iter().zip(plan) {

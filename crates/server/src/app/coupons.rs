@@ -20,9 +20,7 @@ use marketing_storage::{
     user_coupons::{CouponReads, CouponStore},
 };
 
-use super::{
-    Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon, limits::Limits,
-};
+use super::{Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon};
 use marketing_domain::TemplateId;
 use marketing_infra::lock::DistributedLock;
 use std::sync::Arc;
@@ -148,7 +146,7 @@ impl CouponChange {
                     .into_iter()
                     .find(|p| !matches!(p, UsabilityProblem::State(_)))
                 {
-                    return Err(problem.into_error());
+                    return Err(problem.into_error().into());
                 }
                 next.status = CouponStatus::Used;
                 next.order_id = Some(order_id.clone());
@@ -212,7 +210,6 @@ pub struct CouponService {
     /// Claims take stock from templates and refresh their cached copies.
     pub(super) templates: TemplateService,
     pub(super) lock: Arc<dyn DistributedLock>,
-    pub(super) limits: Arc<Limits>,
     /// Copies of members' coupon lists, validated by freshness stamps; `None` when turned off.
     pub coupon_lists: Option<Arc<StampedCache<HeldCoupons>>>,
     /// Claims queue per (tenant, template): a batch holds one tenant's claims of one template.

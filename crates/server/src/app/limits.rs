@@ -14,14 +14,12 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use marketing_domain::{
-    MarketingError,
-    limits::{LimitedAction, RateLimits},
-};
+use marketing_domain::limits::{LimitedAction, RateLimits};
 use marketing_infra::rate::{Gcra, LocalRateLimiter, RateLimiter, Verdict};
 use tokio::sync::oneshot;
 
 use super::Metrics;
+use crate::error::ServerError;
 
 /// Checks of one key waiting for the next call to Redis.
 type Waiting = HashMap<String, Vec<oneshot::Sender<Verdict>>>;
@@ -62,7 +60,7 @@ impl Limits {
         self: &Arc<Self>,
         action: LimitedAction,
         who: &str,
-    ) -> Result<(), MarketingError> {
+    ) -> Result<(), ServerError> {
         let Some(limit) = self.limits.get(action) else {
             return Ok(());
         };
@@ -80,7 +78,7 @@ impl Limits {
             Verdict::Limited { retry_after } => {
                 self.metrics.record_rate_limited();
                 marketing_infra::warn_every!(%action, who, "call refused: rate limit reached");
-                Err(MarketingError::RateLimited {
+                Err(ServerError::RateLimited {
                     action,
                     retry_after,
                 })

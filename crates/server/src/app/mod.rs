@@ -236,13 +236,11 @@ impl AppState {
                 shared: shared.clone(),
                 templates: templates.clone(),
                 lock,
-                limits: limits.clone(),
                 coupon_lists,
                 claim_batcher,
             },
             points: PointsService {
                 shared: shared.clone(),
-                limits: limits.clone(),
                 leaderboard,
                 points_batcher,
                 stale_boards: Arc::default(),

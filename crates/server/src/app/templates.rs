@@ -5,6 +5,7 @@ use marketing_domain::{
     MarketingError, TemplateId, TenantId,
     coupon_template::{CouponTemplate, TemplateDraft, TemplateField, TemplateTerms},
     error::FieldViolation,
+    error::Refusal,
 };
 use marketing_infra::cache::Versioned;
 use marketing_storage::{
@@ -157,13 +158,13 @@ impl TemplateService {
         let tenant_id = &cmd.key.tenant_id;
         let current = unit.templates().get(tenant_id, cmd.id).await?;
         if current.archived_at.is_some() {
-            return Err(MarketingError::TemplateArchived);
+            return Err(MarketingError::Refused(Refusal::TemplateArchived));
         }
         if current.version != cmd.expected_version {
-            return Err(MarketingError::VersionMismatch {
+            return Err(MarketingError::Refused(Refusal::VersionMismatch {
                 expected: cmd.expected_version,
                 current: current.version,
-            });
+            }));
         }
         let mut draft = current.terms.to_draft();
         draft.overwrite(cmd.incoming, &cmd.fields);

@@ -13,7 +13,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use marketing_domain::{MarketingError, limits::LimitedAction};
+use marketing_domain::limits::LimitedAction;
 use tonic::transport::server::TlsConnectInfo;
 use tracing::Instrument;
 
@@ -23,6 +23,7 @@ use crate::{
         auth::{Authenticator, Caller, CertificateBesideKey, Checked},
         limits::Limits,
     },
+    error::ServerError,
     transport::{ConnectionInfo, connection_of},
     wire::status::status_of,
 };
@@ -187,7 +188,7 @@ fn note(connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
         Checked::Admitted(None) if !crate::app::auth::is_open(path) => {
             connection.authenticated();
         }
-        Checked::Refused(MarketingError::Unauthenticated) => connection.failed_authentication(),
+        Checked::Refused(ServerError::Unauthenticated) => connection.failed_authentication(),
         _ => {}
     }
 }
@@ -224,7 +225,7 @@ where
                 Checked::Admitted(caller) => caller,
                 Checked::Refused(refused) => return Ok(status_of(&refused).into_http()),
                 Checked::Unknown(_) => {
-                    return Ok(status_of(&MarketingError::Unauthenticated).into_http());
+                    return Ok(status_of(&ServerError::Unauthenticated).into_http());
                 }
             }
         }

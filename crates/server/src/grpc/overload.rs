@@ -12,11 +12,10 @@ use std::{
     time::Duration,
 };
 
-use marketing_domain::MarketingError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxFuture, take_ready};
-use crate::wire::status::status_of;
+use crate::{error::ServerError, wire::status::status_of};
 
 /// The services whose calls are bounded.
 const BOUNDED: &str = "/marketing.v1.";
@@ -129,7 +128,7 @@ where
                             waited_ms = wait.as_millis() as u64,
                             "call refused: the replica works on as many calls as it may"
                         );
-                        Ok(status_of(&MarketingError::Overloaded).into_http())
+                        Ok(status_of(&ServerError::Overloaded).into_http())
                     }
                 }
             }),

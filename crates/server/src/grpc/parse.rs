@@ -4,7 +4,8 @@
 //! Answers are sent as messages by [`reply`].
 
 use marketing_domain::{
-    FieldViolation, MarketingError, RequestId, TenantId, UnixMicros, error::Violations,
+    FieldViolation, MarketingError, RequestId, TenantId, UnixMicros,
+    error::{Refusal, Violations},
 };
 use marketing_storage::idempotency::IdempotencyKey;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::{
         Answer, Shared,
         auth::{Caller, CertificateBesideKey},
     },
+    error::ServerError,
     transport::AnswerBudget,
     wire::{self, ToWire, idempotency_key, status::to_status},
 };
@@ -56,7 +58,7 @@ impl<'a, R: Tenanted> Edge<'a, R> {
             && TenantId::parse("tenant_id", tenant).is_ok()
         {
             marketing_infra::warn_every!(client = %caller.name, tenant, "call refused: tenant not allowed");
-            return Err(to_status(MarketingError::TenantNotAllowed {
+            return Err(to_status(ServerError::TenantNotAllowed {
                 tenant: tenant.to_owned(),
             }));
         }
@@ -65,7 +67,7 @@ impl<'a, R: Tenanted> Edge<'a, R> {
             && let Some(budget) = request.extensions().get::<AnswerBudget>()
             && !budget.reserve(bound)
         {
-            return Err(to_status(MarketingError::ResponseBufferFull));
+            return Err(to_status(ServerError::ResponseBufferFull));
         }
         Ok(Edge {
             request: message,
@@ -122,7 +124,9 @@ pub(crate) use tenanted;
 /// The command `build` makes of the checked fields, only when no check recorded a violation
 /// (then every field it takes with `?` is there).
 pub fn finish<T>(violations: Violations, build: impl FnOnce() -> Option<T>) -> Result<T, Status> {
-    let value = violations.finish(build).map_err(|v| to_status(v.into()))?;
+    let value = violations
+        .finish(build)
+        .map_err(|v| to_status(Refusal::from(v)))?;
     value.ok_or_else(|| to_status(MarketingError::internal("parsed request lost a field")))
 }
 

@@ -17,9 +17,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use marketing_domain::MarketingError;
-
-use crate::wire::status::status_of;
+use crate::{error::ServerError, wire::status::status_of};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RefusalsLayer {
@@ -99,14 +97,14 @@ where
                     limit = *this.limit,
                     "call refused: request message too large"
                 );
-                MarketingError::RequestTooLarge { limit: *this.limit }
+                ServerError::RequestTooLarge { limit: *this.limit }
             }
             Some(status) if status.code() == tonic::Code::Internal => {
                 marketing_infra::warn_every!(
                     problem = status.message(),
                     "call refused: malformed request"
                 );
-                MarketingError::MalformedRequest {
+                ServerError::MalformedRequest {
                     problem: status.message().to_owned(),
                 }
             }

@@ -13,9 +13,9 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use crate::error::ServerError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use marketing_domain::MarketingError;
 use tokio::time::Instant;
 
 use super::{Connection, connection_of};
@@ -254,7 +254,7 @@ where
         let (response, call) = match self.project() {
             StreamProjection::Served { inner, call } => (ready!(inner.poll(cx))?, call.take()),
             StreamProjection::Refused { call } => (
-                crate::wire::status::status_of(&MarketingError::Overloaded).into_http(),
+                crate::wire::status::status_of(&ServerError::Overloaded).into_http(),
                 call.take(),
             ),
         };
@@ -403,7 +403,7 @@ fn next_piece(rest: &mut Bytes) -> Bytes {
 /// The trailers of a response refused for the unsent-bytes budget: RESOURCE_EXHAUSTED with
 /// reason RESPONSE_BUFFER_FULL, retryable once the client reads what it was sent.
 fn refusal_trailers() -> http::HeaderMap {
-    let status = crate::wire::status::status_of(&MarketingError::ResponseBufferFull);
+    let status = crate::wire::status::status_of(&ServerError::ResponseBufferFull);
     let mut trailers = http::HeaderMap::new();
     if status.add_header(&mut trailers).is_err() {
         trailers.insert(

@@ -217,7 +217,7 @@ pub fn idempotency_key<M: Message>(
 
 #[cfg(test)]
 mod tests {
-    use marketing_domain::FieldViolation;
+    use marketing_domain::{FieldViolation, error::Refusal};
     use tonic_types::StatusExt;
 
     use super::*;
@@ -225,17 +225,17 @@ mod tests {
     #[test]
     fn a_recorded_refusal_is_answered_again_as_it_was_sent() {
         for err in [
-            MarketingError::InsufficientPoints { available: 7 },
-            MarketingError::PointsLimitExceeded {
+            MarketingError::Refused(Refusal::InsufficientPoints { available: 7 }),
+            MarketingError::Refused(Refusal::PointsLimitExceeded {
                 total: "available",
                 limit: 9,
-            },
-            MarketingError::DuplicateBizReference,
-            MarketingError::InvalidArgument(
+            }),
+            MarketingError::Refused(Refusal::DuplicateBizReference),
+            MarketingError::Refused(Refusal::InvalidArgument(
                 (0..300)
                     .map(|i| FieldViolation::new(format!("f{i}"), "bad"))
                     .collect(),
-            ),
+            )),
         ] {
             let first = status::status_of(&err);
             let again = match replay(refused(&err)) {
@@ -281,14 +281,14 @@ mod tests {
     #[test]
     fn a_copy_for_another_waiter_tells_what_the_original_tells() {
         let refusals = [
-            MarketingError::InsufficientPoints { available: 7 },
-            MarketingError::OutOfStock,
-            MarketingError::RequestIdReused,
+            MarketingError::Refused(Refusal::InsufficientPoints { available: 7 }),
+            MarketingError::Refused(Refusal::OutOfStock),
+            MarketingError::Refused(Refusal::RequestIdReused),
             MarketingError::invalid("member_id", "is required"),
-            MarketingError::DistributionRefused {
+            MarketingError::Refused(Refusal::DistributionRefused {
                 member_id: "m1".into(),
-                refusal: Box::new(MarketingError::MemberLimitReached),
-            },
+                refusal: Box::new(Refusal::MemberLimitReached),
+            }),
         ];
         for err in refusals {
             let copy = err.copy();

@@ -2,15 +2,20 @@
 //! on every error, and `BadRequest` field violations for invalid arguments. Internal causes
 //! are logged with their chain; clients get an opaque message.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use marketing_domain::{
     FieldViolation, MarketingError,
-    error::{RETRY_AFTER_MS, Reason, Refusal},
+    error::{Reason, Refusal, Told},
 };
 use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::ServerError;
 
 /// `ErrorInfo.domain` of every error we send.
 pub const ERROR_DOMAIN: &str = "marketing.v1";
@@ -24,31 +29,132 @@ const MAX_VIOLATION_BYTES: usize = 6 * 1024;
 /// Bytes of one listed violation's field path and description each.
 const MAX_VIOLATION_TEXT: usize = 200;
 
-pub fn to_status(err: MarketingError) -> Status {
-    status_of(&err)
+/// The metadata key of a rate-limited call's wait, in whole milliseconds (rounded up).
+pub const RETRY_AFTER_MS: &str = "retry_after_ms";
+
+pub fn to_status(err: impl Into<ServerError>) -> Status {
+    status_of(&err.into())
+}
+
+/// An error a client can be told of: a use case's, or the server edge's.
+pub trait Tell {
+    /// Everything the client is told: reason, message, the numbers it names, violations.
+    fn told(&self) -> Told;
+
+    /// The use case's error inside, to log infrastructure failures with their causes.
+    fn app(&self) -> Option<&MarketingError>;
+}
+
+impl Tell for MarketingError {
+    fn told(&self) -> Told {
+        match self {
+            Self::Replayed(told) => (**told).clone(),
+            _ => Told {
+                reason: self.reason(),
+                message: self.to_string(),
+                metadata: keyed(match self {
+                    Self::Refused(refusal) => refusal_metadata(refusal),
+                    _ => Vec::new(),
+                }),
+                violations: match self {
+                    Self::Refused(Refusal::InvalidArgument(violations)) => violations.clone(),
+                    _ => Vec::new(),
+                },
+            },
+        }
+    }
+
+    fn app(&self) -> Option<&MarketingError> {
+        Some(self)
+    }
+}
+
+impl Tell for ServerError {
+    fn told(&self) -> Told {
+        let metadata = match self {
+            Self::App(err) => return err.told(),
+            Self::RequestTooLarge { limit } => vec![("limit_bytes", limit.to_string())],
+            Self::MalformedRequest { problem } => vec![("problem", problem.clone())],
+            Self::RateLimited {
+                action,
+                retry_after,
+            } => vec![
+                ("action", action.as_str().to_owned()),
+                (
+                    RETRY_AFTER_MS,
+                    retry_after.as_micros().div_ceil(1000).to_string(),
+                ),
+            ],
+            _ => Vec::new(),
+        };
+        Told {
+            reason: self.reason(),
+            message: self.to_string(),
+            metadata: keyed(metadata),
+            violations: Vec::new(),
+        }
+    }
+
+    fn app(&self) -> Option<&MarketingError> {
+        match self {
+            Self::App(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// The numbers a refusal names, by their metadata keys.
+fn refusal_metadata(refusal: &Refusal) -> Vec<(&'static str, String)> {
+    match refusal {
+        Refusal::DistributionRefused { member_id, .. } => vec![("member_id", member_id.clone())],
+        Refusal::InsufficientPoints { available } => vec![("available", available.to_string())],
+        Refusal::RefundExceedsSpent { refundable } => {
+            vec![("refundable", refundable.to_string())]
+        }
+        Refusal::ConfirmExceedsHold { held } => vec![("held", held.to_string())],
+        Refusal::PointsLimitExceeded { total, limit } => {
+            vec![("total", (*total).to_owned()), ("limit", limit.to_string())]
+        }
+        Refusal::StockBelowClaimed { remaining } => {
+            vec![("remaining_stock", remaining.to_string())]
+        }
+        Refusal::VersionMismatch { current, .. } => {
+            vec![("current_version", current.to_string())]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn keyed(pairs: Vec<(&str, String)>) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
 }
 
 /// The status of `err`, without consuming it (to record a refusal and still return it).
 /// Infrastructure errors are logged here, once per answer, with their causes.
-pub fn status_of(err: &MarketingError) -> Status {
-    match err {
-        MarketingError::ConcurrentModification(_) => {
+pub fn status_of(err: &(impl Tell + std::error::Error)) -> Status {
+    match err.app() {
+        Some(MarketingError::ConcurrentModification(_)) => {
             marketing_infra::warn_every!(error = %chain(err), "concurrent modification outlasted the retries");
         }
-        MarketingError::Unavailable(_) => {
+        Some(MarketingError::Unavailable(_)) => {
             marketing_infra::warn_every!(error = %chain(err), "dependency unavailable");
         }
-        MarketingError::Internal(_) => tracing::error!(error = %chain(err), "internal error"),
+        Some(MarketingError::Internal(_)) => {
+            tracing::error!(error = %chain(err), "internal error")
+        }
         _ => {}
     }
-    let refusal = err.refusal();
-    let mut metadata: HashMap<String, String> = refusal.metadata.into_iter().collect();
-    let listed = listed_violations(&refusal.violations);
+    let told = err.told();
+    let mut metadata: HashMap<String, String> = told.metadata.into_iter().collect();
+    let listed = listed_violations(&told.violations);
     // (A replayed refusal has its count of omitted violations in its metadata already.)
-    if refusal.violations.len() > listed.len() {
+    if told.violations.len() > listed.len() {
         metadata.insert(
             "omitted_violations".to_owned(),
-            (refusal.violations.len() - listed.len()).to_string(),
+            (told.violations.len() - listed.len()).to_string(),
         );
     }
     // A wait the refusal names is also said the standard way, for clients' retry policies.
@@ -56,15 +162,14 @@ pub fn status_of(err: &MarketingError) -> Status {
         .get(RETRY_AFTER_MS)
         .and_then(|millis| millis.parse().ok())
         .map(Duration::from_millis);
-    let mut details =
-        ErrorDetails::with_error_info(refusal.reason.as_str(), ERROR_DOMAIN, metadata);
+    let mut details = ErrorDetails::with_error_info(told.reason.as_str(), ERROR_DOMAIN, metadata);
     if retry_after.is_some() {
         details.set_retry_info(retry_after);
     }
     for (field, description) in listed {
         details.add_bad_request_violation(field, description);
     }
-    Status::with_error_details(code_of(refusal.reason), refusal.message, details)
+    Status::with_error_details(code_of(told.reason), told.message, details)
 }
 
 /// The one gRPC code of each reason.
@@ -115,7 +220,7 @@ pub fn code_of(reason: Reason) -> Code {
 
 /// The refusal a stored `google.rpc.Status` (as [`status_of`] encoded it) tells, to answer
 /// it again; `None` when the bytes are not such a status.
-pub fn refusal_from_status(details: &[u8]) -> Option<Refusal> {
+pub fn refusal_from_status(details: &[u8]) -> Option<Told> {
     let status = tonic_types::pb::Status::decode(details).ok()?;
     let status = Status::with_details(Code::Unknown, status.message, details.to_vec().into());
     let details = status.get_error_details();
@@ -130,7 +235,7 @@ pub fn refusal_from_status(details: &[u8]) -> Option<Refusal> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(Refusal {
+    Some(Told {
         reason: Reason::parse(&info.reason)?,
         message: status.message().to_owned(),
         metadata: info.metadata.clone().into_iter().collect(),
@@ -187,7 +292,9 @@ mod tests {
         let violations: Vec<FieldViolation> = (0..10_000)
             .map(|i| FieldViolation::new(format!("member_ids[{i}]"), "may contain only letters"))
             .collect();
-        let status = to_status(MarketingError::InvalidArgument(violations));
+        let status = to_status(MarketingError::Refused(Refusal::InvalidArgument(
+            violations,
+        )));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(
             details_size(&status) < 12 * 1024,
@@ -217,7 +324,9 @@ mod tests {
         let violations: Vec<FieldViolation> = (0..100)
             .map(|_| FieldViolation::new(long.clone(), long.clone()))
             .collect();
-        let status = to_status(MarketingError::InvalidArgument(violations));
+        let status = to_status(MarketingError::Refused(Refusal::InvalidArgument(
+            violations,
+        )));
         let details = status.get_error_details();
         let listed = &details
             .bad_request()
@@ -238,11 +347,59 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_names_its_reason_message_and_numbers() {
+        let err = MarketingError::from(Refusal::PointsLimitExceeded {
+            total: "available",
+            limit: 9,
+        });
+        let told = err.told();
+        assert_eq!(told.reason, Reason::PointsLimitExceeded);
+        assert_eq!(
+            told.message,
+            "the account's available would exceed 9 points"
+        );
+        assert_eq!(told.metadata["total"], "available");
+        assert_eq!(told.metadata["limit"], "9");
+        let replayed = MarketingError::Replayed(Box::new(told.clone()));
+        assert_eq!(replayed.reason(), Reason::PointsLimitExceeded);
+        assert_eq!(replayed.to_string(), told.message);
+        assert_eq!(replayed.told(), told);
+    }
+
+    #[test]
+    fn a_server_error_names_its_numbers_and_the_wait_the_standard_way() {
+        let limited = ServerError::RateLimited {
+            action: marketing_domain::limits::LimitedAction::Claim,
+            retry_after: Duration::from_micros(1_500),
+        };
+        let status = status_of(&limited);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "RATE_LIMITED");
+        assert_eq!(info.metadata[RETRY_AFTER_MS], "2", "rounded up");
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_millis(2))
+        );
+        let too_large = to_status(ServerError::RequestTooLarge { limit: 10 });
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert_eq!(
+            too_large
+                .get_error_details()
+                .error_info()
+                .expect("info")
+                .metadata["limit_bytes"],
+            "10"
+        );
+    }
+
+    #[test]
     fn a_few_violations_are_all_listed() {
-        let status = to_status(MarketingError::InvalidArgument(vec![
+        let status = to_status(MarketingError::Refused(Refusal::InvalidArgument(vec![
             FieldViolation::new("a", "bad"),
             FieldViolation::new("b", "worse"),
-        ]));
+        ])));
         let details = status.get_error_details();
         assert_eq!(
             details

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
+    error::Refusal,
     points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
     points_rule::{PointsRule, RuleTerms},
 };
@@ -762,7 +763,7 @@ pub async fn insert_rule(
     if inserted {
         Ok(())
     } else {
-        Err(MarketingError::RuleExists)
+        Err(MarketingError::Refused(Refusal::RuleExists))
     }
 }
 

@@ -25,6 +25,7 @@ use std::{
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
+    error::Refusal,
     limits::LimitedAction,
     points::{Account, AccountView, Entry, EntryMeta, Hold, Ledger, Lot, PointsOutcome, TxType},
     points_rule::{PointsRule, RuleField, RuleTerms},
@@ -50,7 +51,6 @@ use super::{
     batcher::{Backoff, Batched, Batcher, Group, retry_lost_races},
     drainer,
     isolate::Isolation,
-    limits::Limits,
 };
 use crate::wire;
 
@@ -110,6 +110,20 @@ pub struct PointsCommand {
     pub op: PointsOp,
     pub meta: EntryMeta,
     pub deadline: Instant,
+}
+
+impl PointsCommand {
+    /// The rate limit the command counts against, and who it counts: an earn by an event,
+    /// per member and event; nothing else is limited.
+    pub fn limited(&self) -> Option<(LimitedAction, String)> {
+        match &self.op {
+            PointsOp::Earn(EarnSource::Event(event)) => Some((
+                LimitedAction::Earn,
+                format!("{}/{}/{event}", self.tenant_id, self.member_id),
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl Batched for PointsCommand {
@@ -189,7 +203,6 @@ struct GroupContext {
 #[derive(Clone)]
 pub struct PointsService {
     pub(crate) shared: Shared,
-    pub(super) limits: Arc<Limits>,
     pub leaderboard: Arc<dyn Leaderboard>,
     pub(super) points_batcher: Arc<Batcher<(), PointsCommand, Answer<PointsOutcome>>>,
     pub(super) stale_boards: Arc<StaleBoards>,
@@ -199,10 +212,6 @@ impl PointsService {
     /// Applies one command: it waits in this replica's points queue and is served in the
     /// next batch (one transaction, one write per account, one commit for all).
     pub async fn change_points(&self, cmd: PointsCommand) -> PointsResult {
-        if let PointsOp::Earn(EarnSource::Event(event)) = &cmd.op {
-            let earner = format!("{}/{}/{event}", cmd.tenant_id, cmd.member_id);
-            self.limits.admit(LimitedAction::Earn, &earner).await?;
-        }
         let serve = drainer(self, |app, groups| async move {
             app.serve_points_batch(groups).await
         });
@@ -324,7 +333,9 @@ impl PointsService {
                                 "a new points account is not readable yet".into(),
                             ));
                         }
-                        let refused = indexes.iter().map(|_| Err(MarketingError::AccountNotFound));
+                        let refused = indexes
+                            .iter()
+                            .map(|_| Err(MarketingError::Refused(Refusal::AccountNotFound)));
                         answer(&mut results, indexes, refused.collect());
                     }
                     continue;
@@ -419,7 +430,7 @@ impl PointsService {
             .points()
             .find_account(tenant, member)
             .await?
-            .ok_or(MarketingError::AccountNotFound)?;
+            .ok_or(MarketingError::Refused(Refusal::AccountNotFound))?;
         let lots = self.shared.db.points().live_lots(account.id).await?;
         let mut view = Ledger::new(account, lots, self.shared.clock.now());
         view.expire_due();

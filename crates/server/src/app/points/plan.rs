@@ -4,6 +4,7 @@
 
 use marketing_domain::{
     MarketingError, TenantId, UnixMicros,
+    error::Refusal,
     points::{EntryMeta, Hold, HoldStatus, Ledger, TxType},
 };
 use marketing_storage::points::{BizRef, HoldRef, store::Reads};
@@ -131,7 +132,7 @@ impl PointsService {
                 if held.is_some_and(|h| h.status == HoldStatus::Held)
                     || ledger.holds_order(order_id)
                 {
-                    return Err(MarketingError::OrderAlreadyHeld);
+                    return Err(MarketingError::Refused(Refusal::OrderAlreadyHeld));
                 }
                 let ttl = i64::try_from(ttl.as_micros()).map_err(MarketingError::internal)?;
                 let order_meta = EntryMeta {
@@ -191,9 +192,9 @@ impl PointsService {
                             .await?
                     }
                 }
-                .ok_or(MarketingError::TransactionNotFound)?;
+                .ok_or(MarketingError::Refused(Refusal::TransactionNotFound))?;
                 if !matches!(entry.tx_type, TxType::Deduct | TxType::Confirm) {
-                    return Err(MarketingError::NotRefundable);
+                    return Err(MarketingError::Refused(Refusal::NotRefundable));
                 }
                 let taken = reads.refundable_allocations(entry.id).await?;
                 let lot_ids: Vec<Uuid> = taken.iter().map(|(id, _)| *id).collect();
@@ -243,7 +244,7 @@ impl PointsService {
         let hold = reads
             .find_hold(ledger.account.id, by)
             .await?
-            .ok_or(MarketingError::HoldNotFound)?;
+            .ok_or(MarketingError::Refused(Refusal::HoldNotFound))?;
         let held = reads.hold_allocations(hold.id).await?;
         let lot_ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
         ledger.add_lots(reads.lots_by_id(ledger.account.id, &lot_ids).await?);
@@ -278,7 +279,7 @@ impl PointsService {
                 .is_some(),
         };
         if stored || batch.biz.contains(&reference) || context.biz.contains(&reference) {
-            return Err(MarketingError::DuplicateBizReference);
+            return Err(MarketingError::Refused(Refusal::DuplicateBizReference));
         }
         Ok(())
     }

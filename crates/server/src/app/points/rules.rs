@@ -33,7 +33,7 @@ impl PointsService {
             .points()
             .find_rule(tenant, RuleRef::Event(event))
             .await?
-            .ok_or(MarketingError::RuleNotFound)?;
+            .ok_or(MarketingError::Refused(Refusal::RuleNotFound))?;
         self.cache_rule(&rule).await;
         Ok(rule)
     }
@@ -90,27 +90,29 @@ impl PointsService {
             .points()
             .find_rule(tenant, RuleRef::Id(id))
             .await?
-            .ok_or(MarketingError::RuleNotFound)?;
+            .ok_or(MarketingError::Refused(Refusal::RuleNotFound))?;
         if current.version != expected_version {
-            return Err(MarketingError::VersionMismatch {
+            return Err(MarketingError::Refused(Refusal::VersionMismatch {
                 expected: expected_version,
                 current: current.version,
-            });
+            }));
         }
         let mut terms = current.terms.clone();
         terms.overwrite(incoming, fields);
         let terms = terms.check().map_err(|v| {
-            MarketingError::InvalidArgument(v.into_iter().map(|v| v.under("points_rule")).collect())
+            MarketingError::Refused(Refusal::InvalidArgument(
+                v.into_iter().map(|v| v.under("points_rule")).collect(),
+            ))
         })?;
         let now = self.shared.clock.now();
         let updated = unit
             .points()
             .update_rule(tenant, id, expected_version, &terms, now, actor)
             .await?
-            .ok_or(MarketingError::VersionMismatch {
+            .ok_or(MarketingError::Refused(Refusal::VersionMismatch {
                 expected: expected_version,
                 current: expected_version + 1,
-            })?;
+            }))?;
         self.shared.commit_idempotent(unit, &key, &updated).await?;
         self.cache_rule(&updated).await;
         Ok(Answer::Fresh(updated))

@@ -47,7 +47,7 @@ impl PointsService {
                 Ok(_) if is_hold => released += 1,
                 Ok(_) => expired += 1,
                 // Confirmed or released meanwhile: nothing left to sweep.
-                Err(MarketingError::InvalidHoldState { .. }) => {}
+                Err(MarketingError::Refused(Refusal::InvalidHoldState { .. })) => {}
                 Err(err) => {
                     marketing_infra::warn_every!(error = %err, %tenant, %member, "points sweep of an account failed")
                 }

@@ -3,11 +3,14 @@
 mod requests;
 
 use marketing_proto::v1::{self as pb, points_account_service_server::PointsAccountService};
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::parse::{Edge, Tenanted, distinct, reply};
 use crate::{
+    app::limits::Limits,
     app::{PointsCommand, PointsService},
     wire::{
         ToWire,
@@ -20,11 +23,12 @@ use requests::*;
 
 pub struct Points {
     points: PointsService,
+    limits: Arc<Limits>,
 }
 
 impl Points {
-    pub fn new(points: PointsService) -> Self {
-        Self { points }
+    pub fn new(points: PointsService, limits: Arc<Limits>) -> Self {
+        Self { points, limits }
     }
 
     /// The request with what parsing it needs: points writes answer by the client's
@@ -47,6 +51,9 @@ impl Points {
         for<'a> PointsCommand: TryFrom<Edge<'a, R>, Error = Status>,
     {
         let command = PointsCommand::try_from(self.edge(request)?)?;
+        if let Some((action, who)) = command.limited() {
+            self.limits.admit(action, &who).await.map_err(to_status)?;
+        }
         reply(self.points.change_points(command).await)
     }
 }

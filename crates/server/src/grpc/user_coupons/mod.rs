@@ -3,11 +3,14 @@
 mod requests;
 
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::parse::{Edge, Tenanted, distinct, reply};
 use crate::{
+    app::limits::Limits,
     app::{ClaimCoupon, CouponService, DistributeCoupons, ListCoupons, TransitionCoupon},
     wire::{
         ToWire,
@@ -20,11 +23,12 @@ use requests::*;
 
 pub struct UserCoupons {
     coupons: CouponService,
+    limits: Arc<Limits>,
 }
 
 impl UserCoupons {
-    pub fn new(coupons: CouponService) -> Self {
-        Self { coupons }
+    pub fn new(coupons: CouponService, limits: Arc<Limits>) -> Self {
+        Self { coupons, limits }
     }
 
     /// The request with what parsing it needs: claims and distributions answer by the
@@ -60,6 +64,11 @@ impl UserCouponService for UserCoupons {
         request: Request<pb::ClaimCouponRequest>,
     ) -> Result<Response<pb::ClaimCouponResponse>, Status> {
         let claim = ClaimCoupon::try_from(self.edge(&request)?)?;
+        let (action, member) = claim.limited();
+        self.limits
+            .admit(action, &member)
+            .await
+            .map_err(to_status)?;
         let coupon = reply(self.coupons.claim_coupon(claim).await)?;
         Ok(Response::new(pb::ClaimCouponResponse {
             user_coupon: Some(coupon),
