@@ -421,13 +421,20 @@ fn push_placeholder(sql: &mut String, backend: DbBackend, number: usize) {
 /// (65,535).
 const MAX_PARAMETERS: usize = 30_000;
 
+/// How an update's values name a column: the key `id` as `key`, so that `RETURNING id` and
+/// the table's own `id` stay unambiguous.
+pub(crate) fn key_alias(name: &str) -> &str {
+    if name == "id" { "key" } else { name }
+}
+
 /// Many rows of one table updated by one statement, each with its own values:
 /// `WITH v(columns) AS (VALUES (..), ..) UPDATE table SET set FROM v WHERE condition
 /// RETURNING id`. The statement is the same on PostgreSQL and SQLite (3.35 or later).
 pub(crate) struct ValuesUpdate<'a> {
     pub table: &'a str,
-    /// The columns of `v`. Name the key `key`, not `id`, so `RETURNING id` is unambiguous.
-    pub columns: &'a [&'a str],
+    /// The columns of `v` (name, Rust type), the key first as `id`: `v` names it `key`, so
+    /// `RETURNING id` is unambiguous.
+    pub columns: &'a [(&'a str, &'a str)],
     /// The assignments, reading `v`: `remaining = v.remaining, ..`.
     pub set: &'a str,
     /// How a row meets its values (and any check it must pass): `t.id = v.key AND ..`.
@@ -449,7 +456,12 @@ impl ValuesUpdate<'_> {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let mut values = Vec::new();
-            let mut sql = format!("WITH v({}) AS (VALUES ", self.columns.join(", "));
+            let names: Vec<&str> = self
+                .columns
+                .iter()
+                .map(|(name, _)| key_alias(name))
+                .collect();
+            let mut sql = format!("WITH v({}) AS (VALUES ", names.join(", "));
             for (index, row) in rows.by_ref().take(chunk).enumerate() {
                 debug_assert_eq!(row.len(), width, "a row of {}", self.table);
                 sql.push_str(if index == 0 { "(" } else { ", (" });

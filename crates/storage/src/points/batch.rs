@@ -20,18 +20,24 @@
 //! Arrays (`unnest`) instead of `VALUES` lists keep each statement's text the same for every
 //! batch size, so each connection prepares it once and PostgreSQL plans it once.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
     points::{Account, Ledger, Lot},
 };
-use sea_orm::sqlx::{self, PgPool, Row, postgres::PgRow};
+use sea_orm::{
+    ColumnTrait, ColumnType, EntityTrait, IdenStatic, Iterable, ModelTrait, Value,
+    sqlx::{self, PgPool, Row, postgres::PgRow},
+};
 use uuid::Uuid;
 
 use super::rows::{self, LedgerWrite};
 use crate::{
-    db::{DbFailure, classify, db_error},
+    db::{DbFailure, classify, db_error, key_alias},
     entity::{
         idempotency_record as record, points_account as acct, points_allocation as alloc,
         points_daily_earning as daily, points_hold as hold, points_lot as lot,
@@ -242,175 +248,244 @@ fn lot_of(row: &PgRow, account: &Account) -> Result<Option<Lot>, MarketingError>
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// A table's rows as one array per column, for `unnest`. `push` takes a row apart with an
-/// exhaustive pattern, so a column added to the row type does not compile until it is
-/// listed here; `bind` binds the arrays in the order listed, which is the order in which
-/// `write.sql` names them: the tests below fail when its column lists, placeholders or casts
-/// disagree with these lists, or these lists with the entities (and the statement's test in
-/// `tests/e2e/points.rs` reads every column back).
-macro_rules! columns {
-    ($name:ident: $row:path { $($field:ident: $ty:ty),* $(,)? }) => {
-        #[derive(Default)]
-        struct $name {
-            $($field: Vec<$ty>,)*
-        }
-
-        impl $name {
-            fn push(&mut self, row: $row) {
-                let $row { $($field),* } = row;
-                $(self.$field.push($field);)*
-            }
-
-            fn bind<'q>(self, query: PgQuery<'q>) -> PgQuery<'q> {
-                query$(.bind(self.$field))*
-            }
-        }
-
-        #[cfg(test)]
-        impl $name {
-            /// The columns in bind order, with their Rust types: what `write.sql` must follow.
-            const COLUMNS: &'static [(&'static str, &'static str)] =
-                &[$((stringify!($field), stringify!($ty))),*];
-        }
-    };
+/// One column's values, typed as PostgreSQL binds its array.
+enum Array {
+    I16(Vec<Option<i16>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    Text(Vec<Option<String>>),
+    Uuid(Vec<Option<Uuid>>),
+    Bytes(Vec<Option<Vec<u8>>>),
 }
 
-columns!(AccountColumns: rows::AccountUpdate {
-    id: Uuid,
-    read_version: i64,
-    available: i64,
-    frozen: i64,
-    total_earned: i64,
-    total_spent: i64,
-    total_expired: i64,
-    total_refunded: i64,
-    earned_updated_at: i64,
-    updated_at: i64,
-});
+impl Array {
+    fn of(cast: &str) -> Self {
+        match cast {
+            "int2" => Self::I16(Vec::new()),
+            "int4" => Self::I32(Vec::new()),
+            "int8" => Self::I64(Vec::new()),
+            "uuid" => Self::Uuid(Vec::new()),
+            "bytea" => Self::Bytes(Vec::new()),
+            _ => Self::Text(Vec::new()),
+        }
+    }
 
-columns!(ChangedLotColumns: rows::LotUpdate {
-    id: Uuid,
-    remaining: i64,
-    frozen: i64,
-});
+    /// Appends `value`; `false` when it is not of the array's type (a bug the tests catch).
+    fn push(&mut self, value: Value) -> bool {
+        match (self, value) {
+            (Self::I16(a), Value::SmallInt(v)) => a.push(v),
+            (Self::I32(a), Value::Int(v)) => a.push(v),
+            (Self::I64(a), Value::BigInt(v)) => a.push(v),
+            (Self::Text(a), Value::String(v)) => a.push(v),
+            (Self::Uuid(a), Value::Uuid(v)) => a.push(v),
+            (Self::Bytes(a), Value::Bytes(v)) => a.push(v),
+            _ => return false,
+        }
+        true
+    }
 
-columns!(LotColumns: lot::Model {
-    id: Uuid,
-    tenant_id: String,
-    account_id: Uuid,
-    earn_transaction_id: Uuid,
-    amount: i64,
-    remaining: i64,
-    frozen: i64,
-    expires_at: Option<i64>,
-    created_at: i64,
-});
+    fn bind<'q>(self, query: PgQuery<'q>) -> PgQuery<'q> {
+        match self {
+            Self::I16(a) => query.bind(a),
+            Self::I32(a) => query.bind(a),
+            Self::I64(a) => query.bind(a),
+            Self::Text(a) => query.bind(a),
+            Self::Uuid(a) => query.bind(a),
+            Self::Bytes(a) => query.bind(a),
+        }
+    }
+}
 
-columns!(EntryColumns: tx::Model {
-    id: Uuid,
-    tenant_id: String,
-    account_id: Uuid,
-    member_id: String,
-    tx_type: i16,
-    amount: i64,
-    frozen_amount: i64,
-    available_after: i64,
-    frozen_after: i64,
-    biz_type: Option<String>,
-    biz_id: Option<String>,
-    request_id: Option<String>,
-    hold_id: Option<Uuid>,
-    related_transaction_id: Option<Uuid>,
-    description: String,
-    expires_at: Option<i64>,
-    account_version: i64,
-    position: i32,
-    created_at: i64,
-    actor: Option<String>,
-});
+/// The PostgreSQL array element type of a column of `column_type`.
+fn cast_of(column_type: &ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::SmallInteger => "int2",
+        ColumnType::Integer => "int4",
+        ColumnType::BigInteger => "int8",
+        ColumnType::Uuid => "uuid",
+        ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob => "bytea",
+        _ => "text",
+    }
+}
 
-columns!(AllocationColumns: alloc::Model {
-    id: Uuid,
-    tenant_id: String,
-    lot_id: Uuid,
-    transaction_id: Option<Uuid>,
-    hold_id: Option<Uuid>,
-    amount: i64,
-});
+/// The PostgreSQL array element type of a field of Rust type `rust` (an update row's).
+fn cast_of_rust(rust: &str) -> &'static str {
+    match rust {
+        "i16" => "int2",
+        "i32" => "int4",
+        "i64" => "int8",
+        "Uuid" => "uuid",
+        _ => "text",
+    }
+}
 
-columns!(HoldColumns: hold::Model {
-    id: Uuid,
-    tenant_id: String,
-    account_id: Uuid,
-    member_id: String,
-    order_id: String,
-    status: i16,
-    amount: i64,
-    confirmed_amount: i64,
-    expires_at: i64,
-    created_at: i64,
-    updated_at: i64,
-});
+/// One group of the write's arrays: a table's rows (or an update's), one array per column,
+/// in its declaration's order (the entity's columns, or the update row's fields).
+struct Arrays {
+    /// (name, cast) of each column.
+    columns: Vec<(&'static str, &'static str)>,
+    arrays: Vec<Array>,
+    /// Values pushed into an array of another type (none, unless a declaration is wrong).
+    mismatched: usize,
+}
 
-columns!(DailyColumns: daily::Model {
-    tenant_id: String,
-    member_id: String,
-    event_type: String,
-    day: i32,
-    earned: i64,
-});
+impl Arrays {
+    fn new(columns: Vec<(&'static str, &'static str)>) -> Self {
+        let arrays = columns.iter().map(|(_, cast)| Array::of(cast)).collect();
+        Self {
+            columns,
+            arrays,
+            mismatched: 0,
+        }
+    }
 
-columns!(RecordColumns: record::Model {
-    tenant_id: String,
-    request_id: String,
-    operation: String,
-    fingerprint: Vec<u8>,
-    status_code: i32,
-    response: Vec<u8>,
-    created_at: i64,
-    client: String,
-});
+    /// The arrays of entity `E`'s table.
+    fn of<E: EntityTrait>() -> Self {
+        Self::new(
+            E::Column::iter()
+                .map(|c| (c.as_str(), cast_of(c.def().get_column_type())))
+                .collect(),
+        )
+    }
+
+    /// The arrays of an update's rows (`rows::update_row!`).
+    fn of_update(columns: &'static [(&'static str, &'static str)]) -> Self {
+        Self::new(
+            columns
+                .iter()
+                .map(|(name, rust)| (key_alias(name), cast_of_rust(rust)))
+                .collect(),
+        )
+    }
+
+    fn push(&mut self, values: Vec<Value>) {
+        for (array, value) in self.arrays.iter_mut().zip(values) {
+            if !array.push(value) {
+                self.mismatched += 1;
+            }
+        }
+    }
+
+    /// Appends a row of entity `E`, column by column.
+    fn push_model<M: ModelTrait>(&mut self, row: M) {
+        let values = <M::Entity as EntityTrait>::Column::iter()
+            .map(|c| row.get(c))
+            .collect();
+        self.push(values);
+    }
+
+    fn bind<'q>(self, query: PgQuery<'q>) -> PgQuery<'q> {
+        self.arrays
+            .into_iter()
+            .fold(query, |query, array| array.bind(query))
+    }
+}
+
+/// The groups of arrays the write binds, in bind order (each group's columns numbered on from
+/// the last), with what `write.sql` calls them.
+fn groups() -> [(&'static str, Arrays); 8] {
+    [
+        ("accounts", Arrays::of_update(rows::AccountUpdate::COLUMNS)),
+        ("changed_lots", Arrays::of_update(rows::LotUpdate::COLUMNS)),
+        ("lots", Arrays::of::<lot::Entity>()),
+        ("entries", Arrays::of::<tx::Entity>()),
+        ("allocations", Arrays::of::<alloc::Entity>()),
+        ("holds", Arrays::of::<hold::Entity>()),
+        ("daily", Arrays::of::<daily::Entity>()),
+        ("records", Arrays::of::<record::Entity>()),
+    ]
+}
+
+/// `write.sql` with its markers filled in from the groups' columns: `{arrays:G}`,
+/// `{columns:G}` and `{G.column}` (see the file), its comments left out.
+fn render_write(template: &str) -> String {
+    // Without its comments (which name the markers).
+    let mut sql: String = template
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut number = 0;
+    for (group, arrays) in groups() {
+        let mut placeholders = Vec::new();
+        for (column, cast) in &arrays.columns {
+            number += 1;
+            let placeholder = format!("${number}::{cast}[]");
+            sql = sql.replace(&format!("{{{group}.{column}}}"), &placeholder);
+            placeholders.push(placeholder);
+        }
+        let names: Vec<&str> = arrays.columns.iter().map(|(name, _)| *name).collect();
+        sql = sql
+            .replace(&format!("{{arrays:{group}}}"), &placeholders.join(", "))
+            .replace(&format!("{{columns:{group}}}"), &names.join(", "));
+    }
+    sql
+}
 
 /// Everything a batch writes, column by column, for [`BatchWrite::execute`].
-#[derive(Default)]
 pub struct BatchWrite {
-    accounts: AccountColumns,
-    changed_lots: ChangedLotColumns,
-    new_lots: LotColumns,
-    entries: EntryColumns,
-    allocations: AllocationColumns,
-    holds: HoldColumns,
+    accounts: Arrays,
+    changed_lots: Arrays,
+    new_lots: Arrays,
+    entries: Arrays,
+    allocations: Arrays,
+    holds: Arrays,
     daily: HashMap<(String, String, String, i32), i64>,
-    records: RecordColumns,
+    records: Arrays,
 }
 
-/// The batch's one write (`write.sql`). Each `v_*` is a table's rows as parallel arrays;
-/// `points_batch_written` fails the statement unless every account still had its version and
-/// every changed lot was found. The `= ANY` conditions give the generic plan an index
-/// condition on the updated tables whatever their size (without them a plan made on a small
-/// table scans it).
-const WRITE: &str = include_str!("write.sql");
+impl Default for BatchWrite {
+    fn default() -> Self {
+        let [
+            (_, accounts),
+            (_, changed_lots),
+            (_, new_lots),
+            (_, entries),
+            (_, allocations),
+            (_, holds),
+            _,
+            (_, records),
+        ] = groups();
+        Self {
+            accounts,
+            changed_lots,
+            new_lots,
+            entries,
+            allocations,
+            holds,
+            daily: HashMap::new(),
+            records,
+        }
+    }
+}
+
+/// The batch's one write (`write.sql`, rendered once). Each `v_*` is a table's rows as
+/// parallel arrays; `points_batch_written` fails the statement unless every account still had
+/// its version and every changed lot was found. The `= ANY` conditions give the generic plan
+/// an index condition on the updated tables whatever their size (without them a plan made on
+/// a small table scans it).
+static WRITE: LazyLock<String> = LazyLock::new(|| render_write(include_str!("write.sql")));
 
 impl BatchWrite {
     /// Adds a planned ledger: its account (checked against the version read), its changed
     /// and new lots, entries, allocations and holds.
     pub fn add_ledger(&mut self, ledger: &Ledger) {
         let rows = LedgerWrite::of(ledger);
-        self.accounts.push(rows.account);
+        self.accounts.push(rows.account.values());
         for lot in rows.changed_lots {
-            self.changed_lots.push(lot);
+            self.changed_lots.push(lot.values());
         }
         for lot in rows.new_lots {
-            self.new_lots.push(lot);
+            self.new_lots.push_model(lot);
         }
         for entry in rows.entries {
-            self.entries.push(entry);
+            self.entries.push_model(entry);
         }
         for allocation in rows.allocations {
-            self.allocations.push(allocation);
+            self.allocations.push_model(allocation);
         }
         for hold in rows.holds {
-            self.holds.push(hold);
+            self.holds.push_model(hold);
         }
     }
 
@@ -435,16 +510,16 @@ impl BatchWrite {
     /// Adds the outcome a request's retries replay.
     pub fn add_record(&mut self, key: &IdempotencyKey, outcome: Outcome, now: UnixMicros) {
         self.records
-            .push(idempotency::record_row(key, outcome, now));
+            .push_model(idempotency::record_row(key, outcome, now));
     }
 
     /// Writes everything in one statement, or nothing: `ConcurrentModification` when an
     /// account was changed since it was read, or a request id or business reference was
     /// taken meanwhile.
     pub async fn execute(self, pool: &PgPool) -> Result<(), MarketingError> {
-        let mut daily = DailyColumns::default();
+        let mut daily = Arrays::of::<daily::Entity>();
         for ((tenant_id, member_id, event_type, day), earned) in self.daily {
-            daily.push(daily::Model {
+            daily.push_model(daily::Model {
                 tenant_id,
                 member_id,
                 event_type,
@@ -452,7 +527,23 @@ impl BatchWrite {
                 earned,
             });
         }
-        let query = sqlx::query(WRITE);
+        let groups = [
+            &self.accounts,
+            &self.changed_lots,
+            &self.new_lots,
+            &self.entries,
+            &self.allocations,
+            &self.holds,
+            &daily,
+            &self.records,
+        ];
+        let mismatched: usize = groups.iter().map(|g| g.mismatched).sum();
+        if mismatched > 0 {
+            return Err(MarketingError::internal(format!(
+                "{mismatched} values of the points batch are not of their column's type"
+            )));
+        }
+        let query = sqlx::query(WRITE.as_str());
         let query = self.accounts.bind(query);
         let query = self.changed_lots.bind(query);
         let query = self.new_lots.bind(query);
@@ -479,18 +570,21 @@ impl BatchWrite {
 
 #[cfg(test)]
 mod tests {
-    //! The columns of the one write are declared in three places: the entities (and row
-    //! types), the `columns!` lists that bind them, and `write.sql`'s column lists and `$N`
-    //! placeholders. These tests fail when they disagree.
+    //! The write's columns are declared once: by the entities, and by the update rows of
+    //! `rows.rs`. `write.sql` names only what it treats apart. These tests fail when the
+    //! rendered statement, the declarations and the values pushed disagree.
 
-    use sea_orm::{EntityTrait, IdenStatic, Iterable};
+    use marketing_domain::{
+        MemberId, RequestId, TenantId, UnixMicros,
+        points::{Account, EntryMeta, Ledger},
+    };
 
     use super::*;
 
-    /// `write.sql`'s placeholders in the order they first appear, with their casts.
-    fn placeholders() -> Vec<(usize, String)> {
+    /// The rendered statement's placeholders in the order they first appear, with casts.
+    fn placeholders(sql: &str) -> Vec<(usize, String)> {
         let mut found: Vec<(usize, String)> = Vec::new();
-        let mut rest = WRITE;
+        let mut rest = sql;
         while let Some(at) = rest.find('$') {
             rest = &rest[at + 1..];
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -506,128 +600,103 @@ mod tests {
         found
     }
 
-    /// The column list of `write.sql`'s INSERT into `table`.
-    fn inserted(table: &str) -> Vec<String> {
-        let start = WRITE
-            .find(&format!("INSERT INTO {table} ("))
-            .unwrap_or_else(|| panic!("write.sql inserts into {table}"));
-        let list = &WRITE[start..];
-        let list = &list[list.find('(').expect("(") + 1..list.find(')').expect(")")];
-        list.split(',').map(|c| c.trim().to_owned()).collect()
-    }
-
-    fn pg_type(rust: &str) -> &'static str {
-        let rust = rust
-            .strip_prefix("Option<")
-            .and_then(|inner| inner.strip_suffix('>'))
-            .unwrap_or(rust);
-        match rust.replace(' ', "").as_str() {
-            "Uuid" => "uuid",
-            "i64" => "int8",
-            "i32" => "int4",
-            "i16" => "int2",
-            "String" => "text",
-            "Vec<u8>" => "bytea",
-            other => panic!("no PostgreSQL array type for {other}"),
-        }
-    }
-
-    /// A `columns!` list: each column's name and Rust type.
-    type Declared = &'static [(&'static str, &'static str)];
-
-    fn names(columns: &[(&str, &str)]) -> Vec<String> {
-        columns.iter().map(|(name, _)| (*name).to_owned()).collect()
-    }
-
-    fn entity_columns<E: EntityTrait>() -> Vec<String> {
-        let mut columns: Vec<String> = E::Column::iter().map(|c| c.as_str().to_owned()).collect();
-        columns.sort();
-        columns
-    }
-
     #[test]
-    fn write_sql_binds_every_column_in_the_declared_order_and_type() {
-        // The order `execute` binds them in.
-        let groups: [Declared; 8] = [
-            AccountColumns::COLUMNS,
-            ChangedLotColumns::COLUMNS,
-            LotColumns::COLUMNS,
-            EntryColumns::COLUMNS,
-            AllocationColumns::COLUMNS,
-            HoldColumns::COLUMNS,
-            DailyColumns::COLUMNS,
-            RecordColumns::COLUMNS,
-        ];
-        let declared: Vec<&(&str, &str)> = groups.iter().flat_map(|g| g.iter()).collect();
-        let found = placeholders();
+    fn the_rendered_write_binds_every_declared_column_in_order() {
+        let sql = WRITE.as_str();
+        assert!(
+            !sql.contains('{'),
+            "a marker of write.sql names no group's column:\n{sql}"
+        );
+        let declared: Vec<(&str, &str)> = groups()
+            .iter()
+            .flat_map(|(_, arrays)| arrays.columns.clone())
+            .collect();
+        let found = placeholders(sql);
         assert_eq!(
             found.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             (1..=declared.len()).collect::<Vec<_>>(),
-            "write.sql numbers one placeholder per declared column, in bind order"
+            "one placeholder per declared column, in bind order"
         );
-        for ((number, cast), (name, rust)) in found.iter().zip(declared) {
-            assert_eq!(cast, pg_type(rust), "${number} ({name}: {rust})");
+        for ((number, cast), (name, declared)) in found.iter().zip(&declared) {
+            assert_eq!(cast, declared, "${number} ({name})");
         }
+        // Every entity's column is inserted, under its own name.
+        let insert = sql
+            .find("INSERT INTO points_transactions (")
+            .expect("the entries' insert");
+        let list = &sql[insert..];
+        let list = &list[list.find('(').expect("(") + 1..list.find(')').expect(")")];
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        let entity: Vec<&str> = tx::Column::iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, entity);
     }
 
+    /// Every column of every group gets a value of its array's type from the rows a ledger
+    /// writes (a column whose type maps to another array would be counted as mismatched).
     #[test]
-    fn write_sql_inserts_the_declared_columns_of_every_entity() {
-        let tables: [(&str, Declared, Vec<String>); 6] = [
-            (
-                "points_lots",
-                LotColumns::COLUMNS,
-                entity_columns::<lot::Entity>(),
-            ),
-            (
-                "points_transactions",
-                EntryColumns::COLUMNS,
-                entity_columns::<tx::Entity>(),
-            ),
-            (
-                "points_allocations",
-                AllocationColumns::COLUMNS,
-                entity_columns::<alloc::Entity>(),
-            ),
-            (
-                "points_holds",
-                HoldColumns::COLUMNS,
-                entity_columns::<hold::Entity>(),
-            ),
-            (
-                "points_daily_earnings",
-                DailyColumns::COLUMNS,
-                entity_columns::<daily::Entity>(),
-            ),
-            (
-                "idempotency_records",
-                RecordColumns::COLUMNS,
-                entity_columns::<record::Entity>(),
-            ),
-        ];
-        for (table, columns, entity) in tables {
-            assert_eq!(
-                inserted(table),
-                names(columns),
-                "{table}: write.sql against columns!"
-            );
-            let mut declared = names(columns);
-            declared.sort();
-            assert_eq!(declared, entity, "{table}: columns! against the entity");
-        }
-        // The updates name their arrays' columns too (the id as `key`).
-        for (alias, columns) in [
-            ("v(key, read_version,", AccountColumns::COLUMNS),
-            ("v(key, remaining, frozen)", ChangedLotColumns::COLUMNS),
+    fn every_value_a_ledger_writes_fits_its_column() {
+        let tenant = TenantId::parse("tenant_id", "acme").expect("tenant");
+        let member = MemberId::parse("member_id", "m1").expect("member");
+        let now = UnixMicros::now();
+        let account = Account {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: tenant.clone(),
+            member_id: member.clone(),
+            available: 0,
+            frozen: 0,
+            total_earned: 0,
+            total_spent: 0,
+            total_expired: 0,
+            total_refunded: 0,
+            version: 1,
+            earned_updated_at: now,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut ledger = Ledger::new(account, Vec::new(), now);
+        let meta = EntryMeta {
+            biz_type: Some("order".into()),
+            biz_id: Some("o-1".into()),
+            request_id: Some("r-1".into()),
+            description: "earn".into(),
+            actor: Some("till".into()),
+        };
+        ledger
+            .earn(100, Some(UnixMicros(now.0 + 1_000_000)), meta.clone())
+            .expect("earn");
+        ledger.deduct(10, meta).expect("deduct");
+        let mut write = BatchWrite::default();
+        write.add_ledger(&ledger);
+        write.add_daily(&tenant, &member, "signup", 1, 5);
+        let key = IdempotencyKey {
+            tenant_id: tenant,
+            request_id: RequestId::parse("request_id", "r-1").expect("request id"),
+            client: "till".into(),
+            operation: "EarnPoints",
+            fingerprint: vec![1],
+        };
+        write.add_record(
+            &key,
+            Outcome {
+                status_code: 0,
+                response: vec![2],
+            },
+            now,
+        );
+        for (name, arrays) in [
+            ("accounts", &write.accounts),
+            ("changed_lots", &write.changed_lots),
+            ("lots", &write.new_lots),
+            ("entries", &write.entries),
+            ("allocations", &write.allocations),
+            ("holds", &write.holds),
+            ("records", &write.records),
         ] {
-            let start = WRITE.find(alias).expect("the update's alias list");
-            let list = &WRITE[start + 2..];
-            let list: Vec<String> = list[..list.find(')').expect(")")]
-                .split(',')
-                .map(|c| c.trim().to_owned())
-                .collect();
-            let mut expected = names(columns);
-            expected[0] = "key".to_owned();
-            assert_eq!(list, expected, "{alias}");
+            assert_eq!(
+                arrays.mismatched, 0,
+                "{name}: a value not of its column's type"
+            );
         }
+        assert_eq!(write.entries.arrays.len(), tx::Column::iter().count());
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
     error::Refusal,
-    points::{Account, Entry, EntryMeta, Hold, HoldStatus, Ledger, Lot, TxType},
+    points::{Account, Entry, Hold, HoldStatus, Ledger, Lot, TxType},
     points_rule::{PointsRule, RuleTerms},
 };
 use sea_orm::{
@@ -337,7 +337,7 @@ pub async fn find_entry(
         .one(conn)
         .await
         .map_err(db_error)?
-        .map(entry_to_domain)
+        .map(rows::entry_to_domain)
         .transpose()
 }
 
@@ -417,7 +417,7 @@ pub async fn find_by_biz(
         .one(conn)
         .await
         .map_err(db_error)?
-        .map(entry_to_domain)
+        .map(rows::entry_to_domain)
         .transpose()
 }
 
@@ -539,7 +539,7 @@ pub async fn list_entries(
         .await
         .map_err(db_error)?
         .into_iter()
-        .map(entry_to_domain)
+        .map(rows::entry_to_domain)
         .collect()
 }
 
@@ -593,7 +593,7 @@ pub async fn all_entries(
         .await
         .map_err(db_error)?
         .into_iter()
-        .map(entry_to_domain)
+        .map(rows::entry_to_domain)
         .collect()
 }
 
@@ -893,31 +893,6 @@ fn hold_to_domain(row: hold::Model) -> Result<Hold, MarketingError> {
         expires_at: UnixMicros(row.expires_at),
         created_at: UnixMicros(row.created_at),
         updated_at: UnixMicros(row.updated_at),
-    })
-}
-
-fn entry_to_domain(row: tx::Model) -> Result<Entry, MarketingError> {
-    Ok(Entry {
-        id: row.id,
-        tx_type: TxType::from_code(row.tx_type)
-            .ok_or_else(|| corrupt("points transaction", row.id))?,
-        amount: row.amount,
-        frozen_amount: row.frozen_amount,
-        available_after: row.available_after,
-        frozen_after: row.frozen_after,
-        meta: EntryMeta {
-            biz_type: row.biz_type,
-            biz_id: row.biz_id,
-            request_id: row.request_id,
-            description: row.description,
-            actor: row.actor,
-        },
-        hold_id: row.hold_id,
-        related_transaction_id: row.related_transaction_id,
-        expires_at: row.expires_at.map(UnixMicros),
-        account_version: row.account_version,
-        position: row.position,
-        created_at: UnixMicros(row.created_at),
     })
 }
 

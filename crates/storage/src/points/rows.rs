@@ -1,15 +1,20 @@
-//! What a planned ledger writes, as rows of its tables, made from the domain in one place.
-//! Both write paths write these: the transaction through SeaORM (`write_ledgers`) and
-//! PostgreSQL's one statement (`batch::BatchWrite`). A column added to a table is added to
-//! its entity's `Model` and set here; the one-statement path names every field of each model
-//! (an exhaustive pattern in `batch.rs`), so it does not compile until the column is bound.
+//! What a planned ledger writes, as rows of its tables, made from the domain in one place
+//! (and entries read back into the domain). Both write paths write these: the transaction
+//! through SeaORM (`write_ledgers`) and PostgreSQL's one statement (`batch::BatchWrite`),
+//! which binds every column of each entity in its declared order and generates its column
+//! lists from the same declarations. A column added to a table is added to its entity's
+//! `Model` and set here; nothing else names it.
 
 use std::collections::HashMap;
 
-use marketing_domain::points::{Ledger, Lot};
+use marketing_domain::{
+    MarketingError, UnixMicros,
+    points::{Entry, EntryMeta, Ledger, Lot, TxType},
+};
 use sea_orm::Value;
 use uuid::Uuid;
 
+use super::corrupt;
 use crate::{
     db::ValuesUpdate,
     entity::{
@@ -18,21 +23,61 @@ use crate::{
     },
 };
 
-/// The version-checked update of accounts ([`AccountUpdate::values`] in its column order).
+/// Declares a row type of a version-checked update (its fields are the update's columns)
+/// with its columns and values in one order, so its fields are named once: by the struct.
+/// `id` is the update's key.
+macro_rules! update_row {
+    ($(#[$meta:meta])* pub struct $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            $(pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The columns (name, Rust type) in the order of [`Self::values`].
+            pub(crate) const COLUMNS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), stringify!($ty))),*];
+
+            /// The row's values in the order of [`Self::COLUMNS`].
+            pub(crate) fn values(&self) -> Vec<Value> {
+                vec![$(self.$field.clone().into()),*]
+            }
+        }
+    };
+}
+
+update_row! {
+    /// An account's new balances, written only where its version is still `read_version`
+    /// (and raised by one there).
+    pub struct AccountUpdate {
+        id: Uuid,
+        read_version: i64,
+        available: i64,
+        frozen: i64,
+        total_earned: i64,
+        total_spent: i64,
+        total_expired: i64,
+        total_refunded: i64,
+        earned_updated_at: i64,
+        updated_at: i64,
+    }
+}
+
+update_row! {
+    /// A lot a ledger spent from, froze or expired.
+    pub struct LotUpdate {
+        id: Uuid,
+        remaining: i64,
+        frozen: i64,
+    }
+}
+
+/// The version-checked update of accounts, on the transactional path (the one statement
+/// writes the same assignments in `write.sql`).
 pub(crate) const ACCOUNTS: ValuesUpdate<'static> = ValuesUpdate {
     table: "points_accounts",
-    columns: &[
-        "key",
-        "read_version",
-        "available",
-        "frozen",
-        "total_earned",
-        "total_spent",
-        "total_expired",
-        "total_refunded",
-        "earned_updated_at",
-        "updated_at",
-    ],
+    columns: AccountUpdate::COLUMNS,
     set: "available = v.available, frozen = v.frozen, total_earned = v.total_earned, \
           total_spent = v.total_spent, total_expired = v.total_expired, \
           total_refunded = v.total_refunded, earned_updated_at = v.earned_updated_at, \
@@ -40,37 +85,13 @@ pub(crate) const ACCOUNTS: ValuesUpdate<'static> = ValuesUpdate {
     condition: "points_accounts.id = v.key AND points_accounts.version = v.read_version",
 };
 
-/// The update of changed lots ([`LotUpdate::values`] in its column order).
+/// The update of changed lots.
 pub(crate) const LOTS: ValuesUpdate<'static> = ValuesUpdate {
     table: "points_lots",
-    columns: &["key", "remaining", "frozen"],
+    columns: LotUpdate::COLUMNS,
     set: "remaining = v.remaining, frozen = v.frozen",
     condition: "points_lots.id = v.key",
 };
-
-/// An account's new balances, written only where its version is still `read_version` (and
-/// raised by one there).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountUpdate {
-    pub id: Uuid,
-    pub read_version: i64,
-    pub available: i64,
-    pub frozen: i64,
-    pub total_earned: i64,
-    pub total_spent: i64,
-    pub total_expired: i64,
-    pub total_refunded: i64,
-    pub earned_updated_at: i64,
-    pub updated_at: i64,
-}
-
-/// A lot a ledger spent from, froze or expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LotUpdate {
-    pub id: Uuid,
-    pub remaining: i64,
-    pub frozen: i64,
-}
 
 /// Everything one planned ledger writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,43 +217,28 @@ fn new_lot(tenant: &str, account: Uuid, l: &Lot) -> lot::Model {
     }
 }
 
-impl AccountUpdate {
-    /// The values of `db::ValuesUpdate`'s columns, in its order.
-    pub(crate) fn values(&self) -> Vec<Value> {
-        let Self {
-            id,
-            read_version,
-            available,
-            frozen,
-            total_earned,
-            total_spent,
-            total_expired,
-            total_refunded,
-            earned_updated_at,
-            updated_at,
-        } = self;
-        vec![
-            (*id).into(),
-            (*read_version).into(),
-            (*available).into(),
-            (*frozen).into(),
-            (*total_earned).into(),
-            (*total_spent).into(),
-            (*total_expired).into(),
-            (*total_refunded).into(),
-            (*earned_updated_at).into(),
-            (*updated_at).into(),
-        ]
-    }
-}
-
-impl LotUpdate {
-    pub(crate) fn values(&self) -> Vec<Value> {
-        let Self {
-            id,
-            remaining,
-            frozen,
-        } = self;
-        vec![(*id).into(), (*remaining).into(), (*frozen).into()]
-    }
+/// An entry as stored, read back: the other direction of [`LedgerWrite`]'s entries.
+pub(crate) fn entry_to_domain(row: tx::Model) -> Result<Entry, MarketingError> {
+    Ok(Entry {
+        id: row.id,
+        tx_type: TxType::from_code(row.tx_type)
+            .ok_or_else(|| corrupt("points transaction", row.id))?,
+        amount: row.amount,
+        frozen_amount: row.frozen_amount,
+        available_after: row.available_after,
+        frozen_after: row.frozen_after,
+        meta: EntryMeta {
+            biz_type: row.biz_type,
+            biz_id: row.biz_id,
+            request_id: row.request_id,
+            description: row.description,
+            actor: row.actor,
+        },
+        hold_id: row.hold_id,
+        related_transaction_id: row.related_transaction_id,
+        expires_at: row.expires_at.map(UnixMicros),
+        account_version: row.account_version,
+        position: row.position,
+        created_at: UnixMicros(row.created_at),
+    })
 }
