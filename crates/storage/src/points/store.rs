@@ -153,31 +153,37 @@ pub trait LedgerStore {
     ) -> Result<(), MarketingError>;
 }
 
-/// PostgreSQL's two statements: see `batch.rs`.
+/// PostgreSQL's two statements: see `batch.rs`. One connection: the pool, in autocommit
+/// (its statements through sqlx, planning's reads and new accounts through SeaORM).
 pub struct PgBatch {
-    pool: PgPool,
-    conn: DatabaseConnection,
+    db: Database,
     write: BatchWrite,
 }
 
 impl PgBatch {
     /// `None` on SQLite.
     pub fn new(db: &Database) -> Option<Self> {
+        db.postgres()?;
         Some(Self {
-            pool: db.postgres()?.clone(),
-            conn: db.conn().clone(),
+            db: db.clone(),
             write: BatchWrite::default(),
         })
+    }
+
+    fn pool(&self) -> Result<&PgPool, MarketingError> {
+        self.db
+            .postgres()
+            .ok_or_else(|| MarketingError::internal("a PgBatch on SQLite"))
     }
 }
 
 impl LedgerStore for PgBatch {
     fn reads(&self) -> Reads<'_> {
-        Reads(Snapshot::Autocommit(&self.conn))
+        Reads(Snapshot::Autocommit(self.db.conn()))
     }
 
     async fn read(&self, keys: &BatchKeys<'_>) -> Result<BatchReads, MarketingError> {
-        super::batch::read_batch(&self.pool, keys).await
+        super::batch::read_batch(self.pool()?, keys).await
     }
 
     async fn open(
@@ -186,7 +192,7 @@ impl LedgerStore for PgBatch {
         now: UnixMicros,
     ) -> Result<(), MarketingError> {
         // Empty accounts, created at once whatever becomes of the batch: harmless.
-        points::create_accounts(&self.conn, members, now).await
+        points::create_accounts(self.db.conn(), members, now).await
     }
 
     /// Takes every ledger: whether one moved is known when the statement runs, at commit.
@@ -213,7 +219,8 @@ impl LedgerStore for PgBatch {
         for (key, outcome) in outcomes {
             self.write.add_record(key, outcome, now);
         }
-        self.write.execute(&self.pool).await
+        let pool = self.pool()?.clone();
+        self.write.execute(&pool).await
     }
 }
 
