@@ -1,16 +1,17 @@
 //! Conformance suites of the context stores (templates, coupons, clients, request records,
-//! points rules): the same test bodies run against each implementation (SeaORM on PostgreSQL,
+//! points accounts and rules): the same test bodies run against each implementation (SeaORM on PostgreSQL,
 //! SeaORM on SQLite), as `stores.rs` runs the points batch's `LedgerStore`. Each body covers
 //! its trait's reads and writes, its refusals and its races (a version that moved, a unique
 //! key taken), with two tenants holding the same names.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use marketing_domain::{
     MarketingError, MemberId, RequestId, TemplateId, TenantId, UnixMicros,
     auth::{ApiClient, Role, Tenants},
     coupon_template::{CouponTemplate, Currency, Discount, TemplateTerms, Validity},
     error::Refusal,
+    points::{EntryMeta, HoldStatus, Ledger, TxType},
     points_rule::{PointsRule, RuleTerms},
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -21,6 +22,8 @@ use marketing_storage::{
     points::{
         RuleRef,
         accounts::{PointsReads, PointsStore},
+        batch::BatchKeys,
+        store::{LedgerStore, PlannedLedger, TxnBatch},
     },
     templates::{TemplateChange, TemplateFilter, TemplateReads, TemplateStore},
     unit::{Begun, UnitOfWork},
@@ -779,6 +782,159 @@ async fn rules_are_one_per_event_and_change_at_their_version(db: &Database) {
     );
 }
 
+/// Writes what `plan` does to each member's ledger (accounts opened first) in one batch
+/// through a transaction; the ledgers as written.
+async fn write_ledgers(
+    db: &Database,
+    members: &[(&TenantId, &MemberId)],
+    now: UnixMicros,
+    plan: impl Fn(&mut Ledger),
+) -> Vec<Ledger> {
+    let mut batch = TxnBatch::begin(db).await.expect("begin");
+    batch.open(members, now).await.expect("open");
+    let keys = BatchKeys {
+        members: members.to_vec(),
+        ..BatchKeys::default()
+    };
+    let reads = batch.read(&keys).await.expect("read");
+    let ledgers: Vec<Ledger> = reads
+        .ledgers
+        .into_iter()
+        .map(|(account, lots)| {
+            let mut ledger = Ledger::new(account, lots, now);
+            plan(&mut ledger);
+            ledger
+        })
+        .collect();
+    let daily = HashMap::new();
+    let planned: Vec<PlannedLedger<'_>> = ledgers
+        .iter()
+        .map(|ledger| PlannedLedger {
+            ledger,
+            daily: &daily,
+        })
+        .collect();
+    batch.write(&planned).await.expect("write");
+    batch.commit(Vec::new(), now).await.expect("commit");
+    ledgers
+}
+
+async fn accounts_and_ledgers_are_read_per_tenant_and_swept_when_due(db: &Database) {
+    let now = UnixMicros::now();
+    let (acme, globex, m1, m2) = (tenant("acme"), tenant("globex"), member("m1"), member("m2"));
+    let meta = EntryMeta::default;
+    // acme's m1: 100 earned (expiring in an hour), 10 held for o-1, 5 held and released.
+    write_ledgers(db, &[(&acme, &m1)], now, |ledger| {
+        ledger
+            .earn(100, Some(UnixMicros(now.0 + HOUR)), meta())
+            .expect("earn");
+        ledger
+            .freeze(10, "o-1", UnixMicros(now.0 + HOUR), meta())
+            .expect("freeze");
+        let released = ledger
+            .freeze(5, "o-2", UnixMicros(now.0 + HOUR), meta())
+            .expect("freeze");
+        let held: Vec<(uuid::Uuid, i64)> = ledger
+            .allocations
+            .iter()
+            .filter(|a| a.hold_id == Some(released.id))
+            .map(|a| (a.lot_id, a.amount))
+            .collect();
+        ledger
+            .settle_hold(&released, &held, 0, HoldStatus::Released, meta())
+            .expect("release");
+    })
+    .await;
+    // acme's m2 and globex's m1 (the same member id): points that never expire.
+    write_ledgers(db, &[(&acme, &m2), (&globex, &m1)], now, |ledger| {
+        let amount = if ledger.account.tenant_id == globex {
+            500
+        } else {
+            50
+        };
+        ledger.earn(amount, None, meta()).expect("earn");
+    })
+    .await;
+
+    let store = db.points();
+    let account = store
+        .find_account(&acme, &m1)
+        .await
+        .expect("find")
+        .expect("acme's m1");
+    assert_eq!((account.available, account.frozen), (90, 10));
+    assert!(
+        store
+            .find_account(&globex, &m2)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    let lots = store.live_lots(account.id).await.expect("lots");
+    assert_eq!(lots.len(), 1);
+    assert_eq!((lots[0].remaining, lots[0].frozen), (100, 10));
+
+    let all = store
+        .list_entries(&acme, &m1, &[], (None, None), None, 10)
+        .await
+        .expect("entries");
+    assert_eq!(all.len(), 4, "earn, two freezes, a release");
+    let earns = store
+        .list_entries(&acme, &m1, &[TxType::Earn], (None, None), None, 10)
+        .await
+        .expect("earns");
+    assert_eq!((earns.len(), earns[0].amount), (1, 100));
+    let page = store
+        .list_entries(&acme, &m1, &[], (None, None), Some(all[1].id), 10)
+        .await
+        .expect("page");
+    assert_eq!(page, all[2..], "after a page's last entry, the rest");
+    let theirs = store
+        .list_entries(&globex, &m1, &[], (None, None), None, 10)
+        .await
+        .expect("entries");
+    assert_eq!((theirs.len(), theirs[0].amount), (1, 500));
+
+    let top: Vec<(String, i64)> = store
+        .top_earners(&acme, 10)
+        .await
+        .expect("top")
+        .into_iter()
+        .map(|(member, earned, _)| (member, earned))
+        .collect();
+    assert_eq!(
+        top,
+        [("m1".to_owned(), 100), ("m2".to_owned(), 50)],
+        "acme's only"
+    );
+
+    // Due an hour from now: acme m1's lot and its one held hold; nothing of the others.
+    let later = UnixMicros(now.0 + 2 * HOUR);
+    assert!(
+        store
+            .accounts_with_due_lots(now, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        store.accounts_with_due_lots(later, 10).await.expect("due"),
+        [("acme".to_owned(), "m1".to_owned())]
+    );
+    let holds = store.due_holds(later, 10).await.expect("due");
+    assert_eq!(holds.len(), 1, "the released hold is not due");
+    assert_eq!((holds[0].0.as_str(), holds[0].1.as_str()), ("acme", "m1"));
+
+    // Retention deletes the finished hold, never the held one.
+    let deleted = in_unit!(db, |unit| unit
+        .points()
+        .delete_finished_holds(UnixMicros(now.0 + 1), 10)
+        .await)
+    .expect("delete");
+    assert_eq!(deleted, 1);
+    assert_eq!(store.due_holds(later, 10).await.expect("due").len(), 1);
+}
+
 /// Runs each body against every implementation: a module per backend, each test on a fresh
 /// app of its backend, the body given the app's database.
 macro_rules! context_store_suite {
@@ -812,4 +968,5 @@ context_store_suite!(
     a_request_is_answered_once_per_client,
     records_are_written_and_found_in_batches,
     rules_are_one_per_event_and_change_at_their_version,
+    accounts_and_ledgers_are_read_per_tenant_and_swept_when_due,
 );

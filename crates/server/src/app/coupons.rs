@@ -2,16 +2,16 @@
 //! and the transitions, each a compare-and-set on the row's version in one transaction with
 //! its idempotency record.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{
-    CouponId, MarketingError, MemberId, TenantId, UnixMicros,
+    CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::Currency,
     user_coupon::{
         CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
     },
 };
-use marketing_infra::stamps::StampedCache;
+use marketing_infra::{lock::DistributedLock, stamps::StampedCache};
 use marketing_storage::{
     Database,
     idempotency::IdempotencyKey,
@@ -21,9 +21,6 @@ use marketing_storage::{
 };
 
 use super::{Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon};
-use marketing_domain::TemplateId;
-use marketing_infra::lock::DistributedLock;
-use std::sync::Arc;
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
 const CAS_ATTEMPTS: usize = 5;

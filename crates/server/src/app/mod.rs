@@ -52,10 +52,8 @@ pub use crate::observability::Metrics;
 use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use clients::ClientService;
-pub use coupons::CouponService;
-pub use coupons::{CouponChange, HeldCoupons, ListCoupons, TransitionCoupon};
-pub use points::PointsService;
-pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, RefundTarget};
+pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon};
+pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
 pub use retention::RetentionService;
 pub use templates::{
     ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate,
