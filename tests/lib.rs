@@ -18,6 +18,7 @@ use std::{
 use marketing_domain::time::Clock;
 use marketing_proto::v1::{
     coupon_template_service_client::CouponTemplateServiceClient,
+    event_service_client::EventServiceClient,
     points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
@@ -335,6 +336,10 @@ impl TestApp {
 
     pub fn points(&self) -> PointsAccountServiceClient<Channel> {
         PointsAccountServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
     }
 
     /// Signals shutdown without waiting.

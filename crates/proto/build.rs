@@ -5,7 +5,7 @@ use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<PathBuf> = ["coupon_template", "user_coupon", "points"]
+    let protos: Vec<PathBuf> = ["coupon_template", "user_coupon", "points", "event"]
         .iter()
         .map(|name| proto_root.join(format!("marketing/v1/{name}.proto")))
         .collect();

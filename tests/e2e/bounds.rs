@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use marketing_domain::events::EVENT_TYPES;
 use marketing_proto::v1 as pb;
 use marketing_server::grpc::REPEATED_FIELD_CAPS;
 use marketing_tests::{
@@ -106,6 +107,17 @@ async fn call_with(app: &TestApp, name: &str, n: usize) -> Option<tonic::Status>
                 tenant_id: "acme".into(),
                 member_id: "m".into(),
                 types: (0..n).map(|i| (i % 8) as i32 + 1).collect(),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        "marketing.v1.ListEventsRequest.types" => app
+            .events()
+            .list_events(pb::ListEventsRequest {
+                tenant_id: "acme".into(),
+                types: (0..n)
+                    .map(|i| EVENT_TYPES[i % EVENT_TYPES.len()].to_owned())
+                    .collect(),
                 ..Default::default()
             })
             .await

@@ -51,7 +51,7 @@ async fn claimed_coupon(
     (created, coupon)
 }
 
-fn lock(coupon: &pb::UserCoupon, order: &str) -> pb::LockCouponRequest {
+pub(crate) fn lock(coupon: &pb::UserCoupon, order: &str) -> pb::LockCouponRequest {
     pb::LockCouponRequest {
         tenant_id: "acme".into(),
         member_id: coupon.member_id.clone(),
@@ -62,7 +62,7 @@ fn lock(coupon: &pb::UserCoupon, order: &str) -> pb::LockCouponRequest {
     }
 }
 
-fn use_for(coupon: &pb::UserCoupon, order: &str, amount: i64) -> pb::UseCouponRequest {
+pub(crate) fn use_for(coupon: &pb::UserCoupon, order: &str, amount: i64) -> pb::UseCouponRequest {
     pb::UseCouponRequest {
         tenant_id: "acme".into(),
         member_id: coupon.member_id.clone(),
@@ -84,7 +84,7 @@ fn release(coupon: &pb::UserCoupon, order: &str) -> pb::ReleaseCouponRequest {
     }
 }
 
-fn give_back(coupon: &pb::UserCoupon, order: &str) -> pb::ReturnCouponRequest {
+pub(crate) fn give_back(coupon: &pb::UserCoupon, order: &str) -> pb::ReturnCouponRequest {
     pb::ReturnCouponRequest {
         tenant_id: "acme".into(),
         member_id: coupon.member_id.clone(),
@@ -94,7 +94,7 @@ fn give_back(coupon: &pb::UserCoupon, order: &str) -> pb::ReturnCouponRequest {
     }
 }
 
-fn revoke(coupon: &pb::UserCoupon) -> pb::RevokeCouponRequest {
+pub(crate) fn revoke(coupon: &pb::UserCoupon) -> pb::RevokeCouponRequest {
     pb::RevokeCouponRequest {
         tenant_id: "acme".into(),
         coupon_id: coupon.id.clone(),

@@ -16,6 +16,7 @@ use marketing_domain::{
 };
 use marketing_proto::v1::{
     self as pb, coupon_template, coupon_template_service_client::CouponTemplateServiceClient,
+    event_service_client::EventServiceClient,
     points_account_service_client::PointsAccountServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
@@ -49,8 +50,8 @@ marketing_tests::backend_suite! {
 
 /// Generated calls per backend.
 const CASES: u32 = 800;
-/// RPCs of the three services.
-const RPCS: usize = 29;
+/// RPCs of the four services.
+const RPCS: usize = 30;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -483,6 +484,7 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
     let mut templates = CouponTemplateServiceClient::new(channel.clone());
     let mut coupons = UserCouponServiceClient::new(channel.clone());
     let mut points = PointsAccountServiceClient::new(channel.clone());
+    let mut events = EventServiceClient::new(channel.clone());
     let hold_ref_confirm = || {
         Some(if v.flag {
             pb::confirm_frozen_points_request::HoldRef::OrderId(i.order.clone())
@@ -813,6 +815,17 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                     version: i64::from(v.small),
                     ..Default::default()
                 }),
+            })
+            .await
+            .map(drop),
+        28 => events
+            .list_events(pb::ListEventsRequest {
+                tenant_id: i.tenant,
+                after_position: v.amount,
+                types: v.paths,
+                aggregate_type: if v.flag { "user_coupon".into() } else { v.line },
+                aggregate_id: i.coupon,
+                page_size: v.small,
             })
             .await
             .map(drop),

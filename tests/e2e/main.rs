@@ -8,6 +8,7 @@ mod clients;
 mod compose;
 mod context_stores;
 mod coupons;
+mod events;
 mod faults;
 mod fixtures;
 mod floods;

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use marketing_storage::entity::{
-    coupon_template, idempotency_record, points_account, points_hold, points_lot, points_rule,
-    points_transaction, user_coupon,
+    coupon_template, event, idempotency_record, points_account, points_hold, points_lot,
+    points_rule, points_transaction, user_coupon,
 };
 use marketing_tests::{Backend, TestApp, spawn_app};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -180,6 +180,21 @@ pub(crate) async fn state_of(
                 format!(
                     "{} {} {} status {}",
                     r.request_id, r.client, r.operation, r.status_code
+                )
+            })
+            .collect(),
+    );
+    // The events of the calls (the sweeper's own, which depend on when it runs, apart).
+    let events = of_tenant::<event::Entity>(conn, event::Column::TenantId, tenant).await;
+    put(
+        "events",
+        events
+            .iter()
+            .filter(|e| e.request_id.is_some())
+            .map(|e| {
+                format!(
+                    "{} {} member {:?} request {:?}",
+                    e.event_type, e.aggregate_type, e.member_id, e.request_id
                 )
             })
             .collect(),

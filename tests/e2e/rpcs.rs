@@ -62,7 +62,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 29] = [
+pub const RPCS: [Rpc; 30] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -466,6 +466,14 @@ pub const RPCS: [Rpc; 29] = [
             .encode_to_vec()
         },
     ),
+    rpc("/marketing.v1.EventService/ListEvents", false, |s, _| {
+        pb::ListEventsRequest {
+            tenant_id: s.tenant.clone(),
+            page_size: 10,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }),
     rpc(
         "/marketing.v1.PointsAccountService/ListPointsRules",
         false,

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod coupon_template;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod limits;
 pub mod page;

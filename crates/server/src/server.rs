@@ -5,6 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use marketing_domain::time::Clock;
 use marketing_proto::v1::{
     coupon_template_service_server::CouponTemplateServiceServer,
+    event_service_server::EventServiceServer,
     points_account_service_server::PointsAccountServiceServer,
     user_coupon_service_server::UserCouponServiceServer,
 };
@@ -17,7 +18,7 @@ use crate::{
     config::AuthMode,
     config::{Config, TransportConfig},
     grpc::{
-        CouponTemplates, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
+        CouponTemplates, Events, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
         overload::OverloadLayer, refusals::RefusalsLayer,
     },
     transport::{StreamLayer, Transport},
@@ -142,6 +143,7 @@ impl Server {
             "marketing.v1.CouponTemplateService",
             "marketing.v1.UserCouponService",
             "marketing.v1.PointsAccountService",
+            "marketing.v1.EventService",
         ];
         for name in service_names {
             health
@@ -173,6 +175,7 @@ impl Server {
         };
 
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
+        let sequencer = tokio::spawn(number_events_forever(app.events.clone()));
         let addr = listener.local_addr()?;
         tracing::info!(
             %addr,
@@ -229,10 +232,15 @@ impl Server {
                 ))
                 .max_decoding_message_size(max_request),
             )
+            .add_service(
+                EventServiceServer::new(Events::new(app.events.clone()))
+                    .max_decoding_message_size(max_request),
+            )
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         // Aborting mid-sweep rolls its statement back: nothing is half-done.
         sweeper.abort();
+        sequencer.abort();
         app.shared().db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())
@@ -299,6 +307,19 @@ async fn sweep_forever(app: AppState) {
                     marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
                 }
             }
+        }
+    }
+}
+
+/// Numbers committed events every `NUMBER_EVERY` on every replica (their units take turns), so
+/// that readers see them soon even when nobody reads.
+async fn number_events_forever(events: crate::app::EventService) {
+    let mut interval = tokio::time::interval(crate::app::events::NUMBER_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(err) = events.number_events().await {
+            marketing_infra::warn_every!(error = %err, "numbering events failed; retrying");
         }
     }
 }

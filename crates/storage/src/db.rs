@@ -110,6 +110,11 @@ impl Database {
         crate::points::accounts::Points(&self.conn)
     }
 
+    /// The events, read through the pool.
+    pub fn events(&self) -> crate::events::Events<'_, DatabaseConnection> {
+        crate::events::Events(&self.conn)
+    }
+
     /// API clients, read through the pool.
     pub fn clients(&self) -> crate::clients::Clients<'_, DatabaseConnection> {
         crate::clients::Clients(&self.conn)

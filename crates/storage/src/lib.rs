@@ -6,6 +6,7 @@
 pub mod clients;
 mod db;
 pub mod entity;
+pub mod events;
 pub mod idempotency;
 pub mod points;
 pub mod templates;

@@ -7,12 +7,13 @@
 //! Dropping a unit without committing it rolls everything back.
 
 use marketing_domain::{MarketingError, UnixMicros};
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ActiveModelTrait, DatabaseTransaction, IntoActiveModel};
 
 use crate::{
     Database,
     clients::Clients,
     db::db_error,
+    events::{Events, NewEvent},
     idempotency::{self, Claim, IdempotencyKey, Outcome, Requests},
     points::accounts::Points,
     templates::Templates,
@@ -21,6 +22,8 @@ use crate::{
 
 pub struct UnitOfWork {
     txn: DatabaseTransaction,
+    /// What the change recorded, written at commit.
+    events: Vec<NewEvent>,
 }
 
 /// A unit that owns its request id, or that request's first outcome.
@@ -35,6 +38,7 @@ impl UnitOfWork {
     pub async fn begin(db: &Database) -> Result<Self, MarketingError> {
         Ok(Self {
             txn: db.begin_write().await?,
+            events: Vec::new(),
         })
     }
 
@@ -83,8 +87,24 @@ impl UnitOfWork {
         Requests(&self.txn)
     }
 
-    /// Makes the change durable.
+    /// Records an event of the change: written with it at commit, or not at all.
+    pub fn record(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// The events of the whole service (the sequencer numbers them in a unit).
+    pub fn events(&self) -> Events<'_, DatabaseTransaction> {
+        Events(&self.txn)
+    }
+
+    /// Makes the change durable, with its events.
     pub async fn commit(self) -> Result<(), MarketingError> {
+        let rows: Vec<_> = self
+            .events
+            .into_iter()
+            .map(|event| event.into_row().into_active_model().reset_all())
+            .collect();
+        crate::db::insert_rows(&self.txn, rows).await?;
         self.txn.commit().await.map_err(db_error)
     }
 

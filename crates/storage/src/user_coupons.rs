@@ -472,6 +472,8 @@ pub struct Swept {
     /// Whose coupons were due (tenant id, member id as stored), each once: a superset of
     /// whose changed.
     pub holders: Vec<(String, String)>,
+    /// The coupons changed, as the sweep left them.
+    pub coupons: Vec<UserCoupon>,
 }
 
 /// Applies `update` to up to `limit` rows matching `due` (found through the partial indexes).
@@ -501,19 +503,23 @@ async fn sweep(
     }
     holders.sort_unstable();
     holders.dedup();
-    let result = update
+    let changed = update
         .col_expr(uc::Column::Version, Expr::col(uc::Column::Version).add(1))
         .col_expr(uc::Column::UpdatedAt, Expr::value(now.0))
         // The server's own change: no client made it.
         .col_expr(uc::Column::Actor, Expr::value(Option::<String>::None))
         .filter(uc::Column::Id.is_in(ids))
         .filter(due.condition)
-        .exec(conn)
+        .exec_with_returning(conn)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)?
+        .into_iter()
+        .map(to_domain)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Swept {
-        changed: result.rows_affected,
+        changed: changed.len() as u64,
         holders,
+        coupons: changed,
     })
 }
 

@@ -37,7 +37,10 @@ use super::{
     drainer,
     isolate::Isolation,
 };
-use crate::wire;
+use crate::wire::{
+    self,
+    events::{CouponChanged, coupon_event},
+};
 
 const RETRY: Backoff = Backoff {
     base: Duration::from_millis(2),
@@ -179,7 +182,7 @@ impl CouponService {
         claims: &[&ClaimCoupon],
         fence: Option<i64>,
     ) -> Result<Vec<ClaimResult>, MarketingError> {
-        let unit = UnitOfWork::begin(&self.shared.db).await?;
+        let mut unit = UnitOfWork::begin(&self.shared.db).await?;
         let requests = claims.iter().map(|c| {
             (
                 &c.key.tenant_id,
@@ -230,6 +233,13 @@ impl CouponService {
                     for (&i, result) in fresh.iter().zip(issued.results) {
                         outcomes[i] = Some(match result {
                             Ok(coupon) => {
+                                let request = Some(&claims[i].key.request_id);
+                                unit.record(coupon_event(
+                                    CouponChanged::Claimed,
+                                    &coupon,
+                                    request,
+                                    now,
+                                ));
                                 let response = CouponView { coupon, at: now };
                                 records.push((&claims[i].key, wire::answered(&response)));
                                 Ok(Answer::Fresh(response))
@@ -364,7 +374,7 @@ impl CouponService {
         cmd: &DistributeCoupons,
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
-        let unit = begin_or_replay!(self.shared, &cmd.key);
+        let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let members: Vec<(&MemberId, Option<&str>)> = cmd
             .members
             .iter()
@@ -380,9 +390,19 @@ impl CouponService {
                 !cmd.allow_partial,
             )
             .await?;
+        let now = self.shared.clock.now();
+        for coupon in issued.results.iter().flatten() {
+            let request = Some(&cmd.key.request_id);
+            unit.record(coupon_event(
+                CouponChanged::Distributed,
+                coupon,
+                request,
+                now,
+            ));
+        }
         let distribution = Distribution {
             results: cmd.members.iter().cloned().zip(issued.results).collect(),
-            at: self.shared.clock.now(),
+            at: now,
         };
         self.shared
             .commit_idempotent(unit, &cmd.key, &distribution)

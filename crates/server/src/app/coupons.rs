@@ -21,6 +21,7 @@ use marketing_storage::{
 };
 
 use super::{Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon};
+use crate::wire::events::{CouponChanged, coupon_event};
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
 const CAS_ATTEMPTS: usize = 5;
@@ -111,6 +112,17 @@ pub enum CouponChange {
 }
 
 impl CouponChange {
+    /// The event this change records.
+    fn event(&self) -> CouponChanged {
+        match self {
+            Self::Lock { .. } => CouponChanged::Locked,
+            Self::Use { .. } => CouponChanged::Used,
+            Self::Release { .. } => CouponChanged::Released,
+            Self::Return { .. } => CouponChanged::Returned,
+            Self::Revoke { .. } => CouponChanged::Revoked,
+        }
+    }
+
     fn transition(&self) -> (Transition, Option<&str>) {
         match self {
             Self::Lock { order_id, .. } => (Transition::Lock, Some(order_id)),
@@ -335,7 +347,7 @@ impl CouponService {
         &self,
         cmd: TransitionCoupon,
     ) -> Result<Answer<CouponView>, MarketingError> {
-        let unit = begin_or_replay!(self.shared, &cmd.key);
+        let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let tenant = &cmd.key.tenant_id;
         let (transition, order_id) = cmd.change.transition();
         for _ in 0..CAS_ATTEMPTS {
@@ -353,6 +365,23 @@ impl CouponService {
                 .await?
             {
                 next.version = coupon.version + 1;
+                let request = Some(&cmd.key.request_id);
+                // Another order taking over a lapsed lock: the lock's end is an event too.
+                if coupon.status == CouponStatus::Locked
+                    && coupon.effective_status(now) == CouponStatus::Available
+                    && matches!(
+                        cmd.change,
+                        CouponChange::Lock { .. } | CouponChange::Use { .. }
+                    )
+                {
+                    let mut unlocked = coupon.clone();
+                    unlocked.status = CouponStatus::Available;
+                    unlocked.order_id = None;
+                    unlocked.lock_expires_at = None;
+                    unlocked.actor = None;
+                    unit.record(coupon_event(CouponChanged::Unlocked, &unlocked, None, now));
+                }
+                unit.record(coupon_event(cmd.change.event(), &next, request, now));
                 let delta = cmd.change.used_delta();
                 let template = if delta != 0 {
                     Some(
@@ -401,11 +430,20 @@ impl CouponService {
         ] {
             loop {
                 // Each batch its own unit: one short conditional update, never a long lock.
-                let unit = UnitOfWork::begin(&self.shared.db).await?;
-                let swept = match sweep {
-                    Sweep::Locks => unit.coupons().release_lapsed_locks(now, batch).await?,
-                    Sweep::Validity => unit.coupons().expire_lapsed(now, batch).await?,
+                let mut unit = UnitOfWork::begin(&self.shared.db).await?;
+                let (swept, change) = match sweep {
+                    Sweep::Locks => (
+                        unit.coupons().release_lapsed_locks(now, batch).await?,
+                        CouponChanged::Unlocked,
+                    ),
+                    Sweep::Validity => (
+                        unit.coupons().expire_lapsed(now, batch).await?,
+                        CouponChanged::Expired,
+                    ),
                 };
+                for coupon in &swept.coupons {
+                    unit.record(coupon_event(change, coupon, None, now));
+                }
                 unit.commit().await?;
                 *count += swept.changed;
                 self.coupons_changed(swept.holders.iter().map(|(t, m)| (t.as_str(), m.as_str())))

@@ -20,6 +20,7 @@ mod batcher;
 mod claims;
 pub mod clients;
 mod coupons;
+pub mod events;
 mod isolate;
 pub mod limits;
 mod points;
@@ -53,6 +54,7 @@ use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use clients::ClientService;
 pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon};
+pub use events::{EventService, ListEvents};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
 pub use retention::RetentionService;
 pub use templates::{
@@ -106,6 +108,7 @@ pub struct AppState {
     pub points: PointsService,
     pub clients: ClientService,
     pub retention: RetentionService,
+    pub events: EventService,
 }
 
 impl AppState {
@@ -247,6 +250,9 @@ impl AppState {
                 db: shared.db.clone(),
                 auth,
                 limits,
+            },
+            events: EventService {
+                shared: shared.clone(),
             },
             retention: RetentionService { shared },
             templates,

@@ -15,7 +15,10 @@ use marketing_storage::{
 };
 
 use super::{Answer, Recorded, Shared};
-use crate::wire;
+use crate::wire::{
+    self,
+    events::{TemplateChanged, template_event},
+};
 
 pub struct CreateTemplate {
     pub key: IdempotencyKey,
@@ -66,7 +69,7 @@ impl TemplateService {
         &self,
         cmd: CreateTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
-        let unit = begin_or_replay!(self.shared, &cmd.key);
+        let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let now = self.shared.clock.now();
         let template = CouponTemplate {
             id: TemplateId::new(),
@@ -84,6 +87,11 @@ impl TemplateService {
             actor: cmd.actor,
         };
         unit.templates().insert(&template).await?;
+        unit.record(template_event(
+            TemplateChanged::Created,
+            &template,
+            &cmd.key.request_id,
+        ));
         self.shared
             .commit_idempotent(unit, &cmd.key, &template)
             .await?;
@@ -185,7 +193,8 @@ impl TemplateService {
                 cmd.actor.as_deref(),
             )
             .await?;
-        self.finish_change(unit, &cmd.key, updated).await
+        self.finish_change(unit, &cmd.key, TemplateChanged::Updated, updated)
+            .await
     }
 
     pub async fn change_template(
@@ -204,16 +213,25 @@ impl TemplateService {
                 cmd.actor.as_deref(),
             )
             .await?;
-        self.finish_change(unit, &cmd.key, changed).await
+        let change = match cmd.change {
+            TemplateChange::Terms(_) => TemplateChanged::Updated,
+            TemplateChange::Enabled(true) => TemplateChanged::Enabled,
+            TemplateChange::Enabled(false) => TemplateChanged::Disabled,
+            TemplateChange::Stock(amount) => TemplateChanged::StockAdded(amount),
+            TemplateChange::Archive => TemplateChanged::Archived,
+        };
+        self.finish_change(unit, &cmd.key, change, changed).await
     }
 
     /// Records the changed template as the request's outcome, commits, refreshes the cache.
     async fn finish_change(
         &self,
-        unit: UnitOfWork,
+        mut unit: UnitOfWork,
         key: &IdempotencyKey,
+        change: TemplateChanged,
         updated: CouponTemplate,
     ) -> Result<Answer<CouponTemplate>, MarketingError> {
+        unit.record(template_event(change, &updated, &key.request_id));
         self.shared.commit_idempotent(unit, key, &updated).await?;
         self.cache_template(&updated).await;
         tracing::info!(template_id = %updated.id, version = updated.version, "coupon template changed");

@@ -3,6 +3,7 @@
 pub mod auth;
 mod coupon_templates;
 pub mod deadline;
+mod events;
 pub mod overload;
 mod parse;
 pub mod refusals;
@@ -11,6 +12,7 @@ mod points;
 mod user_coupons;
 
 pub use coupon_templates::CouponTemplates;
+pub use events::Events;
 pub use points::Points;
 pub use user_coupons::UserCoupons;
 

@@ -199,6 +199,10 @@ pub const REPEATED_FIELD_CAPS: &[(&str, usize)] = &[
         "marketing.v1.ListPointsTransactionsRequest.types",
         marketing_domain::points::TxType::ALL.len(),
     ),
+    (
+        "marketing.v1.ListEventsRequest.types",
+        marketing_domain::events::EVENT_TYPES.len(),
+    ),
 ];
 
 /// `values`, when they are at most `max`; past it one violation for the whole field and

@@ -5,6 +5,7 @@
 //! sees the message types themselves.
 
 pub mod convert;
+pub mod events;
 pub mod status;
 
 use marketing_domain::{

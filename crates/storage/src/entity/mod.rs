@@ -3,6 +3,8 @@
 
 pub mod api_client;
 pub mod coupon_template;
+pub mod event;
+pub mod event_position;
 pub mod idempotency_record;
 pub mod points_account;
 pub mod points_allocation;

@@ -39,10 +39,11 @@ use super::rows::{self, LedgerWrite};
 use crate::{
     db::{DbFailure, classify, db_error, key_alias},
     entity::{
-        idempotency_record as record, points_account as acct, points_allocation as alloc,
+        event, idempotency_record as record, points_account as acct, points_allocation as alloc,
         points_daily_earning as daily, points_hold as hold, points_lot as lot,
         points_transaction as tx,
     },
+    events::NewEvent,
     idempotency::{self, IdempotencyKey, Outcome, Record, RecordKey},
     points::{self, BizRef},
 };
@@ -383,7 +384,7 @@ impl Arrays {
 
 /// The groups of arrays the write binds, in bind order (each group's columns numbered on from
 /// the last), with what `write.sql` calls them.
-fn groups() -> [(&'static str, Arrays); 8] {
+fn groups() -> [(&'static str, Arrays); 9] {
     [
         ("accounts", Arrays::of_update(rows::AccountUpdate::COLUMNS)),
         ("changed_lots", Arrays::of_update(rows::LotUpdate::COLUMNS)),
@@ -393,6 +394,7 @@ fn groups() -> [(&'static str, Arrays); 8] {
         ("holds", Arrays::of::<hold::Entity>()),
         ("daily", Arrays::of::<daily::Entity>()),
         ("records", Arrays::of::<record::Entity>()),
+        ("events", Arrays::of::<event::Entity>()),
     ]
 }
 
@@ -432,6 +434,7 @@ pub struct BatchWrite {
     holds: Arrays,
     daily: HashMap<(String, String, String, i32), i64>,
     records: Arrays,
+    events: Arrays,
 }
 
 impl Default for BatchWrite {
@@ -445,6 +448,7 @@ impl Default for BatchWrite {
             (_, holds),
             _,
             (_, records),
+            (_, events),
         ] = groups();
         Self {
             accounts,
@@ -455,6 +459,7 @@ impl Default for BatchWrite {
             holds,
             daily: HashMap::new(),
             records,
+            events,
         }
     }
 }
@@ -513,6 +518,11 @@ impl BatchWrite {
             .push_model(idempotency::record_row(key, outcome, now));
     }
 
+    /// Adds an event of the batch's changes (numbered after the commit, see `events`).
+    pub fn add_event(&mut self, event: NewEvent) {
+        self.events.push_model(event.into_row());
+    }
+
     /// Writes everything in one statement, or nothing: `ConcurrentModification` when an
     /// account was changed since it was read, or a request id or business reference was
     /// taken meanwhile.
@@ -536,6 +546,7 @@ impl BatchWrite {
             &self.holds,
             &daily,
             &self.records,
+            &self.events,
         ];
         let mismatched: usize = groups.iter().map(|g| g.mismatched).sum();
         if mismatched > 0 {
@@ -552,6 +563,7 @@ impl BatchWrite {
         let query = self.holds.bind(query);
         let query = daily.bind(query);
         let query = self.records.bind(query);
+        let query = self.events.bind(query);
         let Err(err) = query.execute(pool).await else {
             return Ok(());
         };

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     Database,
+    events::NewEvent,
     idempotency::{self, IdempotencyKey, Outcome},
     points,
     unit::UnitOfWork,
@@ -145,6 +146,9 @@ pub trait LedgerStore {
         planned: &[PlannedLedger<'_>],
     ) -> Result<HashSet<Uuid>, MarketingError>;
 
+    /// Records an event of the batch's changes: written at commit with everything else.
+    fn record(&mut self, event: NewEvent);
+
     /// Records the requests' outcomes and makes the batch durable, all of it or nothing.
     async fn commit(
         self,
@@ -209,6 +213,10 @@ impl LedgerStore for PgBatch {
             }
         }
         Ok(planned.iter().map(|p| p.ledger.account.id).collect())
+    }
+
+    fn record(&mut self, event: NewEvent) {
+        self.write.add_event(event);
     }
 
     async fn commit(
@@ -302,6 +310,10 @@ impl LedgerStore for TxnBatch {
             }
         }
         Ok(written)
+    }
+
+    fn record(&mut self, event: NewEvent) {
+        self.unit.record(event);
     }
 
     async fn commit(

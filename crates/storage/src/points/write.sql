@@ -44,6 +44,9 @@ WITH v_acc AS (
 ), rec AS (
   INSERT INTO idempotency_records ({columns:records})
   SELECT * FROM unnest({arrays:records})
+), evt AS (
+  INSERT INTO events ({columns:events})
+  SELECT * FROM unnest({arrays:events})
 )
 SELECT points_batch_written((SELECT count(*) FROM acc), cardinality({accounts.key}),
   (SELECT count(*) FROM lot_upd), cardinality({changed_lots.key}));

@@ -52,7 +52,7 @@ use super::{
     drainer,
     isolate::Isolation,
 };
-use crate::wire;
+use crate::wire::{self, events::points_event};
 
 const RETRY: Backoff = Backoff {
     base: Duration::from_millis(1),
@@ -363,6 +363,10 @@ impl PointsService {
             let mut lost: Vec<(&TenantId, &MemberId)> = Vec::new();
             for (indexes, plan) in pending.drain(..) {
                 if written.contains(&plan.ledger.account.id) {
+                    let account = &plan.ledger.account;
+                    for entry in &plan.ledger.entries {
+                        store.record(points_event(&account.tenant_id, &account.member_id, entry));
+                    }
                     if let Some(standing) = standing_of(&plan.ledger) {
                         let tenant = &cmds[indexes[0]].tenant_id;
                         earned.entry(tenant.clone()).or_default().push(standing);

@@ -57,7 +57,7 @@ impl PointsService {
         terms: RuleTerms,
         actor: Option<String>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let unit = begin_or_replay!(self.shared, &key);
+        let mut unit = begin_or_replay!(self.shared, &key);
         let now = self.shared.clock.now();
         let rule = PointsRule {
             id: Uuid::now_v7(),
@@ -70,6 +70,7 @@ impl PointsService {
             actor,
         };
         unit.points().insert_rule(&rule).await?;
+        unit.record(wire::events::rule_event(true, &rule, &key.request_id));
         self.shared.commit_idempotent(unit, &key, &rule).await?;
         self.cache_rule(&rule).await;
         Ok(Answer::Fresh(rule))
@@ -84,7 +85,7 @@ impl PointsService {
         fields: &[RuleField],
         actor: Option<&str>,
     ) -> Result<Answer<PointsRule>, MarketingError> {
-        let unit = begin_or_replay!(self.shared, &key);
+        let mut unit = begin_or_replay!(self.shared, &key);
         let tenant = &key.tenant_id;
         let current = unit
             .points()
@@ -113,6 +114,7 @@ impl PointsService {
                 expected: expected_version,
                 current: expected_version + 1,
             }))?;
+        unit.record(wire::events::rule_event(false, &updated, &key.request_id));
         self.shared.commit_idempotent(unit, &key, &updated).await?;
         self.cache_rule(&updated).await;
         Ok(Answer::Fresh(updated))

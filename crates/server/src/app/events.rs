@@ -1,0 +1,67 @@
+//! The events of every context: numbered after their changes commit (the sequencer), and read
+//! by position. See `storage::events` for why positions are given after the commit.
+
+use std::time::Duration;
+
+use marketing_domain::{MarketingError, TenantId};
+use marketing_storage::{
+    events::{EventFilter, EventReads, EventStore, StoredEvent},
+    unit::UnitOfWork,
+};
+
+use super::Shared;
+
+/// Events one numbering unit numbers at most.
+const NUMBER_BATCH: u64 = 1_000;
+
+/// How often each replica looks for committed events to number, besides every read.
+pub const NUMBER_EVERY: Duration = Duration::from_millis(100);
+
+/// A page of events.
+pub struct ListEvents {
+    pub tenant_id: TenantId,
+    pub after: i64,
+    pub filter: EventFilter,
+    pub page_size: u64,
+}
+
+/// Numbering and reading events.
+#[derive(Clone)]
+pub struct EventService {
+    pub(crate) shared: Shared,
+}
+
+impl EventService {
+    /// Numbers every committed event that has none yet; how many. Replicas may run it at
+    /// once: their units wait for each other, and each numbers what the last one left.
+    pub async fn number_events(&self) -> Result<u64, MarketingError> {
+        let db = &self.shared.db;
+        let mut total = 0;
+        while db.events().any_unnumbered().await? {
+            let unit = UnitOfWork::begin(db).await?;
+            let numbered = unit.events().number_committed(NUMBER_BATCH).await?;
+            unit.commit().await?;
+            total += numbered;
+            if numbered < NUMBER_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One page of a tenant's events, in position order. Events committed before the call
+    /// are numbered first, so a caller reads its own changes.
+    pub async fn list_events(&self, query: ListEvents) -> Result<Vec<StoredEvent>, MarketingError> {
+        self.number_events().await?;
+        self.shared
+            .db
+            .events()
+            .list(
+                &query.tenant_id,
+                query.after,
+                &query.filter,
+                query.page_size,
+            )
+            .await
+    }
+}

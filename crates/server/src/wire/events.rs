@@ -1,0 +1,206 @@
+//! Events as the contract encodes them (`marketing.v1.Event`): the use cases describe a change
+//! with the domain values it left, these make the outbox rows of it (the payload is an
+//! `Event` holding only its `payload` oneof; the envelope is the row's columns), and
+//! [`event_to_proto`] makes a stored row an `Event` again.
+
+use marketing_domain::{
+    MemberId, RequestId, TenantId, UnixMicros,
+    coupon_template::CouponTemplate,
+    points::{Entry, TxType},
+    points_rule::PointsRule,
+    user_coupon::UserCoupon,
+};
+use marketing_proto::v1::{self as pb, event::Payload};
+use marketing_storage::events::{NewEvent, StoredEvent};
+use prost::Message;
+
+use super::convert::{
+    coupon_to_proto, entry_to_proto, rule_to_proto, template_to_proto, timestamp,
+};
+
+/// What a change did to a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateChanged {
+    Created,
+    Updated,
+    Enabled,
+    Disabled,
+    /// Stock added (negative: removed).
+    StockAdded(i64),
+    Archived,
+}
+
+impl TemplateChanged {
+    fn event_type(self) -> &'static str {
+        match self {
+            Self::Created => "coupon_template.created",
+            Self::Updated => "coupon_template.updated",
+            Self::Enabled => "coupon_template.enabled",
+            Self::Disabled => "coupon_template.disabled",
+            Self::StockAdded(_) => "coupon_template.stock_added",
+            Self::Archived => "coupon_template.archived",
+        }
+    }
+}
+
+/// What a change did to a member's coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CouponChanged {
+    Claimed,
+    Distributed,
+    Locked,
+    Used,
+    Released,
+    Returned,
+    Revoked,
+    Expired,
+    Unlocked,
+}
+
+impl CouponChanged {
+    fn event_type(self) -> &'static str {
+        match self {
+            Self::Claimed | Self::Distributed => "coupon.claimed",
+            Self::Locked => "coupon.locked",
+            Self::Used => "coupon.used",
+            Self::Released => "coupon.released",
+            Self::Returned => "coupon.returned",
+            Self::Revoked => "coupon.revoked",
+            Self::Expired => "coupon.expired",
+            Self::Unlocked => "coupon.unlocked",
+        }
+    }
+
+    fn channel(self) -> pb::ClaimChannel {
+        match self {
+            Self::Claimed => pb::ClaimChannel::Claim,
+            Self::Distributed => pb::ClaimChannel::Distribution,
+            _ => pb::ClaimChannel::Unspecified,
+        }
+    }
+}
+
+fn payload(payload: Payload) -> Vec<u8> {
+    pb::Event {
+        payload: Some(payload),
+        ..pb::Event::default()
+    }
+    .encode_to_vec()
+}
+
+/// The event of a template change (by `request`, at the template's update time).
+pub fn template_event(
+    change: TemplateChanged,
+    template: &CouponTemplate,
+    request: &RequestId,
+) -> NewEvent {
+    let stock_added = match change {
+        TemplateChanged::StockAdded(amount) => amount,
+        _ => 0,
+    };
+    NewEvent {
+        tenant_id: template.tenant_id.clone(),
+        event_type: change.event_type(),
+        aggregate_type: "coupon_template",
+        aggregate_id: template.id.to_string(),
+        member_id: None,
+        occurred_at: template.updated_at,
+        request_id: Some(request.as_str().to_owned()),
+        actor: template.actor.clone(),
+        payload: payload(Payload::CouponTemplate(pb::CouponTemplateEvent {
+            coupon_template: Some(template_to_proto(template)),
+            stock_added,
+        })),
+    }
+}
+
+/// The event of a coupon change at `at` (`request` is `None` for the sweeper's).
+pub fn coupon_event(
+    change: CouponChanged,
+    coupon: &UserCoupon,
+    request: Option<&RequestId>,
+    at: UnixMicros,
+) -> NewEvent {
+    NewEvent {
+        tenant_id: coupon.tenant_id.clone(),
+        event_type: change.event_type(),
+        aggregate_type: "user_coupon",
+        aggregate_id: coupon.id.to_string(),
+        member_id: Some(coupon.member_id.as_str().to_owned()),
+        occurred_at: at,
+        request_id: request.map(|r| r.as_str().to_owned()),
+        actor: coupon.actor.clone(),
+        payload: payload(Payload::UserCoupon(pb::UserCouponEvent {
+            user_coupon: Some(coupon_to_proto(coupon, at)),
+            channel: change.channel() as i32,
+        })),
+    }
+}
+
+/// The event of a rule change (by `request`, at the rule's update time).
+pub fn rule_event(created: bool, rule: &PointsRule, request: &RequestId) -> NewEvent {
+    NewEvent {
+        tenant_id: rule.tenant_id.clone(),
+        event_type: if created {
+            "points_rule.created"
+        } else {
+            "points_rule.updated"
+        },
+        aggregate_type: "points_rule",
+        aggregate_id: rule.id.to_string(),
+        member_id: None,
+        occurred_at: rule.updated_at,
+        request_id: Some(request.as_str().to_owned()),
+        actor: rule.actor.clone(),
+        payload: payload(Payload::PointsRule(pb::PointsRuleEvent {
+            points_rule: Some(rule_to_proto(rule)),
+        })),
+    }
+}
+
+/// The event of one ledger entry of `member`'s account.
+pub fn points_event(tenant: &TenantId, member: &MemberId, entry: &Entry) -> NewEvent {
+    let event_type = match entry.tx_type {
+        TxType::Earn => "points.earned",
+        TxType::Deduct => "points.deducted",
+        TxType::Freeze => "points.frozen",
+        TxType::Confirm => "points.confirmed",
+        TxType::Release => "points.released",
+        TxType::Refund => "points.refunded",
+        TxType::Expire => "points.expired",
+        TxType::Adjust => "points.adjusted",
+    };
+    NewEvent {
+        tenant_id: tenant.clone(),
+        event_type,
+        aggregate_type: "points_account",
+        aggregate_id: member.as_str().to_owned(),
+        member_id: Some(member.as_str().to_owned()),
+        occurred_at: entry.created_at,
+        request_id: entry.meta.request_id.clone(),
+        actor: entry.meta.actor.clone(),
+        payload: payload(Payload::Points(pb::PointsEvent {
+            transaction: Some(entry_to_proto(tenant, member, entry)),
+        })),
+    }
+}
+
+/// A stored event as the contract sends it. A payload that does not decode (a bug, or a
+/// newer server's payload an older one reads) is sent without it, with its envelope.
+pub fn event_to_proto(event: StoredEvent) -> pb::Event {
+    let mut message = pb::Event::decode(event.payload.as_slice()).unwrap_or_else(|err| {
+        marketing_infra::warn_every!(error = %err, event = %event.id, "undecodable event payload");
+        pb::Event::default()
+    });
+    message.position = event.position;
+    message.id = event.id.to_string();
+    message.tenant_id = event.tenant_id;
+    message.r#type = event.event_type;
+    message.aggregate_type = event.aggregate_type;
+    message.aggregate_id = event.aggregate_id;
+    message.member_id = event.member_id.unwrap_or_default();
+    message.create_time = Some(timestamp(event.occurred_at));
+    message.request_id = event.request_id.unwrap_or_default();
+    message.actor = event.actor.unwrap_or_default();
+    message
+}
