@@ -1,9 +1,11 @@
-//! The outbox: every change writes its events in the same transaction (`events`, with no
-//! position yet). A sequencer numbers committed events afterwards, one transaction at a time
-//! under the lock of the single row of `event_positions`, so positions grow in the order in
-//! which readers can see them: a reader that passed position n never meets a later-committed
-//! event below n (the gap that sequence values taken *inside* the writing transactions leave).
-//! Readers read numbered events only, by `(tenant_id, position)`.
+//! The outbox. A change writes its events in its own transaction, grouped per tenant into an
+//! `event_batches` row without a position (events are immutable rows: `(batch_id, seq)`). A
+//! sequencer numbers committed batches afterwards, one transaction at a time under the lock
+//! of the single row of `event_positions`, so batch positions grow in the order in which
+//! readers can see them: a reader that passed a position never meets a later-committed event
+//! below it (the gap that sequence values taken *inside* the writing transactions leave). An
+//! event's position is its batch's position x 65,536 + its `seq`. Numbering a batch, not each
+//! event, keeps the sequencer's writes to one small row per change.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -11,11 +13,20 @@ use sea_orm_migration::{prelude::*, schema::*};
 pub struct Migration;
 
 #[derive(DeriveIden)]
-enum Events {
+enum EventBatches {
     Table,
     Id,
     TenantId,
     Position,
+}
+
+#[derive(DeriveIden)]
+enum Events {
+    Table,
+    BatchId,
+    Seq,
+    Id,
+    TenantId,
     EventType,
     AggregateType,
     AggregateId,
@@ -40,10 +51,21 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .table(EventBatches::Table)
+                    .col(uuid(EventBatches::Id).primary_key())
+                    .col(string_len(EventBatches::TenantId, 64))
+                    .col(big_integer_null(EventBatches::Position))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
                     .table(E::Table)
-                    .col(uuid(E::Id).primary_key())
+                    .col(uuid(E::BatchId))
+                    .col(integer(E::Seq))
+                    .col(uuid(E::Id))
                     .col(string_len(E::TenantId, 64))
-                    .col(big_integer_null(E::Position))
                     .col(string_len(E::EventType, 64))
                     .col(string_len(E::AggregateType, 32))
                     .col(string_len(E::AggregateId, 64))
@@ -52,6 +74,7 @@ impl MigrationTrait for Migration {
                     .col(string_len_null(E::RequestId, 128))
                     .col(string_len_null(E::Actor, 340))
                     .col(blob(E::Payload))
+                    .primary_key(Index::create().col(E::BatchId).col(E::Seq))
                     .to_owned(),
             )
             .await?;
@@ -69,26 +92,27 @@ impl MigrationTrait for Migration {
             &[
                 "INSERT INTO event_positions (id, last) VALUES (1, 0)",
                 // The service's one order, and each tenant's reads along it.
-                "CREATE UNIQUE INDEX uq_events_position ON events (position) \
+                "CREATE UNIQUE INDEX uq_event_batches_position ON event_batches (position) \
                  WHERE position IS NOT NULL",
-                "CREATE INDEX idx_events_tenant_position ON events (tenant_id, position) \
+                "CREATE INDEX idx_event_batches_tenant ON event_batches (tenant_id, position) \
                  WHERE position IS NOT NULL",
+                // What the sequencer numbers next: committed batches without a position.
+                "CREATE INDEX idx_event_batches_unnumbered ON event_batches (id) \
+                 WHERE position IS NULL",
                 // An aggregate's audit trail.
                 "CREATE INDEX idx_events_aggregate ON events \
-                 (tenant_id, aggregate_type, aggregate_id, position) WHERE position IS NOT NULL",
-                // What the sequencer numbers next: the committed events without a position.
-                "CREATE INDEX idx_events_unnumbered ON events (id) WHERE position IS NULL",
+                 (tenant_id, aggregate_type, aggregate_id)",
             ],
         )
         .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(EventPositions::Table).to_owned())
-            .await?;
-        manager
-            .drop_table(Table::drop().table(Events::Table).to_owned())
-            .await
+        for table in ["event_positions", "events", "event_batches"] {
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -367,6 +367,49 @@ where
 /// inside the points batch. The same statement text and binding. `None` (use `insert_many`)
 /// when there are no rows or they do not all set the same columns.
 fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<Statement> {
+    let mut values = Vec::new();
+    let sql = values_insert_sql(backend, rows, &mut values)?;
+    Some(Statement::from_sql_and_values(backend, sql, values))
+}
+
+/// Inserts `first`, then `second` (rows of another table): in one statement on PostgreSQL
+/// (`WITH f AS (INSERT ..) INSERT ..`), a round trip less inside the caller's transaction,
+/// when both are of one shape and fit one statement's parameters; else as [`insert_rows`]
+/// does, one after the other.
+pub(crate) async fn insert_rows_together<A, B>(
+    conn: &impl ConnectionTrait,
+    first: Vec<A>,
+    second: Vec<B>,
+) -> Result<(), MarketingError>
+where
+    A: ActiveModelTrait,
+    B: ActiveModelTrait,
+{
+    let backend = conn.get_database_backend();
+    if backend == DbBackend::Postgres && first.len() + second.len() <= INSERT_CHUNK {
+        let mut values = Vec::new();
+        if let Some(before) = values_insert_sql(backend, &first, &mut values)
+            && let Some(after) = values_insert_sql(backend, &second, &mut values)
+            && values.len() <= MAX_PARAMETERS
+        {
+            let sql = format!("WITH f AS ({before}) {after}");
+            conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await
+                .map_err(db_error)?;
+            return Ok(());
+        }
+    }
+    insert_rows(conn, first).await?;
+    insert_rows(conn, second).await
+}
+
+/// The text of [`values_insert`], its values appended to `values` (placeholders numbered on
+/// from those already there).
+fn values_insert_sql<A: ActiveModelTrait>(
+    backend: DbBackend,
+    rows: &[A],
+    values: &mut Vec<Value>,
+) -> Option<String> {
     use std::fmt::Write;
 
     use sea_orm::{EntityName, IdenStatic, Iterable};
@@ -396,7 +439,7 @@ fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<
         let _ = write!(sql, "\"{}\"", column.as_str());
     }
     sql.push_str(") VALUES ");
-    let mut values = Vec::with_capacity(rows.len() * columns.len());
+    values.reserve(rows.len() * columns.len());
     for (index, row) in rows.iter().enumerate() {
         sql.push_str(if index == 0 { "(" } else { ", (" });
         for (position, column) in columns.iter().enumerate() {
@@ -408,7 +451,7 @@ fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<
         }
         sql.push(')');
     }
-    Some(Statement::from_sql_and_values(backend, sql, values))
+    Some(sql)
 }
 
 /// The placeholder of the `number`th bound value (from 1): `$n` on PostgreSQL, `?` on SQLite.

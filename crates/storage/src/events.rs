@@ -1,20 +1,27 @@
-//! The outbox. A change records its events in its unit of work ([`crate::unit::UnitOfWork::
-//! record`]), written with the change or not at all, without a position. The sequencer
-//! ([`EventStore::number_committed`]) numbers committed events afterwards, one unit at a time
-//! under the lock of `event_positions`' one row, so positions grow in the order readers can
-//! see them; readers read numbered events only. See migration `m20261207_000011_events`.
+//! The outbox. A change records its events in its unit of work
+//! ([`crate::unit::UnitOfWork::record`]): written with the change or not at all, grouped per
+//! tenant into a batch without a position. The sequencer ([`EventStore::number_committed`])
+//! numbers committed batches afterwards, one unit at a time under the lock of
+//! `event_positions`' one row, so positions grow in the order readers can see them; readers
+//! read numbered batches only. An event's position is its batch's x [`SEQ_SPAN`] + its seq.
+//! See migration `m20261207_000011_events`.
+
+use std::collections::BTreeMap;
 
 use marketing_domain::{MarketingError, TenantId, UnixMicros};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationDef, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{
     db::{ValuesUpdate, db_error},
-    entity::event,
+    entity::{event, event_batch as batch},
 };
+
+/// Events one batch holds at most: an event's position is its batch's x this + its seq.
+pub const SEQ_SPAN: i64 = 1 << 16;
 
 /// An event as a change records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,22 +40,45 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
-impl NewEvent {
-    pub(crate) fn into_row(self) -> event::Model {
-        event::Model {
-            id: Uuid::now_v7(),
-            tenant_id: self.tenant_id.as_str().to_owned(),
-            position: None,
-            event_type: self.event_type.to_owned(),
-            aggregate_type: self.aggregate_type.to_owned(),
-            aggregate_id: self.aggregate_id,
-            member_id: self.member_id,
-            occurred_at: self.occurred_at.0,
-            request_id: self.request_id,
-            actor: self.actor,
-            payload: self.payload,
+/// The rows of `events`, in the order recorded: one batch per tenant (and per
+/// [`SEQ_SPAN`] - 1 events), each event numbered in its batch from 1.
+pub(crate) fn rows_of(events: Vec<NewEvent>) -> (Vec<batch::Model>, Vec<event::Model>) {
+    let mut by_tenant: BTreeMap<TenantId, Vec<NewEvent>> = BTreeMap::new();
+    for event in events {
+        by_tenant
+            .entry(event.tenant_id.clone())
+            .or_default()
+            .push(event);
+    }
+    let mut batches = Vec::new();
+    let mut rows = Vec::new();
+    for (tenant, events) in by_tenant {
+        for chunk in events.chunks(SEQ_SPAN as usize - 1) {
+            let batch_id = Uuid::now_v7();
+            batches.push(batch::Model {
+                id: batch_id,
+                tenant_id: tenant.as_str().to_owned(),
+                position: None,
+            });
+            for (seq, event) in (1..).zip(chunk) {
+                rows.push(event::Model {
+                    batch_id,
+                    seq,
+                    id: Uuid::now_v7(),
+                    tenant_id: tenant.as_str().to_owned(),
+                    event_type: event.event_type.to_owned(),
+                    aggregate_type: event.aggregate_type.to_owned(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    member_id: event.member_id.clone(),
+                    occurred_at: event.occurred_at.0,
+                    request_id: event.request_id.clone(),
+                    actor: event.actor.clone(),
+                    payload: event.payload.clone(),
+                });
+            }
         }
     }
+    (batches, rows)
 }
 
 /// An event as readers read it: numbered.
@@ -88,14 +118,14 @@ pub trait EventReads {
         limit: u64,
     ) -> Result<Vec<StoredEvent>, MarketingError>;
 
-    /// Whether any committed event waits for its position (a cheap look before a unit).
+    /// Whether any committed batch waits for its position (a cheap look before a unit).
     async fn any_unnumbered(&self) -> Result<bool, MarketingError>;
 }
 
 /// The sequencer's write: inside a unit of work only.
 #[allow(async_fn_in_trait)]
 pub trait EventStore: EventReads {
-    /// Numbers up to `limit` committed events that have no position yet, after the last
+    /// Numbers up to `limit` committed batches that have no position yet, after the last
     /// position given, in id order; how many. Units doing this wait for each other on
     /// `event_positions`' row, so two replicas never give out one position twice.
     async fn number_committed(&self, limit: u64) -> Result<u64, MarketingError>;
@@ -103,6 +133,30 @@ pub trait EventStore: EventReads {
 
 /// The events as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
 pub struct Events<'c, C>(pub(crate) &'c C);
+
+/// An event row with its batch's position.
+#[derive(FromQueryResult)]
+struct Numbered {
+    batch_position: i64,
+    seq: i32,
+    id: Uuid,
+    tenant_id: String,
+    event_type: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    member_id: Option<String>,
+    occurred_at: i64,
+    request_id: Option<String>,
+    actor: Option<String>,
+    payload: Vec<u8>,
+}
+
+fn batch_of_event() -> RelationDef {
+    event::Entity::belongs_to(batch::Entity)
+        .from(event::Column::BatchId)
+        .to(batch::Column::Id)
+        .into()
+}
 
 impl<C: ConnectionTrait> EventReads for Events<'_, C> {
     async fn list(
@@ -112,32 +166,61 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
         filter: &EventFilter,
         limit: u64,
     ) -> Result<Vec<StoredEvent>, MarketingError> {
+        let (after_batch, after_seq) = (after.div_euclid(SEQ_SPAN), after.rem_euclid(SEQ_SPAN));
         let mut query = event::Entity::find()
-            .filter(event::Column::TenantId.eq(tenant.as_str()))
-            .filter(event::Column::Position.gt(after));
+            .join(JoinType::InnerJoin, batch_of_event())
+            .column_as(batch::Column::Position, "batch_position")
+            .filter(batch::Column::TenantId.eq(tenant.as_str()))
+            .filter(
+                Condition::any()
+                    .add(batch::Column::Position.gt(after_batch))
+                    .add(
+                        Condition::all()
+                            .add(batch::Column::Position.eq(after_batch))
+                            .add(event::Column::Seq.gt(after_seq as i32)),
+                    ),
+            );
         if !filter.types.is_empty() {
             query = query.filter(event::Column::EventType.is_in(filter.types.iter().cloned()));
         }
         if let Some((kind, id)) = &filter.aggregate {
             query = query
+                .filter(event::Column::TenantId.eq(tenant.as_str()))
                 .filter(event::Column::AggregateType.eq(kind.as_str()))
                 .filter(event::Column::AggregateId.eq(id.as_str()));
         }
         let rows = query
-            .order_by_asc(event::Column::Position)
+            .order_by_asc(batch::Column::Position)
+            .order_by_asc(event::Column::Seq)
             .limit(limit)
+            .into_model::<Numbered>()
             .all(self.0)
             .await
             .map_err(db_error)?;
-        Ok(rows.into_iter().filter_map(stored).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredEvent {
+                position: row.batch_position * SEQ_SPAN + i64::from(row.seq),
+                id: row.id,
+                tenant_id: row.tenant_id,
+                event_type: row.event_type,
+                aggregate_type: row.aggregate_type,
+                aggregate_id: row.aggregate_id,
+                member_id: row.member_id,
+                occurred_at: UnixMicros(row.occurred_at),
+                request_id: row.request_id,
+                actor: row.actor,
+                payload: row.payload,
+            })
+            .collect())
     }
 
     async fn any_unnumbered(&self) -> Result<bool, MarketingError> {
-        let first: Option<Uuid> = event::Entity::find()
+        let first: Option<Uuid> = batch::Entity::find()
             .select_only()
-            .column(event::Column::Id)
-            .filter(event::Column::Position.is_null())
-            .order_by_asc(event::Column::Id)
+            .column(batch::Column::Id)
+            .filter(batch::Column::Position.is_null())
+            .order_by_asc(batch::Column::Id)
             .into_tuple()
             .one(self.0)
             .await
@@ -146,12 +229,12 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
     }
 }
 
-/// The update that numbers events: `v` holds (id, position).
+/// The update that numbers batches: `v` holds (id, position).
 const NUMBER: ValuesUpdate<'static> = ValuesUpdate {
-    table: "events",
+    table: "event_batches",
     columns: &[("id", "Uuid"), ("position", "i64")],
     set: "position = v.position",
-    condition: "events.id = v.key AND events.position IS NULL",
+    condition: "event_batches.id = v.key AND event_batches.position IS NULL",
 };
 
 impl EventStore for Events<'_, DatabaseTransaction> {
@@ -167,12 +250,12 @@ impl EventStore for Events<'_, DatabaseTransaction> {
         else {
             return Err(MarketingError::internal("event_positions has no row"));
         };
-        // Read after the lock: every event committed before the last numbering is numbered.
-        let ids: Vec<Uuid> = event::Entity::find()
+        // Read after the lock: every batch committed before the last numbering is numbered.
+        let ids: Vec<Uuid> = batch::Entity::find()
             .select_only()
-            .column(event::Column::Id)
-            .filter(event::Column::Position.is_null())
-            .order_by_asc(event::Column::Id)
+            .column(batch::Column::Id)
+            .filter(batch::Column::Position.is_null())
+            .order_by_asc(batch::Column::Id)
             .limit(limit)
             .into_tuple()
             .all(self.0)
@@ -190,7 +273,7 @@ impl EventStore for Events<'_, DatabaseTransaction> {
         let numbered = NUMBER.execute(self.0, rows).await?.len() as i64;
         if numbered != count {
             return Err(MarketingError::ConcurrentModification(
-                "events were numbered under the sequencer".into(),
+                "event batches were numbered under the sequencer".into(),
             ));
         }
         last::Entity::update_many()
@@ -201,20 +284,4 @@ impl EventStore for Events<'_, DatabaseTransaction> {
             .map_err(db_error)?;
         Ok(count as u64)
     }
-}
-
-fn stored(row: event::Model) -> Option<StoredEvent> {
-    Some(StoredEvent {
-        position: row.position?,
-        id: row.id,
-        tenant_id: row.tenant_id,
-        event_type: row.event_type,
-        aggregate_type: row.aggregate_type,
-        aggregate_id: row.aggregate_id,
-        member_id: row.member_id,
-        occurred_at: UnixMicros(row.occurred_at),
-        request_id: row.request_id,
-        actor: row.actor,
-        payload: row.payload,
-    })
 }

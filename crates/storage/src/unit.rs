@@ -13,7 +13,7 @@ use crate::{
     Database,
     clients::Clients,
     db::db_error,
-    events::{Events, NewEvent},
+    events::{Events, NewEvent, rows_of},
     idempotency::{self, Claim, IdempotencyKey, Outcome, Requests},
     points::accounts::Points,
     templates::Templates,
@@ -99,12 +99,21 @@ impl UnitOfWork {
 
     /// Makes the change durable, with its events.
     pub async fn commit(self) -> Result<(), MarketingError> {
-        let rows: Vec<_> = self
-            .events
-            .into_iter()
-            .map(|event| event.into_row().into_active_model().reset_all())
-            .collect();
-        crate::db::insert_rows(&self.txn, rows).await?;
+        if !self.events.is_empty() {
+            let (batches, events) = rows_of(self.events);
+            crate::db::insert_rows_together(
+                &self.txn,
+                batches
+                    .into_iter()
+                    .map(|b| b.into_active_model().reset_all())
+                    .collect(),
+                events
+                    .into_iter()
+                    .map(|e| e.into_active_model().reset_all())
+                    .collect(),
+            )
+            .await?;
+        }
         self.txn.commit().await.map_err(db_error)
     }
 

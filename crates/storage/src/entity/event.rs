@@ -1,13 +1,16 @@
 use sea_orm::entity::prelude::*;
 
+/// One event: immutable; its position is its batch's (see `event_batch`).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
+    pub batch_id: Uuid,
+    /// Its place in the batch, from 1.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub seq: i32,
     pub id: Uuid,
     pub tenant_id: String,
-    /// Set by the sequencer after the event's change committed; `None` until then.
-    pub position: Option<i64>,
     pub event_type: String,
     pub aggregate_type: String,
     pub aggregate_id: String,

@@ -39,11 +39,11 @@ use super::rows::{self, LedgerWrite};
 use crate::{
     db::{DbFailure, classify, db_error, key_alias},
     entity::{
-        event, idempotency_record as record, points_account as acct, points_allocation as alloc,
-        points_daily_earning as daily, points_hold as hold, points_lot as lot,
-        points_transaction as tx,
+        event, event_batch, idempotency_record as record, points_account as acct,
+        points_allocation as alloc, points_daily_earning as daily, points_hold as hold,
+        points_lot as lot, points_transaction as tx,
     },
-    events::NewEvent,
+    events::{NewEvent, rows_of},
     idempotency::{self, IdempotencyKey, Outcome, Record, RecordKey},
     points::{self, BizRef},
 };
@@ -384,7 +384,7 @@ impl Arrays {
 
 /// The groups of arrays the write binds, in bind order (each group's columns numbered on from
 /// the last), with what `write.sql` calls them.
-fn groups() -> [(&'static str, Arrays); 9] {
+fn groups() -> [(&'static str, Arrays); 10] {
     [
         ("accounts", Arrays::of_update(rows::AccountUpdate::COLUMNS)),
         ("changed_lots", Arrays::of_update(rows::LotUpdate::COLUMNS)),
@@ -394,6 +394,7 @@ fn groups() -> [(&'static str, Arrays); 9] {
         ("holds", Arrays::of::<hold::Entity>()),
         ("daily", Arrays::of::<daily::Entity>()),
         ("records", Arrays::of::<record::Entity>()),
+        ("event_batches", Arrays::of::<event_batch::Entity>()),
         ("events", Arrays::of::<event::Entity>()),
     ]
 }
@@ -434,7 +435,8 @@ pub struct BatchWrite {
     holds: Arrays,
     daily: HashMap<(String, String, String, i32), i64>,
     records: Arrays,
-    events: Arrays,
+    /// Written as two groups (batches, events) by [`BatchWrite::execute`].
+    events: Vec<NewEvent>,
 }
 
 impl Default for BatchWrite {
@@ -448,7 +450,8 @@ impl Default for BatchWrite {
             (_, holds),
             _,
             (_, records),
-            (_, events),
+            _,
+            _,
         ] = groups();
         Self {
             accounts,
@@ -459,7 +462,7 @@ impl Default for BatchWrite {
             holds,
             daily: HashMap::new(),
             records,
-            events,
+            events: Vec::new(),
         }
     }
 }
@@ -520,7 +523,7 @@ impl BatchWrite {
 
     /// Adds an event of the batch's changes (numbered after the commit, see `events`).
     pub fn add_event(&mut self, event: NewEvent) {
-        self.events.push_model(event.into_row());
+        self.events.push(event);
     }
 
     /// Writes everything in one statement, or nothing: `ConcurrentModification` when an
@@ -537,6 +540,15 @@ impl BatchWrite {
                 earned,
             });
         }
+        let (batches, events) = rows_of(self.events);
+        let mut event_batches = Arrays::of::<event_batch::Entity>();
+        for row in batches {
+            event_batches.push_model(row);
+        }
+        let mut event_rows = Arrays::of::<event::Entity>();
+        for row in events {
+            event_rows.push_model(row);
+        }
         let groups = [
             &self.accounts,
             &self.changed_lots,
@@ -546,7 +558,8 @@ impl BatchWrite {
             &self.holds,
             &daily,
             &self.records,
-            &self.events,
+            &event_batches,
+            &event_rows,
         ];
         let mismatched: usize = groups.iter().map(|g| g.mismatched).sum();
         if mismatched > 0 {
@@ -563,7 +576,8 @@ impl BatchWrite {
         let query = self.holds.bind(query);
         let query = daily.bind(query);
         let query = self.records.bind(query);
-        let query = self.events.bind(query);
+        let query = event_batches.bind(query);
+        let query = event_rows.bind(query);
         let Err(err) = query.execute(pool).await else {
             return Ok(());
         };

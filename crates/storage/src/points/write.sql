@@ -44,6 +44,9 @@ WITH v_acc AS (
 ), rec AS (
   INSERT INTO idempotency_records ({columns:records})
   SELECT * FROM unnest({arrays:records})
+), evt_batch AS (
+  INSERT INTO event_batches ({columns:event_batches})
+  SELECT * FROM unnest({arrays:event_batches})
 ), evt AS (
   INSERT INTO events ({columns:events})
   SELECT * FROM unnest({arrays:events})
