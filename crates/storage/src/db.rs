@@ -372,35 +372,88 @@ fn values_insert<A: ActiveModelTrait>(backend: DbBackend, rows: &[A]) -> Option<
     Some(Statement::from_sql_and_values(backend, sql, values))
 }
 
-/// Inserts `first`, then `second` (rows of another table): in one statement on PostgreSQL
-/// (`WITH f AS (INSERT ..) INSERT ..`), a round trip less inside the caller's transaction,
-/// when both are of one shape and fit one statement's parameters; else as [`insert_rows`]
-/// does, one after the other.
-pub(crate) async fn insert_rows_together<A, B>(
-    conn: &impl ConnectionTrait,
-    first: Vec<A>,
-    second: Vec<B>,
-) -> Result<(), MarketingError>
-where
-    A: ActiveModelTrait,
-    B: ActiveModelTrait,
-{
-    let backend = conn.get_database_backend();
-    if backend == DbBackend::Postgres && first.len() + second.len() <= INSERT_CHUNK {
-        let mut values = Vec::new();
-        if let Some(before) = values_insert_sql(backend, &first, &mut values)
-            && let Some(after) = values_insert_sql(backend, &second, &mut values)
-            && values.len() <= MAX_PARAMETERS
-        {
-            let sql = format!("WITH f AS ({before}) {after}");
-            conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                .await
-                .map_err(db_error)?;
-            return Ok(());
+/// One table's rows, for [`Fused`].
+trait RowSet: Send {
+    /// The insert's text, its values appended to `values`; `None` when the rows do not all
+    /// set the same columns.
+    fn sql(&self, backend: DbBackend, values: &mut Vec<Value>) -> Option<String>;
+
+    /// The statements [`insert_rows`] would run.
+    fn statements(self: Box<Self>, backend: DbBackend) -> Vec<Statement>;
+}
+
+impl<A: ActiveModelTrait + Send> RowSet for Vec<A> {
+    fn sql(&self, backend: DbBackend, values: &mut Vec<Value>) -> Option<String> {
+        values_insert_sql(backend, self, values)
+    }
+
+    fn statements(self: Box<Self>, backend: DbBackend) -> Vec<Statement> {
+        let mut rows = self.into_iter().peekable();
+        let mut statements = Vec::new();
+        while rows.peek().is_some() {
+            let chunk: Vec<A> = rows.by_ref().take(INSERT_CHUNK).collect();
+            statements.push(match values_insert(backend, &chunk) {
+                Some(statement) => statement,
+                None => <A::Entity as EntityTrait>::insert_many(chunk).build(backend),
+            });
+        }
+        statements
+    }
+}
+
+/// Rows of several tables inserted together: on PostgreSQL in one statement (`WITH f0 AS
+/// (INSERT ..), .. INSERT ..`: one round trip however many tables) when their values fit one
+/// statement and each table's rows have one shape; otherwise as [`insert_rows`] inserts each.
+#[derive(Default)]
+pub(crate) struct Fused {
+    sets: Vec<Box<dyn RowSet>>,
+}
+
+impl Fused {
+    /// Adds `rows` of one table.
+    pub(crate) fn add<A: ActiveModelTrait + Send + 'static>(&mut self, rows: Vec<A>) {
+        if !rows.is_empty() {
+            self.sets.push(Box::new(rows));
         }
     }
-    insert_rows(conn, first).await?;
-    insert_rows(conn, second).await
+
+    pub(crate) async fn execute(self, conn: &impl ConnectionTrait) -> Result<(), MarketingError> {
+        let backend = conn.get_database_backend();
+        if self.sets.is_empty() {
+            return Ok(());
+        }
+        if backend == DbBackend::Postgres {
+            let mut values = Vec::new();
+            let parts: Option<Vec<String>> = self
+                .sets
+                .iter()
+                .map(|set| set.sql(backend, &mut values))
+                .collect();
+            if let Some(parts) = parts
+                && values.len() <= MAX_PARAMETERS
+                && let Some((last, first)) = parts.split_last()
+            {
+                let mut sql = String::new();
+                for (index, part) in first.iter().enumerate() {
+                    sql.push_str(if index == 0 { "WITH " } else { ", " });
+                    sql.push_str(&format!("f{index} AS ({part})"));
+                }
+                if !first.is_empty() {
+                    sql.push(' ');
+                }
+                sql.push_str(last);
+                let statement = Statement::from_sql_and_values(backend, sql, values);
+                conn.execute_raw(statement).await.map_err(db_error)?;
+                return Ok(());
+            }
+        }
+        for set in self.sets {
+            for statement in set.statements(backend) {
+                conn.execute_raw(statement).await.map_err(db_error)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The text of [`values_insert`], its values appended to `values` (placeholders numbered on

@@ -53,29 +53,32 @@ pub(crate) fn rows_of(events: Vec<NewEvent>) -> (Vec<batch::Model>, Vec<event::M
     let mut batches = Vec::new();
     let mut rows = Vec::new();
     for (tenant, events) in by_tenant {
-        for chunk in events.chunks(SEQ_SPAN as usize - 1) {
-            let batch_id = Uuid::now_v7();
-            batches.push(batch::Model {
-                id: batch_id,
-                tenant_id: tenant.as_str().to_owned(),
-                position: None,
-            });
-            for (seq, event) in (1..).zip(chunk) {
-                rows.push(event::Model {
-                    batch_id,
-                    seq,
-                    id: Uuid::now_v7(),
-                    tenant_id: tenant.as_str().to_owned(),
-                    event_type: event.event_type.to_owned(),
-                    aggregate_type: event.aggregate_type.to_owned(),
-                    aggregate_id: event.aggregate_id.clone(),
-                    member_id: event.member_id.clone(),
-                    occurred_at: event.occurred_at.0,
-                    request_id: event.request_id.clone(),
-                    actor: event.actor.clone(),
-                    payload: event.payload.clone(),
+        let tenant = tenant.as_str();
+        let mut batch_id = Uuid::nil();
+        for (index, event) in events.into_iter().enumerate() {
+            let seq = (index as i64 % (SEQ_SPAN - 1)) as i32 + 1;
+            if seq == 1 {
+                batch_id = Uuid::now_v7();
+                batches.push(batch::Model {
+                    id: batch_id,
+                    tenant_id: tenant.to_owned(),
+                    position: None,
                 });
             }
+            rows.push(event::Model {
+                batch_id,
+                seq,
+                id: Uuid::now_v7(),
+                tenant_id: tenant.to_owned(),
+                event_type: event.event_type.to_owned(),
+                aggregate_type: event.aggregate_type.to_owned(),
+                aggregate_id: event.aggregate_id,
+                member_id: event.member_id,
+                occurred_at: event.occurred_at.0,
+                request_id: event.request_id,
+                actor: event.actor,
+                payload: event.payload,
+            });
         }
     }
     (batches, rows)
@@ -283,5 +286,46 @@ impl EventStore for Events<'_, DatabaseTransaction> {
             .await
             .map_err(db_error)?;
         Ok(count as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: &str, aggregate: &str) -> NewEvent {
+        NewEvent {
+            tenant_id: TenantId::parse("tenant_id", tenant).expect("tenant"),
+            event_type: "coupon.claimed",
+            aggregate_type: "user_coupon",
+            aggregate_id: aggregate.into(),
+            member_id: None,
+            occurred_at: UnixMicros(1),
+            request_id: None,
+            actor: None,
+            payload: vec![1],
+        }
+    }
+
+    #[test]
+    fn a_units_events_are_one_batch_per_tenant_numbered_in_order() {
+        let (batches, rows) = rows_of(vec![
+            event("acme", "a1"),
+            event("globex", "g1"),
+            event("acme", "a2"),
+        ]);
+        assert_eq!(batches.len(), 2);
+        assert!(batches.iter().all(|b| b.position.is_none()));
+        let acme = batches.iter().find(|b| b.tenant_id == "acme").expect("acme");
+        let numbered: Vec<(i32, &str)> = rows
+            .iter()
+            .filter(|r| r.batch_id == acme.id)
+            .map(|r| (r.seq, r.aggregate_id.as_str()))
+            .collect();
+        assert_eq!(numbered, [(1, "a1"), (2, "a2")], "in the order recorded");
+        assert!(rows.iter().all(|r| {
+            let batch = batches.iter().find(|b| b.id == r.batch_id).expect("its batch");
+            batch.tenant_id == r.tenant_id
+        }));
     }
 }

@@ -12,7 +12,7 @@ use sea_orm::{ActiveModelTrait, DatabaseTransaction, IntoActiveModel};
 use crate::{
     Database,
     clients::Clients,
-    db::db_error,
+    db::{Fused, db_error},
     events::{Events, NewEvent, rows_of},
     idempotency::{self, Claim, IdempotencyKey, Outcome, Requests},
     points::accounts::Points,
@@ -24,6 +24,8 @@ pub struct UnitOfWork {
     txn: DatabaseTransaction,
     /// What the change recorded, written at commit.
     events: Vec<NewEvent>,
+    /// Records of requests a batch answered ([`UnitOfWork::answer_all`]), written at commit.
+    answers: Vec<crate::entity::idempotency_record::Model>,
 }
 
 /// A unit that owns its request id, or that request's first outcome.
@@ -39,6 +41,7 @@ impl UnitOfWork {
         Ok(Self {
             txn: db.begin_write().await?,
             events: Vec::new(),
+            answers: Vec::new(),
         })
     }
 
@@ -97,23 +100,42 @@ impl UnitOfWork {
         Events(&self.txn)
     }
 
-    /// Makes the change durable, with its events.
+    /// Records the answers of requests a batch served (each request's record inserted at
+    /// commit, with the events: on PostgreSQL one statement). A request id recorded meanwhile
+    /// by a concurrent unit fails the commit (`ConcurrentModification`): retry, and the record
+    /// will be found.
+    pub fn answer_all(&mut self, answers: Vec<(&IdempotencyKey, Outcome)>, now: UnixMicros) {
+        self.answers.extend(
+            answers
+                .into_iter()
+                .map(|(key, outcome)| idempotency::record_row(key, outcome, now)),
+        );
+    }
+
+    /// Makes the change durable, with its events and answers: written in one statement on
+    /// PostgreSQL (a round trip less on paths that hold a lock until the commit).
     pub async fn commit(self) -> Result<(), MarketingError> {
-        if !self.events.is_empty() {
-            let (batches, events) = rows_of(self.events);
-            crate::db::insert_rows_together(
-                &self.txn,
-                batches
-                    .into_iter()
-                    .map(|b| b.into_active_model().reset_all())
-                    .collect(),
-                events
-                    .into_iter()
-                    .map(|e| e.into_active_model().reset_all())
-                    .collect(),
-            )
-            .await?;
-        }
+        let (batches, events) = rows_of(self.events);
+        let mut fused = Fused::default();
+        fused.add(
+            batches
+                .into_iter()
+                .map(|b| b.into_active_model().reset_all())
+                .collect::<Vec<_>>(),
+        );
+        fused.add(
+            events
+                .into_iter()
+                .map(|e| e.into_active_model().reset_all())
+                .collect::<Vec<_>>(),
+        );
+        fused.add(
+            self.answers
+                .into_iter()
+                .map(|r| r.into_active_model().reset_all())
+                .collect::<Vec<_>>(),
+        );
+        fused.execute(&self.txn).await?;
         self.txn.commit().await.map_err(db_error)
     }
 

@@ -247,7 +247,7 @@ impl CouponService {
                             Err(refusal) => Err(refusal.into_error().into()),
                         });
                     }
-                    unit.requests().insert_completed(records, now).await?;
+                    unit.answer_all(records, now);
                 }
             }
         }

@@ -317,12 +317,12 @@ impl LedgerStore for TxnBatch {
     }
 
     async fn commit(
-        self,
+        mut self,
         outcomes: Vec<(&IdempotencyKey, Outcome)>,
         now: UnixMicros,
     ) -> Result<(), MarketingError> {
         points::insert_ledger_rows(self.unit.txn(), self.rows).await?;
-        idempotency::insert_completed(self.unit.txn(), outcomes, now).await?;
+        self.unit.answer_all(outcomes, now);
         self.unit.commit().await
     }
 }
