@@ -1,5 +1,5 @@
 //! Conformance suites of the context stores (templates, coupons, clients, request records,
-//! points accounts and rules): the same test bodies run against each implementation (SeaORM on PostgreSQL,
+//! points accounts and rules, events): the same test bodies run against each implementation (SeaORM on PostgreSQL,
 //! SeaORM on SQLite), as `stores.rs` runs the points batch's `LedgerStore`. Each body covers
 //! its trait's reads and writes, its refusals and its races (a version that moved, a unique
 //! key taken), with two tenants holding the same names.
@@ -18,6 +18,7 @@ use marketing_domain::{
 use marketing_storage::{
     Database,
     clients::{ClientReads, ClientStore},
+    events::{EventFilter, EventReads, EventStore, NewEvent},
     idempotency::{IdempotencyKey, Outcome, RequestStore},
     points::{
         RuleRef,
@@ -935,6 +936,83 @@ async fn accounts_and_ledgers_are_read_per_tenant_and_swept_when_due(db: &Databa
     assert_eq!(store.due_holds(later, 10).await.expect("due").len(), 1);
 }
 
+fn new_event(tenant: &TenantId, event_type: &'static str, aggregate: &str) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant.clone(),
+        event_type,
+        aggregate_type: "user_coupon",
+        aggregate_id: aggregate.into(),
+        member_id: Some("m1".into()),
+        occurred_at: UnixMicros::now(),
+        request_id: Some("r-1".into()),
+        actor: Some("till".into()),
+        payload: vec![7],
+    }
+}
+
+async fn events_are_numbered_after_commit_and_read_per_tenant(db: &Database) {
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let mut unit = UnitOfWork::begin(db).await.expect("begin");
+    unit.record(new_event(&acme, "coupon.claimed", "c1"));
+    unit.record(new_event(&globex, "coupon.claimed", "c1"));
+    unit.record(new_event(&acme, "coupon.locked", "c1"));
+    unit.commit().await.expect("commit");
+    // A dropped unit leaves no event.
+    {
+        let mut unit = UnitOfWork::begin(db).await.expect("begin");
+        unit.record(new_event(&acme, "coupon.used", "c1"));
+    }
+    // (The app's own sequencer may number them first: a unit numbers what is left.)
+    let store = db.events();
+    let all = EventFilter::default();
+    let numbered = in_unit!(db, |unit| unit.events().number_committed(10).await).expect("number");
+    assert!(numbered <= 2, "one batch per tenant");
+    assert!(!store.any_unnumbered().await.expect("read"));
+    assert_eq!(
+        in_unit!(db, |unit| unit.events().number_committed(10).await).expect("number"),
+        0,
+        "nothing is numbered twice"
+    );
+
+    let acme_events = store.list(&acme, 0, &all, 10).await.expect("list");
+    let kinds: Vec<&str> = acme_events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["coupon.claimed", "coupon.locked"],
+        "in the order recorded"
+    );
+    assert!(acme_events[0].position < acme_events[1].position);
+    assert_eq!(acme_events[0].payload, [7]);
+    assert_eq!(acme_events[0].actor.as_deref(), Some("till"));
+    let theirs = store.list(&globex, 0, &all, 10).await.expect("list");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].tenant_id, "globex");
+    let after_first = store
+        .list(&acme, acme_events[0].position, &all, 10)
+        .await
+        .expect("list");
+    assert_eq!(after_first, acme_events[1..]);
+    let locked = EventFilter {
+        types: vec!["coupon.locked".into()],
+        aggregate: Some(("user_coupon".into(), "c1".into())),
+    };
+    assert_eq!(
+        store.list(&acme, 0, &locked, 10).await.expect("list"),
+        acme_events[1..]
+    );
+    let other = EventFilter {
+        aggregate: Some(("user_coupon".into(), "c2".into())),
+        ..EventFilter::default()
+    };
+    assert!(
+        store
+            .list(&acme, 0, &other, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
 /// Runs each body against every implementation: a module per backend, each test on a fresh
 /// app of its backend, the body given the app's database.
 macro_rules! context_store_suite {
@@ -969,4 +1047,5 @@ context_store_suite!(
     records_are_written_and_found_in_batches,
     rules_are_one_per_event_and_change_at_their_version,
     accounts_and_ledgers_are_read_per_tenant_and_swept_when_due,
+    events_are_numbered_after_commit_and_read_per_tenant,
 );

@@ -316,7 +316,10 @@ mod tests {
         ]);
         assert_eq!(batches.len(), 2);
         assert!(batches.iter().all(|b| b.position.is_none()));
-        let acme = batches.iter().find(|b| b.tenant_id == "acme").expect("acme");
+        let acme = batches
+            .iter()
+            .find(|b| b.tenant_id == "acme")
+            .expect("acme");
         let numbered: Vec<(i32, &str)> = rows
             .iter()
             .filter(|r| r.batch_id == acme.id)
@@ -324,7 +327,10 @@ mod tests {
             .collect();
         assert_eq!(numbered, [(1, "a1"), (2, "a2")], "in the order recorded");
         assert!(rows.iter().all(|r| {
-            let batch = batches.iter().find(|b| b.id == r.batch_id).expect("its batch");
+            let batch = batches
+                .iter()
+                .find(|b| b.id == r.batch_id)
+                .expect("its batch");
             batch.tenant_id == r.tenant_id
         }));
     }
