@@ -1,7 +1,7 @@
 //! The events of every context: numbered after their changes commit (the sequencer), and read
 //! by position. See `storage::events` for why positions are given after the commit.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{MarketingError, TenantId};
 use marketing_storage::{
@@ -29,6 +29,10 @@ pub struct ListEvents {
 #[derive(Clone)]
 pub struct EventService {
     pub(crate) shared: Shared,
+    /// One numbering at a time on this replica: readers (each numbers before it reads) and
+    /// the background tick queue here instead of each opening a write unit, so a flood of
+    /// reads costs other tenants' writes nothing more than one numbering unit at a time.
+    pub(crate) numbering: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EventService {
@@ -37,6 +41,11 @@ impl EventService {
     pub async fn number_events(&self) -> Result<u64, MarketingError> {
         let db = &self.shared.db;
         let mut total = 0;
+        if !db.events().any_unnumbered().await? {
+            return Ok(0);
+        }
+        let _turn = self.numbering.lock().await;
+        // Read again: the numbering this call waited for may have numbered everything.
         while db.events().any_unnumbered().await? {
             let unit = UnitOfWork::begin(db).await?;
             let numbered = unit.events().number_committed(NUMBER_BATCH).await?;

@@ -253,6 +253,7 @@ impl AppState {
             },
             events: EventService {
                 shared: shared.clone(),
+                numbering: Arc::default(),
             },
             retention: RetentionService { shared },
             templates,

@@ -1,8 +1,6 @@
 //! `CouponTemplateService`: each handler parses its request into a command (every bad field
 //! reported at once), calls one use case, and maps the result.
 
-use std::time::Duration;
-
 use marketing_domain::{
     FieldViolation, TemplateId, TenantId,
     coupon_template::{
@@ -16,7 +14,9 @@ use marketing_storage::templates::{TemplateChange, TemplateFilter};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::parse::{Edge, Mutation, Tenanted, finish, mutation_key, mutations, reply, tenanted};
+use super::parse::{
+    Edge, Mutation, NO_SERVER_LIMIT, Tenanted, finish, mutation_key, mutations, reply, tenanted,
+};
 use crate::{
     app::{Answer, ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate},
     wire::{
@@ -27,8 +27,6 @@ use crate::{
         status::to_status,
     },
 };
-
-const NO_SERVER_LIMIT: Duration = Duration::from_secs(3600);
 
 pub struct CouponTemplates {
     templates: TemplateService,

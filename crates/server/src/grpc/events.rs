@@ -1,7 +1,5 @@
 //! `EventService`: a tenant's events by position, and one aggregate's audit trail.
 
-use std::time::Duration;
-
 use marketing_domain::{
     TenantId,
     error::Violations,
@@ -12,13 +10,11 @@ use marketing_storage::events::EventFilter;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::parse::{Edge, capped, finish, tenanted};
+use super::parse::{Edge, NO_SERVER_LIMIT, capped, finish, tenanted};
 use crate::{
     app::{EventService, ListEvents},
     wire::{events::event_to_proto, status::to_status},
 };
-
-const NO_SERVER_LIMIT: Duration = Duration::from_secs(3600);
 
 pub struct Events {
     events: EventService,

@@ -39,6 +39,10 @@ pub struct Edge<'a, R> {
     pub certificate: Option<&'a CertificateBesideKey>,
 }
 
+/// The limit of calls the server sets none of its own for: the deadline layer answers them at
+/// the client's deadline.
+pub const NO_SERVER_LIMIT: Duration = Duration::from_secs(3600);
+
 impl<'a, R: Tenanted> Edge<'a, R> {
     /// `request` as it reached a service whose calls the server answers within `limit`;
     /// PERMISSION_DENIED when its caller may not act for the tenant it names, and

@@ -204,3 +204,69 @@ pub fn event_to_proto(event: StoredEvent) -> pb::Event {
     message.actor = event.actor.unwrap_or_default();
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use marketing_domain::events::EVENT_TYPES;
+
+    use super::*;
+
+    /// Every type these make is one the domain lists (what readers may filter by).
+    #[test]
+    fn every_event_type_written_is_one_readers_may_ask_for() {
+        let templates = [
+            TemplateChanged::Created,
+            TemplateChanged::Updated,
+            TemplateChanged::Enabled,
+            TemplateChanged::Disabled,
+            TemplateChanged::StockAdded(1),
+            TemplateChanged::Archived,
+        ]
+        .map(TemplateChanged::event_type);
+        let coupons = [
+            CouponChanged::Claimed,
+            CouponChanged::Distributed,
+            CouponChanged::Locked,
+            CouponChanged::Used,
+            CouponChanged::Released,
+            CouponChanged::Returned,
+            CouponChanged::Revoked,
+            CouponChanged::Expired,
+            CouponChanged::Unlocked,
+        ]
+        .map(CouponChanged::event_type);
+        let tenant = TenantId::parse("tenant_id", "acme").expect("tenant");
+        let member = MemberId::parse("member_id", "m1").expect("member");
+        let points = TxType::ALL.map(|tx_type| {
+            let entry = Entry {
+                id: uuid::Uuid::nil(),
+                tx_type,
+                amount: 0,
+                frozen_amount: 0,
+                available_after: 0,
+                frozen_after: 0,
+                meta: Default::default(),
+                hold_id: None,
+                related_transaction_id: None,
+                expires_at: None,
+                account_version: 1,
+                position: 0,
+                created_at: UnixMicros(0),
+            };
+            points_event(&tenant, &member, &entry).event_type
+        });
+        let rules = ["points_rule.created", "points_rule.updated"];
+        let written: Vec<&str> = templates
+            .into_iter()
+            .chain(coupons)
+            .chain(points)
+            .chain(rules)
+            .collect();
+        for name in &written {
+            assert!(EVENT_TYPES.contains(name), "{name} is not in EVENT_TYPES");
+        }
+        for name in EVENT_TYPES {
+            assert!(written.contains(&name), "{name} is never written");
+        }
+    }
+}
