@@ -15,6 +15,7 @@ mod m20261206_000008_request_ids_per_client;
 mod m20261206_000009_retention_indexes;
 mod m20261207_000010_actor_names_certificate;
 mod m20261207_000011_events;
+mod m20261207_000012_event_retention;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_retention_indexes::Migration),
             Box::new(m20261207_000010_actor_names_certificate::Migration),
             Box::new(m20261207_000011_events::Migration),
+            Box::new(m20261207_000012_event_retention::Migration),
         ]
     }
 }

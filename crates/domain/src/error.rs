@@ -80,10 +80,13 @@ pub enum Reason {
     RateLimited,
     MalformedRequest,
     ResponseBufferFull,
+    EventsExpired,
+    TooManyStreams,
+    StreamBacklogFull,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 44] = [
+    pub const ALL: [Reason; 47] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -128,6 +131,9 @@ impl Reason {
         Self::RateLimited,
         Self::MalformedRequest,
         Self::ResponseBufferFull,
+        Self::EventsExpired,
+        Self::TooManyStreams,
+        Self::StreamBacklogFull,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -181,6 +187,9 @@ impl Reason {
             Self::RateLimited => "RATE_LIMITED",
             Self::MalformedRequest => "MALFORMED_REQUEST",
             Self::ResponseBufferFull => "RESPONSE_BUFFER_FULL",
+            Self::EventsExpired => "EVENTS_EXPIRED",
+            Self::TooManyStreams => "TOO_MANY_STREAMS",
+            Self::StreamBacklogFull => "STREAM_BACKLOG_FULL",
         }
     }
 }
@@ -271,6 +280,18 @@ pub enum Refusal {
     RuleExists,
     #[error("the daily cap of this event is reached")]
     DailyCapReached,
+    /// Events after the position asked for were deleted by retention: reading on would skip
+    /// them.
+    #[error(
+        "events after this position were deleted by retention; read from position {expired_through} on"
+    )]
+    EventsExpired { expired_through: i64 },
+    /// The client holds as many event streams as it may.
+    #[error("this client already holds {limit} event streams")]
+    TooManyStreams { limit: usize },
+    /// The consumer stopped reading while events waited for it.
+    #[error("the stream's consumer stopped reading: resume from the last position it read")]
+    StreamBacklogFull,
 }
 
 impl Refusal {
@@ -309,6 +330,9 @@ impl Refusal {
             Self::RuleDisabled => Reason::RuleDisabled,
             Self::RuleExists => Reason::RuleExists,
             Self::DailyCapReached => Reason::DailyCapReached,
+            Self::EventsExpired { .. } => Reason::EventsExpired,
+            Self::TooManyStreams { .. } => Reason::TooManyStreams,
+            Self::StreamBacklogFull => Reason::StreamBacklogFull,
         }
     }
 

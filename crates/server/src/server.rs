@@ -195,7 +195,7 @@ impl Server {
             builder = builder.tls_config(tls)?;
         }
         builder
-            .timeout(Duration::from_secs(30))
+            .timeout(app.shared().config.call_timeout)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -277,6 +277,9 @@ async fn check_auth(app: &AppState) -> anyhow::Result<()> {
 /// their retention (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
+    /// Changes' event batches one retention unit deletes (a distribution's batch holds up to
+    /// 10,000 events).
+    const EVENT_BATCHES: u64 = 100;
     let mut interval = tokio::time::interval(app.shared().config.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<std::time::Instant> = None;
@@ -305,6 +308,13 @@ async fn sweep_forever(app: AppState) {
                 Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
                 Err(err) => {
                     marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
+                }
+            }
+            match app.retention.sweep_events(EVENT_BATCHES).await {
+                Ok(0) => {}
+                Ok(events) => tracing::info!(events, "event retention sweep"),
+                Err(err) => {
+                    marketing_infra::warn_every!(error = %err, "event retention sweep failed; retrying next interval")
                 }
             }
         }

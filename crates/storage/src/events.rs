@@ -123,6 +123,9 @@ pub trait EventReads {
 
     /// Whether any committed batch waits for its position (a cheap look before a unit).
     async fn any_unnumbered(&self) -> Result<bool, MarketingError>;
+
+    /// The largest position of `tenant`'s events that retention deleted (0: none).
+    async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError>;
 }
 
 /// The sequencer's write: inside a unit of work only.
@@ -132,6 +135,11 @@ pub trait EventStore: EventReads {
     /// position given, in id order; how many. Units doing this wait for each other on
     /// `event_positions`' row, so two replicas never give out one position twice.
     async fn number_committed(&self, limit: u64) -> Result<u64, MarketingError>;
+
+    /// Deletes the oldest numbered batches, up to `limit`, in position order, as long as
+    /// their events were recorded before `before`; raises each tenant's `expired_through` to
+    /// its last event deleted. How many events were deleted.
+    async fn delete_expired(&self, before: UnixMicros, limit: u64) -> Result<u64, MarketingError>;
 }
 
 /// The events as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
@@ -230,6 +238,18 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
             .map_err(db_error)?;
         Ok(first.is_some())
     }
+
+    async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError> {
+        use crate::entity::event_expiry as expiry;
+        let mark: Option<i64> = expiry::Entity::find_by_id(tenant.as_str())
+            .select_only()
+            .column(expiry::Column::ExpiredThrough)
+            .into_tuple()
+            .one(self.0)
+            .await
+            .map_err(db_error)?;
+        Ok(mark.unwrap_or(0))
+    }
 }
 
 /// The update that numbers batches: `v` holds (id, position).
@@ -286,6 +306,95 @@ impl EventStore for Events<'_, DatabaseTransaction> {
             .await
             .map_err(db_error)?;
         Ok(count as u64)
+    }
+
+    async fn delete_expired(&self, before: UnixMicros, limit: u64) -> Result<u64, MarketingError> {
+        use crate::entity::{event_expiry as expiry, event_position as last};
+        use sea_orm::sea_query::OnConflict;
+        // One retention unit at a time across replicas (the sequencer waits for it briefly).
+        last::Entity::find_by_id(1)
+            .lock_exclusive()
+            .one(self.0)
+            .await
+            .map_err(db_error)?;
+        // The oldest batches, each with when its first event was recorded.
+        let oldest: Vec<(Uuid, String, i64, i64)> = batch::Entity::find()
+            .select_only()
+            .column(batch::Column::Id)
+            .column(batch::Column::TenantId)
+            .column(batch::Column::Position)
+            .column(event::Column::OccurredAt)
+            .join(JoinType::InnerJoin, batch_of_event().rev())
+            .filter(event::Column::Seq.eq(1))
+            .filter(batch::Column::Position.is_not_null())
+            .order_by_asc(batch::Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        // Only a prefix: readers are refused below each tenant's last position deleted, so
+        // nothing after a kept batch may go.
+        let expired: Vec<(Uuid, String, i64)> = oldest
+            .into_iter()
+            .take_while(|(_, _, _, at)| *at < before.0)
+            .map(|(id, tenant, position, _)| (id, tenant, position))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Each tenant's last batch deleted, and its last event.
+        let mut last_of: BTreeMap<&str, (Uuid, i64)> = BTreeMap::new();
+        for (id, tenant, position) in &expired {
+            last_of.insert(tenant.as_str(), (*id, *position));
+        }
+        let last_seqs: Vec<(Uuid, Option<i32>)> = event::Entity::find()
+            .select_only()
+            .column(event::Column::BatchId)
+            .column_as(event::Column::Seq.max(), "seq")
+            .filter(event::Column::BatchId.is_in(last_of.values().map(|(id, _)| *id)))
+            .group_by(event::Column::BatchId)
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        let marks: Vec<expiry::ActiveModel> = last_of
+            .iter()
+            .map(|(tenant, (id, position))| {
+                let seq = last_seqs
+                    .iter()
+                    .find(|(batch, _)| batch == id)
+                    .and_then(|(_, seq)| *seq)
+                    .unwrap_or(0);
+                expiry::ActiveModel {
+                    tenant_id: sea_orm::Set((*tenant).to_owned()),
+                    expired_through: sea_orm::Set(position * SEQ_SPAN + i64::from(seq)),
+                }
+            })
+            .collect();
+        let ids: Vec<Uuid> = expired.iter().map(|(id, _, _)| *id).collect();
+        let deleted = event::Entity::delete_many()
+            .filter(event::Column::BatchId.is_in(ids.iter().copied()))
+            .exec(self.0)
+            .await
+            .map_err(db_error)?
+            .rows_affected;
+        batch::Entity::delete_many()
+            .filter(batch::Column::Id.is_in(ids))
+            .exec(self.0)
+            .await
+            .map_err(db_error)?;
+        // Positions only grow, so a later deletion's mark is always the larger.
+        expiry::Entity::insert_many(marks)
+            .on_conflict(
+                OnConflict::column(expiry::Column::TenantId)
+                    .update_column(expiry::Column::ExpiredThrough)
+                    .to_owned(),
+            )
+            .exec(self.0)
+            .await
+            .map_err(db_error)?;
+        Ok(deleted)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use marketing_domain::{MarketingError, TenantId};
+use marketing_domain::{MarketingError, TenantId, error::Refusal};
 use marketing_storage::{
     events::{EventFilter, EventReads, EventStore, StoredEvent},
     unit::UnitOfWork,
@@ -62,15 +62,27 @@ impl EventService {
     /// are numbered first, so a caller reads its own changes.
     pub async fn list_events(&self, query: ListEvents) -> Result<Vec<StoredEvent>, MarketingError> {
         self.number_events().await?;
-        self.shared
-            .db
-            .events()
+        let events = self.shared.db.events();
+        let page = events
             .list(
                 &query.tenant_id,
                 query.after,
                 &query.filter,
                 query.page_size,
             )
-            .await
+            .await?;
+        self.check_kept(&query.tenant_id, query.after).await?;
+        Ok(page)
+    }
+
+    /// Refuses a read of `tenant`'s events after `after` once retention deleted some of them
+    /// past it (the page would skip them). Read after the page: a deletion that committed
+    /// before the page was read has raised the mark by then.
+    async fn check_kept(&self, tenant: &TenantId, after: i64) -> Result<(), MarketingError> {
+        let expired_through = self.shared.db.events().expired_through(tenant).await?;
+        if after > 0 && after < expired_through {
+            return Err(Refusal::EventsExpired { expired_through }.into());
+        }
+        Ok(())
     }
 }

@@ -123,6 +123,31 @@ pub struct Config {
     /// Lifetime of cached points rules.
     #[serde(rename = "rule_cache_ttl_secs", with = "fields::secs")]
     pub rule_cache_ttl: Duration,
+    /// Days events are kept; then deleted, oldest first, in small batches. A reader asking
+    /// after a deleted position is refused EVENTS_EXPIRED.
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub events_retention_days: u64,
+    /// Entries kept in each tenant's Redis stream of events (approximately: `XADD MAXLEN ~`).
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub events_stream_maxlen: u64,
+    /// `StreamEvents` calls one API client may hold open on one replica.
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub event_streams_per_client: usize,
+    /// Events one `StreamEvents` call may have waiting for its consumer; a consumer that
+    /// leaves it full for `event_stream_stall_ms` is closed STREAM_BACKLOG_FULL.
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub event_stream_buffer: usize,
+    #[serde(rename = "event_stream_stall_ms", with = "fields::millis")]
+    pub event_stream_stall: Duration,
+    /// How often a `StreamEvents` call with nothing to send says it is alive.
+    #[serde(rename = "event_stream_heartbeat_ms", with = "fields::millis")]
+    pub event_stream_heartbeat: Duration,
+    /// Days before a coupon's `valid_until` that `coupon.expiring` is emitted (0: never).
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub reminder_coupon_days: u64,
+    /// Days before a points lot expires that `points.expiring` is emitted (0: never).
+    #[serde(deserialize_with = "fields::lenient::number")]
+    pub reminder_points_days: u64,
     /// How long a points write may retry after losing optimistic-version races, unless the
     /// client's own deadline is shorter.
     #[serde(rename = "points_timeout_ms", with = "fields::millis")]
@@ -132,6 +157,10 @@ pub struct Config {
     pub max_calls: usize,
     #[serde(rename = "call_queue_timeout_ms", with = "fields::millis")]
     pub call_queue_timeout: Duration,
+    /// The longest any call may take to answer, whatever the client's deadline (a stream's
+    /// first answer: `StreamEvents` then lives as long as its consumer reads).
+    #[serde(rename = "call_timeout_ms", with = "fields::millis")]
+    pub call_timeout: Duration,
     /// Largest request message a call may send; a larger one is refused from its length
     /// prefix, before it is read.
     pub max_request_bytes: usize,
@@ -262,9 +291,18 @@ impl Default for Config {
             points_hold_ttl: Duration::from_secs(900),
             retention: Duration::from_secs(7 * 86_400),
             rule_cache_ttl: Duration::from_secs(1800),
+            events_retention_days: 30,
+            events_stream_maxlen: 100_000,
+            event_streams_per_client: 4,
+            event_stream_buffer: 1_000,
+            event_stream_stall: Duration::from_secs(30),
+            event_stream_heartbeat: Duration::from_secs(15),
+            reminder_coupon_days: 3,
+            reminder_points_days: 7,
             points_timeout: Duration::from_secs(10),
             max_calls: 2048,
             call_queue_timeout: Duration::from_millis(100),
+            call_timeout: Duration::from_secs(30),
             max_request_bytes: 4 * 1024 * 1024,
             rate_limits: RateLimits::default(),
             tls_cert: None,
@@ -425,6 +463,12 @@ impl Config {
             ("MARKETING_RETENTION_SECS", self.retention),
             ("MARKETING_RULE_CACHE_TTL_SECS", self.rule_cache_ttl),
             ("MARKETING_POINTS_TIMEOUT_MS", self.points_timeout),
+            ("MARKETING_CALL_TIMEOUT_MS", self.call_timeout),
+            ("MARKETING_EVENT_STREAM_STALL_MS", self.event_stream_stall),
+            (
+                "MARKETING_EVENT_STREAM_HEARTBEAT_MS",
+                self.event_stream_heartbeat,
+            ),
             (
                 "MARKETING_HANDSHAKE_TIMEOUT_MS",
                 self.transport.handshake_timeout,
@@ -466,6 +510,19 @@ impl Config {
                 transport.unsent_bytes_per_connection,
             ),
             ("MARKETING_UNSENT_BYTES", transport.unsent_bytes),
+            (
+                "MARKETING_EVENTS_RETENTION_DAYS",
+                usize::try_from(self.events_retention_days).unwrap_or(usize::MAX),
+            ),
+            (
+                "MARKETING_EVENTS_STREAM_MAXLEN",
+                usize::try_from(self.events_stream_maxlen).unwrap_or(usize::MAX),
+            ),
+            (
+                "MARKETING_EVENT_STREAMS_PER_CLIENT",
+                self.event_streams_per_client,
+            ),
+            ("MARKETING_EVENT_STREAM_BUFFER", self.event_stream_buffer),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1"));

@@ -121,6 +121,10 @@ fn refusal_metadata(refusal: &Refusal) -> Vec<(&'static str, String)> {
         Refusal::VersionMismatch { current, .. } => {
             vec![("current_version", current.to_string())]
         }
+        Refusal::EventsExpired { expired_through } => {
+            vec![("expired_through", expired_through.to_string())]
+        }
+        Refusal::TooManyStreams { limit } => vec![("limit", limit.to_string())],
         _ => Vec::new(),
     }
 }
@@ -202,12 +206,15 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::ConfirmExceedsHold
         | Reason::PointsLimitExceeded
         | Reason::RuleDisabled
-        | Reason::DailyCapReached => Code::FailedPrecondition,
+        | Reason::DailyCapReached
+        | Reason::EventsExpired => Code::FailedPrecondition,
         Reason::OutOfStock
         | Reason::MemberLimitReached
         | Reason::RequestTooLarge
         | Reason::RateLimited
-        | Reason::ResponseBufferFull => Code::ResourceExhausted,
+        | Reason::ResponseBufferFull
+        | Reason::TooManyStreams
+        | Reason::StreamBacklogFull => Code::ResourceExhausted,
         Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,

@@ -5,6 +5,7 @@ pub mod api_client;
 pub mod coupon_template;
 pub mod event;
 pub mod event_batch;
+pub mod event_expiry;
 pub mod event_position;
 pub mod idempotency_record;
 pub mod points_account;
