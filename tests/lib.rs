@@ -94,6 +94,8 @@ pub struct Options {
     pub tls: Option<Arc<TestCerts>>,
     /// Sets `MARKETING_TLS_CLIENT_NAME` (the default: `dns`).
     pub tls_client_name: Option<marketing_server::config::ClientNameField>,
+    /// Changes any other setting last.
+    pub configure: Option<fn(&mut Config)>,
 }
 
 pub struct TestApp {
@@ -138,7 +140,7 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         }
     };
     let defaults = Config::default();
-    let config = Config {
+    let mut config = Config {
         database_url: Some(database_url),
         redis_url: redis,
         redis_key_prefix: format!("test:{unique}:"),
@@ -168,8 +170,13 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             .filter(|tls| tls.mtls)
             .map(|tls| tls.path("ca.pem")),
         tls_client_name: options.tls_client_name.unwrap_or_default(),
+        // A stream with nothing to send says so soon: tests need not wait 15 s for it.
+        event_stream_heartbeat: Duration::from_millis(500),
         ..defaults
     };
+    if let Some(configure) = options.configure {
+        configure(&mut config);
+    }
     start(backend, config, storage, Clock::system(), options.tls).await
 }
 

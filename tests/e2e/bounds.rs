@@ -122,6 +122,18 @@ async fn call_with(app: &TestApp, name: &str, n: usize) -> Option<tonic::Status>
             })
             .await
             .err(),
+        // Served: the stream is open (and closed here).
+        "marketing.v1.StreamEventsRequest.types" => app
+            .events()
+            .stream_events(pb::StreamEventsRequest {
+                tenant_id: "acme".into(),
+                types: (0..n)
+                    .map(|i| EVENT_TYPES[i % EVENT_TYPES.len()].to_owned())
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .err(),
         other => panic!("{other} has a cap but this test cannot fill it: add it here"),
     }
 }

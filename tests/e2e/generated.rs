@@ -51,7 +51,7 @@ marketing_tests::backend_suite! {
 /// Generated calls per backend.
 const CASES: u32 = 800;
 /// RPCs of the four services.
-const RPCS: usize = 30;
+const RPCS: usize = 31;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -829,6 +829,21 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
             })
             .await
             .map(drop),
+        // A stream: its first message (the backlog's first event, a refusal, or the end).
+        29 => {
+            let mut stream = events
+                .stream_events(pb::StreamEventsRequest {
+                    tenant_id: i.tenant,
+                    after_position: v.amount,
+                    types: v.paths,
+                })
+                .await?
+                .into_inner();
+            tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+                .await
+                .map_err(|_| Status::deadline_exceeded("no message within 30 s"))?
+                .map(drop)
+        }
         _ => points
             .list_points_rules(pb::ListPointsRulesRequest {
                 tenant_id: i.tenant,

@@ -4,10 +4,16 @@
 //! rule ids. The tenant under attack must get exactly what a third tenant gets running the
 //! same calls alone: the same answers, in order, and the same stored state; and no row of one
 //! tenant may point at another's. On one server (both backends) and across two replicas
-//! sharing PostgreSQL and Redis. A new RPC joins by adding its line to `rpcs::RPCS`.
+//! sharing PostgreSQL and Redis. A new RPC joins by adding its line to `rpcs::RPCS`. All the
+//! while, a consumer of each tenant's event stream must receive exactly its own tenant's
+//! events, once each, in position order.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
+use marketing_proto::v1::{self as pb, event_service_client::EventServiceClient};
 use marketing_storage::entity::{
     coupon_template, event, idempotency_record, points_account, points_hold, points_lot,
     points_rule, points_transaction, user_coupon,
@@ -279,6 +285,11 @@ async fn tenants_at_once_get_what_they_get_alone(replicas: &[&TestApp]) {
     let conn = app.state.shared().db.conn();
     let first = replicas[0].channel.clone();
     let last = replicas[replicas.len() - 1].channel.clone();
+    // A consumer of each tenant's event stream through all of it, each on its own replica.
+    let consumers = [
+        Consumer::start(first.clone(), "acme"),
+        Consumer::start(last.clone(), "globex"),
+    ];
     for rpc in &RPCS {
         let run_id = unique("mixed");
         // Each tenant's own seed, with the same member ids, orders and references.
@@ -316,6 +327,81 @@ async fn tenants_at_once_get_what_they_get_alone(replicas: &[&TestApp]) {
         );
     }
     assert_no_row_crosses_tenants(conn).await;
+    for consumer in consumers {
+        consumer.received_exactly_the_listed(&first).await;
+    }
+}
+
+/// A consumer of one tenant's `StreamEvents` from its first event on.
+struct Consumer {
+    tenant: &'static str,
+    received: Arc<Mutex<Vec<pb::Event>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    fn start(channel: Channel, tenant: &'static str) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let into = received.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = EventServiceClient::new(channel)
+                .stream_events(pb::StreamEventsRequest {
+                    tenant_id: tenant.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("the stream opens")
+                .into_inner();
+            while let Some(message) = stream.message().await.expect("the stream goes on") {
+                if let Some(pb::stream_events_response::Kind::Event(event)) = message.kind {
+                    into.lock().expect("events").push(event);
+                }
+            }
+        });
+        Self {
+            tenant,
+            received,
+            task,
+        }
+    }
+
+    /// The consumer received every event of its tenant once, in position order, and no
+    /// other tenant's, however the two tenants' calls interleaved.
+    async fn received_exactly_the_listed(self, channel: &Channel) {
+        let mut listed = Vec::new();
+        let mut events = EventServiceClient::new(channel.clone());
+        loop {
+            let page = events
+                .list_events(pb::ListEventsRequest {
+                    tenant_id: self.tenant.into(),
+                    after_position: listed.last().map_or(0, |e: &pb::Event| e.position),
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            if page.events.is_empty() {
+                break;
+            }
+            listed.extend(page.events);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.received.lock().expect("events").len() < listed.len()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.task.abort();
+        let received = self.received.lock().expect("events").clone();
+        assert!(!listed.is_empty());
+        assert!(received.iter().all(|e| e.tenant_id == self.tenant));
+        assert_eq!(
+            received, listed,
+            "{}'s stream: every event of its own, once, in order",
+            self.tenant
+        );
+    }
 }
 
 async fn every_rpc_with_two_tenants_at_once(app: &TestApp) {

@@ -62,7 +62,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 30] = [
+pub const RPCS: [Rpc; 31] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -474,6 +474,13 @@ pub const RPCS: [Rpc; 30] = [
         }
         .encode_to_vec()
     }),
+    rpc("/marketing.v1.EventService/StreamEvents", false, |s, _| {
+        pb::StreamEventsRequest {
+            tenant_id: s.tenant.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }),
     rpc(
         "/marketing.v1.PointsAccountService/ListPointsRules",
         false,
@@ -610,7 +617,11 @@ async fn call_as<Q: Message, A: Message + Default>(
     A::decode(answer.as_slice()).expect("an answer of its type")
 }
 
-/// Calls the RPC at `path` with an encoded request (and a client's key); the encoded answer.
+/// The server-streaming RPCs: [`call`] answers with their first message.
+const STREAMING: [&str; 1] = ["/marketing.v1.EventService/StreamEvents"];
+
+/// Calls the RPC at `path` with an encoded request (and a client's key); the encoded answer
+/// (of a stream, its first message; the stream is closed then).
 pub async fn call(
     channel: &Channel,
     path: &'static str,
@@ -628,7 +639,18 @@ pub async fn call(
             format!("Bearer {key}").parse().expect("ascii"),
         );
     }
-    grpc.unary(request, http::uri::PathAndQuery::from_static(path), Raw)
+    let path_and_query = http::uri::PathAndQuery::from_static(path);
+    if STREAMING.contains(&path) {
+        let mut stream = grpc
+            .server_streaming(request, path_and_query, Raw)
+            .await?
+            .into_inner();
+        return stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("the stream ended without a message"));
+    }
+    grpc.unary(request, path_and_query, Raw)
         .await
         .map(tonic::Response::into_inner)
 }

@@ -328,7 +328,7 @@ async fn number_events_forever(events: crate::app::EventService) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if let Err(err) = events.number_events().await {
+        if let Err(err) = events.number_and_announce().await {
             marketing_infra::warn_every!(error = %err, "numbering events failed; retrying");
         }
     }

@@ -124,6 +124,9 @@ pub trait EventReads {
     /// Whether any committed batch waits for its position (a cheap look before a unit).
     async fn any_unnumbered(&self) -> Result<bool, MarketingError>;
 
+    /// The last batch position the sequencer gave out.
+    async fn last_numbered(&self) -> Result<i64, MarketingError>;
+
     /// The largest position of `tenant`'s events that retention deleted (0: none).
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError>;
 }
@@ -237,6 +240,18 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
             .await
             .map_err(db_error)?;
         Ok(first.is_some())
+    }
+
+    async fn last_numbered(&self) -> Result<i64, MarketingError> {
+        use crate::entity::event_position as last;
+        let last: Option<i64> = last::Entity::find_by_id(1)
+            .select_only()
+            .column(last::Column::Last)
+            .into_tuple()
+            .one(self.0)
+            .await
+            .map_err(db_error)?;
+        last.ok_or_else(|| MarketingError::internal("event_positions has no row"))
     }
 
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError> {

@@ -55,11 +55,14 @@ pub fn is_open(path: &str) -> bool {
     OPEN.iter().any(|open| path.starts_with(open))
 }
 
-/// Whether `path` is a stream of an open service, which anyone may hold open for as long as
-/// they like (`Health/Watch`, reflection): counted against their own limits. A health check is
-/// one quick answer and is not.
-pub fn is_open_stream(path: &str) -> bool {
-    path == "/grpc.health.v1.Health/Watch" || path.starts_with("/grpc.reflection.")
+/// Whether `path` is a stream its caller may hold open for as long as it likes: those of the
+/// open services (`Health/Watch`, reflection), which anyone may open, and `StreamEvents`.
+/// They are counted against their own limits (`MARKETING_MAX_OPEN_SERVICE_CALLS` per replica,
+/// a few per connection). A health check is one quick answer and is not.
+pub fn is_long_stream(path: &str) -> bool {
+    path == "/grpc.health.v1.Health/Watch"
+        || path.starts_with("/grpc.reflection.")
+        || path == "/marketing.v1.EventService/StreamEvents"
 }
 
 /// The caller of a call, as the handlers see it (absent when auth is disabled).

@@ -54,7 +54,7 @@ use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCoupon, DistributeCoupons};
 pub use clients::ClientService;
 pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon};
-pub use events::{EventService, ListEvents};
+pub use events::{EventService, EventStream, ListEvents, StreamEvents, Streamed};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
 pub use retention::RetentionService;
 pub use templates::{
@@ -251,10 +251,7 @@ impl AppState {
                 auth,
                 limits,
             },
-            events: EventService {
-                shared: shared.clone(),
-                numbering: Arc::default(),
-            },
+            events: EventService::new(shared.clone()),
             retention: RetentionService { shared },
             templates,
         })

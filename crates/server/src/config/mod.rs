@@ -214,8 +214,8 @@ pub struct TransportConfig {
     pub unsent_bytes_per_connection: usize,
     #[serde(deserialize_with = "fields::lenient::number")]
     pub unsent_bytes: usize,
-    /// Streams of the services that need no key (`Health/Watch`, reflection) open at once on
-    /// this replica (and at most 4 per connection); past either they are refused OVERLOADED.
+    /// Long-lived streams (`Health/Watch`, reflection, `StreamEvents`) open at once on this
+    /// replica (and at most 4 per connection); past either they are refused OVERLOADED.
     #[serde(deserialize_with = "fields::lenient::number")]
     pub max_open_service_calls: usize,
 }

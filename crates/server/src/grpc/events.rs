@@ -1,7 +1,8 @@
-//! `EventService`: a tenant's events by position, and one aggregate's audit trail.
+//! `EventService`: a tenant's events by position, one aggregate's audit trail, and the
+//! stream of a tenant's events as they commit.
 
 use marketing_domain::{
-    TenantId,
+    MarketingError, TenantId,
     error::Violations,
     events::{AGGREGATE_TYPES, EVENT_TYPES, event_page_size},
 };
@@ -12,8 +13,8 @@ use tracing::instrument;
 
 use super::parse::{Edge, NO_SERVER_LIMIT, capped, finish, tenanted};
 use crate::{
-    app::{EventService, ListEvents},
-    wire::{events::event_to_proto, status::to_status},
+    app::{EventService, EventStream, ListEvents, StreamEvents, Streamed},
+    wire::{convert::timestamp, events::event_to_proto, status::to_status},
 };
 
 pub struct Events {
@@ -26,7 +27,62 @@ impl Events {
     }
 }
 
-tenanted!(pb::ListEventsRequest);
+tenanted!(pb::ListEventsRequest, pb::StreamEventsRequest);
+
+/// The event types a request filters by, each one checked.
+fn event_types(violations: &mut Violations, requested: &[String]) -> Vec<String> {
+    let mut types = Vec::new();
+    if let Some(requested) = capped(violations, "types", requested, EVENT_TYPES.len()) {
+        for (index, name) in requested.iter().enumerate() {
+            if EVENT_TYPES.contains(&name.as_str()) {
+                types.push(name.clone());
+            } else {
+                violations.push(
+                    format!("types[{index}]"),
+                    "is not an event type (e.g. coupon.claimed)",
+                );
+            }
+        }
+    }
+    types
+}
+
+impl TryFrom<Edge<'_, pb::StreamEventsRequest>> for StreamEvents {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::StreamEventsRequest>) -> Result<Self, Status> {
+        let request = edge.request;
+        let mut violations = Violations::new();
+        let tenant_id = violations.check(TenantId::parse("tenant_id", &request.tenant_id));
+        if request.after_position < 0 {
+            violations.push("after_position", "must not be negative");
+        }
+        let types = event_types(&mut violations, &request.types);
+        finish(violations, || {
+            Some(StreamEvents {
+                tenant_id: tenant_id?,
+                after: request.after_position,
+                types,
+                client: edge.caller.map(|caller| caller.name.clone()),
+            })
+        })
+    }
+}
+
+/// What a stream sends, as the contract encodes it.
+fn streamed_to_proto(
+    item: Result<Streamed, MarketingError>,
+) -> Result<pb::StreamEventsResponse, Status> {
+    use pb::stream_events_response::Kind;
+    let kind = match item.map_err(to_status)? {
+        Streamed::Event(event) => Kind::Event(event_to_proto(*event)),
+        Streamed::Heartbeat { last_position, at } => Kind::Heartbeat(pb::StreamHeartbeat {
+            last_position,
+            time: Some(timestamp(at)),
+        }),
+    };
+    Ok(pb::StreamEventsResponse { kind: Some(kind) })
+}
 
 impl TryFrom<Edge<'_, pb::ListEventsRequest>> for ListEvents {
     type Error = Status;
@@ -39,20 +95,7 @@ impl TryFrom<Edge<'_, pb::ListEventsRequest>> for ListEvents {
         if request.after_position < 0 {
             violations.push("after_position", "must not be negative");
         }
-        let mut types = Vec::new();
-        if let Some(requested) = capped(&mut violations, "types", &request.types, EVENT_TYPES.len())
-        {
-            for (index, name) in requested.iter().enumerate() {
-                if EVENT_TYPES.contains(&name.as_str()) {
-                    types.push(name.clone());
-                } else {
-                    violations.push(
-                        format!("types[{index}]"),
-                        "is not an event type (e.g. coupon.claimed)",
-                    );
-                }
-            }
-        }
+        let types = event_types(&mut violations, &request.types);
         let aggregate = match (
             request.aggregate_type.as_str(),
             request.aggregate_id.as_str(),
@@ -89,6 +132,26 @@ impl TryFrom<Edge<'_, pb::ListEventsRequest>> for ListEvents {
 
 #[tonic::async_trait]
 impl EventRpcs for Events {
+    type StreamEventsStream = futures::stream::Map<
+        EventStream,
+        fn(Result<Streamed, MarketingError>) -> Result<pb::StreamEventsResponse, Status>,
+    >;
+
+    #[instrument(name = "EventService.StreamEvents", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id))]
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let query =
+            StreamEvents::try_from(Edge::new(&request, NO_SERVER_LIMIT, &self.events.shared)?)?;
+        let stream = self.events.stream_events(query).await.map_err(to_status)?;
+        Ok(Response::new(futures::StreamExt::map(
+            stream,
+            streamed_to_proto as fn(_) -> _,
+        )))
+    }
+
     #[instrument(name = "EventService.ListEvents", skip_all,
         fields(tenant_id = %request.get_ref().tenant_id))]
     async fn list_events(

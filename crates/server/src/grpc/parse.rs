@@ -207,6 +207,10 @@ pub const REPEATED_FIELD_CAPS: &[(&str, usize)] = &[
         "marketing.v1.ListEventsRequest.types",
         marketing_domain::events::EVENT_TYPES.len(),
     ),
+    (
+        "marketing.v1.StreamEventsRequest.types",
+        marketing_domain::events::EVENT_TYPES.len(),
+    ),
 ];
 
 /// `values`, when they are at most `max`; past it one violation for the whole field and

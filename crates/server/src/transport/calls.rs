@@ -28,7 +28,7 @@ const SMALL_FRAME: usize = 64 * 1024;
 /// cancelled) ends the call. Its response bytes are charged to its [`Charge`].
 pub(super) struct OpenCall {
     charge: Arc<Charge>,
-    /// A stream of an open service (`Health/Watch`, reflection), counted against their limits.
+    /// A long-lived stream (`Health/Watch`, reflection, `StreamEvents`), counted against their limits.
     open_service: bool,
 }
 
@@ -111,6 +111,17 @@ impl Charge {
             true
         } else {
             self.try_charge(len - reserved)
+        }
+    }
+
+    /// Refunds what data frames were charged (the reservations no frame used stay).
+    fn release_sent(&self) {
+        let sent = self
+            .charged
+            .load(Relaxed)
+            .saturating_sub(self.reserved.load(Relaxed));
+        if sent > 0 {
+            self.refund(sent);
         }
     }
 
@@ -202,8 +213,14 @@ where
                 .insert(AnswerBudget(open.charge.clone()));
         }
         let refused = match &mut call {
-            Some(open) if crate::app::auth::is_open_stream(request.uri().path()) => {
-                !open.connection().clone().open_service_call(open)
+            Some(open) if crate::app::auth::is_long_stream(request.uri().path()) => {
+                // Anyone may open the open services' streams: a few per connection. An event
+                // stream needs a client, whose streams are bounded per client instead.
+                let per_connection = crate::app::auth::is_open(request.uri().path());
+                !open
+                    .connection()
+                    .clone()
+                    .open_service_call(open, per_connection)
             }
             _ => false,
         };
@@ -217,7 +234,7 @@ where
             }
             marketing_infra::warn_every!(
                 path = request.uri().path(),
-                "call refused: too many health watches and reflection streams on this connection or replica"
+                "call refused: too many long-lived streams (health watches, reflection, event streams) on this connection or replica"
             );
             return StreamFuture::Refused { call };
         }
@@ -314,6 +331,12 @@ where
         };
         if !rest.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(next_piece(rest)))));
+        }
+        // hyper asks for the next frame once the last one's pieces have left (it had
+        // capacity again): their bytes are no longer held, so a long stream (StreamEvents,
+        // Health/Watch) is charged for its last frame only, not for all it ever sent.
+        if let Some(call) = &self.call {
+            call.charge.release_sent();
         }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         let Some(Ok(frame)) = frame else {

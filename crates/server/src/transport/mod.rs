@@ -55,7 +55,7 @@ pub struct Transport {
     /// What the transport refused and closed (kept with every other counter in
     /// `observability`).
     pub counters: TransportCounters,
-    /// Streams of the open services (`Health/Watch`, reflection) open on this replica.
+    /// Long-lived streams (`Health/Watch`, reflection, `StreamEvents`) open on this replica.
     open_service_calls: AtomicUsize,
     /// Connections that have not made an authenticated call, oldest first: the ones closed
     /// first when the cap is reached (entries of closed or authenticated ones are skipped).
@@ -198,7 +198,7 @@ struct Connection {
     authenticated: std::sync::atomic::AtomicBool,
     /// Calls refused for their credentials.
     failed_authentications: AtomicUsize,
-    /// Streams of the open services (`Health/Watch`, reflection) open on it.
+    /// Long-lived streams (`Health/Watch`, reflection, `StreamEvents`) open on it.
     open_service_calls: AtomicUsize,
     /// Set to close the connection; its socket's next read fails.
     closing: std::sync::atomic::AtomicBool,
@@ -220,13 +220,14 @@ impl Connection {
         Some((quiet_since + transport.config.idle_timeout).max(read_at + READ_GRACE))
     }
 
-    /// Counts a stream of an open service (`Health/Watch`, reflection) against the
-    /// connection's and the replica's limits; `false` (nothing counted) past either.
-    fn open_service_call(&self, call: &mut OpenCall) -> bool {
+    /// Counts a long-lived stream (`Health/Watch`, reflection, `StreamEvents`) against the
+    /// replica's limit, and, `per_connection` (the open services' streams, which need no
+    /// client), the connection's; `false` (nothing counted) past either.
+    fn open_service_call(&self, call: &mut OpenCall, per_connection: bool) -> bool {
         let transport = &self.transport;
         let on_connection = self.open_service_calls.fetch_add(1, Relaxed) + 1;
         let on_replica = transport.open_service_calls.fetch_add(1, Relaxed) + 1;
-        if on_connection > OPEN_CALLS_PER_CONNECTION
+        if (per_connection && on_connection > OPEN_CALLS_PER_CONNECTION)
             || on_replica > transport.config.max_open_service_calls
         {
             self.open_service_calls.fetch_sub(1, Relaxed);

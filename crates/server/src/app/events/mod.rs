@@ -11,6 +11,9 @@ use marketing_storage::{
 
 use super::Shared;
 
+mod stream;
+pub use stream::{EventStream, StreamEvents, Streamed};
+
 /// Events one numbering unit numbers at most.
 const NUMBER_BATCH: u64 = 1_000;
 
@@ -33,9 +36,42 @@ pub struct EventService {
     /// the background tick queue here instead of each opening a write unit, so a flood of
     /// reads costs other tenants' writes nothing more than one numbering unit at a time.
     pub(crate) numbering: Arc<tokio::sync::Mutex<()>>,
+    /// The last batch position numbered, as this replica last read it: streams wait on it.
+    pub(crate) head: Arc<tokio::sync::watch::Sender<i64>>,
+    /// The streams each API client holds here.
+    pub(crate) streams: stream::StreamCounts,
 }
 
 impl EventService {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self {
+            shared,
+            numbering: Arc::default(),
+            head: Arc::new(tokio::sync::watch::Sender::new(0)),
+            streams: stream::StreamCounts::default(),
+        }
+    }
+
+    /// Numbers what committed, then tells this replica's streams when anything (by any
+    /// replica) was numbered since they last looked: the background tick.
+    pub async fn number_and_announce(&self) -> Result<(), MarketingError> {
+        self.number_events().await?;
+        if self.head.receiver_count() > 0 {
+            let last = self.shared.db.events().last_numbered().await?;
+            self.head.send_if_modified(|head| {
+                let moved = *head != last;
+                *head = last;
+                moved
+            });
+        }
+        Ok(())
+    }
+
+    /// Streams `client` holds on this replica.
+    pub fn streams_held(&self, client: &str) -> usize {
+        self.streams.held(client)
+    }
+
     /// Numbers every committed event that has none yet; how many. Replicas may run it at
     /// once: their units wait for each other, and each numbers what the last one left.
     pub async fn number_events(&self) -> Result<u64, MarketingError> {
@@ -78,7 +114,11 @@ impl EventService {
     /// Refuses a read of `tenant`'s events after `after` once retention deleted some of them
     /// past it (the page would skip them). Read after the page: a deletion that committed
     /// before the page was read has raised the mark by then.
-    async fn check_kept(&self, tenant: &TenantId, after: i64) -> Result<(), MarketingError> {
+    pub(crate) async fn check_kept(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+    ) -> Result<(), MarketingError> {
         let expired_through = self.shared.db.events().expired_through(tenant).await?;
         if after > 0 && after < expired_through {
             return Err(Refusal::EventsExpired { expired_through }.into());
