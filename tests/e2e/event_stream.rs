@@ -61,26 +61,7 @@ async fn events(stream: &mut Streaming<pb::StreamEventsResponse>, n: usize) -> V
 
 /// Every event of `tenant` as `ListEvents` pages them.
 async fn listed(app: &TestApp, tenant: &str) -> Vec<pb::Event> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = app
-            .events()
-            .list_events(pb::ListEventsRequest {
-                tenant_id: tenant.into(),
-                after_position: after,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        if page.events.is_empty() {
-            return all;
-        }
-        after = page.last_position;
-        all.extend(page.events);
-    }
+    crate::fixtures::listed_events(&app.channel, tenant).await
 }
 
 async fn a_stream_sends_the_backlog_then_each_new_event_then_heartbeats(app: &TestApp) {

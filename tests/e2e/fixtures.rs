@@ -123,3 +123,28 @@ pub async fn api_client(
     .expect("create the client")
     .key
 }
+
+/// Every event of `tenant`, as `ListEvents` pages them (on `channel`).
+pub async fn listed_events(channel: &tonic::transport::Channel, tenant: &str) -> Vec<pb::Event> {
+    let mut events =
+        marketing_proto::v1::event_service_client::EventServiceClient::new(channel.clone());
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = events
+            .list_events(pb::ListEventsRequest {
+                tenant_id: tenant.into(),
+                after_position: after,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list events")
+            .into_inner();
+        if page.events.is_empty() {
+            return all;
+        }
+        after = page.last_position;
+        all.extend(page.events);
+    }
+}

@@ -368,24 +368,7 @@ impl Consumer {
     /// The consumer received every event of its tenant once, in position order, and no
     /// other tenant's, however the two tenants' calls interleaved.
     async fn received_exactly_the_listed(self, channel: &Channel) {
-        let mut listed = Vec::new();
-        let mut events = EventServiceClient::new(channel.clone());
-        loop {
-            let page = events
-                .list_events(pb::ListEventsRequest {
-                    tenant_id: self.tenant.into(),
-                    after_position: listed.last().map_or(0, |e: &pb::Event| e.position),
-                    page_size: 1000,
-                    ..Default::default()
-                })
-                .await
-                .expect("list")
-                .into_inner();
-            if page.events.is_empty() {
-                break;
-            }
-            listed.extend(page.events);
-        }
+        let listed = crate::fixtures::listed_events(channel, self.tenant).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         while self.received.lock().expect("events").len() < listed.len()
             && tokio::time::Instant::now() < deadline
