@@ -8,6 +8,7 @@ mod clients;
 mod compose;
 mod context_stores;
 mod coupons;
+mod event_relay;
 mod event_stream;
 mod events;
 mod faults;

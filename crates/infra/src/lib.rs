@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod event_streams;
 pub mod leaderboard;
 pub mod lock;
 pub mod rate;

@@ -176,6 +176,7 @@ impl Server {
 
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let sequencer = tokio::spawn(number_events_forever(app.events.clone()));
+        let relay = tokio::spawn(relay_events_forever(app.events.clone()));
         let addr = listener.local_addr()?;
         tracing::info!(
             %addr,
@@ -241,6 +242,7 @@ impl Server {
         // Aborting mid-sweep rolls its statement back: nothing is half-done.
         sweeper.abort();
         sequencer.abort();
+        relay.abort();
         app.shared().db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())
@@ -330,6 +332,23 @@ async fn number_events_forever(events: crate::app::EventService) {
         interval.tick().await;
         if let Err(err) = events.number_and_announce().await {
             marketing_infra::warn_every!(error = %err, "numbering events failed; retrying");
+        }
+    }
+}
+
+/// Relays numbered events to the tenants' Redis streams every `NUMBER_EVERY`, on the replica
+/// that holds the relay's lease (with Redis configured; nothing in embedded mode). While Redis
+/// is down the passes fail (logged now and then) and events wait in the outbox.
+async fn relay_events_forever(events: crate::app::EventService) {
+    if !events.relays() {
+        return;
+    }
+    let mut interval = tokio::time::interval(crate::app::events::NUMBER_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(err) = events.relay_events().await {
+            marketing_infra::warn_every!(error = %err, "relaying events to Redis failed; they wait in the outbox, retrying");
         }
     }
 }

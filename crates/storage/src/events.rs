@@ -121,6 +121,10 @@ pub trait EventReads {
         limit: u64,
     ) -> Result<Vec<StoredEvent>, MarketingError>;
 
+    /// Up to `limit` numbered events of every tenant after position `after`, in position
+    /// order (the relay's read).
+    async fn list_all(&self, after: i64, limit: u64) -> Result<Vec<StoredEvent>, MarketingError>;
+
     /// Whether any committed batch waits for its position (a cheap look before a unit).
     async fn any_unnumbered(&self) -> Result<bool, MarketingError>;
 
@@ -180,53 +184,11 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
         filter: &EventFilter,
         limit: u64,
     ) -> Result<Vec<StoredEvent>, MarketingError> {
-        let (after_batch, after_seq) = (after.div_euclid(SEQ_SPAN), after.rem_euclid(SEQ_SPAN));
-        let mut query = event::Entity::find()
-            .join(JoinType::InnerJoin, batch_of_event())
-            .column_as(batch::Column::Position, "batch_position")
-            .filter(batch::Column::TenantId.eq(tenant.as_str()))
-            .filter(
-                Condition::any()
-                    .add(batch::Column::Position.gt(after_batch))
-                    .add(
-                        Condition::all()
-                            .add(batch::Column::Position.eq(after_batch))
-                            .add(event::Column::Seq.gt(after_seq as i32)),
-                    ),
-            );
-        if !filter.types.is_empty() {
-            query = query.filter(event::Column::EventType.is_in(filter.types.iter().cloned()));
-        }
-        if let Some((kind, id)) = &filter.aggregate {
-            query = query
-                .filter(event::Column::TenantId.eq(tenant.as_str()))
-                .filter(event::Column::AggregateType.eq(kind.as_str()))
-                .filter(event::Column::AggregateId.eq(id.as_str()));
-        }
-        let rows = query
-            .order_by_asc(batch::Column::Position)
-            .order_by_asc(event::Column::Seq)
-            .limit(limit)
-            .into_model::<Numbered>()
-            .all(self.0)
-            .await
-            .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredEvent {
-                position: row.batch_position * SEQ_SPAN + i64::from(row.seq),
-                id: row.id,
-                tenant_id: row.tenant_id,
-                event_type: row.event_type,
-                aggregate_type: row.aggregate_type,
-                aggregate_id: row.aggregate_id,
-                member_id: row.member_id,
-                occurred_at: UnixMicros(row.occurred_at),
-                request_id: row.request_id,
-                actor: row.actor,
-                payload: row.payload,
-            })
-            .collect())
+        numbered(self.0, Some(tenant), after, filter, limit).await
+    }
+
+    async fn list_all(&self, after: i64, limit: u64) -> Result<Vec<StoredEvent>, MarketingError> {
+        numbered(self.0, None, after, &EventFilter::default(), limit).await
     }
 
     async fn any_unnumbered(&self) -> Result<bool, MarketingError> {
@@ -265,6 +227,66 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
             .map_err(db_error)?;
         Ok(mark.unwrap_or(0))
     }
+}
+
+/// Up to `limit` numbered events after `after` (of `tenant`, or of every tenant), in
+/// position order.
+async fn numbered(
+    conn: &impl ConnectionTrait,
+    tenant: Option<&TenantId>,
+    after: i64,
+    filter: &EventFilter,
+    limit: u64,
+) -> Result<Vec<StoredEvent>, MarketingError> {
+    let (after_batch, after_seq) = (after.div_euclid(SEQ_SPAN), after.rem_euclid(SEQ_SPAN));
+    let mut query = event::Entity::find()
+        .join(JoinType::InnerJoin, batch_of_event())
+        .column_as(batch::Column::Position, "batch_position")
+        .filter(
+            Condition::any()
+                .add(batch::Column::Position.gt(after_batch))
+                .add(
+                    Condition::all()
+                        .add(batch::Column::Position.eq(after_batch))
+                        .add(event::Column::Seq.gt(after_seq as i32)),
+                ),
+        );
+    if let Some(tenant) = tenant {
+        query = query.filter(batch::Column::TenantId.eq(tenant.as_str()));
+    }
+    if !filter.types.is_empty() {
+        query = query.filter(event::Column::EventType.is_in(filter.types.iter().cloned()));
+    }
+    if let Some((kind, id)) = &filter.aggregate {
+        query = query
+            .filter(event::Column::TenantId.eq(tenant.map_or("", TenantId::as_str)))
+            .filter(event::Column::AggregateType.eq(kind.as_str()))
+            .filter(event::Column::AggregateId.eq(id.as_str()));
+    }
+    let rows = query
+        .order_by_asc(batch::Column::Position)
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .into_model::<Numbered>()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| StoredEvent {
+            position: row.batch_position * SEQ_SPAN + i64::from(row.seq),
+            id: row.id,
+            tenant_id: row.tenant_id,
+            event_type: row.event_type,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            member_id: row.member_id,
+            occurred_at: UnixMicros(row.occurred_at),
+            request_id: row.request_id,
+            actor: row.actor,
+            payload: row.payload,
+        })
+        .collect())
 }
 
 /// The update that numbers batches: `v` holds (id, position).

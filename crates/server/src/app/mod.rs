@@ -35,6 +35,7 @@ use marketing_domain::{MarketingError, time::Clock};
 use batcher::Batcher;
 use marketing_infra::{
     cache::{Cache, LocalCache, TieredCache, Versioned},
+    event_streams::EventStreams,
     leaderboard::{Leaderboard, LocalLeaderboard, RedisLeaderboard},
     lock::{DistributedLock, LocalLock, RedisLock},
     rate::{RateLimiter, RedisRateLimiter},
@@ -138,50 +139,54 @@ impl AppState {
             Arc<dyn Leaderboard>,
             Arc<dyn Stamps>,
             Option<Arc<dyn RateLimiter>>,
+            Option<EventStreams>,
         );
-        let (cache, lock, leaderboard, stamps, rate_limiter): Backends = match &config.redis_url {
-            Some(redis_url) => {
-                let pool =
-                    RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
-                        .map_err(|err| anyhow::anyhow!("invalid Redis configuration: {err}"))?;
-                if let Err(err) = pool.ping().await {
-                    // Redis is never the source of truth: start anyway, degraded.
-                    tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
-                }
-                let legacy = pool.clone();
-                tokio::spawn(async move {
-                    match legacy.remove_legacy_keys().await {
-                        Ok(None | Some(0)) => {}
-                        Ok(Some(removed)) => {
-                            tracing::info!(
-                                removed,
-                                "removed keys older versions left without a bound"
-                            );
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "removing keys older versions left failed; the next start tries again");
-                        }
+        let (cache, lock, leaderboard, stamps, rate_limiter, event_streams): Backends =
+            match &config.redis_url {
+                Some(redis_url) => {
+                    let pool =
+                        RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
+                            .map_err(|err| anyhow::anyhow!("invalid Redis configuration: {err}"))?;
+                    if let Err(err) = pool.ping().await {
+                        // Redis is never the source of truth: start anyway, degraded.
+                        tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
                     }
-                });
-                (
-                    Arc::new(TieredCache::start(
-                        pool.clone(),
-                        config.local_cache_capacity,
-                    )),
-                    Arc::new(RedisLock::new(pool.clone())),
-                    Arc::new(RedisLeaderboard::new(pool.clone())),
-                    Arc::new(RedisStamps::new(pool.clone())),
-                    Some(Arc::new(RedisRateLimiter::new(pool))),
-                )
-            }
-            None => (
-                Arc::new(LocalCache::new(config.local_cache_capacity)),
-                Arc::new(LocalLock::new()),
-                Arc::new(LocalLeaderboard::new()),
-                Arc::new(LocalStamps::new(config.local_cache_capacity)),
-                None,
-            ),
-        };
+                    let legacy = pool.clone();
+                    tokio::spawn(async move {
+                        match legacy.remove_legacy_keys().await {
+                            Ok(None | Some(0)) => {}
+                            Ok(Some(removed)) => {
+                                tracing::info!(
+                                    removed,
+                                    "removed keys older versions left without a bound"
+                                );
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "removing keys older versions left failed; the next start tries again");
+                            }
+                        }
+                    });
+                    (
+                        Arc::new(TieredCache::start(
+                            pool.clone(),
+                            config.local_cache_capacity,
+                        )),
+                        Arc::new(RedisLock::new(pool.clone())),
+                        Arc::new(RedisLeaderboard::new(pool.clone())),
+                        Arc::new(RedisStamps::new(pool.clone())),
+                        Some(Arc::new(RedisRateLimiter::new(pool.clone()))),
+                        Some(EventStreams::new(pool, config.events_stream_maxlen)),
+                    )
+                }
+                None => (
+                    Arc::new(LocalCache::new(config.local_cache_capacity)),
+                    Arc::new(LocalLock::new()),
+                    Arc::new(LocalLeaderboard::new()),
+                    Arc::new(LocalStamps::new(config.local_cache_capacity)),
+                    None,
+                    None,
+                ),
+            };
         match (db.backend(), config.redis_url.is_some()) {
             (Backend::Sqlite, _) if config.database_url.is_none() && config.redis_url.is_none() => {
                 tracing::info!(database = %url, "embedded mode: SQLite file with in-process lock and cache; single-node, run exactly one replica");
@@ -251,7 +256,7 @@ impl AppState {
                 auth,
                 limits,
             },
-            events: EventService::new(shared.clone()),
+            events: EventService::new(shared.clone(), event_streams),
             retention: RetentionService { shared },
             templates,
         })

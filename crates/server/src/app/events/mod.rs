@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use marketing_domain::{MarketingError, TenantId, error::Refusal};
+use marketing_infra::event_streams::EventStreams;
 use marketing_storage::{
     events::{EventFilter, EventReads, EventStore, StoredEvent},
     unit::UnitOfWork,
@@ -11,7 +12,9 @@ use marketing_storage::{
 
 use super::Shared;
 
+mod relay;
 mod stream;
+pub use relay::RELAY_LEASE;
 pub use stream::{EventStream, StreamEvents, Streamed};
 
 /// Events one numbering unit numbers at most.
@@ -40,15 +43,18 @@ pub struct EventService {
     pub(crate) head: Arc<tokio::sync::watch::Sender<i64>>,
     /// The streams each API client holds here.
     pub(crate) streams: stream::StreamCounts,
+    /// The Redis streams events are relayed to (none in embedded mode).
+    pub(crate) relay: Option<EventStreams>,
 }
 
 impl EventService {
-    pub(crate) fn new(shared: Shared) -> Self {
+    pub(crate) fn new(shared: Shared, relay: Option<EventStreams>) -> Self {
         Self {
             shared,
             numbering: Arc::default(),
             head: Arc::new(tokio::sync::watch::Sender::new(0)),
             streams: stream::StreamCounts::default(),
+            relay,
         }
     }
 

@@ -1,0 +1,99 @@
+//! The relay: every numbered event, in position order, to its tenant's Redis stream, for
+//! consumers that read with consumer groups (`marketing_infra::event_streams`). One replica
+//! relays at a time (a lease in Redis); it works from the cursor kept in Redis beside the
+//! streams, so after any crash, a takeover or a Redis restart it goes on from what Redis
+//! holds, and each page moves the cursor in the same script that adds its entries. While
+//! Redis is down, events wait in the outbox. Embedded mode has no relay.
+
+use std::time::Duration;
+
+use marketing_domain::MarketingError;
+use marketing_infra::event_streams::{Lease, Published, StreamEntry};
+use marketing_storage::events::EventReads;
+use prost::Message;
+
+use super::EventService;
+use crate::wire::events::event_to_proto;
+
+/// How long a relay's lease lasts unless renewed (it is renewed every pass, every
+/// [`super::NUMBER_EVERY`] at most): another replica takes over this long after a crash.
+pub const RELAY_LEASE: Duration = Duration::from_secs(5);
+
+/// Events one pass reads and publishes at once.
+const PAGE: u64 = 500;
+
+impl EventService {
+    /// Whether this replica relays events to Redis streams (Redis is configured).
+    pub fn relays(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// The Redis stream key of `tenant`'s events, when there is a relay.
+    pub fn stream_key(&self, tenant: &str) -> Option<String> {
+        self.relay
+            .as_ref()
+            .map(|streams| streams.stream_key(tenant))
+    }
+
+    /// One pass of the relay on this replica: when it holds the lease, publishes what was
+    /// numbered since the cursor, a page at a time; how many entries were added. Nothing in
+    /// embedded mode, or when another replica relays.
+    pub async fn relay_events(&self) -> Result<u64, MarketingError> {
+        let Some(streams) = &self.relay else {
+            return Ok(0);
+        };
+        match streams.hold_lease(RELAY_LEASE).await.map_err(unavailable)? {
+            Lease::Elsewhere => Ok(0),
+            Lease::Taken | Lease::Kept => self.publish_pending().await,
+        }
+    }
+
+    /// Publishes what was numbered after the cursor Redis holds, whoever holds the lease
+    /// (two relays at once add nothing twice and skip nothing: each page moves the cursor
+    /// only from where its relay read it). How many entries were added.
+    pub async fn publish_pending(&self) -> Result<u64, MarketingError> {
+        let Some(streams) = &self.relay else {
+            return Ok(0);
+        };
+        let mut added = 0;
+        let mut cursor = streams.cursor().await.map_err(unavailable)?;
+        loop {
+            let page = self.shared.db.events().list_all(cursor, PAGE).await?;
+            let Some(through) = page.last().map(|event| event.position) else {
+                return Ok(added);
+            };
+            let full = page.len() as u64 == PAGE;
+            let entries: Vec<StreamEntry> = page
+                .into_iter()
+                .map(|event| StreamEntry {
+                    tenant_id: event.tenant_id.clone(),
+                    position: event.position,
+                    event_type: event.event_type.clone(),
+                    event: event_to_proto(event).encode_to_vec(),
+                })
+                .collect();
+            match streams
+                .publish(cursor, through, &entries)
+                .await
+                .map_err(unavailable)?
+            {
+                Published::Added(count) => {
+                    added += count;
+                    cursor = through;
+                }
+                // Another relay moved it (or Redis lost it): read it again.
+                Published::CursorMoved => {
+                    cursor = streams.cursor().await.map_err(unavailable)?;
+                    continue;
+                }
+            }
+            if !full {
+                return Ok(added);
+            }
+        }
+    }
+}
+
+fn unavailable(err: marketing_infra::InfraError) -> MarketingError {
+    MarketingError::Unavailable(Box::new(err))
+}
