@@ -16,6 +16,7 @@ mod m20261206_000009_retention_indexes;
 mod m20261207_000010_actor_names_certificate;
 mod m20261207_000011_events;
 mod m20261207_000012_event_retention;
+mod m20261207_000013_event_reminders;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_actor_names_certificate::Migration),
             Box::new(m20261207_000011_events::Migration),
             Box::new(m20261207_000012_event_retention::Migration),
+            Box::new(m20261207_000013_event_reminders::Migration),
         ]
     }
 }

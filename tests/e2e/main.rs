@@ -24,6 +24,7 @@ mod overload;
 mod permissions;
 mod plans;
 mod points;
+mod reminders;
 mod replays;
 mod request_ids;
 mod retention;

@@ -1,7 +1,7 @@
 //! The names of events (`marketing.v1.Event.type`) and what a reader may ask for.
 
 /// Every event type the service records.
-pub const EVENT_TYPES: [&str; 24] = [
+pub const EVENT_TYPES: [&str; 26] = [
     "coupon_template.created",
     "coupon_template.updated",
     "coupon_template.enabled",
@@ -16,6 +16,7 @@ pub const EVENT_TYPES: [&str; 24] = [
     "coupon.revoked",
     "coupon.expired",
     "coupon.unlocked",
+    "coupon.expiring",
     "points.earned",
     "points.deducted",
     "points.frozen",
@@ -24,6 +25,7 @@ pub const EVENT_TYPES: [&str; 24] = [
     "points.refunded",
     "points.expired",
     "points.adjusted",
+    "points.expiring",
     "points_rule.created",
     "points_rule.updated",
 ];

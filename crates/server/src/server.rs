@@ -294,6 +294,13 @@ async fn sweep_forever(app: AppState) {
                 marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval")
             }
         }
+        match app.events.remind_expiring(BATCH).await {
+            Ok((0, 0)) => {}
+            Ok((coupons, lots)) => tracing::info!(coupons, lots, "expiry reminders"),
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "expiry reminders failed; retrying next interval")
+            }
+        }
         match app.points.sweep_points(BATCH).await {
             Ok((0, 0)) => {}
             Ok((holds_released, accounts_expired)) => {

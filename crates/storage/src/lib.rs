@@ -9,6 +9,7 @@ pub mod entity;
 pub mod events;
 pub mod idempotency;
 pub mod points;
+pub mod reminders;
 pub mod templates;
 pub mod unit;
 pub mod user_coupons;

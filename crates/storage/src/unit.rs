@@ -95,6 +95,11 @@ impl UnitOfWork {
         self.events.push(event);
     }
 
+    /// The reminders before coupons and points expire (the reminder sweep's).
+    pub fn reminders(&self) -> crate::reminders::Reminders<'_> {
+        crate::reminders::Reminders(&self.txn)
+    }
+
     /// The events of the whole service (the sequencer numbers them in a unit).
     pub fn events(&self) -> Events<'_, DatabaseTransaction> {
         Events(&self.txn)

@@ -560,7 +560,7 @@ fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {
     }
 }
 
-fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
+pub(crate) fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
     let corrupt = |what: &str| {
         MarketingError::internal(format!("user coupon {} has a corrupt {what}", row.id))
     };

@@ -4,7 +4,8 @@
 
 use marketing_domain::{MarketingError, UnixMicros};
 use marketing_storage::{
-    events::EventStore, idempotency::RequestStore, points::accounts::PointsStore, unit::UnitOfWork,
+    events::EventStore, idempotency::RequestStore, points::accounts::PointsStore,
+    reminders::ReminderStore, unit::UnitOfWork,
 };
 
 use super::Shared;
@@ -50,19 +51,30 @@ impl RetentionService {
     }
 
     /// Deletes events older than `MARKETING_EVENTS_RETENTION_DAYS`, oldest position first, up
-    /// to `batches` of the changes' event batches per unit; how many events went.
+    /// to `batches` of the changes' event batches per unit, and the reminders of what expired
+    /// over a day ago; how many events went.
     pub async fn sweep_events(&self, batches: u64) -> Result<u64, MarketingError> {
         let days = self.shared.config.events_retention_days;
         let retention = i64::try_from(days.saturating_mul(86_400_000_000)).unwrap_or(i64::MAX);
         let before = UnixMicros(self.shared.clock.now().0.saturating_sub(retention));
         let db = &self.shared.db;
-        in_batches(batches, || async {
+        let events = in_batches(batches, || async {
             let unit = UnitOfWork::begin(db).await?;
             let deleted = unit.events().delete_expired(before, batches).await?;
             unit.commit().await?;
             Ok(deleted)
         })
-        .await
+        .await?;
+        // Reminders of what expired a day ago are never due again.
+        let expired = UnixMicros(self.shared.clock.now().0.saturating_sub(86_400_000_000));
+        in_batches(batches, || async {
+            let unit = UnitOfWork::begin(db).await?;
+            let deleted = unit.reminders().forget_before(expired, batches).await?;
+            unit.commit().await?;
+            Ok(deleted)
+        })
+        .await?;
+        Ok(events)
     }
 }
 

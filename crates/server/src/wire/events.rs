@@ -4,14 +4,17 @@
 //! [`event_to_proto`] makes a stored row an `Event` again.
 
 use marketing_domain::{
-    MemberId, RequestId, TenantId, UnixMicros,
+    MarketingError, MemberId, RequestId, TenantId, UnixMicros,
     coupon_template::CouponTemplate,
     points::{Entry, TxType},
     points_rule::PointsRule,
     user_coupon::UserCoupon,
 };
 use marketing_proto::v1::{self as pb, event::Payload};
-use marketing_storage::events::{NewEvent, StoredEvent};
+use marketing_storage::{
+    events::{NewEvent, StoredEvent},
+    reminders::ExpiringLot,
+};
 use prost::Message;
 
 use super::convert::{
@@ -55,6 +58,8 @@ pub enum CouponChanged {
     Revoked,
     Expired,
     Unlocked,
+    /// A reminder that it expires soon (nothing changed).
+    Expiring,
 }
 
 impl CouponChanged {
@@ -68,6 +73,7 @@ impl CouponChanged {
             Self::Revoked => "coupon.revoked",
             Self::Expired => "coupon.expired",
             Self::Unlocked => "coupon.unlocked",
+            Self::Expiring => "coupon.expiring",
         }
     }
 
@@ -129,7 +135,11 @@ pub fn coupon_event(
         member_id: Some(coupon.member_id.as_str().to_owned()),
         occurred_at: at,
         request_id: request.map(|r| r.as_str().to_owned()),
-        actor: coupon.actor.clone(),
+        // A reminder is the server's own; a change names whoever made it.
+        actor: match change {
+            CouponChanged::Expiring => None,
+            _ => coupon.actor.clone(),
+        },
         payload: payload(Payload::UserCoupon(pb::UserCouponEvent {
             user_coupon: Some(coupon_to_proto(coupon, at)),
             channel: change.channel() as i32,
@@ -181,8 +191,36 @@ pub fn points_event(tenant: &TenantId, member: &MemberId, entry: &Entry) -> NewE
         actor: entry.meta.actor.clone(),
         payload: payload(Payload::Points(pb::PointsEvent {
             transaction: Some(entry_to_proto(tenant, member, entry)),
+            expiring: None,
         })),
     }
+}
+
+/// The reminder that `lot`'s points expire soon, recorded by the sweeper at `at`.
+pub fn points_expiring_event(
+    lot: &ExpiringLot,
+    at: UnixMicros,
+) -> Result<NewEvent, MarketingError> {
+    let tenant = TenantId::parse("tenant_id", &lot.tenant_id)
+        .map_err(|_| MarketingError::internal("a stored lot's tenant id does not parse"))?;
+    Ok(NewEvent {
+        tenant_id: tenant,
+        event_type: "points.expiring",
+        aggregate_type: "points_account",
+        aggregate_id: lot.member_id.clone(),
+        member_id: Some(lot.member_id.clone()),
+        occurred_at: at,
+        request_id: None,
+        actor: None,
+        payload: payload(Payload::Points(pb::PointsEvent {
+            transaction: None,
+            expiring: Some(pb::PointsExpiring {
+                lot_id: lot.id.to_string(),
+                points: lot.points,
+                expire_time: Some(timestamp(lot.expires_at)),
+            }),
+        })),
+    })
 }
 
 /// A stored event as the contract sends it. A payload that does not decode (a bug, or a
@@ -233,6 +271,7 @@ mod tests {
             CouponChanged::Revoked,
             CouponChanged::Expired,
             CouponChanged::Unlocked,
+            CouponChanged::Expiring,
         ]
         .map(CouponChanged::event_type);
         let tenant = TenantId::parse("tenant_id", "acme").expect("tenant");
@@ -255,11 +294,22 @@ mod tests {
             };
             points_event(&tenant, &member, &entry).event_type
         });
+        let lot = ExpiringLot {
+            id: uuid::Uuid::nil(),
+            tenant_id: "acme".into(),
+            member_id: "m1".into(),
+            points: 1,
+            expires_at: UnixMicros(0),
+        };
+        let reminders = [points_expiring_event(&lot, UnixMicros(0))
+            .expect("a reminder")
+            .event_type];
         let rules = ["points_rule.created", "points_rule.updated"];
         let written: Vec<&str> = templates
             .into_iter()
             .chain(coupons)
             .chain(points)
+            .chain(reminders)
             .chain(rules)
             .collect();
         for name in &written {

@@ -7,6 +7,7 @@ pub mod event;
 pub mod event_batch;
 pub mod event_expiry;
 pub mod event_position;
+pub mod event_reminder;
 pub mod idempotency_record;
 pub mod points_account;
 pub mod points_allocation;

@@ -13,6 +13,7 @@ use marketing_storage::{
 use super::Shared;
 
 mod relay;
+mod reminders;
 mod stream;
 pub use relay::RELAY_LEASE;
 pub use stream::{EventStream, StreamEvents, Streamed};
