@@ -23,6 +23,63 @@ marketing_tests::backend_suite! {
     refusals_and_replays_record_nothing,
     a_tenant_reads_only_its_own_events_and_an_aggregates_trail,
     a_bad_event_query_is_refused_with_every_violation,
+    api_clients_created_and_revoked_are_events_of_their_tenants,
+}
+
+async fn api_clients_created_and_revoked_are_events_of_their_tenants(app: &TestApp) {
+    use marketing_domain::{UnixMicros, auth::Role};
+    use marketing_server::app::clients::{create_client, revoke_client};
+    let db = &app.state.shared().db;
+    let name = unique("till");
+    create_client(
+        db,
+        &name,
+        Role::Checkout,
+        Some(vec!["acme".into(), "initech".into()]),
+        UnixMicros::now(),
+    )
+    .await
+    .expect("create");
+    create_client(db, &unique("ops"), Role::Admin, None, UnixMicros::now())
+        .await
+        .expect("a client of every tenant");
+    assert!(
+        revoke_client(db, &name, UnixMicros::now())
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !revoke_client(db, &name, UnixMicros::now())
+            .await
+            .expect("twice")
+    );
+    for tenant in ["acme", "initech"] {
+        let read = events(app, tenant, 0, &[]).await;
+        assert_eq!(
+            types(&read),
+            ["api_client.created", "api_client.revoked"],
+            "{tenant}"
+        );
+        for event in &read {
+            assert_eq!(
+                (event.aggregate_type.as_str(), event.aggregate_id.as_str()),
+                ("api_client", name.as_str())
+            );
+            let Some(pb::event::Payload::ApiClient(client)) = &event.payload else {
+                panic!("an API client's payload: {event:?}");
+            };
+            assert_eq!(client.role, "checkout");
+            assert_eq!(client.tenant_ids, ["acme", "initech"]);
+            assert_eq!(
+                client.revoke_time.is_some(),
+                event.r#type == "api_client.revoked"
+            );
+        }
+    }
+    assert!(
+        events(app, "globex", 0, &[]).await.is_empty(),
+        "a tenant the client may not act for"
+    );
 }
 
 /// `tenant`'s events after `after` of `types` (all when empty).

@@ -1,7 +1,7 @@
 //! The names of events (`marketing.v1.Event.type`) and what a reader may ask for.
 
 /// Every event type the service records.
-pub const EVENT_TYPES: [&str; 26] = [
+pub const EVENT_TYPES: [&str; 28] = [
     "coupon_template.created",
     "coupon_template.updated",
     "coupon_template.enabled",
@@ -28,14 +28,17 @@ pub const EVENT_TYPES: [&str; 26] = [
     "points.expiring",
     "points_rule.created",
     "points_rule.updated",
+    "api_client.created",
+    "api_client.revoked",
 ];
 
 /// What an event is about.
-pub const AGGREGATE_TYPES: [&str; 4] = [
+pub const AGGREGATE_TYPES: [&str; 5] = [
     "coupon_template",
     "user_coupon",
     "points_account",
     "points_rule",
+    "api_client",
 ];
 
 /// Events a page holds when the reader does not say.

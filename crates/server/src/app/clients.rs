@@ -17,6 +17,7 @@ use rand::{Rng, RngCore, distr::Alphanumeric};
 use sha2::{Digest, Sha256};
 
 use super::{auth::Authenticator, limits::Limits};
+use crate::wire::events::client_events;
 
 /// Who calls: the authenticator every call of the marketing services passes first, and how
 /// often each member and client may call.
@@ -113,7 +114,7 @@ pub async fn create_client_with_key(
             (key_id.to_owned(), key)
         }
     };
-    let unit = UnitOfWork::begin(db).await?;
+    let mut unit = UnitOfWork::begin(db).await?;
     if !unit
         .clients()
         .insert(&client, &key_id, &key_digest(&key))
@@ -124,6 +125,9 @@ pub async fn create_client_with_key(
             "name",
             format!("a client named {name} exists (revoked clients keep their names)"),
         ));
+    }
+    for event in client_events(&client, None, now) {
+        unit.record(event);
     }
     unit.commit().await?;
     Ok(NewClient { client, key })
@@ -139,8 +143,14 @@ pub async fn revoke_client(
     name: &str,
     now: UnixMicros,
 ) -> Result<bool, MarketingError> {
-    let unit = UnitOfWork::begin(db).await?;
+    let mut unit = UnitOfWork::begin(db).await?;
+    let client = unit.clients().find_by_name(name).await?;
     let revoked = unit.clients().revoke(name, now).await?;
+    if revoked && let Some(client) = client {
+        for event in client_events(&client, Some(now), now) {
+            unit.record(event);
+        }
+    }
     unit.commit().await?;
     Ok(revoked)
 }

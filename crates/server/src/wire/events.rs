@@ -5,6 +5,7 @@
 
 use marketing_domain::{
     MarketingError, MemberId, RequestId, TenantId, UnixMicros,
+    auth::{ApiClient, Tenants},
     coupon_template::CouponTemplate,
     points::{Entry, TxType},
     points_rule::PointsRule,
@@ -223,6 +224,42 @@ pub fn points_expiring_event(
     })
 }
 
+/// The events of an API client created (`revoked` unset) or revoked at `at`: one in each
+/// tenant it may act for (none for a client of every tenant: an operator's credential).
+pub fn client_events(
+    client: &ApiClient,
+    revoked: Option<UnixMicros>,
+    at: UnixMicros,
+) -> Vec<NewEvent> {
+    let Tenants::Only(tenants) = &client.tenants else {
+        return Vec::new();
+    };
+    let message = pb::ApiClientEvent {
+        name: client.name.clone(),
+        role: client.role.as_str().to_owned(),
+        tenant_ids: tenants.iter().map(|t| t.as_str().to_owned()).collect(),
+        revoke_time: revoked.map(timestamp),
+    };
+    tenants
+        .iter()
+        .map(|tenant| NewEvent {
+            tenant_id: tenant.clone(),
+            event_type: if revoked.is_some() {
+                "api_client.revoked"
+            } else {
+                "api_client.created"
+            },
+            aggregate_type: "api_client",
+            aggregate_id: client.name.clone(),
+            member_id: None,
+            occurred_at: at,
+            request_id: None,
+            actor: None,
+            payload: payload(Payload::ApiClient(message.clone())),
+        })
+        .collect()
+}
+
 /// A stored event as the contract sends it. A payload that does not decode (a bug, or a
 /// newer server's payload an older one reads) is sent without it, with its envelope.
 pub fn event_to_proto(event: StoredEvent) -> pb::Event {
@@ -305,12 +342,22 @@ mod tests {
             .expect("a reminder")
             .event_type];
         let rules = ["points_rule.created", "points_rule.updated"];
+        let client = ApiClient {
+            name: "till".into(),
+            role: marketing_domain::auth::Role::Checkout,
+            tenants: Tenants::Only([tenant.clone()].into()),
+            created_at: UnixMicros(0),
+            revoked_at: None,
+        };
+        let clients = [None, Some(UnixMicros(1))]
+            .map(|revoked| client_events(&client, revoked, UnixMicros(1))[0].event_type);
         let written: Vec<&str> = templates
             .into_iter()
             .chain(coupons)
             .chain(points)
             .chain(reminders)
             .chain(rules)
+            .chain(clients)
             .collect();
         for name in &written {
             assert!(EVENT_TYPES.contains(name), "{name} is not in EVENT_TYPES");
