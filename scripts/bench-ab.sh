@@ -25,6 +25,7 @@ mkdir -p "$OUT"
 
 ensure_postgres
 ensure_redis
+drop_redis_keys 'bench*'
 BASE=${MARKETING_TEST_DATABASE_URL%/*}
 log "building the bench (release)"
 cargo build --release --locked -p marketing-bench -p marketing-server

@@ -15,6 +15,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ensure_postgres
 ensure_redis
+drop_redis_keys 'bench*'
 ROUNDS=${BENCH_ROUNDS:-4}
 DURATION=${BENCH_DURATION:-5s}
 COMPARE=${BENCH_COMPARE:-auth}

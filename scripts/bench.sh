@@ -28,6 +28,7 @@ rm -f "$OUT"/*.json "$OUT"/rss_kb.txt
 
 ensure_postgres
 ensure_redis
+drop_redis_keys 'bench*'
 command -v pgbench >/dev/null 2>&1 || apt_install postgresql-contrib
 BASE=${MARKETING_TEST_DATABASE_URL%/*}
 

@@ -108,6 +108,13 @@ ensure_buf() {
 }
 
 # Test databases are dropped by the test that made them; this removes those of aborted runs.
+# Deletes the Redis keys matching a pattern (what an earlier benchmark left: each tenant's
+# stream of events holds up to MARKETING_EVENTS_STREAM_MAXLEN entries).
+drop_redis_keys() {
+  redis-cli -u "$MARKETING_TEST_REDIS_URL" --scan --pattern "$1" |
+    xargs -r -n 500 redis-cli -u "$MARKETING_TEST_REDIS_URL" del >/dev/null
+}
+
 drop_stale_test_databases() {
   psql "$MARKETING_TEST_DATABASE_URL" -qAtc \
     "select datname from pg_database where datname like 'mk\_test\_%'" |

@@ -254,13 +254,15 @@ pub async fn drop_test_database(name: &str) {
 }
 
 /// How many Redis keys start with `prefix`.
-pub async fn redis_keys(prefix: &str) -> usize {
-    let client = deadpool_redis::redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis");
-    let mut count = 0;
+/// The keys under `prefix` in the Redis at `url`; an error when it cannot be asked.
+async fn keys_under(url: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let client = deadpool_redis::redis::Client::open(url)?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await??;
+    let mut all = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
@@ -270,14 +272,40 @@ pub async fn redis_keys(prefix: &str) -> usize {
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut conn)
-            .await
-            .expect("SCAN");
-        count += keys.len();
+            .await?;
+        all.extend(keys);
         if next == 0 {
-            return count;
+            return Ok(all);
         }
         cursor = next;
     }
+}
+
+/// Deletes the keys under `prefix` (best effort: the Redis of a test may be gone).
+async fn drop_redis_keys(url: &str, prefix: &str) {
+    let Ok(keys) = keys_under(url, prefix).await else {
+        return;
+    };
+    let Ok(client) = deadpool_redis::redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    for chunk in keys.chunks(1000) {
+        let _: Result<i64, _> = deadpool_redis::redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+/// How many keys are under `prefix` in the test Redis.
+pub async fn redis_keys(prefix: &str) -> usize {
+    keys_under(&redis_url(), prefix)
+        .await
+        .expect("the keys of the test Redis")
+        .len()
 }
 
 async fn admin_execute(sql: &str) {
@@ -372,6 +400,10 @@ impl TestApp {
             }
             Storage::PostgresDatabase(name) => {
                 admin_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                // Its Redis keys too (streams of events have no expiry of their own here).
+                if let Some(url) = &self.config.redis_url {
+                    drop_redis_keys(url, &self.config.redis_key_prefix).await;
+                }
             }
             Storage::Shared => {}
         }

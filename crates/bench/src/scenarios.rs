@@ -310,6 +310,8 @@ pub async fn run_scenario(
             let id = Arc::new(setup.template(1_000_000_000, 1).await?);
             setup.fund("shopper-", 1_000, 1_000_000).await?;
             let run_id = Arc::new(run_id);
+            // A consumer of the tenant's events all the while (on the first connection).
+            let consumer = crate::consumer::Consumer::start(channels[0].clone(), &tenant).await?;
             let result = run(load, channels, move |channel, i| {
                 let tenant = tenant.to_string();
                 let id = id.to_string();
@@ -318,9 +320,13 @@ pub async fn run_scenario(
                 async move { checkout_step(channel, i, tenant, id, member, request_id).await }
             })
             .await;
+            let stream = consumer.finish(Duration::from_secs(30)).await?;
             Ok((
                 result,
-                json!({ "mix": "40% get template, 10% claim, 10% validate-like list, 20% earn and 10% deduct for an order, 10% account" }),
+                json!({
+                    "mix": "40% get template, 10% claim, 10% validate-like list, 20% earn and 10% deduct for an order, 10% account",
+                    "event_stream": stream,
+                }),
             ))
         }
         other => anyhow::bail!("unknown scenario {other:?}; one of {NAMES:?}"),

@@ -59,16 +59,17 @@ return 0
 ";
 
 /// KEYS[1] cursor, KEYS[2..] each entry's stream; ARGV[1] expected cursor, ARGV[2] maxlen,
-/// ARGV[3] the page's last position, then per entry: id, type, tenant, position, event.
-/// -1 when the cursor moved; else how many entries were added (those already there are
-/// refused by Redis for their id and skipped).
+/// ARGV[3] the page's last position, ARGV[4] how long a stream lives after its last entry
+/// (ms), then per entry: id, type, tenant, position, event. -1 when the cursor moved; else
+/// how many entries were added (those already there are refused by Redis for their id and
+/// skipped).
 const PUBLISH_LUA: &str = r"
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return -1
 end
 local added = 0
 for i = 2, #KEYS do
-  local at = 4 + (i - 2) * 5
+  local at = 5 + (i - 2) * 5
   local result = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], ARGV[at],
     'type', ARGV[at + 1], 'tenant_id', ARGV[at + 2], 'position', ARGV[at + 3],
     'event', ARGV[at + 4])
@@ -79,6 +80,7 @@ for i = 2, #KEYS do
   else
     added = added + 1
   end
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
 end
 redis.call('SET', KEYS[1], ARGV[3])
 return added
@@ -89,6 +91,9 @@ return added
 pub struct EventStreams {
     pool: RedisPool,
     maxlen: u64,
+    /// A tenant's stream is deleted this long after its last entry (the outbox keeps events
+    /// as long; so a tenant gone quiet leaves nothing in Redis).
+    idle_ttl: Duration,
     /// This replica, as the lease names it.
     holder: String,
     lease: Arc<Script>,
@@ -96,10 +101,11 @@ pub struct EventStreams {
 }
 
 impl EventStreams {
-    pub fn new(pool: RedisPool, maxlen: u64) -> Self {
+    pub fn new(pool: RedisPool, maxlen: u64, idle_ttl: Duration) -> Self {
         Self {
             pool,
             maxlen,
+            idle_ttl,
             holder: Uuid::new_v4().to_string(),
             lease: Arc::new(Script::new(LEASE_LUA)),
             publish: Arc::new(Script::new(PUBLISH_LUA)),
@@ -152,7 +158,8 @@ impl EventStreams {
             .key(self.pool.key("events:relay-cursor"))
             .arg(after)
             .arg(self.maxlen)
-            .arg(through);
+            .arg(through)
+            .arg(u64::try_from(self.idle_ttl.as_millis()).unwrap_or(u64::MAX));
         for entry in entries {
             invocation
                 .key(self.stream_key(&entry.tenant_id))

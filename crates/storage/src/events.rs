@@ -242,6 +242,9 @@ async fn numbered(
     let mut query = event::Entity::find()
         .join(JoinType::InnerJoin, batch_of_event())
         .column_as(batch::Column::Position, "batch_position")
+        // The range the position index is walked from (the condition below alone, an OR,
+        // is only a filter: every read would walk the index from its first batch).
+        .filter(batch::Column::Position.gte(after_batch))
         .filter(
             Condition::any()
                 .add(batch::Column::Position.gt(after_batch))

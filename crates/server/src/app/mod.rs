@@ -175,7 +175,13 @@ impl AppState {
                         Arc::new(RedisLeaderboard::new(pool.clone())),
                         Arc::new(RedisStamps::new(pool.clone())),
                         Some(Arc::new(RedisRateLimiter::new(pool.clone()))),
-                        Some(EventStreams::new(pool, config.events_stream_maxlen)),
+                        Some(EventStreams::new(
+                            pool,
+                            config.events_stream_maxlen,
+                            Duration::from_secs(
+                                config.events_retention_days.saturating_mul(86_400),
+                            ),
+                        )),
                     )
                 }
                 None => (

@@ -172,8 +172,13 @@ struct Producer {
 impl Producer {
     async fn run(mut self) {
         if let Err(err) = self.produce().await {
-            // The consumer hears of a failure (its stream ends with it) and reconnects.
-            let _ = self.sender.try_send(Err(err));
+            // The consumer hears of a failure (its stream ends with it) and reconnects; one
+            // that leaves no room for it is closed as stalled, never ended as if all was well.
+            let stall = self.events.shared.config.event_stream_stall;
+            match tokio::time::timeout(stall, self.sender.send(Err(err))).await {
+                Ok(_) => {}
+                Err(_) => self.stalled.store(true, Relaxed),
+            }
         }
     }
 
