@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use marketing_domain::{MarketingError, TenantId, UnixMicros};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
-    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationDef, sea_query::Expr,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType,
+    QueryFilter, QueryOrder, QuerySelect, RelationDef, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{
-    db::{ValuesUpdate, db_error},
+    db::{RowReader, ValuesUpdate, db_error},
     entity::{event, event_batch as batch},
 };
 
@@ -152,23 +152,6 @@ pub trait EventStore: EventReads {
 /// The events as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
 pub struct Events<'c, C>(pub(crate) &'c C);
 
-/// An event row with its batch's position.
-#[derive(FromQueryResult)]
-struct Numbered {
-    batch_position: i64,
-    seq: i32,
-    id: Uuid,
-    tenant_id: String,
-    event_type: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    member_id: Option<String>,
-    occurred_at: i64,
-    request_id: Option<String>,
-    actor: Option<String>,
-    payload: Vec<u8>,
-}
-
 fn batch_of_event() -> RelationDef {
     event::Entity::belongs_to(batch::Entity)
         .from(event::Column::BatchId)
@@ -239,9 +222,24 @@ async fn numbered(
     limit: u64,
 ) -> Result<Vec<StoredEvent>, MarketingError> {
     let (after_batch, after_seq) = (after.div_euclid(SEQ_SPAN), after.rem_euclid(SEQ_SPAN));
+    // The columns in the order `numbered_of` reads them.
     let mut query = event::Entity::find()
-        .join(JoinType::InnerJoin, batch_of_event())
+        .select_only()
         .column_as(batch::Column::Position, "batch_position")
+        .columns([
+            event::Column::Seq,
+            event::Column::Id,
+            event::Column::TenantId,
+            event::Column::EventType,
+            event::Column::AggregateType,
+            event::Column::AggregateId,
+            event::Column::MemberId,
+            event::Column::OccurredAt,
+            event::Column::RequestId,
+            event::Column::Actor,
+            event::Column::Payload,
+        ])
+        .join(JoinType::InnerJoin, batch_of_event())
         // The range the position index is walked from (the condition below alone, an OR,
         // is only a filter: every read would walk the index from its first batch).
         .filter(batch::Column::Position.gte(after_batch))
@@ -266,30 +264,38 @@ async fn numbered(
             .filter(event::Column::AggregateType.eq(kind.as_str()))
             .filter(event::Column::AggregateId.eq(id.as_str()));
     }
-    let rows = query
+    let query = query
         .order_by_asc(batch::Column::Position)
         .order_by_asc(event::Column::Seq)
-        .limit(limit)
-        .into_model::<Numbered>()
-        .all(conn)
+        .limit(limit);
+    let statement = sea_orm::QueryTrait::build(&query, conn.get_database_backend());
+    conn.query_all_raw(statement)
         .await
-        .map_err(db_error)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| StoredEvent {
-            position: row.batch_position * SEQ_SPAN + i64::from(row.seq),
-            id: row.id,
-            tenant_id: row.tenant_id,
-            event_type: row.event_type,
-            aggregate_type: row.aggregate_type,
-            aggregate_id: row.aggregate_id,
-            member_id: row.member_id,
-            occurred_at: UnixMicros(row.occurred_at),
-            request_id: row.request_id,
-            actor: row.actor,
-            payload: row.payload,
-        })
-        .collect())
+        .map_err(db_error)?
+        .iter()
+        .map(|row| numbered_of(row).map_err(db_error))
+        .collect()
+}
+
+/// A row of [`numbered`]'s query, read by position ([`RowReader`]: the relay and the streams
+/// read every event once, and SeaORM's reading by name formats a message for every NULL).
+fn numbered_of(row: &sea_orm::QueryResult) -> Result<StoredEvent, sea_orm::DbErr> {
+    let mut r = RowReader::new(row);
+    let batch_position: i64 = r.next("batch_position")?;
+    let seq: i32 = r.next("seq")?;
+    Ok(StoredEvent {
+        position: batch_position * SEQ_SPAN + i64::from(seq),
+        id: r.next("id")?,
+        tenant_id: r.next("tenant_id")?,
+        event_type: r.next("event_type")?,
+        aggregate_type: r.next("aggregate_type")?,
+        aggregate_id: r.next("aggregate_id")?,
+        member_id: r.next("member_id")?,
+        occurred_at: UnixMicros(r.next("occurred_at")?),
+        request_id: r.next("request_id")?,
+        actor: r.next("actor")?,
+        payload: r.next("payload")?,
+    })
 }
 
 /// The update that numbers batches: `v` holds (id, position).

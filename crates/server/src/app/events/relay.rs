@@ -10,10 +10,9 @@ use std::time::Duration;
 use marketing_domain::MarketingError;
 use marketing_infra::event_streams::{Lease, Published, StreamEntry};
 use marketing_storage::events::EventReads;
-use prost::Message;
 
 use super::EventService;
-use crate::wire::events::event_to_proto;
+use crate::wire::events::event_bytes;
 
 /// How long a relay's lease lasts unless renewed (it is renewed every pass, every
 /// [`super::NUMBER_EVERY`] at most): another replica takes over this long after a crash.
@@ -71,7 +70,7 @@ impl EventService {
                     tenant_id: event.tenant_id.clone(),
                     position: event.position,
                     event_type: event.event_type.clone(),
-                    event: event_to_proto(event).encode_to_vec(),
+                    event: event_bytes(event),
                 })
                 .collect();
             match streams
