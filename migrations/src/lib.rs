@@ -17,6 +17,9 @@ mod m20261207_000010_actor_names_certificate;
 mod m20261207_000011_events;
 mod m20261207_000012_event_retention;
 mod m20261207_000013_event_reminders;
+mod m20261207_000014_packed_events;
+
+pub mod event_format;
 
 pub struct Migrator;
 
@@ -49,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_events::Migration),
             Box::new(m20261207_000012_event_retention::Migration),
             Box::new(m20261207_000013_event_reminders::Migration),
+            Box::new(m20261207_000014_packed_events::Migration),
         ]
     }
 }

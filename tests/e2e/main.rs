@@ -19,6 +19,7 @@ mod generated;
 mod infra;
 mod isolation;
 mod limits;
+mod migrations;
 mod mixed;
 mod overload;
 mod permissions;

@@ -15,8 +15,8 @@ use std::{
 
 use marketing_proto::v1::{self as pb, event_service_client::EventServiceClient};
 use marketing_storage::entity::{
-    coupon_template, event, idempotency_record, points_account, points_hold, points_lot,
-    points_rule, points_transaction, user_coupon,
+    coupon_template, event_batch, event_body, idempotency_record, points_account, points_hold,
+    points_lot, points_rule, points_transaction, user_coupon,
 };
 use marketing_tests::{Backend, TestApp, spawn_app};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -191,7 +191,18 @@ pub(crate) async fn state_of(
             .collect(),
     );
     // The events of the calls (the sweeper's own, which depend on when it runs, apart).
-    let events = of_tenant::<event::Entity>(conn, event::Column::TenantId, tenant).await;
+    let mut events = Vec::new();
+    for batch in of_tenant::<event_batch::Entity>(conn, event_batch::Column::TenantId, tenant).await
+    {
+        let body = event_body::Entity::find_by_id(batch.id)
+            .one(conn)
+            .await
+            .expect("a batch's body")
+            .expect("every batch has a body");
+        events.extend(
+            marketing_migration::event_format::unpack(&body.events).expect("a body decodes"),
+        );
+    }
     put(
         "events",
         events

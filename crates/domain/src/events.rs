@@ -1,6 +1,7 @@
 //! The names of events (`marketing.v1.Event.type`) and what a reader may ask for.
 
-/// Every event type the service records.
+/// Every event type the service records. Append only: the outbox marks each batch with the
+/// indexes of its types here (`event_batches.type_mask`).
 pub const EVENT_TYPES: [&str; 28] = [
     "coupon_template.created",
     "coupon_template.updated",

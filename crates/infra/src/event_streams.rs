@@ -62,7 +62,7 @@ return 0
 /// ARGV[3] the page's last position, ARGV[4] how long a stream lives after its last entry
 /// (ms), then per entry: id, type, tenant, position, event. -1 when the cursor moved; else
 /// how many entries were added (those already there are refused by Redis for their id and
-/// skipped).
+/// skipped). Each stream's expiry is set once, after its page's last entry.
 const PUBLISH_LUA: &str = r"
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return -1
@@ -80,7 +80,9 @@ for i = 2, #KEYS do
   else
     added = added + 1
   end
-  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  if KEYS[i + 1] ~= KEYS[i] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  end
 end
 redis.call('SET', KEYS[1], ARGV[3])
 return added

@@ -1,27 +1,48 @@
 //! The outbox. A change records its events in its unit of work
 //! ([`crate::unit::UnitOfWork::record`]): written with the change or not at all, grouped per
-//! tenant into a batch without a position. The sequencer ([`EventStore::number_committed`])
+//! tenant into a batch without a position, its events packed into one body row
+//! (`marketing_migration::event_format`; see migration `m20261207_000014_packed_events`). The sequencer ([`EventStore::number_committed`])
 //! numbers committed batches afterwards, one unit at a time under the lock of
 //! `event_positions`' one row, so positions grow in the order readers can see them; readers
 //! read numbered batches only. An event's position is its batch's x [`SEQ_SPAN`] + its seq.
-//! See migration `m20261207_000011_events`.
+//! See migrations `m20261207_000011_events` and `m20261207_000014_packed_events`.
 
 use std::collections::BTreeMap;
 
-use marketing_domain::{MarketingError, TenantId, UnixMicros};
+use marketing_domain::{MarketingError, TenantId, UnixMicros, events::EVENT_TYPES};
+use marketing_migration::event_format::{PackedEvent, aggregate_key, pack, unpack};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, JoinType,
-    QueryFilter, QueryOrder, QuerySelect, RelationDef, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, JoinType,
+    QueryFilter, QueryOrder, QuerySelect, RelationDef,
+    sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
 use crate::{
     db::{RowReader, ValuesUpdate, db_error},
-    entity::{event, event_batch as batch},
+    entity::{event_aggregate as aggregate, event_batch as batch, event_body as body},
 };
 
-/// Events one batch holds at most: an event's position is its batch's x this + its seq.
+/// An event's position is its batch's x this + its seq.
 pub const SEQ_SPAN: i64 = 1 << 16;
+
+/// Events one batch holds at most (a change with more writes several batches): what a reader
+/// decodes to reach one event stays small.
+pub const BATCH_EVENTS: usize = 1_000;
+
+/// Batches a read fetches at a time.
+const READ_BATCHES: u64 = 16;
+
+/// The bit of `type_mask` of event type `name`: its index in [`EVENT_TYPES`], or bit 62 for a
+/// name not there (readers filtering on it read those batches too, and filter as they
+/// decode).
+fn type_bit(name: &str) -> i64 {
+    let index = EVENT_TYPES
+        .iter()
+        .position(|known| *known == name)
+        .unwrap_or(62);
+    1_i64 << index.min(62)
+}
 
 /// An event as a change records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +61,19 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
-/// The rows of `events`, in the order recorded: one batch per tenant (and per
-/// [`SEQ_SPAN`] - 1 events), each event numbered in its batch from 1.
-pub(crate) fn rows_of(events: Vec<NewEvent>) -> (Vec<batch::Model>, Vec<event::Model>) {
+/// The rows a unit's events are written as.
+#[derive(Debug, Default)]
+pub(crate) struct EventRows {
+    pub batches: Vec<batch::Model>,
+    pub bodies: Vec<body::Model>,
+    /// Each batch's aggregates, for SQLite's `event_aggregates` (PostgreSQL indexes the
+    /// bodies' `aggregates` instead).
+    pub aggregates: Vec<aggregate::Model>,
+}
+
+/// The rows of a unit's events, in the order recorded: one batch per tenant (and per
+/// [`BATCH_EVENTS`] events), each event numbered in its batch from 1.
+pub(crate) fn rows_of(events: Vec<NewEvent>) -> EventRows {
     let mut by_tenant: BTreeMap<TenantId, Vec<NewEvent>> = BTreeMap::new();
     for event in events {
         by_tenant
@@ -50,38 +81,55 @@ pub(crate) fn rows_of(events: Vec<NewEvent>) -> (Vec<batch::Model>, Vec<event::M
             .or_default()
             .push(event);
     }
-    let mut batches = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows = EventRows::default();
     for (tenant, events) in by_tenant {
-        let tenant = tenant.as_str();
-        let mut batch_id = Uuid::nil();
-        for (index, event) in events.into_iter().enumerate() {
-            let seq = (index as i64 % (SEQ_SPAN - 1)) as i32 + 1;
-            if seq == 1 {
-                batch_id = Uuid::now_v7();
-                batches.push(batch::Model {
-                    id: batch_id,
-                    tenant_id: tenant.to_owned(),
-                    position: None,
-                });
-            }
-            rows.push(event::Model {
-                batch_id,
-                seq,
-                id: Uuid::now_v7(),
-                tenant_id: tenant.to_owned(),
-                event_type: event.event_type.to_owned(),
-                aggregate_type: event.aggregate_type.to_owned(),
-                aggregate_id: event.aggregate_id,
-                member_id: event.member_id,
-                occurred_at: event.occurred_at.0,
-                request_id: event.request_id,
-                actor: event.actor,
-                payload: event.payload,
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<NewEvent> = events.by_ref().take(BATCH_EVENTS).collect();
+            let id = Uuid::now_v7();
+            let mut keys: Vec<String> = chunk
+                .iter()
+                .map(|event| aggregate_key(event.aggregate_type, &event.aggregate_id))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            rows.batches.push(batch::Model {
+                id,
+                tenant_id: tenant.as_str().to_owned(),
+                position: None,
+                first_at: chunk.first().map_or(0, |event| event.occurred_at.0),
+                type_mask: chunk
+                    .iter()
+                    .fold(0, |mask, event| mask | type_bit(event.event_type)),
+                event_count: chunk.len() as i32,
             });
+            rows.bodies.push(body::Model {
+                batch_id: id,
+                events: pack(chunk.into_iter().map(packed).collect()),
+                aggregates: keys.join(" "),
+            });
+            rows.aggregates
+                .extend(keys.into_iter().map(|aggregate| aggregate::Model {
+                    aggregate,
+                    batch_id: id,
+                }));
         }
     }
-    (batches, rows)
+    rows
+}
+
+fn packed(event: NewEvent) -> PackedEvent {
+    PackedEvent {
+        id: Uuid::now_v7().as_bytes().to_vec(),
+        event_type: event.event_type.to_owned(),
+        aggregate_type: event.aggregate_type.to_owned(),
+        aggregate_id: event.aggregate_id,
+        member_id: event.member_id,
+        occurred_at: event.occurred_at.0,
+        request_id: event.request_id,
+        actor: event.actor,
+        payload: event.payload,
+    }
 }
 
 /// An event as readers read it: numbered.
@@ -152,10 +200,10 @@ pub trait EventStore: EventReads {
 /// The events as one connection sees them (SeaORM, on PostgreSQL and SQLite alike).
 pub struct Events<'c, C>(pub(crate) &'c C);
 
-fn batch_of_event() -> RelationDef {
-    event::Entity::belongs_to(batch::Entity)
-        .from(event::Column::BatchId)
-        .to(batch::Column::Id)
+fn body_of_batch() -> RelationDef {
+    batch::Entity::belongs_to(body::Entity)
+        .from(batch::Column::Id)
+        .to(body::Column::BatchId)
         .into()
 }
 
@@ -213,7 +261,8 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
 }
 
 /// Up to `limit` numbered events after `after` (of `tenant`, or of every tenant), in
-/// position order.
+/// position order: their batches are read [`READ_BATCHES`] at a time (those that hold a type
+/// or the aggregate asked for, by their mask and aggregates) and decoded.
 async fn numbered(
     conn: &impl ConnectionTrait,
     tenant: Option<&TenantId>,
@@ -221,80 +270,95 @@ async fn numbered(
     filter: &EventFilter,
     limit: u64,
 ) -> Result<Vec<StoredEvent>, MarketingError> {
+    let mut events = Vec::new();
     let (after_batch, after_seq) = (after.div_euclid(SEQ_SPAN), after.rem_euclid(SEQ_SPAN));
-    // The columns in the order `numbered_of` reads them.
-    let mut query = event::Entity::find()
-        .select_only()
-        .column_as(batch::Column::Position, "batch_position")
-        .columns([
-            event::Column::Seq,
-            event::Column::Id,
-            event::Column::TenantId,
-            event::Column::EventType,
-            event::Column::AggregateType,
-            event::Column::AggregateId,
-            event::Column::MemberId,
-            event::Column::OccurredAt,
-            event::Column::RequestId,
-            event::Column::Actor,
-            event::Column::Payload,
-        ])
-        .join(JoinType::InnerJoin, batch_of_event())
-        // The range the position index is walked from (the condition below alone, an OR,
-        // is only a filter: every read would walk the index from its first batch).
-        .filter(batch::Column::Position.gte(after_batch))
-        .filter(
-            Condition::any()
-                .add(batch::Column::Position.gt(after_batch))
-                .add(
-                    Condition::all()
-                        .add(batch::Column::Position.eq(after_batch))
-                        .add(event::Column::Seq.gt(after_seq as i32)),
+    let mut from_batch = after_batch;
+    let wanted = |event: &PackedEvent| {
+        (filter.types.is_empty() || filter.types.contains(&event.event_type))
+            && filter
+                .aggregate
+                .as_ref()
+                .is_none_or(|(kind, id)| *kind == event.aggregate_type && *id == event.aggregate_id)
+    };
+    while (events.len() as u64) < limit {
+        let mut query = batch::Entity::find()
+            .select_only()
+            .columns([batch::Column::Position, batch::Column::TenantId])
+            .column(body::Column::Events)
+            .join(JoinType::InnerJoin, body_of_batch())
+            .filter(batch::Column::Position.gte(from_batch));
+        if let Some(tenant) = tenant {
+            query = query.filter(batch::Column::TenantId.eq(tenant.as_str()));
+        }
+        if !filter.types.is_empty() {
+            let mask = filter.types.iter().fold(0, |mask, t| mask | type_bit(t));
+            query = query.filter(
+                Expr::col((batch::Entity, batch::Column::TypeMask))
+                    .bit_and(mask)
+                    .ne(0),
+            );
+        }
+        if let Some((kind, id)) = &filter.aggregate {
+            let key = aggregate_key(kind, id);
+            query = query.filter(match conn.get_database_backend() {
+                DbBackend::Postgres => Expr::cust_with_values(
+                    // (No brackets: sea-query would read `[..]` as a quoted name.)
+                    "string_to_array(event_bodies.aggregates, ' ') @> string_to_array($1, ' ')",
+                    [key],
                 ),
-        );
-    if let Some(tenant) = tenant {
-        query = query.filter(batch::Column::TenantId.eq(tenant.as_str()));
+                _ => Expr::cust_with_values(
+                    "event_batches.id IN (SELECT batch_id FROM event_aggregates \
+                     WHERE aggregate = ?)",
+                    [key],
+                ),
+            });
+        }
+        let query = query
+            .order_by_asc(batch::Column::Position)
+            .limit(READ_BATCHES);
+        let statement = sea_orm::QueryTrait::build(&query, conn.get_database_backend());
+        let rows = conn.query_all_raw(statement).await.map_err(db_error)?;
+        for row in &rows {
+            let mut r = RowReader::new(row);
+            let position: i64 = r.next("position").map_err(db_error)?;
+            let tenant_id: String = r.next("tenant_id").map_err(db_error)?;
+            let body: Vec<u8> = r.next("events").map_err(db_error)?;
+            let packed = unpack(&body).map_err(|err| {
+                MarketingError::internal(format!("event batch {position} does not decode: {err}"))
+            })?;
+            for (index, event) in packed.into_iter().enumerate() {
+                let seq = index as i64 + 1;
+                if (position == after_batch && seq <= after_seq) || !wanted(&event) {
+                    continue;
+                }
+                events.push(stored(position * SEQ_SPAN + seq, &tenant_id, event)?);
+                if events.len() as u64 == limit {
+                    return Ok(events);
+                }
+            }
+            from_batch = position + 1;
+        }
+        if (rows.len() as u64) < READ_BATCHES {
+            break;
+        }
     }
-    if !filter.types.is_empty() {
-        query = query.filter(event::Column::EventType.is_in(filter.types.iter().cloned()));
-    }
-    if let Some((kind, id)) = &filter.aggregate {
-        query = query
-            .filter(event::Column::TenantId.eq(tenant.map_or("", TenantId::as_str)))
-            .filter(event::Column::AggregateType.eq(kind.as_str()))
-            .filter(event::Column::AggregateId.eq(id.as_str()));
-    }
-    let query = query
-        .order_by_asc(batch::Column::Position)
-        .order_by_asc(event::Column::Seq)
-        .limit(limit);
-    let statement = sea_orm::QueryTrait::build(&query, conn.get_database_backend());
-    conn.query_all_raw(statement)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| numbered_of(row).map_err(db_error))
-        .collect()
+    Ok(events)
 }
 
-/// A row of [`numbered`]'s query, read by position ([`RowReader`]: the relay and the streams
-/// read every event once, and SeaORM's reading by name formats a message for every NULL).
-fn numbered_of(row: &sea_orm::QueryResult) -> Result<StoredEvent, sea_orm::DbErr> {
-    let mut r = RowReader::new(row);
-    let batch_position: i64 = r.next("batch_position")?;
-    let seq: i32 = r.next("seq")?;
+fn stored(position: i64, tenant: &str, event: PackedEvent) -> Result<StoredEvent, MarketingError> {
     Ok(StoredEvent {
-        position: batch_position * SEQ_SPAN + i64::from(seq),
-        id: r.next("id")?,
-        tenant_id: r.next("tenant_id")?,
-        event_type: r.next("event_type")?,
-        aggregate_type: r.next("aggregate_type")?,
-        aggregate_id: r.next("aggregate_id")?,
-        member_id: r.next("member_id")?,
-        occurred_at: UnixMicros(r.next("occurred_at")?),
-        request_id: r.next("request_id")?,
-        actor: r.next("actor")?,
-        payload: r.next("payload")?,
+        position,
+        id: Uuid::from_slice(&event.id)
+            .map_err(|err| MarketingError::internal(format!("event {position}'s id: {err}")))?,
+        tenant_id: tenant.to_owned(),
+        event_type: event.event_type,
+        aggregate_type: event.aggregate_type,
+        aggregate_id: event.aggregate_id,
+        member_id: event.member_id,
+        occurred_at: UnixMicros(event.occurred_at),
+        request_id: event.request_id,
+        actor: event.actor,
+        payload: event.payload,
     })
 }
 
@@ -364,14 +428,15 @@ impl EventStore for Events<'_, DatabaseTransaction> {
             .await
             .map_err(db_error)?;
         // The oldest batches, each with when its first event was recorded.
-        let oldest: Vec<(Uuid, String, i64, i64)> = batch::Entity::find()
+        let oldest: Vec<(Uuid, String, i64, i64, i32)> = batch::Entity::find()
             .select_only()
-            .column(batch::Column::Id)
-            .column(batch::Column::TenantId)
-            .column(batch::Column::Position)
-            .column(event::Column::OccurredAt)
-            .join(JoinType::InnerJoin, batch_of_event().rev())
-            .filter(event::Column::Seq.eq(1))
+            .columns([
+                batch::Column::Id,
+                batch::Column::TenantId,
+                batch::Column::Position,
+                batch::Column::FirstAt,
+                batch::Column::EventCount,
+            ])
             .filter(batch::Column::Position.is_not_null())
             .order_by_asc(batch::Column::Position)
             .limit(limit)
@@ -381,50 +446,43 @@ impl EventStore for Events<'_, DatabaseTransaction> {
             .map_err(db_error)?;
         // Only a prefix: readers are refused below each tenant's last position deleted, so
         // nothing after a kept batch may go.
-        let expired: Vec<(Uuid, String, i64)> = oldest
+        let expired: Vec<(Uuid, String, i64, i32)> = oldest
             .into_iter()
-            .take_while(|(_, _, _, at)| *at < before.0)
-            .map(|(id, tenant, position, _)| (id, tenant, position))
+            .take_while(|(_, _, _, at, _)| *at < before.0)
+            .map(|(id, tenant, position, _, count)| (id, tenant, position, count))
             .collect();
         if expired.is_empty() {
             return Ok(0);
         }
-        // Each tenant's last batch deleted, and its last event.
-        let mut last_of: BTreeMap<&str, (Uuid, i64)> = BTreeMap::new();
-        for (id, tenant, position) in &expired {
-            last_of.insert(tenant.as_str(), (*id, *position));
+        // Each tenant's last event deleted.
+        let mut last_of: BTreeMap<&str, i64> = BTreeMap::new();
+        for (_, tenant, position, count) in &expired {
+            last_of.insert(tenant.as_str(), position * SEQ_SPAN + i64::from(*count));
         }
-        let last_seqs: Vec<(Uuid, Option<i32>)> = event::Entity::find()
-            .select_only()
-            .column(event::Column::BatchId)
-            .column_as(event::Column::Seq.max(), "seq")
-            .filter(event::Column::BatchId.is_in(last_of.values().map(|(id, _)| *id)))
-            .group_by(event::Column::BatchId)
-            .into_tuple()
-            .all(self.0)
-            .await
-            .map_err(db_error)?;
         let marks: Vec<expiry::ActiveModel> = last_of
             .iter()
-            .map(|(tenant, (id, position))| {
-                let seq = last_seqs
-                    .iter()
-                    .find(|(batch, _)| batch == id)
-                    .and_then(|(_, seq)| *seq)
-                    .unwrap_or(0);
-                expiry::ActiveModel {
-                    tenant_id: sea_orm::Set((*tenant).to_owned()),
-                    expired_through: sea_orm::Set(position * SEQ_SPAN + i64::from(seq)),
-                }
+            .map(|(tenant, through)| expiry::ActiveModel {
+                tenant_id: sea_orm::Set((*tenant).to_owned()),
+                expired_through: sea_orm::Set(*through),
             })
             .collect();
-        let ids: Vec<Uuid> = expired.iter().map(|(id, _, _)| *id).collect();
-        let deleted = event::Entity::delete_many()
-            .filter(event::Column::BatchId.is_in(ids.iter().copied()))
+        let deleted = expired
+            .iter()
+            .map(|(_, _, _, count)| u64::try_from(*count).unwrap_or(0))
+            .sum();
+        let ids: Vec<Uuid> = expired.iter().map(|(id, ..)| *id).collect();
+        if self.0.get_database_backend() != DbBackend::Postgres {
+            aggregate::Entity::delete_many()
+                .filter(aggregate::Column::BatchId.is_in(ids.iter().copied()))
+                .exec(self.0)
+                .await
+                .map_err(db_error)?;
+        }
+        body::Entity::delete_many()
+            .filter(body::Column::BatchId.is_in(ids.iter().copied()))
             .exec(self.0)
             .await
-            .map_err(db_error)?
-            .rows_affected;
+            .map_err(db_error)?;
         batch::Entity::delete_many()
             .filter(batch::Column::Id.is_in(ids))
             .exec(self.0)
@@ -464,29 +522,49 @@ mod tests {
 
     #[test]
     fn a_units_events_are_one_batch_per_tenant_numbered_in_order() {
-        let (batches, rows) = rows_of(vec![
+        let rows = rows_of(vec![
             event("acme", "a1"),
             event("globex", "g1"),
             event("acme", "a2"),
         ]);
-        assert_eq!(batches.len(), 2);
-        assert!(batches.iter().all(|b| b.position.is_none()));
-        let acme = batches
+        assert_eq!(rows.batches.len(), 2);
+        assert!(rows.batches.iter().all(|b| b.position.is_none()));
+        let acme = rows
+            .batches
             .iter()
             .find(|b| b.tenant_id == "acme")
             .expect("acme");
-        let numbered: Vec<(i32, &str)> = rows
+        assert_eq!(acme.event_count, 2);
+        assert_eq!(acme.type_mask, type_bit("coupon.claimed"));
+        let body = rows
+            .bodies
             .iter()
-            .filter(|r| r.batch_id == acme.id)
-            .map(|r| (r.seq, r.aggregate_id.as_str()))
+            .find(|b| b.batch_id == acme.id)
+            .expect("its body");
+        let numbered: Vec<String> = unpack(&body.events)
+            .expect("decodes")
+            .into_iter()
+            .map(|e| e.aggregate_id)
             .collect();
-        assert_eq!(numbered, [(1, "a1"), (2, "a2")], "in the order recorded");
-        assert!(rows.iter().all(|r| {
-            let batch = batches
-                .iter()
-                .find(|b| b.id == r.batch_id)
-                .expect("its batch");
-            batch.tenant_id == r.tenant_id
-        }));
+        assert_eq!(numbered, ["a1", "a2"], "in the order recorded");
+        assert_eq!(body.aggregates, "user_coupon/a1 user_coupon/a2");
+        assert_eq!(rows.aggregates.len(), 3);
+    }
+
+    #[test]
+    fn a_large_unit_is_several_batches_and_every_type_has_its_own_bit() {
+        let many = (0..2 * BATCH_EVENTS + 1)
+            .map(|i| event("acme", &format!("a{i}")))
+            .collect();
+        let rows = rows_of(many);
+        let counts: Vec<i32> = rows.batches.iter().map(|b| b.event_count).collect();
+        assert_eq!(counts, [1000, 1000, 1]);
+        let bits: std::collections::BTreeSet<i64> =
+            EVENT_TYPES.iter().map(|t| type_bit(t)).collect();
+        assert_eq!(bits.len(), EVENT_TYPES.len(), "no two types share a bit");
+        assert!(
+            !bits.contains(&type_bit("no.such")),
+            "62 is the others' bit"
+        );
     }
 }

@@ -120,20 +120,29 @@ impl UnitOfWork {
     /// Makes the change durable, with its events and answers: written in one statement on
     /// PostgreSQL (a round trip less on paths that hold a lock until the commit).
     pub async fn commit(self) -> Result<(), MarketingError> {
-        let (batches, events) = rows_of(self.events);
+        let rows = rows_of(self.events);
         let mut fused = Fused::default();
         fused.add(
-            batches
+            rows.batches
                 .into_iter()
                 .map(|b| b.into_active_model().reset_all())
                 .collect::<Vec<_>>(),
         );
         fused.add(
-            events
+            rows.bodies
                 .into_iter()
-                .map(|e| e.into_active_model().reset_all())
+                .map(|b| b.into_active_model().reset_all())
                 .collect::<Vec<_>>(),
         );
+        if sea_orm::ConnectionTrait::get_database_backend(&self.txn) != sea_orm::DbBackend::Postgres
+        {
+            fused.add(
+                rows.aggregates
+                    .into_iter()
+                    .map(|a| a.into_active_model().reset_all())
+                    .collect::<Vec<_>>(),
+            );
+        }
         fused.add(
             self.answers
                 .into_iter()

@@ -3,8 +3,9 @@
 
 pub mod api_client;
 pub mod coupon_template;
-pub mod event;
+pub mod event_aggregate;
 pub mod event_batch;
+pub mod event_body;
 pub mod event_expiry;
 pub mod event_position;
 pub mod event_reminder;

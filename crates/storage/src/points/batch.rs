@@ -39,7 +39,7 @@ use super::rows::{self, LedgerWrite};
 use crate::{
     db::{DbFailure, classify, db_error, key_alias},
     entity::{
-        event, event_batch, idempotency_record as record, points_account as acct,
+        event_batch, event_body, idempotency_record as record, points_account as acct,
         points_allocation as alloc, points_daily_earning as daily, points_hold as hold,
         points_lot as lot, points_transaction as tx,
     },
@@ -395,7 +395,7 @@ fn groups() -> [(&'static str, Arrays); 10] {
         ("daily", Arrays::of::<daily::Entity>()),
         ("records", Arrays::of::<record::Entity>()),
         ("event_batches", Arrays::of::<event_batch::Entity>()),
-        ("events", Arrays::of::<event::Entity>()),
+        ("event_bodies", Arrays::of::<event_body::Entity>()),
     ]
 }
 
@@ -435,7 +435,7 @@ pub struct BatchWrite {
     holds: Arrays,
     daily: HashMap<(String, String, String, i32), i64>,
     records: Arrays,
-    /// Written as two groups (batches, events) by [`BatchWrite::execute`].
+    /// Written as two groups (batches, bodies) by [`BatchWrite::execute`].
     events: Vec<NewEvent>,
 }
 
@@ -540,14 +540,14 @@ impl BatchWrite {
                 earned,
             });
         }
-        let (batches, events) = rows_of(self.events);
+        let rows = rows_of(self.events);
         let mut event_batches = Arrays::of::<event_batch::Entity>();
-        for row in batches {
+        for row in rows.batches {
             event_batches.push_model(row);
         }
-        let mut event_rows = Arrays::of::<event::Entity>();
-        for row in events {
-            event_rows.push_model(row);
+        let mut event_bodies = Arrays::of::<event_body::Entity>();
+        for row in rows.bodies {
+            event_bodies.push_model(row);
         }
         let groups = [
             &self.accounts,
@@ -559,7 +559,7 @@ impl BatchWrite {
             &daily,
             &self.records,
             &event_batches,
-            &event_rows,
+            &event_bodies,
         ];
         let mismatched: usize = groups.iter().map(|g| g.mismatched).sum();
         if mismatched > 0 {
@@ -577,7 +577,7 @@ impl BatchWrite {
         let query = daily.bind(query);
         let query = self.records.bind(query);
         let query = event_batches.bind(query);
-        let query = event_rows.bind(query);
+        let query = event_bodies.bind(query);
         let Err(err) = query.execute(pool).await else {
             return Ok(());
         };

@@ -47,9 +47,9 @@ WITH v_acc AS (
 ), evt_batch AS (
   INSERT INTO event_batches ({columns:event_batches})
   SELECT * FROM unnest({arrays:event_batches})
-), evt AS (
-  INSERT INTO events ({columns:events})
-  SELECT * FROM unnest({arrays:events})
+), evt_body AS (
+  INSERT INTO event_bodies ({columns:event_bodies})
+  SELECT * FROM unnest({arrays:event_bodies})
 )
 SELECT points_batch_written((SELECT count(*) FROM acc), cardinality({accounts.key}),
   (SELECT count(*) FROM lot_upd), cardinality({changed_lots.key}));
