@@ -1,7 +1,7 @@
 //! The outbox. A change records its events in its unit of work
 //! ([`crate::unit::UnitOfWork::record`]): written with the change or not at all, grouped per
 //! tenant into a batch without a position, its events packed into one body row
-//! (`marketing_migration::event_format`; see migration `m20261207_000014_packed_events`). The sequencer ([`EventStore::number_committed`])
+//! (`marketing_migration::event_format`). The sequencer ([`EventStore::number_committed`])
 //! numbers committed batches afterwards, one unit at a time under the lock of
 //! `event_positions`' one row, so positions grow in the order readers can see them; readers
 //! read numbered batches only. An event's position is its batch's x [`SEQ_SPAN`] + its seq.
@@ -179,6 +179,14 @@ pub trait EventReads {
     /// The last batch position the sequencer gave out.
     async fn last_numbered(&self) -> Result<i64, MarketingError>;
 
+    /// The batches numbered after batch position `after` (up to `limit`, in position order),
+    /// as each one's tenant and position: what a replica's streams wake on.
+    async fn numbered_since(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(String, i64)>, MarketingError>;
+
     /// The largest position of `tenant`'s events that retention deleted (0: none).
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError>;
 }
@@ -245,6 +253,23 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
             .await
             .map_err(db_error)?;
         last.ok_or_else(|| MarketingError::internal("event_positions has no row"))
+    }
+
+    async fn numbered_since(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(String, i64)>, MarketingError> {
+        batch::Entity::find()
+            .select_only()
+            .columns([batch::Column::TenantId, batch::Column::Position])
+            .filter(batch::Column::Position.gt(after))
+            .order_by_asc(batch::Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)
     }
 
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError> {

@@ -1,7 +1,11 @@
 //! The events of every context: numbered after their changes commit (the sequencer), and read
 //! by position. See `storage::events` for why positions are given after the commit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use marketing_domain::{MarketingError, TenantId, error::Refusal};
 use marketing_infra::event_streams::EventStreams;
@@ -24,6 +28,77 @@ const NUMBER_BATCH: u64 = 1_000;
 /// How often each replica looks for committed events to number, besides every read.
 pub const NUMBER_EVERY: Duration = Duration::from_millis(100);
 
+/// Batches one tick reads to wake streams (the rest wait for the next tick).
+const ANNOUNCED_BATCHES: u64 = 10_000;
+
+/// Each tenant's last batch position numbered, for the tenants with a stream open on this
+/// replica, and the batch position the tick has read through (`None` while no stream is open).
+#[derive(Default)]
+pub(crate) struct Heads(Mutex<HeadsState>);
+
+#[derive(Default)]
+struct HeadsState {
+    seen: Option<i64>,
+    tenants: HashMap<TenantId, tokio::sync::watch::Sender<i64>>,
+}
+
+impl Heads {
+    fn state(&self) -> std::sync::MutexGuard<'_, HeadsState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A watch of `tenant`'s numbering, woken by the tick.
+    pub(crate) fn subscribe(&self, tenant: &TenantId) -> tokio::sync::watch::Receiver<i64> {
+        let mut state = self.state();
+        match state.tenants.get(tenant) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = tokio::sync::watch::channel(0);
+                state.tenants.insert(tenant.clone(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// Where the tick goes on from; forgets the tenants whose streams all closed (and where
+    /// it was, once none is left).
+    fn seen(&self) -> Option<i64> {
+        let mut state = self.state();
+        state
+            .tenants
+            .retain(|_, sender| sender.receiver_count() > 0);
+        if state.tenants.is_empty() {
+            state.seen = None;
+        }
+        state.seen
+    }
+
+    fn watched(&self) -> bool {
+        !self.state().tenants.is_empty()
+    }
+
+    fn wake_all(&self, last: i64) {
+        let mut state = self.state();
+        state.seen = Some(last);
+        for sender in state.tenants.values() {
+            sender.send_replace(last);
+        }
+    }
+
+    /// Wakes the streams of the tenants of `numbered` (tenant, batch position).
+    fn wake(&self, numbered: Vec<(String, i64)>) {
+        let mut state = self.state();
+        for (tenant, position) in numbered {
+            state.seen = state.seen.max(Some(position));
+            if let Some(sender) = state.tenants.get(tenant.as_str()) {
+                sender.send_replace(position);
+            }
+        }
+    }
+}
+
 /// A page of events.
 pub struct ListEvents {
     pub tenant_id: TenantId,
@@ -40,8 +115,8 @@ pub struct EventService {
     /// the background tick queue here instead of each opening a write unit, so a flood of
     /// reads costs other tenants' writes nothing more than one numbering unit at a time.
     pub(crate) numbering: Arc<tokio::sync::Mutex<()>>,
-    /// The last batch position numbered, as this replica last read it: streams wait on it.
-    pub(crate) head: Arc<tokio::sync::watch::Sender<i64>>,
+    /// What this replica's streams wait on: their tenant's last batch numbered.
+    pub(crate) heads: Arc<Heads>,
     /// The streams each API client holds here.
     pub(crate) streams: stream::StreamCounts,
     /// The Redis streams events are relayed to (none in embedded mode).
@@ -53,24 +128,33 @@ impl EventService {
         Self {
             shared,
             numbering: Arc::default(),
-            head: Arc::new(tokio::sync::watch::Sender::new(0)),
+            heads: Arc::default(),
             streams: stream::StreamCounts::default(),
             relay,
         }
     }
 
-    /// Numbers what committed, then tells this replica's streams when anything (by any
-    /// replica) was numbered since they last looked: the background tick.
+    /// Numbers what committed, then wakes this replica's streams whose tenant had batches
+    /// numbered (by any replica) since the last tick: the background tick. One query a tick,
+    /// however many streams are open, and a stream wakes only for its own tenant's events.
     pub async fn number_and_announce(&self) -> Result<(), MarketingError> {
         self.number_events().await?;
-        if self.head.receiver_count() > 0 {
-            let last = self.shared.db.events().last_numbered().await?;
-            self.head.send_if_modified(|head| {
-                let moved = *head != last;
-                *head = last;
-                moved
-            });
-        }
+        let Some(seen) = self.heads.seen() else {
+            // No stream is open here, or the first just opened: start from the last position
+            // numbered, and wake every stream (one may have read before it).
+            if self.heads.watched() {
+                let last = self.shared.db.events().last_numbered().await?;
+                self.heads.wake_all(last);
+            }
+            return Ok(());
+        };
+        let numbered = self
+            .shared
+            .db
+            .events()
+            .numbered_since(seen, ANNOUNCED_BATCHES)
+            .await?;
+        self.heads.wake(numbered);
         Ok(())
     }
 
@@ -131,5 +215,45 @@ impl EventService {
             return Err(Refusal::EventsExpired { expired_through }.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse("tenant_id", id).expect("tenant")
+    }
+
+    #[test]
+    fn a_tick_wakes_only_the_streams_of_tenants_with_new_batches() {
+        let heads = Heads::default();
+        assert_eq!(heads.seen(), None, "no stream: nothing to go on from");
+        let mut acme = heads.subscribe(&tenant("acme"));
+        let mut globex = heads.subscribe(&tenant("globex"));
+        assert_eq!(
+            heads.seen(),
+            None,
+            "the first tick starts from the last numbered"
+        );
+        heads.wake_all(7);
+        assert!(acme.has_changed().expect("open") && globex.has_changed().expect("open"));
+        acme.borrow_and_update();
+        globex.borrow_and_update();
+
+        heads.wake(vec![("acme".into(), 8), ("initech".into(), 9)]);
+        assert_eq!(heads.seen(), Some(9), "read through the last batch");
+        assert!(acme.has_changed().expect("open"));
+        assert_eq!(*acme.borrow_and_update(), 8);
+        assert!(
+            !globex.has_changed().expect("open"),
+            "another tenant's batch"
+        );
+
+        drop(acme);
+        drop(globex);
+        assert_eq!(heads.seen(), None, "every stream closed: forgotten");
+        assert!(!heads.watched());
     }
 }

@@ -185,7 +185,7 @@ impl Producer {
     async fn produce(&mut self) -> Result<(), MarketingError> {
         let config = &self.events.shared.config;
         let heartbeat = config.event_stream_heartbeat;
-        let mut numbered = self.events.head.subscribe();
+        let mut numbered = self.events.heads.subscribe(&self.tenant);
         let mut quiet_since = tokio::time::Instant::now();
         loop {
             // Marked before the read: a numbering after it wakes the wait below.
