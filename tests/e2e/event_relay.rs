@@ -168,3 +168,41 @@ async fn redis_down_or_restarted_empty_loses_no_event() {
     streams_match_the_outbox(&app, &["acme"]).await;
     app.stop().await;
 }
+
+async fn redis_command(redis_url: &str, args: &[&str]) {
+    let client = deadpool_redis::redis::Client::open(redis_url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let mut command = deadpool_redis::redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    let _: deadpool_redis::redis::Value = command.query_async(&mut conn).await.expect("command");
+}
+
+/// An entry Redis refuses for another reason than being there already (here its key holds
+/// no stream) is added again by a later pass: the page's transaction does not move the cursor
+/// past it, whatever else it added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_redis_refuses_is_added_later_never_skipped() {
+    let app = spawn_app(Backend::PostgresRedis).await;
+    let redis = app.config.redis_url.clone().expect("redis");
+    let globex_key = app.state.events.stream_key("globex").expect("a relay");
+    redis_command(&redis, &["SET", &globex_key, "not a stream"]).await;
+    let acme = stocked(&app, "acme").await;
+    let globex = stocked(&app, "globex").await;
+    claims(&app, "acme", &acme, 0..3).await;
+    claims(&app, "globex", &globex, 0..3).await;
+    claims(&app, "acme", &acme, 3..6).await;
+    app.state.events.number_events().await.expect("numbered");
+    assert!(
+        app.state.events.publish_pending().await.is_err(),
+        "a refused entry is the pass's error"
+    );
+
+    redis_command(&redis, &["DEL", &globex_key]).await;
+    streams_match_the_outbox(&app, &["acme", "globex"]).await;
+    app.stop().await;
+}

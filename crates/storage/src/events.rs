@@ -66,9 +66,25 @@ pub struct NewEvent {
 pub(crate) struct EventRows {
     pub batches: Vec<batch::Model>,
     pub bodies: Vec<body::Model>,
-    /// Each batch's aggregates, for SQLite's `event_aggregates` (PostgreSQL indexes the
-    /// bodies' `aggregates` instead).
-    pub aggregates: Vec<aggregate::Model>,
+}
+
+impl EventRows {
+    /// The rows of SQLite's `event_aggregates`, one per aggregate of each body (PostgreSQL
+    /// indexes the bodies' `aggregates` instead).
+    pub(crate) fn aggregate_rows(&self) -> Vec<aggregate::Model> {
+        self.bodies
+            .iter()
+            .flat_map(|body| {
+                body.aggregates
+                    .split(' ')
+                    .filter(|key| !key.is_empty())
+                    .map(|key| aggregate::Model {
+                        aggregate: key.to_owned(),
+                        batch_id: body.batch_id,
+                    })
+            })
+            .collect()
+    }
 }
 
 /// The rows of a unit's events, in the order recorded: one batch per tenant (and per
@@ -108,11 +124,6 @@ pub(crate) fn rows_of(events: Vec<NewEvent>) -> EventRows {
                 events: pack(chunk.into_iter().map(packed).collect()),
                 aggregates: keys.join(" "),
             });
-            rows.aggregates
-                .extend(keys.into_iter().map(|aggregate| aggregate::Model {
-                    aggregate,
-                    batch_id: id,
-                }));
         }
     }
     rows
@@ -573,7 +584,7 @@ mod tests {
             .collect();
         assert_eq!(numbered, ["a1", "a2"], "in the order recorded");
         assert_eq!(body.aggregates, "user_coupon/a1 user_coupon/a2");
-        assert_eq!(rows.aggregates.len(), 3);
+        assert_eq!(rows.aggregate_rows().len(), 3);
     }
 
     #[test]

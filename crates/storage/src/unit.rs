@@ -121,6 +121,10 @@ impl UnitOfWork {
     /// PostgreSQL (a round trip less on paths that hold a lock until the commit).
     pub async fn commit(self) -> Result<(), MarketingError> {
         let rows = rows_of(self.events);
+        let aggregates = match sea_orm::ConnectionTrait::get_database_backend(&self.txn) {
+            sea_orm::DbBackend::Postgres => Vec::new(),
+            _ => rows.aggregate_rows(),
+        };
         let mut fused = Fused::default();
         fused.add(
             rows.batches
@@ -134,15 +138,12 @@ impl UnitOfWork {
                 .map(|b| b.into_active_model().reset_all())
                 .collect::<Vec<_>>(),
         );
-        if sea_orm::ConnectionTrait::get_database_backend(&self.txn) != sea_orm::DbBackend::Postgres
-        {
-            fused.add(
-                rows.aggregates
-                    .into_iter()
-                    .map(|a| a.into_active_model().reset_all())
-                    .collect::<Vec<_>>(),
-            );
-        }
+        fused.add(
+            aggregates
+                .into_iter()
+                .map(|a| a.into_active_model().reset_all())
+                .collect::<Vec<_>>(),
+        );
         fused.add(
             self.answers
                 .into_iter()

@@ -18,9 +18,9 @@ use crate::wire::events::event_bytes;
 /// [`super::NUMBER_EVERY`] at most): another replica takes over this long after a crash.
 pub const RELAY_LEASE: Duration = Duration::from_secs(5);
 
-/// Events one script publishes: Redis runs a script alone, so a long one would hold back
-/// every other command (the claims' locks among them); 64 entries take it a fraction of a
-/// millisecond (500 cost claim-hot about a tenth of its rate).
+/// Events one transaction publishes: Redis runs an `EXEC` alone, so a long one would hold
+/// back every other command (the claims' locks among them); 64 entries take it a fraction of
+/// a millisecond (500 in one Lua script cost claim-hot about a tenth of its rate).
 const PAGE: usize = 64;
 
 /// Events read from the outbox at a time (published [`PAGE`] by [`PAGE`]): a batch is decoded
