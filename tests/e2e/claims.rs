@@ -610,7 +610,10 @@ async fn a_lapsed_lock_holder_cannot_take_stock(app: &TestApp) {
     let tenant = &tenant;
     let take_stock = |count, fence| async move {
         let unit = UnitOfWork::begin(db).await.expect("unit");
-        let taken = unit.templates().take_stock(tenant, id, count, fence).await;
+        let taken = unit
+            .templates()
+            .take_stock(tenant, id, count, 0, fence)
+            .await;
         unit.commit().await.expect("commit");
         taken
     };

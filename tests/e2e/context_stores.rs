@@ -68,6 +68,7 @@ fn template_of(tenant_id: &TenantId, stock: i64, now: UnixMicros) -> CouponTempl
         updated_at: now,
         archived_at: None,
         actor: None,
+        codes: Default::default(),
     }
 }
 
@@ -238,7 +239,7 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
 
     let locked = in_unit!(db, |unit| {
         let read = unit.templates().get_for_update(&acme, id).await;
-        let taken = unit.templates().take_stock(&acme, id, 2, Some(20)).await;
+        let taken = unit.templates().take_stock(&acme, id, 2, 0, Some(20)).await;
         read.and(taken)
     })
     .expect("take two under fence 20");
@@ -247,7 +248,7 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
     assert!(matches!(
         in_unit!(db, |unit| unit
             .templates()
-            .take_stock(&acme, id, 1, Some(10))
+            .take_stock(&acme, id, 1, 0, Some(10))
             .await),
         Err(MarketingError::ConcurrentModification(_))
     ));
@@ -255,7 +256,7 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
     assert!(matches!(
         in_unit!(db, |unit| unit
             .templates()
-            .take_stock(&acme, id, 2, None)
+            .take_stock(&acme, id, 2, 0, None)
             .await),
         Err(MarketingError::ConcurrentModification(_))
     ));
@@ -280,7 +281,7 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
     {
         let unit = UnitOfWork::begin(db).await.expect("begin");
         unit.templates()
-            .take_stock(&acme, id, 1, None)
+            .take_stock(&acme, id, 1, 0, None)
             .await
             .expect("take the last");
     }

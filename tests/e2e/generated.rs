@@ -51,7 +51,7 @@ marketing_tests::backend_suite! {
 /// Generated calls per backend.
 const CASES: u32 = 800;
 /// RPCs of the four services.
-const RPCS: usize = 31;
+const RPCS: usize = 35;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -844,6 +844,50 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 .map_err(|_| Status::deadline_exceeded("no message within 30 s"))?
                 .map(drop)
         }
+        30 => templates
+            .create_shared_coupon_code(pb::CreateSharedCouponCodeRequest {
+                tenant_id: i.tenant,
+                request_id: i.request,
+                template_id: i.template,
+                code: v.line,
+            })
+            .await
+            .map(drop),
+        31 => templates
+            .generate_coupon_codes(pb::GenerateCouponCodesRequest {
+                tenant_id: i.tenant,
+                request_id: i.request,
+                template_id: i.template,
+                // Small counts (a million takes seconds), and some out of range.
+                count: if v.mostly_valid {
+                    v.small.rem_euclid(10)
+                } else {
+                    v.small.clamp(-3, 30)
+                },
+                prefix: if v.flag { "VIP".into() } else { v.line },
+                length: v.small.rem_euclid(40) - 2,
+            })
+            .await
+            .map(drop),
+        32 => templates
+            .list_coupon_codes(pb::ListCouponCodesRequest {
+                tenant_id: i.tenant,
+                template_id: i.template,
+                page_size: v.small,
+                page_token: v.page_token,
+                state: v.small.rem_euclid(4),
+            })
+            .await
+            .map(drop),
+        33 => coupons
+            .claim_coupon_by_code(pb::ClaimCouponByCodeRequest {
+                tenant_id: i.tenant,
+                member_id: i.member,
+                code: if v.flag { "welcome-10".into() } else { v.line },
+                request_id: i.request,
+            })
+            .await
+            .map(drop),
         _ => points
             .list_points_rules(pb::ListPointsRulesRequest {
                 tenant_id: i.tenant,
@@ -918,6 +962,15 @@ async fn seed(channel: &Keyed) -> Pools {
                 .into_inner();
             pools.transactions.push(held.hold.expect("hold").id);
         }
+        CouponTemplateServiceClient::new(channel.clone())
+            .create_shared_coupon_code(pb::CreateSharedCouponCodeRequest {
+                tenant_id: tenant.into(),
+                request_id: unique("code"),
+                template_id: created.id.clone(),
+                code: "WELCOME10".into(),
+            })
+            .await
+            .expect("shared code");
         pools.templates.push(created.id);
         let rule = points
             .create_points_rule(pb::CreatePointsRuleRequest {

@@ -5,6 +5,7 @@ mod bounds;
 mod cache;
 mod claims;
 mod clients;
+mod codes;
 mod compose;
 mod context_stores;
 mod coupons;

@@ -1,5 +1,6 @@
 //! Migrations that move data: `m20261207_000014_packed_events` packs the rows of `events`
-//! into one body per batch, and its way down unpacks them, on both backends.
+//! into one body per batch, and its way down unpacks them, on both backends; and every later
+//! migration goes down and up again.
 
 use marketing_migration::{
     Migrator, MigratorTrait,
@@ -84,7 +85,7 @@ async fn packed_and_unpacked(db: &DatabaseConnection) {
         old_event(db, second, 1, "c1").await,
     ];
 
-    Migrator::up(db, None).await.expect("migrate up");
+    Migrator::up(db, Some(1)).await.expect("migrate up");
     let backend = db.get_database_backend();
     let select = Query::select()
         .columns(["batch_id", "events", "aggregates"].map(Alias::new))
@@ -169,11 +170,25 @@ async fn packed_and_unpacked(db: &DatabaseConnection) {
     );
 }
 
+/// Every migration after the packing goes down and up again.
+async fn later_migrations_go_down_and_up(db: &DatabaseConnection) {
+    Migrator::up(db, None).await.expect("migrate up");
+    let later = Migrator::get_applied_migrations(db)
+        .await
+        .expect("applied")
+        .len() as u32
+        - BEFORE_PACKING
+        - 1;
+    Migrator::down(db, Some(later)).await.expect("migrate down");
+    Migrator::up(db, None).await.expect("migrate up again");
+}
+
 #[tokio::test]
 async fn packing_events_keeps_every_event_on_sqlite() {
     let db = Database::connect("sqlite::memory:").await.expect("connect");
     assert_eq!(db.get_database_backend(), DbBackend::Sqlite);
     packed_and_unpacked(&db).await;
+    later_migrations_go_down_and_up(&db).await;
 }
 
 #[tokio::test]
@@ -181,6 +196,7 @@ async fn packing_events_keeps_every_event_on_postgres() {
     let (url, name) = create_test_database().await;
     let db = Database::connect(&url).await.expect("connect");
     packed_and_unpacked(&db).await;
+    later_migrations_go_down_and_up(&db).await;
     db.close().await.expect("close");
     drop_test_database(&name).await;
 }

@@ -15,8 +15,8 @@ use std::{
 
 use marketing_proto::v1::{self as pb, event_service_client::EventServiceClient};
 use marketing_storage::entity::{
-    coupon_template, event_batch, event_body, idempotency_record, points_account, points_hold,
-    points_lot, points_rule, points_transaction, user_coupon,
+    coupon_code, coupon_template, event_batch, event_body, idempotency_record, points_account,
+    points_hold, points_lot, points_rule, points_transaction, user_coupon,
 };
 use marketing_tests::{Backend, TestApp, spawn_app};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -66,7 +66,8 @@ pub(crate) async fn state_of(
             .iter()
             .map(|t| {
                 format!(
-                    "{} stock {}/{} claimed {} used {} enabled {} archived {} v{}",
+                    "{} stock {}/{} claimed {} used {} enabled {} archived {} v{} \
+                     codes {}/{}/{}",
                     t.name,
                     t.remaining_stock,
                     t.total_stock,
@@ -74,7 +75,10 @@ pub(crate) async fn state_of(
                     t.used_count,
                     t.enabled,
                     t.archived_at.is_some(),
-                    t.version
+                    t.version,
+                    t.unique_code_count,
+                    t.unique_codes_claimed,
+                    t.shared_code_count
                 )
             })
             .collect(),
@@ -90,6 +94,18 @@ pub(crate) async fn state_of(
                     "{} slot {} status {} v{}",
                     c.member_id, c.claim_slot, c.status, c.version
                 )
+            })
+            .collect(),
+    );
+    // Unique codes are random: their kind and claimant, not their text.
+    let codes = of_tenant::<coupon_code::Entity>(conn, coupon_code::Column::TenantId, tenant).await;
+    put(
+        "codes",
+        codes
+            .iter()
+            .map(|c| match c.kind {
+                1 => format!("shared {}", c.code),
+                _ => format!("unique claimed by {:?}", c.member_id),
             })
             .collect(),
     );
@@ -219,8 +235,9 @@ pub(crate) async fn state_of(
     state
 }
 
-/// No row of one tenant points at another tenant's: coupons at their template, ledger
-/// entries, lots and holds at their account (and the member it names).
+/// No row of one tenant points at another tenant's: coupons and codes at their template, a
+/// claimed code at its coupon, ledger entries, lots and holds at their account (and the
+/// member it names).
 pub(crate) async fn assert_no_row_crosses_tenants(conn: &DatabaseConnection) {
     let templates: BTreeMap<Uuid, String> = coupon_template::Entity::find()
         .all(conn)
@@ -241,6 +258,31 @@ pub(crate) async fn assert_no_row_crosses_tenants(conn: &DatabaseConnection) {
             coupon.id,
             coupon.tenant_id
         );
+    }
+    let coupons: BTreeMap<Uuid, (String, String)> = user_coupon::Entity::find()
+        .all(conn)
+        .await
+        .expect("coupons")
+        .into_iter()
+        .map(|c| (c.id, (c.tenant_id, c.member_id)))
+        .collect();
+    for code in coupon_code::Entity::find().all(conn).await.expect("codes") {
+        assert_eq!(
+            templates.get(&code.template_id),
+            Some(&code.tenant_id),
+            "code {} of {} is of another tenant's template",
+            code.code,
+            code.tenant_id
+        );
+        if let (Some(coupon), Some(member)) = (code.user_coupon_id, &code.member_id) {
+            assert_eq!(
+                coupons.get(&coupon),
+                Some(&(code.tenant_id.clone(), member.clone())),
+                "code {} of {} was claimed with another tenant's or member's coupon",
+                code.code,
+                code.tenant_id
+            );
+        }
     }
     let accounts: BTreeMap<Uuid, (String, String)> = points_account::Entity::find()
         .all(conn)

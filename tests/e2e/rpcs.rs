@@ -35,6 +35,9 @@ pub struct Seed {
     pub hold_order: String,
     pub rule_id: String,
     pub rule_version: i64,
+    /// A shared code of the template (the same text in every seed of a run, whatever its
+    /// tenant).
+    pub code: String,
 }
 
 impl Seed {
@@ -62,7 +65,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 31] = [
+pub const RPCS: [Rpc; 35] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -153,6 +156,59 @@ pub const RPCS: [Rpc; 31] = [
                 template_id: s.template_id.clone(),
                 request_id: s.id("delete", n),
                 version: None,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/CreateSharedCouponCode",
+        true,
+        |s, n| {
+            pb::CreateSharedCouponCodeRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: s.id("shared-code", n),
+                template_id: s.template_id.clone(),
+                code: format!("{}N{n}", s.code),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/GenerateCouponCodes",
+        true,
+        |s, n| {
+            pb::GenerateCouponCodesRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: s.id("generate", n),
+                template_id: s.template_id.clone(),
+                count: 3,
+                prefix: "GEN".into(),
+                length: 8,
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.CouponTemplateService/ListCouponCodes",
+        false,
+        |s, _| {
+            pb::ListCouponCodesRequest {
+                tenant_id: s.tenant.clone(),
+                template_id: s.template_id.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/ClaimCouponByCode",
+        true,
+        |s, n| {
+            pb::ClaimCouponByCodeRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.id("member", n),
+                code: s.code.to_lowercase(),
+                request_id: s.id("claim-code", n),
             }
             .encode_to_vec()
         },
@@ -513,6 +569,12 @@ pub async fn seed(channel: &Channel, key: Option<&str>, tenant: &str, run: &str)
         hold_order: format!("{run}-hold"),
         rule_id: String::new(),
         rule_version: 0,
+        code: run
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_uppercase()
+            + "SHARED",
     };
     let created: pb::CreateCouponTemplateResponse = call_as(
         channel,
@@ -527,6 +589,18 @@ pub async fn seed(channel: &Channel, key: Option<&str>, tenant: &str, run: &str)
     .await;
     let created = created.coupon_template.expect("template");
     (seed.template_id, seed.template_version) = (created.id, created.version);
+    let _: pb::CreateSharedCouponCodeResponse = call_as(
+        channel,
+        key,
+        "/marketing.v1.CouponTemplateService/CreateSharedCouponCode",
+        pb::CreateSharedCouponCodeRequest {
+            tenant_id: tenant.into(),
+            request_id: format!("{run}-seed-code"),
+            template_id: seed.template_id.clone(),
+            code: seed.code.clone(),
+        },
+    )
+    .await;
     let claimed: pb::ClaimCouponResponse = call_as(
         channel,
         key,

@@ -59,7 +59,7 @@ const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
 /// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
 /// to every role but admin (permissions fail closed); a test walks the served descriptor set
 /// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
-pub const RPC_PERMISSIONS: [RpcPermission; 31] = {
+pub const RPC_PERMISSIONS: [RpcPermission; 35] = {
     use Permission::{Manage, Order, Read};
     [
         rpc(
@@ -87,7 +87,21 @@ pub const RPC_PERMISSIONS: [RpcPermission; 31] = {
             "/marketing.v1.CouponTemplateService/DeleteCouponTemplate",
             Manage,
         ),
+        // Codes are bearer secrets: only admins make or list them.
+        rpc(
+            "/marketing.v1.CouponTemplateService/CreateSharedCouponCode",
+            Manage,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/GenerateCouponCodes",
+            Manage,
+        ),
+        rpc(
+            "/marketing.v1.CouponTemplateService/ListCouponCodes",
+            Manage,
+        ),
         rpc("/marketing.v1.UserCouponService/ClaimCoupon", Order),
+        rpc("/marketing.v1.UserCouponService/ClaimCouponByCode", Order),
         rpc("/marketing.v1.UserCouponService/DistributeCoupons", Manage),
         rpc("/marketing.v1.UserCouponService/GetUserCoupon", Read),
         rpc("/marketing.v1.UserCouponService/ListMemberCoupons", Read),
@@ -275,6 +289,9 @@ mod tests {
     fn roles_allow_their_method_sets() {
         for method in [
             "CreateCouponTemplate",
+            "GenerateCouponCodes",
+            "ListCouponCodes",
+            "CreateSharedCouponCode",
             "DistributeCoupons",
             "RevokeCoupon",
             "CreatePointsRule",
@@ -286,6 +303,7 @@ mod tests {
         }
         for method in [
             "ClaimCoupon",
+            "ClaimCouponByCode",
             "UseCoupon",
             "DeductPoints",
             "RefundPoints",

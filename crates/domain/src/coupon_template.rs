@@ -437,6 +437,8 @@ pub struct CouponTemplate {
     pub archived_at: Option<UnixMicros>,
     /// The API client that made the latest change (`None` when calls are open).
     pub actor: Option<String>,
+    /// Its redemption codes.
+    pub codes: crate::coupon_code::CodeInventory,
 }
 
 impl CouponTemplate {

@@ -83,10 +83,14 @@ pub enum Reason {
     EventsExpired,
     TooManyStreams,
     StreamBacklogFull,
+    CodeNotFound,
+    CodeAlreadyClaimed,
+    CodeExists,
+    TooManyCodes,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 47] = [
+    pub const ALL: [Reason; 51] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -134,6 +138,10 @@ impl Reason {
         Self::EventsExpired,
         Self::TooManyStreams,
         Self::StreamBacklogFull,
+        Self::CodeNotFound,
+        Self::CodeAlreadyClaimed,
+        Self::CodeExists,
+        Self::TooManyCodes,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -190,6 +198,10 @@ impl Reason {
             Self::EventsExpired => "EVENTS_EXPIRED",
             Self::TooManyStreams => "TOO_MANY_STREAMS",
             Self::StreamBacklogFull => "STREAM_BACKLOG_FULL",
+            Self::CodeNotFound => "CODE_NOT_FOUND",
+            Self::CodeAlreadyClaimed => "CODE_ALREADY_CLAIMED",
+            Self::CodeExists => "CODE_EXISTS",
+            Self::TooManyCodes => "TOO_MANY_CODES",
         }
     }
 }
@@ -292,6 +304,21 @@ pub enum Refusal {
     /// The consumer stopped reading while events waited for it.
     #[error("the stream's consumer stopped reading: resume from the last position it read")]
     StreamBacklogFull,
+    /// No such code in the tenant (whether another tenant has one is never told).
+    #[error("coupon code not found")]
+    CodeNotFound,
+    /// A unique code a member claimed already.
+    #[error("coupon code was already claimed")]
+    CodeAlreadyClaimed,
+    #[error("a coupon code with this text exists in the tenant")]
+    CodeExists,
+    /// The template would hold more codes of a kind than it may.
+    #[error("a template may have at most {limit} {kind} codes; it has {current}")]
+    TooManyCodes {
+        kind: &'static str,
+        limit: i64,
+        current: i64,
+    },
 }
 
 impl Refusal {
@@ -333,6 +360,10 @@ impl Refusal {
             Self::EventsExpired { .. } => Reason::EventsExpired,
             Self::TooManyStreams { .. } => Reason::TooManyStreams,
             Self::StreamBacklogFull => Reason::StreamBacklogFull,
+            Self::CodeNotFound => Reason::CodeNotFound,
+            Self::CodeAlreadyClaimed => Reason::CodeAlreadyClaimed,
+            Self::CodeExists => Reason::CodeExists,
+            Self::TooManyCodes { .. } => Reason::TooManyCodes,
         }
     }
 

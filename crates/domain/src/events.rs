@@ -2,7 +2,7 @@
 
 /// Every event type the service records. Append only: the outbox marks each batch with the
 /// indexes of its types here (`event_batches.type_mask`).
-pub const EVENT_TYPES: [&str; 28] = [
+pub const EVENT_TYPES: [&str; 29] = [
     "coupon_template.created",
     "coupon_template.updated",
     "coupon_template.enabled",
@@ -31,6 +31,7 @@ pub const EVENT_TYPES: [&str; 28] = [
     "points_rule.updated",
     "api_client.created",
     "api_client.revoked",
+    "coupon_template.codes_added",
 ];
 
 /// What an event is about.

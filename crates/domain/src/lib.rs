@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod coupon_code;
 pub mod coupon_template;
 pub mod error;
 pub mod events;

@@ -17,16 +17,21 @@ pub enum LimitedAction {
     Earn,
     /// Every call of an API client, per client.
     Client,
+    /// A failed `ClaimCouponByCode` (a code not found, or claimed already), per tenant and
+    /// member: bounds guessing. Every attempt takes a turn; one that is not a failed lookup
+    /// gives it back.
+    CodeAttempt,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 3] = [Self::Claim, Self::Earn, Self::Client];
+    pub const ALL: [LimitedAction; 4] = [Self::Claim, Self::Earn, Self::Client, Self::CodeAttempt];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Claim => "claim",
             Self::Earn => "earn",
             Self::Client => "client",
+            Self::CodeAttempt => "code_attempt",
         }
     }
 
@@ -115,12 +120,23 @@ pub struct RateLimits {
     limits: Vec<(LimitedAction, RateLimit)>,
 }
 
+/// Failed code attempts a member has when `code_attempt` is not configured: guessing codes is
+/// bounded even where no limits are set.
+pub const DEFAULT_CODE_ATTEMPTS: RateLimit = RateLimit {
+    count: 20,
+    per: Duration::from_secs(3600),
+    burst: 20,
+};
+
 impl RateLimits {
+    /// The limit of `action`: as configured, else none (`code_attempt`: else
+    /// [`DEFAULT_CODE_ATTEMPTS`]).
     pub fn get(&self, action: LimitedAction) -> Option<RateLimit> {
         self.limits
             .iter()
             .find(|(limited, _)| *limited == action)
             .map(|(_, limit)| *limit)
+            .or((action == LimitedAction::CodeAttempt).then_some(DEFAULT_CODE_ATTEMPTS))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,7 +172,10 @@ impl FromStr for RateLimits {
                 .split_once('=')
                 .ok_or_else(|| format!("{item:?} is not ACTION=LIMIT (e.g. claim=5/s:10)"))?;
             let action = LimitedAction::parse(action.trim()).ok_or_else(|| {
-                format!("{:?} is not an action (claim, earn, client)", action.trim())
+                format!(
+                    "{:?} is not an action (claim, earn, client, code_attempt)",
+                    action.trim()
+                )
             })?;
             if limits.iter().any(|(limited, _)| *limited == action) {
                 return Err(format!("{action} is limited twice"));

@@ -399,6 +399,7 @@ mod tests {
             updated_at: UnixMicros(0),
             archived_at: None,
             actor: None,
+            codes: Default::default(),
         }
     }
 

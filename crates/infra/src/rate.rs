@@ -63,6 +63,11 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// now are admitted, the rest refused (and not counted).
     async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError>;
 
+    /// Gives back one admitted call of `key` (its TAT moves one period back, never before
+    /// now): for limits that count only some outcomes, a call admitted before its outcome
+    /// was known and that turned out not to count.
+    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError>;
+
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
 }
@@ -92,11 +97,25 @@ end
 return {admitted, wait}
 ";
 
+/// KEYS[1] the key's TAT; ARGV[1] period µs. Moves the TAT one period back, not before now.
+const GIVE_BACK_LUA: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
+if tat > now then
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
 /// The limiter every replica shares.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     pool: RedisPool,
     script: Arc<Script>,
+    give_back: Arc<Script>,
 }
 
 impl RedisRateLimiter {
@@ -104,6 +123,7 @@ impl RedisRateLimiter {
         Self {
             pool,
             script: Arc::new(Script::new(GCRA_LUA)),
+            give_back: Arc::new(Script::new(GIVE_BACK_LUA)),
         }
     }
 }
@@ -129,6 +149,19 @@ impl RateLimiter for RedisRateLimiter {
             admitted,
             retry_after: Duration::from_micros(wait),
         })
+    }
+
+    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError> {
+        let mut conn = self.pool.connection().await?;
+        let period = limit.period.as_nanos().div_ceil(1000).max(1);
+        let () = self
+            .give_back
+            .key(self.pool.key(&format!("rate:{key}")))
+            .arg(u64::try_from(period).unwrap_or(u64::MAX))
+            .invoke_async(&mut conn)
+            .await
+            .map(|_: i64| ())?;
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -227,6 +260,18 @@ impl LocalRateLimiter {
         keys.check(counted, limit, now)
     }
 
+    /// [`RateLimiter::give_back`], in process (`key` as it was counted).
+    pub fn give_back_now(&self, key: &str, limit: Gcra) {
+        let now = Instant::now();
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tat) = limits
+            .get_mut(&limit)
+            .and_then(|keys| keys.tats.get_mut(key))
+        {
+            *tat = tat.checked_sub(limit.period).unwrap_or(now).max(now);
+        }
+    }
+
     /// Keys `limit` keeps.
     pub fn len(&self, limit: Gcra) -> usize {
         self.limits
@@ -254,6 +299,11 @@ impl RateLimiter for LocalRateLimiter {
             }
         }
         Ok(counted)
+    }
+
+    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError> {
+        self.give_back_now(key, limit);
+        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -341,6 +391,30 @@ mod tests {
         assert_eq!(limiter.len(hourly), LOCAL_KEYS + OVERFLOW_KEYS + 1);
         assert!(matches!(
             limiter.check_now("earn:late/m", "earn:late/*", hourly),
+            Verdict::Limited { .. }
+        ));
+    }
+
+    #[test]
+    fn a_call_given_back_is_admitted_again() {
+        let limiter = LocalRateLimiter::new();
+        let hourly = limit(3_600_000, 2);
+        assert_eq!(limiter.check_now("a", "o", hourly), Verdict::Admitted);
+        assert_eq!(limiter.check_now("a", "o", hourly), Verdict::Admitted);
+        assert!(matches!(
+            limiter.check_now("a", "o", hourly),
+            Verdict::Limited { .. }
+        ));
+        limiter.give_back_now("a", hourly);
+        assert_eq!(limiter.check_now("a", "o", hourly), Verdict::Admitted);
+        // Giving back more than was taken never admits more than the burst.
+        for _ in 0..5 {
+            limiter.give_back_now("a", hourly);
+        }
+        assert_eq!(limiter.check_now("a", "o", hourly), Verdict::Admitted);
+        assert_eq!(limiter.check_now("a", "o", hourly), Verdict::Admitted);
+        assert!(matches!(
+            limiter.check_now("a", "o", hourly),
             Verdict::Limited { .. }
         ));
     }

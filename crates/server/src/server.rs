@@ -275,7 +275,8 @@ async fn check_auth(app: &AppState) -> anyhow::Result<()> {
 }
 
 /// Every `sweep_interval`, on every replica: releases lapsed coupon locks, expires coupons,
-/// releases lapsed points holds, expires points lots, and (every minute) deletes records past
+/// finishes a coupon code generation a replica left, releases lapsed points holds, expires
+/// points lots, and (every minute) deletes records past
 /// their retention (all safe to run concurrently).
 async fn sweep_forever(app: AppState) {
     const BATCH: u64 = 500;
@@ -285,6 +286,9 @@ async fn sweep_forever(app: AppState) {
     let mut interval = tokio::time::interval(app.shared().config.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<std::time::Instant> = None;
+    // The first sweep one interval after start, not at once (an interval's first tick is
+    // immediate): what a replica starting finds due, the running replicas sweep anyway.
+    interval.tick().await;
     loop {
         interval.tick().await;
         match app.coupons.sweep_coupons(BATCH).await {
@@ -299,6 +303,13 @@ async fn sweep_forever(app: AppState) {
             Ok((coupons, lots)) => tracing::info!(coupons, lots, "expiry reminders"),
             Err(err) => {
                 marketing_infra::warn_every!(error = %err, "expiry reminders failed; retrying next interval")
+            }
+        }
+        match app.templates.resume_abandoned_generation().await {
+            Ok(false) => {}
+            Ok(true) => tracing::info!("resumed a coupon code generation a replica left"),
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "resuming coupon code generations failed; retrying next interval")
             }
         }
         match app.points.sweep_points(BATCH).await {

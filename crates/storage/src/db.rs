@@ -115,6 +115,11 @@ impl Database {
         crate::events::Events(&self.conn)
     }
 
+    /// Redemption codes, read through the pool.
+    pub fn codes(&self) -> crate::codes::Codes<'_, DatabaseConnection> {
+        crate::codes::Codes(&self.conn)
+    }
+
     /// API clients, read through the pool.
     pub fn clients(&self) -> crate::clients::Clients<'_, DatabaseConnection> {
         crate::clients::Clients(&self.conn)
@@ -530,7 +535,7 @@ pub(crate) fn key_alias(name: &str) -> &str {
 
 /// Many rows of one table updated by one statement, each with its own values:
 /// `WITH v(columns) AS (VALUES (..), ..) UPDATE table SET set FROM v WHERE condition
-/// RETURNING id`. The statement is the same on PostgreSQL and SQLite (3.35 or later).
+/// RETURNING returning`. The statement is the same on PostgreSQL and SQLite (3.35 or later).
 pub(crate) struct ValuesUpdate<'a> {
     pub table: &'a str,
     /// The columns of `v` (name, Rust type), the key first as `id`: `v` names it `key`, so
@@ -540,6 +545,9 @@ pub(crate) struct ValuesUpdate<'a> {
     pub set: &'a str,
     /// How a row meets its values (and any check it must pass): `t.id = v.key AND ..`.
     pub condition: &'a str,
+    /// The UUID column of the table each updated row answers with (`id`; a name `v` does not
+    /// have).
+    pub returning: &'a str,
 }
 
 impl ValuesUpdate<'_> {
@@ -576,8 +584,8 @@ impl ValuesUpdate<'_> {
                 sql.push(')');
             }
             sql.push_str(&format!(
-                ") UPDATE {} SET {} FROM v WHERE {} RETURNING id",
-                self.table, self.set, self.condition
+                ") UPDATE {} SET {} FROM v WHERE {} RETURNING {}",
+                self.table, self.set, self.condition, self.returning
             ));
             let statement = Statement::from_sql_and_values(backend, sql, values);
             for row in conn.query_all_raw(statement).await.map_err(db_error)? {

@@ -404,6 +404,7 @@ const NUMBER: ValuesUpdate<'static> = ValuesUpdate {
     columns: &[("id", "Uuid"), ("position", "i64")],
     set: "position = v.position",
     condition: "event_batches.id = v.key AND event_batches.position IS NULL",
+    returning: "id",
 };
 
 impl EventStore for Events<'_, DatabaseTransaction> {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clients;
+pub mod codes;
 mod db;
 pub mod entity;
 pub mod events;

@@ -4,6 +4,7 @@
 
 use marketing_domain::{
     MarketingError, TemplateId, TenantId, UnixMicros,
+    coupon_code::CodeInventory,
     coupon_template::{
         CouponTemplate, Currency, Discount, DiscountType, MAX_TOTAL_STOCK, TemplateTerms, Validity,
     },
@@ -74,15 +75,27 @@ pub trait TemplateStore: TemplateReads {
         id: TemplateId,
     ) -> Result<CouponTemplate, MarketingError>;
 
-    /// Moves `count` coupons from remaining to claimed stock, never below zero, and returns
-    /// the template as written. With a lock `fence`, the write is refused
-    /// (`ConcurrentModification`) if a later lock holder already wrote.
+    /// Moves `count` coupons from remaining to claimed stock, never below zero, counts
+    /// `codes` unique codes claimed with them, and returns the template as written. With a
+    /// lock `fence`, the write is refused (`ConcurrentModification`) if a later lock holder
+    /// already wrote.
     async fn take_stock(
         &self,
         tenant: &TenantId,
         id: TemplateId,
         count: i64,
+        codes: i64,
         fence: Option<i64>,
+    ) -> Result<CouponTemplate, MarketingError>;
+
+    /// Counts codes added to the template's inventory (`unique` generated, `shared` created);
+    /// the template as written. Not a change of its terms: the version stays.
+    async fn add_codes(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        unique: i64,
+        shared: i64,
     ) -> Result<CouponTemplate, MarketingError>;
 
     /// Adds `delta` (+1 on use, -1 on return) to the used count; the template as written.
@@ -155,9 +168,20 @@ impl TemplateStore for Templates<'_, DatabaseTransaction> {
         tenant: &TenantId,
         id: TemplateId,
         count: i64,
+        codes: i64,
         fence: Option<i64>,
     ) -> Result<CouponTemplate, MarketingError> {
-        take_stock(self.0, tenant, id, count, fence).await
+        take_stock(self.0, tenant, id, count, codes, fence).await
+    }
+
+    async fn add_codes(
+        &self,
+        tenant: &TenantId,
+        id: TemplateId,
+        unique: i64,
+        shared: i64,
+    ) -> Result<CouponTemplate, MarketingError> {
+        add_codes(self.0, tenant, id, unique, shared).await
     }
 
     async fn add_used(
@@ -198,6 +222,9 @@ async fn insert(
         created_at: Set(template.created_at.0),
         updated_at: Set(template.updated_at.0),
         actor: Set(template.actor.clone()),
+        unique_code_count: Set(template.codes.unique),
+        unique_codes_claimed: Set(template.codes.unique_claimed),
+        shared_code_count: Set(template.codes.shared),
         ..Default::default()
     };
     set_terms(&mut row, &template.terms);
@@ -488,6 +515,11 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
         updated_at: UnixMicros(row.updated_at),
         archived_at: row.archived_at.map(UnixMicros),
         actor: row.actor,
+        codes: CodeInventory {
+            unique: row.unique_code_count,
+            unique_claimed: row.unique_codes_claimed,
+            shared: row.shared_code_count,
+        },
     })
 }
 
@@ -517,6 +549,7 @@ async fn take_stock(
     tenant: &TenantId,
     id: TemplateId,
     count: i64,
+    codes: i64,
     fence: Option<i64>,
 ) -> Result<CouponTemplate, MarketingError> {
     let mut update = tpl::Entity::update_many()
@@ -535,6 +568,12 @@ async fn take_stock(
         .filter(tpl::Column::Id.eq(id.0))
         .filter(tpl::Column::TenantId.eq(tenant.as_str()))
         .filter(tpl::Column::RemainingStock.gte(count));
+    if codes > 0 {
+        update = update.col_expr(
+            tpl::Column::UniqueCodesClaimed,
+            Expr::col(tpl::Column::UniqueCodesClaimed).add(codes),
+        );
+    }
     if let Some(fence) = fence {
         update = update
             .col_expr(tpl::Column::FenceToken, Expr::value(fence))
@@ -565,6 +604,38 @@ async fn add_used(
         .col_expr(
             tpl::Column::UsedCount,
             Expr::col(tpl::Column::UsedCount).add(delta),
+        )
+        .col_expr(
+            tpl::Column::Revision,
+            Expr::col(tpl::Column::Revision).add(1),
+        )
+        .filter(tpl::Column::Id.eq(id.0))
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_error)?
+        .pop()
+        .map(to_domain)
+        .transpose()?
+        .ok_or(MarketingError::Refused(Refusal::TemplateNotFound))
+}
+
+/// Counts codes added to a template's inventory; the template as written.
+async fn add_codes(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    unique: i64,
+    shared: i64,
+) -> Result<CouponTemplate, MarketingError> {
+    tpl::Entity::update_many()
+        .col_expr(
+            tpl::Column::UniqueCodeCount,
+            Expr::col(tpl::Column::UniqueCodeCount).add(unique),
+        )
+        .col_expr(
+            tpl::Column::SharedCodeCount,
+            Expr::col(tpl::Column::SharedCodeCount).add(shared),
         )
         .col_expr(
             tpl::Column::Revision,

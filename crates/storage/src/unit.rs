@@ -80,6 +80,11 @@ impl UnitOfWork {
         Points(&self.txn)
     }
 
+    /// Redemption codes and their generations, read and written in this unit.
+    pub fn codes(&self) -> crate::codes::Codes<'_, DatabaseTransaction> {
+        crate::codes::Codes(&self.txn)
+    }
+
     /// API clients, read and written in this unit.
     pub fn clients(&self) -> Clients<'_, DatabaseTransaction> {
         Clients(&self.txn)

@@ -13,10 +13,11 @@
 //! batch runs without the lock (counted in `Metrics::lock_unavailable`): slower under contention,
 //! never wrong.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use marketing_domain::{
     MarketingError, MemberId, TemplateId, TenantId,
+    coupon_code::{CodeKind, CodeText},
     coupon_template::CouponTemplate,
     error::Refusal,
     limits::LimitedAction,
@@ -24,6 +25,7 @@ use marketing_domain::{
 };
 use marketing_infra::lock::LockGuard;
 use marketing_storage::{
+    codes::{ClaimedCode, CodeReads, CodeStore},
     idempotency::{IdempotencyKey, Outcome, RequestStore},
     templates::TemplateStore,
     unit::UnitOfWork,
@@ -54,6 +56,23 @@ pub struct ClaimCoupon {
     /// When the caller stops waiting.
     pub deadline: Instant,
     /// The API client making it.
+    pub actor: Option<String>,
+    /// The code it claims with (`ClaimCouponByCode`), found in the template's tenant.
+    pub code: Option<ClaimCode>,
+}
+
+/// A code a claim names, as found before the claim joined its template's batch.
+pub struct ClaimCode {
+    pub text: CodeText,
+    pub kind: CodeKind,
+}
+
+/// A claim with a code: the code is looked up in the tenant first (which template it claims).
+pub struct ClaimCouponByCode {
+    pub key: IdempotencyKey,
+    pub member_id: MemberId,
+    pub code: CodeText,
+    pub deadline: Instant,
     pub actor: Option<String>,
 }
 
@@ -95,6 +114,33 @@ struct Issued {
 }
 
 impl CouponService {
+    /// Claims one coupon with a code of the tenant: a unique code once, a shared one within
+    /// its template's stock and limits. The claim joins its template's batch, which decides
+    /// (a unique code's row is locked and claimed there, so it is claimed once).
+    pub async fn claim_coupon_by_code(&self, cmd: ClaimCouponByCode) -> ClaimResult {
+        let Some(code) = self
+            .shared
+            .db
+            .codes()
+            .find(&cmd.key.tenant_id, &cmd.code)
+            .await?
+        else {
+            return Err(MarketingError::Refused(Refusal::CodeNotFound));
+        };
+        self.claim_coupon(ClaimCoupon {
+            key: cmd.key,
+            template_id: code.template_id,
+            member_id: cmd.member_id,
+            deadline: cmd.deadline,
+            actor: cmd.actor,
+            code: Some(ClaimCode {
+                text: code.code,
+                kind: code.kind,
+            }),
+        })
+        .await
+    }
+
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
     pub async fn claim_coupon(&self, claim: ClaimCoupon) -> ClaimResult {
         let serve = drainer(self, |app, groups| async move {
@@ -210,11 +256,48 @@ impl CouponService {
                 }
             }
         }
+        // Unique codes: each claimable once, so a code claimed before, or by an earlier claim
+        // of this batch, is refused (its row locked until the unit ends).
+        let unique: Vec<&CodeText> = fresh
+            .iter()
+            .filter_map(|&i| claims[i].code.as_ref())
+            .filter(|code| code.kind == CodeKind::Unique)
+            .map(|code| &code.text)
+            .collect();
+        if !unique.is_empty() {
+            let mut open: HashSet<CodeText> = unit
+                .codes()
+                .lock_for_claim(tenant, &unique)
+                .await?
+                .into_iter()
+                .filter(|code| code.claim.is_none() && code.template_id == template)
+                .map(|code| code.code)
+                .collect();
+            fresh.retain(|&i| match &claims[i].code {
+                Some(code) if code.kind == CodeKind::Unique => {
+                    if open.remove(&code.text) {
+                        true
+                    } else {
+                        outcomes[i] =
+                            Some(Err(MarketingError::Refused(Refusal::CodeAlreadyClaimed)));
+                        false
+                    }
+                }
+                _ => true,
+            });
+        }
         let mut written = None;
         if !fresh.is_empty() {
-            let members: Vec<(&MemberId, Option<&str>)> = fresh
+            let members: Vec<Claimant> = fresh
                 .iter()
-                .map(|&i| (&claims[i].member_id, claims[i].actor.as_deref()))
+                .map(|&i| Claimant {
+                    member: &claims[i].member_id,
+                    actor: claims[i].actor.as_deref(),
+                    unique_code: claims[i]
+                        .code
+                        .as_ref()
+                        .is_some_and(|code| code.kind == CodeKind::Unique),
+                })
                 .collect();
             match self
                 .issue_coupons(&unit, tenant, template, &members, fence, false)
@@ -230,16 +313,25 @@ impl CouponService {
                     written = issued.template;
                     let now = self.shared.clock.now();
                     let mut records = Vec::new();
+                    let mut codes = Vec::new();
                     for (&i, result) in fresh.iter().zip(issued.results) {
                         outcomes[i] = Some(match result {
                             Ok(coupon) => {
                                 let request = Some(&claims[i].key.request_id);
-                                unit.record(coupon_event(
-                                    CouponChanged::Claimed,
-                                    &coupon,
-                                    request,
-                                    now,
-                                ));
+                                let how = match &claims[i].code {
+                                    Some(code) => {
+                                        if code.kind == CodeKind::Unique {
+                                            codes.push(ClaimedCode {
+                                                code: &code.text,
+                                                member_id: &claims[i].member_id,
+                                                coupon_id: coupon.id,
+                                            });
+                                        }
+                                        CouponChanged::ClaimedByCode(code.kind)
+                                    }
+                                    None => CouponChanged::Claimed,
+                                };
+                                unit.record(coupon_event(how, &coupon, request, now));
                                 let response = CouponView { coupon, at: now };
                                 records.push((&claims[i].key, wire::answered(&response)));
                                 Ok(Answer::Fresh(response))
@@ -247,6 +339,7 @@ impl CouponService {
                             Err(refusal) => Err(refusal.into_error().into()),
                         });
                     }
+                    unit.codes().mark_claimed(tenant, &codes, now).await?;
                     unit.answer_all(records, now);
                 }
             }
@@ -263,20 +356,19 @@ impl CouponService {
             .collect())
     }
 
-    /// Decides `claimants`' claims (each a member, and the API client claiming for them)
-    /// against the locked template row and writes the grants: one stock update and one
-    /// multi-row insert. With `all_or_nothing`, any refusal writes nothing and is returned as
-    /// the error.
+    /// Decides `claimants`' claims against the locked template row and writes the grants:
+    /// one stock update (counting the unique codes claimed) and one multi-row insert. With
+    /// `all_or_nothing`, any refusal writes nothing and is returned as the error.
     async fn issue_coupons(
         &self,
         unit: &UnitOfWork,
         tenant: &TenantId,
         template: TemplateId,
-        claimants: &[(&MemberId, Option<&str>)],
+        claimants: &[Claimant<'_>],
         fence: Option<i64>,
         all_or_nothing: bool,
     ) -> Result<Issued, MarketingError> {
-        let members: Vec<&MemberId> = claimants.iter().map(|(member, _)| *member).collect();
+        let members: Vec<&MemberId> = claimants.iter().map(|claimant| claimant.member).collect();
         let members = members.as_slice();
         let template = unit.templates().get_for_update(tenant, template).await?;
         if template.tenant_id != *tenant {
@@ -298,15 +390,19 @@ impl CouponService {
             }));
         }
         let mut issued = Vec::with_capacity(plan.len());
-        for ((member, actor), decision) in claimants.iter().zip(plan) {
+        let mut codes = 0;
+        for (claimant, decision) in claimants.iter().zip(plan) {
             issued.push(match decision {
-                Ok(grant) => Ok(UserCoupon::issue(
-                    &template,
-                    member,
-                    grant.slot,
-                    now,
-                    actor.map(str::to_owned),
-                )?),
+                Ok(grant) => {
+                    codes += i64::from(claimant.unique_code);
+                    Ok(UserCoupon::issue(
+                        &template,
+                        claimant.member,
+                        grant.slot,
+                        now,
+                        claimant.actor.map(str::to_owned),
+                    )?)
+                }
                 Err(refusal) => Err(refusal),
             });
         }
@@ -318,7 +414,7 @@ impl CouponService {
         if !coupons.is_empty() {
             written = Some(
                 unit.templates()
-                    .take_stock(tenant, template.id, coupons.len() as i64, fence)
+                    .take_stock(tenant, template.id, coupons.len() as i64, codes, fence)
                     .await?,
             );
             unit.coupons().insert_many(&coupons).await?;
@@ -375,10 +471,14 @@ impl CouponService {
         fence: Option<i64>,
     ) -> Result<Answer<Distribution>, MarketingError> {
         let mut unit = begin_or_replay!(self.shared, &cmd.key);
-        let members: Vec<(&MemberId, Option<&str>)> = cmd
+        let members: Vec<Claimant> = cmd
             .members
             .iter()
-            .map(|member| (member, cmd.actor.as_deref()))
+            .map(|member| Claimant {
+                member,
+                actor: cmd.actor.as_deref(),
+                unique_code: false,
+            })
             .collect();
         let issued = self
             .issue_coupons(
@@ -480,6 +580,14 @@ impl CouponService {
             }
         }
     }
+}
+
+/// Who a coupon is issued to, the API client asking for it, and whether it is claimed with
+/// a unique code.
+struct Claimant<'a> {
+    member: &'a MemberId,
+    actor: Option<&'a str>,
+    unique_code: bool,
 }
 
 /// A claim's recorded outcome, answered again.

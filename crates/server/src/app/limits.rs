@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use marketing_domain::limits::{LimitedAction, RateLimits};
+use marketing_domain::limits::{LimitedAction, RateLimit, RateLimits};
 use marketing_infra::rate::{Gcra, LocalRateLimiter, RateLimiter, Verdict};
 use tokio::sync::oneshot;
 
@@ -64,10 +64,7 @@ impl Limits {
         let Some(limit) = self.limits.get(action) else {
             return Ok(());
         };
-        let gcra = Gcra {
-            period: limit.period(),
-            burst: NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN),
-        };
+        let gcra = gcra_of(limit);
         let key = format!("{action}:{who}");
         let verdict = match &self.shared {
             Some(shared) => self.shared_verdict(shared.clone(), key, gcra).await,
@@ -83,6 +80,27 @@ impl Limits {
                     retry_after,
                 })
             }
+        }
+    }
+
+    /// Gives back one `action` of `who` admitted before its outcome was known, when the
+    /// outcome does not count (a code attempt that found its code). Best effort: a give-back
+    /// lost to a Redis failure leaves the member one turn short until the limit's period
+    /// passes.
+    pub async fn give_back(&self, action: LimitedAction, who: &str) {
+        let Some(limit) = self.limits.get(action) else {
+            return;
+        };
+        let gcra = gcra_of(limit);
+        let key = format!("{action}:{who}");
+        match &self.shared {
+            Some(shared) => {
+                if let Err(err) = shared.give_back(&key, gcra).await {
+                    marketing_infra::warn_every!(error = %err, key, "giving a rate-limit turn back failed");
+                    self.local.give_back_now(&key, gcra);
+                }
+            }
+            None => self.local.give_back_now(&key, gcra),
         }
     }
 
@@ -159,6 +177,13 @@ impl Limits {
                 }
             }
         }
+    }
+}
+
+fn gcra_of(limit: RateLimit) -> Gcra {
+    Gcra {
+        period: limit.period(),
+        burst: NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN),
     }
 }
 

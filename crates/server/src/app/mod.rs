@@ -19,6 +19,7 @@ pub mod auth;
 mod batcher;
 mod claims;
 pub mod clients;
+mod codes;
 mod coupons;
 pub mod events;
 mod isolate;
@@ -52,8 +53,9 @@ pub use answer::{Answer, Recorded};
 
 pub use crate::observability::Metrics;
 use crate::observability::{self, Counter, TransportCounters};
-pub use claims::{ClaimCoupon, DistributeCoupons};
+pub use claims::{ClaimCode, ClaimCoupon, ClaimCouponByCode, DistributeCoupons};
 pub use clients::ClientService;
+pub use codes::{CreateSharedCode, GenerateCodes, Generated, ListCodes};
 pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon};
 pub use events::{EventService, EventStream, ListEvents, StreamEvents, Streamed};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};

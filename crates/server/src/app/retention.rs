@@ -4,7 +4,7 @@
 
 use marketing_domain::{MarketingError, UnixMicros};
 use marketing_storage::{
-    events::EventStore, idempotency::RequestStore, points::accounts::PointsStore,
+    codes::CodeStore, events::EventStore, idempotency::RequestStore, points::accounts::PointsStore,
     reminders::ReminderStore, unit::UnitOfWork,
 };
 
@@ -24,7 +24,8 @@ pub struct RetentionService {
 }
 
 impl RetentionService {
-    /// One retention sweep, in batches of `batch`: (idempotency records, holds) deleted.
+    /// One retention sweep, in batches of `batch`: (idempotency records and the code
+    /// generations they answered, holds) deleted.
     pub async fn sweep_records(&self, batch: u64) -> Result<(u64, u64), MarketingError> {
         let retention = i64::try_from(self.shared.config.retention.as_micros()).unwrap_or(i64::MAX);
         let before = UnixMicros(self.shared.clock.now().0.saturating_sub(retention));
@@ -40,6 +41,16 @@ impl RetentionService {
             Ok(deleted)
         })
         .await?;
+        let generations = in_batches(batch, || async {
+            let unit = UnitOfWork::begin(db).await?;
+            let deleted = unit
+                .codes()
+                .delete_finished_generations(before, batch)
+                .await?;
+            unit.commit().await?;
+            Ok(deleted)
+        })
+        .await?;
         let holds = in_batches(batch, || async {
             let unit = UnitOfWork::begin(db).await?;
             let deleted = unit.points().delete_finished_holds(before, batch).await?;
@@ -47,7 +58,7 @@ impl RetentionService {
             Ok(deleted)
         })
         .await?;
-        Ok((records, holds))
+        Ok((records + generations, holds))
     }
 
     /// Deletes events older than `MARKETING_EVENTS_RETENTION_DAYS`, oldest position first, up

@@ -3,6 +3,7 @@
 
 use marketing_domain::{
     MarketingError, TemplateId, TenantId,
+    coupon_code::CodeInventory,
     coupon_template::{CouponTemplate, TemplateDraft, TemplateField, TemplateTerms},
     error::FieldViolation,
     error::Refusal,
@@ -85,6 +86,7 @@ impl TemplateService {
             updated_at: now,
             archived_at: None,
             actor: cmd.actor,
+            codes: CodeInventory::default(),
         };
         unit.templates().insert(&template).await?;
         unit.record(template_event(

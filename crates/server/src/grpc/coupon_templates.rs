@@ -3,6 +3,7 @@
 
 use marketing_domain::{
     FieldViolation, TemplateId, TenantId,
+    coupon_code::{CodeShape, CodeText, MAX_CODES_PER_GENERATION},
     coupon_template::{
         CouponTemplate, TemplateField, TemplateTerms, check_initial_stock, check_stock_change,
     },
@@ -10,7 +11,10 @@ use marketing_domain::{
     page::page_size,
 };
 use marketing_proto::v1::{self as pb, coupon_template_service_server::CouponTemplateService};
-use marketing_storage::templates::{TemplateChange, TemplateFilter};
+use marketing_storage::{
+    codes::CodeState,
+    templates::{TemplateChange, TemplateFilter},
+};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -18,11 +22,15 @@ use super::parse::{
     Edge, Mutation, NO_SERVER_LIMIT, Tenanted, finish, mutation_key, mutations, reply, tenanted,
 };
 use crate::{
-    app::{Answer, ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate},
+    app::{
+        Answer, ChangeTemplate, CreateSharedCode, CreateTemplate, GenerateCodes, ListCodes,
+        ListTemplates, TemplateService, UpdateTemplate,
+    },
     wire::{
         self, ToWire,
         convert::{
-            decode_page_token, discount_type_filter, draft_from_proto, encode_page_token, micros,
+            decode_page_token, decode_text_page_token, discount_type_filter, draft_from_proto,
+            encode_page_token, encode_text_page_token, micros,
         },
         status::to_status,
     },
@@ -44,7 +52,11 @@ impl CouponTemplates {
     }
 }
 
-tenanted!(pb::GetCouponTemplateRequest, pb::ListCouponTemplatesRequest);
+tenanted!(
+    pb::GetCouponTemplateRequest,
+    pb::ListCouponTemplatesRequest,
+    pb::ListCouponCodesRequest
+);
 
 mutations! {
     pb::CreateCouponTemplateRequest => "CreateCouponTemplate",
@@ -52,6 +64,122 @@ mutations! {
     pb::SetCouponTemplateEnabledRequest => "SetCouponTemplateEnabled",
     pb::AddCouponStockRequest => "AddCouponStock",
     pb::DeleteCouponTemplateRequest => "DeleteCouponTemplate",
+    pb::CreateSharedCouponCodeRequest => "CreateSharedCouponCode",
+    pb::GenerateCouponCodesRequest => "GenerateCouponCodes",
+}
+
+impl TryFrom<Edge<'_, pb::CreateSharedCouponCodeRequest>> for CreateSharedCode {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::CreateSharedCouponCodeRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let key = mutation_key(&mut violations, &edge);
+        let template_id = violations.check(TemplateId::parse("template_id", &r.template_id));
+        let code = violations.check(CodeText::parse_shared("code", &r.code));
+        finish(violations, || {
+            Some(CreateSharedCode {
+                key: key?,
+                template_id: template_id?,
+                code: code?,
+                actor: edge.actor(),
+            })
+        })
+    }
+}
+
+impl TryFrom<Edge<'_, pb::GenerateCouponCodesRequest>> for GenerateCodes {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::GenerateCouponCodesRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let key = mutation_key(&mut violations, &edge);
+        let template_id = violations.check(TemplateId::parse("template_id", &r.template_id));
+        let count = if (1..=MAX_CODES_PER_GENERATION).contains(&r.count) {
+            Some(r.count)
+        } else {
+            violations.push(
+                "count",
+                format!("must be between 1 and {MAX_CODES_PER_GENERATION}"),
+            );
+            None
+        };
+        let shape = match CodeShape::parse(&r.prefix, r.length) {
+            Ok(shape) => Some(shape),
+            Err(found) => {
+                violations.extend(found);
+                None
+            }
+        };
+        finish(violations, || {
+            Some(GenerateCodes {
+                key: key?,
+                template_id: template_id?,
+                count: count?,
+                shape: shape?,
+                actor: edge.actor(),
+                deadline: edge.deadline,
+            })
+        })
+    }
+}
+
+/// The canonical text of a code listing, which binds page tokens to it.
+fn codes_query_text(request: &pb::ListCouponCodesRequest) -> String {
+    format!(
+        "codes;tenant={};template={};state={}",
+        request.tenant_id, request.template_id, request.state
+    )
+}
+
+/// Codes a page holds when the caller does not say, and at most.
+const DEFAULT_CODE_PAGE: u64 = 100;
+const MAX_CODE_PAGE: u64 = 1_000;
+
+impl TryFrom<Edge<'_, pb::ListCouponCodesRequest>> for ListCodes {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ListCouponCodesRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let tenant_id = violations.check(TenantId::parse("tenant_id", &r.tenant_id));
+        let template_id = violations.check(TemplateId::parse("template_id", &r.template_id));
+        let page_size = match r.page_size {
+            0 => Some(DEFAULT_CODE_PAGE),
+            n if n > 0 && n as u64 <= MAX_CODE_PAGE => Some(n as u64),
+            _ => {
+                violations.push(
+                    "page_size",
+                    format!("must be between 0 and {MAX_CODE_PAGE}"),
+                );
+                None
+            }
+        };
+        let state = match pb::CouponCodeState::try_from(r.state) {
+            Ok(pb::CouponCodeState::Unspecified) => Some(None),
+            Ok(pb::CouponCodeState::Available) => Some(Some(CodeState::Available)),
+            Ok(pb::CouponCodeState::Claimed) => Some(Some(CodeState::Claimed)),
+            Err(_) => {
+                violations.push("state", "is not a coupon code state");
+                None
+            }
+        };
+        let after = violations.check(decode_text_page_token(
+            "page_token",
+            &r.page_token,
+            &codes_query_text(r),
+        ));
+        finish(violations, || {
+            Some(ListCodes {
+                tenant_id: tenant_id?,
+                template_id: template_id?,
+                state: state?,
+                after: after?,
+                page_size: page_size?,
+            })
+        })
+    }
 }
 
 impl TryFrom<Edge<'_, pb::CreateCouponTemplateRequest>> for CreateTemplate {
@@ -403,6 +531,56 @@ impl CouponTemplateService for CouponTemplates {
         let template = reply(self.templates.change_template(command).await)?;
         Ok(Response::new(pb::AddCouponStockResponse {
             coupon_template: Some(template),
+        }))
+    }
+
+    #[instrument(name = "CouponTemplateService.CreateSharedCouponCode", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id))]
+    async fn create_shared_coupon_code(
+        &self,
+        request: Request<pb::CreateSharedCouponCodeRequest>,
+    ) -> Result<Response<pb::CreateSharedCouponCodeResponse>, Status> {
+        let command = CreateSharedCode::try_from(self.edge(&request)?)?;
+        let code = reply(self.templates.create_shared_code(command).await)?;
+        Ok(Response::new(pb::CreateSharedCouponCodeResponse {
+            coupon_code: Some(code),
+        }))
+    }
+
+    #[instrument(name = "CouponTemplateService.GenerateCouponCodes", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id,
+            count = request.get_ref().count))]
+    async fn generate_coupon_codes(
+        &self,
+        request: Request<pb::GenerateCouponCodesRequest>,
+    ) -> Result<Response<pb::GenerateCouponCodesResponse>, Status> {
+        let command = GenerateCodes::try_from(self.edge(&request)?)?;
+        let generated = self
+            .templates
+            .generate_codes(command)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GenerateCouponCodesResponse {
+            template_id: generated.template_id.to_string(),
+            generated_count: generated.count,
+            coupon_template: Some(generated.template.to_wire()),
+        }))
+    }
+
+    #[instrument(name = "CouponTemplateService.ListCouponCodes", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, template_id = %request.get_ref().template_id))]
+    async fn list_coupon_codes(
+        &self,
+        request: Request<pb::ListCouponCodesRequest>,
+    ) -> Result<Response<pb::ListCouponCodesResponse>, Status> {
+        let query = ListCodes::try_from(self.edge(&request)?)?;
+        let (codes, last) = self.templates.list_codes(query).await.map_err(to_status)?;
+        let next_page_token = last
+            .map(|code| encode_text_page_token(&code, &codes_query_text(request.get_ref())))
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListCouponCodesResponse {
+            coupon_codes: codes.iter().map(ToWire::to_wire).collect(),
+            next_page_token,
         }))
     }
 

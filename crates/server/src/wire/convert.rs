@@ -3,6 +3,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use marketing_domain::{
     FieldViolation, MemberId, TenantId, UnixMicros,
+    coupon_code::CodeKind,
     coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
     error::Violations,
     points::{Account, Entry, Hold, HoldStatus, TxType},
@@ -230,6 +231,33 @@ pub fn coupon_to_proto(coupon: &UserCoupon, now: UnixMicros) -> pb::UserCoupon {
     }
 }
 
+pub fn code_kind_to_proto(kind: CodeKind) -> pb::CouponCodeKind {
+    match kind {
+        CodeKind::Shared => pb::CouponCodeKind::Shared,
+        CodeKind::Unique => pb::CouponCodeKind::Unique,
+    }
+}
+
+pub fn code_to_proto(code: &marketing_storage::codes::StoredCode) -> pb::CouponCode {
+    let claim = code.claim.as_ref();
+    pb::CouponCode {
+        code: code.code.as_str().to_owned(),
+        state: if claim.is_some() {
+            pb::CouponCodeState::Claimed
+        } else {
+            pb::CouponCodeState::Available
+        }
+        .into(),
+        template_id: code.template_id.to_string(),
+        kind: code_kind_to_proto(code.kind).into(),
+        member_id: claim.map(|c| c.member_id.clone()).unwrap_or_default(),
+        user_coupon_id: claim.map(|c| c.coupon_id.to_string()).unwrap_or_default(),
+        claim_time: claim.map(|c| timestamp(c.at)),
+        create_time: Some(timestamp(code.created_at)),
+        actor: code.actor.clone().unwrap_or_default(),
+    }
+}
+
 pub fn template_to_proto(template: &CouponTemplate) -> pb::CouponTemplate {
     let terms = &template.terms;
     pb::CouponTemplate {
@@ -278,6 +306,9 @@ pub fn template_to_proto(template: &CouponTemplate) -> pb::CouponTemplate {
         archived: template.archived_at.is_some(),
         archive_time: template.archived_at.map(timestamp),
         actor: template.actor.clone().unwrap_or_default(),
+        unique_code_count: template.codes.unique,
+        available_unique_code_count: template.codes.unique_available(),
+        shared_code_count: template.codes.shared,
     }
 }
 
@@ -385,9 +416,60 @@ pub fn decode_page_token(
     Uuid::from_slice(id).map(Some).map_err(|_| invalid())
 }
 
+/// The version byte of page tokens that carry a text key (a code) instead of an id.
+const TEXT_PAGE_TOKEN_VERSION: u8 = 2;
+
+/// A page token after the key `last` (a code: short ASCII text), bound to `query`.
+pub fn encode_text_page_token(last: &str, query: &str) -> String {
+    let mut bytes = Vec::with_capacity(9 + last.len());
+    bytes.push(TEXT_PAGE_TOKEN_VERSION);
+    bytes.extend_from_slice(&Sha256::digest(query.as_bytes())[..8]);
+    bytes.extend_from_slice(last.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The last key of the previous page ([`encode_text_page_token`]); an empty token is the
+/// first page.
+pub fn decode_text_page_token(
+    field: &str,
+    token: &str,
+    query: &str,
+) -> Result<Option<String>, FieldViolation> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || FieldViolation::new(field, "is not a page token of this query");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let [TEXT_PAGE_TOKEN_VERSION, rest @ ..] = bytes.as_slice() else {
+        return Err(invalid());
+    };
+    let (digest, key) = rest.split_at_checked(8).ok_or_else(invalid)?;
+    if digest != &Sha256::digest(query.as_bytes())[..8] {
+        return Err(invalid());
+    }
+    let key = std::str::from_utf8(key).map_err(|_| invalid())?;
+    marketing_domain::coupon_code::CodeText::parse(field, key)
+        .map(|code| Some(code.into_string()))
+        .map_err(|_| invalid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_page_tokens_round_trip_and_are_bound_to_their_query() {
+        let token = encode_text_page_token("SPRING10", "codes;a");
+        assert_eq!(
+            decode_text_page_token("t", &token, "codes;a"),
+            Ok(Some("SPRING10".to_owned()))
+        );
+        assert!(decode_text_page_token("t", &token, "codes;b").is_err());
+        assert!(decode_text_page_token("t", "not-a-token", "codes;a").is_err());
+        let id_token = encode_page_token(Uuid::nil(), "codes;a");
+        assert!(decode_text_page_token("t", &id_token, "codes;a").is_err());
+        assert_eq!(decode_text_page_token("t", "", "codes;a"), Ok(None));
+    }
 
     #[test]
     fn page_tokens_round_trip_and_are_bound_to_their_query() {

@@ -6,6 +6,7 @@
 use marketing_domain::{
     MarketingError, MemberId, RequestId, TenantId, UnixMicros,
     auth::{ApiClient, Tenants},
+    coupon_code::CodeKind,
     coupon_template::CouponTemplate,
     points::{Entry, TxType},
     points_rule::PointsRule,
@@ -19,7 +20,8 @@ use marketing_storage::{
 use prost::Message;
 
 use super::convert::{
-    coupon_to_proto, entry_to_proto, rule_to_proto, template_to_proto, timestamp,
+    code_kind_to_proto, coupon_to_proto, entry_to_proto, rule_to_proto, template_to_proto,
+    timestamp,
 };
 
 /// What a change did to a template.
@@ -32,6 +34,8 @@ pub enum TemplateChanged {
     /// Stock added (negative: removed).
     StockAdded(i64),
     Archived,
+    /// Codes of a kind added (a shared code, or a generation's unique codes).
+    CodesAdded(i32, CodeKind),
 }
 
 impl TemplateChanged {
@@ -43,6 +47,7 @@ impl TemplateChanged {
             Self::Disabled => "coupon_template.disabled",
             Self::StockAdded(_) => "coupon_template.stock_added",
             Self::Archived => "coupon_template.archived",
+            Self::CodesAdded(..) => "coupon_template.codes_added",
         }
     }
 }
@@ -51,6 +56,8 @@ impl TemplateChanged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CouponChanged {
     Claimed,
+    /// Claimed with a code of this kind.
+    ClaimedByCode(CodeKind),
     Distributed,
     Locked,
     Used,
@@ -66,7 +73,7 @@ pub enum CouponChanged {
 impl CouponChanged {
     fn event_type(self) -> &'static str {
         match self {
-            Self::Claimed | Self::Distributed => "coupon.claimed",
+            Self::Claimed | Self::ClaimedByCode(_) | Self::Distributed => "coupon.claimed",
             Self::Locked => "coupon.locked",
             Self::Used => "coupon.used",
             Self::Released => "coupon.released",
@@ -82,7 +89,15 @@ impl CouponChanged {
         match self {
             Self::Claimed => pb::ClaimChannel::Claim,
             Self::Distributed => pb::ClaimChannel::Distribution,
+            Self::ClaimedByCode(_) => pb::ClaimChannel::Code,
             _ => pb::ClaimChannel::Unspecified,
+        }
+    }
+
+    fn code_kind(self) -> pb::CouponCodeKind {
+        match self {
+            Self::ClaimedByCode(kind) => code_kind_to_proto(kind),
+            _ => pb::CouponCodeKind::Unspecified,
         }
     }
 }
@@ -105,6 +120,10 @@ pub fn template_event(
         TemplateChanged::StockAdded(amount) => amount,
         _ => 0,
     };
+    let (codes_added, code_kind) = match change {
+        TemplateChanged::CodesAdded(count, kind) => (count, code_kind_to_proto(kind)),
+        _ => (0, pb::CouponCodeKind::Unspecified),
+    };
     NewEvent {
         tenant_id: template.tenant_id.clone(),
         event_type: change.event_type(),
@@ -117,6 +136,8 @@ pub fn template_event(
         payload: payload(Payload::CouponTemplate(pb::CouponTemplateEvent {
             coupon_template: Some(template_to_proto(template)),
             stock_added,
+            codes_added,
+            code_kind: code_kind as i32,
         })),
     }
 }
@@ -144,6 +165,7 @@ pub fn coupon_event(
         payload: payload(Payload::UserCoupon(pb::UserCouponEvent {
             user_coupon: Some(without_envelope_coupon(coupon_to_proto(coupon, at))),
             channel: change.channel() as i32,
+            code_kind: change.code_kind() as i32,
         })),
     }
 }
@@ -331,6 +353,7 @@ pub fn event_bytes(event: StoredEvent) -> Vec<u8> {
                 ..Default::default()
             }),
             channel: 0,
+            code_kind: 0,
         })),
         "points_account" if event.event_type != "points.expiring" => {
             Some(Payload::Points(pb::PointsEvent {
@@ -466,10 +489,12 @@ mod tests {
             TemplateChanged::Disabled,
             TemplateChanged::StockAdded(1),
             TemplateChanged::Archived,
+            TemplateChanged::CodesAdded(1, CodeKind::Shared),
         ]
         .map(TemplateChanged::event_type);
         let coupons = [
             CouponChanged::Claimed,
+            CouponChanged::ClaimedByCode(CodeKind::Unique),
             CouponChanged::Distributed,
             CouponChanged::Locked,
             CouponChanged::Used,

@@ -41,6 +41,14 @@ impl ToWire for CouponTemplate {
     }
 }
 
+impl ToWire for marketing_storage::codes::StoredCode {
+    type Message = pb::CouponCode;
+
+    fn to_wire(&self) -> pb::CouponCode {
+        convert::code_to_proto(self)
+    }
+}
+
 impl ToWire for CouponView {
     type Message = pb::UserCoupon;
 

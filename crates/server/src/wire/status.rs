@@ -125,6 +125,15 @@ fn refusal_metadata(refusal: &Refusal) -> Vec<(&'static str, String)> {
             vec![("expired_through", expired_through.to_string())]
         }
         Refusal::TooManyStreams { limit } => vec![("limit", limit.to_string())],
+        Refusal::TooManyCodes {
+            kind,
+            limit,
+            current,
+        } => vec![
+            ("kind", (*kind).to_owned()),
+            ("limit", limit.to_string()),
+            ("current", current.to_string()),
+        ],
         _ => Vec::new(),
     }
 }
@@ -187,7 +196,8 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::AccountNotFound
         | Reason::HoldNotFound
         | Reason::TransactionNotFound
-        | Reason::RuleNotFound => Code::NotFound,
+        | Reason::RuleNotFound
+        | Reason::CodeNotFound => Code::NotFound,
         Reason::TemplateArchived
         | Reason::TemplateDisabled
         | Reason::OutsideDistributionWindow
@@ -207,7 +217,9 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::PointsLimitExceeded
         | Reason::RuleDisabled
         | Reason::DailyCapReached
-        | Reason::EventsExpired => Code::FailedPrecondition,
+        | Reason::EventsExpired
+        | Reason::CodeAlreadyClaimed
+        | Reason::TooManyCodes => Code::FailedPrecondition,
         Reason::OutOfStock
         | Reason::MemberLimitReached
         | Reason::RequestTooLarge
@@ -215,7 +227,9 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::ResponseBufferFull
         | Reason::TooManyStreams
         | Reason::StreamBacklogFull => Code::ResourceExhausted,
-        Reason::DuplicateBizReference | Reason::RuleExists => Code::AlreadyExists,
+        Reason::DuplicateBizReference | Reason::RuleExists | Reason::CodeExists => {
+            Code::AlreadyExists
+        }
         Reason::VersionMismatch | Reason::ConcurrentModification => Code::Aborted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
         Reason::Unavailable | Reason::Overloaded => Code::Unavailable,

@@ -37,6 +37,10 @@ pub struct Model {
     pub updated_at: i64,
     /// The API client that made the latest change; NULL without auth and for the server's own.
     pub actor: Option<String>,
+    /// The code inventory: unique codes generated, unique codes claimed, shared codes.
+    pub unique_code_count: i64,
+    pub unique_codes_claimed: i64,
+    pub shared_code_count: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

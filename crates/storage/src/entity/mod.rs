@@ -2,6 +2,8 @@
 //! epoch; enum columns hold the codes defined in `marketing-domain`.
 
 pub mod api_client;
+pub mod code_generation;
+pub mod coupon_code;
 pub mod coupon_template;
 pub mod event_aggregate;
 pub mod event_batch;

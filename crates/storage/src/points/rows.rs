@@ -83,6 +83,7 @@ pub(crate) const ACCOUNTS: ValuesUpdate<'static> = ValuesUpdate {
           total_refunded = v.total_refunded, earned_updated_at = v.earned_updated_at, \
           version = v.read_version + 1, updated_at = v.updated_at",
     condition: "points_accounts.id = v.key AND points_accounts.version = v.read_version",
+    returning: "id",
 };
 
 /// The update of changed lots.
@@ -91,6 +92,7 @@ pub(crate) const LOTS: ValuesUpdate<'static> = ValuesUpdate {
     columns: LotUpdate::COLUMNS,
     set: "remaining = v.remaining, frozen = v.frozen",
     condition: "points_lots.id = v.key",
+    returning: "id",
 };
 
 /// Everything one planned ledger writes.

@@ -5,13 +5,17 @@ mod requests;
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
 use std::sync::Arc;
 
+use marketing_domain::{MarketingError, error::Refusal, limits::LimitedAction};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::parse::{Edge, Tenanted, distinct, reply};
 use crate::{
     app::limits::Limits,
-    app::{ClaimCoupon, CouponService, DistributeCoupons, ListCoupons, TransitionCoupon},
+    app::{
+        ClaimCoupon, ClaimCouponByCode, CouponService, DistributeCoupons, ListCoupons,
+        TransitionCoupon,
+    },
     wire::{
         ToWire,
         convert::{coupon_to_proto, encode_page_token},
@@ -71,6 +75,43 @@ impl UserCouponService for UserCoupons {
             .map_err(to_status)?;
         let coupon = reply(self.coupons.claim_coupon(claim).await)?;
         Ok(Response::new(pb::ClaimCouponResponse {
+            user_coupon: Some(coupon),
+        }))
+    }
+
+    #[instrument(name = "UserCouponService.ClaimCouponByCode", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn claim_coupon_by_code(
+        &self,
+        request: Request<pb::ClaimCouponByCodeRequest>,
+    ) -> Result<Response<pb::ClaimCouponByCodeResponse>, Status> {
+        let claim = ClaimCouponByCode::try_from(self.edge(&request)?)?;
+        let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
+        self.limits
+            .admit(LimitedAction::Claim, &member)
+            .await
+            .map_err(to_status)?;
+        // Every attempt takes a turn of the member's failed attempts before the code is
+        // looked up (so concurrent guesses cannot pass the limit together); one that did not
+        // fail to find an open code gives it back.
+        self.limits
+            .admit(LimitedAction::CodeAttempt, &member)
+            .await
+            .map_err(to_status)?;
+        let claimed = self.coupons.claim_coupon_by_code(claim).await;
+        let guessed = matches!(
+            &claimed,
+            Err(MarketingError::Refused(
+                Refusal::CodeNotFound | Refusal::CodeAlreadyClaimed
+            ))
+        );
+        if !guessed {
+            self.limits
+                .give_back(LimitedAction::CodeAttempt, &member)
+                .await;
+        }
+        let coupon = reply(claimed)?;
+        Ok(Response::new(pb::ClaimCouponByCodeResponse {
             user_coupon: Some(coupon),
         }))
     }

@@ -5,6 +5,7 @@ use std::{collections::HashSet, time::Duration};
 
 use marketing_domain::{
     CouponId, FieldViolation, MemberId, TemplateId, TenantId,
+    coupon_code::CodeText,
     coupon_template::{Currency, MAX_AMOUNT},
     error::Violations,
     page::page_size,
@@ -20,7 +21,10 @@ use crate::grpc::parse::{
     Edge, Mutation, capped, enum_filter, finish, mutation_key, mutations, reference, tenanted,
 };
 use crate::{
-    app::{ClaimCoupon, CouponChange, DistributeCoupons, ListCoupons, TransitionCoupon},
+    app::{
+        ClaimCoupon, ClaimCouponByCode, CouponChange, DistributeCoupons, ListCoupons,
+        TransitionCoupon,
+    },
     wire::convert::{coupon_status_from_proto, decode_page_token},
 };
 
@@ -59,6 +63,7 @@ tenanted!(
 
 mutations! {
     pb::ClaimCouponRequest => "ClaimCoupon",
+    pb::ClaimCouponByCodeRequest => "ClaimCouponByCode",
     pb::DistributeCouponsRequest [answer = distribution_bound] => "DistributeCoupons",
     pb::LockCouponRequest => "LockCoupon",
     pb::UseCouponRequest => "UseCoupon",
@@ -157,6 +162,28 @@ impl TryFrom<Edge<'_, pb::ClaimCouponRequest>> for ClaimCoupon {
                 key: key?,
                 template_id: template?,
                 member_id: member?,
+                deadline: edge.deadline,
+                actor: edge.actor(),
+                code: None,
+            })
+        })
+    }
+}
+
+impl TryFrom<Edge<'_, pb::ClaimCouponByCodeRequest>> for ClaimCouponByCode {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::ClaimCouponByCodeRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let key = mutation_key(&mut violations, &edge);
+        let member = violations.check(MemberId::parse("member_id", &r.member_id));
+        let code = violations.check(CodeText::parse("code", &r.code));
+        finish(violations, || {
+            Some(ClaimCouponByCode {
+                key: key?,
+                member_id: member?,
+                code: code?,
                 deadline: edge.deadline,
                 actor: edge.actor(),
             })
