@@ -1,7 +1,7 @@
 //! Redemption codes and their generations. Every query is scoped by tenant: a code is found
 //! by (tenant, canonical text), so another tenant's code of the same text is never seen. A
 //! unique code is claimed by a conditional update (`member_id IS NULL`), so it is claimed
-//! once whatever runs at the same time; the claim batch also locks its codes' rows first.
+//! once whatever runs at the same time.
 
 use marketing_domain::{
     CouponId, MarketingError, MemberId, RequestId, TemplateId, TenantId, UnixMicros,
@@ -81,6 +81,22 @@ pub trait CodeReads {
         text: &CodeText,
     ) -> Result<Option<StoredCode>, MarketingError>;
 
+    /// The template and kind of each of `texts` that `tenant` has (in no order).
+    async fn find_many(
+        &self,
+        tenant: &TenantId,
+        texts: &[&CodeText],
+    ) -> Result<Vec<(CodeText, TemplateId, CodeKind)>, MarketingError>;
+
+    /// Which of `texts` of `tenant` are unique codes of `template` not claimed yet (a claim
+    /// batch's first read; its conditional update is what decides).
+    async fn open_unique(
+        &self,
+        tenant: &TenantId,
+        template: TemplateId,
+        texts: &[&CodeText],
+    ) -> Result<Vec<CodeText>, MarketingError>;
+
     /// Up to `limit` codes of a template after `after`, in code order, in `state` if given.
     async fn list(
         &self,
@@ -132,13 +148,6 @@ pub trait CodeStore: CodeReads {
         codes: Vec<CodeText>,
         now: UnixMicros,
     ) -> Result<u64, MarketingError>;
-
-    /// Reads `texts` of `tenant` and locks their rows until the unit ends.
-    async fn lock_for_claim(
-        &self,
-        tenant: &TenantId,
-        texts: &[&CodeText],
-    ) -> Result<Vec<StoredCode>, MarketingError>;
 
     /// Marks unique codes claimed; `ConcurrentModification` when one was claimed meanwhile
     /// (the unit must then be dropped).
@@ -199,6 +208,61 @@ impl<C: ConnectionTrait> CodeReads for Codes<'_, C> {
             .map_err(db_error)?
             .map(to_domain)
             .transpose()
+    }
+
+    async fn find_many(
+        &self,
+        tenant: &TenantId,
+        texts: &[&CodeText],
+    ) -> Result<Vec<(CodeText, TemplateId, CodeKind)>, MarketingError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(String, Uuid, i16)> = code::Entity::find()
+            .select_only()
+            .columns([
+                code::Column::Code,
+                code::Column::TemplateId,
+                code::Column::Kind,
+            ])
+            .filter(code::Column::TenantId.eq(tenant.as_str()))
+            .filter(code::Column::Code.is_in(texts.iter().map(|t| t.as_str())))
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        found
+            .into_iter()
+            .map(|(text, template, kind)| {
+                let kind = CodeKind::from_code(kind)
+                    .ok_or_else(|| MarketingError::internal(format!("code of kind {kind}")))?;
+                Ok((CodeText::from_stored(text), TemplateId(template), kind))
+            })
+            .collect()
+    }
+
+    async fn open_unique(
+        &self,
+        tenant: &TenantId,
+        template: TemplateId,
+        texts: &[&CodeText],
+    ) -> Result<Vec<CodeText>, MarketingError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let open: Vec<String> = code::Entity::find()
+            .select_only()
+            .column(code::Column::Code)
+            .filter(code::Column::TenantId.eq(tenant.as_str()))
+            .filter(code::Column::Code.is_in(texts.iter().map(|t| t.as_str())))
+            .filter(code::Column::TemplateId.eq(template.0))
+            .filter(code::Column::Kind.eq(CodeKind::Unique.code()))
+            .filter(code::Column::MemberId.is_null())
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        Ok(open.into_iter().map(CodeText::from_stored).collect())
     }
 
     async fn list(
@@ -335,27 +399,6 @@ impl CodeStore for Codes<'_, DatabaseTransaction> {
             })
             .collect();
         insert_all_if_absent(self.0, rows, [code::Column::TenantId, code::Column::Code]).await
-    }
-
-    async fn lock_for_claim(
-        &self,
-        tenant: &TenantId,
-        texts: &[&CodeText],
-    ) -> Result<Vec<StoredCode>, MarketingError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        code::Entity::find()
-            .filter(code::Column::TenantId.eq(tenant.as_str()))
-            .filter(code::Column::Code.is_in(texts.iter().map(|t| t.as_str())))
-            .order_by_asc(code::Column::Code)
-            .lock_exclusive()
-            .all(self.0)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(to_domain)
-            .collect()
     }
 
     async fn mark_claimed(

@@ -67,6 +67,27 @@ pub struct ClaimCode {
     pub kind: CodeKind,
 }
 
+/// A code to look up in a tenant: a claim by code's first step, batched per tenant (one query
+/// for the codes of the claims that came meanwhile).
+pub(crate) struct CodeLookup {
+    tenant: TenantId,
+    text: CodeText,
+    deadline: Instant,
+}
+
+impl Batched for CodeLookup {
+    fn key(&self) -> Option<&IdempotencyKey> {
+        None
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// A code's template and kind.
+pub type FoundCode = (TemplateId, CodeKind);
+
 /// A claim with a code: the code is looked up in the tenant first (which template it claims).
 pub struct ClaimCouponByCode {
     pub key: IdempotencyKey,
@@ -118,27 +139,73 @@ impl CouponService {
     /// its template's stock and limits. The claim joins its template's batch, which decides
     /// (a unique code's row is locked and claimed there, so it is claimed once).
     pub async fn claim_coupon_by_code(&self, cmd: ClaimCouponByCode) -> ClaimResult {
-        let Some(code) = self
-            .shared
-            .db
-            .codes()
-            .find(&cmd.key.tenant_id, &cmd.code)
-            .await?
-        else {
+        let found = self.find_code(&cmd).await;
+        self.claim_found_code(cmd, found).await
+    }
+
+    /// A claim by code's first step: the code's template and kind, looked up in the claim's
+    /// tenant with the other lookups of the moment (`None`: the tenant has no such code).
+    pub async fn find_code(
+        &self,
+        cmd: &ClaimCouponByCode,
+    ) -> Result<Option<FoundCode>, MarketingError> {
+        let serve = drainer(self, |app, groups| async move {
+            app.serve_code_lookups(groups).await
+        });
+        let lookup = CodeLookup {
+            tenant: cmd.key.tenant_id.clone(),
+            text: cmd.code.clone(),
+            deadline: cmd.deadline,
+        };
+        let tenant = cmd.key.tenant_id.clone();
+        self.code_lookups.submit(tenant, lookup, serve).await
+    }
+
+    /// A claim by code's second step, with what [`Self::find_code`] found.
+    pub async fn claim_found_code(
+        &self,
+        cmd: ClaimCouponByCode,
+        found: Result<Option<FoundCode>, MarketingError>,
+    ) -> ClaimResult {
+        let Some((template_id, kind)) = found? else {
             return Err(MarketingError::Refused(Refusal::CodeNotFound));
         };
         self.claim_coupon(ClaimCoupon {
             key: cmd.key,
-            template_id: code.template_id,
+            template_id,
             member_id: cmd.member_id,
             deadline: cmd.deadline,
             actor: cmd.actor,
             code: Some(ClaimCode {
-                text: code.code,
-                kind: code.kind,
+                text: cmd.code,
+                kind,
             }),
         })
         .await
+    }
+
+    /// One query for a batch of one tenant's code lookups.
+    async fn serve_code_lookups(&self, groups: Vec<Group<CodeLookup, Option<FoundCode>>>) {
+        let Some(first) = groups.first() else { return };
+        let tenant = first.cmd.tenant.clone();
+        let texts: Vec<&CodeText> = groups.iter().map(|group| &group.cmd.text).collect();
+        match self.shared.db.codes().find_many(&tenant, &texts).await {
+            Ok(found) => {
+                let found: std::collections::HashMap<CodeText, FoundCode> = found
+                    .into_iter()
+                    .map(|(text, template, kind)| (text, (template, kind)))
+                    .collect();
+                for group in groups {
+                    let answer = found.get(&group.cmd.text).copied();
+                    group.answer(Ok(answer));
+                }
+            }
+            Err(err) => {
+                for group in groups {
+                    group.answer(Err(err.copy()));
+                }
+            }
+        }
     }
 
     /// Claims one coupon: waits in the template's queue and is served in the next batch.
@@ -257,7 +324,8 @@ impl CouponService {
             }
         }
         // Unique codes: each claimable once, so a code claimed before, or by an earlier claim
-        // of this batch, is refused (its row locked until the unit ends).
+        // of this batch, is refused. (Read without a lock: the conditional update that claims
+        // the codes decides, and a batch that lost a code meanwhile is retried.)
         let unique: Vec<&CodeText> = fresh
             .iter()
             .filter_map(|&i| claims[i].code.as_ref())
@@ -267,11 +335,9 @@ impl CouponService {
         if !unique.is_empty() {
             let mut open: HashSet<CodeText> = unit
                 .codes()
-                .lock_for_claim(tenant, &unique)
+                .open_unique(tenant, template, &unique)
                 .await?
                 .into_iter()
-                .filter(|code| code.claim.is_none() && code.template_id == template)
-                .map(|code| code.code)
                 .collect();
             fresh.retain(|&i| match &claims[i].code {
                 Some(code) if code.kind == CodeKind::Unique => {

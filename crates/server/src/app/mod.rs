@@ -234,6 +234,7 @@ impl AppState {
             metrics.clone(),
         ));
         let claim_batcher = Arc::new(Batcher::new(config.claim_batch_max, "claim"));
+        let code_lookups = Arc::new(Batcher::new(config.claim_batch_max, "code lookup"));
         let points_batcher = Arc::new(Batcher::new(config.points_batch_max, "points"));
         let shared = Shared {
             db,
@@ -252,6 +253,7 @@ impl AppState {
                 lock,
                 coupon_lists,
                 claim_batcher,
+                code_lookups,
             },
             points: PointsService {
                 shared: shared.clone(),

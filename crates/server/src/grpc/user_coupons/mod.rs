@@ -92,13 +92,14 @@ impl UserCouponService for UserCoupons {
             .await
             .map_err(to_status)?;
         // Every attempt takes a turn of the member's failed attempts before the code is
-        // looked up (so concurrent guesses cannot pass the limit together); one that did not
-        // fail to find an open code gives it back.
-        self.limits
-            .admit(LimitedAction::CodeAttempt, &member)
-            .await
-            .map_err(to_status)?;
-        let claimed = self.coupons.claim_coupon_by_code(claim).await;
+        // looked up (so concurrent guesses cannot pass the limit together; the lookup, a
+        // read, runs meanwhile); one that did not fail to find an open code gives it back.
+        let (admitted, found) = tokio::join!(
+            self.limits.admit(LimitedAction::CodeAttempt, &member),
+            self.coupons.find_code(&claim)
+        );
+        admitted.map_err(to_status)?;
+        let claimed = self.coupons.claim_found_code(claim, found).await;
         let guessed = matches!(
             &claimed,
             Err(MarketingError::Refused(
