@@ -12,6 +12,7 @@ pub mod limits;
 pub mod page;
 pub mod points;
 pub mod points_rule;
+pub mod pricing;
 pub mod text;
 pub mod time;
 pub mod user_coupon;
