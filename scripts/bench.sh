@@ -74,7 +74,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_for 60 "the server" env MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck
 
-SCENARIOS=("health 64" "get-template 64" "claim-hot 64" "claim-sellout 64" "deduct-spread 64"
+SCENARIOS=("health 64" "get-template 64" "claim-hot 64" "claim-code 64" "generate-codes 64" "claim-sellout 64" "deduct-spread 64"
   "deduct-hot 32" "list-coupons 64" "mixed 64")
 # A short pass first fills the tables; ANALYZE then gives PostgreSQL the statistics a
 # production database has (on empty, unanalyzed tables it plans badly and the first runs
@@ -83,7 +83,7 @@ log "warm-up pass (2s each), then ANALYZE"
 for run in "${SCENARIOS[@]}"; do
   set -- $run
   # Nothing to fill for these (health reads no table; claim-sellout's table is claim-hot's).
-  case $1 in health | get-template | claim-sellout) continue ;; esac
+  case $1 in health | get-template | claim-sellout | generate-codes) continue ;; esac
   target/release/marketing-bench "$1" --addr $ADDR -c "$2" -z 2s -O json -o "$OUT/warmup-$1.json" "${TOKEN[@]}"
 done
 psql "$BASE/mk_bench_app" -qc "ANALYZE" >/dev/null

@@ -16,10 +16,12 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::runner::{LoadOptions, Run, run};
 
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     "health",
     "get-template",
     "claim-hot",
+    "claim-code",
+    "generate-codes",
     "claim-sellout",
     "deduct-spread",
     "deduct-hot",
@@ -28,6 +30,11 @@ pub const NAMES: [&str; 8] = [
 ];
 
 const SELLOUT_STOCK: i64 = 10_000;
+/// Unique codes claim-code generates: more than a run claims (claim-hot's rate for its
+/// length), so that every claim finds an unclaimed code.
+const CLAIM_CODES: i32 = 200_000;
+/// Codes generate-codes makes in one call (the most one call may ask for).
+const GENERATED_CODES: i32 = 1_000_000;
 const SPREAD_ACCOUNTS: u64 = 10_000;
 const LIST_MEMBERS: u64 = 100;
 const COUPONS_PER_MEMBER: i32 = 50;
@@ -83,6 +90,73 @@ impl Setup {
             .await?
             .into_inner();
         Ok(created.coupon_template.map(|t| t.id).unwrap_or_default())
+    }
+
+    /// Template `id` as the service shows it.
+    async fn shown(&self, id: String) -> anyhow::Result<pb::CouponTemplate> {
+        Ok(CouponTemplateServiceClient::new(self.channel.clone())
+            .get_coupon_template(pb::GetCouponTemplateRequest {
+                tenant_id: self.tenant.clone(),
+                template_id: id,
+            })
+            .await?
+            .into_inner()
+            .coupon_template
+            .unwrap_or_default())
+    }
+
+    /// Generates `count` unique codes of template `id`; how long it took. A call cut by the
+    /// server's call timeout is retried with its request id, as a client would: the retry
+    /// waits for the same generation.
+    async fn generate(&self, id: &str, count: i32) -> anyhow::Result<Duration> {
+        let request = pb::GenerateCouponCodesRequest {
+            tenant_id: self.tenant.clone(),
+            request_id: self.request_id("codes"),
+            template_id: id.to_owned(),
+            count,
+            prefix: "B".into(),
+            length: 10,
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(SETUP_TIMEOUT);
+            match CouponTemplateServiceClient::new(self.channel.clone())
+                .generate_coupon_codes(call)
+                .await
+            {
+                Ok(_) => return Ok(started.elapsed()),
+                Err(status)
+                    if status.code() == Code::DeadlineExceeded
+                        && started.elapsed() < SETUP_TIMEOUT => {}
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+
+    /// Generates `count` unique codes of template `id` and reads them back.
+    async fn codes(&self, id: &str, count: i32) -> anyhow::Result<Vec<String>> {
+        self.generate(id, count).await?;
+        let mut templates = CouponTemplateServiceClient::new(self.channel.clone());
+        let mut codes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut page_token = String::new();
+        loop {
+            let page = templates
+                .list_coupon_codes(pb::ListCouponCodesRequest {
+                    tenant_id: self.tenant.clone(),
+                    template_id: id.to_owned(),
+                    page_size: 1_000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            codes.extend(page.coupon_codes.into_iter().map(|code| code.code));
+            if page.next_page_token.is_empty() {
+                return Ok(codes);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Funds `members` accounts with `points` each, 64 at a time.
@@ -178,31 +252,8 @@ pub async fn run_scenario(
                 load.total = Some(5 * SELLOUT_STOCK as u64);
                 load.duration = None;
             }
-            let run_id = Arc::new(run_id);
-            let result = run(&load, channels, move |channel, i| {
-                let request = pb::ClaimCouponRequest {
-                    tenant_id: tenant.to_string(),
-                    member_id: format!("m{i}"),
-                    template_id: template_id.to_string(),
-                    request_id: format!("claim-{run_id}-{i}"),
-                };
-                async move {
-                    UserCouponServiceClient::new(channel)
-                        .claim_coupon(request)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await;
-            let shown = CouponTemplateServiceClient::new(channels[0].clone())
-                .get_coupon_template(pb::GetCouponTemplateRequest {
-                    tenant_id: setup.tenant.clone(),
-                    template_id: id,
-                })
-                .await?
-                .into_inner()
-                .coupon_template
-                .unwrap_or_default();
+            let result = run(&load, channels, claims(tenant, template_id, run_id)).await;
+            let shown = setup.shown(id).await?;
             let granted = result.samples.iter().filter(|s| s.code == Code::Ok).count() as i64;
             let refused_otherwise = result
                 .samples
@@ -229,6 +280,65 @@ pub async fn run_scenario(
                     "refused_for_other_reasons": refused_otherwise,
                     "sold_out_after_seconds": sold_out_at.as_secs_f64(),
                     "verified": exact && refused_otherwise == 0,
+                }),
+            ))
+        }
+        "claim-code" => {
+            let id = setup.template(1_000_000_000, 1).await?;
+            let codes = Arc::new(setup.codes(&id, CLAIM_CODES).await?);
+            let run_id = Arc::new(run_id);
+            let result = run(load, channels, move |channel, i| {
+                // Codes typed as people do: lower case.
+                let code = codes[(i % codes.len() as u64) as usize].to_lowercase();
+                let request = pb::ClaimCouponByCodeRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("m{i}"),
+                    code,
+                    request_id: format!("code-{run_id}-{i}"),
+                };
+                async move {
+                    UserCouponServiceClient::new(channel)
+                        .claim_coupon_by_code(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            let shown = setup.shown(id).await?;
+            let granted = result.samples.iter().filter(|s| s.code == Code::Ok).count() as i64;
+            let codes_claimed = shown.unique_code_count - shown.available_unique_code_count;
+            Ok((
+                result,
+                json!({
+                    "codes": CLAIM_CODES,
+                    "granted": granted,
+                    "claimed_count": shown.claimed_count,
+                    "codes_claimed": codes_claimed,
+                    "verified": shown.claimed_count == granted && codes_claimed == granted,
+                }),
+            ))
+        }
+        // A million codes generated for one template while members claim another's: how
+        // long the generation takes, and the claims' rate and latency meanwhile.
+        "generate-codes" => {
+            let claimed = setup.template(1_000_000_000, 1).await?;
+            let coded = setup.template(1_000, 1).await?;
+            let generating = {
+                let setup = Setup {
+                    tenant: setup.tenant.clone(),
+                    channel: setup.channel.clone(),
+                };
+                tokio::spawn(async move { setup.generate(&coded, GENERATED_CODES).await })
+            };
+            let result = run(load, channels, claims(tenant, Arc::new(claimed), run_id)).await;
+            let claims_ended_early = generating.is_finished();
+            let took = generating.await??;
+            Ok((
+                result,
+                json!({
+                    "codes": GENERATED_CODES,
+                    "generation_seconds": took.as_secs_f64(),
+                    "claims_overlapped_generation": !claims_ended_early,
                 }),
             ))
         }
@@ -330,6 +440,33 @@ pub async fn run_scenario(
             ))
         }
         other => anyhow::bail!("unknown scenario {other:?}; one of {NAMES:?}"),
+    }
+}
+
+/// The load of claims of one template, each by a member of its own (`m{i}`).
+fn claims(
+    tenant: Arc<String>,
+    template_id: Arc<String>,
+    run_id: String,
+) -> impl Fn(Conn, u64) -> std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let run_id = Arc::new(run_id);
+    move |channel, i| {
+        let request = pb::ClaimCouponRequest {
+            tenant_id: tenant.to_string(),
+            member_id: format!("m{i}"),
+            template_id: template_id.to_string(),
+            request_id: format!("claim-{run_id}-{i}"),
+        };
+        Box::pin(async move {
+            UserCouponServiceClient::new(channel)
+                .claim_coupon(request)
+                .await
+                .map(|_| ())
+        })
     }
 }
 
