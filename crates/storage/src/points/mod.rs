@@ -587,8 +587,9 @@ pub async fn all_entries(
 ) -> Result<Vec<Entry>, MarketingError> {
     tx::Entity::find()
         .filter(tx::Column::AccountId.eq(account))
-        .order_by_asc(tx::Column::CreatedAt)
-        .order_by_asc(tx::Column::Id)
+        // The ledger's own order (times of two replicas' entries need not agree with it).
+        .order_by_asc(tx::Column::AccountVersion)
+        .order_by_asc(tx::Column::Position)
         .all(conn)
         .await
         .map_err(db_error)?
