@@ -377,6 +377,15 @@ impl TestApp {
         EventServiceClient::new(self.channel.clone())
     }
 
+    pub fn settings(
+        &self,
+    ) -> marketing_proto::v1::tenant_settings_service_client::TenantSettingsServiceClient<Channel>
+    {
+        marketing_proto::v1::tenant_settings_service_client::TenantSettingsServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
     /// Signals shutdown without waiting.
     pub fn begin_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

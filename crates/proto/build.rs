@@ -5,10 +5,16 @@ use std::{env, io, path::PathBuf};
 
 fn main() -> io::Result<()> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<PathBuf> = ["coupon_template", "user_coupon", "points", "event"]
-        .iter()
-        .map(|name| proto_root.join(format!("marketing/v1/{name}.proto")))
-        .collect();
+    let protos: Vec<PathBuf> = [
+        "coupon_template",
+        "user_coupon",
+        "points",
+        "tenant_settings",
+        "event",
+    ]
+    .iter()
+    .map(|name| proto_root.join(format!("marketing/v1/{name}.proto")))
+    .collect();
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(io::Error::other)?);
 
     let protoc = protoc_bin_vendored::protoc_bin_path().map_err(io::Error::other)?;

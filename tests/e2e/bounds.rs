@@ -134,6 +134,32 @@ async fn call_with(app: &TestApp, name: &str, n: usize) -> Option<tonic::Status>
             })
             .await
             .err(),
+        "marketing.v1.TenantSettings.points_values" => app
+            .settings()
+            .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+                tenant_id: "acme".into(),
+                request_id: unique("settings"),
+                tenant_settings: Some(pb::TenantSettings {
+                    // Distinct currencies: AAA, AAB, ...
+                    points_values: (0..n)
+                        .map(|i| pb::PointsValue {
+                            currency: format!(
+                                "A{}{}",
+                                char::from(b'A' + (i / 26 % 26) as u8),
+                                char::from(b'A' + (i % 26) as u8)
+                            ),
+                            points: 100,
+                            amount: 1,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["points_values".into()],
+                }),
+            })
+            .await
+            .err(),
         other => panic!("{other} has a cap but this test cannot fill it: add it here"),
     }
 }
@@ -152,7 +178,11 @@ async fn repeated_fields_are_served_at_their_cap_and_refused_past_it(app: &TestA
         let status = call_with(app, name, cap + 1)
             .await
             .unwrap_or_else(|| panic!("{name} past its cap {cap} was served"));
-        let field = name.rsplit('.').next().expect("a field name");
+        // A field of a request's message is named under the request's field.
+        let field = match name {
+            "marketing.v1.TenantSettings.points_values" => "tenant_settings.points_values",
+            _ => name.rsplit('.').next().expect("a field name"),
+        };
         assert_invalid(&status, &[field]);
     }
 }

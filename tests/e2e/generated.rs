@@ -51,7 +51,7 @@ marketing_tests::backend_suite! {
 /// Generated calls per backend.
 const CASES: u32 = 800;
 /// RPCs of the four services.
-const RPCS: usize = 35;
+const RPCS: usize = 37;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -485,6 +485,10 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
     let mut coupons = UserCouponServiceClient::new(channel.clone());
     let mut points = PointsAccountServiceClient::new(channel.clone());
     let mut events = EventServiceClient::new(channel.clone());
+    let mut settings =
+        marketing_proto::v1::tenant_settings_service_client::TenantSettingsServiceClient::new(
+            channel.clone(),
+        );
     let hold_ref_confirm = || {
         Some(if v.flag {
             pb::confirm_frozen_points_request::HoldRef::OrderId(i.order.clone())
@@ -849,7 +853,11 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 tenant_id: i.tenant,
                 request_id: i.request,
                 template_id: i.template,
-                code: v.line,
+                code: if v.mostly_valid {
+                    format!("CODE{}", v.small.rem_euclid(1_000))
+                } else {
+                    v.line
+                },
             })
             .await
             .map(drop),
@@ -860,12 +868,20 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 template_id: i.template,
                 // Small counts (a million takes seconds), and some out of range.
                 count: if v.mostly_valid {
-                    v.small.rem_euclid(10)
+                    1 + v.small.rem_euclid(9)
                 } else {
                     v.small.clamp(-3, 30)
                 },
-                prefix: if v.flag { "VIP".into() } else { v.line },
-                length: v.small.rem_euclid(40) - 2,
+                prefix: if v.mostly_valid || v.flag {
+                    "VIP".into()
+                } else {
+                    v.line
+                },
+                length: if v.mostly_valid {
+                    8 + v.small.rem_euclid(5)
+                } else {
+                    v.small.rem_euclid(40) - 2
+                },
             })
             .await
             .map(drop),
@@ -885,6 +901,42 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 member_id: i.member,
                 code: if v.flag { "welcome-10".into() } else { v.line },
                 request_id: i.request,
+            })
+            .await
+            .map(drop),
+        34 => settings
+            .get_tenant_settings(pb::GetTenantSettingsRequest {
+                tenant_id: i.tenant,
+            })
+            .await
+            .map(drop),
+        35 => settings
+            .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+                tenant_id: i.tenant,
+                request_id: i.request,
+                tenant_settings: Some(pb::TenantSettings {
+                    points_values: vec![pb::PointsValue {
+                        currency: v.currency.clone(),
+                        points: v.amount,
+                        amount: i64::from(v.small),
+                    }],
+                    max_points_share_bp: v.small,
+                    min_points_redemption: v.optional.unwrap_or(0),
+                    max_coupons_per_order: v.small.rem_euclid(13) - 1,
+                    version: if v.mostly_valid {
+                        0
+                    } else {
+                        v.optional.unwrap_or(0).rem_euclid(3)
+                    },
+                    ..Default::default()
+                }),
+                update_mask: if v.mostly_valid {
+                    Some(prost_types::FieldMask {
+                        paths: vec!["max_coupons_per_order".into()],
+                    })
+                } else {
+                    mask(&v)
+                },
             })
             .await
             .map(drop),

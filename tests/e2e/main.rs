@@ -33,6 +33,7 @@ mod retention;
 mod rpcs;
 mod schema;
 mod server;
+mod settings;
 mod stores;
 mod templates;
 mod tls;

@@ -65,7 +65,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 35] = [
+pub const RPCS: [Rpc; 37] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -209,6 +209,41 @@ pub const RPCS: [Rpc; 35] = [
                 member_id: s.id("member", n),
                 code: s.code.to_lowercase(),
                 request_id: s.id("claim-code", n),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.TenantSettingsService/GetTenantSettings",
+        false,
+        |s, _| {
+            pb::GetTenantSettingsRequest {
+                tenant_id: s.tenant.clone(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    // The settings' etag is 0 until the first update: the first call updates them, the
+    // next ones are VERSION_MISMATCH (in every tenant alike).
+    rpc(
+        "/marketing.v1.TenantSettingsService/UpdateTenantSettings",
+        true,
+        |s, n| {
+            pb::UpdateTenantSettingsRequest {
+                tenant_id: s.tenant.clone(),
+                request_id: s.id("settings", n),
+                tenant_settings: Some(pb::TenantSettings {
+                    points_values: vec![pb::PointsValue {
+                        currency: "EUR".into(),
+                        points: 100,
+                        amount: 100,
+                    }],
+                    max_coupons_per_order: 3,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["points_values".into(), "max_coupons_per_order".into()],
+                }),
             }
             .encode_to_vec()
         },

@@ -59,7 +59,7 @@ const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
 /// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
 /// to every role but admin (permissions fail closed); a test walks the served descriptor set
 /// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
-pub const RPC_PERMISSIONS: [RpcPermission; 35] = {
+pub const RPC_PERMISSIONS: [RpcPermission; 37] = {
     use Permission::{Manage, Order, Read};
     [
         rpc(
@@ -111,6 +111,14 @@ pub const RPC_PERMISSIONS: [RpcPermission; 35] = {
         rpc("/marketing.v1.UserCouponService/ReleaseCoupon", Order),
         rpc("/marketing.v1.UserCouponService/ReturnCoupon", Order),
         rpc("/marketing.v1.UserCouponService/RevokeCoupon", Manage),
+        rpc(
+            "/marketing.v1.TenantSettingsService/GetTenantSettings",
+            Read,
+        ),
+        rpc(
+            "/marketing.v1.TenantSettingsService/UpdateTenantSettings",
+            Manage,
+        ),
         rpc("/marketing.v1.EventService/ListEvents", Read),
         rpc("/marketing.v1.EventService/StreamEvents", Read),
         rpc("/marketing.v1.PointsAccountService/GetPointsAccount", Read),

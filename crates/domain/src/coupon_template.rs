@@ -148,7 +148,7 @@ impl Validity {
 }
 
 /// An ISO-4217 currency code: three upper-case letters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Currency(String);
 
 impl Currency {

@@ -2,7 +2,7 @@
 
 /// Every event type the service records. Append only: the outbox marks each batch with the
 /// indexes of its types here (`event_batches.type_mask`).
-pub const EVENT_TYPES: [&str; 29] = [
+pub const EVENT_TYPES: [&str; 30] = [
     "coupon_template.created",
     "coupon_template.updated",
     "coupon_template.enabled",
@@ -32,15 +32,17 @@ pub const EVENT_TYPES: [&str; 29] = [
     "api_client.created",
     "api_client.revoked",
     "coupon_template.codes_added",
+    "tenant_settings.updated",
 ];
 
 /// What an event is about.
-pub const AGGREGATE_TYPES: [&str; 5] = [
+pub const AGGREGATE_TYPES: [&str; 6] = [
     "coupon_template",
     "user_coupon",
     "points_account",
     "points_rule",
     "api_client",
+    "tenant_settings",
 ];
 
 /// Events a page holds when the reader does not say.

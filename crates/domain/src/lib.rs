@@ -13,6 +13,7 @@ pub mod page;
 pub mod points;
 pub mod points_rule;
 pub mod pricing;
+pub mod tenant_settings;
 pub mod text;
 pub mod time;
 pub mod user_coupon;

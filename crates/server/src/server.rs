@@ -7,6 +7,7 @@ use marketing_proto::v1::{
     coupon_template_service_server::CouponTemplateServiceServer,
     event_service_server::EventServiceServer,
     points_account_service_server::PointsAccountServiceServer,
+    tenant_settings_service_server::TenantSettingsServiceServer,
     user_coupon_service_server::UserCouponServiceServer,
 };
 use tokio::net::TcpListener;
@@ -18,8 +19,8 @@ use crate::{
     config::AuthMode,
     config::{Config, TransportConfig},
     grpc::{
-        CouponTemplates, Events, Points, UserCoupons, auth::AuthLayer, deadline::DeadlineLayer,
-        overload::OverloadLayer, refusals::RefusalsLayer,
+        CouponTemplates, Events, Points, Settings, UserCoupons, auth::AuthLayer,
+        deadline::DeadlineLayer, overload::OverloadLayer, refusals::RefusalsLayer,
     },
     transport::{StreamLayer, Transport},
 };
@@ -233,6 +234,9 @@ impl Server {
                 ))
                 .max_decoding_message_size(max_request),
             )
+            .add_service(TenantSettingsServiceServer::new(Settings::new(
+                app.settings.clone(),
+            )))
             .add_service(
                 EventServiceServer::new(Events::new(app.events.clone()))
                     .max_decoding_message_size(max_request),

@@ -120,6 +120,11 @@ impl Database {
         crate::codes::Codes(&self.conn)
     }
 
+    /// Tenants' settings, read through the pool.
+    pub fn settings(&self) -> crate::settings::Settings<'_, DatabaseConnection> {
+        crate::settings::Settings(&self.conn)
+    }
+
     /// API clients, read through the pool.
     pub fn clients(&self) -> crate::clients::Clients<'_, DatabaseConnection> {
         crate::clients::Clients(&self.conn)

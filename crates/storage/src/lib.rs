@@ -11,6 +11,7 @@ pub mod events;
 pub mod idempotency;
 pub mod points;
 pub mod reminders;
+pub mod settings;
 pub mod templates;
 pub mod unit;
 pub mod user_coupons;

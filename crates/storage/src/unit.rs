@@ -85,6 +85,11 @@ impl UnitOfWork {
         crate::codes::Codes(&self.txn)
     }
 
+    /// Tenants' settings, read and written in this unit.
+    pub fn settings(&self) -> crate::settings::Settings<'_, DatabaseTransaction> {
+        crate::settings::Settings(&self.txn)
+    }
+
     /// API clients, read and written in this unit.
     pub fn clients(&self) -> Clients<'_, DatabaseTransaction> {
         Clients(&self.txn)

@@ -26,6 +26,7 @@ mod isolate;
 pub mod limits;
 mod points;
 mod retention;
+mod settings;
 pub use retention::RETENTION_SWEEP_EVERY;
 mod templates;
 
@@ -60,6 +61,7 @@ pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, Transit
 pub use events::{EventService, EventStream, ListEvents, StreamEvents, Streamed};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
 pub use retention::RetentionService;
+pub use settings::{SettingsService, UpdateSettings};
 pub use templates::{
     ChangeTemplate, CreateTemplate, ListTemplates, TemplateService, UpdateTemplate,
 };
@@ -112,6 +114,7 @@ pub struct AppState {
     pub clients: ClientService,
     pub retention: RetentionService,
     pub events: EventService,
+    pub settings: SettingsService,
 }
 
 impl AppState {
@@ -267,6 +270,9 @@ impl AppState {
                 limits,
             },
             events: EventService::new(shared.clone(), event_streams),
+            settings: SettingsService {
+                shared: shared.clone(),
+            },
             retention: RetentionService { shared },
             templates,
         })

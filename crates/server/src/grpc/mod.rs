@@ -9,11 +9,13 @@ mod parse;
 pub mod refusals;
 pub use parse::REPEATED_FIELD_CAPS;
 mod points;
+mod settings;
 mod user_coupons;
 
 pub use coupon_templates::CouponTemplates;
 pub use events::Events;
 pub use points::Points;
+pub use settings::Settings;
 pub use user_coupons::UserCoupons;
 
 /// A future a layer answers later with.

@@ -211,6 +211,10 @@ pub const REPEATED_FIELD_CAPS: &[(&str, usize)] = &[
         "marketing.v1.StreamEventsRequest.types",
         marketing_domain::events::EVENT_TYPES.len(),
     ),
+    (
+        "marketing.v1.TenantSettings.points_values",
+        marketing_domain::tenant_settings::MAX_POINTS_VALUES,
+    ),
 ];
 
 /// `values`, when they are at most `max`; past it one violation for the whole field and

@@ -8,6 +8,7 @@ use marketing_domain::{
     error::Violations,
     points::{Account, Entry, Hold, HoldStatus, TxType},
     points_rule::PointsRule,
+    tenant_settings::TenantSettings,
     user_coupon::{CouponStatus, UserCoupon},
 };
 use marketing_proto::v1 as pb;
@@ -235,6 +236,28 @@ pub fn code_kind_to_proto(kind: CodeKind) -> pb::CouponCodeKind {
     match kind {
         CodeKind::Shared => pb::CouponCodeKind::Shared,
         CodeKind::Unique => pb::CouponCodeKind::Unique,
+    }
+}
+
+pub fn settings_to_proto(settings: &TenantSettings) -> pb::TenantSettings {
+    let terms = &settings.terms;
+    pb::TenantSettings {
+        tenant_id: settings.tenant_id.to_string(),
+        points_values: terms
+            .points_values
+            .iter()
+            .map(|(currency, value)| pb::PointsValue {
+                currency: currency.as_str().to_owned(),
+                points: value.points,
+                amount: value.amount,
+            })
+            .collect(),
+        max_points_share_bp: terms.max_points_share_bp,
+        min_points_redemption: terms.min_points_redemption,
+        max_coupons_per_order: terms.max_coupons_per_order.unwrap_or(0),
+        version: settings.version,
+        update_time: settings.updated_at.map(timestamp),
+        actor: settings.actor.clone().unwrap_or_default(),
     }
 }
 

@@ -10,6 +10,7 @@ use marketing_domain::{
     coupon_template::CouponTemplate,
     points::{Entry, TxType},
     points_rule::PointsRule,
+    tenant_settings::TenantSettings,
     user_coupon::UserCoupon,
 };
 use marketing_proto::v1::{self as pb, event::Payload};
@@ -20,8 +21,8 @@ use marketing_storage::{
 use prost::Message;
 
 use super::convert::{
-    code_kind_to_proto, coupon_to_proto, entry_to_proto, rule_to_proto, template_to_proto,
-    timestamp,
+    code_kind_to_proto, coupon_to_proto, entry_to_proto, rule_to_proto, settings_to_proto,
+    template_to_proto, timestamp,
 };
 
 /// What a change did to a template.
@@ -282,6 +283,23 @@ pub fn client_events(
             payload: payload(Payload::ApiClient(message.clone())),
         })
         .collect()
+}
+
+/// The event of a tenant's settings updated (by `request`, at their update time).
+pub fn settings_event(settings: &TenantSettings, request: &RequestId) -> NewEvent {
+    NewEvent {
+        tenant_id: settings.tenant_id.clone(),
+        event_type: "tenant_settings.updated",
+        aggregate_type: "tenant_settings",
+        aggregate_id: settings.tenant_id.to_string(),
+        member_id: None,
+        occurred_at: settings.updated_at.unwrap_or(UnixMicros(0)),
+        request_id: Some(request.as_str().to_owned()),
+        actor: settings.actor.clone(),
+        payload: payload(Payload::TenantSettings(pb::TenantSettingsEvent {
+            tenant_settings: Some(settings_to_proto(settings)),
+        })),
+    }
 }
 
 // A payload does not store what its row's columns hold already (the envelope: ids, tenant,
@@ -546,6 +564,9 @@ mod tests {
         };
         let clients = [None, Some(UnixMicros(1))]
             .map(|revoked| client_events(&client, revoked, UnixMicros(1))[0].event_type);
+        let request = RequestId::parse("request_id", "r").expect("request id");
+        let settings =
+            [settings_event(&TenantSettings::defaults(tenant.clone()), &request).event_type];
         let written: Vec<&str> = templates
             .into_iter()
             .chain(coupons)
@@ -553,6 +574,7 @@ mod tests {
             .chain(reminders)
             .chain(rules)
             .chain(clients)
+            .chain(settings)
             .collect();
         for name in &written {
             assert!(EVENT_TYPES.contains(name), "{name} is not in EVENT_TYPES");

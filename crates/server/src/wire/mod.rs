@@ -41,6 +41,14 @@ impl ToWire for CouponTemplate {
     }
 }
 
+impl ToWire for marketing_domain::tenant_settings::TenantSettings {
+    type Message = pb::TenantSettings;
+
+    fn to_wire(&self) -> pb::TenantSettings {
+        convert::settings_to_proto(self)
+    }
+}
+
 impl ToWire for marketing_storage::codes::StoredCode {
     type Message = pb::CouponCode;
 

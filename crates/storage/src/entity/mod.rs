@@ -19,4 +19,5 @@ pub mod points_hold;
 pub mod points_lot;
 pub mod points_rule;
 pub mod points_transaction;
+pub mod tenant_settings;
 pub mod user_coupon;
