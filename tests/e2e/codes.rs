@@ -19,6 +19,7 @@ marketing_tests::backend_suite! {
     a_unique_code_raced_by_many_members_is_claimed_once,
     codes_belong_to_their_tenant,
     a_generation_retried_generates_once,
+    a_generation_a_replica_left_is_finished_by_another,
     bad_codes_and_shapes_are_refused_with_their_fields,
 }
 
@@ -406,6 +407,115 @@ async fn a_generation_retried_generates_once(app: &TestApp) {
     };
     assert_eq!(payload.codes_added, 30);
     assert_eq!(payload.code_kind, pb::CouponCodeKind::Unique as i32);
+}
+
+/// A generation accepted by a replica that stopped after some chunks (its row's lease passed,
+/// part of its codes made) is taken over by the sweeper's step and finished exactly: the
+/// codes made before stay, the rest are made, none twice.
+async fn a_generation_a_replica_left_is_finished_by_another(app: &TestApp) {
+    use marketing_domain::{
+        RequestId, TemplateId, TenantId, UnixMicros,
+        coupon_code::{CodeShape, CodeText},
+    };
+    use marketing_storage::{
+        codes::{CodeStore, Generation},
+        templates::TemplateStore,
+        unit::UnitOfWork,
+    };
+
+    let tpl = create_template(app, "acme", template()).await;
+    let tenant = TenantId::parse("tenant_id", "acme").expect("tenant");
+    let template_id = TemplateId::parse("template_id", &tpl.id).expect("template");
+    let now = app.state.shared().clock.now();
+    let left = Generation {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant.clone(),
+        template_id,
+        count: 25_000,
+        shape: CodeShape::parse("LEFT", 10).expect("shape"),
+        generated: 0,
+        // Its replica stopped a minute ago.
+        leased_until: UnixMicros(now.0 - 60_000_000),
+        finished_at: None,
+        created_at: now,
+        actor: None,
+        request_id: RequestId::parse("request_id", "left-behind").expect("request id"),
+    };
+    // The replica made 3 codes (one chunk's worth, counted) before it stopped.
+    let unit = UnitOfWork::begin(&app.state.shared().db)
+        .await
+        .expect("unit");
+    unit.codes()
+        .insert_generation(&left)
+        .await
+        .expect("generation");
+    let made: Vec<CodeText> = ["LEFTAAAAAAAAAA", "LEFTBBBBBBBBBB", "LEFTCCCCCCCCCC"]
+        .iter()
+        .map(|text| CodeText::parse("code", text).expect("code"))
+        .collect();
+    let added = unit
+        .codes()
+        .insert_unique(&left, made, now)
+        .await
+        .expect("codes");
+    unit.templates()
+        .add_codes(&tenant, template_id, added as i64, 0)
+        .await
+        .expect("counted");
+    unit.codes()
+        .advance_generation(
+            left.id,
+            added as i32,
+            left.leased_until,
+            now,
+            left.leased_until,
+        )
+        .await
+        .expect("advanced");
+    unit.commit().await.expect("commit");
+
+    assert!(
+        app.state
+            .templates
+            .resume_abandoned_generation()
+            .await
+            .expect("resumed"),
+        "the sweeper's step found the generation"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let shown = get_template(app, "acme", &tpl.id).await;
+        if shown.unique_code_count == 25_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finished within a minute: {}",
+            shown.unique_code_count
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    use marketing_storage::entity::coupon_code;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let rows = coupon_code::Entity::find()
+        .filter(coupon_code::Column::TemplateId.eq(template_id.0))
+        .count(app.state.shared().db.conn())
+        .await
+        .expect("count");
+    assert_eq!(rows, 25_000, "none made twice, none lost");
+    let kept = coupon_code::Entity::find_by_id(("acme".to_owned(), "LEFTAAAAAAAAAA".to_owned()))
+        .one(app.state.shared().db.conn())
+        .await
+        .expect("read");
+    assert!(kept.is_some(), "the codes made before stay");
+    // Taken over once: nothing is left to resume.
+    assert!(
+        !app.state
+            .templates
+            .resume_abandoned_generation()
+            .await
+            .expect("swept")
+    );
 }
 
 async fn bad_codes_and_shapes_are_refused_with_their_fields(app: &TestApp) {
