@@ -74,13 +74,6 @@ pub struct Generation {
 /// Where codes are read: the pool or a unit of work.
 #[allow(async_fn_in_trait)]
 pub trait CodeReads {
-    /// The code `text` of `tenant`.
-    async fn find(
-        &self,
-        tenant: &TenantId,
-        text: &CodeText,
-    ) -> Result<Option<StoredCode>, MarketingError>;
-
     /// The template and kind of each of `texts` that `tenant` has (in no order).
     async fn find_many(
         &self,
@@ -197,19 +190,6 @@ pub trait CodeStore: CodeReads {
 pub struct Codes<'c, C>(pub(crate) &'c C);
 
 impl<C: ConnectionTrait> CodeReads for Codes<'_, C> {
-    async fn find(
-        &self,
-        tenant: &TenantId,
-        text: &CodeText,
-    ) -> Result<Option<StoredCode>, MarketingError> {
-        code::Entity::find_by_id((tenant.as_str().to_owned(), text.as_str().to_owned()))
-            .one(self.0)
-            .await
-            .map_err(db_error)?
-            .map(to_domain)
-            .transpose()
-    }
-
     async fn find_many(
         &self,
         tenant: &TenantId,

@@ -600,24 +600,7 @@ async fn add_used(
     id: TemplateId,
     delta: i64,
 ) -> Result<CouponTemplate, MarketingError> {
-    tpl::Entity::update_many()
-        .col_expr(
-            tpl::Column::UsedCount,
-            Expr::col(tpl::Column::UsedCount).add(delta),
-        )
-        .col_expr(
-            tpl::Column::Revision,
-            Expr::col(tpl::Column::Revision).add(1),
-        )
-        .filter(tpl::Column::Id.eq(id.0))
-        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
-        .exec_with_returning(conn)
-        .await
-        .map_err(db_error)?
-        .pop()
-        .map(to_domain)
-        .transpose()?
-        .ok_or(MarketingError::Refused(Refusal::TemplateNotFound))
+    add_to_counters(conn, tenant, id, &[(tpl::Column::UsedCount, delta)]).await
 }
 
 /// Counts codes added to a template's inventory; the template as written.
@@ -628,19 +611,34 @@ async fn add_codes(
     unique: i64,
     shared: i64,
 ) -> Result<CouponTemplate, MarketingError> {
-    tpl::Entity::update_many()
-        .col_expr(
-            tpl::Column::UniqueCodeCount,
-            Expr::col(tpl::Column::UniqueCodeCount).add(unique),
-        )
-        .col_expr(
-            tpl::Column::SharedCodeCount,
-            Expr::col(tpl::Column::SharedCodeCount).add(shared),
-        )
-        .col_expr(
-            tpl::Column::Revision,
-            Expr::col(tpl::Column::Revision).add(1),
-        )
+    add_to_counters(
+        conn,
+        tenant,
+        id,
+        &[
+            (tpl::Column::UniqueCodeCount, unique),
+            (tpl::Column::SharedCodeCount, shared),
+        ],
+    )
+    .await
+}
+
+/// Adds each delta to its counter column, raising the revision (not the version: counters
+/// are not terms); the template as written.
+async fn add_to_counters(
+    conn: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: TemplateId,
+    deltas: &[(tpl::Column, i64)],
+) -> Result<CouponTemplate, MarketingError> {
+    let mut update = tpl::Entity::update_many().col_expr(
+        tpl::Column::Revision,
+        Expr::col(tpl::Column::Revision).add(1),
+    );
+    for &(column, delta) in deltas {
+        update = update.col_expr(column, Expr::col(column).add(delta));
+    }
+    update
         .filter(tpl::Column::Id.eq(id.0))
         .filter(tpl::Column::TenantId.eq(tenant.as_str()))
         .exec_with_returning(conn)

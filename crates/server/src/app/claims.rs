@@ -135,15 +135,8 @@ struct Issued {
 }
 
 impl CouponService {
-    /// Claims one coupon with a code of the tenant: a unique code once, a shared one within
-    /// its template's stock and limits. The claim joins its template's batch, which decides
-    /// (a unique code's row is locked and claimed there, so it is claimed once).
-    pub async fn claim_coupon_by_code(&self, cmd: ClaimCouponByCode) -> ClaimResult {
-        let found = self.find_code(&cmd).await;
-        self.claim_found_code(cmd, found).await
-    }
-
-    /// A claim by code's first step: the code's template and kind, looked up in the claim's
+    /// A claim by code's first step (its handler runs it beside the member's rate-limit
+    /// turn): the code's template and kind, looked up in the claim's
     /// tenant with the other lookups of the moment (`None`: the tenant has no such code).
     pub async fn find_code(
         &self,
@@ -161,7 +154,9 @@ impl CouponService {
         self.code_lookups.submit(tenant, lookup, serve).await
     }
 
-    /// A claim by code's second step, with what [`Self::find_code`] found.
+    /// A claim by code's second step, with what [`Self::find_code`] found: a unique code
+    /// once, a shared one within its template's stock and limits. The claim joins its
+    /// template's batch, which decides (its conditional update claims a unique code once).
     pub async fn claim_found_code(
         &self,
         cmd: ClaimCouponByCode,
