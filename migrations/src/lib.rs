@@ -20,6 +20,7 @@ mod m20261207_000013_event_reminders;
 mod m20261207_000014_packed_events;
 mod m20261208_000015_coupon_codes;
 mod m20261208_000016_tenant_settings;
+mod m20261208_000017_cart_terms;
 
 pub mod event_format;
 
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000014_packed_events::Migration),
             Box::new(m20261208_000015_coupon_codes::Migration),
             Box::new(m20261208_000016_tenant_settings::Migration),
+            Box::new(m20261208_000017_cart_terms::Migration),
         ]
     }
 }

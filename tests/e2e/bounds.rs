@@ -160,7 +160,103 @@ async fn call_with(app: &TestApp, name: &str, n: usize) -> Option<tonic::Status>
             })
             .await
             .err(),
+        "marketing.v1.PriceOrderRequest.lines" | "marketing.v1.CartLine.category_ids" => app
+            .user_coupons()
+            .price_order(pb::PriceOrderRequest {
+                tenant_id: "acme".into(),
+                member_id: "m".into(),
+                currency: "EUR".into(),
+                lines: cart_of(name, n),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        "marketing.v1.PriceOrderRequest.coupon_ids" => app
+            .user_coupons()
+            .price_order(pb::PriceOrderRequest {
+                tenant_id: "acme".into(),
+                member_id: "m".into(),
+                currency: "EUR".into(),
+                lines: cart_of(name, 1),
+                coupon_ids: (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        "marketing.v1.ListApplicableCouponsRequest.lines" => app
+            .user_coupons()
+            .list_applicable_coupons(pb::ListApplicableCouponsRequest {
+                tenant_id: "acme".into(),
+                member_id: "m".into(),
+                currency: "EUR".into(),
+                lines: cart_of(name, n),
+                ..Default::default()
+            })
+            .await
+            .err(),
+        "marketing.v1.UseCouponRequest.lines"
+        | "marketing.v1.UseCouponRequest.other_coupon_ids" => {
+            let lines = name.ends_with(".lines");
+            app.user_coupons()
+                .use_coupon(pb::UseCouponRequest {
+                    tenant_id: "acme".into(),
+                    member_id: "m".into(),
+                    // No such coupon: at the cap the request is served (NOT_FOUND).
+                    coupon_id: uuid::Uuid::now_v7().to_string(),
+                    order_id: "o".into(),
+                    request_id: unique("use"),
+                    currency: "EUR".into(),
+                    lines: cart_of(name, if lines { n } else { 1 }),
+                    other_coupon_ids: if lines {
+                        Vec::new()
+                    } else {
+                        (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect()
+                    },
+                    ..Default::default()
+                })
+                .await
+                .err()
+        }
+        scope if scope.starts_with("marketing.v1.ProductScope.") => {
+            let ids: Vec<String> = (0..n).map(|i| format!("id{i}")).collect();
+            let mut list = pb::ProductScope::default();
+            match scope.rsplit('.').next() {
+                Some("product_ids") => list.product_ids = ids,
+                Some("category_ids") => list.category_ids = ids,
+                Some("brand_ids") => list.brand_ids = ids,
+                Some("excluded_product_ids") => list.excluded_product_ids = ids,
+                Some("excluded_category_ids") => list.excluded_category_ids = ids,
+                _ => list.excluded_brand_ids = ids,
+            }
+            app.templates()
+                .create_coupon_template(crate::fixtures::create_request(
+                    "acme",
+                    pb::CouponTemplate {
+                        scope: Some(list),
+                        ..template()
+                    },
+                ))
+                .await
+                .err()
+        }
         other => panic!("{other} has a cap but this test cannot fill it: add it here"),
+    }
+}
+
+/// A cart of `n` lines, or (for the categories' cap) of one line with `n` categories.
+fn cart_of(name: &str, n: usize) -> Vec<pb::CartLine> {
+    let line = |i: usize, categories: usize| pb::CartLine {
+        line_id: format!("l{i}"),
+        product_id: "p".into(),
+        category_ids: (0..categories).map(|c| format!("c{c}")).collect(),
+        brand_id: String::new(),
+        unit_price: 100,
+        quantity: 1,
+    };
+    if name.ends_with("category_ids") {
+        vec![line(0, n)]
+    } else {
+        (0..n).map(|i| line(i, 1)).collect()
     }
 }
 
@@ -181,6 +277,11 @@ async fn repeated_fields_are_served_at_their_cap_and_refused_past_it(app: &TestA
         // A field of a request's message is named under the request's field.
         let field = match name {
             "marketing.v1.TenantSettings.points_values" => "tenant_settings.points_values",
+            "marketing.v1.CartLine.category_ids" => "lines[0].category_ids",
+            scope if scope.starts_with("marketing.v1.ProductScope.") => &format!(
+                "coupon_template.scope.{}",
+                scope.rsplit('.').next().expect("a field name")
+            ),
             _ => name.rsplit('.').next().expect("a field name"),
         };
         assert_invalid(&status, &[field]);

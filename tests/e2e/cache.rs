@@ -163,6 +163,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
             request_id: unique("use"),
             amount: 5000,
             currency: "EUR".into(),
+            ..Default::default()
         })
         .await
         .expect("use");

@@ -334,6 +334,7 @@ async fn claims_are_refused_for_business_reasons(app: &TestApp) {
             pb::PercentOffDiscount {
                 basis_points: 1000,
                 max_discount_amount: Some(500),
+                ..Default::default()
             }
         ))
     );
@@ -350,7 +351,10 @@ async fn claims_are_refused_for_business_reasons(app: &TestApp) {
     let mut edit = scarce.clone();
     edit.version = 1;
     edit.discount = Some(pb::coupon_template::Discount::FixedAmount(
-        pb::FixedAmountDiscount { amount: 1 },
+        pb::FixedAmountDiscount {
+            amount: 1,
+            ..Default::default()
+        },
     ));
     app.templates()
         .update_coupon_template(pb::UpdateCouponTemplateRequest {

@@ -57,6 +57,8 @@ fn template_of(tenant_id: &TenantId, stock: i64, now: UnixMicros) -> CouponTempl
             distribution_end: UnixMicros(now.0 + 24 * HOUR),
             validity: Validity::Relative { valid_days: 7 },
             enabled: true,
+            cart: Default::default(),
+            budget_amount: None,
         },
         total_stock: stock,
         remaining_stock: stock,
@@ -69,6 +71,7 @@ fn template_of(tenant_id: &TenantId, stock: i64, now: UnixMicros) -> CouponTempl
         archived_at: None,
         actor: None,
         codes: Default::default(),
+        budget_used: 0,
     }
 }
 
@@ -197,7 +200,7 @@ async fn template_changes_check_what_the_caller_assumed(db: &Database) {
     ));
     let mut terms = grown.terms.clone();
     terms.name = "twenty off".into();
-    let renamed = change(Some(grown.version), TemplateChange::Terms(terms))
+    let renamed = change(Some(grown.version), TemplateChange::Terms(Box::new(terms)))
         .await
         .expect("terms");
     assert_eq!(renamed.terms.name, "twenty off");
@@ -267,10 +270,10 @@ async fn stock_is_taken_within_bounds_and_lock_fences(db: &Database) {
             .await),
         Err(MarketingError::Refused(Refusal::TemplateNotFound))
     ));
-    let used = in_unit!(db, |unit| unit.templates().add_used(&acme, id, 1).await).expect("use");
+    let used = in_unit!(db, |unit| unit.templates().add_used(&acme, id, 1, 0).await).expect("use");
     assert_eq!(used.used_count, 1);
     let returned =
-        in_unit!(db, |unit| unit.templates().add_used(&acme, id, -1).await).expect("return");
+        in_unit!(db, |unit| unit.templates().add_used(&acme, id, -1, 0).await).expect("return");
     assert_eq!(returned.used_count, 0);
     assert!(
         returned.revision > locked.revision,

@@ -33,7 +33,10 @@ marketing_tests::backend_suite! {
 fn five_off() -> pb::CouponTemplate {
     pb::CouponTemplate {
         discount: Some(pb::coupon_template::Discount::FixedAmount(
-            pb::FixedAmountDiscount { amount: 500 },
+            pb::FixedAmountDiscount {
+                amount: 500,
+                ..Default::default()
+            },
         )),
         ..template()
     }
@@ -71,6 +74,7 @@ pub(crate) fn use_for(coupon: &pb::UserCoupon, order: &str, amount: i64) -> pb::
         request_id: unique("use"),
         amount,
         currency: "EUR".into(),
+        ..Default::default()
     }
 }
 

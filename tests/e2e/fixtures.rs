@@ -42,6 +42,7 @@ pub fn template() -> pb::CouponTemplate {
             pb::PercentOffDiscount {
                 basis_points: 1000,
                 max_discount_amount: Some(500),
+                ..Default::default()
             },
         )),
         currency: "EUR".into(),

@@ -51,7 +51,7 @@ marketing_tests::backend_suite! {
 /// Generated calls per backend.
 const CASES: u32 = 800;
 /// RPCs of the four services.
-const RPCS: usize = 37;
+const RPCS: usize = 39;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -409,9 +409,13 @@ fn a_template(v: &Values) -> pb::CouponTemplate {
             coupon_template::Discount::PercentOff(pb::PercentOffDiscount {
                 basis_points: v.small,
                 max_discount_amount: v.optional,
+                ..Default::default()
             })
         } else {
-            coupon_template::Discount::FixedAmount(pb::FixedAmountDiscount { amount: v.amount })
+            coupon_template::Discount::FixedAmount(pb::FixedAmountDiscount {
+                amount: v.amount,
+                ..Default::default()
+            })
         }),
         currency: v.currency.clone(),
         min_spend_amount: v.optional.unwrap_or(0),
@@ -643,7 +647,9 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 order_id: i.order,
                 request_id: i.request,
                 amount: v.amount,
-                currency: v.currency,
+                currency: v.currency.clone(),
+                lines: if v.flag { cart_lines(&v) } else { Vec::new() },
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -940,6 +946,30 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
             })
             .await
             .map(drop),
+        36 => coupons
+            .price_order(pb::PriceOrderRequest {
+                tenant_id: i.tenant,
+                member_id: i.member,
+                currency: v.currency.clone(),
+                lines: cart_lines(&v),
+                shipping_amount: v.optional.unwrap_or(0),
+                coupon_ids: vec![i.coupon.clone(), i.coupon],
+                points_to_redeem: v.amount,
+                order_id: i.order,
+            })
+            .await
+            .map(drop),
+        37 => coupons
+            .list_applicable_coupons(pb::ListApplicableCouponsRequest {
+                tenant_id: i.tenant,
+                member_id: i.member,
+                currency: v.currency.clone(),
+                lines: cart_lines(&v),
+                shipping_amount: v.optional.unwrap_or(0),
+                order_id: i.order,
+            })
+            .await
+            .map(drop),
         _ => points
             .list_points_rules(pb::ListPointsRulesRequest {
                 tenant_id: i.tenant,
@@ -949,6 +979,30 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
             })
             .await
             .map(drop),
+    }
+}
+
+/// A cart of the generated values: mostly one or two sane lines, else the values as they are
+/// (empty ids, negative prices, a hundred and one lines).
+fn cart_lines(v: &Values) -> Vec<pb::CartLine> {
+    let line = |n: usize, price: i64, quantity: i64| pb::CartLine {
+        line_id: format!("l{n}"),
+        product_id: if v.flag {
+            v.line.clone()
+        } else {
+            format!("p{n}")
+        },
+        category_ids: vec![v.text.clone()],
+        brand_id: "b".into(),
+        unit_price: price,
+        quantity,
+    };
+    if v.mostly_valid {
+        vec![line(1, 2_000, 2), line(2, v.amount.rem_euclid(10_000), 1)]
+    } else if v.small == 101 {
+        (0..101).map(|n| line(n, 1, 1)).collect()
+    } else {
+        vec![line(1, v.amount, i64::from(v.small))]
     }
 }
 

@@ -3,6 +3,7 @@
 mod auth;
 mod bounds;
 mod cache;
+mod checkout;
 mod claims;
 mod clients;
 mod codes;

@@ -104,6 +104,7 @@ async fn reminders_come_once_before_coupons_and_points_expire(app: &TestApp) {
             order_id: "o-1".into(),
             amount: 5_000,
             currency: "EUR".into(),
+            ..Default::default()
         })
         .await
         .expect("use");

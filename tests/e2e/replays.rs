@@ -321,6 +321,7 @@ async fn script(replicas: &[&TestApp], mode: Mode, tenant: &str) -> Vec<(String,
             request_id: id("use"),
             amount: 5000,
             currency: "EUR".into(),
+            ..Default::default()
         })
     );
     run!(

@@ -65,7 +65,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 37] = [
+pub const RPCS: [Rpc; 39] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -300,6 +300,49 @@ pub const RPCS: [Rpc; 37] = [
         },
     ),
     rpc(
+        "/marketing.v1.UserCouponService/PriceOrder",
+        false,
+        |s, n| {
+            pb::PriceOrderRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                currency: "EUR".into(),
+                lines: vec![pb::CartLine {
+                    line_id: "l1".into(),
+                    product_id: "p1".into(),
+                    unit_price: 5000,
+                    quantity: 1,
+                    ..Default::default()
+                }],
+                shipping_amount: 500,
+                coupon_ids: vec![s.coupon_id.clone()],
+                points_to_redeem: 100,
+                order_id: s.id("order", n),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.UserCouponService/ListApplicableCoupons",
+        false,
+        |s, _| {
+            pb::ListApplicableCouponsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                currency: "EUR".into(),
+                lines: vec![pb::CartLine {
+                    line_id: "l1".into(),
+                    product_id: "p1".into(),
+                    unit_price: 5000,
+                    quantity: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
         "/marketing.v1.UserCouponService/ValidateCoupon",
         false,
         |s, n| {
@@ -341,6 +384,7 @@ pub const RPCS: [Rpc; 37] = [
             request_id: s.id("use", n),
             amount: 5000,
             currency: "EUR".into(),
+            ..Default::default()
         }
         .encode_to_vec()
     }),

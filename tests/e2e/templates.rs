@@ -186,6 +186,7 @@ async fn bad_templates_are_rejected_with_every_violation(app: &TestApp) {
                         pb::PercentOffDiscount {
                             basis_points: 10_001,
                             max_discount_amount: Some(-1),
+                            ..Default::default()
                         },
                     )),
                     ..template()
@@ -201,7 +202,10 @@ async fn bad_templates_are_rejected_with_every_violation(app: &TestApp) {
                 "acme",
                 pb::CouponTemplate {
                     discount: Some(coupon_template::Discount::FixedAmount(
-                        pb::FixedAmountDiscount { amount: 0 },
+                        pb::FixedAmountDiscount {
+                            amount: 0,
+                            ..Default::default()
+                        },
                     )),
                     currency: "euro".into(),
                     ..template()
@@ -332,6 +336,7 @@ async fn updates_check_the_version_and_the_rules(app: &TestApp) {
         pb::PercentOffDiscount {
             basis_points: 1500,
             max_discount_amount: None,
+            ..Default::default()
         },
     ));
     change.total_stock = 999_999; // not in the mask: ignored
@@ -692,7 +697,10 @@ async fn list_filters_by_enabled_type_and_claimability(app: &TestApp) {
         "acme",
         pb::CouponTemplate {
             discount: Some(coupon_template::Discount::FixedAmount(
-                pb::FixedAmountDiscount { amount: 300 },
+                pb::FixedAmountDiscount {
+                    amount: 300,
+                    ..Default::default()
+                },
             )),
             ..template()
         },

@@ -49,7 +49,10 @@ fn template(stock: i64, per_member_limit: i32) -> pb::CouponTemplate {
     pb::CouponTemplate {
         name: "bench".into(),
         discount: Some(pb::coupon_template::Discount::FixedAmount(
-            pb::FixedAmountDiscount { amount: 100 },
+            pb::FixedAmountDiscount {
+                amount: 100,
+                ..Default::default()
+            },
         )),
         currency: "EUR".into(),
         total_stock: stock,

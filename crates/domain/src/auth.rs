@@ -59,7 +59,7 @@ const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
 /// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
 /// to every role but admin (permissions fail closed); a test walks the served descriptor set
 /// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
-pub const RPC_PERMISSIONS: [RpcPermission; 37] = {
+pub const RPC_PERMISSIONS: [RpcPermission; 39] = {
     use Permission::{Manage, Order, Read};
     [
         rpc(
@@ -111,6 +111,11 @@ pub const RPC_PERMISSIONS: [RpcPermission; 37] = {
         rpc("/marketing.v1.UserCouponService/ReleaseCoupon", Order),
         rpc("/marketing.v1.UserCouponService/ReturnCoupon", Order),
         rpc("/marketing.v1.UserCouponService/RevokeCoupon", Manage),
+        rpc("/marketing.v1.UserCouponService/PriceOrder", Order),
+        rpc(
+            "/marketing.v1.UserCouponService/ListApplicableCoupons",
+            Order,
+        ),
         rpc(
             "/marketing.v1.TenantSettingsService/GetTenantSettings",
             Read,
@@ -316,6 +321,8 @@ mod tests {
             "DeductPoints",
             "RefundPoints",
             "ValidateCoupon",
+            "PriceOrder",
+            "ListApplicableCoupons",
         ] {
             let path = path(method);
             assert!(Role::Checkout.allows(path));

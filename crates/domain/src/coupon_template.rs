@@ -4,6 +4,7 @@
 use crate::{
     error::{FieldViolation, Violations},
     ids::{TemplateId, TenantId},
+    pricing::{Allocation, Benefit, Scope, Stacking, Terms},
     text::{TextKind, check_display_text},
     time::UnixMicros,
 };
@@ -22,6 +23,8 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 pub enum DiscountType {
     FixedAmount,
     PercentOff,
+    FreeShipping,
+    BuyGet,
 }
 
 impl DiscountType {
@@ -30,6 +33,8 @@ impl DiscountType {
         match self {
             Self::FixedAmount => 1,
             Self::PercentOff => 2,
+            Self::FreeShipping => 3,
+            Self::BuyGet => 4,
         }
     }
 
@@ -37,6 +42,8 @@ impl DiscountType {
         match code {
             1 => Some(Self::FixedAmount),
             2 => Some(Self::PercentOff),
+            3 => Some(Self::FreeShipping),
+            4 => Some(Self::BuyGet),
             _ => None,
         }
     }
@@ -51,21 +58,39 @@ pub enum Discount {
         basis_points: i32,
         max_discount_amount: Option<i64>,
     },
+    /// The cart's shipping amount, capped by `max_discount_amount`. Needs a cart.
+    FreeShipping { max_discount_amount: Option<i64> },
+    /// Buy X get Y: for every `buy_quantity` units of the scope's lines, `get_quantity` units
+    /// of the get scope's lines ([`CartTerms::get_scope`]) at `basis_points` off (10000:
+    /// free), cheapest first, at most `max_applications` times. Needs a cart.
+    BuyGet {
+        buy_quantity: i32,
+        get_quantity: i32,
+        basis_points: i32,
+        max_applications: Option<i32>,
+    },
 }
+
+/// Bound of buy X get Y quantities and applications.
+pub const MAX_BUY_GET_QUANTITY: i32 = 1000;
 
 impl Discount {
     pub fn discount_type(&self) -> DiscountType {
         match self {
             Self::FixedAmount { .. } => DiscountType::FixedAmount,
             Self::PercentOff { .. } => DiscountType::PercentOff,
+            Self::FreeShipping { .. } => DiscountType::FreeShipping,
+            Self::BuyGet { .. } => DiscountType::BuyGet,
         }
     }
 
-    /// The discount this gives on an order of `order_amount` minor units (>= 0). Never more
-    /// than the order amount.
+    /// The discount this gives on an order of `order_amount` minor units (>= 0), for a
+    /// coupon that needs no cart ([`CartTerms::needs_cart`]; one that does gives nothing
+    /// here). Never more than the order amount.
     pub fn discount_for(&self, order_amount: i64) -> i64 {
         let order_amount = order_amount.max(0);
         match *self {
+            Self::FreeShipping { .. } | Self::BuyGet { .. } => 0,
             Self::FixedAmount { amount } => amount.min(order_amount),
             Self::PercentOff {
                 basis_points,
@@ -109,7 +134,195 @@ impl Discount {
                     );
                 }
             }
+            Self::FreeShipping {
+                max_discount_amount,
+            } => {
+                if let Some(cap) = max_discount_amount
+                    && !(1..=MAX_AMOUNT).contains(&cap)
+                {
+                    violations.push(
+                        "free_shipping.max_discount_amount",
+                        format!("must be between 1 and {MAX_AMOUNT} when set"),
+                    );
+                }
+            }
+            Self::BuyGet {
+                buy_quantity,
+                get_quantity,
+                basis_points,
+                max_applications,
+            } => {
+                let quantity = 1..=MAX_BUY_GET_QUANTITY;
+                for (field, value) in [
+                    ("buy_get.buy_quantity", Some(buy_quantity)),
+                    ("buy_get.get_quantity", Some(get_quantity)),
+                    ("buy_get.max_applications", max_applications),
+                ] {
+                    if value.is_some_and(|value| !quantity.contains(&value)) {
+                        violations.push(
+                            field,
+                            format!("must be between 1 and {MAX_BUY_GET_QUANTITY}"),
+                        );
+                    }
+                }
+                if !(1..=MAX_BASIS_POINTS).contains(&basis_points) {
+                    violations.push(
+                        "buy_get.basis_points",
+                        format!("must be between 1 and {MAX_BASIS_POINTS}"),
+                    );
+                }
+            }
         }
+    }
+}
+
+/// Most ids the scopes of one template name in all (inclusions, exclusions, buy X get Y's
+/// get scope), and the longest id: a coupon carries its terms, so they stay small.
+pub const MAX_SCOPE_IDS: usize = 200;
+pub const MAX_SCOPE_ID_CHARS: usize = 64;
+pub const MAX_GROUP_CHARS: usize = 64;
+pub const MAX_GROUP_ORDER: i32 = 1000;
+
+/// Where and how a coupon applies in a cart, beyond its discount: the lines (scope), per unit
+/// or across them, the lines buy X get Y gives, and how it stacks with other coupons. The
+/// default (every line, across, stackable without a group) is a coupon of a whole order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CartTerms {
+    pub scope: Scope,
+    pub allocation: Allocation,
+    /// Buy X get Y: the lines whose units are given (empty: the scope's).
+    pub get_scope: Scope,
+    pub stacking: Stacking,
+}
+
+impl CartTerms {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether a coupon of `discount` with these terms can only be priced with a cart (its
+    /// lines, units or shipping), so an order amount alone is refused `CART_REQUIRED`.
+    pub fn needs_cart(&self, discount: &Discount) -> bool {
+        !self.scope.is_whole_order()
+            || self.allocation == Allocation::Each
+            || matches!(
+                discount,
+                Discount::FreeShipping { .. } | Discount::BuyGet { .. }
+            )
+    }
+
+    fn validate(&self, discount: Option<&Discount>, violations: &mut Violations) {
+        let mut count = 0;
+        for (prefix, scope) in [
+            ("scope", &self.scope),
+            ("buy_get.get_scope", &self.get_scope),
+        ] {
+            for (name, ids) in [
+                ("product_ids", &scope.products),
+                ("category_ids", &scope.categories),
+                ("brand_ids", &scope.brands),
+                ("excluded_product_ids", &scope.excluded_products),
+                ("excluded_category_ids", &scope.excluded_categories),
+                ("excluded_brand_ids", &scope.excluded_brands),
+            ] {
+                count += ids.len();
+                if ids.iter().any(|id| {
+                    id.is_empty()
+                        || id.chars().count() > MAX_SCOPE_ID_CHARS
+                        || id.chars().any(|c| c.is_control() || c.is_whitespace())
+                }) {
+                    violations.push(
+                        format!("{prefix}.{name}"),
+                        format!("ids must be 1..={MAX_SCOPE_ID_CHARS} characters without spaces"),
+                    );
+                }
+            }
+        }
+        if count > MAX_SCOPE_IDS {
+            violations.push(
+                "scope",
+                format!("names {count} ids; at most {MAX_SCOPE_IDS} in all"),
+            );
+        }
+        if !self.get_scope.is_whole_order() && !matches!(discount, Some(Discount::BuyGet { .. })) {
+            violations.push("buy_get.get_scope", "is for buy X get Y discounts only");
+        }
+        if self.allocation == Allocation::Each
+            && matches!(
+                discount,
+                Some(Discount::FreeShipping { .. } | Discount::BuyGet { .. })
+            )
+        {
+            violations.push(
+                "allocation",
+                "EACH is for fixed amount and percent off only",
+            );
+        }
+        match &self.stacking {
+            Stacking::Exclusive => {}
+            Stacking::Group { name, order } => {
+                if name.chars().count() > MAX_GROUP_CHARS
+                    || name.chars().any(|c| c.is_control())
+                    || name.trim() != name
+                {
+                    violations.push(
+                        "stacking.group",
+                        format!("must be 0..={MAX_GROUP_CHARS} characters, no outer spaces"),
+                    );
+                }
+                if !(-MAX_GROUP_ORDER..=MAX_GROUP_ORDER).contains(order) {
+                    violations.push(
+                        "stacking.group_order",
+                        format!("must be between -{MAX_GROUP_ORDER} and {MAX_GROUP_ORDER}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What pricing needs of a coupon: its discount, minimum spend and cart terms.
+pub fn pricing_terms(discount: &Discount, min_spend_amount: i64, cart: &CartTerms) -> Terms {
+    let benefit = match *discount {
+        Discount::FixedAmount { amount } => Benefit::AmountOff {
+            amount,
+            allocation: cart.allocation,
+        },
+        Discount::PercentOff {
+            basis_points,
+            max_discount_amount,
+        } => Benefit::PercentOff {
+            basis_points: i64::from(basis_points),
+            max_discount_amount,
+            allocation: cart.allocation,
+        },
+        Discount::FreeShipping {
+            max_discount_amount,
+        } => Benefit::FreeShipping {
+            max_discount_amount,
+        },
+        Discount::BuyGet {
+            buy_quantity,
+            get_quantity,
+            basis_points,
+            max_applications,
+        } => Benefit::BuyGet {
+            buy_quantity: i64::from(buy_quantity),
+            get_quantity: i64::from(get_quantity),
+            get_scope: if cart.get_scope.is_whole_order() {
+                cart.scope.clone()
+            } else {
+                cart.get_scope.clone()
+            },
+            basis_points: i64::from(basis_points),
+            max_applications: max_applications.map(i64::from),
+        },
+    };
+    Terms {
+        min_spend_amount,
+        scope: cart.scope.clone(),
+        benefit,
+        stacking: cart.stacking.clone(),
     }
 }
 
@@ -182,6 +395,8 @@ pub struct TemplateDraft {
     pub distribution_end: Option<UnixMicros>,
     pub validity: Option<Validity>,
     pub enabled: bool,
+    pub cart: CartTerms,
+    pub budget_amount: Option<i64>,
 }
 
 /// The checked, editable terms of a template.
@@ -197,6 +412,10 @@ pub struct TemplateTerms {
     pub distribution_end: UnixMicros,
     pub validity: Validity,
     pub enabled: bool,
+    /// Scope, allocation, buy X get Y's get scope, stacking.
+    pub cart: CartTerms,
+    /// The most discount its coupons may give in all (minor units); `None`: no budget.
+    pub budget_amount: Option<i64>,
 }
 
 impl TemplateTerms {
@@ -223,6 +442,18 @@ impl TemplateTerms {
         match &draft.discount {
             None => violations.push("discount", "is required: set fixed_amount or percent_off"),
             Some(discount) => discount.validate(&mut violations),
+        }
+        draft
+            .cart
+            .validate(draft.discount.as_ref(), &mut violations);
+        if draft
+            .budget_amount
+            .is_some_and(|budget| !(1..=MAX_AMOUNT).contains(&budget))
+        {
+            violations.push(
+                "budget_amount",
+                format!("must be between 1 and {MAX_AMOUNT} when set"),
+            );
         }
         let currency = violations.check(Currency::parse("currency", &draft.currency));
         if !(0..=MAX_AMOUNT).contains(&draft.min_spend_amount) {
@@ -299,6 +530,8 @@ impl TemplateTerms {
             distribution_end: end,
             validity,
             enabled: draft.enabled,
+            cart: draft.cart,
+            budget_amount: draft.budget_amount,
         })
     }
 
@@ -314,6 +547,8 @@ impl TemplateTerms {
             distribution_end: Some(self.distribution_end),
             validity: Some(self.validity),
             enabled: self.enabled,
+            cart: self.cart.clone(),
+            budget_amount: self.budget_amount,
         }
     }
 }
@@ -355,10 +590,13 @@ pub enum TemplateField {
     DistributionEnd,
     Validity,
     Enabled,
+    Scope,
+    Stacking,
+    BudgetAmount,
 }
 
 impl TemplateField {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::Name,
         Self::Description,
         Self::Discount,
@@ -369,6 +607,9 @@ impl TemplateField {
         Self::DistributionEnd,
         Self::Validity,
         Self::Enabled,
+        Self::Scope,
+        Self::Stacking,
+        Self::BudgetAmount,
     ];
 
     /// Parses one field-mask path; `Err` explains why a known field cannot be updated.
@@ -376,7 +617,9 @@ impl TemplateField {
         Ok(match path {
             "name" => Self::Name,
             "description" => Self::Description,
-            "discount" | "fixed_amount" | "percent_off" => Self::Discount,
+            "discount" | "fixed_amount" | "percent_off" | "free_shipping" | "buy_get" => {
+                Self::Discount
+            }
             "currency" => Self::Currency,
             "min_spend_amount" => Self::MinSpendAmount,
             "per_member_limit" => Self::PerMemberLimit,
@@ -384,11 +627,28 @@ impl TemplateField {
             "distribution_end_time" => Self::DistributionEnd,
             "validity" | "fixed_window" | "relative" => Self::Validity,
             "enabled" => Self::Enabled,
+            "scope" => Self::Scope,
+            "stacking" => Self::Stacking,
+            "budget_amount" => Self::BudgetAmount,
             "total_stock" | "remaining_stock" => {
                 return Err(format!("{path} cannot be updated: use AddCouponStock"));
             }
-            "id" | "tenant_id" | "claimed_count" | "used_count" | "version" | "create_time"
-            | "update_time" | "discount_type" | "archived" | "archive_time" => {
+            "id"
+            | "tenant_id"
+            | "claimed_count"
+            | "used_count"
+            | "version"
+            | "create_time"
+            | "update_time"
+            | "discount_type"
+            | "archived"
+            | "archive_time"
+            | "actor"
+            | "unique_code_count"
+            | "available_unique_code_count"
+            | "shared_code_count"
+            | "budget_remaining_amount"
+            | "budget_used_amount" => {
                 return Err(format!("{path} is output only"));
             }
             other => return Err(format!("unknown field {other:?}")),
@@ -403,7 +663,15 @@ impl TemplateDraft {
             match field {
                 TemplateField::Name => self.name.clone_from(&source.name),
                 TemplateField::Description => self.description.clone_from(&source.description),
-                TemplateField::Discount => self.discount = source.discount,
+                TemplateField::Discount => {
+                    // Allocation and the get scope travel in the discount's message.
+                    self.discount = source.discount;
+                    self.cart.allocation = source.cart.allocation;
+                    self.cart.get_scope.clone_from(&source.cart.get_scope);
+                }
+                TemplateField::Scope => self.cart.scope.clone_from(&source.cart.scope),
+                TemplateField::Stacking => self.cart.stacking.clone_from(&source.cart.stacking),
+                TemplateField::BudgetAmount => self.budget_amount = source.budget_amount,
                 TemplateField::Currency => self.currency.clone_from(&source.currency),
                 TemplateField::MinSpendAmount => self.min_spend_amount = source.min_spend_amount,
                 TemplateField::PerMemberLimit => self.per_member_limit = source.per_member_limit,
@@ -439,9 +707,18 @@ pub struct CouponTemplate {
     pub actor: Option<String>,
     /// Its redemption codes.
     pub codes: crate::coupon_code::CodeInventory,
+    /// The discount its used coupons gave in all, counted against `terms.budget_amount`.
+    pub budget_used: i64,
 }
 
 impl CouponTemplate {
+    /// What its campaign budget has left (`None`: no budget).
+    pub fn budget_remaining(&self) -> Option<i64> {
+        self.terms
+            .budget_amount
+            .map(|budget| budget.saturating_sub(self.budget_used).max(0))
+    }
+
     /// Whether a claim at `at` is accepted, stock and per-member limits aside.
     pub fn is_open_at(&self, at: UnixMicros) -> bool {
         self.terms.enabled
@@ -472,6 +749,8 @@ mod tests {
             distribution_end: Some(UnixMicros(10 * DAY)),
             validity: Some(Validity::Relative { valid_days: 30 }),
             enabled: true,
+            cart: CartTerms::default(),
+            budget_amount: None,
         }
     }
 

@@ -87,10 +87,15 @@ pub enum Reason {
     CodeAlreadyClaimed,
     CodeExists,
     TooManyCodes,
+    CouponNotStackable,
+    OrderCouponLimit,
+    BudgetExhausted,
+    CartRequired,
+    CouponNotApplicable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 51] = [
+    pub const ALL: [Reason; 56] = [
         Self::InvalidArgument,
         Self::RequestIdReused,
         Self::TemplateNotFound,
@@ -142,6 +147,11 @@ impl Reason {
         Self::CodeAlreadyClaimed,
         Self::CodeExists,
         Self::TooManyCodes,
+        Self::CouponNotStackable,
+        Self::OrderCouponLimit,
+        Self::BudgetExhausted,
+        Self::CartRequired,
+        Self::CouponNotApplicable,
     ];
 
     /// The reason `as_str` spells `text`.
@@ -202,6 +212,11 @@ impl Reason {
             Self::CodeAlreadyClaimed => "CODE_ALREADY_CLAIMED",
             Self::CodeExists => "CODE_EXISTS",
             Self::TooManyCodes => "TOO_MANY_CODES",
+            Self::CouponNotStackable => "COUPON_NOT_STACKABLE",
+            Self::OrderCouponLimit => "ORDER_COUPON_LIMIT",
+            Self::BudgetExhausted => "BUDGET_EXHAUSTED",
+            Self::CartRequired => "CART_REQUIRED",
+            Self::CouponNotApplicable => "COUPON_NOT_APPLICABLE",
         }
     }
 }
@@ -319,6 +334,21 @@ pub enum Refusal {
         limit: i64,
         current: i64,
     },
+    /// Another coupon locked or used for the order does not go with this one.
+    #[error("the coupon does not stack with the order's coupon {other}")]
+    CouponNotStackable { other: String },
+    /// The order holds as many coupons as the tenant allows.
+    #[error("the order already holds {limit} coupons, the most the tenant allows")]
+    OrderCouponLimit { limit: u32 },
+    /// The template's campaign budget has less left than this discount.
+    #[error("the campaign budget has {remaining} left, less than the discount {discount}")]
+    BudgetExhausted { remaining: i64, discount: i64 },
+    /// The coupon applies to lines, units or shipping: only a cart prices it.
+    #[error("the coupon applies to products, units or shipping: send the cart")]
+    CartRequired,
+    /// No line of the cart is in the coupon's scope (or too few units for buy X get Y).
+    #[error("the coupon applies to no line of this cart")]
+    CouponNotApplicable,
 }
 
 impl Refusal {
@@ -364,6 +394,11 @@ impl Refusal {
             Self::CodeAlreadyClaimed => Reason::CodeAlreadyClaimed,
             Self::CodeExists => Reason::CodeExists,
             Self::TooManyCodes { .. } => Reason::TooManyCodes,
+            Self::CouponNotStackable { .. } => Reason::CouponNotStackable,
+            Self::OrderCouponLimit { .. } => Reason::OrderCouponLimit,
+            Self::BudgetExhausted { .. } => Reason::BudgetExhausted,
+            Self::CartRequired => Reason::CartRequired,
+            Self::CouponNotApplicable => Reason::CouponNotApplicable,
         }
     }
 
@@ -586,6 +621,11 @@ impl Violations {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many were recorded (to tell whether a group of checks added any).
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// `Ok(value)` when no check failed.

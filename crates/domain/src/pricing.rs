@@ -76,8 +76,9 @@ impl Scope {
 }
 
 /// How a discount applies to its lines: once to their total, or to each unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Allocation {
+    #[default]
     Across,
     Each,
 }
@@ -113,8 +114,18 @@ pub enum Stacking {
     /// Alone on the order.
     Exclusive,
     /// With coupons of other groups: at most one per group, groups applied in ascending
-    /// `order` (ties by name).
+    /// `order` (ties by name). An empty name is no group: it stacks with every coupon but an
+    /// exclusive one.
     Group { name: String, order: i32 },
+}
+
+impl Default for Stacking {
+    fn default() -> Self {
+        Self::Group {
+            name: String::new(),
+            order: 0,
+        }
+    }
 }
 
 /// A coupon's terms as pricing needs them.
@@ -210,7 +221,9 @@ pub fn choose_stack(coupons: &[&Terms], limit: Option<usize>) -> Vec<Result<(), 
 pub fn clash(a: &Terms, b: &Terms) -> bool {
     match (&a.stacking, &b.stacking) {
         (Stacking::Exclusive, _) | (_, Stacking::Exclusive) => true,
-        (Stacking::Group { name: x, .. }, Stacking::Group { name: y, .. }) => x == y,
+        (Stacking::Group { name: x, .. }, Stacking::Group { name: y, .. }) => {
+            !x.is_empty() && x == y
+        }
     }
 }
 
@@ -270,7 +283,24 @@ pub fn price(
     }
 }
 
-fn rank(terms: &Terms) -> (i32, &str) {
+impl Rejection {
+    /// The refusal a mutation (lock, use) reports for it.
+    pub fn into_error(self) -> crate::error::Refusal {
+        use crate::error::Refusal;
+        match self {
+            Self::NotStackable => Refusal::CouponNotStackable {
+                other: String::new(),
+            },
+            Self::OrderCouponLimit => Refusal::OrderCouponLimit { limit: 0 },
+            Self::NotApplicable => Refusal::CouponNotApplicable,
+            Self::MinSpendNotMet => Refusal::MinSpendNotMet,
+        }
+    }
+}
+
+/// Where a coupon applies among an order's coupons: groups in ascending order (ties by name),
+/// an exclusive coupon first.
+pub fn rank(terms: &Terms) -> (i32, &str) {
     match &terms.stacking {
         Stacking::Exclusive => (i32::MIN, ""),
         Stacking::Group { name, order } => (*order, name.as_str()),
@@ -539,6 +569,124 @@ pub fn points_paid(offered: i64, due: i64, rate: PointsRate) -> PointsPaid {
         points: i64::try_from(points).unwrap_or(i64::MAX),
         amount: i64::try_from(amount).unwrap_or(i64::MAX),
     }
+}
+
+/// The best combination of `coupons` the stacking rules allow on one order of `lines` and
+/// `shipping` (at most `limit` coupons): the indexes chosen (ascending) and their discount
+/// together. Exact: a branch and bound over the choices (each group: one of its coupons or
+/// none; each coupon without a group: in or out; an exclusive coupon: alone), bounded by
+/// what each coupon gives alone, which is at least what it adds to any combination (a
+/// discount never grows when what it applies to shrinks). Ties: fewer coupons, then the
+/// lower indexes.
+pub fn best_stack(
+    lines: &[Line],
+    shipping: i64,
+    coupons: &[&Terms],
+    limit: Option<usize>,
+) -> (Vec<usize>, i64) {
+    let alone: Vec<i64> = coupons
+        .iter()
+        .map(|terms| {
+            let left: Vec<i64> = lines.iter().map(Line::amount).collect();
+            apply(terms, lines, &left, shipping).map_or(0, |applied| applied.discount)
+        })
+        .collect();
+    // The best exclusive coupon alone.
+    let mut best: (Vec<usize>, i64) = (Vec::new(), 0);
+    for (i, terms) in coupons.iter().enumerate() {
+        if terms.stacking == Stacking::Exclusive && alone[i] > best.1 {
+            best = (vec![i], alone[i]);
+        }
+    }
+    // Slots: a named group's coupons (one or none), or one ungrouped coupon (in or out);
+    // only coupons that give something alone can add anything.
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    let mut slots: Vec<Vec<usize>> = Vec::new();
+    for (i, terms) in coupons.iter().enumerate() {
+        if alone[i] == 0 {
+            continue;
+        }
+        match &terms.stacking {
+            Stacking::Exclusive => {}
+            Stacking::Group { name, .. } if name.is_empty() => slots.push(vec![i]),
+            Stacking::Group { name, .. } => groups.entry(name.as_str()).or_default().push(i),
+        }
+    }
+    slots.extend(groups.into_values());
+    for slot in &mut slots {
+        slot.sort_by(|a, b| alone[*b].cmp(&alone[*a]).then(a.cmp(b)));
+    }
+    // Richest slots first: good combinations early, so the bound cuts sooner.
+    slots.sort_by(|a, b| alone[b[0]].cmp(&alone[a[0]]));
+    // What the slots from k on can add at most.
+    let mut rest = vec![0_i64; slots.len() + 1];
+    for k in (0..slots.len()).rev() {
+        rest[k] = rest[k + 1].saturating_add(alone[slots[k][0]]);
+    }
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut chosen: Vec<usize> = Vec::new();
+    search(
+        &Search {
+            lines,
+            shipping,
+            coupons,
+            alone: &alone,
+            slots: &slots,
+            rest: &rest,
+            limit,
+        },
+        0,
+        0,
+        &mut chosen,
+        &mut best,
+    );
+    best.0.sort_unstable();
+    best
+}
+
+struct Search<'a> {
+    lines: &'a [Line],
+    shipping: i64,
+    coupons: &'a [&'a Terms],
+    alone: &'a [i64],
+    slots: &'a [Vec<usize>],
+    rest: &'a [i64],
+    limit: usize,
+}
+
+fn search(
+    s: &Search<'_>,
+    k: usize,
+    current: i64,
+    chosen: &mut Vec<usize>,
+    best: &mut (Vec<usize>, i64),
+) {
+    let better = |discount: i64, chosen: &[usize], best: &(Vec<usize>, i64)| {
+        discount > best.1
+            || (discount == best.1 && !chosen.is_empty() && chosen.len() < best.0.len())
+    };
+    if better(current, chosen, best) {
+        *best = (chosen.to_vec(), current);
+    }
+    if k == s.slots.len() || chosen.len() >= s.limit || current + s.rest[k] <= best.1 {
+        return;
+    }
+    for &i in &s.slots[k] {
+        // Within a slot, a coupon can add at most what it gives alone.
+        if current + s.alone[i] + s.rest[k + 1] <= best.1 {
+            continue;
+        }
+        chosen.push(i);
+        let terms: Vec<&Terms> = chosen.iter().map(|&j| s.coupons[j]).collect();
+        let priced = price(s.lines, s.shipping, &terms, None, 0, None);
+        // A coupon that no longer applies on what the others left adds nothing: leave it
+        // out (the branch without it is searched below).
+        if priced.coupons.iter().all(Result::is_ok) {
+            search(s, k + 1, priced.discount, chosen, best);
+        }
+        chosen.pop();
+    }
+    search(s, k + 1, current, chosen, best);
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::{
     MemberId, UnixMicros,
-    coupon_template::{CouponTemplate, Currency, Discount},
+    coupon_template::{CartTerms, CouponTemplate, Currency, Discount},
     error::{MarketingError, Refusal},
     ids::TemplateId,
 };
@@ -99,6 +99,8 @@ pub struct UserCoupon {
     pub discount: Discount,
     pub currency: Currency,
     pub min_spend_amount: i64,
+    /// Its template's cart terms when it was claimed (scope, allocation, stacking).
+    pub cart: CartTerms,
     pub valid_from: UnixMicros,
     pub valid_until: UnixMicros,
     pub claimed_at: UnixMicros,
@@ -141,6 +143,7 @@ impl UserCoupon {
             discount: template.terms.discount,
             currency: template.terms.currency.clone(),
             min_spend_amount: template.terms.min_spend_amount,
+            cart: template.terms.cart.clone(),
             valid_from,
             valid_until,
             claimed_at: now,
@@ -180,6 +183,24 @@ impl UserCoupon {
         currency: &Currency,
         order_id: Option<&str>,
     ) -> Vec<UsabilityProblem> {
+        let mut problems = self.cart_problems(now, currency, order_id);
+        if self.cart.needs_cart(&self.discount) {
+            problems.push(UsabilityProblem::CartRequired);
+        } else if amount < self.min_spend_amount {
+            problems.push(UsabilityProblem::MinSpendNotMet);
+        }
+        problems
+    }
+
+    /// Why this coupon cannot be used at all by an order in `currency` at `now` (for
+    /// `order_id`, which may hold its lock), whatever the cart: its state, validity and
+    /// currency. Whether it applies to a cart is pricing's to say.
+    pub fn cart_problems(
+        &self,
+        now: UnixMicros,
+        currency: &Currency,
+        order_id: Option<&str>,
+    ) -> Vec<UsabilityProblem> {
         let mut problems = Vec::new();
         match self.effective_status(now) {
             CouponStatus::Available => {}
@@ -192,9 +213,6 @@ impl UserCoupon {
         }
         if &self.currency != currency {
             problems.push(UsabilityProblem::CurrencyMismatch);
-        }
-        if amount < self.min_spend_amount {
-            problems.push(UsabilityProblem::MinSpendNotMet);
         }
         problems
     }
@@ -209,6 +227,8 @@ pub enum UsabilityProblem {
     NotYetValid,
     CurrencyMismatch,
     MinSpendNotMet,
+    /// Its terms need the cart (scope, units, shipping) and only an amount was given.
+    CartRequired,
 }
 
 impl UsabilityProblem {
@@ -219,6 +239,7 @@ impl UsabilityProblem {
             Self::NotYetValid => "COUPON_NOT_YET_VALID",
             Self::CurrencyMismatch => "CURRENCY_MISMATCH",
             Self::MinSpendNotMet => "MIN_SPEND_NOT_MET",
+            Self::CartRequired => "CART_REQUIRED",
         }
     }
 
@@ -230,6 +251,9 @@ impl UsabilityProblem {
             Self::CurrencyMismatch => "the order's currency is not the coupon's".to_owned(),
             Self::MinSpendNotMet => {
                 "the order amount is below the coupon's minimum spend".to_owned()
+            }
+            Self::CartRequired => {
+                "the coupon applies to products, units or shipping: send the cart".to_owned()
             }
         }
     }
@@ -244,6 +268,7 @@ impl UsabilityProblem {
             Self::NotYetValid => Refusal::CouponNotYetValid,
             Self::CurrencyMismatch => Refusal::CurrencyMismatch,
             Self::MinSpendNotMet => Refusal::MinSpendNotMet,
+            Self::CartRequired => Refusal::CartRequired,
         }
     }
 }
@@ -388,6 +413,8 @@ mod tests {
                 distribution_end: UnixMicros(10 * MICROS_PER_DAY),
                 validity: Validity::Relative { valid_days: 1 },
                 enabled: true,
+                cart: CartTerms::default(),
+                budget_amount: None,
             },
             total_stock: remaining,
             remaining_stock: remaining,
@@ -400,6 +427,7 @@ mod tests {
             archived_at: None,
             actor: None,
             codes: Default::default(),
+            budget_used: 0,
         }
     }
 

@@ -3,6 +3,7 @@
 //! functions take any `ConnectionTrait`, so they run on the pool or inside a transaction.
 #![forbid(unsafe_code)]
 
+mod cart_terms;
 pub mod clients;
 pub mod codes;
 mod db;

@@ -6,7 +6,7 @@ use marketing_domain::{
     MarketingError, TemplateId, TenantId, UnixMicros,
     coupon_code::CodeInventory,
     coupon_template::{
-        CouponTemplate, Currency, Discount, DiscountType, MAX_TOTAL_STOCK, TemplateTerms, Validity,
+        CouponTemplate, Currency, DiscountType, MAX_TOTAL_STOCK, TemplateTerms, Validity,
     },
     error::Refusal,
 };
@@ -99,11 +99,15 @@ pub trait TemplateStore: TemplateReads {
     ) -> Result<CouponTemplate, MarketingError>;
 
     /// Adds `delta` (+1 on use, -1 on return) to the used count; the template as written.
+    /// Counts `delta` uses (+1 a use, -1 a return) and `discount` of the campaign budget
+    /// (given back by a return): a use whose discount is more than the budget has left is
+    /// refused `BUDGET_EXHAUSTED`, atomically with every other use.
     async fn add_used(
         &self,
         tenant: &TenantId,
         id: TemplateId,
         delta: i64,
+        discount: i64,
     ) -> Result<CouponTemplate, MarketingError>;
 }
 
@@ -189,8 +193,9 @@ impl TemplateStore for Templates<'_, DatabaseTransaction> {
         tenant: &TenantId,
         id: TemplateId,
         delta: i64,
+        discount: i64,
     ) -> Result<CouponTemplate, MarketingError> {
-        add_used(self.0, tenant, id, delta).await
+        add_used(self.0, tenant, id, delta, discount).await
     }
 }
 
@@ -225,6 +230,7 @@ async fn insert(
         unique_code_count: Set(template.codes.unique),
         unique_codes_claimed: Set(template.codes.unique_claimed),
         shared_code_count: Set(template.codes.shared),
+        budget_used: Set(template.budget_used),
         ..Default::default()
     };
     set_terms(&mut row, &template.terms);
@@ -307,7 +313,7 @@ async fn list(
 #[derive(Debug, Clone, PartialEq)]
 pub enum TemplateChange {
     /// Replace the editable terms.
-    Terms(TemplateTerms),
+    Terms(Box<TemplateTerms>),
     Enabled(bool),
     /// Add (signed) to total and remaining stock. Remaining stock never goes below zero, so
     /// stock already claimed can never be taken away.
@@ -427,17 +433,13 @@ async fn conditional_update(
 fn set_terms(row: &mut tpl::ActiveModel, terms: &TemplateTerms) {
     row.name = Set(terms.name.clone());
     row.description = Set(terms.description.clone());
-    row.discount_type = Set(terms.discount.discount_type().code());
-    let (amount, basis_points, cap) = match terms.discount {
-        Discount::FixedAmount { amount } => (Some(amount), None, None),
-        Discount::PercentOff {
-            basis_points,
-            max_discount_amount,
-        } => (None, Some(basis_points), max_discount_amount),
-    };
-    row.discount_amount = Set(amount);
-    row.discount_basis_points = Set(basis_points);
-    row.max_discount_amount = Set(cap);
+    let columns = crate::cart_terms::to_columns(&terms.discount, &terms.cart);
+    row.discount_type = Set(columns.kind);
+    row.discount_amount = Set(columns.amount);
+    row.discount_basis_points = Set(columns.basis_points);
+    row.max_discount_amount = Set(columns.cap);
+    row.cart_terms = Set(columns.cart_terms);
+    row.budget_amount = Set(terms.budget_amount);
     row.currency = Set(terms.currency.as_str().to_owned());
     row.min_spend_amount = Set(terms.min_spend_amount);
     row.per_member_limit = Set(terms.per_member_limit);
@@ -462,18 +464,14 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
     let corrupt = |what: &str| {
         MarketingError::internal(format!("coupon template {} has a corrupt {what}", row.id))
     };
-    let discount = match (
-        DiscountType::from_code(row.discount_type),
-        row.discount_amount,
-        row.discount_basis_points,
-    ) {
-        (Some(DiscountType::FixedAmount), Some(amount), _) => Discount::FixedAmount { amount },
-        (Some(DiscountType::PercentOff), _, Some(basis_points)) => Discount::PercentOff {
-            basis_points,
-            max_discount_amount: row.max_discount_amount,
-        },
-        _ => return Err(corrupt("discount")),
-    };
+    let (discount, cart) = crate::cart_terms::from_columns(crate::cart_terms::DiscountColumns {
+        kind: row.discount_type,
+        amount: row.discount_amount,
+        basis_points: row.discount_basis_points,
+        cap: row.max_discount_amount,
+        cart_terms: row.cart_terms.clone(),
+    })
+    .ok_or_else(|| corrupt("discount"))?;
     let validity = match (
         row.validity_kind,
         row.valid_from_at,
@@ -504,6 +502,8 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
             distribution_end: UnixMicros(row.distribution_end_at),
             validity,
             enabled: row.enabled,
+            cart,
+            budget_amount: row.budget_amount,
         },
         total_stock: row.total_stock,
         remaining_stock: row.remaining_stock,
@@ -520,6 +520,7 @@ fn to_domain(row: tpl::Model) -> Result<CouponTemplate, MarketingError> {
             unique_claimed: row.unique_codes_claimed,
             shared: row.shared_code_count,
         },
+        budget_used: row.budget_used,
     })
 }
 
@@ -592,15 +593,67 @@ async fn take_stock(
     }
 }
 
-/// Adds `delta` (+1 on use, -1 on return) to the template's used count; returns the template
-/// as written.
+/// Adds `delta` (+1 on use, -1 on return) to the template's used count and `discount` to
+/// (or, returning, from) its budget's spending; returns the template as written. A use is one
+/// conditional update: concurrent uses queue on the row and each sees the last, so a use that
+/// the budget cannot cover is refused (`BUDGET_EXHAUSTED`), never cut.
 async fn add_used(
     conn: &impl ConnectionTrait,
     tenant: &TenantId,
     id: TemplateId,
     delta: i64,
+    discount: i64,
 ) -> Result<CouponTemplate, MarketingError> {
-    add_to_counters(conn, tenant, id, &[(tpl::Column::UsedCount, delta)]).await
+    let spent = Expr::col(tpl::Column::BudgetUsed);
+    let (budget_used, covered) = if delta > 0 {
+        (
+            spent.clone().add(discount),
+            Condition::any()
+                .add(tpl::Column::BudgetAmount.is_null())
+                .add(
+                    spent
+                        .add(discount)
+                        .lte(Expr::col(tpl::Column::BudgetAmount)),
+                ),
+        )
+    } else {
+        // A return gives its discount back; never below zero (a coupon used before budgets
+        // were counted gives back what was never taken).
+        (
+            Expr::Case(Box::new(
+                Expr::case(spent.clone().gte(discount), spent.sub(discount)).finally(0),
+            )),
+            Condition::all(),
+        )
+    };
+    let written = tpl::Entity::update_many()
+        .col_expr(
+            tpl::Column::Revision,
+            Expr::col(tpl::Column::Revision).add(1),
+        )
+        .col_expr(
+            tpl::Column::UsedCount,
+            Expr::col(tpl::Column::UsedCount).add(delta),
+        )
+        .col_expr(tpl::Column::BudgetUsed, budget_used)
+        .filter(tpl::Column::Id.eq(id.0))
+        .filter(tpl::Column::TenantId.eq(tenant.as_str()))
+        .filter(covered)
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_error)?
+        .pop();
+    match written {
+        Some(row) => to_domain(row),
+        None => {
+            // Not found, or the budget did not cover the use.
+            let current = get(conn, tenant, id).await?;
+            Err(MarketingError::Refused(Refusal::BudgetExhausted {
+                remaining: current.budget_remaining().unwrap_or(0),
+                discount,
+            }))
+        }
+    }
 }
 
 /// Counts codes added to a template's inventory; the template as written.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use marketing_domain::{
     CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
-    coupon_template::{Currency, Discount, DiscountType},
+    coupon_template::Currency,
     error::Refusal,
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -59,12 +59,34 @@ pub trait CouponReads {
         template: TemplateId,
         members: &[&MemberId],
     ) -> Result<HashMap<MemberId, i32>, MarketingError>;
+
+    /// Those of `ids` that exist in `tenant` and belong to `member` (any order).
+    async fn find_many(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        ids: &[CouponId],
+    ) -> Result<Vec<UserCoupon>, MarketingError>;
+
+    /// The member's coupons locked (a lock that has not lapsed at `now`) or used for
+    /// `order_id`.
+    async fn on_order(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        order_id: &str,
+        now: UnixMicros,
+    ) -> Result<Vec<UserCoupon>, MarketingError>;
 }
 
 /// The writes of coupons: inside a unit of work only.
 #[allow(async_fn_in_trait)]
 pub trait CouponStore: CouponReads {
     async fn insert_many(&self, coupons: &[UserCoupon]) -> Result<(), MarketingError>;
+
+    /// Serialises the locks and uses of one order's coupons until the unit ends, so the
+    /// stacking rules checked against the order's other coupons hold under concurrency.
+    async fn lock_order(&self, tenant: &TenantId, order_id: &str) -> Result<(), MarketingError>;
 
     /// Writes `coupon`'s state if the stored row still has `read_version`; the row's version
     /// rises by one. `false` when a concurrent change won.
@@ -126,11 +148,66 @@ impl<C: ConnectionTrait> CouponReads for Coupons<'_, C> {
     ) -> Result<HashMap<MemberId, i32>, MarketingError> {
         held_slots(self.0, template, members).await
     }
+
+    async fn find_many(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        ids: &[CouponId],
+    ) -> Result<Vec<UserCoupon>, MarketingError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = uc::Entity::find()
+            .filter(uc::Column::TenantId.eq(tenant.as_str()))
+            .filter(uc::Column::MemberId.eq(member.as_str()))
+            .filter(uc::Column::Id.is_in(ids.iter().map(|id| id.0)));
+        fetch(self.0, query).await
+    }
+
+    async fn on_order(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        order_id: &str,
+        now: UnixMicros,
+    ) -> Result<Vec<UserCoupon>, MarketingError> {
+        let query = uc::Entity::find()
+            .filter(uc::Column::TenantId.eq(tenant.as_str()))
+            .filter(uc::Column::MemberId.eq(member.as_str()))
+            .filter(uc::Column::OrderId.eq(order_id))
+            .filter(
+                Condition::any()
+                    .add(effective_status_is(CouponStatus::Locked, now))
+                    .add(effective_status_is(CouponStatus::Used, now)),
+            );
+        fetch(self.0, query).await
+    }
 }
 
 impl CouponStore for Coupons<'_, DatabaseTransaction> {
     async fn insert_many(&self, coupons: &[UserCoupon]) -> Result<(), MarketingError> {
         insert_many(self.0, coupons).await
+    }
+
+    async fn lock_order(&self, tenant: &TenantId, order_id: &str) -> Result<(), MarketingError> {
+        if self.0.get_database_backend() != sea_orm::DbBackend::Postgres {
+            // A SQLite write transaction already excludes every other writer.
+            return Ok(());
+        }
+        // A transaction-scoped advisory lock on the order's key: another lock or use for the
+        // same order waits here until this transaction ends, then sees its coupons. Keys that
+        // collide only make two orders queue.
+        let key = order_lock_key(tenant.as_str(), order_id);
+        self.0
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [key.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     async fn compare_and_set(
@@ -323,6 +400,7 @@ fn model_of(row: &sea_orm::QueryResult) -> Result<uc::Model, sea_orm::DbErr> {
         version: r.next("version")?,
         updated_at: r.next("updated_at")?,
         actor: r.next("actor")?,
+        cart_terms: r.next("cart_terms")?,
     })
 }
 
@@ -524,13 +602,7 @@ async fn sweep(
 }
 
 fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {
-    let (amount, basis_points, cap) = match coupon.discount {
-        Discount::FixedAmount { amount } => (Some(amount), None, None),
-        Discount::PercentOff {
-            basis_points,
-            max_discount_amount,
-        } => (None, Some(basis_points), max_discount_amount),
-    };
+    let columns = crate::cart_terms::to_columns(&coupon.discount, &coupon.cart);
     uc::ActiveModel {
         id: Set(coupon.id.0),
         tenant_id: Set(coupon.tenant_id.as_str().to_owned()),
@@ -538,10 +610,11 @@ fn to_row(coupon: &UserCoupon) -> uc::ActiveModel {
         member_id: Set(coupon.member_id.as_str().to_owned()),
         claim_slot: Set(coupon.claim_slot),
         status: Set(coupon.status.code()),
-        discount_type: Set(coupon.discount.discount_type().code()),
-        discount_amount: Set(amount),
-        discount_basis_points: Set(basis_points),
-        max_discount_amount: Set(cap),
+        discount_type: Set(columns.kind),
+        discount_amount: Set(columns.amount),
+        discount_basis_points: Set(columns.basis_points),
+        max_discount_amount: Set(columns.cap),
+        cart_terms: Set(columns.cart_terms),
         currency: Set(coupon.currency.as_str().to_owned()),
         min_spend_amount: Set(coupon.min_spend_amount),
         valid_from_at: Set(coupon.valid_from.0),
@@ -564,18 +637,14 @@ pub(crate) fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
     let corrupt = |what: &str| {
         MarketingError::internal(format!("user coupon {} has a corrupt {what}", row.id))
     };
-    let discount = match (
-        DiscountType::from_code(row.discount_type),
-        row.discount_amount,
-        row.discount_basis_points,
-    ) {
-        (Some(DiscountType::FixedAmount), Some(amount), _) => Discount::FixedAmount { amount },
-        (Some(DiscountType::PercentOff), _, Some(basis_points)) => Discount::PercentOff {
-            basis_points,
-            max_discount_amount: row.max_discount_amount,
-        },
-        _ => return Err(corrupt("discount")),
-    };
+    let (discount, cart) = crate::cart_terms::from_columns(crate::cart_terms::DiscountColumns {
+        kind: row.discount_type,
+        amount: row.discount_amount,
+        basis_points: row.discount_basis_points,
+        cap: row.max_discount_amount,
+        cart_terms: row.cart_terms.clone(),
+    })
+    .ok_or_else(|| corrupt("discount"))?;
     Ok(UserCoupon {
         id: CouponId(row.id),
         tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
@@ -588,6 +657,7 @@ pub(crate) fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
         discount,
         currency: Currency::parse("currency", &row.currency).map_err(|_| corrupt("currency"))?,
         min_spend_amount: row.min_spend_amount,
+        cart,
         valid_from: UnixMicros(row.valid_from_at),
         valid_until: UnixMicros(row.valid_until_at),
         claimed_at: UnixMicros(row.claimed_at),
@@ -602,4 +672,14 @@ pub(crate) fn to_domain(row: uc::Model) -> Result<UserCoupon, MarketingError> {
         updated_at: UnixMicros(row.updated_at),
         actor: row.actor,
     })
+}
+
+/// A stable 64-bit key of an order (FNV-1a over tenant and order id).
+fn order_lock_key(tenant: &str, order_id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in tenant.bytes().chain([0]).chain(order_id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
 }

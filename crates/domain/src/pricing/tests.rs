@@ -392,7 +392,7 @@ fn any_terms() -> impl Strategy<Value = Terms> {
     ];
     let stacking = prop_oneof![
         1 => Just(Stacking::Exclusive),
-        4 => (prop::sample::select(vec!["product", "order", "shipping"]), 0..3_i32)
+        4 => (prop::sample::select(vec!["product", "order", "shipping", ""]), 0..3_i32)
             .prop_map(|(name, order)| group(name, order)),
     ];
     (0..50_000_i64, any_scope(), benefit, stacking).prop_map(
@@ -460,6 +460,37 @@ proptest! {
         prop_assert_eq!(shares.iter().sum::<i64>(), total.min(sum));
         for (share, weight) in shares.iter().zip(&weights) {
             prop_assert!(*share >= 0 && share <= weight);
+        }
+    }
+
+    #[test]
+    fn the_best_stack_is_allowed_and_none_allowed_is_better(
+        lines in prop::collection::vec(any_line(), 1..6),
+        shipping in 0..3_000_i64,
+        coupons in prop::collection::vec(any_terms(), 0..7),
+        limit in prop::option::of(1..4_usize),
+    ) {
+        let refs: Vec<&Terms> = coupons.iter().collect();
+        let (chosen, discount) = best_stack(&lines, shipping, &refs, limit);
+        // What it returns is allowed, applies in full and gives what it says.
+        let picked: Vec<&Terms> = chosen.iter().map(|&i| refs[i]).collect();
+        prop_assert!(choose_stack(&picked, limit).iter().all(Result::is_ok));
+        let priced = price(&lines, shipping, &picked, limit, 0, None);
+        prop_assert!(priced.coupons.iter().all(Result::is_ok));
+        prop_assert_eq!(priced.discount, discount);
+        // No allowed combination gives more (every subset, by brute force).
+        for mask in 0_u32..(1 << refs.len()) {
+            let subset: Vec<&Terms> = (0..refs.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| refs[i])
+                .collect();
+            if choose_stack(&subset, limit).iter().all(Result::is_ok) {
+                let other = price(&lines, shipping, &subset, limit, 0, None);
+                prop_assert!(
+                    other.discount <= discount,
+                    "{:?} gives {} > {}", mask, other.discount, discount
+                );
+            }
         }
     }
 }

@@ -7,6 +7,8 @@ use std::{sync::Arc, time::Duration};
 use marketing_domain::{
     CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::Currency,
+    error::Refusal,
+    pricing::{self, Terms},
     user_coupon::{
         CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
     },
@@ -15,12 +17,18 @@ use marketing_infra::{lock::DistributedLock, stamps::StampedCache};
 use marketing_storage::{
     Database,
     idempotency::IdempotencyKey,
+    settings::SettingsReads,
     templates::TemplateStore,
     unit::UnitOfWork,
     user_coupons::{CouponReads, CouponStore},
 };
 
-use super::{Answer, Shared, TemplateService, batcher::Batcher, claims::ClaimCoupon};
+use super::{
+    Answer, Shared, TemplateService,
+    batcher::Batcher,
+    claims::ClaimCoupon,
+    pricing::{Cart, coupon_limit, rejection_refusal, terms_of},
+};
 use crate::wire::events::{CouponChanged, coupon_event};
 
 /// How often a transition re-reads and retries when a concurrent change won the race.
@@ -99,6 +107,8 @@ pub enum CouponChange {
         order_id: String,
         amount: i64,
         currency: Currency,
+        /// The cart, when checkout sends it: the discount is the one its price gives.
+        cart: Option<Box<UseCart>>,
     },
     Release {
         order_id: String,
@@ -133,8 +143,22 @@ impl CouponChange {
         }
     }
 
-    /// The coupon after this change at `now` (checked by the caller first).
-    fn apply(&self, coupon: &UserCoupon, now: UnixMicros) -> Result<UserCoupon, MarketingError> {
+    /// The order whose stacking rules this change must keep (a lock or a use).
+    fn stacking_order(&self) -> Option<&str> {
+        match self {
+            Self::Lock { order_id, .. } | Self::Use { order_id, .. } => Some(order_id),
+            _ => None,
+        }
+    }
+
+    /// The coupon after this change at `now` (checked by the caller first; a use with a cart
+    /// priced as `priced`).
+    fn apply(
+        &self,
+        coupon: &UserCoupon,
+        now: UnixMicros,
+        priced: Option<CartPrice>,
+    ) -> Result<UserCoupon, MarketingError> {
         let mut next = coupon.clone();
         next.updated_at = now;
         match self {
@@ -148,20 +172,29 @@ impl CouponChange {
                 order_id,
                 amount,
                 currency,
+                ..
             } => {
-                // The state was checked by the transition; the rest of usability here.
-                if let Some(problem) = coupon
-                    .usability_problems(now, *amount, currency, Some(order_id))
+                // The state was checked by the transition; the rest of usability here (with a
+                // cart, the price said whether it applies).
+                let problems = match priced {
+                    Some(_) => coupon.cart_problems(now, currency, Some(order_id)),
+                    None => coupon.usability_problems(now, *amount, currency, Some(order_id)),
+                };
+                if let Some(problem) = problems
                     .into_iter()
                     .find(|p| !matches!(p, UsabilityProblem::State(_)))
                 {
                     return Err(problem.into_error().into());
                 }
+                let (order_amount, discount) = match priced {
+                    Some(priced) => (priced.order_amount, priced.discount),
+                    None => (*amount, coupon.discount.discount_for(*amount)),
+                };
                 next.status = CouponStatus::Used;
                 next.order_id = Some(order_id.clone());
                 next.lock_expires_at = None;
-                next.order_amount = Some(*amount);
-                next.discount_applied = Some(coupon.discount.discount_for(*amount));
+                next.order_amount = Some(order_amount);
+                next.discount_applied = Some(discount);
                 next.used_at = Some(now);
             }
             Self::Release { .. } => {
@@ -199,6 +232,21 @@ impl CouponChange {
             _ => 0,
         }
     }
+}
+
+/// The cart a coupon is used for, and the order's other coupons (for the stacking order of
+/// the price: a coupon of a later group is computed on what the earlier ones left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseCart {
+    pub cart: Cart,
+    pub others: Vec<CouponId>,
+}
+
+/// What a use with a cart gives: the discount, and the order amount (subtotal + shipping).
+#[derive(Debug, Clone, Copy)]
+struct CartPrice {
+    discount: i64,
+    order_amount: i64,
 }
 
 pub struct TransitionCoupon {
@@ -353,6 +401,15 @@ impl CouponService {
         let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let tenant = &cmd.key.tenant_id;
         let (transition, order_id) = cmd.change.transition();
+        // A lock or use waits for the order's other locks and uses (the database serialises
+        // them), then checks the stacking rules against the coupons the order holds.
+        let stacking = match cmd.change.stacking_order() {
+            Some(order) => {
+                unit.coupons().lock_order(tenant, order).await?;
+                Some((order, unit.settings().get(tenant).await?))
+            }
+            None => None,
+        };
         for _ in 0..CAS_ATTEMPTS {
             let coupon = unit
                 .coupons()
@@ -360,7 +417,24 @@ impl CouponService {
                 .await?;
             let now = self.shared.clock.now();
             transition.check(&coupon, now, order_id)?;
-            let mut next = cmd.change.apply(&coupon, now)?;
+            let mut priced = None;
+            if let Some((order, settings)) = &stacking {
+                let held: Vec<UserCoupon> = unit
+                    .coupons()
+                    .on_order(tenant, &coupon.member_id, order, now)
+                    .await?
+                    .into_iter()
+                    .filter(|other| other.id != coupon.id)
+                    .collect();
+                check_stacking(&coupon, &held, coupon_limit(settings))?;
+                if let CouponChange::Use {
+                    cart: Some(cart), ..
+                } = &cmd.change
+                {
+                    priced = Some(price_use(&unit, &coupon, cart, held, order, now).await?);
+                }
+            }
+            let mut next = cmd.change.apply(&coupon, now, priced)?;
             next.actor.clone_from(&cmd.actor);
             if unit
                 .coupons()
@@ -387,9 +461,21 @@ impl CouponService {
                 unit.record(coupon_event(cmd.change.event(), &next, request, now));
                 let delta = cmd.change.used_delta();
                 let template = if delta != 0 {
+                    // A use spends its discount of the campaign budget; a return gives back
+                    // what its use spent.
+                    let discount = if delta > 0 {
+                        next.discount_applied
+                    } else {
+                        coupon.discount_applied
+                    };
                     Some(
                         unit.templates()
-                            .add_used(tenant, coupon.template_id, delta)
+                            .add_used(
+                                tenant,
+                                coupon.template_id,
+                                delta,
+                                discount.unwrap_or_default(),
+                            )
                             .await?,
                     )
                 } else {
@@ -466,5 +552,72 @@ impl CouponService {
             .coupons_expired
             .fetch_add(expired, Relaxed);
         Ok((unlocked, expired))
+    }
+}
+
+/// Refuses `coupon` on an order that holds `held` (its other coupons locked or used) when
+/// it does not stack with one of them or the order is at the tenant's cap.
+fn check_stacking(
+    coupon: &UserCoupon,
+    held: &[UserCoupon],
+    limit: Option<usize>,
+) -> Result<(), MarketingError> {
+    let terms = terms_of(coupon);
+    if let Some(other) = held
+        .iter()
+        .find(|other| pricing::clash(&terms, &terms_of(other)))
+    {
+        return Err(MarketingError::Refused(Refusal::CouponNotStackable {
+            other: other.id.to_string(),
+        }));
+    }
+    if let Some(limit) = limit
+        && held.len() >= limit
+    {
+        return Err(MarketingError::Refused(Refusal::OrderCouponLimit {
+            limit: limit as u32,
+        }));
+    }
+    Ok(())
+}
+
+/// The discount `coupon` gives `cart.cart` after the order's other coupons (those it holds,
+/// `held`, and those the caller names), as `PriceOrder` computes it.
+async fn price_use(
+    unit: &UnitOfWork,
+    coupon: &UserCoupon,
+    cart: &UseCart,
+    mut others: Vec<UserCoupon>,
+    order: &str,
+    now: UnixMicros,
+) -> Result<CartPrice, MarketingError> {
+    let named: Vec<CouponId> = cart
+        .others
+        .iter()
+        .filter(|id| **id != coupon.id && others.iter().all(|held| held.id != **id))
+        .copied()
+        .collect();
+    others.extend(
+        unit.coupons()
+            .find_many(&coupon.tenant_id, &coupon.member_id, &named)
+            .await?
+            .into_iter()
+            .filter(|other| {
+                other
+                    .cart_problems(now, &cart.cart.currency, Some(order))
+                    .is_empty()
+            }),
+    );
+    let mut terms: Vec<Terms> = others.iter().map(terms_of).collect();
+    terms.push(terms_of(coupon));
+    let refs: Vec<&Terms> = terms.iter().collect();
+    let priced = pricing::price(&cart.cart.lines, cart.cart.shipping, &refs, None, 0, None);
+    match priced.coupons.last() {
+        Some(Ok(applied)) => Ok(CartPrice {
+            discount: applied.discount,
+            order_amount: cart.cart.subtotal().saturating_add(cart.cart.shipping),
+        }),
+        Some(Err(rejection)) => Err(MarketingError::Refused(rejection_refusal(*rejection, None))),
+        None => Err(MarketingError::internal("a priced use lost its coupon")),
     }
 }

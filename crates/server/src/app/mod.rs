@@ -25,6 +25,7 @@ pub mod events;
 mod isolate;
 pub mod limits;
 mod points;
+mod pricing;
 mod retention;
 mod settings;
 pub use retention::RETENTION_SWEEP_EVERY;
@@ -57,9 +58,15 @@ use crate::observability::{self, Counter, TransportCounters};
 pub use claims::{ClaimCode, ClaimCoupon, ClaimCouponByCode, DistributeCoupons};
 pub use clients::ClientService;
 pub use codes::{CreateSharedCode, GenerateCodes, Generated, ListCodes};
-pub use coupons::{CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon};
+pub use coupons::{
+    CouponChange, CouponService, HeldCoupons, ListCoupons, TransitionCoupon, UseCart,
+};
 pub use events::{EventService, EventStream, ListEvents, StreamEvents, Streamed};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
+pub use pricing::{
+    Applicable, ApplicableCoupons, Cart, MAX_CART_LINES, MAX_PRICED_COUPONS, PriceOrder,
+    PricedOrder, Rejected,
+};
 pub use retention::RetentionService;
 pub use settings::{SettingsService, UpdateSettings};
 pub use templates::{

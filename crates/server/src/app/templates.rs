@@ -87,6 +87,7 @@ impl TemplateService {
             archived_at: None,
             actor: cmd.actor,
             codes: CodeInventory::default(),
+            budget_used: 0,
         };
         unit.templates().insert(&template).await?;
         unit.record(template_event(
@@ -190,7 +191,7 @@ impl TemplateService {
                 tenant_id,
                 cmd.id,
                 Some(cmd.expected_version),
-                &TemplateChange::Terms(terms),
+                &TemplateChange::Terms(Box::new(terms)),
                 self.shared.clock.now(),
                 cmd.actor.as_deref(),
             )

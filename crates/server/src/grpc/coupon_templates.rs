@@ -193,7 +193,9 @@ impl TryFrom<Edge<'_, pb::CreateCouponTemplateRequest>> for CreateTemplate {
             violations.push("coupon_template", "is required");
             return finish(violations, || None);
         };
-        let draft = draft_from_proto(template, &mut violations);
+        let mut nested = Violations::new();
+        let draft = draft_from_proto(template, &mut nested);
+        violations.extend(nest(nested, "coupon_template").into_vec());
         let total_stock = violations.check(
             check_initial_stock("total_stock", template.total_stock)
                 .map_err(|v| v.under("coupon_template")),

@@ -215,7 +215,43 @@ pub const REPEATED_FIELD_CAPS: &[(&str, usize)] = &[
         "marketing.v1.TenantSettings.points_values",
         marketing_domain::tenant_settings::MAX_POINTS_VALUES,
     ),
+    ("marketing.v1.PriceOrderRequest.lines", MAX_CART_LINES),
+    (
+        "marketing.v1.PriceOrderRequest.coupon_ids",
+        MAX_PRICED_COUPONS,
+    ),
+    (
+        "marketing.v1.ListApplicableCouponsRequest.lines",
+        MAX_CART_LINES,
+    ),
+    ("marketing.v1.UseCouponRequest.lines", MAX_CART_LINES),
+    (
+        "marketing.v1.UseCouponRequest.other_coupon_ids",
+        MAX_PRICED_COUPONS - 1,
+    ),
+    (
+        "marketing.v1.CartLine.category_ids",
+        crate::grpc::user_coupons::MAX_LINE_CATEGORIES,
+    ),
+    ("marketing.v1.ProductScope.product_ids", MAX_SCOPE_IDS),
+    ("marketing.v1.ProductScope.category_ids", MAX_SCOPE_IDS),
+    ("marketing.v1.ProductScope.brand_ids", MAX_SCOPE_IDS),
+    (
+        "marketing.v1.ProductScope.excluded_product_ids",
+        MAX_SCOPE_IDS,
+    ),
+    (
+        "marketing.v1.ProductScope.excluded_category_ids",
+        MAX_SCOPE_IDS,
+    ),
+    (
+        "marketing.v1.ProductScope.excluded_brand_ids",
+        MAX_SCOPE_IDS,
+    ),
 ];
+
+use crate::app::{MAX_CART_LINES, MAX_PRICED_COUPONS};
+use marketing_domain::coupon_template::MAX_SCOPE_IDS;
 
 /// `values`, when they are at most `max`; past it one violation for the whole field and
 /// `None`: nothing is parsed, copied or formatted per entry of an oversized field.

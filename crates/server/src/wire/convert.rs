@@ -4,10 +4,13 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use marketing_domain::{
     FieldViolation, MemberId, TenantId, UnixMicros,
     coupon_code::CodeKind,
-    coupon_template::{CouponTemplate, Discount, DiscountType, TemplateDraft, Validity},
+    coupon_template::{
+        CartTerms, CouponTemplate, Discount, DiscountType, MAX_SCOPE_IDS, TemplateDraft, Validity,
+    },
     error::Violations,
     points::{Account, Entry, Hold, HoldStatus, TxType},
     points_rule::PointsRule,
+    pricing::{Allocation, Scope, Stacking},
     tenant_settings::TenantSettings,
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -38,6 +41,153 @@ pub fn discount_type_to_proto(discount_type: DiscountType) -> pb::DiscountType {
     match discount_type {
         DiscountType::FixedAmount => pb::DiscountType::FixedAmount,
         DiscountType::PercentOff => pb::DiscountType::PercentOff,
+        DiscountType::FreeShipping => pb::DiscountType::FreeShipping,
+        DiscountType::BuyGet => pb::DiscountType::BuyGet,
+    }
+}
+
+/// A discount's message, for either oneof that carries one (template, coupon).
+enum DiscountMessage {
+    Fixed(pb::FixedAmountDiscount),
+    Percent(pb::PercentOffDiscount),
+    FreeShipping(pb::FreeShippingDiscount),
+    BuyGet(pb::BuyGetDiscount),
+}
+
+fn allocation_to_proto(allocation: Allocation) -> i32 {
+    match allocation {
+        Allocation::Across => pb::DiscountAllocation::Unspecified,
+        Allocation::Each => pb::DiscountAllocation::Each,
+    }
+    .into()
+}
+
+fn discount_message(discount: &Discount, cart: &CartTerms) -> DiscountMessage {
+    match *discount {
+        Discount::FixedAmount { amount } => DiscountMessage::Fixed(pb::FixedAmountDiscount {
+            amount,
+            allocation: allocation_to_proto(cart.allocation),
+        }),
+        Discount::PercentOff {
+            basis_points,
+            max_discount_amount,
+        } => DiscountMessage::Percent(pb::PercentOffDiscount {
+            basis_points,
+            max_discount_amount,
+            allocation: allocation_to_proto(cart.allocation),
+        }),
+        Discount::FreeShipping {
+            max_discount_amount,
+        } => DiscountMessage::FreeShipping(pb::FreeShippingDiscount {
+            max_discount_amount,
+        }),
+        Discount::BuyGet {
+            buy_quantity,
+            get_quantity,
+            basis_points,
+            max_applications,
+        } => DiscountMessage::BuyGet(pb::BuyGetDiscount {
+            buy_quantity,
+            get_quantity,
+            get_scope: scope_to_proto(&cart.get_scope),
+            basis_points,
+            max_applications,
+        }),
+    }
+}
+
+/// `None` for the whole order.
+pub fn scope_to_proto(scope: &Scope) -> Option<pb::ProductScope> {
+    let list = |ids: &std::collections::BTreeSet<String>| ids.iter().cloned().collect();
+    (!scope.is_whole_order()).then(|| pb::ProductScope {
+        product_ids: list(&scope.products),
+        category_ids: list(&scope.categories),
+        brand_ids: list(&scope.brands),
+        excluded_product_ids: list(&scope.excluded_products),
+        excluded_category_ids: list(&scope.excluded_categories),
+        excluded_brand_ids: list(&scope.excluded_brands),
+    })
+}
+
+/// A scope as sent; a list past [`MAX_SCOPE_IDS`] is one violation of `{prefix}.{list}` and
+/// is not copied.
+fn scope_from_proto(
+    prefix: &str,
+    scope: Option<&pb::ProductScope>,
+    violations: &mut Violations,
+) -> Scope {
+    let Some(scope) = scope else {
+        return Scope::default();
+    };
+    let mut set = |name: &str, ids: &[String]| {
+        if ids.len() > MAX_SCOPE_IDS {
+            violations.push(
+                format!("{prefix}.{name}"),
+                format!("must hold at most {MAX_SCOPE_IDS} entries"),
+            );
+            return Default::default();
+        }
+        ids.iter().cloned().collect()
+    };
+    Scope {
+        products: set("product_ids", &scope.product_ids),
+        categories: set("category_ids", &scope.category_ids),
+        brands: set("brand_ids", &scope.brand_ids),
+        excluded_products: set("excluded_product_ids", &scope.excluded_product_ids),
+        excluded_categories: set("excluded_category_ids", &scope.excluded_category_ids),
+        excluded_brands: set("excluded_brand_ids", &scope.excluded_brand_ids),
+    }
+}
+
+/// `None` for the default (stackable, no group).
+pub fn stacking_to_proto(stacking: &Stacking) -> Option<pb::Stacking> {
+    (*stacking != Stacking::default()).then(|| match stacking {
+        Stacking::Exclusive => pb::Stacking {
+            policy: pb::StackingPolicy::Exclusive.into(),
+            group: String::new(),
+            group_order: 0,
+        },
+        Stacking::Group { name, order } => pb::Stacking {
+            policy: pb::StackingPolicy::Stackable.into(),
+            group: name.clone(),
+            group_order: *order,
+        },
+    })
+}
+
+fn stacking_from_proto(stacking: Option<&pb::Stacking>, violations: &mut Violations) -> Stacking {
+    let Some(stacking) = stacking else {
+        return Stacking::default();
+    };
+    match pb::StackingPolicy::try_from(stacking.policy) {
+        Ok(pb::StackingPolicy::Exclusive) => {
+            if !stacking.group.is_empty() {
+                violations.push("stacking.group", "must be empty for an EXCLUSIVE coupon");
+            }
+            Stacking::Exclusive
+        }
+        Ok(pb::StackingPolicy::Stackable | pb::StackingPolicy::Unspecified) => Stacking::Group {
+            name: stacking.group.clone(),
+            order: stacking.group_order,
+        },
+        Err(_) => {
+            violations.push(
+                "stacking.policy",
+                format!("unknown policy {}", stacking.policy),
+            );
+            Stacking::default()
+        }
+    }
+}
+
+fn allocation_from_proto(field: &str, value: i32, violations: &mut Violations) -> Allocation {
+    match pb::DiscountAllocation::try_from(value) {
+        Ok(pb::DiscountAllocation::Each) => Allocation::Each,
+        Ok(_) => Allocation::Across,
+        Err(_) => {
+            violations.push(field, format!("unknown allocation {value}"));
+            Allocation::Across
+        }
     }
 }
 
@@ -50,6 +200,8 @@ pub fn discount_type_filter(
         Ok(pb::DiscountType::Unspecified) => Ok(None),
         Ok(pb::DiscountType::FixedAmount) => Ok(Some(DiscountType::FixedAmount)),
         Ok(pb::DiscountType::PercentOff) => Ok(Some(DiscountType::PercentOff)),
+        Ok(pb::DiscountType::FreeShipping) => Ok(Some(DiscountType::FreeShipping)),
+        Ok(pb::DiscountType::BuyGet) => Ok(Some(DiscountType::BuyGet)),
         Err(_) => Err(FieldViolation::new(
             field,
             format!("unknown discount type {value}"),
@@ -202,18 +354,14 @@ pub fn coupon_to_proto(coupon: &UserCoupon, now: UnixMicros) -> pb::UserCoupon {
         member_id: coupon.member_id.to_string(),
         template_id: coupon.template_id.to_string(),
         state: coupon_status_to_proto(status).into(),
-        discount: Some(match coupon.discount {
-            Discount::FixedAmount { amount } => {
-                pb::user_coupon::Discount::FixedAmount(pb::FixedAmountDiscount { amount })
-            }
-            Discount::PercentOff {
-                basis_points,
-                max_discount_amount,
-            } => pb::user_coupon::Discount::PercentOff(pb::PercentOffDiscount {
-                basis_points,
-                max_discount_amount,
-            }),
+        discount: Some(match discount_message(&coupon.discount, &coupon.cart) {
+            DiscountMessage::Fixed(m) => pb::user_coupon::Discount::FixedAmount(m),
+            DiscountMessage::Percent(m) => pb::user_coupon::Discount::PercentOff(m),
+            DiscountMessage::FreeShipping(m) => pb::user_coupon::Discount::FreeShipping(m),
+            DiscountMessage::BuyGet(m) => pb::user_coupon::Discount::BuyGet(m),
         }),
+        scope: scope_to_proto(&coupon.cart.scope),
+        stacking: stacking_to_proto(&coupon.cart.stacking),
         currency: coupon.currency.as_str().to_owned(),
         min_spend_amount: coupon.min_spend_amount,
         valid_from: Some(timestamp(coupon.valid_from)),
@@ -288,18 +436,17 @@ pub fn template_to_proto(template: &CouponTemplate) -> pb::CouponTemplate {
         tenant_id: template.tenant_id.to_string(),
         name: terms.name.clone(),
         description: terms.description.clone(),
-        discount: Some(match terms.discount {
-            Discount::FixedAmount { amount } => {
-                pb::coupon_template::Discount::FixedAmount(pb::FixedAmountDiscount { amount })
-            }
-            Discount::PercentOff {
-                basis_points,
-                max_discount_amount,
-            } => pb::coupon_template::Discount::PercentOff(pb::PercentOffDiscount {
-                basis_points,
-                max_discount_amount,
-            }),
+        discount: Some(match discount_message(&terms.discount, &terms.cart) {
+            DiscountMessage::Fixed(m) => pb::coupon_template::Discount::FixedAmount(m),
+            DiscountMessage::Percent(m) => pb::coupon_template::Discount::PercentOff(m),
+            DiscountMessage::FreeShipping(m) => pb::coupon_template::Discount::FreeShipping(m),
+            DiscountMessage::BuyGet(m) => pb::coupon_template::Discount::BuyGet(m),
         }),
+        scope: scope_to_proto(&terms.cart.scope),
+        stacking: stacking_to_proto(&terms.cart.stacking),
+        budget_amount: terms.budget_amount,
+        budget_used_amount: template.budget_used,
+        budget_remaining_amount: template.budget_remaining().unwrap_or(0),
         currency: terms.currency.as_str().to_owned(),
         min_spend_amount: terms.min_spend_amount,
         total_stock: template.total_stock,
@@ -341,14 +488,40 @@ pub fn draft_from_proto(
     template: &pb::CouponTemplate,
     violations: &mut Violations,
 ) -> TemplateDraft {
+    let mut cart = CartTerms {
+        scope: scope_from_proto("scope", template.scope.as_ref(), violations),
+        stacking: stacking_from_proto(template.stacking.as_ref(), violations),
+        ..CartTerms::default()
+    };
     let discount = template.discount.as_ref().map(|discount| match discount {
-        pb::coupon_template::Discount::FixedAmount(fixed) => Discount::FixedAmount {
-            amount: fixed.amount,
+        pb::coupon_template::Discount::FixedAmount(fixed) => {
+            cart.allocation =
+                allocation_from_proto("fixed_amount.allocation", fixed.allocation, violations);
+            Discount::FixedAmount {
+                amount: fixed.amount,
+            }
+        }
+        pb::coupon_template::Discount::PercentOff(percent) => {
+            cart.allocation =
+                allocation_from_proto("percent_off.allocation", percent.allocation, violations);
+            Discount::PercentOff {
+                basis_points: percent.basis_points,
+                max_discount_amount: percent.max_discount_amount,
+            }
+        }
+        pb::coupon_template::Discount::FreeShipping(free) => Discount::FreeShipping {
+            max_discount_amount: free.max_discount_amount,
         },
-        pb::coupon_template::Discount::PercentOff(percent) => Discount::PercentOff {
-            basis_points: percent.basis_points,
-            max_discount_amount: percent.max_discount_amount,
-        },
+        pb::coupon_template::Discount::BuyGet(buy_get) => {
+            cart.get_scope =
+                scope_from_proto("buy_get.get_scope", buy_get.get_scope.as_ref(), violations);
+            Discount::BuyGet {
+                buy_quantity: buy_get.buy_quantity,
+                get_quantity: buy_get.get_quantity,
+                basis_points: buy_get.basis_points,
+                max_applications: buy_get.max_applications,
+            }
+        }
     });
     let validity = match &template.validity {
         None => None,
@@ -403,6 +576,8 @@ pub fn draft_from_proto(
             .flatten(),
         validity,
         enabled: template.enabled,
+        cart,
+        budget_amount: template.budget_amount,
     }
 }
 

@@ -219,14 +219,19 @@ pub fn code_of(reason: Reason) -> Code {
         | Reason::DailyCapReached
         | Reason::EventsExpired
         | Reason::CodeAlreadyClaimed
-        | Reason::TooManyCodes => Code::FailedPrecondition,
+        | Reason::TooManyCodes
+        | Reason::CouponNotStackable
+        | Reason::OrderCouponLimit
+        | Reason::CartRequired
+        | Reason::CouponNotApplicable => Code::FailedPrecondition,
         Reason::OutOfStock
         | Reason::MemberLimitReached
         | Reason::RequestTooLarge
         | Reason::RateLimited
         | Reason::ResponseBufferFull
         | Reason::TooManyStreams
-        | Reason::StreamBacklogFull => Code::ResourceExhausted,
+        | Reason::StreamBacklogFull
+        | Reason::BudgetExhausted => Code::ResourceExhausted,
         Reason::DuplicateBizReference | Reason::RuleExists | Reason::CodeExists => {
             Code::AlreadyExists
         }

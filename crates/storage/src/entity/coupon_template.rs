@@ -41,6 +41,9 @@ pub struct Model {
     pub unique_code_count: i64,
     pub unique_codes_claimed: i64,
     pub shared_code_count: i64,
+    pub cart_terms: Option<String>,
+    pub budget_amount: Option<i64>,
+    pub budget_used: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

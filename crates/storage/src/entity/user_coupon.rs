@@ -31,6 +31,7 @@ pub struct Model {
     pub updated_at: i64,
     /// The API client that made the latest change; NULL without auth and for the server's own.
     pub actor: Option<String>,
+    pub cart_terms: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

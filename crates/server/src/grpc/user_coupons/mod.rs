@@ -1,5 +1,7 @@
 //! `UserCouponService`: parse, call one use case, map.
 
+mod cart;
+pub(crate) use cart::MAX_LINE_CATEGORIES;
 mod requests;
 
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};
@@ -247,5 +249,33 @@ impl UserCouponService for UserCoupons {
         Ok(Response::new(pb::RevokeCouponResponse {
             user_coupon: Some(self.transitioned(&request).await?),
         }))
+    }
+
+    #[instrument(name = "UserCouponService.PriceOrder", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
+        lines = request.get_ref().lines.len()))]
+    async fn price_order(
+        &self,
+        request: Request<pb::PriceOrderRequest>,
+    ) -> Result<Response<pb::PriceOrderResponse>, Status> {
+        let query = crate::app::PriceOrder::try_from(self.edge(&request)?)?;
+        let priced = self.coupons.price_order(query).await.map_err(to_status)?;
+        Ok(Response::new(cart::priced_to_proto(&priced)))
+    }
+
+    #[instrument(name = "UserCouponService.ListApplicableCoupons", skip_all, fields(
+        tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id,
+        lines = request.get_ref().lines.len()))]
+    async fn list_applicable_coupons(
+        &self,
+        request: Request<pb::ListApplicableCouponsRequest>,
+    ) -> Result<Response<pb::ListApplicableCouponsResponse>, Status> {
+        let q = cart::ApplicableQuery::try_from(self.edge(&request)?)?;
+        let answer = self
+            .coupons
+            .list_applicable_coupons(&q.tenant, &q.member, &q.cart, q.order_id.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(cart::applicable_to_proto(&answer)))
     }
 }

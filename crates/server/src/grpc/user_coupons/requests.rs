@@ -23,7 +23,7 @@ use crate::grpc::parse::{
 use crate::{
     app::{
         ClaimCoupon, ClaimCouponByCode, CouponChange, DistributeCoupons, ListCoupons,
-        TransitionCoupon,
+        TransitionCoupon, UseCart,
     },
     wire::convert::{coupon_status_from_proto, decode_page_token},
 };
@@ -56,6 +56,8 @@ pub(super) fn lock_ttl(
 }
 
 tenanted!(
+    pb::PriceOrderRequest,
+    pb::ListApplicableCouponsRequest,
     pb::GetUserCouponRequest,
     pb::ListMemberCouponsRequest,
     pb::ValidateCouponRequest
@@ -374,6 +376,27 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
         let order_id = violations.check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN));
         let amount = violations.check(order_amount("amount", r.amount));
         let currency = violations.check(Currency::parse("currency", &r.currency));
+        // With lines, the cart prices the use; without, the amount does.
+        let cart = if r.lines.is_empty() {
+            if r.shipping_amount != 0 || !r.other_coupon_ids.is_empty() {
+                violations.push(
+                    "lines",
+                    "are required with shipping_amount or other_coupon_ids",
+                );
+            }
+            Some(None)
+        } else {
+            let cart =
+                super::cart::parse_cart(&r.currency, &r.lines, r.shipping_amount, &mut violations);
+            let others = super::cart::coupon_ids(
+                "other_coupon_ids",
+                &r.other_coupon_ids,
+                crate::app::MAX_PRICED_COUPONS - 1,
+                &mut violations,
+            );
+            cart.zip(others)
+                .map(|(cart, others)| Some(Box::new(UseCart { cart, others })))
+        };
         transition(
             &edge,
             &r.coupon_id,
@@ -384,6 +407,7 @@ impl TryFrom<Edge<'_, pb::UseCouponRequest>> for TransitionCoupon {
                     order_id: order_id?,
                     amount: amount?,
                     currency: currency?,
+                    cart: cart?,
                 })
             },
         )
@@ -486,6 +510,7 @@ mod tests {
                 pb::PercentOffDiscount {
                     basis_points: 10_000,
                     max_discount_amount: Some(-1),
+                    allocation: 0,
                 },
             )),
             currency: "XXX".into(),

@@ -1,0 +1,268 @@
+//! Checkout's reads: a cart priced with some of a member's coupons and points, and the
+//! member's coupons that fit a cart with the best combination of them. The arithmetic is the
+//! domain's `pricing`; this reads the coupons, the tenant's settings and the member's points
+//! and feeds it.
+
+use marketing_domain::{
+    CouponId, MarketingError, MemberId, TenantId, UnixMicros,
+    coupon_template::{Currency, pricing_terms},
+    error::Refusal,
+    pricing::{self, Applied, Line, PointsRate, Rejection, Terms},
+    tenant_settings::TenantSettings,
+    user_coupon::{CouponStatus, UserCoupon},
+};
+use marketing_storage::{
+    points::accounts::PointsReads, settings::SettingsReads, user_coupons::CouponReads,
+};
+
+use super::coupons::{CouponService, ListCoupons};
+
+/// Most lines a cart may have.
+pub const MAX_CART_LINES: usize = 100;
+/// Most coupons one price may name (and an order may hold: the cap settings allow is 10).
+pub const MAX_PRICED_COUPONS: usize = 20;
+/// `ListApplicableCoupons` searches the best combination among this many coupons.
+pub const MAX_COMBINED_COUPONS: usize = 50;
+
+/// A cart as checkout sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cart {
+    pub currency: Currency,
+    /// Line ids beside the lines, in the cart's order.
+    pub line_ids: Vec<String>,
+    pub lines: Vec<Line>,
+    pub shipping: i64,
+}
+
+impl Cart {
+    pub fn subtotal(&self) -> i64 {
+        self.lines.iter().map(Line::amount).sum()
+    }
+}
+
+/// Why a coupon does not apply to a cart: a reason of the error table and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Rejected {
+    fn of(refusal: &Refusal) -> Self {
+        Self {
+            reason: refusal.reason().as_str(),
+            message: refusal.to_string(),
+        }
+    }
+}
+
+pub struct PriceOrder {
+    pub tenant_id: TenantId,
+    pub member_id: MemberId,
+    pub cart: Cart,
+    pub coupon_ids: Vec<CouponId>,
+    pub points_offered: i64,
+    pub order_id: Option<String>,
+}
+
+/// A priced cart: per coupon (in the order asked), what it took or why not.
+pub struct PricedOrder {
+    pub cart: Cart,
+    pub coupons: Vec<(CouponId, Result<Applied, Rejected>)>,
+    pub priced: pricing::Priced,
+}
+
+/// A coupon that fits a cart, with what it takes off alone.
+pub struct Applicable {
+    pub coupon: UserCoupon,
+    pub discount: i64,
+}
+
+pub struct ApplicableCoupons {
+    /// Best first.
+    pub coupons: Vec<Applicable>,
+    /// The best combination, in the order its coupons apply.
+    pub best: Vec<CouponId>,
+    pub best_discount: i64,
+    pub at: UnixMicros,
+}
+
+/// How the tenant's points program prices points in `currency` (`None`: points do not pay
+/// in it).
+pub fn points_rate(settings: &TenantSettings, currency: &Currency) -> Option<PointsRate> {
+    let terms = &settings.terms;
+    terms.points_values.get(currency).map(|value| PointsRate {
+        points: value.points,
+        amount: value.amount,
+        max_share_bp: i64::from(terms.max_points_share_bp),
+        min_points: terms.min_points_redemption,
+    })
+}
+
+/// The tenant's cap of coupons per order.
+pub fn coupon_limit(settings: &TenantSettings) -> Option<usize> {
+    settings
+        .terms
+        .max_coupons_per_order
+        .map(|limit| usize::try_from(limit).unwrap_or(0))
+}
+
+/// The pricing terms of a coupon.
+pub fn terms_of(coupon: &UserCoupon) -> Terms {
+    pricing_terms(&coupon.discount, coupon.min_spend_amount, &coupon.cart)
+}
+
+/// A rejection of pricing as the error table spells it.
+pub fn rejection_refusal(rejection: Rejection, limit: Option<usize>) -> Refusal {
+    match rejection.into_error() {
+        Refusal::OrderCouponLimit { .. } => Refusal::OrderCouponLimit {
+            limit: limit.map_or(0, |l| l as u32),
+        },
+        other => other,
+    }
+}
+
+impl CouponService {
+    pub async fn price_order(&self, cmd: PriceOrder) -> Result<PricedOrder, MarketingError> {
+        let db = &self.shared.db;
+        let (settings, found, account) = tokio::join!(
+            async { db.settings().get(&cmd.tenant_id).await },
+            async {
+                db.coupons()
+                    .find_many(&cmd.tenant_id, &cmd.member_id, &cmd.coupon_ids)
+                    .await
+            },
+            async {
+                if cmd.points_offered > 0 {
+                    db.points()
+                        .find_account(&cmd.tenant_id, &cmd.member_id)
+                        .await
+                } else {
+                    Ok(None)
+                }
+            }
+        );
+        let (settings, found, account) = (settings?, found?, account?);
+        let now = self.shared.clock.now();
+        let limit = coupon_limit(&settings);
+        // Each asked coupon: found and usable at all (state, validity, currency), or not.
+        let mut outcomes: Vec<(CouponId, Result<Terms, Rejected>)> = Vec::new();
+        for id in &cmd.coupon_ids {
+            let outcome = match found.iter().find(|c| c.id == *id) {
+                None => Err(Rejected::of(&Refusal::CouponNotFound)),
+                Some(coupon) => {
+                    match coupon
+                        .cart_problems(now, &cmd.cart.currency, cmd.order_id.as_deref())
+                        .first()
+                    {
+                        Some(problem) => Err(Rejected::of(&problem.into_error())),
+                        None => Ok(terms_of(coupon)),
+                    }
+                }
+            };
+            outcomes.push((*id, outcome));
+        }
+        let usable: Vec<&Terms> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok())
+            .collect();
+        let offered = cmd
+            .points_offered
+            .min(account.map_or(0, |account| account.available));
+        let priced = pricing::price(
+            &cmd.cart.lines,
+            cmd.cart.shipping,
+            &usable,
+            limit,
+            offered,
+            points_rate(&settings, &cmd.cart.currency),
+        );
+        let mut applied = priced.coupons.iter();
+        let coupons = outcomes
+            .into_iter()
+            .map(|(id, outcome)| {
+                let outcome = match outcome {
+                    Err(rejected) => Err(rejected),
+                    Ok(_) => match applied.next() {
+                        Some(Ok(applied)) => Ok(applied.clone()),
+                        Some(Err(rejection)) => {
+                            Err(Rejected::of(&rejection_refusal(*rejection, limit)))
+                        }
+                        None => Err(Rejected::of(&Refusal::CouponNotApplicable)),
+                    },
+                };
+                (id, outcome)
+            })
+            .collect();
+        Ok(PricedOrder {
+            cart: cmd.cart,
+            coupons,
+            priced,
+        })
+    }
+
+    pub async fn list_applicable_coupons(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        cart: &Cart,
+        order_id: Option<&str>,
+    ) -> Result<ApplicableCoupons, MarketingError> {
+        let (settings, page) = tokio::join!(
+            async { self.shared.db.settings().get(tenant).await },
+            self.list_coupons(ListCoupons {
+                tenant_id: tenant.clone(),
+                member_id: member.clone(),
+                statuses: vec![CouponStatus::Available, CouponStatus::Locked],
+                before: None,
+                page_size: super::coupons::HeldCoupons::MAX as u64,
+            })
+        );
+        let (settings, page) = (settings?, page?);
+        let now = page.at;
+        let left: Vec<i64> = cart.lines.iter().map(Line::amount).collect();
+        let mut coupons: Vec<(Applicable, Terms)> = page
+            .coupons
+            .into_iter()
+            .filter(|coupon| {
+                coupon
+                    .cart_problems(now, &cart.currency, order_id)
+                    .is_empty()
+            })
+            .filter_map(|coupon| {
+                let terms = terms_of(&coupon);
+                let discount = pricing::apply(&terms, &cart.lines, &left, cart.shipping)
+                    .map_or(0, |applied| applied.discount);
+                (discount > 0).then_some((Applicable { coupon, discount }, terms))
+            })
+            .collect();
+        coupons.sort_by(|(a, _), (b, _)| {
+            b.discount
+                .cmp(&a.discount)
+                .then(a.coupon.valid_until.cmp(&b.coupon.valid_until))
+                .then(a.coupon.id.cmp(&b.coupon.id))
+        });
+        let candidates: Vec<&Terms> = coupons
+            .iter()
+            .take(MAX_COMBINED_COUPONS)
+            .map(|(_, terms)| terms)
+            .collect();
+        let (mut chosen, best_discount) = pricing::best_stack(
+            &cart.lines,
+            cart.shipping,
+            &candidates,
+            coupon_limit(&settings),
+        );
+        chosen.sort_by_key(|&i| pricing::rank(candidates[i]));
+        let best = chosen.iter().map(|&i| coupons[i].0.coupon.id).collect();
+        Ok(ApplicableCoupons {
+            coupons: coupons
+                .into_iter()
+                .map(|(applicable, _)| applicable)
+                .collect(),
+            best,
+            best_discount,
+            at: now,
+        })
+    }
+}
