@@ -21,6 +21,7 @@ mod m20261207_000014_packed_events;
 mod m20261208_000015_coupon_codes;
 mod m20261208_000016_tenant_settings;
 mod m20261208_000017_cart_terms;
+mod m20261208_000018_rules_by_amount;
 
 pub mod event_format;
 
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000015_coupon_codes::Migration),
             Box::new(m20261208_000016_tenant_settings::Migration),
             Box::new(m20261208_000017_cart_terms::Migration),
+            Box::new(m20261208_000018_rules_by_amount::Migration),
         ]
     }
 }

@@ -697,6 +697,7 @@ fn rule(tenant_id: &TenantId, event: &str, points: i64) -> PointsRule {
             daily_cap: None,
             expiry_days: None,
             enabled: true,
+            per_amount: None,
         },
         version: 1,
         created_at: now,

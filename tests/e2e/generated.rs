@@ -51,7 +51,7 @@ marketing_tests::backend_suite! {
 /// Generated calls per backend.
 const CASES: u32 = 800;
 /// RPCs of the four services.
-const RPCS: usize = 39;
+const RPCS: usize = 40;
 
 /// Ids of what exists, to draw from.
 #[derive(Debug, Clone)]
@@ -708,6 +708,12 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 biz_id: i.order,
                 expire_time: v.end,
                 description: v.text,
+                order_amount: if v.mostly_valid { 0 } else { v.amount },
+                currency: if v.mostly_valid {
+                    String::new()
+                } else {
+                    v.currency
+                },
             })
             .await
             .map(drop),
@@ -967,6 +973,17 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 lines: cart_lines(&v),
                 shipping_amount: v.optional.unwrap_or(0),
                 order_id: i.order,
+            })
+            .await
+            .map(drop),
+        38 => points
+            .adjust_points(pb::AdjustPointsRequest {
+                tenant_id: i.tenant,
+                member_id: i.member,
+                request_id: i.request,
+                amount: if v.flag { v.amount } else { -v.amount },
+                reason: v.text,
+                expire_time: v.end,
             })
             .await
             .map(drop),

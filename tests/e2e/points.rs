@@ -815,6 +815,161 @@ marketing_tests::backend_suite! {
     balances_and_totals_near_their_maximum_refuse_cleanly,
     a_blocked_points_write_answers_at_the_clients_deadline,
     a_planned_ledger_is_written_column_for_column,
+    adjustments_add_a_lot_or_take_the_soonest_expiring_with_a_reason,
+    rules_by_amount_earn_per_amount_spent_within_their_cap,
+}
+
+async fn rules_by_amount_earn_per_amount_spent_within_their_cap(app: &TestApp) {
+    let until_noon = (43_200 - now_seconds().rem_euclid(86_400)).rem_euclid(86_400);
+    app.advance_clock(Duration::from_secs(until_noon as u64));
+    let mut client = app.points();
+    // 1 point per 1.00 EUR, doubled, halves up; at most 100 a day.
+    let mut by_amount = rule("order_paid", 1, Some(100));
+    if let Some(terms) = by_amount.points_rule.as_mut() {
+        terms.per_amount = Some(pb::PointsPerAmount {
+            currency: "EUR".into(),
+            amount: 100,
+            multiplier_bp: 20_000,
+            rounding: pb::PointsRounding::HalfUp.into(),
+        });
+    }
+    let created = client
+        .create_points_rule(by_amount)
+        .await
+        .expect("rule")
+        .into_inner()
+        .points_rule
+        .expect("rule");
+    assert_eq!(
+        created.per_amount.as_ref().map(|p| p.multiplier_bp),
+        Some(20_000)
+    );
+    let spend = |amount: i64, currency: &str| pb::EarnPointsRequest {
+        order_amount: amount,
+        currency: currency.into(),
+        ..earn_event("m1", "order_paid")
+    };
+    // 12.25 EUR x 2 = 24.5 points: 25.
+    let first = client
+        .earn_points(spend(1_225, "EUR"))
+        .await
+        .expect("earn")
+        .into_inner();
+    assert_eq!(first.transaction.expect("entry").amount, 25);
+    // 50.00 EUR would be 100: the cap leaves 75.
+    let second = client
+        .earn_points(spend(5_000, "EUR"))
+        .await
+        .expect("earn")
+        .into_inner();
+    assert_eq!(second.transaction.expect("entry").amount, 75);
+    let capped = client
+        .earn_points(spend(1_000, "EUR"))
+        .await
+        .expect_err("cap");
+    assert_error(&capped, Code::FailedPrecondition, "DAILY_CAP_REACHED");
+    let other = client
+        .earn_points(pb::EarnPointsRequest {
+            member_id: "m2".into(),
+            ..spend(1_000, "USD")
+        })
+        .await
+        .expect_err("currency");
+    assert_error(&other, Code::FailedPrecondition, "CURRENCY_MISMATCH");
+    let missing = client
+        .earn_points(earn_event("m2", "order_paid"))
+        .await
+        .expect_err("no amount");
+    assert_invalid(&missing, &["order_amount"]);
+    // A rule of fixed points refuses an amount.
+    client
+        .create_points_rule(rule("signup", 10, None))
+        .await
+        .expect("rule");
+    let fixed = client
+        .earn_points(pb::EarnPointsRequest {
+            order_amount: 100,
+            currency: "EUR".into(),
+            ..earn_event("m2", "signup")
+        })
+        .await
+        .expect_err("fixed rule");
+    assert_invalid(&fixed, &["order_amount"]);
+    audit(app).await;
+}
+
+fn adjust(tenant: &str, member: &str, amount: i64, reason: &str) -> pb::AdjustPointsRequest {
+    pb::AdjustPointsRequest {
+        tenant_id: tenant.into(),
+        member_id: member.into(),
+        request_id: unique("adjust"),
+        amount,
+        reason: reason.into(),
+        expire_time: None,
+    }
+}
+
+async fn adjustments_add_a_lot_or_take_the_soonest_expiring_with_a_reason(app: &TestApp) {
+    let mut client = app.points();
+    // Up opens the account; the other tenant's member of the same id is another account.
+    let up = client
+        .adjust_points(pb::AdjustPointsRequest {
+            expire_time: crate::fixtures::after_millis(5 * 86_400_000),
+            ..adjust("acme", "m1", 100, "goodwill for a late parcel")
+        })
+        .await
+        .expect("adjust up")
+        .into_inner();
+    let entry = up.transaction.expect("entry");
+    assert_eq!(entry.r#type, pb::PointsTransactionType::Adjust as i32);
+    assert_eq!(entry.amount, 100);
+    assert_eq!(entry.description, "goodwill for a late parcel");
+    client
+        .earn_points(earn_expiring("m1", 100, 10 * 86_400))
+        .await
+        .expect("earn");
+    client
+        .adjust_points(adjust("beta", "m1", 7, "other tenant"))
+        .await
+        .expect("beta");
+    // Down takes the soonest-expiring lot first: the adjusted one (5 days).
+    let down = client
+        .adjust_points(adjust("acme", "m1", -150, "fraud correction"))
+        .await
+        .expect("adjust down")
+        .into_inner();
+    let shown = down.points_account.expect("account");
+    assert_eq!(shown.available, 50);
+    assert_eq!(shown.next_expiry_amount, 50);
+    let expiry = shown.next_expiry_time.expect("expiry").seconds;
+    assert!((expiry - (now_seconds() + 10 * 86_400)).abs() < 60);
+    assert_eq!((shown.total_earned, shown.total_spent), (200, 150));
+    // Never below what is available; a reason is required; zero is no adjustment.
+    let short = client
+        .adjust_points(adjust("acme", "m1", -51, "too much"))
+        .await
+        .expect_err("short");
+    assert_error(&short, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    let bad = client
+        .adjust_points(pb::AdjustPointsRequest {
+            expire_time: crate::fixtures::after_millis(86_400_000),
+            ..adjust("acme", "m1", 0, "  ")
+        })
+        .await
+        .expect_err("bad");
+    assert_invalid(&bad, &["amount", "reason"]);
+    let beta = client
+        .get_points_account(pb::GetPointsAccountRequest {
+            tenant_id: "beta".into(),
+            member_id: "m1".into(),
+        })
+        .await
+        .expect("beta account")
+        .into_inner()
+        .points_account
+        .expect("account");
+    assert_eq!(beta.available, 7);
+    audit(app).await;
 }
 
 fn earn_expiring(member: &str, amount: i64, in_seconds: i64) -> pb::EarnPointsRequest {

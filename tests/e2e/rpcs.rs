@@ -65,7 +65,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 39] = [
+pub const RPCS: [Rpc; 40] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -437,6 +437,22 @@ pub const RPCS: [Rpc; 39] = [
             pb::GetPointsAccountRequest {
                 tenant_id: s.tenant.clone(),
                 member_id: s.member.clone(),
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc(
+        "/marketing.v1.PointsAccountService/AdjustPoints",
+        true,
+        |s, n| {
+            // Up and down by turns: the account never goes below what the seed earned.
+            pb::AdjustPointsRequest {
+                tenant_id: s.tenant.clone(),
+                member_id: s.member.clone(),
+                request_id: s.id("adjust", n),
+                amount: if n % 2 == 0 { 5 } else { -5 },
+                reason: "goodwill".into(),
+                expire_time: None,
             }
             .encode_to_vec()
         },

@@ -59,7 +59,7 @@ const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
 /// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
 /// to every role but admin (permissions fail closed); a test walks the served descriptor set
 /// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
-pub const RPC_PERMISSIONS: [RpcPermission; 39] = {
+pub const RPC_PERMISSIONS: [RpcPermission; 40] = {
     use Permission::{Manage, Order, Read};
     [
         rpc(
@@ -156,6 +156,7 @@ pub const RPC_PERMISSIONS: [RpcPermission; 39] = {
             Manage,
         ),
         rpc("/marketing.v1.PointsAccountService/ListPointsRules", Read),
+        rpc("/marketing.v1.PointsAccountService/AdjustPoints", Manage),
     ]
 };
 
@@ -308,6 +309,7 @@ mod tests {
             "DistributeCoupons",
             "RevokeCoupon",
             "CreatePointsRule",
+            "AdjustPoints",
         ] {
             let path = path(method);
             assert!(Role::Admin.allows(path));

@@ -403,6 +403,26 @@ impl Ledger {
         Ok(id)
     }
 
+    /// A manual correction: `amount` > 0 adds a lot (expiring at `expires_at`) counted in
+    /// `total_earned`; `amount` < 0 takes from the soonest-expiring lots, never more than is
+    /// available, counted in `total_spent`. One ADJUST entry either way.
+    pub fn adjust(
+        &mut self,
+        amount: i64,
+        expires_at: Option<UnixMicros>,
+        meta: EntryMeta,
+    ) -> Result<Uuid, MarketingError> {
+        let id = if amount > 0 {
+            self.earn(amount, expires_at, meta)?
+        } else {
+            self.deduct(-amount, meta)?
+        };
+        if let Some(entry) = self.last_entry() {
+            entry.tx_type = TxType::Adjust;
+        }
+        Ok(id)
+    }
+
     /// Picks `amount` free points from live lots in consumption order.
     fn pick_free(&self, amount: i64) -> Result<Vec<(Uuid, i64)>, MarketingError> {
         let mut left = amount;
@@ -732,7 +752,10 @@ pub fn verify_replay(account: &Account, entries: &[Entry], lots: &[Lot]) -> Resu
             TxType::Confirm => spent -= entry.frozen_amount,
             TxType::Expire => expired -= entry.amount,
             TxType::Refund => refunded += entry.amount,
-            TxType::Freeze | TxType::Release | TxType::Adjust => {}
+            // A correction up counts as earned, down as spent (`Ledger::adjust`).
+            TxType::Adjust if entry.amount > 0 => earned += entry.amount,
+            TxType::Adjust => spent -= entry.amount,
+            TxType::Freeze | TxType::Release => {}
         }
     }
     let replayed = (available, frozen, earned, spent, expired, refunded);

@@ -9,7 +9,7 @@ use marketing_domain::{
     },
     error::Violations,
     points::{Account, Entry, Hold, HoldStatus, TxType},
-    points_rule::PointsRule,
+    points_rule::{PointsRule, Rounding},
     pricing::{Allocation, Scope, Stacking},
     tenant_settings::TenantSettings,
     user_coupon::{CouponStatus, UserCoupon},
@@ -298,6 +298,24 @@ pub fn hold_to_proto(tenant: &TenantId, member: &MemberId, hold: &Hold) -> pb::P
     }
 }
 
+pub fn rounding_to_proto(rounding: Rounding) -> pb::PointsRounding {
+    match rounding {
+        Rounding::Down => pb::PointsRounding::Down,
+        Rounding::HalfUp => pb::PointsRounding::HalfUp,
+        Rounding::Up => pb::PointsRounding::Up,
+    }
+}
+
+/// A stored answer's rounding (`None`: not one this server writes).
+pub fn rounding_from_proto(value: i32) -> Option<Rounding> {
+    match pb::PointsRounding::try_from(value).ok()? {
+        pb::PointsRounding::Down => Some(Rounding::Down),
+        pb::PointsRounding::HalfUp => Some(Rounding::HalfUp),
+        pb::PointsRounding::Up => Some(Rounding::Up),
+        pb::PointsRounding::Unspecified => None,
+    }
+}
+
 pub fn rule_to_proto(rule: &PointsRule) -> pb::PointsRule {
     pb::PointsRule {
         id: rule.id.to_string(),
@@ -312,6 +330,16 @@ pub fn rule_to_proto(rule: &PointsRule) -> pb::PointsRule {
         create_time: Some(timestamp(rule.created_at)),
         update_time: Some(timestamp(rule.updated_at)),
         actor: rule.actor.clone().unwrap_or_default(),
+        per_amount: rule
+            .terms
+            .per_amount
+            .as_ref()
+            .map(|per| pb::PointsPerAmount {
+                currency: per.currency.as_str().to_owned(),
+                amount: per.amount,
+                multiplier_bp: per.multiplier_bp,
+                rounding: rounding_to_proto(per.rounding).into(),
+            }),
     }
 }
 

@@ -204,6 +204,19 @@ pub fn rule_from_record(tenant: &TenantId, bytes: &[u8]) -> Option<PointsRule> {
             daily_cap: rule.daily_cap,
             expiry_days: rule.expiry_days,
             enabled: rule.enabled,
+            per_amount: match rule.per_amount {
+                None => None,
+                Some(per) => Some(marketing_domain::points_rule::PerAmount {
+                    currency: marketing_domain::coupon_template::Currency::parse(
+                        "currency",
+                        &per.currency,
+                    )
+                    .ok()?,
+                    amount: per.amount,
+                    multiplier_bp: per.multiplier_bp,
+                    rounding: convert::rounding_from_proto(per.rounding)?,
+                }),
+            },
         },
         version: rule.version,
         created_at: at(rule.create_time)?,

@@ -17,6 +17,10 @@ pub struct Model {
     pub updated_at: i64,
     /// The API client that made the latest change; NULL without auth and for the server's own.
     pub actor: Option<String>,
+    pub per_amount_currency: Option<String>,
+    pub per_amount: Option<i64>,
+    pub multiplier_bp: Option<i32>,
+    pub rounding: Option<i16>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

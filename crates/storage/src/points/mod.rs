@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use marketing_domain::{
     MarketingError, MemberId, TenantId, UnixMicros,
+    coupon_template::Currency,
     error::Refusal,
     points::{Account, Entry, Hold, HoldStatus, Ledger, Lot, TxType},
-    points_rule::{PointsRule, RuleTerms},
+    points_rule::{PerAmount, PointsRule, Rounding, RuleTerms},
 };
 use sea_orm::{
     ActiveModelTrait,
@@ -744,6 +745,7 @@ pub async fn insert_rule(
     conn: &impl ConnectionTrait,
     r: &PointsRule,
 ) -> Result<(), MarketingError> {
+    let per_amount = PerAmountColumns::of(&r.terms);
     let row = rule::ActiveModel {
         id: Set(r.id),
         tenant_id: Set(r.tenant_id.as_str().to_owned()),
@@ -757,6 +759,10 @@ pub async fn insert_rule(
         created_at: Set(r.created_at.0),
         updated_at: Set(r.updated_at.0),
         actor: Set(r.actor.clone()),
+        per_amount_currency: Set(per_amount.currency),
+        per_amount: Set(per_amount.amount),
+        multiplier_bp: Set(per_amount.multiplier_bp),
+        rounding: Set(per_amount.rounding),
     };
     let inserted =
         crate::db::insert_if_absent(conn, row, [rule::Column::TenantId, rule::Column::EventType])
@@ -803,11 +809,22 @@ pub async fn update_rule(
     now: UnixMicros,
     actor: Option<&str>,
 ) -> Result<Option<PointsRule>, MarketingError> {
+    let per_amount = PerAmountColumns::of(terms);
     rule::Entity::update_many()
         .col_expr(
             rule::Column::Description,
             Expr::value(terms.description.clone()),
         )
+        .col_expr(
+            rule::Column::PerAmountCurrency,
+            Expr::value(per_amount.currency),
+        )
+        .col_expr(rule::Column::PerAmount, Expr::value(per_amount.amount))
+        .col_expr(
+            rule::Column::MultiplierBp,
+            Expr::value(per_amount.multiplier_bp),
+        )
+        .col_expr(rule::Column::Rounding, Expr::value(per_amount.rounding))
         .col_expr(rule::Column::Points, Expr::value(terms.points))
         .col_expr(rule::Column::DailyCap, Expr::value(terms.daily_cap))
         .col_expr(rule::Column::ExpiryDays, Expr::value(terms.expiry_days))
@@ -897,7 +914,42 @@ fn hold_to_domain(row: hold::Model) -> Result<Hold, MarketingError> {
     })
 }
 
+/// A rule by amount's columns (all NULL for a rule of fixed points).
+struct PerAmountColumns {
+    currency: Option<String>,
+    amount: Option<i64>,
+    multiplier_bp: Option<i32>,
+    rounding: Option<i16>,
+}
+
+impl PerAmountColumns {
+    fn of(terms: &RuleTerms) -> Self {
+        let per = terms.per_amount.as_ref();
+        Self {
+            currency: per.map(|p| p.currency.as_str().to_owned()),
+            amount: per.map(|p| p.amount),
+            multiplier_bp: per.map(|p| p.multiplier_bp),
+            rounding: per.map(|p| p.rounding.code()),
+        }
+    }
+}
+
 fn rule_to_domain(row: rule::Model) -> Result<PointsRule, MarketingError> {
+    let per_amount = match (
+        &row.per_amount_currency,
+        row.per_amount,
+        row.multiplier_bp,
+        row.rounding,
+    ) {
+        (None, None, None, None) => None,
+        (Some(currency), Some(amount), Some(multiplier_bp), Some(rounding)) => Some(PerAmount {
+            currency: Currency::parse("currency", currency).map_err(|_| corrupt("rule", row.id))?,
+            amount,
+            multiplier_bp,
+            rounding: Rounding::from_code(rounding).ok_or_else(|| corrupt("rule", row.id))?,
+        }),
+        _ => return Err(corrupt("rule", row.id)),
+    };
     Ok(PointsRule {
         id: row.id,
         tenant_id: TenantId::parse("tenant_id", &row.tenant_id)
@@ -909,6 +961,7 @@ fn rule_to_domain(row: rule::Model) -> Result<PointsRule, MarketingError> {
             daily_cap: row.daily_cap,
             expiry_days: row.expiry_days,
             enabled: row.enabled,
+            per_amount,
         },
         version: row.version,
         created_at: UnixMicros(row.created_at),

@@ -65,7 +65,11 @@ pub enum EarnSource {
         amount: i64,
         expires_at: Option<UnixMicros>,
     },
-    Event(String),
+    /// An event priced by its rule; `order` (amount, currency) for a rule by amount.
+    Event {
+        event: String,
+        order: Option<(i64, marketing_domain::coupon_template::Currency)>,
+    },
 }
 
 pub enum HoldSelector {
@@ -96,6 +100,11 @@ pub enum PointsOp {
         target: RefundTarget,
         amount: Option<i64>,
     },
+    /// An operator's correction, up (a new lot expiring at `expires_at`) or down.
+    Adjust {
+        amount: i64,
+        expires_at: Option<UnixMicros>,
+    },
     /// Sweeper: a HELD hold whose time passed goes back to available.
     ExpireHold(Uuid),
     /// Sweeper: expire the account's due lots.
@@ -117,7 +126,7 @@ impl PointsCommand {
     /// per member and event; nothing else is limited.
     pub fn limited(&self) -> Option<(LimitedAction, String)> {
         match &self.op {
-            PointsOp::Earn(EarnSource::Event(event)) => Some((
+            PointsOp::Earn(EarnSource::Event { event, .. }) => Some((
                 LimitedAction::Earn,
                 format!("{}/{}/{event}", self.tenant_id, self.member_id),
             )),
@@ -539,9 +548,11 @@ fn accounts_to_open<'a>(
 
 /// Whether an account's commands open it when it does not exist (an earn does).
 fn opens_account(cmds: &[&PointsCommand], indexes: &[usize]) -> bool {
-    indexes
-        .iter()
-        .any(|&i| matches!(cmds[i].op, PointsOp::Earn(_)))
+    indexes.iter().any(|&i| match cmds[i].op {
+        PointsOp::Earn(_) => true,
+        PointsOp::Adjust { amount, .. } => amount > 0,
+        _ => false,
+    })
 }
 
 /// The outcomes a batch records for its requests' retries: responses and business refusals

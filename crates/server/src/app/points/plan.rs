@@ -80,9 +80,12 @@ impl PointsService {
                     .await?;
                 let (amount, expires_at) = match source {
                     EarnSource::Amount { amount, expires_at } => (*amount, *expires_at),
-                    EarnSource::Event(event) => {
+                    EarnSource::Event { event, order } => {
                         let rule = self.rule_for_event(tenant, event).await?;
                         let terms = &rule.terms;
+                        let points = terms.points_for(
+                            order.as_ref().map(|(amount, currency)| (*amount, currency)),
+                        )?;
                         let award = match terms.daily_cap {
                             Some(_) if terms.enabled => {
                                 let day = now.utc_day().ok_or_else(|| {
@@ -97,11 +100,11 @@ impl PointsService {
                                 let stored = reads
                                     .earned_today(tenant, &cmd.member_id, event, day)
                                     .await?;
-                                let award = terms.award(stored.saturating_add(pending))?;
+                                let award = terms.award(points, stored.saturating_add(pending))?;
                                 award_counted = Some(((event.clone(), day), award));
                                 award
                             }
-                            _ => terms.award(0)?,
+                            _ => terms.award(points, 0)?,
                         };
                         let expires = rule
                             .terms
@@ -114,6 +117,9 @@ impl PointsService {
                     }
                 };
                 planned.entry = Some(ledger.earn(amount, expires_at, meta)?);
+            }
+            PointsOp::Adjust { amount, expires_at } => {
+                planned.entry = Some(ledger.adjust(*amount, *expires_at, meta)?);
             }
             PointsOp::Deduct(amount) => {
                 self.refuse_duplicate_biz(reads, tenant, TxType::Deduct, &meta, batch, context)

@@ -90,6 +90,19 @@ impl PointsAccountService for Points {
         }))
     }
 
+    #[instrument(name = "PointsAccountService.AdjustPoints", skip_all,
+        fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
+    async fn adjust_points(
+        &self,
+        request: Request<pb::AdjustPointsRequest>,
+    ) -> Result<Response<pb::AdjustPointsResponse>, Status> {
+        let done = self.changed(&request).await?;
+        Ok(Response::new(pb::AdjustPointsResponse {
+            points_account: done.points_account,
+            transaction: done.transaction,
+        }))
+    }
+
     #[instrument(name = "PointsAccountService.DeductPoints", skip_all,
         fields(tenant_id = %request.get_ref().tenant_id, member_id = %request.get_ref().member_id))]
     async fn deduct_points(

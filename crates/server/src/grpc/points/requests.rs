@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use marketing_domain::{
     FieldViolation, MemberId, TenantId, UnixMicros,
+    coupon_template::Currency,
     error::Violations,
     page::page_size,
     points::{
@@ -12,7 +13,7 @@ use marketing_domain::{
         MAX_ENTRY_DESCRIPTION_CHARS, MAX_HOLD_TTL, MAX_LEADERBOARD_SIZE, MAX_ORDER_ID_LEN,
         MAX_POINTS, TxType,
     },
-    points_rule::{RuleField, RuleTerms, parse_event_type},
+    points_rule::{PerAmount, Rounding, RuleField, RuleTerms, parse_event_type},
     text::{TextKind, check_display_text},
 };
 use marketing_proto::v1::{self as pb};
@@ -79,6 +80,7 @@ tenanted!(
 
 mutations! {
     pb::EarnPointsRequest => "EarnPoints",
+    pb::AdjustPointsRequest => "AdjustPoints",
     pb::DeductPointsRequest => "DeductPoints",
     pb::FreezePointsRequest => "FreezePoints",
     pb::ConfirmFrozenPointsRequest => "ConfirmFrozenPoints",
@@ -165,13 +167,86 @@ pub(super) fn rules_query_text(r: &pb::ListPointsRulesRequest) -> String {
     format!("rules;tenant={};enabled={:?}", r.tenant_id, r.enabled)
 }
 
-pub(super) fn rule_terms(rule: &pb::PointsRule) -> RuleTerms {
+/// A rule's terms as sent; a malformed rule by amount is recorded in `violations`.
+pub(super) fn rule_terms(rule: &pb::PointsRule, violations: &mut Violations) -> RuleTerms {
     RuleTerms {
         description: rule.description.clone(),
         points: rule.points,
         daily_cap: rule.daily_cap,
         expiry_days: rule.expiry_days,
         enabled: rule.enabled,
+        per_amount: rule.per_amount.as_ref().and_then(|per| {
+            let currency = violations.check(Currency::parse("per_amount.currency", &per.currency));
+            let rounding = match pb::PointsRounding::try_from(per.rounding) {
+                Ok(pb::PointsRounding::HalfUp) => Some(Rounding::HalfUp),
+                Ok(pb::PointsRounding::Up) => Some(Rounding::Up),
+                Ok(_) => Some(Rounding::Down),
+                Err(_) => {
+                    violations.push("per_amount.rounding", "unknown rounding");
+                    None
+                }
+            };
+            Some(PerAmount {
+                currency: currency?,
+                amount: per.amount,
+                multiplier_bp: if per.multiplier_bp == 0 {
+                    10_000
+                } else {
+                    per.multiplier_bp
+                },
+                rounding: rounding?,
+            })
+        }),
+    }
+}
+
+/// An optional `expire_time` of points added: in the future when set.
+fn future_expiry(
+    violations: &mut Violations,
+    expire_time: Option<&prost_types::Timestamp>,
+    now: UnixMicros,
+) -> Option<UnixMicros> {
+    let expires_at = violations
+        .check(micros("expire_time", expire_time))
+        .flatten();
+    if expires_at.is_some_and(|at| at <= now) {
+        violations.push("expire_time", "must be in the future");
+    }
+    expires_at
+}
+
+impl TryFrom<Edge<'_, pb::AdjustPointsRequest>> for PointsCommand {
+    type Error = Status;
+
+    fn try_from(edge: Edge<'_, pb::AdjustPointsRequest>) -> Result<Self, Status> {
+        let r = edge.request;
+        let mut violations = Violations::new();
+        let amount = violations.check(points_amount("amount", r.amount.saturating_abs()));
+        if r.reason.trim().is_empty() {
+            violations.push("reason", "is required");
+        } else {
+            violations.check(check_display_text(
+                "reason",
+                &r.reason,
+                TextKind::Lines,
+                MAX_ENTRY_DESCRIPTION_CHARS,
+            ));
+        }
+        let expires_at = future_expiry(&mut violations, r.expire_time.as_ref(), edge.now);
+        if expires_at.is_some() && r.amount < 0 {
+            violations.push("expire_time", "is for points added only");
+        }
+        let meta = EntryMeta {
+            description: r.reason.clone(),
+            ..EntryMeta::default()
+        };
+        account_change(&edge, &r.member_id, violations, meta, || {
+            amount?;
+            Some(PointsOp::Adjust {
+                amount: r.amount,
+                expires_at,
+            })
+        })
     }
 }
 
@@ -182,15 +257,16 @@ impl TryFrom<Edge<'_, pb::EarnPointsRequest>> for PointsCommand {
         let r = edge.request;
         let mut violations = Violations::new();
         let meta = entry_meta(&mut violations, &r.biz_type, &r.biz_id, &r.description);
-        let expires_at = violations
-            .check(micros("expire_time", r.expire_time.as_ref()))
-            .flatten();
-        if expires_at.is_some_and(|at| at <= edge.now) {
-            violations.push("expire_time", "must be in the future");
-        }
+        let expires_at = future_expiry(&mut violations, r.expire_time.as_ref(), edge.now);
         let source = match &r.source {
             None => {
                 violations.push("source", "set amount or event_type");
+                None
+            }
+            Some(pb::earn_points_request::Source::Amount(_))
+                if r.order_amount != 0 || !r.currency.is_empty() =>
+            {
+                violations.push("order_amount", "is for events (event_type) only");
                 None
             }
             Some(pb::earn_points_request::Source::Amount(amount)) => violations
@@ -200,9 +276,20 @@ impl TryFrom<Edge<'_, pb::EarnPointsRequest>> for PointsCommand {
                 if expires_at.is_some() {
                     violations.push("expire_time", "is set by the event's rule");
                 }
-                violations
-                    .check(parse_event_type("event_type", event))
-                    .map(EarnSource::Event)
+                let order = if r.order_amount == 0 && r.currency.is_empty() {
+                    Some(None)
+                } else {
+                    let amount = violations.check(crate::grpc::user_coupons::order_amount(
+                        "order_amount",
+                        r.order_amount,
+                    ));
+                    let currency = violations.check(Currency::parse("currency", &r.currency));
+                    amount.zip(currency).map(Some)
+                };
+                let event = violations.check(parse_event_type("event_type", event));
+                event
+                    .zip(order)
+                    .map(|(event, order)| EarnSource::Event { event, order })
             }
         };
         account_change(&edge, &r.member_id, violations, meta, || {
@@ -461,7 +548,15 @@ impl TryFrom<Edge<'_, pb::CreatePointsRuleRequest>> for CreateRule {
             return finish(violations, || None);
         };
         let event = violations.check(parse_event_type("points_rule.event_type", &rule.event_type));
-        let terms = match rule_terms(rule).check() {
+        let mut sent = Violations::new();
+        let terms = rule_terms(rule, &mut sent);
+        violations.extend(
+            sent.into_vec()
+                .into_iter()
+                .map(|v| v.under("points_rule"))
+                .collect(),
+        );
+        let terms = match terms.check() {
             Ok(terms) => Some(terms),
             Err(found) => {
                 violations.extend(found.into_iter().map(|v| v.under("points_rule")).collect());
@@ -507,6 +602,14 @@ impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
                 "is required: the rule's current version (its etag)",
             );
         }
+        let mut sent = Violations::new();
+        let terms = rule_terms(rule, &mut sent);
+        violations.extend(
+            sent.into_vec()
+                .into_iter()
+                .map(|v| v.under("points_rule"))
+                .collect(),
+        );
         let mut fields = Vec::new();
         match r.update_mask.as_ref().map(|m| m.paths.as_slice()) {
             None | Some([]) => violations.push("update_mask", "must name the fields to update"),
@@ -526,7 +629,7 @@ impl TryFrom<Edge<'_, pb::UpdatePointsRuleRequest>> for UpdateRule {
                 key: key?,
                 id: id?,
                 version: rule.version,
-                terms: rule_terms(rule),
+                terms,
                 fields,
                 actor: edge.actor(),
             })

@@ -2,6 +2,7 @@
 
 mod cart;
 pub(crate) use cart::MAX_LINE_CATEGORIES;
+pub(crate) use requests::order_amount;
 mod requests;
 
 use marketing_proto::v1::{self as pb, user_coupon_service_server::UserCouponService};

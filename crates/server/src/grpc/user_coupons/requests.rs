@@ -28,7 +28,7 @@ use crate::{
     wire::convert::{coupon_status_from_proto, decode_page_token},
 };
 
-pub(super) fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
+pub(crate) fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolation> {
     if (0..=MAX_AMOUNT).contains(&amount) {
         Ok(amount)
     } else {
