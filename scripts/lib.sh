@@ -96,6 +96,11 @@ ensure_grpcurl() {
   rm -rf "$download"
 }
 
+# jq, which the README's examples (run by the tests) use to pick ids out of answers.
+ensure_jq() {
+  command -v jq >/dev/null 2>&1 || apt_install jq
+}
+
 # Sets BUF: buf from the npm registry.
 ensure_buf() {
   BUF="$TOOLS/node_modules/.bin/buf"

@@ -9,6 +9,7 @@ cd "$ROOT"
 ensure_postgres
 ensure_redis
 ensure_grpcurl
+ensure_jq
 drop_stale_test_databases
 
 # The transport tests run the real binary in its own process.

@@ -803,3 +803,97 @@ async fn a_budget_is_spent_exactly_under_concurrent_uses_and_given_back_on_retur
         .expect("the budget given back is spent");
     assert_eq!(get("acme", made.id).await.budget_remaining_amount, 0);
 }
+
+/// The README's worked example, run as written (its `sh` block between the markers) against
+/// a real server with the real grpcurl and jq: the answer is the one the README explains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_worked_example_prices_as_it_says() {
+    let app = marketing_tests::spawn_app(marketing_tests::Backend::Embedded).await;
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("<!-- worked-example:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- worked-example:end -->").next())
+        .expect("the README's worked example");
+    let script = block
+        .trim()
+        .trim_start_matches("```sh")
+        .trim_end_matches("```")
+        .replace("S=127.0.0.1:50051", &format!("S={}", app.addr));
+    let grpcurl = crate::server::grpcurl();
+    let dir = grpcurl
+        .parent()
+        .map(|d| d.to_path_buf())
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("run bash")
+    })
+    .await
+    .expect("the example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the example failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON answer");
+    let amount = |field: &str| answer[field].as_str().unwrap_or("0").to_owned();
+    assert_eq!(
+        [
+            "subtotalAmount",
+            "discountAmount",
+            "shippingAmount",
+            "pointsAmount",
+            "payableAmount",
+            "pointsUsed"
+        ]
+        .map(amount),
+        ["9500", "2490", "490", "3750", "3750", "3750"]
+    );
+    let shares: Vec<Vec<(String, String)>> = answer["coupons"]
+        .as_array()
+        .expect("coupons")
+        .iter()
+        .map(|coupon| {
+            coupon["lines"]
+                .as_array()
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .map(|l| {
+                            (
+                                l["lineId"].as_str().unwrap_or("").to_owned(),
+                                l["discountAmount"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        shares,
+        [
+            pairs(&[("shoes", "1200"), ("socks", "300")]),
+            pairs(&[("shoes", "300"), ("socks", "75"), ("hat", "125")]),
+            Vec::new(),
+        ]
+    );
+    assert_eq!(answer["coupons"][2]["shippingDiscountAmount"], "490");
+    app.stop().await;
+}

@@ -81,7 +81,7 @@ async fn shutdown_turns_health_off_then_drains_and_exits() {
 }
 
 /// The grpcurl binary: `$GRPCURL`, `.tools/bin/grpcurl` (installed by scripts/test.sh), or PATH.
-fn grpcurl() -> PathBuf {
+pub(crate) fn grpcurl() -> PathBuf {
     if let Some(path) = std::env::var_os("GRPCURL") {
         return PathBuf::from(path);
     }
