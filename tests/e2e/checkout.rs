@@ -328,10 +328,11 @@ async fn a_cart_is_priced_exactly_with_coupons_shipping_and_points(app: &TestApp
     let payable: Vec<i64> = answer.lines.iter().map(|l| l.payable_amount).collect();
     assert_eq!(payable, [4_500, 1_125, 1_875]);
 
-    // The other tenant, on the same ids: none of them exists there; and without points.
+    // The other tenant, on the same ids: none of them exists there; its own program prices
+    // the points (half of 99.90).
     let elsewhere = priced(app, price("beta", "m1", &refs, 10_000)).await;
     assert_eq!(elsewhere.discount_amount, 0);
-    assert_eq!(elsewhere.points_amount, 0, "beta's m1 holds no points");
+    assert_eq!(elsewhere.points_amount, 4_995);
     assert!(
         elsewhere
             .rejected_coupons

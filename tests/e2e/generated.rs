@@ -981,7 +981,11 @@ async fn call(channel: &Keyed, draw: Draw) -> Result<(), Status> {
                 tenant_id: i.tenant,
                 member_id: i.member,
                 request_id: i.request,
-                amount: if v.flag { v.amount } else { -v.amount },
+                amount: if v.flag {
+                    v.amount
+                } else {
+                    v.amount.wrapping_neg()
+                },
                 reason: v.text,
                 expire_time: v.end,
             })

@@ -357,6 +357,18 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     row.goal.push_str(", each code claimed once");
     rows.push(row);
 
+    let health = load_json(dir, "health")?;
+    let pricing = load_json(dir, "price-order")?;
+    rows.push(ratio_row(
+        "price-order c=64 (20 lines, 10 coupons)",
+        &pricing,
+        ok_rps(&pricing),
+        "health",
+        ok_rps(&health),
+        0.3,
+        Some(20.0),
+    ));
+
     let generating = load_json(dir, "generate-codes")?;
     let seconds = generating["scenario"]["generation_seconds"]
         .as_f64()
@@ -424,7 +436,6 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     row.met &= aborted == 0;
     rows.push(row);
 
-    let health = load_json(dir, "health")?;
     let get = load_json(dir, "get-template")?;
     rows.push(ratio_row(
         "get-template c=64",
@@ -504,6 +515,7 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     for (name, allowed) in [
         ("claim-hot", &[][..]),
         ("claim-code", &[][..]),
+        ("price-order", &[][..]),
         ("generate-codes", &[][..]),
         ("claim-sellout", &["ResourceExhausted"][..]),
         ("deduct-spread", &[][..]),

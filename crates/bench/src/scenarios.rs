@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use marketing_proto::v1::{
     self as pb, coupon_template_service_client::CouponTemplateServiceClient,
     points_account_service_client::PointsAccountServiceClient,
+    tenant_settings_service_client::TenantSettingsServiceClient,
     user_coupon_service_client::UserCouponServiceClient,
 };
 use serde_json::{Value, json};
@@ -16,11 +17,12 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::runner::{LoadOptions, Run, run};
 
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "health",
     "get-template",
     "claim-hot",
     "claim-code",
+    "price-order",
     "generate-codes",
     "claim-sellout",
     "deduct-spread",
@@ -38,6 +40,97 @@ const GENERATED_CODES: i32 = 1_000_000;
 const SPREAD_ACCOUNTS: u64 = 10_000;
 const LIST_MEMBERS: u64 = 100;
 const COUPONS_PER_MEMBER: i32 = 50;
+/// price-order: members each holding one coupon of each of the checkout templates, and the
+/// lines of a cart.
+const PRICE_MEMBERS: u64 = 100;
+const CART_LINES: usize = 20;
+
+/// Ten checkout templates: product coupons on categories (one group), order coupons (another
+/// group, after), free shipping, a buy-two-get-one, and an exclusive one.
+fn checkout_templates() -> Vec<pb::CouponTemplate> {
+    use pb::coupon_template::Discount;
+    let stacking = |group: &str, order: i32| {
+        Some(pb::Stacking {
+            policy: pb::StackingPolicy::Stackable.into(),
+            group: group.into(),
+            group_order: order,
+        })
+    };
+    let category = |c: usize| {
+        Some(pb::ProductScope {
+            category_ids: vec![format!("c{c}")],
+            ..Default::default()
+        })
+    };
+    let mut templates = Vec::new();
+    for c in 0..4 {
+        templates.push(pb::CouponTemplate {
+            discount: Some(Discount::PercentOff(pb::PercentOffDiscount {
+                basis_points: 1000 + 500 * c as i32,
+                ..Default::default()
+            })),
+            scope: category(c),
+            stacking: stacking("product", 0),
+            ..template(1_000_000, 1)
+        });
+    }
+    for amount in [500, 1_000, 1_500] {
+        templates.push(pb::CouponTemplate {
+            discount: Some(Discount::FixedAmount(pb::FixedAmountDiscount {
+                amount,
+                ..Default::default()
+            })),
+            min_spend_amount: amount * 10,
+            stacking: stacking("order", 10),
+            ..template(1_000_000, 1)
+        });
+    }
+    templates.push(pb::CouponTemplate {
+        discount: Some(Discount::FreeShipping(pb::FreeShippingDiscount {
+            max_discount_amount: None,
+        })),
+        stacking: stacking("shipping", 20),
+        ..template(1_000_000, 1)
+    });
+    templates.push(pb::CouponTemplate {
+        discount: Some(Discount::BuyGet(pb::BuyGetDiscount {
+            buy_quantity: 2,
+            get_quantity: 1,
+            basis_points: 10_000,
+            ..Default::default()
+        })),
+        scope: category(1),
+        stacking: stacking("product", 0),
+        ..template(1_000_000, 1)
+    });
+    templates.push(pb::CouponTemplate {
+        discount: Some(Discount::PercentOff(pb::PercentOffDiscount {
+            basis_points: 2500,
+            max_discount_amount: Some(5_000),
+            ..Default::default()
+        })),
+        stacking: Some(pb::Stacking {
+            policy: pb::StackingPolicy::Exclusive.into(),
+            ..Default::default()
+        }),
+        ..template(1_000_000, 1)
+    });
+    templates
+}
+
+/// A cart of [`CART_LINES`] lines over five categories and four brands.
+fn cart_lines() -> Vec<pb::CartLine> {
+    (0..CART_LINES)
+        .map(|i| pb::CartLine {
+            line_id: format!("l{i}"),
+            product_id: format!("p{i}"),
+            category_ids: vec![format!("c{}", i % 5)],
+            brand_id: format!("b{}", i % 4),
+            unit_price: 500 + 250 * i as i64,
+            quantity: 1 + (i % 3) as i64,
+        })
+        .collect()
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -374,6 +467,103 @@ pub async fn run_scenario(
             Ok((
                 result,
                 json!({ "accounts": accounts, "concurrent_modification": aborted }),
+            ))
+        }
+        "price-order" => {
+            let members: Vec<String> = (0..PRICE_MEMBERS).map(|m| format!("buyer-{m}")).collect();
+            for template in checkout_templates() {
+                let id = CouponTemplateServiceClient::new(channels[0].clone())
+                    .create_coupon_template(pb::CreateCouponTemplateRequest {
+                        tenant_id: setup.tenant.clone(),
+                        request_id: setup.request_id("template"),
+                        coupon_template: Some(template),
+                    })
+                    .await?
+                    .into_inner()
+                    .coupon_template
+                    .map(|t| t.id)
+                    .unwrap_or_default();
+                UserCouponServiceClient::new(channels[0].clone())
+                    .distribute_coupons(pb::DistributeCouponsRequest {
+                        tenant_id: setup.tenant.clone(),
+                        template_id: id,
+                        request_id: setup.request_id("gift"),
+                        member_ids: members.clone(),
+                        allow_partial: false,
+                    })
+                    .await?;
+            }
+            setup.fund("buyer-", PRICE_MEMBERS, 100_000).await?;
+            TenantSettingsServiceClient::new(channels[0].clone())
+                .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+                    tenant_id: setup.tenant.clone(),
+                    request_id: setup.request_id("settings"),
+                    tenant_settings: Some(pb::TenantSettings {
+                        points_values: vec![pb::PointsValue {
+                            currency: "EUR".into(),
+                            points: 100,
+                            amount: 100,
+                        }],
+                        max_points_share_bp: 5_000,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["points_values".into(), "max_points_share_bp".into()],
+                    }),
+                })
+                .await?;
+            // Each member's coupon ids, as checkout would have them from ListMemberCoupons.
+            let mut held = Vec::new();
+            for member in &members {
+                let page = UserCouponServiceClient::new(channels[0].clone())
+                    .list_member_coupons(pb::ListMemberCouponsRequest {
+                        tenant_id: setup.tenant.clone(),
+                        member_id: member.clone(),
+                        page_size: 20,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                held.push(
+                    page.user_coupons
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            let held = Arc::new(held);
+            let lines = Arc::new(cart_lines());
+            let result = run(load, channels, move |channel, i| {
+                let m = (i % PRICE_MEMBERS) as usize;
+                let request = pb::PriceOrderRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("buyer-{m}"),
+                    currency: "EUR".into(),
+                    lines: lines.to_vec(),
+                    shipping_amount: 490,
+                    coupon_ids: held[m].clone(),
+                    points_to_redeem: 2_000,
+                    order_id: String::new(),
+                };
+                async move {
+                    let priced = UserCouponServiceClient::new(channel)
+                        .price_order(request)
+                        .await?;
+                    let priced = priced.get_ref();
+                    // Ten coupons asked: each applied or rejected, and something taken off.
+                    if priced.coupons.len() + priced.rejected_coupons.len() == 10
+                        && priced.discount_amount > 0
+                    {
+                        Ok(())
+                    } else {
+                        Err(tonic::Status::data_loss("an unpriced cart"))
+                    }
+                }
+            })
+            .await;
+            Ok((
+                result,
+                json!({ "members": PRICE_MEMBERS, "coupons_each": 10, "lines": CART_LINES }),
             ))
         }
         "list-coupons" => {

@@ -677,7 +677,11 @@ fn search(
             continue;
         }
         chosen.push(i);
-        let terms: Vec<&Terms> = chosen.iter().map(|&j| s.coupons[j]).collect();
+        // Priced as the answer will be: in the coupons' order (ties of stacking rank apply
+        // in that order).
+        let mut in_order = chosen.clone();
+        in_order.sort_unstable();
+        let terms: Vec<&Terms> = in_order.iter().map(|&j| s.coupons[j]).collect();
         let priced = price(s.lines, s.shipping, &terms, None, 0, None);
         // A coupon that no longer applies on what the others left adds nothing: leave it
         // out (the branch without it is searched below).

@@ -17,7 +17,6 @@ use marketing_infra::{lock::DistributedLock, stamps::StampedCache};
 use marketing_storage::{
     Database,
     idempotency::IdempotencyKey,
-    settings::SettingsReads,
     templates::TemplateStore,
     unit::UnitOfWork,
     user_coupons::{CouponReads, CouponStore},
@@ -88,6 +87,16 @@ impl HeldCoupons {
     /// The weight of a copy in the cache's capacity: its coupons.
     pub fn weight(&self) -> u32 {
         self.coupons.len() as u32
+    }
+
+    /// The member's newest coupons, newest first.
+    pub fn coupons(&self) -> &[UserCoupon] {
+        &self.coupons
+    }
+
+    /// Whether these are all the member's coupons.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 }
 
@@ -290,6 +299,24 @@ impl CouponService {
         })
     }
 
+    /// This replica's current copy of the member's newest coupons (`None` when copies are
+    /// turned off).
+    pub(super) async fn held_copy(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+    ) -> Result<Option<Arc<HeldCoupons>>, MarketingError> {
+        let Some(lists) = &self.coupon_lists else {
+            return Ok(None);
+        };
+        lists
+            .get_or_load(&held_key(tenant.as_str(), member.as_str()), || {
+                HeldCoupons::load(&self.shared.db, tenant, member, self.shared.clock.now())
+            })
+            .await
+            .map(Some)
+    }
+
     /// One page, newest first. Served
     /// from this replica's copy of the member's newest coupons while that copy is current (see
     /// [`HeldCoupons`]), else from the database.
@@ -306,20 +333,7 @@ impl CouponService {
                 next,
             }
         };
-        if let Some(lists) = &self.coupon_lists {
-            let held = lists
-                .get_or_load(
-                    &held_key(query.tenant_id.as_str(), query.member_id.as_str()),
-                    || {
-                        HeldCoupons::load(
-                            &self.shared.db,
-                            &query.tenant_id,
-                            &query.member_id,
-                            self.shared.clock.now(),
-                        )
-                    },
-                )
-                .await?;
+        if let Some(held) = self.held_copy(&query.tenant_id, &query.member_id).await? {
             let page: Vec<&UserCoupon> = held
                 .coupons
                 .iter()
@@ -398,17 +412,23 @@ impl CouponService {
         &self,
         cmd: TransitionCoupon,
     ) -> Result<Answer<CouponView>, MarketingError> {
-        let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let tenant = &cmd.key.tenant_id;
+        // The tenant's coupon cap, read before the unit takes its connection (a second one
+        // taken while holding the first could wait for a pool all such units hold).
+        let settings = match cmd.change.stacking_order() {
+            Some(_) => Some(self.shared.tenant_settings(tenant).await?),
+            None => None,
+        };
+        let mut unit = begin_or_replay!(self.shared, &cmd.key);
         let (transition, order_id) = cmd.change.transition();
         // A lock or use waits for the order's other locks and uses (the database serialises
         // them), then checks the stacking rules against the coupons the order holds.
-        let stacking = match cmd.change.stacking_order() {
-            Some(order) => {
+        let stacking = match (cmd.change.stacking_order(), settings) {
+            (Some(order), Some(settings)) => {
                 unit.coupons().lock_order(tenant, order).await?;
-                Some((order, unit.settings().get(tenant).await?))
+                Some((order, settings))
             }
-            None => None,
+            _ => None,
         };
         for _ in 0..CAS_ATTEMPTS {
             let coupon = unit

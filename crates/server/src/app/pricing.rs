@@ -11,9 +11,7 @@ use marketing_domain::{
     tenant_settings::TenantSettings,
     user_coupon::{CouponStatus, UserCoupon},
 };
-use marketing_storage::{
-    points::accounts::PointsReads, settings::SettingsReads, user_coupons::CouponReads,
-};
+use marketing_storage::user_coupons::CouponReads;
 
 use super::coupons::{CouponService, ListCoupons};
 
@@ -123,26 +121,46 @@ pub fn rejection_refusal(rejection: Rejection, limit: Option<usize>) -> Refusal 
 }
 
 impl CouponService {
-    pub async fn price_order(&self, cmd: PriceOrder) -> Result<PricedOrder, MarketingError> {
-        let db = &self.shared.db;
-        let (settings, found, account) = tokio::join!(
-            async { db.settings().get(&cmd.tenant_id).await },
-            async {
-                db.coupons()
-                    .find_many(&cmd.tenant_id, &cmd.member_id, &cmd.coupon_ids)
-                    .await
-            },
-            async {
-                if cmd.points_offered > 0 {
-                    db.points()
-                        .find_account(&cmd.tenant_id, &cmd.member_id)
-                        .await
-                } else {
-                    Ok(None)
-                }
+    /// Those of `ids` the member holds: from this replica's current copy of the member's
+    /// newest coupons where it has them (see `HeldCoupons`), the rest from the database.
+    async fn find_held(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+        ids: &[CouponId],
+    ) -> Result<Vec<UserCoupon>, MarketingError> {
+        let mut found = Vec::with_capacity(ids.len());
+        let mut missing: Vec<CouponId> = ids.to_vec();
+        if let Some(held) = self.held_copy(tenant, member).await? {
+            found.extend(
+                held.coupons()
+                    .iter()
+                    .filter(|coupon| ids.contains(&coupon.id))
+                    .cloned(),
+            );
+            missing.retain(|id| found.iter().all(|coupon| coupon.id != *id));
+            if held.is_complete() {
+                return Ok(found);
             }
+        }
+        if !missing.is_empty() {
+            found.extend(
+                self.shared
+                    .db
+                    .coupons()
+                    .find_many(tenant, member, &missing)
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
+
+    pub async fn price_order(&self, cmd: PriceOrder) -> Result<PricedOrder, MarketingError> {
+        let (settings, found) = tokio::join!(
+            self.shared.tenant_settings(&cmd.tenant_id),
+            self.find_held(&cmd.tenant_id, &cmd.member_id, &cmd.coupon_ids),
         );
-        let (settings, found, account) = (settings?, found?, account?);
+        let (settings, found) = (settings?, found?);
         let now = self.shared.clock.now();
         let limit = coupon_limit(&settings);
         // Each asked coupon: found and usable at all (state, validity, currency), or not.
@@ -166,15 +184,14 @@ impl CouponService {
             .iter()
             .filter_map(|(_, outcome)| outcome.as_ref().ok())
             .collect();
-        let offered = cmd
-            .points_offered
-            .min(account.map_or(0, |account| account.available));
+        // What the member offers, under the program's rules; the balance is FreezePoints' to
+        // check (a price is a quote: reading the account on every one would double its cost).
         let priced = pricing::price(
             &cmd.cart.lines,
             cmd.cart.shipping,
             &usable,
             limit,
-            offered,
+            cmd.points_offered,
             points_rate(&settings, &cmd.cart.currency),
         );
         let mut applied = priced.coupons.iter();
@@ -209,7 +226,7 @@ impl CouponService {
         order_id: Option<&str>,
     ) -> Result<ApplicableCoupons, MarketingError> {
         let (settings, page) = tokio::join!(
-            async { self.shared.db.settings().get(tenant).await },
+            self.shared.tenant_settings(tenant),
             self.list_coupons(ListCoupons {
                 tenant_id: tenant.clone(),
                 member_id: member.clone(),

@@ -9,8 +9,10 @@ use marketing_storage::{
     settings::{SettingsReads, SettingsStore},
 };
 
+use marketing_infra::cache::Versioned;
+
 use super::{Answer, Shared};
-use crate::wire::events::settings_event;
+use crate::wire::{self, events::settings_event};
 
 pub struct UpdateSettings {
     pub key: IdempotencyKey,
@@ -26,9 +28,50 @@ pub struct SettingsService {
     pub(crate) shared: Shared,
 }
 
+fn settings_cache_key(tenant: &TenantId) -> String {
+    format!("settings:{tenant}")
+}
+
+impl Shared {
+    /// A tenant's settings, read through the two-level cache (checkout reads them on every
+    /// price); an update writes its copy through, newest version winning.
+    pub(crate) async fn tenant_settings(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<TenantSettings, MarketingError> {
+        let key = settings_cache_key(tenant);
+        match self.cache.get(&key).await {
+            Ok(Some(entry)) => match wire::settings_from_record(tenant, &entry.value) {
+                Some(settings) => return Ok(settings),
+                None => marketing_infra::warn_every!(cache_key = %key, "undecodable cache entry"),
+            },
+            Ok(None) => {}
+            Err(err) => {
+                marketing_infra::warn_every!(error = %err, "settings cache unavailable; reading the database")
+            }
+        }
+        let settings = self.db.settings().get(tenant).await?;
+        self.cache_settings(&settings).await;
+        Ok(settings)
+    }
+
+    async fn cache_settings(&self, settings: &TenantSettings) {
+        let entry = Versioned {
+            version: settings.version,
+            value: wire::record(settings),
+        };
+        self.write_through(
+            &settings_cache_key(&settings.tenant_id),
+            entry,
+            self.config.rule_cache_ttl,
+        )
+        .await;
+    }
+}
+
 impl SettingsService {
     pub async fn get_settings(&self, tenant: &TenantId) -> Result<TenantSettings, MarketingError> {
-        self.shared.db.settings().get(tenant).await
+        self.shared.tenant_settings(tenant).await
     }
 
     pub async fn update_settings(
@@ -64,6 +107,7 @@ impl SettingsService {
         self.shared
             .commit_idempotent(unit, &cmd.key, &updated)
             .await?;
+        self.shared.cache_settings(&updated).await;
         tracing::info!(version = updated.version, "tenant settings updated");
         Ok(Answer::Fresh(updated))
     }

@@ -189,6 +189,39 @@ pub fn replay(outcome: Outcome) -> Result<Vec<u8>, MarketingError> {
 }
 
 /// The rule a cache record holds, or `None` when it does not hold one.
+/// A tenant's settings from a cached record (`None`: not a record this server writes).
+pub fn settings_from_record(
+    tenant: &TenantId,
+    bytes: &[u8],
+) -> Option<marketing_domain::tenant_settings::TenantSettings> {
+    use marketing_domain::tenant_settings::{PointsValue, SettingsTerms, TenantSettings};
+    let settings = pb::TenantSettings::decode(bytes).ok()?;
+    let mut points_values = std::collections::BTreeMap::new();
+    for value in &settings.points_values {
+        points_values.insert(
+            marketing_domain::coupon_template::Currency::parse("currency", &value.currency).ok()?,
+            PointsValue {
+                points: value.points,
+                amount: value.amount,
+            },
+        );
+    }
+    Some(TenantSettings {
+        tenant_id: tenant.clone(),
+        terms: SettingsTerms {
+            points_values,
+            max_points_share_bp: settings.max_points_share_bp,
+            min_points_redemption: settings.min_points_redemption,
+            max_coupons_per_order: Some(settings.max_coupons_per_order).filter(|cap| *cap > 0),
+        },
+        version: settings.version,
+        updated_at: settings
+            .update_time
+            .and_then(|t| marketing_domain::UnixMicros::from_parts(t.seconds, t.nanos)),
+        actor: Some(settings.actor).filter(|actor| !actor.is_empty()),
+    })
+}
+
 pub fn rule_from_record(tenant: &TenantId, bytes: &[u8]) -> Option<PointsRule> {
     let rule = pb::PointsRule::decode(bytes).ok()?;
     let at = |ts: Option<prost_types::Timestamp>| {

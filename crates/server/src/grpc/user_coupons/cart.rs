@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use marketing_domain::{
-    CouponId, MemberId, TenantId,
+    CouponId, FieldViolation, MemberId, TenantId,
     coupon_template::{Currency, MAX_AMOUNT},
     error::Violations,
     pricing::Line,
@@ -48,44 +48,43 @@ pub(super) fn parse_cart(
     let mut parsed = Vec::with_capacity(lines.len());
     let before = violations.len();
     for (i, line) in lines.iter().enumerate() {
-        let field = |name: &str| format!("lines[{i}].{name}");
-        if let Some(id) =
-            violations.check(reference(&field("line_id"), &line.line_id, MAX_CART_ID_LEN))
-            && !seen.insert(id.clone())
-        {
-            violations.push(field("line_id"), "is not unique in the cart");
+        // Field names are formatted only for a violation: a valid cart allocates none.
+        let id = |violations: &mut Violations, name: &str, value: &str| {
+            if let Err(violation) = reference(name, value, MAX_CART_ID_LEN) {
+                violations.push(format!("lines[{i}].{name}"), violation.description);
+                false
+            } else {
+                true
+            }
+        };
+        if id(violations, "line_id", &line.line_id) && !seen.insert(line.line_id.as_str()) {
+            violations.push(format!("lines[{i}].line_id"), "is not unique in the cart");
         }
-        violations.check(reference(
-            &field("product_id"),
-            &line.product_id,
-            MAX_CART_ID_LEN,
-        ));
+        id(violations, "product_id", &line.product_id);
         if !line.brand_id.is_empty() {
-            violations.check(reference(
-                &field("brand_id"),
-                &line.brand_id,
-                MAX_CART_ID_LEN,
-            ));
+            id(violations, "brand_id", &line.brand_id);
         }
-        for category in capped(
-            violations,
-            &field("category_ids"),
-            &line.category_ids,
-            MAX_LINE_CATEGORIES,
-        )
-        .unwrap_or_default()
-        {
-            violations.check(reference(&field("category_ids"), category, MAX_CART_ID_LEN));
+        if line.category_ids.len() > MAX_LINE_CATEGORIES {
+            violations.push(
+                format!("lines[{i}].category_ids"),
+                format!("must hold at most {MAX_LINE_CATEGORIES} entries"),
+            );
+        } else {
+            for category in &line.category_ids {
+                if !id(violations, "category_ids", category) {
+                    break;
+                }
+            }
         }
         if !(0..=MAX_UNIT_PRICE).contains(&line.unit_price) {
             violations.push(
-                field("unit_price"),
+                format!("lines[{i}].unit_price"),
                 format!("must be between 0 and {MAX_UNIT_PRICE}"),
             );
         }
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             violations.push(
-                field("quantity"),
+                format!("lines[{i}].quantity"),
                 format!("must be between 1 and {MAX_QUANTITY}"),
             );
         }
@@ -117,7 +116,11 @@ pub(super) fn coupon_ids(
     let ids = capped(violations, field, ids, max)?;
     let mut parsed = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
-        let id = violations.check(CouponId::parse(&format!("{field}[{i}]"), id))?;
+        // The field's name is formatted only for a violation.
+        let id = violations.check(CouponId::parse(field, id).map_err(|v| FieldViolation {
+            field: format!("{field}[{i}]"),
+            ..v
+        }))?;
         if parsed.contains(&id) {
             violations.push(format!("{field}[{i}]"), "is named twice");
             return None;
