@@ -21,6 +21,7 @@ marketing_tests::backend_suite! {
     a_generation_retried_generates_once,
     a_generation_a_replica_left_is_finished_by_another,
     bad_codes_and_shapes_are_refused_with_their_fields,
+    a_shared_code_of_stock_100_serves_exactly_100_of_500_claimants,
 }
 
 mod limited {
@@ -603,4 +604,133 @@ async fn failed_code_attempts_are_limited_per_member(app: &TestApp) {
     claim_code(app, "globex", "guesser", "REALCODE", &unique("ok"))
         .await
         .expect("another tenant's member");
+}
+
+async fn a_shared_code_of_stock_100_serves_exactly_100_of_500_claimants(app: &TestApp) {
+    let tpl = create_template(
+        app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: 100,
+            per_member_limit: 1,
+            ..template()
+        },
+    )
+    .await;
+    shared_code(app, "acme", &tpl.id, "SPRING-100").await;
+    // The same code text in the other tenant, claimed at the same time: its own stock.
+    let other = create_template(
+        app,
+        "beta",
+        pb::CouponTemplate {
+            total_stock: 100,
+            per_member_limit: 1,
+            ..template()
+        },
+    )
+    .await;
+    shared_code(app, "beta", &other.id, "SPRING-100").await;
+    let claims = (0..500).flat_map(|m| {
+        ["acme", "beta"].map(move |tenant| async move {
+            let member = format!("m{m}");
+            (
+                tenant,
+                claim_code(app, tenant, &member, "spring 100", &unique("claim")).await,
+            )
+        })
+    });
+    let outcomes = join_all(claims).await;
+    for tenant in ["acme", "beta"] {
+        let won = outcomes
+            .iter()
+            .filter(|(t, o)| *t == tenant && o.is_ok())
+            .count();
+        assert_eq!(won, 100, "{tenant}: exactly the stock");
+        for (_, lost) in outcomes.iter().filter(|(t, o)| *t == tenant && o.is_err()) {
+            let status = lost.as_ref().expect_err("refused");
+            assert_error(status, Code::ResourceExhausted, "OUT_OF_STOCK");
+        }
+    }
+    let after = get_template(app, "acme", &tpl.id).await;
+    assert_eq!((after.claimed_count, after.remaining_stock), (100, 0));
+}
+
+/// 1,000 members claim 1,000 unique codes on two replicas at once, and Redis (locks, caches,
+/// rate limits) is killed midway: every code is claimed exactly once, retries included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_codes_are_claimed_once_on_two_replicas_with_redis_killed_midway() {
+    let mut redis = marketing_tests::TestRedis::start();
+    let app = redis.spawn_app().await;
+    let replica = app.spawn_replica().await;
+    let tpl = create_template(
+        &app,
+        "acme",
+        pb::CouponTemplate {
+            total_stock: 10_000,
+            per_member_limit: 1,
+            ..template()
+        },
+    )
+    .await;
+    generate(&app, "acme", &tpl.id, 1_000, &unique("gen"))
+        .await
+        .expect("generated");
+    let codes = list_codes(&app, "acme", &tpl.id, pb::CouponCodeState::Unspecified).await;
+    assert_eq!(codes.len(), 1_000);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let servers = [&app, &replica];
+    let claim = |i: usize, code: String| {
+        let done = &done;
+        async move {
+            let server = servers[i % 2];
+            let member = format!("m{i}");
+            let request = unique("claim");
+            let mut outcome = claim_code(server, "acme", &member, &code, &request).await;
+            // A call cut by the outage is retried with its request id, as a client would.
+            for _ in 0..20 {
+                match &outcome {
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            Code::Unavailable | Code::Aborted | Code::DeadlineExceeded
+                        ) =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        outcome = claim_code(server, "acme", &member, &code, &request).await;
+                    }
+                    _ => break,
+                }
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            outcome
+        }
+    };
+    let claims = join_all(
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, code)| claim(i, code.code.clone())),
+    );
+    let kill = async {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 300 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        redis.stop();
+    };
+    let (outcomes, ()) = tokio::join!(claims, kill);
+    let failed: Vec<&Status> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(failed.is_empty(), "every claim is served: {failed:?}");
+    let claimed = list_codes(&app, "acme", &tpl.id, pb::CouponCodeState::Claimed).await;
+    assert_eq!(claimed.len(), 1_000, "every code claimed");
+    let coupons: BTreeSet<&str> = claimed.iter().map(|c| c.user_coupon_id.as_str()).collect();
+    assert_eq!(coupons.len(), 1_000, "each by one coupon");
+    let members: BTreeSet<&str> = claimed.iter().map(|c| c.member_id.as_str()).collect();
+    assert_eq!(members.len(), 1_000, "each by its own member");
+    let after = get_template(&app, "acme", &tpl.id).await;
+    assert_eq!(
+        (after.claimed_count, after.available_unique_code_count),
+        (1_000, 0)
+    );
+    replica.stop().await;
+    app.stop().await;
 }
