@@ -222,9 +222,14 @@ impl Setup {
                 .await
             {
                 Ok(_) => return Ok(started.elapsed()),
+                // Cut by a deadline (the server's DEADLINE_EXCEEDED, or CANCELLED when its
+                // timer fired first), or unavailable for a moment: retried with the same
+                // request id, as a client would.
                 Err(status)
-                    if status.code() == Code::DeadlineExceeded
-                        && started.elapsed() < SETUP_TIMEOUT => {}
+                    if matches!(
+                        status.code(),
+                        Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable
+                    ) && started.elapsed() < SETUP_TIMEOUT => {}
                 Err(status) => return Err(status.into()),
             }
         }

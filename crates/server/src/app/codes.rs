@@ -33,6 +33,9 @@ use crate::wire::events::{TemplateChanged, template_event};
 
 /// Codes one chunk of a generation adds (one unit: a bounded transaction).
 const CHUNK: i32 = 10_000;
+/// How often in a row a chunk that failed for a passing reason is made again before the
+/// generation is left to the lease (and another replica, or a retry of its request).
+const CHUNK_ATTEMPTS: u32 = 5;
 /// How long a replica holds a generation without moving it on; past it another takes over.
 const GENERATION_LEASE: Duration = Duration::from_secs(30);
 /// How often a caller waiting for a generation looks at its progress.
@@ -253,36 +256,64 @@ impl TemplateService {
             return Ok(());
         };
         let mut held = generation.leased_until;
+        let mut failures = 0;
         while generation.generated < generation.count {
-            let wanted = (generation.count - generation.generated).min(CHUNK);
-            let batch = random_codes(&generation.shape, wanted);
-            let now = self.shared.clock.now();
-            let mut unit = UnitOfWork::begin(&self.shared.db).await?;
-            let added = unit.codes().insert_unique(&generation, batch, now).await?;
-            let added = i32::try_from(added).unwrap_or(i32::MAX);
-            let template = unit
-                .templates()
-                .add_codes(tenant, generation.template_id, i64::from(added), 0)
-                .await?;
-            let lease = lease_from(now);
-            unit.codes()
-                .advance_generation(id, added, held, now, lease)
-                .await?;
-            let finished = generation.generated + added >= generation.count;
-            if finished {
-                unit.record(template_event(
-                    TemplateChanged::CodesAdded(generation.count, CodeKind::Unique),
-                    &template,
-                    &generation.request_id,
-                ));
+            match self.generate_chunk(tenant, id, &generation, held).await {
+                Ok((added, lease)) => {
+                    generation.generated += added;
+                    held = lease;
+                    failures = 0;
+                }
+                // A chunk that failed for a passing reason (a busy pool, a lost connection) is
+                // made again at once while this replica holds the lease, rather than left for
+                // the lease to pass; the fence still refuses it once another replica took over.
+                Err(err) if err.is_transient() && failures < CHUNK_ATTEMPTS => {
+                    failures += 1;
+                    tracing::debug!(generation = %id, error = %err, "a chunk of codes failed; making it again");
+                    tokio::time::sleep(Duration::from_millis(100 * failures as u64)).await;
+                }
+                Err(err) => return Err(err),
             }
-            unit.commit().await?;
-            self.cache_template(&template).await;
-            generation.generated += added;
-            held = lease;
         }
         tracing::info!(generation = %id, template_id = %generation.template_id, count = generation.count, "coupon codes generated");
         Ok(())
+    }
+
+    /// One chunk of a generation, in one unit fenced by the lease `held`: its codes, the
+    /// template's count and the generation's progress. How many codes it added, and the
+    /// lease it renewed.
+    async fn generate_chunk(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        generation: &Generation,
+        held: UnixMicros,
+    ) -> Result<(i32, UnixMicros), MarketingError> {
+        let wanted = (generation.count - generation.generated).min(CHUNK);
+        let batch = random_codes(&generation.shape, wanted);
+        let now = self.shared.clock.now();
+        let mut unit = UnitOfWork::begin(&self.shared.db).await?;
+        let added = unit.codes().insert_unique(generation, batch, now).await?;
+        let added = i32::try_from(added).unwrap_or(i32::MAX);
+        let template = unit
+            .templates()
+            .add_codes(tenant, generation.template_id, i64::from(added), 0)
+            .await?;
+        let lease = lease_from(now);
+        unit.codes()
+            .advance_generation(id, added, held, now, lease)
+            .await?;
+        let finished = generation.generated + added >= generation.count;
+        if finished {
+            unit.record(template_event(
+                TemplateChanged::CodesAdded(generation.count, CodeKind::Unique),
+                &template,
+                &generation.request_id,
+            ));
+        }
+        unit.commit().await?;
+        self.cache_template(&template).await;
+        Ok((added, lease))
     }
 
     /// A page of a template's codes, and the last code of it when another page may follow.
