@@ -378,6 +378,22 @@ async fn a_cart_is_priced_exactly_with_coupons_shipping_and_points(app: &TestApp
     );
 }
 
+/// Member m1's applicable coupons for [`cart`] with 4.90 of shipping.
+async fn applicable(app: &TestApp, tenant: &str) -> pb::ListApplicableCouponsResponse {
+    app.user_coupons()
+        .list_applicable_coupons(pb::ListApplicableCouponsRequest {
+            tenant_id: tenant.into(),
+            member_id: "m1".into(),
+            currency: "EUR".into(),
+            lines: cart(),
+            shipping_amount: 490,
+            order_id: String::new(),
+        })
+        .await
+        .expect("applicable")
+        .into_inner()
+}
+
 async fn applicable_coupons_come_best_first_with_the_best_allowed_combination(app: &TestApp) {
     let hats = pb::CouponTemplate {
         name: "50% off hats".into(),
@@ -425,19 +441,7 @@ async fn applicable_coupons_come_best_first_with_the_best_allowed_combination(ap
         let coupon = claim(app, "acme", "m1", &made.id).await.expect("claim");
         held.insert(maker.name.clone(), coupon.id);
     }
-    let answer = app
-        .user_coupons()
-        .list_applicable_coupons(pb::ListApplicableCouponsRequest {
-            tenant_id: "acme".into(),
-            member_id: "m1".into(),
-            currency: "EUR".into(),
-            lines: cart(),
-            shipping_amount: 490,
-            order_id: String::new(),
-        })
-        .await
-        .expect("applicable")
-        .into_inner();
+    let answer = applicable(app, "acme").await;
     let alone: Vec<(String, i64)> = answer
         .coupons
         .iter()
@@ -465,6 +469,7 @@ async fn applicable_coupons_come_best_first_with_the_best_allowed_combination(ap
     // Best: the footwear coupon (one product coupon), the order coupon and free shipping:
     // 15.00 + 5.00 + 4.90 = 24.90, more than 18.00 alone.
     assert_eq!(answer.best_discount_amount, 2_490);
+    assert!(answer.best_combination_exact);
     assert_eq!(
         answer.best_combination,
         [
@@ -474,19 +479,7 @@ async fn applicable_coupons_come_best_first_with_the_best_allowed_combination(ap
         ]
     );
     // Another tenant's member with the same id holds nothing.
-    let none = app
-        .user_coupons()
-        .list_applicable_coupons(pb::ListApplicableCouponsRequest {
-            tenant_id: "beta".into(),
-            member_id: "m1".into(),
-            currency: "EUR".into(),
-            lines: cart(),
-            shipping_amount: 490,
-            order_id: String::new(),
-        })
-        .await
-        .expect("applicable")
-        .into_inner();
+    let none = applicable(app, "beta").await;
     assert!(none.coupons.is_empty() && none.best_combination.is_empty());
 }
 

@@ -334,9 +334,12 @@ pub enum Refusal {
         limit: i64,
         current: i64,
     },
-    /// Another coupon locked or used for the order does not go with this one.
-    #[error("the coupon does not stack with the order's coupon {other}")]
-    CouponNotStackable { other: String },
+    /// Another coupon of the order (`other`, when known) does not go with this one.
+    #[error("the coupon does not stack with {}", match .other {
+        Some(id) => format!("the order's coupon {id}"),
+        None => "another coupon of the order".to_owned(),
+    })]
+    CouponNotStackable { other: Option<String> },
     /// The order holds as many coupons as the tenant allows.
     #[error("the order already holds {limit} coupons, the most the tenant allows")]
     OrderCouponLimit { limit: u32 },

@@ -284,14 +284,14 @@ pub fn price(
 }
 
 impl Rejection {
-    /// The refusal a mutation (lock, use) reports for it.
-    pub fn into_error(self) -> crate::error::Refusal {
+    /// The refusal of the error table it is (under a cap of `limit` coupons an order).
+    pub fn into_refusal(self, limit: Option<usize>) -> crate::error::Refusal {
         use crate::error::Refusal;
         match self {
-            Self::NotStackable => Refusal::CouponNotStackable {
-                other: String::new(),
+            Self::NotStackable => Refusal::CouponNotStackable { other: None },
+            Self::OrderCouponLimit => Refusal::OrderCouponLimit {
+                limit: limit.map_or(0, |limit| u32::try_from(limit).unwrap_or(u32::MAX)),
             },
-            Self::OrderCouponLimit => Refusal::OrderCouponLimit { limit: 0 },
             Self::NotApplicable => Refusal::CouponNotApplicable,
             Self::MinSpendNotMet => Refusal::MinSpendNotMet,
         }
@@ -571,19 +571,35 @@ pub fn points_paid(offered: i64, due: i64, rate: PointsRate) -> PointsPaid {
     }
 }
 
+/// Most combinations [`best_stack`] prices before it answers with the best it found: the
+/// search is exponential in the worst case (many stackable coupons whose discounts shrink
+/// each other, e.g. fifty percentages), and one member's coupons must not hold a core.
+pub const MAX_STACKS_PRICED: u32 = 4_000;
+
+/// What [`best_stack`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestStack {
+    /// Indexes of the coupons chosen, ascending.
+    pub chosen: Vec<usize>,
+    /// Their discount together.
+    pub discount: i64,
+    /// Whether the search ended within [`MAX_STACKS_PRICED`] (else: the best of those).
+    pub exact: bool,
+}
+
 /// The best combination of `coupons` the stacking rules allow on one order of `lines` and
-/// `shipping` (at most `limit` coupons): the indexes chosen (ascending) and their discount
-/// together. Exact: a branch and bound over the choices (each group: one of its coupons or
-/// none; each coupon without a group: in or out; an exclusive coupon: alone), bounded by
-/// what each coupon gives alone, which is at least what it adds to any combination (a
-/// discount never grows when what it applies to shrinks). Ties: fewer coupons, then the
-/// lower indexes.
+/// `shipping` (at most `limit` coupons). Exact (within [`MAX_STACKS_PRICED`]): a branch and
+/// bound over the choices (each group: one of its coupons or none; each coupon without a
+/// group: in or out; an exclusive coupon: alone), bounded by what each coupon gives alone,
+/// which is at least what it adds to any combination (a discount never grows when what it
+/// applies to shrinks), and by what the order comes to. Ties: fewer coupons, then the lower
+/// indexes.
 pub fn best_stack(
     lines: &[Line],
     shipping: i64,
     coupons: &[&Terms],
     limit: Option<usize>,
-) -> (Vec<usize>, i64) {
+) -> BestStack {
     let alone: Vec<i64> = coupons
         .iter()
         .map(|terms| {
@@ -623,25 +639,27 @@ pub fn best_stack(
     for k in (0..slots.len()).rev() {
         rest[k] = rest[k + 1].saturating_add(alone[slots[k][0]]);
     }
-    let limit = limit.unwrap_or(usize::MAX);
-    let mut chosen: Vec<usize> = Vec::new();
-    search(
-        &Search {
-            lines,
-            shipping,
-            coupons,
-            alone: &alone,
-            slots: &slots,
-            rest: &rest,
-            limit,
-        },
-        0,
-        0,
-        &mut chosen,
-        &mut best,
-    );
+    let search_state = Search {
+        lines,
+        shipping,
+        coupons,
+        alone: &alone,
+        slots: &slots,
+        rest: &rest,
+        limit: limit.unwrap_or(usize::MAX),
+        total: lines
+            .iter()
+            .map(Line::amount)
+            .fold(shipping, i64::saturating_add),
+        budget: std::cell::Cell::new(MAX_STACKS_PRICED),
+    };
+    search(&search_state, 0, 0, &mut Vec::new(), &mut best);
     best.0.sort_unstable();
-    best
+    BestStack {
+        chosen: best.0,
+        discount: best.1,
+        exact: search_state.budget.get() > 0,
+    }
 }
 
 struct Search<'a> {
@@ -652,6 +670,17 @@ struct Search<'a> {
     slots: &'a [Vec<usize>],
     rest: &'a [i64],
     limit: usize,
+    /// What the order comes to: no combination takes more.
+    total: i64,
+    /// Combinations left to price.
+    budget: std::cell::Cell<u32>,
+}
+
+impl Search<'_> {
+    /// The most the slots from `k` on can add to `current`.
+    fn bound(&self, k: usize, current: i64) -> i64 {
+        current.saturating_add(self.rest[k]).min(self.total)
+    }
 }
 
 fn search(
@@ -668,14 +697,19 @@ fn search(
     if better(current, chosen, best) {
         *best = (chosen.to_vec(), current);
     }
-    if k == s.slots.len() || chosen.len() >= s.limit || current + s.rest[k] <= best.1 {
+    if k == s.slots.len()
+        || chosen.len() >= s.limit
+        || s.bound(k, current) <= best.1
+        || s.budget.get() == 0
+    {
         return;
     }
     for &i in &s.slots[k] {
         // Within a slot, a coupon can add at most what it gives alone.
-        if current + s.alone[i] + s.rest[k + 1] <= best.1 {
+        if s.bound(k + 1, current.saturating_add(s.alone[i])) <= best.1 || s.budget.get() == 0 {
             continue;
         }
+        s.budget.set(s.budget.get() - 1);
         chosen.push(i);
         // Priced as the answer will be: in the coupons' order (ties of stacking rank apply
         // in that order).

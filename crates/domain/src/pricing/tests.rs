@@ -471,7 +471,8 @@ proptest! {
         limit in prop::option::of(1..4_usize),
     ) {
         let refs: Vec<&Terms> = coupons.iter().collect();
-        let (chosen, discount) = best_stack(&lines, shipping, &refs, limit);
+        let BestStack { chosen, discount, exact } = best_stack(&lines, shipping, &refs, limit);
+        prop_assert!(exact, "a handful of coupons is searched to the end");
         // What it returns is allowed, applies in full and gives what it says.
         let picked: Vec<&Terms> = chosen.iter().map(|&i| refs[i]).collect();
         prop_assert!(choose_stack(&picked, limit).iter().all(Result::is_ok));
@@ -493,4 +494,30 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn fifty_shrinking_percentages_are_searched_within_the_budget() {
+    // Each 10% applies on what the others left: alone each gives far more than it adds, so
+    // the bound cuts little and the search is held by its budget, not by the coupons.
+    let coupons: Vec<Terms> = (0..50)
+        .map(|i| Terms {
+            stacking: group("", 0),
+            ..terms(Benefit::PercentOff {
+                basis_points: 1_000 + i,
+                max_discount_amount: None,
+                allocation: Allocation::Across,
+            })
+        })
+        .collect();
+    let refs: Vec<&Terms> = coupons.iter().collect();
+    let best = best_stack(&cart(), 0, &refs, None);
+    assert!(!best.exact, "fifty coupons of this kind pass the budget");
+    // Every coupon stacks: the best found takes them all.
+    assert_eq!(best.chosen.len(), 50);
+    let picked: Vec<&Terms> = best.chosen.iter().map(|&i| refs[i]).collect();
+    assert_eq!(
+        price(&cart(), 0, &picked, None, 0, None).discount,
+        best.discount
+    );
 }

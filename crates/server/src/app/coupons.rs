@@ -8,7 +8,7 @@ use marketing_domain::{
     CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::Currency,
     error::Refusal,
-    pricing::{self, Terms},
+    pricing::{self, Rejection, Terms},
     user_coupon::{
         CouponCheck, CouponStatus, CouponView, Transition, UsabilityProblem, UserCoupon,
     },
@@ -26,7 +26,7 @@ use super::{
     Answer, Shared, TemplateService,
     batcher::Batcher,
     claims::ClaimCoupon,
-    pricing::{Cart, coupon_limit, rejection_refusal, terms_of},
+    pricing::{Cart, coupon_limit, terms_of},
 };
 use crate::wire::events::{CouponChanged, coupon_event};
 
@@ -588,15 +588,15 @@ fn check_stacking(
         .find(|other| pricing::clash(&terms, &terms_of(other)))
     {
         return Err(MarketingError::Refused(Refusal::CouponNotStackable {
-            other: other.id.to_string(),
+            other: Some(other.id.to_string()),
         }));
     }
     if let Some(limit) = limit
         && held.len() >= limit
     {
-        return Err(MarketingError::Refused(Refusal::OrderCouponLimit {
-            limit: limit as u32,
-        }));
+        return Err(MarketingError::Refused(
+            Rejection::OrderCouponLimit.into_refusal(Some(limit)),
+        ));
     }
     Ok(())
 }
@@ -637,7 +637,7 @@ async fn price_use(
             discount: applied.discount,
             order_amount: cart.cart.subtotal().saturating_add(cart.cart.shipping),
         }),
-        Some(Err(rejection)) => Err(MarketingError::Refused(rejection_refusal(*rejection, None))),
+        Some(Err(rejection)) => Err(MarketingError::Refused(rejection.into_refusal(None))),
         None => Err(MarketingError::internal("a priced use lost its coupon")),
     }
 }

@@ -7,7 +7,7 @@ use marketing_domain::{
     CouponId, MarketingError, MemberId, TenantId, UnixMicros,
     coupon_template::{Currency, pricing_terms},
     error::Refusal,
-    pricing::{self, Applied, Line, PointsRate, Rejection, Terms},
+    pricing::{self, Applied, Line, PointsRate, Terms},
     tenant_settings::TenantSettings,
     user_coupon::{CouponStatus, UserCoupon},
 };
@@ -82,6 +82,8 @@ pub struct ApplicableCoupons {
     /// The best combination, in the order its coupons apply.
     pub best: Vec<CouponId>,
     pub best_discount: i64,
+    /// Whether the search ended within its budget (`pricing::MAX_STACKS_PRICED`).
+    pub best_exact: bool,
     pub at: UnixMicros,
 }
 
@@ -108,16 +110,6 @@ pub fn coupon_limit(settings: &TenantSettings) -> Option<usize> {
 /// The pricing terms of a coupon.
 pub fn terms_of(coupon: &UserCoupon) -> Terms {
     pricing_terms(&coupon.discount, coupon.min_spend_amount, &coupon.cart)
-}
-
-/// A rejection of pricing as the error table spells it.
-pub fn rejection_refusal(rejection: Rejection, limit: Option<usize>) -> Refusal {
-    match rejection.into_error() {
-        Refusal::OrderCouponLimit { .. } => Refusal::OrderCouponLimit {
-            limit: limit.map_or(0, |l| l as u32),
-        },
-        other => other,
-    }
 }
 
 impl CouponService {
@@ -202,9 +194,7 @@ impl CouponService {
                     Err(rejected) => Err(rejected),
                     Ok(_) => match applied.next() {
                         Some(Ok(applied)) => Ok(applied.clone()),
-                        Some(Err(rejection)) => {
-                            Err(Rejected::of(&rejection_refusal(*rejection, limit)))
-                        }
+                        Some(Err(rejection)) => Err(Rejected::of(&rejection.into_refusal(limit))),
                         None => Err(Rejected::of(&Refusal::CouponNotApplicable)),
                     },
                 };
@@ -264,21 +254,26 @@ impl CouponService {
             .take(MAX_COMBINED_COUPONS)
             .map(|(_, terms)| terms)
             .collect();
-        let (mut chosen, best_discount) = pricing::best_stack(
+        let mut found = pricing::best_stack(
             &cart.lines,
             cart.shipping,
             &candidates,
             coupon_limit(&settings),
         );
-        chosen.sort_by_key(|&i| pricing::rank(candidates[i]));
-        let best = chosen.iter().map(|&i| coupons[i].0.coupon.id).collect();
+        found.chosen.sort_by_key(|&i| pricing::rank(candidates[i]));
+        let best = found
+            .chosen
+            .iter()
+            .map(|&i| coupons[i].0.coupon.id)
+            .collect();
         Ok(ApplicableCoupons {
             coupons: coupons
                 .into_iter()
                 .map(|(applicable, _)| applicable)
                 .collect(),
             best,
-            best_discount,
+            best_discount: found.discount,
+            best_exact: found.exact,
             at: now,
         })
     }

@@ -12,7 +12,7 @@ use marketing_domain::{
 use marketing_proto::v1 as pb;
 use tonic::Status;
 
-use super::requests::order_amount;
+use super::requests::{optional_order, order_amount};
 use crate::{
     app::{ApplicableCoupons, Cart, MAX_CART_LINES, MAX_PRICED_COUPONS, PriceOrder, PricedOrder},
     grpc::parse::{Edge, capped, finish, reference},
@@ -128,20 +128,6 @@ pub(super) fn coupon_ids(
         parsed.push(id);
     }
     Some(parsed)
-}
-
-fn optional_order(order_id: &str, violations: &mut Violations) -> Option<Option<String>> {
-    if order_id.is_empty() {
-        Some(None)
-    } else {
-        violations
-            .check(reference(
-                "order_id",
-                order_id,
-                marketing_domain::user_coupon::MAX_ORDER_ID_LEN,
-            ))
-            .map(Some)
-    }
 }
 
 impl TryFrom<Edge<'_, pb::PriceOrderRequest>> for PriceOrder {
@@ -275,5 +261,6 @@ pub(super) fn applicable_to_proto(answer: &ApplicableCoupons) -> pb::ListApplica
             .collect(),
         best_combination: answer.best.iter().map(ToString::to_string).collect(),
         best_discount_amount: answer.best_discount,
+        best_combination_exact: answer.best_exact,
     }
 }

@@ -39,6 +39,20 @@ pub(crate) fn order_amount(field: &str, amount: i64) -> Result<i64, FieldViolati
     }
 }
 
+/// An optional `order_id`: empty is none.
+pub(super) fn optional_order(
+    order_id: &str,
+    violations: &mut Violations,
+) -> Option<Option<String>> {
+    if order_id.is_empty() {
+        Some(None)
+    } else {
+        violations
+            .check(reference("order_id", order_id, MAX_ORDER_ID_LEN))
+            .map(Some)
+    }
+}
+
 pub(super) fn lock_ttl(
     field: &str,
     ttl: Option<&prost_types::Duration>,
@@ -320,13 +334,7 @@ impl TryFrom<Edge<'_, pb::ValidateCouponRequest>> for ValidateCoupon {
         let id = violations.check(CouponId::parse("coupon_id", &r.coupon_id));
         let amount = violations.check(order_amount("amount", r.amount));
         let currency = violations.check(Currency::parse("currency", &r.currency));
-        let order_id = if r.order_id.is_empty() {
-            Some(None)
-        } else {
-            violations
-                .check(reference("order_id", &r.order_id, MAX_ORDER_ID_LEN))
-                .map(Some)
-        };
+        let order_id = optional_order(&r.order_id, &mut violations);
         finish(violations, || {
             Some(ValidateCoupon {
                 tenant: tenant?,
