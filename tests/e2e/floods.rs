@@ -5,12 +5,15 @@
 //! made an authenticated call are closed first (never by peer address: behind a load balancer
 //! every caller shares one).
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use marketing_domain::auth::Role;
 use marketing_proto::v1 as pb;
 use marketing_server::{config::TransportConfig, transport::OPEN_CALLS_PER_CONNECTION};
-use marketing_tests::{Backend, Options, TestApp, assert_error, spawn_app_with, with_key};
+use marketing_tests::{Backend, Options, assert_error, spawn_app_with, with_key};
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -34,8 +37,8 @@ fn account(member: &str) -> pb::GetPointsAccountRequest {
     }
 }
 
-async fn new_channel(app: &TestApp) -> Option<Channel> {
-    Channel::from_shared(format!("http://{}", app.addr))
+async fn new_channel(addr: SocketAddr) -> Option<Channel> {
+    Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect_timeout(Duration::from_secs(2))
         .connect()
@@ -45,12 +48,12 @@ async fn new_channel(app: &TestApp) -> Option<Channel> {
 
 /// A `Health/Watch` stream held open on a connection of its own (`None` if refused).
 async fn held_watch(
-    app: &TestApp,
+    addr: SocketAddr,
 ) -> Option<(
     Channel,
     tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
 )> {
-    let channel = new_channel(app).await?;
+    let channel = new_channel(addr).await?;
     let stream = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest::default())
         .await
@@ -65,7 +68,7 @@ async fn held_watch(
 async fn open_service_calls_are_limited_per_connection() {
     let app = spawn_app_with(Backend::Embedded, auth_required(100)).await;
     let key = api_client(&app, "steady", Role::Reader, None).await;
-    let channel = new_channel(&app).await.expect("connect");
+    let channel = new_channel(app.addr).await.expect("connect");
     let mut held = Vec::new();
     for _ in 0..OPEN_CALLS_PER_CONNECTION {
         held.push(
@@ -96,13 +99,55 @@ async fn open_service_calls_are_limited_per_connection() {
             .expect_err("no account yet");
     assert_error(&served, Code::NotFound, "ACCOUNT_NOT_FOUND");
     // Another connection has its own.
-    let mut other = HealthClient::new(new_channel(&app).await.expect("connect"));
+    let mut other = HealthClient::new(new_channel(app.addr).await.expect("connect"));
     other
         .check(HealthCheckRequest::default())
         .await
         .expect("another connection's check");
     drop(held);
     app.stop().await;
+}
+
+/// The attacker of the flood test until `until`: eight openers holding `Health/Watch` streams on
+/// every connection slot they get, and calls with made-up keys 2,000 at a time over 20
+/// connections. Returns the streams held and the waves of made-up calls sent.
+async fn flood(addr: SocketAddr, until: Instant) -> (usize, usize) {
+    // Eight openers at once, so that the slots fill within the first seconds and stay full.
+    let watchers = futures::future::join_all((0..8).map(|_| async move {
+        let mut held = Vec::new();
+        while Instant::now() < until {
+            // Every one kept: the attacker never lets go of a slot.
+            if let Some(watch) = held_watch(addr).await {
+                held.push(watch);
+            }
+        }
+        held.len()
+    }));
+    let made_up = async move {
+        let mut channels = Vec::new();
+        for _ in 0..20 {
+            channels.extend(new_channel(addr).await);
+        }
+        let mut waves = 0;
+        while Instant::now() < until && !channels.is_empty() {
+            let calls = (0..2_000).map(|i| {
+                let mut points = pb::points_account_service_client::PointsAccountServiceClient::new(
+                    channels[i % channels.len()].clone(),
+                );
+                let made_up = format!("mk_{:012}_{}", waves * 2_000 + i, "y".repeat(43));
+                async move {
+                    let _ = points
+                        .get_points_account(with_key(account("m"), &made_up))
+                        .await;
+                }
+            });
+            futures::future::join_all(calls).await;
+            waves += 1;
+        }
+        waves
+    };
+    let (held, waves) = tokio::join!(watchers, made_up);
+    (held.into_iter().sum(), waves)
 }
 
 /// The flood: for 20 s, calls with made-up keys 2,000 at a time over 20 connections,
@@ -116,7 +161,7 @@ async fn a_known_client_is_served_through_a_flood() {
     let app = spawn_app_with(Backend::PostgresRedis, auth_required(CAP)).await;
     let key = api_client(&app, "steady", Role::Reader, None).await;
     let mut steady = pb::points_account_service_client::PointsAccountServiceClient::new(
-        new_channel(&app).await.expect("connect"),
+        new_channel(app.addr).await.expect("connect"),
     );
     // Known to the replica before the flood.
     let _ = steady
@@ -125,43 +170,17 @@ async fn a_known_client_is_served_through_a_flood() {
 
     let started = Instant::now();
     let until = started + FLOOD;
-    // Eight openers at once, so that the slots fill within the first seconds and stay full.
-    let watchers = futures::future::join_all((0..8).map(|_| {
-        let app = &app;
-        async move {
-            let mut held = Vec::new();
-            while Instant::now() < until {
-                // Every one kept: the attacker never lets go of a slot.
-                if let Some(watch) = held_watch(app).await {
-                    held.push(watch);
-                }
-            }
-            held.len()
-        }
-    }));
-    let made_up = {
-        let channels = app.connections(20).await;
-        async move {
-            let mut waves = 0;
-            while Instant::now() < until {
-                let calls = (0..2_000).map(|i| {
-                    let mut points =
-                        pb::points_account_service_client::PointsAccountServiceClient::new(
-                            channels[i % channels.len()].clone(),
-                        );
-                    let made_up = format!("mk_{:012}_{}", waves * 2_000 + i, "y".repeat(43));
-                    async move {
-                        let _ = points
-                            .get_points_account(with_key(account("m"), &made_up))
-                            .await;
-                    }
-                });
-                futures::future::join_all(calls).await;
-                waves += 1;
-            }
-            waves
-        }
-    };
+    // The attacker runs on a thread and runtime of its own, as it would on its own machine: its
+    // 2,000 calls at a time must compete with the server for the CPU, not starve the timers of
+    // the runtime the server and the known client share.
+    let addr = app.addr;
+    let attacker = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("attacker runtime")
+            .block_on(flood(addr, until))
+    });
     let known = async {
         let mut refused = Vec::new();
         let mut calls = 0;
@@ -172,7 +191,7 @@ async fn a_known_client_is_served_through_a_flood() {
             // moving it), when every slot is taken.
             if !reconnected && at > FLOOD / 4 {
                 reconnected = true;
-                match new_channel(&app).await {
+                match new_channel(app.addr).await {
                     Some(channel) => {
                         steady = pb::points_account_service_client::PointsAccountServiceClient::new(
                             channel,
@@ -192,8 +211,10 @@ async fn a_known_client_is_served_through_a_flood() {
         }
         (calls, refused)
     };
-    let (held, waves, (calls, refused)) = tokio::join!(watchers, made_up, known);
-    let held: usize = held.into_iter().sum();
+    let (calls, refused) = known.await;
+    let (held, waves) = tokio::task::spawn_blocking(move || attacker.join().expect("attacker"))
+        .await
+        .expect("attacker thread");
     let evicted = app
         .transport
         .counters
