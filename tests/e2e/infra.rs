@@ -266,3 +266,49 @@ async fn keys_older_versions_left_are_removed_once_under_the_prefix_only() {
             .expect("DEL");
     }
 }
+
+/// The rate-limiter contract on both implementations: calls given back are admitted again
+/// (never beyond the burst), in the same call that counts new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiters_admit_calls_given_back_again_never_beyond_the_burst() {
+    use std::num::NonZeroU32;
+
+    use marketing_infra::rate::{Gcra, LocalRateLimiter, RateLimiter, RedisRateLimiter};
+
+    let hourly = Gcra {
+        period: Duration::from_secs(3600),
+        burst: NonZeroU32::new(3).expect("burst"),
+    };
+    let limiters: [Arc<dyn RateLimiter>; 2] = [
+        Arc::new(RedisRateLimiter::new(redis_pool())),
+        Arc::new(LocalRateLimiter::new()),
+    ];
+    for limiter in limiters {
+        let kind = limiter.kind();
+        let check = |given_back, wanted| {
+            let limiter = limiter.clone();
+            async move {
+                limiter
+                    .check("code_attempt:acme/m1", hourly, given_back, wanted)
+                    .await
+                    .expect("check")
+            }
+        };
+        // Four wanted, three admitted, the fourth told to wait about an hour.
+        let counted = check(0, 4).await;
+        assert_eq!(counted.admitted, 3, "{kind}");
+        assert!(counted.retry_after > Duration::from_secs(3500), "{kind}");
+        // Two given back: two admitted again, in the same call.
+        let counted = check(2, 3).await;
+        assert_eq!(counted.admitted, 2, "{kind}");
+        // Given back alone (nothing wanted), then more than was taken: never beyond the burst.
+        assert_eq!(check(1, 0).await.admitted, 0, "{kind}");
+        assert_eq!(check(10, 5).await.admitted, 3, "{kind}");
+        // Another key counts apart.
+        let other = limiter
+            .check("code_attempt:globex/m1", hourly, 0, 1)
+            .await
+            .expect("check");
+        assert_eq!(other.admitted, 1, "{kind}");
+    }
+}

@@ -59,36 +59,46 @@ impl Counted {
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Counts `wanted` calls of `key` under `limit`, in order: as many as the limit admits
+    /// Gives back `given_back` admitted calls of `key` (its TAT moves one period back for each,
+    /// never before now: calls admitted before their outcome was known that turned out not to
+    /// count), then counts `wanted` calls under `limit`, in order: as many as the limit admits
     /// now are admitted, the rest refused (and not counted).
-    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError>;
-
-    /// Gives back one admitted call of `key` (its TAT moves one period back, never before
-    /// now): for limits that count only some outcomes, a call admitted before its outcome
-    /// was known and that turned out not to count.
-    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError>;
+    async fn check(
+        &self,
+        key: &str,
+        limit: Gcra,
+        given_back: u32,
+        wanted: u32,
+    ) -> Result<Counted, InfraError>;
 
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
 }
 
-/// KEYS[1] the key's TAT; ARGV[1] period µs, ARGV[2] tolerance µs, ARGV[3] calls wanted.
-/// Admits the calls that fit (the k-th needs TAT + (k - 1) periods - tolerance <= now),
-/// moving the TAT one period per admitted call; returns {admitted, µs until the next call
-/// fits (0 when all were admitted)}. The TAT expires when it is in the past, where a missing
-/// key means the same.
+/// KEYS[1] the key's TAT; ARGV[1] period µs, ARGV[2] tolerance µs, ARGV[3] calls wanted,
+/// ARGV[4] calls given back. Moves the TAT one period back per call given back (not before
+/// now), then admits the calls that fit (the k-th needs TAT + (k - 1) periods - tolerance <=
+/// now), moving the TAT one period per admitted call; returns {admitted, µs until the next
+/// call fits (0 when all were admitted)}. The TAT expires when it is in the past, where a
+/// missing key means the same.
 const GCRA_LUA: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local period = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local wanted = tonumber(ARGV[3])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local given_back = tonumber(ARGV[4])
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = math.max(stored - given_back * period, now)
 local fit = math.floor((now + tolerance - tat) / period) + 1
 local admitted = math.max(0, math.min(wanted, fit))
-if admitted > 0 then
-  tat = tat + admitted * period
-  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+tat = tat + admitted * period
+if tat > now then
+  if admitted > 0 or given_back > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+elseif stored > 0 then
+  redis.call('DEL', KEYS[1])
 end
 local wait = 0
 if admitted < wanted then
@@ -97,25 +107,11 @@ end
 return {admitted, wait}
 ";
 
-/// KEYS[1] the key's TAT; ARGV[1] period µs. Moves the TAT one period back, not before now.
-const GIVE_BACK_LUA: &str = r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
-if tat > now then
-  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
-else
-  redis.call('DEL', KEYS[1])
-end
-return 1
-";
-
 /// The limiter every replica shares.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     pool: RedisPool,
     script: Arc<Script>,
-    give_back: Arc<Script>,
 }
 
 impl RedisRateLimiter {
@@ -123,14 +119,19 @@ impl RedisRateLimiter {
         Self {
             pool,
             script: Arc::new(Script::new(GCRA_LUA)),
-            give_back: Arc::new(Script::new(GIVE_BACK_LUA)),
         }
     }
 }
 
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError> {
+    async fn check(
+        &self,
+        key: &str,
+        limit: Gcra,
+        given_back: u32,
+        wanted: u32,
+    ) -> Result<Counted, InfraError> {
         let mut conn = self.pool.connection().await?;
         // Redis keeps time in whole microseconds: a period between two is rounded up (the
         // limit admits a little less, never more), and the tolerance follows from it.
@@ -143,25 +144,13 @@ impl RateLimiter for RedisRateLimiter {
             .arg(period)
             .arg(tolerance)
             .arg(wanted)
+            .arg(given_back)
             .invoke_async(&mut conn)
             .await?;
         Ok(Counted {
             admitted,
             retry_after: Duration::from_micros(wait),
         })
-    }
-
-    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError> {
-        let mut conn = self.pool.connection().await?;
-        let period = limit.period.as_nanos().div_ceil(1000).max(1);
-        let () = self
-            .give_back
-            .key(self.pool.key(&format!("rate:{key}")))
-            .arg(u64::try_from(period).unwrap_or(u64::MAX))
-            .invoke_async(&mut conn)
-            .await
-            .map(|_: i64| ())?;
-        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -260,7 +249,8 @@ impl LocalRateLimiter {
         keys.check(counted, limit, now)
     }
 
-    /// [`RateLimiter::give_back`], in process (`key` as it was counted).
+    /// Gives back one admitted call of `key` (as it was counted): its TAT moves one period
+    /// back, never before now.
     pub fn give_back_now(&self, key: &str, limit: Gcra) {
         let now = Instant::now();
         let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
@@ -284,7 +274,16 @@ impl LocalRateLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
-    async fn check(&self, key: &str, limit: Gcra, wanted: u32) -> Result<Counted, InfraError> {
+    async fn check(
+        &self,
+        key: &str,
+        limit: Gcra,
+        given_back: u32,
+        wanted: u32,
+    ) -> Result<Counted, InfraError> {
+        for _ in 0..given_back {
+            self.give_back_now(key, limit);
+        }
         let mut counted = Counted {
             admitted: 0,
             retry_after: Duration::ZERO,
@@ -299,11 +298,6 @@ impl RateLimiter for LocalRateLimiter {
             }
         }
         Ok(counted)
-    }
-
-    async fn give_back(&self, key: &str, limit: Gcra) -> Result<(), InfraError> {
-        self.give_back_now(key, limit);
-        Ok(())
     }
 
     fn kind(&self) -> &'static str {
@@ -337,7 +331,7 @@ mod tests {
         }
         // Several calls at once: those that fit, then the wait.
         let counted = limiter
-            .check("c", every_100ms, 5)
+            .check("c", every_100ms, 0, 5)
             .await
             .expect("in process");
         assert_eq!(counted.admitted, 3);

@@ -71,18 +71,28 @@ pub struct Generation {
     pub request_id: RequestId,
 }
 
+/// A code as a claim looks it up: its template, its kind, and whether it was open (a shared
+/// code always is; a unique one until it is claimed) when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundCode {
+    pub template: TemplateId,
+    pub kind: CodeKind,
+    pub open: bool,
+}
+
 /// Where codes are read: the pool or a unit of work.
 #[allow(async_fn_in_trait)]
 pub trait CodeReads {
-    /// The template and kind of each of `texts` that `tenant` has (in no order).
+    /// Each of `texts` that `tenant` has (in no order).
     async fn find_many(
         &self,
         tenant: &TenantId,
         texts: &[&CodeText],
-    ) -> Result<Vec<(CodeText, TemplateId, CodeKind)>, MarketingError>;
+    ) -> Result<Vec<(CodeText, FoundCode)>, MarketingError>;
 
     /// Which of `texts` of `tenant` are unique codes of `template` not claimed yet (a claim
-    /// batch's first read; its conditional update is what decides).
+    /// batch's read of the codes its lookups did not see open; its conditional update is what
+    /// decides).
     async fn open_unique(
         &self,
         tenant: &TenantId,
@@ -194,16 +204,17 @@ impl<C: ConnectionTrait> CodeReads for Codes<'_, C> {
         &self,
         tenant: &TenantId,
         texts: &[&CodeText],
-    ) -> Result<Vec<(CodeText, TemplateId, CodeKind)>, MarketingError> {
+    ) -> Result<Vec<(CodeText, FoundCode)>, MarketingError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let found: Vec<(String, Uuid, i16)> = code::Entity::find()
+        let found: Vec<(String, Uuid, i16, Option<String>)> = code::Entity::find()
             .select_only()
             .columns([
                 code::Column::Code,
                 code::Column::TemplateId,
                 code::Column::Kind,
+                code::Column::MemberId,
             ])
             .filter(code::Column::TenantId.eq(tenant.as_str()))
             .filter(code::Column::Code.is_in(texts.iter().map(|t| t.as_str())))
@@ -213,10 +224,15 @@ impl<C: ConnectionTrait> CodeReads for Codes<'_, C> {
             .map_err(db_error)?;
         found
             .into_iter()
-            .map(|(text, template, kind)| {
+            .map(|(text, template, kind, member)| {
                 let kind = CodeKind::from_code(kind)
                     .ok_or_else(|| MarketingError::internal(format!("code of kind {kind}")))?;
-                Ok((CodeText::from_stored(text), TemplateId(template), kind))
+                let found = FoundCode {
+                    template: TemplateId(template),
+                    kind,
+                    open: kind == CodeKind::Shared || member.is_none(),
+                };
+                Ok((CodeText::from_stored(text), found))
             })
             .collect()
     }

@@ -25,7 +25,7 @@ use marketing_domain::{
 };
 use marketing_infra::lock::LockGuard;
 use marketing_storage::{
-    codes::{ClaimedCode, CodeReads, CodeStore},
+    codes::{ClaimedCode, CodeReads, CodeStore, FoundCode},
     idempotency::{IdempotencyKey, Outcome, RequestStore},
     templates::TemplateStore,
     unit::UnitOfWork,
@@ -65,6 +65,9 @@ pub struct ClaimCoupon {
 pub struct ClaimCode {
     pub text: CodeText,
     pub kind: CodeKind,
+    /// The lookup saw it open: the batch's first attempt does not read it again (its
+    /// conditional update decides, and a retry reads it).
+    pub seen_open: bool,
 }
 
 /// A code to look up in a tenant: a claim by code's first step, batched per tenant (one query
@@ -84,9 +87,6 @@ impl Batched for CodeLookup {
         self.deadline
     }
 }
-
-/// A code's template and kind.
-pub type FoundCode = (TemplateId, CodeKind);
 
 /// A claim with a code: the code is looked up in the tenant first (which template it claims).
 pub struct ClaimCouponByCode {
@@ -162,18 +162,21 @@ impl CouponService {
         cmd: ClaimCouponByCode,
         found: Result<Option<FoundCode>, MarketingError>,
     ) -> ClaimResult {
-        let Some((template_id, kind)) = found? else {
+        let Some(found) = found? else {
             return Err(MarketingError::Refused(Refusal::CodeNotFound));
         };
+        // A code seen claimed still joins the batch: the claim may be a retry of the one that
+        // claimed it, which replays.
         self.claim_coupon(ClaimCoupon {
             key: cmd.key,
-            template_id,
+            template_id: found.template,
             member_id: cmd.member_id,
             deadline: cmd.deadline,
             actor: cmd.actor,
             code: Some(ClaimCode {
                 text: cmd.code,
-                kind,
+                kind: found.kind,
+                seen_open: found.open,
             }),
         })
         .await
@@ -186,10 +189,8 @@ impl CouponService {
         let texts: Vec<&CodeText> = groups.iter().map(|group| &group.cmd.text).collect();
         match self.shared.db.codes().find_many(&tenant, &texts).await {
             Ok(found) => {
-                let found: std::collections::HashMap<CodeText, FoundCode> = found
-                    .into_iter()
-                    .map(|(text, template, kind)| (text, (template, kind)))
-                    .collect();
+                let found: std::collections::HashMap<CodeText, FoundCode> =
+                    found.into_iter().collect();
                 for group in groups {
                     let answer = found.get(&group.cmd.text).copied();
                     group.answer(Ok(answer));
@@ -244,10 +245,11 @@ impl CouponService {
         let started = std::time::Instant::now();
         let template = first.template_id;
         let tenant = &first.key.tenant_id;
-        let (outcomes, attempts) = retry_lost_races(deadline, RETRY, |_| async move {
+        let (outcomes, attempts) = retry_lost_races(deadline, RETRY, |attempt| async move {
             let lock = self.template_lock(tenant, template, deadline).await?;
+            let fence = lock.as_ref().map(|l| l.fence);
             let result = self
-                .claim_batch_transaction(tenant, template, claims, lock.as_ref().map(|l| l.fence))
+                .claim_batch_transaction(tenant, template, claims, fence, attempt > 0)
                 .await;
             self.release_template_lock(lock).await;
             result
@@ -289,6 +291,7 @@ impl CouponService {
         template: TemplateId,
         claims: &[&ClaimCoupon],
         fence: Option<i64>,
+        retried: bool,
     ) -> Result<Vec<ClaimResult>, MarketingError> {
         let mut unit = UnitOfWork::begin(&self.shared.db).await?;
         let requests = claims.iter().map(|c| {
@@ -319,34 +322,53 @@ impl CouponService {
             }
         }
         // Unique codes: each claimable once, so a code claimed before, or by an earlier claim
-        // of this batch, is refused. (Read without a lock: the conditional update that claims
-        // the codes decides, and a batch that lost a code meanwhile is retried.)
-        let unique: Vec<&CodeText> = fresh
+        // of this batch, is refused. Codes the lookups saw open are not read again on the
+        // first attempt (the conditional update that claims the codes decides, and a batch
+        // that lost a code meanwhile is retried, reading them all); the others are read here,
+        // without a lock.
+        let unique = |i: &usize| {
+            claims[*i]
+                .code
+                .as_ref()
+                .filter(|code| code.kind == CodeKind::Unique)
+        };
+        let unread: Vec<&CodeText> = fresh
             .iter()
-            .filter_map(|&i| claims[i].code.as_ref())
-            .filter(|code| code.kind == CodeKind::Unique)
+            .filter_map(unique)
+            .filter(|code| retried || !code.seen_open)
             .map(|code| &code.text)
             .collect();
-        if !unique.is_empty() {
-            let mut open: HashSet<CodeText> = unit
+        let mut open: HashSet<&CodeText> = if unread.is_empty() {
+            HashSet::new()
+        } else {
+            let read: HashSet<CodeText> = unit
                 .codes()
-                .open_unique(tenant, template, &unique)
+                .open_unique(tenant, template, &unread)
                 .await?
                 .into_iter()
                 .collect();
-            fresh.retain(|&i| match &claims[i].code {
-                Some(code) if code.kind == CodeKind::Unique => {
-                    if open.remove(&code.text) {
-                        true
-                    } else {
-                        outcomes[i] =
-                            Some(Err(MarketingError::Refused(Refusal::CodeAlreadyClaimed)));
-                        false
-                    }
+            unread
+                .into_iter()
+                .filter(|code| read.contains(*code))
+                .collect()
+        };
+        let mut taken: HashSet<&CodeText> = HashSet::new();
+        fresh.retain(|i| match unique(i) {
+            Some(code) => {
+                let is_open = if retried || !code.seen_open {
+                    open.remove(&code.text)
+                } else {
+                    true
+                };
+                if is_open && taken.insert(&code.text) {
+                    true
+                } else {
+                    outcomes[*i] = Some(Err(MarketingError::Refused(Refusal::CodeAlreadyClaimed)));
+                    false
                 }
-                _ => true,
-            });
-        }
+            }
+            None => true,
+        });
         let mut written = None;
         if !fresh.is_empty() {
             let members: Vec<Claimant> = fresh

@@ -281,8 +281,9 @@ pub struct CouponService {
     /// Claims queue per (tenant, template): a batch holds one tenant's claims of one template.
     pub(super) claim_batcher: Arc<Batcher<(TenantId, TemplateId), ClaimCoupon, Answer<CouponView>>>,
     /// Claims by code look their codes up per tenant, in batches.
-    pub(super) code_lookups:
-        Arc<Batcher<TenantId, super::claims::CodeLookup, Option<super::claims::FoundCode>>>,
+    pub(super) code_lookups: Arc<
+        Batcher<TenantId, super::claims::CodeLookup, Option<marketing_storage::codes::FoundCode>>,
+    >,
 }
 
 impl CouponService {

@@ -6,7 +6,9 @@
 //!
 //! A replica has at most one check of a key in flight in Redis: the checks of that key that
 //! come meanwhile wait and go together in its next one (a busy client's calls cost one script
-//! call per round trip, not one each).
+//! call per round trip, not one each). Turns given back (a code attempt that found its code)
+//! join the same queue: the caller does not wait for them, and they reach Redis before any
+//! later check of the key from this replica.
 
 use std::{
     collections::HashMap,
@@ -21,8 +23,18 @@ use tokio::sync::oneshot;
 use super::Metrics;
 use crate::error::ServerError;
 
-/// Checks of one key waiting for the next call to Redis.
-type Waiting = HashMap<String, Vec<oneshot::Sender<Verdict>>>;
+/// What waits for a key's next call to Redis: checks, and turns given back.
+#[derive(Default)]
+struct Queue {
+    checks: Vec<oneshot::Sender<Verdict>>,
+    given_back: u32,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.checks.is_empty() && self.given_back == 0
+    }
+}
 
 pub struct Limits {
     limits: RateLimits,
@@ -30,8 +42,8 @@ pub struct Limits {
     shared: Option<Arc<dyn RateLimiter>>,
     local: LocalRateLimiter,
     metrics: Arc<Metrics>,
-    /// By key: present while a check of the key is in flight, with the checks that came since.
-    waiting: Mutex<Waiting>,
+    /// By key: present while a call of the key is in flight, with what came since.
+    waiting: Mutex<HashMap<String, Queue>>,
 }
 
 impl Limits {
@@ -67,7 +79,7 @@ impl Limits {
         let gcra = gcra_of(limit);
         let key = format!("{action}:{who}");
         let verdict = match &self.shared {
-            Some(shared) => self.shared_verdict(shared.clone(), key, gcra).await,
+            Some(shared) => self.shared_verdict(shared, key, gcra).await,
             None => self.local.check_now(&key, &overflow_of(&key), gcra),
         };
         match verdict {
@@ -84,10 +96,11 @@ impl Limits {
     }
 
     /// Gives back one `action` of `who` admitted before its outcome was known, when the
-    /// outcome does not count (a code attempt that found its code). Best effort: a give-back
-    /// lost to a Redis failure leaves the member one turn short until the limit's period
-    /// passes.
-    pub async fn give_back(&self, action: LimitedAction, who: &str) {
+    /// outcome does not count (a code attempt that found its code). The caller does not wait:
+    /// with Redis, the turn joins the key's queue and goes with its next call, before any
+    /// check of the key that comes later. Best effort: a give-back lost to a Redis failure
+    /// leaves the member one turn short until the limit's period passes.
+    pub fn give_back(self: &Arc<Self>, action: LimitedAction, who: &str) {
         let Some(limit) = self.limits.get(action) else {
             return;
         };
@@ -95,10 +108,9 @@ impl Limits {
         let key = format!("{action}:{who}");
         match &self.shared {
             Some(shared) => {
-                if let Err(err) = shared.give_back(&key, gcra).await {
-                    marketing_infra::warn_every!(error = %err, key, "giving a rate-limit turn back failed");
-                    self.local.give_back_now(&key, gcra);
-                }
+                self.enqueue(shared, key, gcra, |queue| {
+                    queue.given_back = queue.given_back.saturating_add(1);
+                });
             }
             None => self.local.give_back_now(&key, gcra),
         }
@@ -107,27 +119,12 @@ impl Limits {
     /// Joins the checks of `key` waiting for Redis, starting a drainer when none is in flight.
     async fn shared_verdict(
         self: &Arc<Self>,
-        shared: Arc<dyn RateLimiter>,
+        shared: &Arc<dyn RateLimiter>,
         key: String,
         gcra: Gcra,
     ) -> Verdict {
         let (sender, verdict) = oneshot::channel();
-        let first = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            match waiting.get_mut(&key) {
-                Some(queue) => {
-                    queue.push(sender);
-                    false
-                }
-                None => {
-                    waiting.insert(key.clone(), vec![sender]);
-                    true
-                }
-            }
-        };
-        if first {
-            tokio::spawn(self.clone().drain(shared, key.clone(), gcra));
-        }
+        self.enqueue(shared, key.clone(), gcra, |queue| queue.checks.push(sender));
         match verdict.await {
             Ok(verdict) => verdict,
             // The drainer is gone (it panicked): this replica counts the call alone.
@@ -135,17 +132,48 @@ impl Limits {
         }
     }
 
-    /// Serves the checks waiting on `key`, all that wait in one call to Redis at a time,
-    /// until none are left.
+    /// Adds to `key`'s queue, starting its drainer when none is in flight.
+    fn enqueue(
+        self: &Arc<Self>,
+        shared: &Arc<dyn RateLimiter>,
+        key: String,
+        gcra: Gcra,
+        add: impl FnOnce(&mut Queue),
+    ) {
+        let first = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            match waiting.get_mut(&key) {
+                Some(queue) => {
+                    add(queue);
+                    false
+                }
+                None => {
+                    let mut queue = Queue::default();
+                    add(&mut queue);
+                    waiting.insert(key.clone(), queue);
+                    true
+                }
+            }
+        };
+        if first {
+            tokio::spawn(self.clone().drain(shared.clone(), key, gcra));
+        }
+    }
+
+    /// Serves what waits on `key`, all of it in one call to Redis at a time, until nothing is
+    /// left.
     async fn drain(self: Arc<Self>, shared: Arc<dyn RateLimiter>, key: String, gcra: Gcra) {
-        // If this task dies, the checks queued on the key are dropped (their callers count
-        // alone) and the next check starts a new drainer.
+        // If this task dies, what is queued on the key is dropped (its callers count alone)
+        // and the next check starts a new drainer.
         let _gone = Drained {
             limits: self.clone(),
             key: key.clone(),
         };
         loop {
-            let mut batch = {
+            let Queue {
+                mut checks,
+                given_back,
+            } = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
                 match waiting.get_mut(&key) {
                     Some(queue) if !queue.is_empty() => std::mem::take(queue),
@@ -156,21 +184,24 @@ impl Limits {
                 }
             };
             // A caller gone meanwhile (cancelled, past its deadline) is not counted.
-            batch.retain(|sender| !sender.is_closed());
-            if batch.is_empty() {
+            checks.retain(|sender| !sender.is_closed());
+            if checks.is_empty() && given_back == 0 {
                 continue;
             }
-            let wanted = u32::try_from(batch.len()).unwrap_or(u32::MAX);
-            match shared.check(&key, gcra, wanted).await {
+            let wanted = u32::try_from(checks.len()).unwrap_or(u32::MAX);
+            match shared.check(&key, gcra, given_back, wanted).await {
                 Ok(counted) => {
-                    for (index, sender) in batch.into_iter().enumerate() {
+                    for (index, sender) in checks.into_iter().enumerate() {
                         let _ = sender.send(counted.verdict(index));
                     }
                 }
                 Err(err) => {
                     marketing_infra::warn_every!(error = %err, key, "rate limits counted by this replica alone while redis is unreachable");
+                    for _ in 0..given_back {
+                        self.local.give_back_now(&key, gcra);
+                    }
                     let overflow = overflow_of(&key);
-                    for sender in batch {
+                    for sender in checks {
                         self.metrics.record_local_rate_limit();
                         let _ = sender.send(self.local.check_now(&key, &overflow, gcra));
                     }

@@ -90,18 +90,22 @@ impl UserCouponService for UserCoupons {
     ) -> Result<Response<pb::ClaimCouponByCodeResponse>, Status> {
         let claim = ClaimCouponByCode::try_from(self.edge(&request)?)?;
         let member = format!("{}/{}", claim.key.tenant_id, claim.member_id);
-        self.limits
-            .admit(LimitedAction::Claim, &member)
-            .await
-            .map_err(to_status)?;
-        // Every attempt takes a turn of the member's failed attempts before the code is
-        // looked up (so concurrent guesses cannot pass the limit together; the lookup, a
-        // read, runs meanwhile); one that did not fail to find an open code gives it back.
-        let (admitted, found) = tokio::join!(
+        // Every attempt takes a turn of the member's claims and one of its failed attempts
+        // before the code is looked up (so concurrent guesses cannot pass the limit together;
+        // the two turns, two keys, and the lookup, a read, run at once); an attempt that did not
+        // fail to find an open code gives its turn back.
+        let (claim_turn, attempt_turn, found) = tokio::join!(
+            self.limits.admit(LimitedAction::Claim, &member),
             self.limits.admit(LimitedAction::CodeAttempt, &member),
             self.coupons.find_code(&claim)
         );
-        admitted.map_err(to_status)?;
+        if let Err(refused) = claim_turn {
+            if attempt_turn.is_ok() {
+                self.limits.give_back(LimitedAction::CodeAttempt, &member);
+            }
+            return Err(to_status(refused));
+        }
+        attempt_turn.map_err(to_status)?;
         let claimed = self.coupons.claim_found_code(claim, found).await;
         let guessed = matches!(
             &claimed,
@@ -110,9 +114,7 @@ impl UserCouponService for UserCoupons {
             ))
         );
         if !guessed {
-            self.limits
-                .give_back(LimitedAction::CodeAttempt, &member)
-                .await;
+            self.limits.give_back(LimitedAction::CodeAttempt, &member);
         }
         let coupon = reply(claimed)?;
         Ok(Response::new(pb::ClaimCouponByCodeResponse {
