@@ -74,7 +74,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_for 60 "the server" env MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck
 
-SCENARIOS=("health 64" "get-template 64" "claim-hot 64" "claim-code 64" "price-order 64" "generate-codes 64" "claim-sellout 64" "deduct-spread 64"
+SCENARIOS=("health 64" "get-template 64" "claim-hot 64" "claim-code 64" "price-order 64" "applicable-coupons 64" "generate-codes 64" "claim-sellout 64" "deduct-spread 64"
   "deduct-hot 32" "list-coupons 64" "mixed 64")
 # A short pass first fills the tables; ANALYZE then gives PostgreSQL the statistics a
 # production database has (on empty, unanalyzed tables it plans badly and the first runs

@@ -369,6 +369,15 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         Some(20.0),
     ));
 
+    let applicable = load_json(dir, "applicable-coupons")?;
+    let p99 = p99_ms(&applicable);
+    rows.push(Row {
+        scenario: "applicable-coupons c=64 (20 lines, 50 coupons)".into(),
+        measured: format!("{:.0}/s, P99 {p99:.1} ms", ok_rps(&applicable)),
+        goal: "P99 <= 20 ms".into(),
+        met: p99 <= 20.0 && unexpected_errors(&applicable, &[]) == 0,
+    });
+
     let generating = load_json(dir, "generate-codes")?;
     let seconds = generating["scenario"]["generation_seconds"]
         .as_f64()
@@ -516,6 +525,7 @@ fn goal_table(dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         ("claim-hot", &[][..]),
         ("claim-code", &[][..]),
         ("price-order", &[][..]),
+        ("applicable-coupons", &[][..]),
         ("generate-codes", &[][..]),
         ("claim-sellout", &["ResourceExhausted"][..]),
         ("deduct-spread", &[][..]),

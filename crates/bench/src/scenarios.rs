@@ -17,12 +17,13 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::runner::{LoadOptions, Run, run};
 
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "health",
     "get-template",
     "claim-hot",
     "claim-code",
     "price-order",
+    "applicable-coupons",
     "generate-codes",
     "claim-sellout",
     "deduct-spread",
@@ -44,10 +45,14 @@ const COUPONS_PER_MEMBER: i32 = 50;
 /// lines of a cart.
 const PRICE_MEMBERS: u64 = 100;
 const CART_LINES: usize = 20;
+/// applicable-coupons: members each holding this many copies of each checkout template
+/// (fifty coupons: the most ListApplicableCoupons combines).
+const APPLICABLE_COPIES: i32 = 5;
 
-/// Ten checkout templates: product coupons on categories (one group), order coupons (another
-/// group, after), free shipping, a buy-two-get-one, and an exclusive one.
-fn checkout_templates() -> Vec<pb::CouponTemplate> {
+/// Ten checkout templates, each `copies` per member: product coupons on categories (one
+/// group), order coupons (another group, after), free shipping, a buy-two-get-one, and an
+/// exclusive one.
+fn checkout_templates(copies: i32) -> Vec<pb::CouponTemplate> {
     use pb::coupon_template::Discount;
     let stacking = |group: &str, order: i32| {
         Some(pb::Stacking {
@@ -71,7 +76,7 @@ fn checkout_templates() -> Vec<pb::CouponTemplate> {
             })),
             scope: category(c),
             stacking: stacking("product", 0),
-            ..template(1_000_000, 1)
+            ..template(1_000_000, copies)
         });
     }
     for amount in [500, 1_000, 1_500] {
@@ -82,7 +87,7 @@ fn checkout_templates() -> Vec<pb::CouponTemplate> {
             })),
             min_spend_amount: amount * 10,
             stacking: stacking("order", 10),
-            ..template(1_000_000, 1)
+            ..template(1_000_000, copies)
         });
     }
     templates.push(pb::CouponTemplate {
@@ -90,7 +95,7 @@ fn checkout_templates() -> Vec<pb::CouponTemplate> {
             max_discount_amount: None,
         })),
         stacking: stacking("shipping", 20),
-        ..template(1_000_000, 1)
+        ..template(1_000_000, copies)
     });
     templates.push(pb::CouponTemplate {
         discount: Some(Discount::BuyGet(pb::BuyGetDiscount {
@@ -101,7 +106,7 @@ fn checkout_templates() -> Vec<pb::CouponTemplate> {
         })),
         scope: category(1),
         stacking: stacking("product", 0),
-        ..template(1_000_000, 1)
+        ..template(1_000_000, copies)
     });
     templates.push(pb::CouponTemplate {
         discount: Some(Discount::PercentOff(pb::PercentOffDiscount {
@@ -113,9 +118,83 @@ fn checkout_templates() -> Vec<pb::CouponTemplate> {
             policy: pb::StackingPolicy::Exclusive.into(),
             ..Default::default()
         }),
-        ..template(1_000_000, 1)
+        ..template(1_000_000, copies)
     });
     templates
+}
+
+/// [`PRICE_MEMBERS`] members holding `copies` coupons of each checkout template, a points
+/// balance, and the tenant's points program: each member's coupon ids, as checkout would have
+/// them from ListMemberCoupons.
+async fn checkout_members(
+    setup: &Setup,
+    channel: &Conn,
+    copies: i32,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let members: Vec<String> = (0..PRICE_MEMBERS).map(|m| format!("buyer-{m}")).collect();
+    for template in checkout_templates(copies) {
+        let id = CouponTemplateServiceClient::new(channel.clone())
+            .create_coupon_template(pb::CreateCouponTemplateRequest {
+                tenant_id: setup.tenant.clone(),
+                request_id: setup.request_id("template"),
+                coupon_template: Some(template),
+            })
+            .await?
+            .into_inner()
+            .coupon_template
+            .map(|t| t.id)
+            .unwrap_or_default();
+        for _ in 0..copies {
+            UserCouponServiceClient::new(channel.clone())
+                .distribute_coupons(pb::DistributeCouponsRequest {
+                    tenant_id: setup.tenant.clone(),
+                    template_id: id.clone(),
+                    request_id: setup.request_id("gift"),
+                    member_ids: members.clone(),
+                    allow_partial: false,
+                })
+                .await?;
+        }
+    }
+    setup.fund("buyer-", PRICE_MEMBERS, 100_000).await?;
+    TenantSettingsServiceClient::new(channel.clone())
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            tenant_id: setup.tenant.clone(),
+            request_id: setup.request_id("settings"),
+            tenant_settings: Some(pb::TenantSettings {
+                points_values: vec![pb::PointsValue {
+                    currency: "EUR".into(),
+                    points: 100,
+                    amount: 100,
+                }],
+                max_points_share_bp: 5_000,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["points_values".into(), "max_points_share_bp".into()],
+            }),
+        })
+        .await?;
+    // Each member's coupon ids, as checkout would have them from ListMemberCoupons.
+    let mut held = Vec::new();
+    for member in &members {
+        let page = UserCouponServiceClient::new(channel.clone())
+            .list_member_coupons(pb::ListMemberCouponsRequest {
+                tenant_id: setup.tenant.clone(),
+                member_id: member.clone(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        held.push(
+            page.user_coupons
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(held)
 }
 
 /// A cart of [`CART_LINES`] lines over five categories and four brands.
@@ -475,68 +554,7 @@ pub async fn run_scenario(
             ))
         }
         "price-order" => {
-            let members: Vec<String> = (0..PRICE_MEMBERS).map(|m| format!("buyer-{m}")).collect();
-            for template in checkout_templates() {
-                let id = CouponTemplateServiceClient::new(channels[0].clone())
-                    .create_coupon_template(pb::CreateCouponTemplateRequest {
-                        tenant_id: setup.tenant.clone(),
-                        request_id: setup.request_id("template"),
-                        coupon_template: Some(template),
-                    })
-                    .await?
-                    .into_inner()
-                    .coupon_template
-                    .map(|t| t.id)
-                    .unwrap_or_default();
-                UserCouponServiceClient::new(channels[0].clone())
-                    .distribute_coupons(pb::DistributeCouponsRequest {
-                        tenant_id: setup.tenant.clone(),
-                        template_id: id,
-                        request_id: setup.request_id("gift"),
-                        member_ids: members.clone(),
-                        allow_partial: false,
-                    })
-                    .await?;
-            }
-            setup.fund("buyer-", PRICE_MEMBERS, 100_000).await?;
-            TenantSettingsServiceClient::new(channels[0].clone())
-                .update_tenant_settings(pb::UpdateTenantSettingsRequest {
-                    tenant_id: setup.tenant.clone(),
-                    request_id: setup.request_id("settings"),
-                    tenant_settings: Some(pb::TenantSettings {
-                        points_values: vec![pb::PointsValue {
-                            currency: "EUR".into(),
-                            points: 100,
-                            amount: 100,
-                        }],
-                        max_points_share_bp: 5_000,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["points_values".into(), "max_points_share_bp".into()],
-                    }),
-                })
-                .await?;
-            // Each member's coupon ids, as checkout would have them from ListMemberCoupons.
-            let mut held = Vec::new();
-            for member in &members {
-                let page = UserCouponServiceClient::new(channels[0].clone())
-                    .list_member_coupons(pb::ListMemberCouponsRequest {
-                        tenant_id: setup.tenant.clone(),
-                        member_id: member.clone(),
-                        page_size: 20,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
-                held.push(
-                    page.user_coupons
-                        .into_iter()
-                        .map(|c| c.id)
-                        .collect::<Vec<_>>(),
-                );
-            }
-            let held = Arc::new(held);
+            let held = Arc::new(checkout_members(&setup, &channels[0], 1).await?);
             let lines = Arc::new(cart_lines());
             let result = run(load, channels, move |channel, i| {
                 let m = (i % PRICE_MEMBERS) as usize;
@@ -569,6 +587,42 @@ pub async fn run_scenario(
             Ok((
                 result,
                 json!({ "members": PRICE_MEMBERS, "coupons_each": 10, "lines": CART_LINES }),
+            ))
+        }
+        // Checkout's "which of my coupons fit this cart": fifty coupons of ten templates per
+        // member, a cart of twenty lines; each answer checked for a best combination.
+        "applicable-coupons" => {
+            let held = checkout_members(&setup, &channels[0], APPLICABLE_COPIES).await?;
+            let held = held.iter().map(Vec::len).min().unwrap_or(0);
+            let lines = Arc::new(cart_lines());
+            let result = run(load, channels, move |channel, i| {
+                let request = pb::ListApplicableCouponsRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("buyer-{}", i % PRICE_MEMBERS),
+                    currency: "EUR".into(),
+                    lines: lines.to_vec(),
+                    shipping_amount: 490,
+                    order_id: String::new(),
+                };
+                async move {
+                    let listed = UserCouponServiceClient::new(channel)
+                        .list_applicable_coupons(request)
+                        .await?;
+                    let listed = listed.get_ref();
+                    if !listed.coupons.is_empty()
+                        && !listed.best_combination.is_empty()
+                        && listed.best_discount_amount > 0
+                    {
+                        Ok(())
+                    } else {
+                        Err(tonic::Status::data_loss("no combination for the cart"))
+                    }
+                }
+            })
+            .await;
+            Ok((
+                result,
+                json!({ "members": PRICE_MEMBERS, "coupons_each": held, "lines": CART_LINES }),
             ))
         }
         "list-coupons" => {

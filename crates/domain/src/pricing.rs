@@ -590,21 +590,55 @@ pub struct BestStack {
 /// The best combination of `coupons` the stacking rules allow on one order of `lines` and
 /// `shipping` (at most `limit` coupons). Exact (within [`MAX_STACKS_PRICED`]): a branch and
 /// bound over the choices (each group: one of its coupons or none; each coupon without a
-/// group: in or out; an exclusive coupon: alone), bounded by what each coupon gives alone,
-/// which is at least what it adds to any combination (a discount never grows when what it
-/// applies to shrinks), and by what the order comes to. Ties: fewer coupons, then the lower
-/// indexes.
+/// group: in or out; an exclusive coupon: alone), bounded by what each coupon can add to
+/// any combination (what it gives alone; buy X get Y: its share of its target lines) and by
+/// what the order comes to; copies of one template in a group are searched once. Ties: fewer
+/// coupons, then the lower indexes.
 pub fn best_stack(
     lines: &[Line],
     shipping: i64,
     coupons: &[&Terms],
     limit: Option<usize>,
 ) -> BestStack {
+    let full: Vec<i64> = lines.iter().map(Line::amount).collect();
     let alone: Vec<i64> = coupons
         .iter()
-        .map(|terms| {
-            let left: Vec<i64> = lines.iter().map(Line::amount).collect();
-            apply(terms, lines, &left, shipping).map_or(0, |applied| applied.discount)
+        .map(|terms| apply(terms, lines, &full, shipping).map_or(0, |applied| applied.discount))
+        .collect();
+    best_stack_of(lines, shipping, coupons, &alone, limit)
+}
+
+/// [`best_stack`], given what each coupon takes off the whole cart alone (`alone[i]` for
+/// `coupons[i]`), as a caller that ranked the coupons by it has.
+pub fn best_stack_of(
+    lines: &[Line],
+    shipping: i64,
+    coupons: &[&Terms],
+    alone: &[i64],
+    limit: Option<usize>,
+) -> BestStack {
+    debug_assert_eq!(coupons.len(), alone.len());
+    // What each coupon can add to any combination at most: what it gives alone (a discount
+    // never grows when what it applies to shrinks), except buy X get Y, whose cheapest units
+    // change when others shrink lines (alone it may find only bought units to give; after
+    // another coupon, a cheaper unit it can give): its share of every target line then.
+    let most: Vec<i64> = coupons
+        .iter()
+        .zip(alone)
+        .map(|(terms, &alone)| match &terms.benefit {
+            Benefit::BuyGet {
+                get_scope,
+                basis_points,
+                ..
+            } => {
+                let targets = lines
+                    .iter()
+                    .filter(|line| get_scope.covers(line))
+                    .map(Line::amount)
+                    .fold(0, i64::saturating_add);
+                alone.max(percent(targets, *basis_points))
+            }
+            _ => alone,
         })
         .collect();
     // The best exclusive coupon alone.
@@ -615,11 +649,11 @@ pub fn best_stack(
         }
     }
     // Slots: a named group's coupons (one or none), or one ungrouped coupon (in or out);
-    // only coupons that give something alone can add anything.
+    // only coupons that can add something are searched.
     let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     let mut slots: Vec<Vec<usize>> = Vec::new();
     for (i, terms) in coupons.iter().enumerate() {
-        if alone[i] == 0 {
+        if most[i] == 0 {
             continue;
         }
         match &terms.stacking {
@@ -630,20 +664,30 @@ pub fn best_stack(
     }
     slots.extend(groups.into_values());
     for slot in &mut slots {
-        slot.sort_by(|a, b| alone[*b].cmp(&alone[*a]).then(a.cmp(b)));
+        slot.sort_by(|a, b| most[*b].cmp(&most[*a]).then(a.cmp(b)));
+        // At most one coupon of a group applies, so of coupons with the same terms (copies of
+        // one template) only the first can be chosen: the others price the same
+        // combinations again, and lose the tie on their index.
+        let mut kept: Vec<usize> = Vec::with_capacity(slot.len());
+        for &i in slot.iter() {
+            if !kept.iter().any(|&k| coupons[k] == coupons[i]) {
+                kept.push(i);
+            }
+        }
+        *slot = kept;
     }
     // Richest slots first: good combinations early, so the bound cuts sooner.
-    slots.sort_by(|a, b| alone[b[0]].cmp(&alone[a[0]]));
+    slots.sort_by(|a, b| most[b[0]].cmp(&most[a[0]]));
     // What the slots from k on can add at most.
     let mut rest = vec![0_i64; slots.len() + 1];
     for k in (0..slots.len()).rev() {
-        rest[k] = rest[k + 1].saturating_add(alone[slots[k][0]]);
+        rest[k] = rest[k + 1].saturating_add(most[slots[k][0]]);
     }
     let search_state = Search {
         lines,
         shipping,
         coupons,
-        alone: &alone,
+        most: &most,
         slots: &slots,
         rest: &rest,
         limit: limit.unwrap_or(usize::MAX),
@@ -666,7 +710,8 @@ struct Search<'a> {
     lines: &'a [Line],
     shipping: i64,
     coupons: &'a [&'a Terms],
-    alone: &'a [i64],
+    /// What each coupon can add to a combination at most.
+    most: &'a [i64],
     slots: &'a [Vec<usize>],
     rest: &'a [i64],
     limit: usize,
@@ -705,8 +750,7 @@ fn search(
         return;
     }
     for &i in &s.slots[k] {
-        // Within a slot, a coupon can add at most what it gives alone.
-        if s.bound(k + 1, current.saturating_add(s.alone[i])) <= best.1 || s.budget.get() == 0 {
+        if s.bound(k + 1, current.saturating_add(s.most[i])) <= best.1 || s.budget.get() == 0 {
             continue;
         }
         s.budget.set(s.budget.get() - 1);

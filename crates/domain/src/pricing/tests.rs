@@ -471,29 +471,65 @@ proptest! {
         limit in prop::option::of(1..4_usize),
     ) {
         let refs: Vec<&Terms> = coupons.iter().collect();
-        let BestStack { chosen, discount, exact } = best_stack(&lines, shipping, &refs, limit);
-        prop_assert!(exact, "a handful of coupons is searched to the end");
-        // What it returns is allowed, applies in full and gives what it says.
-        let picked: Vec<&Terms> = chosen.iter().map(|&i| refs[i]).collect();
-        prop_assert!(choose_stack(&picked, limit).iter().all(Result::is_ok));
-        let priced = price(&lines, shipping, &picked, limit, 0, None);
-        prop_assert!(priced.coupons.iter().all(Result::is_ok));
-        prop_assert_eq!(priced.discount, discount);
-        // No allowed combination gives more (every subset, by brute force).
-        for mask in 0_u32..(1 << refs.len()) {
-            let subset: Vec<&Terms> = (0..refs.len())
-                .filter(|i| mask & (1 << i) != 0)
-                .map(|i| refs[i])
-                .collect();
-            if choose_stack(&subset, limit).iter().all(Result::is_ok) {
-                let other = price(&lines, shipping, &subset, limit, 0, None);
-                prop_assert!(
-                    other.discount <= discount,
-                    "{:?} gives {} > {}", mask, other.discount, discount
-                );
-            }
+        best_stack_holds(&lines, shipping, &refs, limit)?;
+    }
+
+    /// Members hold several coupons of one template: copies with the same terms, which the
+    /// search prices once per group.
+    #[test]
+    fn the_best_stack_holds_with_copies_of_a_template(
+        lines in prop::collection::vec(any_line(), 1..6),
+        shipping in 0..3_000_i64,
+        templates in prop::collection::vec(any_terms(), 1..4),
+        copies in prop::collection::vec(0..4_usize, 8),
+        limit in prop::option::of(1..4_usize),
+    ) {
+        // Up to eight coupons, each a copy of one of the templates, in mixed order.
+        let coupons: Vec<Terms> = copies
+            .iter()
+            .map(|&c| templates[c % templates.len()].clone())
+            .collect();
+        let refs: Vec<&Terms> = coupons.iter().collect();
+        best_stack_holds(&lines, shipping, &refs, limit)?;
+    }
+}
+
+/// What `best_stack` returns is allowed, applies in full and gives what it says, and no
+/// allowed combination gives more (every subset, by brute force).
+fn best_stack_holds(
+    lines: &[Line],
+    shipping: i64,
+    refs: &[&Terms],
+    limit: Option<usize>,
+) -> Result<(), TestCaseError> {
+    let BestStack {
+        chosen,
+        discount,
+        exact,
+    } = best_stack(lines, shipping, refs, limit);
+    prop_assert!(exact, "a handful of coupons is searched to the end");
+    let picked: Vec<&Terms> = chosen.iter().map(|&i| refs[i]).collect();
+    prop_assert!(choose_stack(&picked, limit).iter().all(Result::is_ok));
+    let priced = price(lines, shipping, &picked, limit, 0, None);
+    prop_assert!(priced.coupons.iter().all(Result::is_ok));
+    prop_assert_eq!(priced.discount, discount);
+    for mask in 0_u32..(1 << refs.len()) {
+        let subset: Vec<&Terms> = (0..refs.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| refs[i])
+            .collect();
+        if choose_stack(&subset, limit).iter().all(Result::is_ok) {
+            let other = price(lines, shipping, &subset, limit, 0, None);
+            prop_assert!(
+                other.discount <= discount,
+                "{:?} gives {} > {}",
+                mask,
+                other.discount,
+                discount
+            );
         }
     }
+    Ok(())
 }
 
 #[test]

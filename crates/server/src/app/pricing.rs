@@ -254,10 +254,16 @@ impl CouponService {
             .take(MAX_COMBINED_COUPONS)
             .map(|(_, terms)| terms)
             .collect();
-        let mut found = pricing::best_stack(
+        let alone: Vec<i64> = coupons
+            .iter()
+            .take(MAX_COMBINED_COUPONS)
+            .map(|(applicable, _)| applicable.discount)
+            .collect();
+        let mut found = pricing::best_stack_of(
             &cart.lines,
             cart.shipping,
             &candidates,
+            &alone,
             coupon_limit(&settings),
         );
         found.chosen.sort_by_key(|&i| pricing::rank(candidates[i]));
