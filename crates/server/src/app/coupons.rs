@@ -62,6 +62,8 @@ pub struct ListCoupons {
 /// transitions, sweeps), so a page from it is exactly what the database would answer.
 pub struct HeldCoupons {
     coupons: Vec<UserCoupon>,
+    /// Each coupon's terms as pricing reads them (made once per copy, not once per price).
+    terms: Vec<Terms>,
     /// Whether these are all the member's coupons.
     complete: bool,
 }
@@ -81,7 +83,20 @@ impl HeldCoupons {
             .await?;
         let complete = coupons.len() <= Self::MAX;
         coupons.truncate(Self::MAX);
-        Ok(Self { coupons, complete })
+        Ok(Self::of(coupons, complete))
+    }
+
+    /// Coupons found by id: not a copy of the member's list, so never cached.
+    pub(super) fn found(coupons: Vec<UserCoupon>) -> Self {
+        Self::of(coupons, false)
+    }
+
+    fn of(coupons: Vec<UserCoupon>, complete: bool) -> Self {
+        Self {
+            terms: coupons.iter().map(super::pricing::terms_of).collect(),
+            coupons,
+            complete,
+        }
     }
 
     /// The weight of a copy in the cache's capacity: its coupons.
@@ -94,9 +109,30 @@ impl HeldCoupons {
         &self.coupons
     }
 
+    /// Each coupon's pricing terms (`terms()[i]` of `coupons()[i]`).
+    pub fn terms(&self) -> &[Terms] {
+        &self.terms
+    }
+
     /// Whether these are all the member's coupons.
     pub fn is_complete(&self) -> bool {
         self.complete
+    }
+
+    /// A member's coupons in `statuses` as loaded from the database (newest first, at most
+    /// [`Self::MAX`]): not a copy of all their coupons, so never cached.
+    async fn load_in(
+        db: &Database,
+        tenant: &TenantId,
+        member: &MemberId,
+        statuses: &[CouponStatus],
+        now: UnixMicros,
+    ) -> Result<Self, MarketingError> {
+        let coupons = db
+            .coupons()
+            .list_for_member(tenant, member, statuses, None, Self::MAX as u64, now)
+            .await?;
+        Ok(Self::of(coupons, false))
     }
 }
 
@@ -363,6 +399,30 @@ impl CouponService {
             )
             .await?;
         Ok(page_of(&page.iter().collect::<Vec<_>>()))
+    }
+
+    /// The member's coupons that may be usable (available or locked), to read in place: this
+    /// replica's copy of their coupons when it holds all of them, else the newest
+    /// [`HeldCoupons::MAX`] of those from the database.
+    pub(super) async fn open_coupons(
+        &self,
+        tenant: &TenantId,
+        member: &MemberId,
+    ) -> Result<Arc<HeldCoupons>, MarketingError> {
+        if let Some(held) = self.held_copy(tenant, member).await?
+            && held.complete
+        {
+            return Ok(held);
+        }
+        let open = [CouponStatus::Available, CouponStatus::Locked];
+        let loaded = HeldCoupons::load_in(
+            &self.shared.db,
+            tenant,
+            member,
+            &open,
+            self.shared.clock.now(),
+        );
+        Ok(Arc::new(loaded.await?))
     }
 
     /// Tells every replica that these members' coupons changed (after the change committed,

@@ -64,8 +64,7 @@ pub use coupons::{
 pub use events::{EventService, EventStream, ListEvents, StreamEvents, Streamed};
 pub use points::{EarnSource, HoldSelector, PointsCommand, PointsOp, PointsService, RefundTarget};
 pub use pricing::{
-    Applicable, ApplicableCoupons, Cart, MAX_CART_LINES, MAX_PRICED_COUPONS, PriceOrder,
-    PricedOrder, Rejected,
+    ApplicableCoupons, Cart, MAX_CART_LINES, MAX_PRICED_COUPONS, PriceOrder, PricedOrder, Rejected,
 };
 pub use retention::RetentionService;
 pub use settings::{SettingsService, UpdateSettings};

@@ -3,17 +3,19 @@
 //! domain's `pricing`; this reads the coupons, the tenant's settings and the member's points
 //! and feeds it.
 
+use std::sync::Arc;
+
 use marketing_domain::{
     CouponId, MarketingError, MemberId, TenantId, UnixMicros,
     coupon_template::{Currency, pricing_terms},
     error::Refusal,
     pricing::{self, Applied, Line, PointsRate, Terms},
     tenant_settings::TenantSettings,
-    user_coupon::{CouponStatus, UserCoupon},
+    user_coupon::UserCoupon,
 };
 use marketing_storage::user_coupons::CouponReads;
 
-use super::coupons::{CouponService, ListCoupons};
+use super::coupons::{CouponService, HeldCoupons};
 
 /// Most lines a cart may have.
 pub const MAX_CART_LINES: usize = 100;
@@ -71,20 +73,26 @@ pub struct PricedOrder {
 }
 
 /// A coupon that fits a cart, with what it takes off alone.
-pub struct Applicable {
-    pub coupon: UserCoupon,
-    pub discount: i64,
-}
-
 pub struct ApplicableCoupons {
-    /// Best first.
-    pub coupons: Vec<Applicable>,
+    /// Best first: each coupon (its index in `held`) and what it takes off alone.
+    coupons: Vec<(usize, i64)>,
+    /// The member's coupons they are read from, in place.
+    held: Arc<HeldCoupons>,
     /// The best combination, in the order its coupons apply.
     pub best: Vec<CouponId>,
     pub best_discount: i64,
     /// Whether the search ended within its budget (`pricing::MAX_STACKS_PRICED`).
     pub best_exact: bool,
     pub at: UnixMicros,
+}
+
+impl ApplicableCoupons {
+    /// The usable coupons, best first, each with what it takes off alone.
+    pub fn coupons(&self) -> impl Iterator<Item = (&UserCoupon, i64)> {
+        self.coupons
+            .iter()
+            .map(|&(index, discount)| (&self.held.coupons()[index], discount))
+    }
 }
 
 /// How the tenant's points program prices points in `currency` (`None`: points do not pay
@@ -113,28 +121,32 @@ pub fn terms_of(coupon: &UserCoupon) -> Terms {
 }
 
 impl CouponService {
-    /// Those of `ids` the member holds: from this replica's current copy of the member's
-    /// newest coupons where it has them (see `HeldCoupons`), the rest from the database.
+    /// Those of `ids` the member holds, read in place: this replica's copy of the member's
+    /// coupons when it holds all of them (see `HeldCoupons`), else the copy's newest coupons
+    /// with the rest of `ids` from the database.
     async fn find_held(
         &self,
         tenant: &TenantId,
         member: &MemberId,
         ids: &[CouponId],
-    ) -> Result<Vec<UserCoupon>, MarketingError> {
+    ) -> Result<Arc<HeldCoupons>, MarketingError> {
         let mut found = Vec::with_capacity(ids.len());
-        let mut missing: Vec<CouponId> = ids.to_vec();
         if let Some(held) = self.held_copy(tenant, member).await? {
+            if held.is_complete() {
+                return Ok(held);
+            }
             found.extend(
                 held.coupons()
                     .iter()
                     .filter(|coupon| ids.contains(&coupon.id))
                     .cloned(),
             );
-            missing.retain(|id| found.iter().all(|coupon| coupon.id != *id));
-            if held.is_complete() {
-                return Ok(found);
-            }
         }
+        let missing: Vec<CouponId> = ids
+            .iter()
+            .filter(|id| found.iter().all(|coupon: &UserCoupon| coupon.id != **id))
+            .copied()
+            .collect();
         if !missing.is_empty() {
             found.extend(
                 self.shared
@@ -144,7 +156,7 @@ impl CouponService {
                     .await?,
             );
         }
-        Ok(found)
+        Ok(Arc::new(HeldCoupons::found(found)))
     }
 
     pub async fn price_order(&self, cmd: PriceOrder) -> Result<PricedOrder, MarketingError> {
@@ -156,17 +168,18 @@ impl CouponService {
         let now = self.shared.clock.now();
         let limit = coupon_limit(&settings);
         // Each asked coupon: found and usable at all (state, validity, currency), or not.
-        let mut outcomes: Vec<(CouponId, Result<Terms, Rejected>)> = Vec::new();
+        let mut outcomes: Vec<(CouponId, Result<&Terms, Rejected>)> = Vec::new();
         for id in &cmd.coupon_ids {
-            let outcome = match found.iter().find(|c| c.id == *id) {
+            let index = found.coupons().iter().position(|c| c.id == *id);
+            let outcome = match index {
                 None => Err(Rejected::of(&Refusal::CouponNotFound)),
-                Some(coupon) => {
-                    match coupon
+                Some(index) => {
+                    match found.coupons()[index]
                         .cart_problems(now, &cmd.cart.currency, cmd.order_id.as_deref())
                         .first()
                     {
                         Some(problem) => Err(Rejected::of(&problem.into_error())),
-                        None => Ok(terms_of(coupon)),
+                        None => Ok(&found.terms()[index]),
                     }
                 }
             };
@@ -174,7 +187,7 @@ impl CouponService {
         }
         let usable: Vec<&Terms> = outcomes
             .iter()
-            .filter_map(|(_, outcome)| outcome.as_ref().ok())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied())
             .collect();
         // What the member offers, under the program's rules; the balance is FreezePoints' to
         // check (a price is a quote: reading the account on every one would double its cost).
@@ -215,50 +228,43 @@ impl CouponService {
         cart: &Cart,
         order_id: Option<&str>,
     ) -> Result<ApplicableCoupons, MarketingError> {
-        let (settings, page) = tokio::join!(
+        let (settings, held) = tokio::join!(
             self.shared.tenant_settings(tenant),
-            self.list_coupons(ListCoupons {
-                tenant_id: tenant.clone(),
-                member_id: member.clone(),
-                statuses: vec![CouponStatus::Available, CouponStatus::Locked],
-                before: None,
-                page_size: super::coupons::HeldCoupons::MAX as u64,
-            })
+            self.open_coupons(tenant, member)
         );
-        let (settings, page) = (settings?, page?);
-        let now = page.at;
+        let (settings, held) = (settings?, held?);
+        let now = self.shared.clock.now();
         let left: Vec<i64> = cart.lines.iter().map(Line::amount).collect();
-        let mut coupons: Vec<(Applicable, Terms)> = page
-            .coupons
-            .into_iter()
-            .filter(|coupon| {
-                coupon
-                    .cart_problems(now, &cart.currency, order_id)
-                    .is_empty()
-            })
-            .filter_map(|coupon| {
-                let terms = terms_of(&coupon);
-                let discount = pricing::apply(&terms, &cart.lines, &left, cart.shipping)
-                    .map_or(0, |applied| applied.discount);
-                (discount > 0).then_some((Applicable { coupon, discount }, terms))
-            })
-            .collect();
-        coupons.sort_by(|(a, _), (b, _)| {
-            b.discount
-                .cmp(&a.discount)
-                .then(a.coupon.valid_until.cmp(&b.coupon.valid_until))
-                .then(a.coupon.id.cmp(&b.coupon.id))
+        // Each usable coupon (its index in the copy) and what it takes off alone.
+        let mut usable: Vec<(usize, i64)> = Vec::new();
+        for (index, (coupon, terms)) in held.coupons().iter().zip(held.terms()).enumerate() {
+            if !coupon
+                .cart_problems(now, &cart.currency, order_id)
+                .is_empty()
+            {
+                continue;
+            }
+            let discount = pricing::apply(terms, &cart.lines, &left, cart.shipping)
+                .map_or(0, |applied| applied.discount);
+            if discount > 0 {
+                usable.push((index, discount));
+            }
+        }
+        let mut order: Vec<usize> = (0..usable.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ca, cb) = (&held.coupons()[usable[a].0], &held.coupons()[usable[b].0]);
+            usable[b]
+                .1
+                .cmp(&usable[a].1)
+                .then(ca.valid_until.cmp(&cb.valid_until))
+                .then(ca.id.cmp(&cb.id))
         });
-        let candidates: Vec<&Terms> = coupons
+        let combined = &order[..order.len().min(MAX_COMBINED_COUPONS)];
+        let candidates: Vec<&Terms> = combined
             .iter()
-            .take(MAX_COMBINED_COUPONS)
-            .map(|(_, terms)| terms)
+            .map(|&k| &held.terms()[usable[k].0])
             .collect();
-        let alone: Vec<i64> = coupons
-            .iter()
-            .take(MAX_COMBINED_COUPONS)
-            .map(|(applicable, _)| applicable.discount)
-            .collect();
+        let alone: Vec<i64> = combined.iter().map(|&k| usable[k].1).collect();
         let mut found = pricing::best_stack_of(
             &cart.lines,
             cart.shipping,
@@ -270,13 +276,11 @@ impl CouponService {
         let best = found
             .chosen
             .iter()
-            .map(|&i| coupons[i].0.coupon.id)
+            .map(|&i| held.coupons()[usable[combined[i]].0].id)
             .collect();
         Ok(ApplicableCoupons {
-            coupons: coupons
-                .into_iter()
-                .map(|(applicable, _)| applicable)
-                .collect(),
+            coupons: order.iter().map(|&k| usable[k]).collect(),
+            held,
             best,
             best_discount: found.discount,
             best_exact: found.exact,

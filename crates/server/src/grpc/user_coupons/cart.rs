@@ -252,11 +252,10 @@ pub(super) fn priced_to_proto(order: &PricedOrder) -> pb::PriceOrderResponse {
 pub(super) fn applicable_to_proto(answer: &ApplicableCoupons) -> pb::ListApplicableCouponsResponse {
     pb::ListApplicableCouponsResponse {
         coupons: answer
-            .coupons
-            .iter()
-            .map(|applicable| pb::ApplicableCoupon {
-                user_coupon: Some(coupon_to_proto(&applicable.coupon, answer.at)),
-                discount_amount: applicable.discount,
+            .coupons()
+            .map(|(coupon, discount)| pb::ApplicableCoupon {
+                user_coupon: Some(coupon_to_proto(coupon, answer.at)),
+                discount_amount: discount,
             })
             .collect(),
         best_combination: answer.best.iter().map(ToString::to_string).collect(),
