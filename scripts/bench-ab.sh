@@ -39,7 +39,7 @@ for side in A B; do
   MARKETING_AUTH=disabled MARKETING_DATABASE_URL="$BASE/$db" \
     MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
     MARKETING_REDIS_KEY_PREFIX="bench-ab-$side:$(date +%s):" MARKETING_GRPC_ADDR=${ADDR[$side]} \
-    RUST_LOG=warn "${BIN[$side]}" >"$OUT/server-$side.log" 2>&1 &
+    MARKETING_METRICS_ADDR= RUST_LOG=warn "${BIN[$side]}" >"$OUT/server-$side.log" 2>&1 &
   PID[$side]=$!
 done
 for side in A B; do

@@ -75,7 +75,7 @@ for round in $(seq "$ROUNDS"); do
     fi
     env "${served[@]}" MARKETING_RATE_LIMITS=$limits MARKETING_AUTH=$mode MARKETING_DATABASE_URL="$BASE/mk_bench_auth" \
       MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" MARKETING_REDIS_KEY_PREFIX="bench-auth:$(date +%s%N):" \
-      MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn target/release/marketing-server >"$OUT/server-$round-$auth.log" 2>&1 &
+      MARKETING_GRPC_ADDR=$ADDR MARKETING_METRICS_ADDR= RUST_LOG=warn target/release/marketing-server >"$OUT/server-$round-$auth.log" 2>&1 &
     server=$!
     wait_for 60 "the server" env "${served[@]}" MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck "${check[@]}"
     target/release/marketing-bench get-template --addr $ADDR -c 64 -z 2s -O json -o "$OUT/warm-$round-$auth.json" "${token[@]}" "${tls[@]}" >/dev/null

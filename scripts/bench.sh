@@ -22,6 +22,7 @@ SERVER_BIN=${BENCH_SERVER:-target/release/marketing-server}
 DURATION=${BENCH_DURATION:-5s}
 PG_SECONDS=${BENCH_PG_SECONDS:-20}
 ADDR=127.0.0.1:50551
+METRICS_ADDR=127.0.0.1:9551
 AUTH=${BENCH_AUTH:-on}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/rss_kb.txt
@@ -68,7 +69,8 @@ else
   export MARKETING_AUTH=disabled
 fi
 MARKETING_DATABASE_URL="$BASE/mk_bench_app" MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
-  MARKETING_REDIS_KEY_PREFIX="bench:$(date +%s):" MARKETING_GRPC_ADDR=$ADDR RUST_LOG=warn \
+  MARKETING_REDIS_KEY_PREFIX="bench:$(date +%s):" MARKETING_GRPC_ADDR=$ADDR \
+  MARKETING_METRICS_ADDR=$METRICS_ADDR RUST_LOG=warn \
   "$SERVER_BIN" >"$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
@@ -101,6 +103,8 @@ for script in hot_claim spread_deduct hot_update point_read; do
 done
 printf '}\n' >>"$OUT/pgbench.json"
 awk '/VmHWM/ { print $2 }' "/proc/$SERVER/status" >"$OUT/rss_kb.txt"
+# What the server's /metrics showed at the end of the run.
+curl -fsS "http://$METRICS_ADDR/metrics" >"$OUT/metrics.txt" || log "could not read /metrics"
 kill $SERVER
 wait $SERVER 2>/dev/null || true
 trap - EXIT
@@ -117,6 +121,7 @@ if [ "$AUTH" = on ]; then
     MARKETING_AUTH=${SIDE_AUTH[$side]} MARKETING_DATABASE_URL="$BASE/mk_bench_app" \
       MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
       MARKETING_REDIS_KEY_PREFIX="bench-$side:$(date +%s):" MARKETING_GRPC_ADDR=${SIDE_ADDR[$side]} \
+      MARKETING_METRICS_ADDR= \
       RUST_LOG=warn "$SERVER_BIN" >"$OUT/server-$side.log" 2>&1 &
     SIDE_PID[$side]=$!
   done

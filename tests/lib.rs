@@ -100,6 +100,8 @@ pub struct Options {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where it serves `GET /metrics`.
+    pub metrics_addr: Option<SocketAddr>,
     pub backend: Backend,
     pub channel: Channel,
     /// The server's own state: for checks of what the database holds.
@@ -172,6 +174,8 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         tls_client_name: options.tls_client_name.unwrap_or_default(),
         // A stream with nothing to send says so soon: tests need not wait 15 s for it.
         event_stream_heartbeat: Duration::from_millis(500),
+        // Every test server serves /metrics, each on a port of its own.
+        metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..defaults
     };
     if let Some(configure) = options.configure {
@@ -196,6 +200,7 @@ async fn start(
         .expect("the server starts on a fresh database");
     let state = server.app().clone();
     let transport = server.transport().clone();
+    let metrics_addr = server.metrics_addr();
     let (shutdown, shutdown_rx) = oneshot::channel();
     let server = tokio::spawn(server.serve(listener, async move {
         let _ = shutdown_rx.await;
@@ -203,6 +208,7 @@ async fn start(
     let channel = connect(addr, tls.as_deref()).await;
     TestApp {
         addr,
+        metrics_addr,
         backend,
         channel,
         state,
@@ -779,6 +785,7 @@ impl ServerProcess {
         let mut child = Command::new(server_binary())
             .env_clear()
             .env("MARKETING_GRPC_ADDR", "127.0.0.1:0")
+            .env("MARKETING_METRICS_ADDR", "127.0.0.1:0")
             .env("MARKETING_DATA_DIR", &data_dir)
             .env("MARKETING_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")

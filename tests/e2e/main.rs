@@ -21,6 +21,7 @@ mod generated;
 mod infra;
 mod isolation;
 mod limits;
+mod metrics;
 mod migrations;
 mod mixed;
 mod overload;

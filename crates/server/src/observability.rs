@@ -1,11 +1,30 @@
 //! Every counter of a replica in one place: what its use cases count ([`Metrics`]), what its
 //! transport refused and closed ([`TransportCounters`]), and its caches' statistics.
-//! [`counters`] reads them all under the names they are exported by (the operations work adds
-//! the endpoint); a counter added to either struct does not compile until it is named there.
+//! [`counters`] reads them all under the names they are exported by; a counter added to either
+//! struct does not compile until it is named there. [`RpcMetrics`] counts and times every call
+//! under the names operators chart for gRPC servers, and [`exposition`] renders all of it in
+//! the Prometheus text format (`GET /metrics`, see `server.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use marketing_infra::cache::CacheStatsSnapshot;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter as PromCounter},
+        family::Family,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -93,6 +112,8 @@ pub struct TransportCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
     pub name: &'static str,
+    /// What it counts, for the exposition's `# HELP`.
+    pub help: &'static str,
     pub cache: Option<&'static str>,
     pub value: u64,
 }
@@ -127,29 +148,102 @@ pub fn counters(
         refused_open_calls,
     } = transport;
     let atomics = [
-        ("marketing_claim_lock_unavailable_total", lock_unavailable),
-        ("marketing_claim_batches_total", claim_batches),
-        ("marketing_claims_batched_total", claims_batched),
-        ("marketing_claim_retries_total", claim_retries),
-        ("marketing_coupons_unlocked_total", coupons_unlocked),
-        ("marketing_coupons_expired_total", coupons_expired),
-        ("marketing_points_fallbacks_total", points_fallbacks),
-        ("marketing_points_splits_total", points_splits),
-        ("marketing_claim_splits_total", claim_splits),
-        ("marketing_claim_lock_lapses_total", claim_lock_lapses),
-        ("marketing_rate_limited_total", rate_limited),
-        ("marketing_local_rate_limits_total", local_rate_limits),
-        ("marketing_refused_connections_total", refused_connections),
-        ("marketing_handshake_timeouts_total", handshake_timeouts),
-        ("marketing_idle_closes_total", idle_closes),
-        ("marketing_refused_responses_total", refused_responses),
-        ("marketing_evicted_connections_total", evicted_connections),
-        ("marketing_refused_open_calls_total", refused_open_calls),
+        (
+            "marketing_claim_lock_unavailable_total",
+            "claim batches served without the template lock (Redis unreachable)",
+            lock_unavailable,
+        ),
+        (
+            "marketing_claim_batches_total",
+            "claim batches (and distributions) served",
+            claim_batches,
+        ),
+        (
+            "marketing_claims_batched_total",
+            "claims in the claim batches served",
+            claims_batched,
+        ),
+        (
+            "marketing_claim_retries_total",
+            "claim transactions retried after losing a race",
+            claim_retries,
+        ),
+        (
+            "marketing_coupons_unlocked_total",
+            "coupons the sweeper released from lapsed locks",
+            coupons_unlocked,
+        ),
+        (
+            "marketing_coupons_expired_total",
+            "coupons the sweeper expired",
+            coupons_expired,
+        ),
+        (
+            "marketing_points_fallbacks_total",
+            "points batches served again in a transaction after their one-statement write lost a race",
+            points_fallbacks,
+        ),
+        (
+            "marketing_points_splits_total",
+            "points batches served again in halves after a failure",
+            points_splits,
+        ),
+        (
+            "marketing_claim_splits_total",
+            "claim batches served again in halves after a failure",
+            claim_splits,
+        ),
+        (
+            "marketing_claim_lock_lapses_total",
+            "claim batches whose template lock lapsed before they released it (kept safe by its fence)",
+            claim_lock_lapses,
+        ),
+        (
+            "marketing_rate_limited_total",
+            "calls refused by a rate limit",
+            rate_limited,
+        ),
+        (
+            "marketing_local_rate_limits_total",
+            "rate-limit checks counted by this replica alone (Redis unreachable)",
+            local_rate_limits,
+        ),
+        (
+            "marketing_refused_connections_total",
+            "connections refused at the connection cap",
+            refused_connections,
+        ),
+        (
+            "marketing_handshake_timeouts_total",
+            "connections closed for a handshake that took too long",
+            handshake_timeouts,
+        ),
+        (
+            "marketing_idle_closes_total",
+            "idle connections closed",
+            idle_closes,
+        ),
+        (
+            "marketing_refused_responses_total",
+            "responses refused for the unsent-bytes budget",
+            refused_responses,
+        ),
+        (
+            "marketing_evicted_connections_total",
+            "connections closed to make room or for failing to authenticate",
+            evicted_connections,
+        ),
+        (
+            "marketing_refused_open_calls_total",
+            "health or reflection streams refused for their limits",
+            refused_open_calls,
+        ),
     ];
     let mut all: Vec<Counter> = atomics
         .into_iter()
-        .map(|(name, value)| Counter {
+        .map(|(name, help, value)| Counter {
             name,
+            help,
             cache: None,
             value: value.load(Relaxed),
         })
@@ -162,21 +256,280 @@ pub fn counters(
             evictions,
             remote_evictions,
         } = *stats;
-        for (name, value) in [
-            ("marketing_cache_local_hits_total", local_hits),
-            ("marketing_cache_remote_hits_total", remote_hits),
-            ("marketing_cache_misses_total", misses),
-            ("marketing_cache_evictions_total", evictions),
-            ("marketing_cache_remote_evictions_total", remote_evictions),
+        for (name, help, value) in [
+            (
+                "marketing_cache_local_hits_total",
+                "reads served from this replica's copy",
+                local_hits,
+            ),
+            (
+                "marketing_cache_remote_hits_total",
+                "reads served from Redis",
+                remote_hits,
+            ),
+            (
+                "marketing_cache_misses_total",
+                "reads that went to the database",
+                misses,
+            ),
+            (
+                "marketing_cache_evictions_total",
+                "entries this replica dropped",
+                evictions,
+            ),
+            (
+                "marketing_cache_remote_evictions_total",
+                "entries dropped on another replica's word",
+                remote_evictions,
+            ),
         ] {
             all.push(Counter {
                 name,
+                help,
                 cache: Some(cache),
                 value,
             });
         }
     }
     all
+}
+
+/// A method's labels: `grpc_service` (`marketing.v1.UserCouponService`) and `grpc_method`
+/// (`ClaimCoupon`). Only methods this server serves get their own (see [`RpcMetrics::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+    grpc_code: &'static str,
+}
+
+type Seconds = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// Upper bounds of `grpc_server_handling_seconds`' buckets: 0.5 ms to 10 s.
+const HANDLING_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn handling_histogram() -> Histogram {
+    Histogram::new(HANDLING_BUCKETS)
+}
+
+/// Calls started, handled (by status code) and how long they took, per method:
+/// `grpc_server_started_total`, `grpc_server_handled_total`, `grpc_server_handling_seconds`.
+/// A path that names no served method counts under `unknown` (labels stay bounded whatever
+/// a caller sends).
+pub struct RpcMetrics {
+    started: Family<MethodLabels, PromCounter>,
+    handled: Family<HandledLabels, PromCounter>,
+    seconds: Seconds,
+    /// By path (`/marketing.v1.UserCouponService/ClaimCoupon`): the method's labels and, once
+    /// it is first called, its series.
+    methods: HashMap<String, (MethodLabels, OnceLock<Arc<MethodSeries>>)>,
+    unknown: (MethodLabels, OnceLock<Arc<MethodSeries>>),
+}
+
+/// One method's series.
+pub struct MethodSeries {
+    labels: MethodLabels,
+    started: PromCounter,
+    seconds: Histogram,
+    handled: Family<HandledLabels, PromCounter>,
+}
+
+impl MethodSeries {
+    pub fn started(&self) {
+        self.started.inc();
+    }
+
+    /// A call ended with `code` after `elapsed`.
+    pub fn handled(&self, code: tonic::Code, elapsed: Duration) {
+        self.seconds.observe(elapsed.as_secs_f64());
+        let labels = HandledLabels {
+            grpc_service: self.labels.grpc_service,
+            grpc_method: self.labels.grpc_method,
+            grpc_code: code_name(code),
+        };
+        self.handled.get_or_create(&labels).inc();
+    }
+}
+
+impl RpcMetrics {
+    /// The metrics of the methods in `descriptor_sets` (encoded `FileDescriptorSet`s) and of
+    /// health and reflection.
+    pub fn new(descriptor_sets: &[&[u8]]) -> Self {
+        let mut paths: Vec<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for encoded in descriptor_sets {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(*encoded)
+            else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        paths.push(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        let methods = paths
+            .into_iter()
+            .filter_map(|path| {
+                let (service, method) = path.trim_start_matches('/').split_once('/')?;
+                // Interned once: the set of served methods is fixed at start.
+                let labels = MethodLabels {
+                    grpc_service: Box::leak(service.to_owned().into_boxed_str()),
+                    grpc_method: Box::leak(method.to_owned().into_boxed_str()),
+                };
+                Some((path, (labels, OnceLock::new())))
+            })
+            .collect();
+        Self {
+            started: Family::default(),
+            handled: Family::default(),
+            seconds: Family::new_with_constructor(handling_histogram),
+            methods,
+            unknown: (
+                MethodLabels {
+                    grpc_service: "unknown",
+                    grpc_method: "unknown",
+                },
+                OnceLock::new(),
+            ),
+        }
+    }
+
+    /// The series of the method at `path` (`unknown`'s for a path no method has).
+    pub fn method(&self, path: &str) -> Arc<MethodSeries> {
+        let (labels, series) = self.methods.get(path).unwrap_or(&self.unknown);
+        series
+            .get_or_init(|| {
+                Arc::new(MethodSeries {
+                    labels: labels.clone(),
+                    started: self.started.get_or_create(labels).clone(),
+                    seconds: self.seconds.get_or_create(labels).clone(),
+                    handled: self.handled.clone(),
+                })
+            })
+            .clone()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            self.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever their status code",
+            self.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "How long RPCs took until the server answered them in full",
+            self.seconds.clone(),
+        );
+    }
+}
+
+/// gRPC's name of `code`, as Go's `codes.Code.String()` spells it (the label values
+/// go-grpc-prometheus dashboards expect).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Reads the replica's own counters ([`counters`]) at each scrape.
+pub struct CountersCollector(pub Box<dyn Fn() -> Vec<Counter> + Send + Sync>);
+
+impl std::fmt::Debug for CountersCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountersCollector")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabel {
+    cache: &'static str,
+}
+
+impl Collector for CountersCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut all = (self.0)();
+        // One descriptor per name, its caches' values under it.
+        all.sort_by_key(|counter| counter.name);
+        for same in all.chunk_by(|a, b| a.name == b.name) {
+            let name = same[0].name;
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            let kind = ConstCounter::new(0_u64).metric_type();
+            let mut metric = encoder.encode_descriptor(base, same[0].help, None, kind)?;
+            match same {
+                [alone] if alone.cache.is_none() => {
+                    ConstCounter::new(alone.value).encode(metric)?
+                }
+                _ => {
+                    for counter in same {
+                        let cache = counter.cache.unwrap_or("none");
+                        ConstCounter::new(counter.value)
+                            .encode(metric.encode_family(&CacheLabel { cache })?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything `GET /metrics` shows: the RPC metrics and the replica's counters.
+pub fn registry(rpc: &RpcMetrics, counters: CountersCollector) -> Registry {
+    let mut registry = Registry::default();
+    rpc.register(&mut registry);
+    registry.register_collector(Box::new(counters));
+    registry
+}
+
+/// `registry` in the Prometheus (OpenMetrics) text format.
+pub fn exposition(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! Wiring: the gRPC services, health, reflection (v1 and v1alpha), and graceful shutdown.
+//! Wiring: the gRPC services, health, reflection (v1 and v1alpha), the metrics endpoint, and
+//! graceful shutdown.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
 
 use marketing_domain::time::Clock;
 use marketing_proto::v1::{
@@ -20,8 +23,10 @@ use crate::{
     config::{Config, TransportConfig},
     grpc::{
         CouponTemplates, Events, Points, Settings, UserCoupons, auth::AuthLayer,
-        deadline::DeadlineLayer, overload::OverloadLayer, refusals::RefusalsLayer,
+        deadline::DeadlineLayer, metrics::RpcMetricsLayer, overload::OverloadLayer,
+        refusals::RefusalsLayer,
     },
+    observability::{self, CountersCollector, RpcMetrics},
     transport::{StreamLayer, Transport},
 };
 
@@ -76,6 +81,9 @@ pub struct Server {
     app: AppState,
     transport: Arc<Transport>,
     tls: Option<ServerTlsConfig>,
+    rpc_metrics: Arc<RpcMetrics>,
+    /// Where `GET /metrics` is served (`MARKETING_METRICS_ADDR`), bound at build.
+    metrics_listener: Option<TcpListener>,
 }
 
 /// The TLS the configuration asks for (`MARKETING_TLS_CERT`, `_KEY`, `_CLIENT_CA`), its
@@ -111,13 +119,30 @@ impl Server {
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let transport = Transport::new(connection_limits(&config));
         let tls = tls_config(&config)?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("MARKETING_METRICS_ADDR: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let app = AppState::connect(config, clock).await?;
         check_auth(&app).await?;
         Ok(Self {
             app,
             transport,
             tls,
+            rpc_metrics: Arc::new(RpcMetrics::new(&[marketing_proto::FILE_DESCRIPTOR_SET])),
+            metrics_listener,
         })
+    }
+
+    /// Where `GET /metrics` listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn app(&self) -> &AppState {
@@ -138,6 +163,8 @@ impl Server {
             app,
             transport,
             tls,
+            rpc_metrics,
+            metrics_listener,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let service_names = [
@@ -175,6 +202,12 @@ impl Server {
             tokio::time::sleep(drain_delay).await;
         };
 
+        let exporter = metrics_listener.map(|listener| {
+            let (app, transport) = (app.clone(), transport.clone());
+            let counters = CountersCollector(Box::new(move || app.counters(&transport.counters)));
+            let registry = observability::registry(&rpc_metrics, counters);
+            tokio::spawn(serve_metrics(listener, Arc::new(registry)))
+        });
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let sequencer = tokio::spawn(number_events_forever(app.events.clone()));
         let relay = tokio::spawn(relay_events_forever(app.events.clone()));
@@ -202,6 +235,7 @@ impl Server {
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_max_header_list_size(limits.max_header_list_bytes)
+            .layer(RpcMetricsLayer::new(rpc_metrics))
             .layer(StreamLayer)
             .layer(DeadlineLayer)
             .layer(OverloadLayer::new(
@@ -247,9 +281,41 @@ impl Server {
         sweeper.abort();
         sequencer.abort();
         relay.abort();
+        if let Some(exporter) = exporter {
+            exporter.abort();
+        }
         app.shared().db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Serves `GET /metrics` (no auth: it binds to loopback unless configured otherwise) until
+/// aborted.
+async fn serve_metrics(
+    listener: TcpListener,
+    registry: Arc<prometheus_client::registry::Registry>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics");
+    }
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    observability::exposition(&registry),
+                )
+            }
+        }),
+    );
+    if let Err(err) = axum::serve(listener, router).await {
+        tracing::error!(error = %err, "the metrics endpoint stopped");
     }
 }
 

@@ -88,3 +88,28 @@ pub mod secs {
         super::lenient::number(from).map(Duration::from_secs)
     }
 }
+
+/// An address that may be switched off: written as `host:port`, or empty for none.
+pub mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Option<SocketAddr>, to: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(addr) => to.collect_str(addr),
+            None => to.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(from)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            D::Error::custom(format!("{text:?} is not an address (host:port), nor empty"))
+        })
+    }
+}

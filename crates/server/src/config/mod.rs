@@ -72,6 +72,9 @@ mod fields;
 pub struct Config {
     /// Where gRPC listens.
     pub grpc_addr: SocketAddr,
+    /// Where `GET /metrics` (Prometheus text) listens, without auth; empty turns it off.
+    #[serde(with = "fields::optional_addr")]
+    pub metrics_addr: Option<SocketAddr>,
     /// `postgres://...` or `sqlite://...`; when unset, a SQLite file in `data_dir`.
     pub database_url: Option<String>,
     /// Directory of the embedded SQLite database.
@@ -270,6 +273,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             database_url: None,
             data_dir: PathBuf::from("data"),
             db_max_connections: 16,
@@ -313,6 +317,9 @@ impl Default for Config {
         }
     }
 }
+
+/// Settings an empty value switches off (elsewhere an empty variable counts as unset).
+const EMPTY_IS_OFF: [&str; 1] = ["metrics_addr"];
 
 /// The environment variable of a setting.
 fn variable(key: &str) -> String {
@@ -361,13 +368,17 @@ impl Config {
             }
             None => None,
         };
-        // Empty variables count as unset.
+        // Empty variables count as unset, but where empty switches a setting off.
         let overrides: Vec<(String, String)> = keys
             .iter()
             .filter_map(|key| {
                 std::iter::once(variable(key))
                     .chain(alias(key).map(str::to_owned))
-                    .find_map(|name| env(&name).filter(|value| !value.is_empty()))
+                    .find_map(|name| {
+                        env(&name).filter(|value| {
+                            !value.is_empty() || EMPTY_IS_OFF.contains(&key.as_str())
+                        })
+                    })
                     .map(|value| (key.clone(), value))
             })
             .collect();

@@ -155,3 +155,23 @@ fn urls_are_redacted() {
     );
     assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 }
+
+#[test]
+fn the_metrics_endpoint_is_on_loopback_by_default_and_empty_turns_it_off() {
+    let default = load(&[]).expect("defaults");
+    assert_eq!(
+        default.metrics_addr.map(|addr| addr.to_string()).as_deref(),
+        Some("127.0.0.1:9464")
+    );
+    let moved = load(&[("MARKETING_METRICS_ADDR", "0.0.0.0:9500")]).expect("an address");
+    assert_eq!(
+        moved.metrics_addr.map(|addr| addr.to_string()).as_deref(),
+        Some("0.0.0.0:9500")
+    );
+    let off = load(&[("MARKETING_METRICS_ADDR", "")]).expect("empty");
+    assert_eq!(off.metrics_addr, None);
+    match load(&[("MARKETING_METRICS_ADDR", "metrics")]) {
+        Err(ConfigError::Invalid { name, .. }) => assert_eq!(name, "MARKETING_METRICS_ADDR"),
+        other => panic!("not refused: {other:?}"),
+    }
+}

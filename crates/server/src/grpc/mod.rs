@@ -4,6 +4,7 @@ pub mod auth;
 mod coupon_templates;
 pub mod deadline;
 mod events;
+pub mod metrics;
 pub mod overload;
 mod parse;
 pub mod refusals;

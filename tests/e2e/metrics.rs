@@ -1,0 +1,140 @@
+//! `GET /metrics`: the gRPC server's metrics under the names operators chart
+//! (`grpc_server_started_total`, `grpc_server_handled_total`, `grpc_server_handling_seconds`)
+//! and the replica's own counters, moving as calls are made.
+
+use std::net::SocketAddr;
+
+use marketing_proto::v1 as pb;
+use marketing_tests::TestApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixtures::{claim, create_template, template};
+
+marketing_tests::backend_suite!(calls_move_the_metrics_and_unknown_methods_stay_one_series);
+
+/// The endpoint's answer: status line, then the body.
+async fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers, then a body");
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels, as written) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split(' ').next()?.parse().ok())
+}
+
+fn method(service: &str, method: &str) -> String {
+    format!("grpc_service=\"marketing.v1.{service}\",grpc_method=\"{method}\"")
+}
+
+async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestApp) {
+    let addr = app.metrics_addr.expect("the test server serves /metrics");
+    let (head, before) = scrape(addr).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text")
+    );
+
+    let created = create_template(app, "acme", template()).await;
+    for _ in 0..2 {
+        let missing = app
+            .templates()
+            .get_coupon_template(pb::GetCouponTemplateRequest {
+                tenant_id: "acme".into(),
+                template_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .await
+            .expect_err("no such template");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+    }
+    claim(app, "acme", "m1", &created.id)
+        .await
+        .expect("claimed");
+    // Made-up methods, each a path of its own: one `unknown` series, however many.
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    for i in 0..3 {
+        grpc.ready().await.expect("ready");
+        let path = format!("/marketing.v1.UserCouponService/Made{i}Up")
+            .parse()
+            .expect("a path");
+        let refused = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path,
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("no such method");
+        assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    }
+
+    let (_, after) = scrape(addr).await;
+    let create = method("CouponTemplateService", "CreateCouponTemplate");
+    let get = method("CouponTemplateService", "GetCouponTemplate");
+    let claim = method("UserCouponService", "ClaimCoupon");
+    assert_eq!(
+        sample(&after, &format!("grpc_server_started_total{{{create}}}")),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("grpc_server_handled_total{{{create},grpc_code=\"OK\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("grpc_server_handled_total{{{get},grpc_code=\"NotFound\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("grpc_server_handling_seconds_count{{{get}}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("grpc_server_handled_total{{{claim},grpc_code=\"OK\"}}")
+        ),
+        Some(1.0)
+    );
+    let unknown = "grpc_service=\"unknown\",grpc_method=\"unknown\"";
+    assert_eq!(
+        sample(
+            &after,
+            &format!("grpc_server_handled_total{{{unknown},grpc_code=\"Unimplemented\"}}")
+        ),
+        Some(3.0)
+    );
+    assert!(
+        !after.contains("Made0Up"),
+        "a made-up method got a series of its own"
+    );
+    // The replica's own counters: the claim's batch, and the caches by name.
+    let batches = |text: &str| sample(text, "marketing_claim_batches_total").unwrap_or(0.0);
+    assert!(batches(&after) >= batches(&before) + 1.0, "{after}");
+    assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
+    assert!(after.trim_end().ends_with("# EOF"));
+}
