@@ -339,6 +339,8 @@ pub struct MethodSeries {
     labels: MethodLabels,
     started: PromCounter,
     seconds: Histogram,
+    /// Its `OK` calls (most of them: no look-up in the family).
+    ok: PromCounter,
     handled: Family<HandledLabels, PromCounter>,
 }
 
@@ -350,6 +352,10 @@ impl MethodSeries {
     /// A call ended with `code` after `elapsed`.
     pub fn handled(&self, code: tonic::Code, elapsed: Duration) {
         self.seconds.observe(elapsed.as_secs_f64());
+        if code == tonic::Code::Ok {
+            self.ok.inc();
+            return;
+        }
         let labels = HandledLabels {
             grpc_service: self.labels.grpc_service,
             grpc_method: self.labels.grpc_method,
@@ -421,10 +427,16 @@ impl RpcMetrics {
         let (labels, series) = self.methods.get(path).unwrap_or(&self.unknown);
         series
             .get_or_init(|| {
+                let ok = HandledLabels {
+                    grpc_service: labels.grpc_service,
+                    grpc_method: labels.grpc_method,
+                    grpc_code: code_name(tonic::Code::Ok),
+                };
                 Arc::new(MethodSeries {
                     labels: labels.clone(),
                     started: self.started.get_or_create(labels).clone(),
                     seconds: self.seconds.get_or_create(labels).clone(),
+                    ok: self.handled.get_or_create(&ok).clone(),
                     handled: self.handled.clone(),
                 })
             })
