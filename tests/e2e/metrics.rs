@@ -138,3 +138,43 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
     assert!(after.trim_end().ends_with("# EOF"));
 }
+
+/// Statements slower than `MARKETING_SLOW_STATEMENT_MS` are logged with their first words and
+/// duration, and a PostgreSQL without autovacuum is warned about at start (this machine's
+/// runs with it off; where it is on, no warning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_logged_and_autovacuum_off_is_warned_about() {
+    let (url, name) = marketing_tests::create_test_database().await;
+    // 1 ms: migrating a fresh database has statements slower than that.
+    let server = marketing_tests::ServerProcess::start(&[
+        ("MARKETING_DATABASE_URL", url.as_str()),
+        ("MARKETING_SLOW_STATEMENT_MS", "1"),
+    ]);
+    let slow = server.log_lines("slow statement");
+    assert!(!slow.is_empty(), "no statement logged as slow");
+    assert!(
+        slow.iter()
+            .all(|line| line.contains("elapsed_secs") && line.contains("summary")),
+        "{slow:?}"
+    );
+    let db = sea_orm::Database::connect(url.as_str())
+        .await
+        .expect("connect");
+    let setting: String = sea_orm::ConnectionTrait::query_one_raw(
+        &db,
+        sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SHOW autovacuum"),
+    )
+    .await
+    .expect("SHOW autovacuum")
+    .expect("a row")
+    .try_get_by_index(0)
+    .expect("a setting");
+    assert_eq!(
+        server.logged("autovacuum off"),
+        setting == "off",
+        "autovacuum is {setting}"
+    );
+    drop(db);
+    drop(server);
+    marketing_tests::drop_test_database(&name).await;
+}

@@ -32,8 +32,13 @@ pub struct Database {
 
 impl Database {
     /// Connects to `url` (`postgres://...` or `sqlite://path?mode=rwc`) with a pool of at most
-    /// `max_connections`.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+    /// `max_connections`; statements that take `slow_statements` or longer are logged (a
+    /// warning with the statement's first words and its duration; zero: none).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        slow_statements: Duration,
+    ) -> Result<Self, DbErr> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .max_connections(max_connections)
@@ -44,7 +49,10 @@ impl Database {
             // transaction (~0.2 ms under load, a tenth of a points batch). A connection used
             // within the last second is alive; only older ones are checked.
             .test_before_acquire_if_idle_for(Duration::from_secs(1))
-            .sqlx_logging(false)
+            // Only slow statements are logged, by sqlx (target `sqlx::query`).
+            .sqlx_logging(!slow_statements.is_zero())
+            .sqlx_logging_level(log::LevelFilter::Off)
+            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, slow_statements)
             // Generic plans for our prepared statements (their partial-index conditions are
             // written as constants, see `constant`): key lookups planned on the column's
             // average, not on the statistics of the one value bound. With custom plans, a
@@ -79,6 +87,27 @@ impl Database {
             backend,
             postgres,
         })
+    }
+
+    /// Whether this is PostgreSQL with autovacuum off (nothing then keeps the planner's
+    /// statistics current as the tables grow: plans go bad, see the README).
+    pub async fn autovacuum_off(&self) -> Result<bool, MarketingError> {
+        if self.backend != Backend::Postgres {
+            return Ok(false);
+        }
+        let row = self
+            .conn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SHOW autovacuum",
+            ))
+            .await
+            .map_err(db_error)?;
+        let setting: Option<String> = match row {
+            Some(row) => Some(row.try_get_by_index(0).map_err(db_error)?),
+            None => None,
+        };
+        Ok(setting.as_deref() == Some("off"))
     }
 
     /// Applies every pending migration.

@@ -164,6 +164,9 @@ pub struct Config {
     /// first answer: `StreamEvents` then lives as long as its consumer reads).
     #[serde(rename = "call_timeout_ms", with = "fields::millis")]
     pub call_timeout: Duration,
+    /// Database statements that take this long or longer are logged (0: none).
+    #[serde(rename = "slow_statement_ms", with = "fields::millis")]
+    pub slow_statement: Duration,
     /// Largest request message a call may send; a larger one is refused from its length
     /// prefix, before it is read.
     pub max_request_bytes: usize,
@@ -307,6 +310,7 @@ impl Default for Config {
             max_calls: 2048,
             call_queue_timeout: Duration::from_millis(100),
             call_timeout: Duration::from_secs(30),
+            slow_statement: Duration::from_millis(100),
             max_request_bytes: 4 * 1024 * 1024,
             rate_limits: RateLimits::default(),
             tls_cert: None,
