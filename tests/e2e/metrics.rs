@@ -136,6 +136,11 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     let batches = |text: &str| sample(text, "marketing_claim_batches_total").unwrap_or(0.0);
     assert!(batches(&after) >= batches(&before) + 1.0, "{after}");
     assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
+    // What the replica holds open: its pool (8 at most in tests), the test's connection.
+    assert_eq!(sample(&after, "marketing_db_pool_max_connections"), Some(8.0));
+    let pool = sample(&after, "marketing_db_pool_connections").expect("the pool's gauge");
+    assert!((1.0..=8.0).contains(&pool), "{pool}");
+    assert!(sample(&after, "marketing_open_connections").is_some_and(|open| open >= 1.0));
     assert!(after.trim_end().ends_with("# EOF"));
 }
 

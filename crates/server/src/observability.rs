@@ -21,6 +21,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter as PromCounter},
         family::Family,
+        gauge::ConstGauge,
         histogram::Histogram,
     },
     registry::Registry,
@@ -487,12 +488,26 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Reads the replica's own counters ([`counters`]) at each scrape.
-pub struct CountersCollector(pub Box<dyn Fn() -> Vec<Counter> + Send + Sync>);
+/// A value that goes up and down, read at each scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: i64,
+}
 
-impl std::fmt::Debug for CountersCollector {
+/// What the replica reads at each scrape: its counters ([`counters`]) and gauges.
+pub struct Readings {
+    pub counters: Vec<Counter>,
+    pub gauges: Vec<Gauge>,
+}
+
+/// Reads the replica's own counters and gauges at each scrape.
+pub struct ReplicaCollector(pub Box<dyn Fn() -> Readings + Send + Sync>);
+
+impl std::fmt::Debug for ReplicaCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CountersCollector")
+        f.write_str("ReplicaCollector")
     }
 }
 
@@ -501,9 +516,21 @@ struct CacheLabel {
     cache: &'static str,
 }
 
-impl Collector for CountersCollector {
+impl Collector for ReplicaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut all = (self.0)();
+        let Readings {
+            counters: mut all,
+            gauges,
+        } = (self.0)();
+        for gauge in gauges {
+            let value = ConstGauge::new(gauge.value);
+            value.encode(encoder.encode_descriptor(
+                gauge.name,
+                gauge.help,
+                None,
+                value.metric_type(),
+            )?)?;
+        }
         // One descriptor per name, its caches' values under it.
         all.sort_by_key(|counter| counter.name);
         for same in all.chunk_by(|a, b| a.name == b.name) {
@@ -529,10 +556,10 @@ impl Collector for CountersCollector {
 }
 
 /// Everything `GET /metrics` shows: the RPC metrics and the replica's counters.
-pub fn registry(rpc: &RpcMetrics, counters: CountersCollector) -> Registry {
+pub fn registry(rpc: &RpcMetrics, replica: ReplicaCollector) -> Registry {
     let mut registry = Registry::default();
     rpc.register(&mut registry);
-    registry.register_collector(Box::new(counters));
+    registry.register_collector(Box::new(replica));
     registry
 }
 

@@ -26,7 +26,7 @@ use crate::{
         deadline::DeadlineLayer, metrics::RpcMetricsLayer, overload::OverloadLayer,
         refusals::RefusalsLayer,
     },
-    observability::{self, CountersCollector, RpcMetrics},
+    observability::{self, Readings, ReplicaCollector, RpcMetrics},
     transport::{StreamLayer, Transport},
 };
 
@@ -204,8 +204,11 @@ impl Server {
 
         let exporter = metrics_listener.map(|listener| {
             let (app, transport) = (app.clone(), transport.clone());
-            let counters = CountersCollector(Box::new(move || app.counters(&transport.counters)));
-            let registry = observability::registry(&rpc_metrics, counters);
+            let replica = ReplicaCollector(Box::new(move || Readings {
+                counters: app.counters(&transport.counters),
+                gauges: app.gauges(&transport),
+            }));
+            let registry = observability::registry(&rpc_metrics, replica);
             tokio::spawn(serve_metrics(listener, Arc::new(registry)))
         });
         let sweeper = tokio::spawn(sweep_forever(app.clone()));

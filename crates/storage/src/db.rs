@@ -28,6 +28,7 @@ pub struct Database {
     /// The same pool as `conn`, for the statements SeaORM cannot express (array parameters,
     /// see `points::batch`).
     postgres: Option<sqlx::PgPool>,
+    max_connections: u32,
 }
 
 impl Database {
@@ -86,7 +87,23 @@ impl Database {
             conn,
             backend,
             postgres,
+            max_connections,
         })
+    }
+
+    /// The pool's connections now: (open, of which idle, the most it opens).
+    pub fn pool_connections(&self) -> (u32, usize, u32) {
+        let max = self.max_connections;
+        match self.backend {
+            Backend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle(), max)
+            }
+            Backend::Sqlite => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle(), max)
+            }
+        }
     }
 
     /// Whether this is PostgreSQL with autovacuum off (nothing then keeps the planner's

@@ -135,6 +135,16 @@ impl Transport {
         self.config.max_connections - self.connections.available_permits()
     }
 
+    /// Response bytes written to connections and not yet sent (the budget's use).
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent.load(Relaxed)
+    }
+
+    /// Long-lived streams open now (`Health/Watch`, reflection, `StreamEvents`).
+    pub fn open_streams(&self) -> usize {
+        self.open_service_calls.load(Relaxed)
+    }
+
     /// `accepted`, with every connection past the cap closed and logged, and every accepted
     /// one guarded.
     pub fn guard<S>(self: &Arc<Self>, accepted: S) -> impl Stream<Item = io::Result<Guarded>>
