@@ -137,7 +137,10 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     assert!(batches(&after) >= batches(&before) + 1.0, "{after}");
     assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
     // What the replica holds open: its pool (8 at most in tests), the test's connection.
-    assert_eq!(sample(&after, "marketing_db_pool_max_connections"), Some(8.0));
+    assert_eq!(
+        sample(&after, "marketing_db_pool_max_connections"),
+        Some(8.0)
+    );
     let pool = sample(&after, "marketing_db_pool_connections").expect("the pool's gauge");
     assert!((1.0..=8.0).contains(&pool), "{pool}");
     assert!(sample(&after, "marketing_open_connections").is_some_and(|open| open >= 1.0));
@@ -182,4 +185,33 @@ async fn slow_statements_are_logged_and_autovacuum_off_is_warned_about() {
     drop(db);
     drop(server);
     marketing_tests::drop_test_database(&name).await;
+}
+
+/// The sweeper's rounds show on /metrics as they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweepers_rounds_are_counted() {
+    let app = marketing_tests::spawn_app_with(
+        marketing_tests::Backend::PostgresRedis,
+        marketing_tests::Options {
+            sweep_interval: Some(std::time::Duration::from_millis(50)),
+            ..marketing_tests::Options::default()
+        },
+    )
+    .await;
+    let addr = app.metrics_addr.expect("/metrics");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, text) = scrape(addr).await;
+        let rounds = sample(&text, "marketing_sweeps_total").expect("the sweeps counter");
+        if rounds >= 3.0 {
+            assert_eq!(sample(&text, "marketing_sweep_failures_total"), Some(0.0));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{rounds} rounds in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
 }

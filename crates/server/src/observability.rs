@@ -57,6 +57,16 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Rate-limit checks this replica counted alone because Redis could not be reached.
     pub local_rate_limits: AtomicU64,
+    /// The sweeper's rounds, the parts of them that failed, and what it swept besides coupons:
+    /// points holds released and accounts whose lots expired, reminders recorded, request
+    /// records and event batches deleted for retention.
+    pub sweeps: AtomicU64,
+    pub sweep_failures: AtomicU64,
+    pub points_holds_released: AtomicU64,
+    pub points_accounts_expired: AtomicU64,
+    pub reminders: AtomicU64,
+    pub records_deleted: AtomicU64,
+    pub event_batches_deleted: AtomicU64,
 }
 
 impl Metrics {
@@ -139,6 +149,13 @@ pub fn counters(
         claim_lock_lapses,
         rate_limited,
         local_rate_limits,
+        sweeps,
+        sweep_failures,
+        points_holds_released,
+        points_accounts_expired,
+        reminders,
+        records_deleted,
+        event_batches_deleted,
     } = metrics;
     let TransportCounters {
         refused_connections,
@@ -208,6 +225,41 @@ pub fn counters(
             "marketing_local_rate_limits_total",
             "rate-limit checks counted by this replica alone (Redis unreachable)",
             local_rate_limits,
+        ),
+        (
+            "marketing_sweeps_total",
+            "rounds of the sweeper (every MARKETING_SWEEP_INTERVAL_MS)",
+            sweeps,
+        ),
+        (
+            "marketing_sweep_failures_total",
+            "parts of sweeper rounds that failed (retried the next round)",
+            sweep_failures,
+        ),
+        (
+            "marketing_points_holds_released_total",
+            "points holds the sweeper released when they lapsed",
+            points_holds_released,
+        ),
+        (
+            "marketing_points_accounts_expired_total",
+            "accounts whose expired lots the sweeper wrote off",
+            points_accounts_expired,
+        ),
+        (
+            "marketing_reminders_total",
+            "expiry reminders the sweeper recorded (coupons and points lots)",
+            reminders,
+        ),
+        (
+            "marketing_records_deleted_total",
+            "request records and holds deleted for retention",
+            records_deleted,
+        ),
+        (
+            "marketing_event_batches_deleted_total",
+            "event batches deleted for retention",
+            event_batches_deleted,
         ),
         (
             "marketing_refused_connections_total",
@@ -609,6 +661,6 @@ mod tests {
             value("marketing_cache_misses_total", Some("lists")),
             Some(5)
         );
-        assert_eq!(all.len(), 18 + 2 * 5);
+        assert_eq!(all.len(), 25 + 2 * 5);
     }
 }

@@ -362,52 +362,74 @@ async fn sweep_forever(app: AppState) {
     // The first sweep one interval after start, not at once (an interval's first tick is
     // immediate): what a replica starting finds due, the running replicas sweep anyway.
     interval.tick().await;
+    let metrics = app.shared().metrics.clone();
+    let count = |counter: &std::sync::atomic::AtomicU64, n: u64| {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
     loop {
         interval.tick().await;
+        count(&metrics.sweeps, 1);
         match app.coupons.sweep_coupons(BATCH).await {
             Ok((0, 0)) => {}
             Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
             Err(err) => {
-                marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval")
+                count(&metrics.sweep_failures, 1);
+                marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval");
             }
         }
         match app.events.remind_expiring(BATCH).await {
             Ok((0, 0)) => {}
-            Ok((coupons, lots)) => tracing::info!(coupons, lots, "expiry reminders"),
+            Ok((coupons, lots)) => {
+                count(&metrics.reminders, coupons + lots);
+                tracing::info!(coupons, lots, "expiry reminders");
+            }
             Err(err) => {
-                marketing_infra::warn_every!(error = %err, "expiry reminders failed; retrying next interval")
+                count(&metrics.sweep_failures, 1);
+                marketing_infra::warn_every!(error = %err, "expiry reminders failed; retrying next interval");
             }
         }
         match app.templates.resume_abandoned_generation().await {
             Ok(false) => {}
             Ok(true) => tracing::info!("resumed a coupon code generation a replica left"),
             Err(err) => {
-                marketing_infra::warn_every!(error = %err, "resuming coupon code generations failed; retrying next interval")
+                count(&metrics.sweep_failures, 1);
+                marketing_infra::warn_every!(error = %err, "resuming coupon code generations failed; retrying next interval");
             }
         }
         match app.points.sweep_points(BATCH).await {
             Ok((0, 0)) => {}
             Ok((holds_released, accounts_expired)) => {
+                count(&metrics.points_holds_released, holds_released as u64);
+                count(&metrics.points_accounts_expired, accounts_expired as u64);
                 tracing::info!(holds_released, accounts_expired, "points sweep");
             }
             Err(err) => {
-                marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval")
+                count(&metrics.sweep_failures, 1);
+                marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval");
             }
         }
         if last_retention.is_none_or(|at| at.elapsed() >= crate::app::RETENTION_SWEEP_EVERY) {
             last_retention = Some(std::time::Instant::now());
             match app.retention.sweep_records(BATCH).await {
                 Ok((0, 0)) => {}
-                Ok((records, holds)) => tracing::info!(records, holds, "retention sweep"),
+                Ok((records, holds)) => {
+                    count(&metrics.records_deleted, records + holds);
+                    tracing::info!(records, holds, "retention sweep");
+                }
                 Err(err) => {
-                    marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval")
+                    count(&metrics.sweep_failures, 1);
+                    marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval");
                 }
             }
             match app.retention.sweep_events(EVENT_BATCHES).await {
                 Ok(0) => {}
-                Ok(events) => tracing::info!(events, "event retention sweep"),
+                Ok(events) => {
+                    count(&metrics.event_batches_deleted, events);
+                    tracing::info!(events, "event retention sweep");
+                }
                 Err(err) => {
-                    marketing_infra::warn_every!(error = %err, "event retention sweep failed; retrying next interval")
+                    count(&metrics.sweep_failures, 1);
+                    marketing_infra::warn_every!(error = %err, "event retention sweep failed; retrying next interval");
                 }
             }
         }
