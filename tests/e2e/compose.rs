@@ -76,6 +76,11 @@ fn the_compose_file_runs_the_bootstrap_first_and_has_no_password_in_it() {
         "--requirepass",
         "${REDIS_PASSWORD:?",
         "MARKETING_GRPC_ADDR: 0.0.0.0:50051",
+        // Prometheus scrapes every replica's /metrics inside the network; Grafana shows it.
+        "MARKETING_METRICS_ADDR: 0.0.0.0:9464",
+        "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml",
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards",
+        "${GRAFANA_ADMIN_PASSWORD:?",
     ] {
         assert!(
             compose.contains(expected),

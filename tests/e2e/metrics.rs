@@ -215,3 +215,49 @@ async fn the_sweepers_rounds_are_counted() {
     }
     app.stop().await;
 }
+
+/// The Grafana dashboard in `deploy/` charts only metrics the server exposes, and Prometheus
+/// scrapes the port the compose serves them on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_only_metrics_the_server_exposes() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository")
+        .join("deploy");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/dashboards/marketing.json"))
+            .expect("the dashboard"),
+    )
+    .expect("JSON");
+    let scrape_config =
+        std::fs::read_to_string(root.join("prometheus.yml")).expect("the scrape config");
+    assert!(scrape_config.contains("port: 9464"), "{scrape_config}");
+
+    let app = marketing_tests::spawn_app(marketing_tests::Backend::PostgresRedis).await;
+    let created = create_template(&app, "acme", template()).await;
+    claim(&app, "acme", "m1", &created.id)
+        .await
+        .expect("claimed");
+    let (_, text) = scrape(app.metrics_addr.expect("/metrics")).await;
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    let mut charted = 0;
+    for target in panels
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().expect("an expression");
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("grpc_server_") || word.starts_with("marketing_"))
+        {
+            charted += 1;
+            assert!(
+                text.lines().any(|line| line.starts_with(name)),
+                "the dashboard charts {name}, which /metrics does not show"
+            );
+        }
+    }
+    assert!(charted >= 20, "{charted} metrics charted");
+    app.stop().await;
+}
