@@ -5,7 +5,9 @@
 //! batch, copies of one request (same tenant, request id and parameters) are one [`Group`],
 //! served once and answered alike; the same request id with other parameters is
 //! REQUEST_ID_REUSED. A caller waits until its deadline; a batch retries the races it loses
-//! ([`retry_lost_races`]) until the latest deadline among its commands.
+//! ([`retry_lost_races`]) until the latest deadline among its commands. Each batch runs in a
+//! span of its own (`batch`, named by the batcher) that follows from the spans of the calls it
+//! serves: a trace shows a call's batch, and the batch the calls it served with.
 
 use std::{
     collections::HashMap,
@@ -20,6 +22,7 @@ use marketing_domain::error::Refusal;
 use marketing_infra::backoff;
 use marketing_storage::idempotency::IdempotencyKey;
 use tokio::{sync::oneshot, time::Instant};
+use tracing::Instrument;
 
 /// A command a batcher queues.
 pub(super) trait Batched: Send + 'static {
@@ -57,6 +60,8 @@ impl<C, R: Clone> Group<C, R> {
 struct Pending<C, R> {
     cmd: C,
     reply: Reply<R>,
+    /// The span of the call that queued it.
+    span: tracing::Span,
 }
 
 struct Queue<C, R> {
@@ -124,7 +129,11 @@ impl<K: Eq + Hash + Clone + Send + 'static, C: Batched, R: Send + 'static> Batch
                 None => queues.entry(key.clone()).or_default().clone(),
             };
             let mut state = locked(&queue);
-            state.waiting.push(Pending { cmd, reply });
+            state.waiting.push(Pending {
+                cmd,
+                reply,
+                span: tracing::Span::current(),
+            });
             let start = !std::mem::replace(&mut state.draining, true);
             drop(state);
             (queue, start)
@@ -182,9 +191,13 @@ async fn drain<K: Eq + Hash, C: Batched, R, S, F>(
             let take = state.waiting.len().min(max);
             state.waiting.drain(..take).collect()
         };
+        let span = tracing::info_span!("batch", batcher = name, commands = batch.len());
+        for pending in &batch {
+            span.follows_from(&pending.span);
+        }
         let groups = group(batch);
         if !groups.is_empty() {
-            serve(groups).await;
+            serve(groups).instrument(span).await;
         }
     }
 }
@@ -195,7 +208,7 @@ async fn drain<K: Eq + Hash, C: Batched, R, S, F>(
 fn group<C: Batched, R>(batch: Vec<Pending<C, R>>) -> Vec<Group<C, R>> {
     let mut groups: Vec<Group<C, R>> = Vec::new();
     let mut by_request: HashMap<marketing_storage::idempotency::RecordKey, usize> = HashMap::new();
-    for Pending { cmd, reply } in batch {
+    for Pending { cmd, reply, .. } in batch {
         if reply.is_closed() {
             continue;
         }
@@ -352,8 +365,71 @@ mod tests {
         }
     }
 
+    /// The batch's span callsite is registered once for the whole test binary, with the
+    /// subscribers live at that moment: tests that run batches take turns, so that none
+    /// registers it while the span test's subscriber is being set up.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Records which spans each span follows from.
+    struct Links(Arc<Mutex<Vec<(tracing::Id, tracing::Id)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Links {
+        fn on_follows_from(
+            &self,
+            span: &tracing::Id,
+            follows: &tracing::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            locked(&self.0).push((span.clone(), follows.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_runs_in_a_span_that_follows_from_the_calls_it_serves() {
+        let _serial = SERIAL.lock().await;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let _subscriber = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(Links(links.clone())),
+        );
+        let batcher = Arc::new(Batcher::<(), Cmd, u32>::new(8, "test"));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = tokio::task::JoinSet::new();
+        let mut call_spans = Vec::new();
+        for i in 0..3u32 {
+            let span = tracing::info_span!("call", i);
+            call_spans.push(span.id().expect("an enabled span"));
+            let (batcher, serve) = (batcher.clone(), doubling(batches.clone()));
+            calls.spawn(
+                async move { batcher.submit((), cmd(None, i), serve).await }.instrument(span),
+            );
+        }
+        let answers = calls.join_all().await;
+        assert!(answers.iter().all(Result::is_ok));
+        assert_eq!(locked(&batches).len(), 1, "the three calls shared a batch");
+        let links = locked(&links).clone();
+        let batch = &links
+            .first()
+            .expect("the batch's span follows from its calls")
+            .0;
+        let followed: Vec<&tracing::Id> = links
+            .iter()
+            .filter(|(span, _)| span == batch)
+            .map(|(_, follows)| follows)
+            .collect();
+        assert_eq!(followed.len(), 3);
+        for call in &call_spans {
+            assert!(
+                followed.contains(&call),
+                "the batch does not follow {call:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_commands_share_batches_and_copies_share_an_answer() {
+        let _serial = SERIAL.lock().await;
         let batcher = Arc::new(Batcher::<(), Cmd, u32>::new(4, "test"));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let mut calls = tokio::task::JoinSet::new();
@@ -398,16 +474,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_reused_request_id_is_refused_and_a_missed_deadline_answered() {
+        let _serial = SERIAL.lock().await;
         let (first, _first_answer) = oneshot::channel::<Result<u32, MarketingError>>();
         let (reused, reused_answer) = oneshot::channel::<Result<u32, MarketingError>>();
         let batch = vec![
             Pending {
                 cmd: cmd(Some("same"), 1),
                 reply: first,
+                span: tracing::Span::none(),
             },
             Pending {
                 cmd: cmd(Some("same"), 2),
                 reply: reused,
+                span: tracing::Span::none(),
             },
         ];
         let groups = group(batch);
@@ -432,6 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn lost_races_are_retried_until_won_or_the_deadline() {
+        let _serial = SERIAL.lock().await;
         let tries = AtomicU32::new(0);
         let backoff_by = Backoff {
             base: Duration::from_millis(1),
