@@ -55,7 +55,8 @@ enum ReportCommand {
 struct BenchArgs {
     /// The scenario to run (see the list in the README, or an error's list).
     scenario: String,
-    /// The server.
+    /// The server, or replicas separated by commas: connections are spread over them in turn
+    /// (at least one each).
     #[arg(long, visible_alias = "host", default_value = "127.0.0.1:50051")]
     addr: String,
     /// Workers sending at once.
@@ -186,7 +187,13 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Vec<Conn>> {
-    let addr = &args.addr;
+    let addrs: Vec<&str> = args
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|addr| !addr.is_empty())
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "--addr names no server");
     let token = Token(
         args.token
             .as_deref()
@@ -195,14 +202,15 @@ async fn connect(args: &Args) -> anyhow::Result<Vec<Conn>> {
             .context("--token must be ASCII")?,
     );
     let tls = args.tls.config()?;
-    let uri = match (addr.contains("://"), &tls) {
-        (true, _) => addr.to_owned(),
-        (false, Some(_)) => format!("https://{addr}"),
-        (false, None) => format!("http://{addr}"),
-    };
     let mut channels = Vec::new();
-    for _ in 0..args.load.connections.max(1) {
-        let mut endpoint = Endpoint::from_shared(uri.clone())?.tcp_nodelay(true);
+    for index in 0..args.load.connections.max(addrs.len()) {
+        let addr = addrs[index % addrs.len()];
+        let uri = match (addr.contains("://"), &tls) {
+            (true, _) => addr.to_owned(),
+            (false, Some(_)) => format!("https://{addr}"),
+            (false, None) => format!("http://{addr}"),
+        };
+        let mut endpoint = Endpoint::from_shared(uri)?.tcp_nodelay(true);
         if let Some(tls) = &tls {
             endpoint = endpoint.tls_config(tls.clone())?;
         }

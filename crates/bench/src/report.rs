@@ -146,10 +146,8 @@ fn nanos(d: Duration) -> u64 {
 /// ghz's `-O json`, plus a `scenario` object with what the scenario measured and verified.
 pub fn json(stats: &Stats, options: Value, scenario: Value) -> Value {
     json!({
-        "date": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default(),
+        // RFC 3339, as ghz writes it.
+        "date": prost_types::Timestamp::from(std::time::SystemTime::now()).to_string(),
         "endReason": "normal",
         "options": options,
         "count": stats.count,
@@ -211,6 +209,12 @@ mod tests {
         let out = json(&stats, json!({}), json!({}));
         assert_eq!(out["latencyDistribution"][2]["latency"], 50_000_000);
         assert_eq!(out["statusCodeDistribution"]["OK"], 90);
+        // ghz's date: RFC 3339 (2026-12-07T22:21:00.123456789Z).
+        let date = out["date"].as_str().expect("a string");
+        assert!(
+            date.len() >= 20 && date.as_bytes()[10] == b'T' && date.ends_with('Z'),
+            "{date}"
+        );
         assert!(summary(&stats).contains("Requests/sec:\t100.00"));
     }
 }
