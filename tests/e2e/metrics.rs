@@ -261,3 +261,42 @@ async fn the_dashboard_charts_only_metrics_the_server_exposes() {
     assert!(charted >= 20, "{charted} metrics charted");
     app.stop().await;
 }
+
+/// Refusals before any service count: a call without a key under required auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refusals_are_counted() {
+    let app = marketing_tests::spawn_app_with(
+        marketing_tests::Backend::Embedded,
+        marketing_tests::Options {
+            auth: Some(marketing_server::config::AuthMode::Required),
+            ..marketing_tests::Options::default()
+        },
+    )
+    .await;
+    let addr = app.metrics_addr.expect("/metrics");
+    for _ in 0..2 {
+        let refused = app
+            .templates()
+            .create_coupon_template(crate::fixtures::create_request("acme", template()))
+            .await
+            .expect_err("no key");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+    let (_, text) = scrape(addr).await;
+    assert_eq!(
+        sample(&text, "marketing_auth_refusals_total"),
+        Some(2.0),
+        "{text}"
+    );
+    let create = method("CouponTemplateService", "CreateCouponTemplate");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("grpc_server_handled_total{{{create},grpc_code=\"Unauthenticated\"}}")
+        ),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, "marketing_overload_sheds_total"), Some(0.0));
+    assert_eq!(sample(&text, "marketing_calls_in_progress"), Some(0.0));
+    app.stop().await;
+}

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub reminders: AtomicU64,
     pub records_deleted: AtomicU64,
     pub event_batches_deleted: AtomicU64,
+    /// Calls refused by auth (UNAUTHENTICATED, PERMISSION_DENIED) before any service, and
+    /// calls shed OVERLOADED for want of a turn.
+    pub auth_refusals: AtomicU64,
+    pub overload_sheds: AtomicU64,
 }
 
 impl Metrics {
@@ -96,6 +100,14 @@ impl Metrics {
 
     pub fn record_local_rate_limit(&self) {
         self.local_rate_limits.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_auth_refusal(&self) {
+        self.auth_refusals.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_overload_shed(&self) {
+        self.overload_sheds.fetch_add(1, Relaxed);
     }
 
     pub fn record_claim_batch(&self, claims: usize) {
@@ -156,6 +168,8 @@ pub fn counters(
         reminders,
         records_deleted,
         event_batches_deleted,
+        auth_refusals,
+        overload_sheds,
     } = metrics;
     let TransportCounters {
         refused_connections,
@@ -260,6 +274,16 @@ pub fn counters(
             "marketing_event_batches_deleted_total",
             "event batches deleted for retention",
             event_batches_deleted,
+        ),
+        (
+            "marketing_auth_refusals_total",
+            "calls refused by auth before any service (no or a wrong key, a role or tenant not allowed)",
+            auth_refusals,
+        ),
+        (
+            "marketing_overload_sheds_total",
+            "calls shed OVERLOADED: no turn within MARKETING_CALL_QUEUE_TIMEOUT_MS",
+            overload_sheds,
         ),
         (
             "marketing_refused_connections_total",
@@ -661,6 +685,6 @@ mod tests {
             value("marketing_cache_misses_total", Some("lists")),
             Some(5)
         );
-        assert_eq!(all.len(), 25 + 2 * 5);
+        assert_eq!(all.len(), 27 + 2 * 5);
     }
 }

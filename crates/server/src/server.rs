@@ -202,11 +202,24 @@ impl Server {
             tokio::time::sleep(drain_delay).await;
         };
 
+        let overload = OverloadLayer::new(
+            app.shared().config.max_calls,
+            app.shared().config.call_queue_timeout,
+            app.shared().metrics.clone(),
+        );
         let exporter = metrics_listener.map(|listener| {
-            let (app, transport) = (app.clone(), transport.clone());
+            let (app, transport, overload) = (app.clone(), transport.clone(), overload.clone());
             let replica = ReplicaCollector(Box::new(move || Readings {
                 counters: app.counters(&transport.counters),
-                gauges: app.gauges(&transport),
+                gauges: {
+                    let mut gauges = app.gauges(&transport);
+                    gauges.push(observability::Gauge {
+                        name: "marketing_calls_in_progress",
+                        help: "calls of the marketing services being served (at most MARKETING_MAX_CALLS)",
+                        value: i64::try_from(overload.in_progress()).unwrap_or(i64::MAX),
+                    });
+                    gauges
+                },
             }));
             let registry = observability::registry(&rpc_metrics, replica);
             tokio::spawn(serve_metrics(listener, Arc::new(registry)))
@@ -241,13 +254,11 @@ impl Server {
             .layer(RpcMetricsLayer::new(rpc_metrics))
             .layer(StreamLayer)
             .layer(DeadlineLayer)
-            .layer(OverloadLayer::new(
-                app.shared().config.max_calls,
-                app.shared().config.call_queue_timeout,
-            ))
+            .layer(overload.clone())
             .layer(AuthLayer::new(
                 app.clients.auth.clone(),
                 app.clients.limits.clone(),
+                app.shared().metrics.clone(),
             ))
             .layer(RefusalsLayer::new(max_request))
             .add_service(health_service)

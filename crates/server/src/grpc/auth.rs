@@ -24,6 +24,7 @@ use crate::{
         limits::Limits,
     },
     error::ServerError,
+    observability::Metrics,
     transport::{ConnectionInfo, connection_of},
     wire::status::status_of,
 };
@@ -32,11 +33,16 @@ use crate::{
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>, limits: Arc<Limits>) -> Self {
-        Self { auth, limits }
+    pub fn new(auth: Arc<Authenticator>, limits: Arc<Limits>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            auth,
+            limits,
+            metrics,
+        }
     }
 }
 
@@ -48,6 +54,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
             inner,
             auth: self.auth.clone(),
             limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -57,6 +64,7 @@ pub struct Authenticated<S> {
     inner: S,
     auth: Arc<Authenticator>,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
 }
 
 pin_project_lite::pin_project! {
@@ -131,7 +139,12 @@ where
             ),
         };
         let connection = connection_of(&request).cloned();
-        note(connection.as_ref(), &checked, request.uri().path());
+        note(
+            &self.metrics,
+            connection.as_ref(),
+            &checked,
+            request.uri().path(),
+        );
         let limited = self.limits.limits(LimitedAction::Client);
         match checked {
             Checked::Refused(refused) => AuthFuture::Refused {
@@ -159,6 +172,7 @@ where
                     Checks {
                         auth: self.auth.clone(),
                         limits: self.limits.clone(),
+                        metrics: self.metrics.clone(),
                         connection,
                         beside,
                     },
@@ -179,7 +193,10 @@ where
 /// Tells the connection what its call of `path` was found to be: a client's call (any call of
 /// our services when auth is off) marks it authenticated (never closed to make room), a
 /// refusal for credentials counts against it (too many close it).
-fn note(connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
+fn note(metrics: &Metrics, connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
+    if let Checked::Refused(_) = checked {
+        metrics.record_auth_refusal();
+    }
     let Some(connection) = connection else {
         return;
     };
@@ -197,6 +214,7 @@ fn note(connection: Option<&ConnectionInfo>, checked: &Checked, path: &str) {
 struct Checks {
     auth: Arc<Authenticator>,
     limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
     connection: Option<ConnectionInfo>,
     /// The certificate presented beside the call's key.
     beside: Option<CertificateBesideKey>,
@@ -220,11 +238,12 @@ where
         Checked::Unknown(credential) => {
             let path = request.uri().path().to_owned();
             let checked = checks.auth.look_up(credential, &path).await;
-            note(checks.connection.as_ref(), &checked, &path);
+            note(&checks.metrics, checks.connection.as_ref(), &checked, &path);
             match checked {
                 Checked::Admitted(caller) => caller,
                 Checked::Refused(refused) => return Ok(status_of(&refused).into_http()),
                 Checked::Unknown(_) => {
+                    checks.metrics.record_auth_refusal();
                     return Ok(status_of(&ServerError::Unauthenticated).into_http());
                 }
             }

@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxFuture, take_ready};
-use crate::{error::ServerError, wire::status::status_of};
+use crate::{error::ServerError, observability::Metrics, wire::status::status_of};
 
 /// The services whose calls are bounded.
 const BOUNDED: &str = "/marketing.v1.";
@@ -23,15 +23,25 @@ const BOUNDED: &str = "/marketing.v1.";
 #[derive(Clone)]
 pub struct OverloadLayer {
     turns: Arc<Semaphore>,
+    max_calls: usize,
     wait: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl OverloadLayer {
-    pub fn new(max_calls: usize, wait: Duration) -> Self {
+    pub fn new(max_calls: usize, wait: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             turns: Arc::new(Semaphore::new(max_calls)),
+            max_calls,
             wait,
+            metrics,
         }
+    }
+
+    /// Calls of the marketing services being served now (each holds a turn).
+    pub fn in_progress(&self) -> usize {
+        self.max_calls
+            .saturating_sub(self.turns.available_permits())
     }
 }
 
@@ -43,6 +53,7 @@ impl<S> tower_layer::Layer<S> for OverloadLayer {
             inner,
             turns: self.turns.clone(),
             wait: self.wait,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -52,6 +63,7 @@ pub struct Bounded<S> {
     inner: S,
     turns: Arc<Semaphore>,
     wait: Duration,
+    metrics: Arc<Metrics>,
 }
 
 pin_project_lite::pin_project! {
@@ -114,7 +126,7 @@ where
             };
         }
         let mut inner = take_ready(&mut self.inner);
-        let (turns, wait) = (self.turns.clone(), self.wait);
+        let (turns, wait, metrics) = (self.turns.clone(), self.wait, self.metrics.clone());
         BoundedFuture::Waiting {
             inner: Box::pin(async move {
                 match tokio::time::timeout(wait, turns.acquire_owned()).await {
@@ -124,6 +136,7 @@ where
                         answered
                     }
                     _ => {
+                        metrics.record_overload_shed();
                         marketing_infra::warn_every!(
                             waited_ms = wait.as_millis() as u64,
                             "call refused: the replica works on as many calls as it may"
