@@ -136,6 +136,14 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     let batches = |text: &str| sample(text, "marketing_claim_batches_total").unwrap_or(0.0);
     assert!(batches(&after) >= batches(&before) + 1.0, "{after}");
     assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
+    // The claim's batch in the histograms: its size, duration and wait for the lock.
+    for series in [
+        "marketing_claim_batch_size_count",
+        "marketing_claim_batch_seconds_count",
+        "marketing_claim_lock_wait_seconds_count",
+    ] {
+        assert!(sample(&after, series).is_some_and(|n| n >= 1.0), "{series}: {after}");
+    }
     // What the replica holds open: its pool (8 at most in tests), the test's connection.
     assert_eq!(
         sample(&after, "marketing_db_pool_max_connections"),

@@ -29,6 +29,11 @@ use prometheus_client::{
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Claim batches' sizes and durations, points batches' likewise, and how long claim
+    /// batches waited for their template's lock (histograms, exported as they are).
+    pub claim_batch: BatchHistograms,
+    pub points_batch: BatchHistograms,
+    pub claim_lock_wait: SecondsHistogram,
     /// Claim batches (and distributions) that ran without the template lock because the lock
     /// backend (Redis) was unreachable.
     pub lock_unavailable: AtomicU64,
@@ -170,6 +175,10 @@ pub fn counters(
         event_batches_deleted,
         auth_refusals,
         overload_sheds,
+        // Histograms: registered as they are (see `registry`).
+        claim_batch: _,
+        points_batch: _,
+        claim_lock_wait: _,
     } = metrics;
     let TransportCounters {
         refused_connections,
@@ -369,6 +378,46 @@ pub fn counters(
         }
     }
     all
+}
+
+/// A histogram of durations, in seconds: 0.5 ms to 10 s.
+#[derive(Debug, Clone)]
+pub struct SecondsHistogram(Histogram);
+
+impl Default for SecondsHistogram {
+    fn default() -> Self {
+        Self(handling_histogram())
+    }
+}
+
+impl SecondsHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        self.0.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Batch sizes (commands: 1 to 512 and more) and how long each batch took.
+#[derive(Debug, Clone)]
+pub struct BatchHistograms {
+    sizes: Histogram,
+    seconds: SecondsHistogram,
+}
+
+impl Default for BatchHistograms {
+    fn default() -> Self {
+        Self {
+            sizes: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            seconds: SecondsHistogram::default(),
+        }
+    }
+}
+
+impl BatchHistograms {
+    /// A batch of `size` commands served in `elapsed`.
+    pub fn observe(&self, size: usize, elapsed: Duration) {
+        self.sizes.observe(size as f64);
+        self.seconds.observe(elapsed);
+    }
 }
 
 /// A method's labels: `grpc_service` (`marketing.v1.UserCouponService`) and `grpc_method`
@@ -632,9 +681,37 @@ impl Collector for ReplicaCollector {
 }
 
 /// Everything `GET /metrics` shows: the RPC metrics and the replica's counters.
-pub fn registry(rpc: &RpcMetrics, replica: ReplicaCollector) -> Registry {
+pub fn registry(rpc: &RpcMetrics, metrics: &Metrics, replica: ReplicaCollector) -> Registry {
     let mut registry = Registry::default();
     rpc.register(&mut registry);
+    for (name, help, batches) in [
+        (
+            "marketing_claim_batch",
+            "claim batches",
+            &metrics.claim_batch,
+        ),
+        (
+            "marketing_points_batch",
+            "points batches",
+            &metrics.points_batch,
+        ),
+    ] {
+        registry.register(
+            format!("{name}_size"),
+            format!("commands in each of the {help}"),
+            batches.sizes.clone(),
+        );
+        registry.register(
+            format!("{name}_seconds"),
+            format!("how long each of the {help} took, retries included"),
+            batches.seconds.0.clone(),
+        );
+    }
+    registry.register(
+        "marketing_claim_lock_wait_seconds",
+        "how long claim batches waited for their template's lock",
+        metrics.claim_lock_wait.0.clone(),
+    );
     registry.register_collector(Box::new(replica));
     registry
 }

@@ -208,6 +208,7 @@ impl Server {
             app.shared().metrics.clone(),
         );
         let exporter = metrics_listener.map(|listener| {
+            let app_metrics = app.shared().metrics.clone();
             let (app, transport, overload) = (app.clone(), transport.clone(), overload.clone());
             let replica = ReplicaCollector(Box::new(move || Readings {
                 counters: app.counters(&transport.counters),
@@ -221,7 +222,7 @@ impl Server {
                     gauges
                 },
             }));
-            let registry = observability::registry(&rpc_metrics, replica);
+            let registry = observability::registry(&rpc_metrics, &app_metrics, replica);
             tokio::spawn(serve_metrics(listener, Arc::new(registry)))
         });
         let sweeper = tokio::spawn(sweep_forever(app.clone()));

@@ -246,7 +246,12 @@ impl CouponService {
         let template = first.template_id;
         let tenant = &first.key.tenant_id;
         let (outcomes, attempts) = retry_lost_races(deadline, RETRY, |attempt| async move {
+            let waited = std::time::Instant::now();
             let lock = self.template_lock(tenant, template, deadline).await?;
+            self.shared
+                .metrics
+                .claim_lock_wait
+                .observe(waited.elapsed());
             let fence = lock.as_ref().map(|l| l.fence);
             let result = self
                 .claim_batch_transaction(tenant, template, claims, fence, attempt > 0)
@@ -257,6 +262,10 @@ impl CouponService {
         .await;
         let outcomes = self.out_of_retries(outcomes, attempts);
         self.shared.metrics.record_claim_batch(claims.len());
+        self.shared
+            .metrics
+            .claim_batch
+            .observe(claims.len(), started.elapsed());
         tracing::debug!(template_id = %template, claims = claims.len(), attempts,
             elapsed_us = started.elapsed().as_micros() as u64, "claim batch served");
         outcomes

@@ -274,6 +274,10 @@ impl PointsService {
             }
         })
         .await;
+        self.shared
+            .metrics
+            .points_batch
+            .observe(cmds.len(), started.elapsed());
         tracing::debug!(
             commands = cmds.len(),
             attempts,
