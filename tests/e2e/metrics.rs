@@ -142,7 +142,10 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
         "marketing_claim_batch_seconds_count",
         "marketing_claim_lock_wait_seconds_count",
     ] {
-        assert!(sample(&after, series).is_some_and(|n| n >= 1.0), "{series}: {after}");
+        assert!(
+            sample(&after, series).is_some_and(|n| n >= 1.0),
+            "{series}: {after}"
+        );
     }
     // What the replica holds open: its pool (8 at most in tests), the test's connection.
     assert_eq!(
