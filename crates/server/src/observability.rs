@@ -525,10 +525,9 @@ impl RpcMetrics {
             .into_iter()
             .filter_map(|path| {
                 let (service, method) = path.trim_start_matches('/').split_once('/')?;
-                // Interned once: the set of served methods is fixed at start.
                 let labels = MethodLabels {
-                    grpc_service: Box::leak(service.to_owned().into_boxed_str()),
-                    grpc_method: Box::leak(method.to_owned().into_boxed_str()),
+                    grpc_service: intern(service),
+                    grpc_method: intern(method),
                 };
                 Some((path, (labels, OnceLock::new())))
             })
@@ -585,6 +584,24 @@ impl RpcMetrics {
             "How long RPCs took until the server answered them in full",
             self.seconds.clone(),
         );
+    }
+}
+
+/// `name` as a `&'static str`: each distinct name is kept once for the process (the served
+/// methods' names, a fixed set however many servers a process builds).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match names.get(name) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(kept);
+            kept
+        }
     }
 }
 

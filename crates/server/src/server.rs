@@ -212,15 +212,7 @@ impl Server {
             let (app, transport, overload) = (app.clone(), transport.clone(), overload.clone());
             let replica = ReplicaCollector(Box::new(move || Readings {
                 counters: app.counters(&transport.counters),
-                gauges: {
-                    let mut gauges = app.gauges(&transport);
-                    gauges.push(observability::Gauge {
-                        name: "marketing_calls_in_progress",
-                        help: "calls of the marketing services being served (at most MARKETING_MAX_CALLS)",
-                        value: i64::try_from(overload.in_progress()).unwrap_or(i64::MAX),
-                    });
-                    gauges
-                },
+                gauges: gauges(&app, &transport, &overload),
             }));
             let registry = observability::registry(&rpc_metrics, &app_metrics, replica);
             tokio::spawn(serve_metrics(listener, Arc::new(registry)))
@@ -303,6 +295,58 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What the replica holds open now, for `GET /metrics`: its database pool's connections, its
+/// client connections, long-lived streams and unsent response bytes, and the calls in progress.
+fn gauges(
+    app: &AppState,
+    transport: &Transport,
+    overload: &OverloadLayer,
+) -> Vec<observability::Gauge> {
+    let (open, idle, max) = app.shared().db.pool_connections();
+    let gauge = |name, help, value: usize| observability::Gauge {
+        name,
+        help,
+        value: i64::try_from(value).unwrap_or(i64::MAX),
+    };
+    vec![
+        gauge(
+            "marketing_db_pool_connections",
+            "database connections open (in use or idle)",
+            open as usize,
+        ),
+        gauge(
+            "marketing_db_pool_idle_connections",
+            "database connections open and idle",
+            idle,
+        ),
+        gauge(
+            "marketing_db_pool_max_connections",
+            "the most database connections the pool opens",
+            max as usize,
+        ),
+        gauge(
+            "marketing_open_connections",
+            "client connections open",
+            transport.open_connections(),
+        ),
+        gauge(
+            "marketing_open_streams",
+            "long-lived streams open (health watches, reflection, StreamEvents)",
+            transport.open_streams(),
+        ),
+        gauge(
+            "marketing_unsent_response_bytes",
+            "response bytes written and not yet sent (the budget's use)",
+            transport.unsent_bytes(),
+        ),
+        gauge(
+            "marketing_calls_in_progress",
+            "calls of the marketing services being served (at most MARKETING_MAX_CALLS)",
+            overload.in_progress(),
+        ),
+    ]
 }
 
 /// Serves `GET /metrics` (no auth: it binds to loopback unless configured otherwise) until

@@ -62,8 +62,9 @@ pub struct ListCoupons {
 /// transitions, sweeps), so a page from it is exactly what the database would answer.
 pub struct HeldCoupons {
     coupons: Vec<UserCoupon>,
-    /// Each coupon's terms as pricing reads them (made once per copy, not once per price).
-    terms: Vec<Terms>,
+    /// Each coupon's terms as pricing reads them: made once per copy, when it is first priced
+    /// (not once per price, and not for copies only listed).
+    terms: std::sync::OnceLock<Vec<Terms>>,
     /// Whether these are all the member's coupons.
     complete: bool,
 }
@@ -93,8 +94,8 @@ impl HeldCoupons {
 
     fn of(coupons: Vec<UserCoupon>, complete: bool) -> Self {
         Self {
-            terms: coupons.iter().map(super::pricing::terms_of).collect(),
             coupons,
+            terms: std::sync::OnceLock::new(),
             complete,
         }
     }
@@ -111,7 +112,8 @@ impl HeldCoupons {
 
     /// Each coupon's pricing terms (`terms()[i]` of `coupons()[i]`).
     pub fn terms(&self) -> &[Terms] {
-        &self.terms
+        self.terms
+            .get_or_init(|| self.coupons.iter().map(super::pricing::terms_of).collect())
     }
 
     /// Whether these are all the member's coupons.

@@ -144,49 +144,6 @@ impl AppState {
         observability::counters(&shared.metrics, transport, &caches)
     }
 
-    /// What this replica holds open now: its database pool's connections, and `transport`'s
-    /// connections, long-lived streams and unsent response bytes.
-    pub fn gauges(&self, transport: &crate::transport::Transport) -> Vec<observability::Gauge> {
-        let (open, idle, max) = self.shared().db.pool_connections();
-        let gauge = |name, help, value: usize| observability::Gauge {
-            name,
-            help,
-            value: i64::try_from(value).unwrap_or(i64::MAX),
-        };
-        vec![
-            gauge(
-                "marketing_db_pool_connections",
-                "database connections open (in use or idle)",
-                open as usize,
-            ),
-            gauge(
-                "marketing_db_pool_idle_connections",
-                "database connections open and idle",
-                idle,
-            ),
-            gauge(
-                "marketing_db_pool_max_connections",
-                "the most database connections the pool opens",
-                max as usize,
-            ),
-            gauge(
-                "marketing_open_connections",
-                "client connections open",
-                transport.open_connections(),
-            ),
-            gauge(
-                "marketing_open_streams",
-                "long-lived streams open (health watches, reflection, StreamEvents)",
-                transport.open_streams(),
-            ),
-            gauge(
-                "marketing_unsent_response_bytes",
-                "response bytes written and not yet sent (the budget's use)",
-                transport.unsent_bytes(),
-            ),
-        ]
-    }
-
     /// What every service shares.
     pub fn shared(&self) -> &Shared {
         &self.templates.shared
