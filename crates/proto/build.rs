@@ -11,6 +11,7 @@ fn main() -> io::Result<()> {
         "points",
         "tenant_settings",
         "event",
+        "admin",
     ]
     .iter()
     .map(|name| proto_root.join(format!("marketing/v1/{name}.proto")))

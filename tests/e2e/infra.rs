@@ -29,7 +29,7 @@ macro_rules! infra_suite {
                 async fn $test() {
                     let pool = super::redis_pool();
                     super::$test(
-                        std::sync::Arc::new(marketing_infra::lock::RedisLock::new(pool.clone())),
+                        std::sync::Arc::new(marketing_infra::lock::RedisLock::new(pool.clone(), "replica-a")),
                         std::sync::Arc::new(marketing_infra::cache::RedisCache::new(pool)),
                     )
                     .await;
@@ -41,7 +41,7 @@ macro_rules! infra_suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(
-                        std::sync::Arc::new(marketing_infra::lock::LocalLock::new()),
+                        std::sync::Arc::new(marketing_infra::lock::LocalLock::new("replica-a")),
                         std::sync::Arc::new(marketing_infra::cache::LocalCache::new(1000)),
                     )
                     .await;
@@ -56,6 +56,8 @@ infra_suite! {
     lock_fences_rise_and_only_the_holder_releases,
     lock_lapses_after_its_ttl_and_waits_are_bounded,
     cache_never_goes_back_to_an_older_version,
+    lock_lists_the_locks_held_with_holder_fence_and_time_left,
+    cache_drops_a_key_or_a_family_of_keys,
 }
 
 async fn lock_excludes_concurrent_holders(lock: Arc<dyn DistributedLock>, _cache: Arc<dyn Cache>) {
@@ -311,4 +313,86 @@ async fn rate_limiters_admit_calls_given_back_again_never_beyond_the_burst() {
             .expect("check");
         assert_eq!(other.admitted, 1, "{kind}");
     }
+}
+
+async fn lock_lists_the_locks_held_with_holder_fence_and_time_left(
+    lock: Arc<dyn DistributedLock>,
+    _cache: Arc<dyn Cache>,
+) {
+    let deadline = || Instant::now() + Duration::from_secs(1);
+    let mut guards = Vec::new();
+    for key in ["listed:a", "listed:b", "listed:c"] {
+        guards.push(
+            lock.acquire(key, Duration::from_secs(30), deadline())
+                .await
+                .expect("ok")
+                .expect("free"),
+        );
+    }
+    let released = guards.pop().expect("c");
+    assert!(lock.release(&released).await.expect("release"));
+    // Pages of one lock at a time until the cursor says the last page went.
+    let mut listed = Vec::new();
+    let mut cursor = 0;
+    for _ in 0..10_000 {
+        let page = lock.active(cursor, 1).await.expect("active");
+        listed.extend(page.locks);
+        cursor = page.next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(cursor, 0, "the listing ends");
+    listed.retain(|held| held.key.starts_with("listed:"));
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = listed.iter().map(|held| held.key.as_str()).collect();
+    assert_eq!(keys, ["listed:a", "listed:b"], "held locks only, each once");
+    for (held, guard) in listed.iter().zip(&guards) {
+        assert_eq!(held.holder, "replica-a");
+        assert_eq!(held.fence, Some(guard.fence));
+        assert!(
+            held.time_left > Duration::from_secs(20) && held.time_left <= Duration::from_secs(30),
+            "{:?}",
+            held.time_left
+        );
+    }
+}
+
+async fn cache_drops_a_key_or_a_family_of_keys(
+    _lock: Arc<dyn DistributedLock>,
+    cache: Arc<dyn Cache>,
+) {
+    use marketing_infra::cache::Copies;
+    let ttl = Duration::from_secs(60);
+    let entry = Versioned {
+        version: 1,
+        value: b"v".to_vec(),
+    };
+    // Tenant `acme`'s two templates, and one of tenant `acme:eu`, whose id extends it.
+    for key in [
+        "tpl:acme:1",
+        "tpl:acme:2",
+        "tpl:acme:eu:3",
+        "rule:acme:earn",
+    ] {
+        cache.put(key, entry.clone(), ttl).await.expect("put");
+        assert!(cache.get(key).await.expect("get").is_some());
+    }
+    let dropped = cache
+        .drop_copies(Copies::Key("rule:acme:earn"))
+        .await
+        .expect("drop a key");
+    assert_eq!(dropped.local + dropped.shared, 1, "{dropped:?}");
+    assert_eq!(cache.get("rule:acme:earn").await.expect("get"), None);
+    let dropped = cache
+        .drop_copies(Copies::Family("tpl:acme:"))
+        .await
+        .expect("drop a family");
+    assert_eq!(dropped.local + dropped.shared, 2, "{dropped:?}");
+    assert_eq!(cache.get("tpl:acme:1").await.expect("get"), None);
+    assert_eq!(cache.get("tpl:acme:2").await.expect("get"), None);
+    assert!(
+        cache.get("tpl:acme:eu:3").await.expect("get").is_some(),
+        "another tenant's copy stays"
+    );
 }

@@ -1,5 +1,6 @@
 //! One integration-test binary. Every suite runs on both backends (see `backend_suite!`).
 
+mod admin;
 mod auth;
 mod bounds;
 mod cache;

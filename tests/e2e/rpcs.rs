@@ -65,7 +65,7 @@ const fn rpc(path: &'static str, writes: bool, request: fn(&Seed, usize) -> Vec<
 }
 
 /// Every RPC of the API, one line each.
-pub const RPCS: [Rpc; 40] = [
+pub const RPCS: [Rpc; 44] = [
     rpc(
         "/marketing.v1.CouponTemplateService/CreateCouponTemplate",
         true,
@@ -616,6 +616,34 @@ pub const RPCS: [Rpc; 40] = [
             }
             .encode_to_vec()
         },
+    ),
+    rpc("/marketing.v1.AdminService/GetCacheStats", false, |_, _| {
+        pb::GetCacheStatsRequest {}.encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.AdminService/ListActiveLocks",
+        false,
+        |_, _| {
+            pb::ListActiveLocksRequest {
+                page_size: 10,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        },
+    ),
+    rpc("/marketing.v1.AdminService/EvictCache", false, |s, _| {
+        pb::EvictCacheRequest {
+            tenant_id: s.tenant.clone(),
+            target: Some(pb::evict_cache_request::Target::TemplateId(
+                s.template_id.clone(),
+            )),
+        }
+        .encode_to_vec()
+    }),
+    rpc(
+        "/marketing.v1.AdminService/GetSweeperStatus",
+        false,
+        |_, _| pb::GetSweeperStatusRequest {}.encode_to_vec(),
     ),
     rpc("/marketing.v1.EventService/ListEvents", false, |s, _| {
         pb::ListEventsRequest {

@@ -37,6 +37,9 @@ pub enum Permission {
 pub enum Scope {
     /// The call names one tenant (`tenant_id`), and its client must act for it.
     Tenant,
+    /// The call shows or touches every tenant's data (the admin service): its client must act
+    /// for all tenants.
+    AllTenants,
 }
 
 /// One RPC's declared needs.
@@ -56,10 +59,18 @@ const fn rpc(path: &'static str, permission: Permission) -> RpcPermission {
     }
 }
 
+const fn service_wide(path: &'static str) -> RpcPermission {
+    RpcPermission {
+        path,
+        permission: Permission::Manage,
+        scope: Scope::AllTenants,
+    }
+}
+
 /// Every RPC of `marketing.v1` and the permission it needs. A path with no entry is refused
 /// to every role but admin (permissions fail closed); a test walks the served descriptor set
 /// and fails on any RPC without an entry, so a new RPC cannot ship without a decision.
-pub const RPC_PERMISSIONS: [RpcPermission; 40] = {
+pub const RPC_PERMISSIONS: [RpcPermission; 44] = {
     use Permission::{Manage, Order, Read};
     [
         rpc(
@@ -157,6 +168,11 @@ pub const RPC_PERMISSIONS: [RpcPermission; 40] = {
         ),
         rpc("/marketing.v1.PointsAccountService/ListPointsRules", Read),
         rpc("/marketing.v1.PointsAccountService/AdjustPoints", Manage),
+        // One replica's caches, every tenant's locks: admins of all tenants only.
+        service_wide("/marketing.v1.AdminService/GetCacheStats"),
+        service_wide("/marketing.v1.AdminService/ListActiveLocks"),
+        service_wide("/marketing.v1.AdminService/EvictCache"),
+        service_wide("/marketing.v1.AdminService/GetSweeperStatus"),
     ]
 };
 
@@ -184,6 +200,14 @@ impl Role {
             Some(rpc) => self.grants(rpc.permission),
             None => self == Role::Admin,
         }
+    }
+
+    /// Whether a client of this role acting for `tenants` may call the RPC at `path`: its
+    /// role allows it, and a call of [`Scope::AllTenants`] needs a client of all tenants.
+    pub fn allows_for(self, tenants: &Tenants, path: &str) -> bool {
+        self.allows(path)
+            && (rpc_permission(path).is_none_or(|rpc| rpc.scope == Scope::Tenant)
+                || *tenants == Tenants::All)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -32,11 +32,48 @@ pub trait Cache: Send + Sync + 'static {
 
     async fn evict(&self, key: &str) -> Result<(), InfraError>;
 
+    /// Drops the copies of `target` everywhere: this replica's, the shared level's, and
+    /// (announced) the other replicas'. Answers what this replica and the shared level held.
+    async fn drop_copies(&self, target: Copies<'_>) -> Result<Dropped, InfraError>;
+
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
 
     /// Hits, misses and evictions so far.
     fn stats(&self) -> CacheStatsSnapshot;
+
+    /// Copies this replica holds in memory (approximate: expired ones go lazily).
+    fn entries(&self) -> u64;
+}
+
+/// What [`Cache::drop_copies`] drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies<'a> {
+    /// One key.
+    Key(&'a str),
+    /// Every key that is this text followed by text without `:` (`tpl:acme:` holds the
+    /// templates of tenant `acme`, not those of tenant `acme:eu`).
+    Family(&'a str),
+}
+
+impl Copies<'_> {
+    fn covers(self, key: &str) -> bool {
+        match self {
+            Copies::Key(target) => key == target,
+            Copies::Family(prefix) => key
+                .strip_prefix(prefix)
+                .is_some_and(|rest| !rest.contains(':')),
+        }
+    }
+}
+
+/// What [`Cache::drop_copies`] found and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Copies in this replica's memory.
+    pub local: u64,
+    /// Entries of the shared level (Redis).
+    pub shared: u64,
 }
 
 /// Counters of a cache, ready to be exported.
@@ -168,12 +205,36 @@ impl Cache for RedisCache {
         Ok(())
     }
 
+    async fn drop_copies(&self, target: Copies<'_>) -> Result<Dropped, InfraError> {
+        let shared = match target {
+            Copies::Key(key) => {
+                let mut conn = self.pool.connection().await?;
+                conn.del(self.key(key)).await?
+            }
+            Copies::Family(prefix) => {
+                let pattern = format!("cache:{}*", crate::redis::glob_escaped(prefix));
+                self.pool
+                    .unlink_where(&pattern, |key| {
+                        key.strip_prefix("cache:")
+                            .is_some_and(|key| target.covers(key))
+                    })
+                    .await?
+            }
+        };
+        self.stats.evictions.fetch_add(shared, Relaxed);
+        Ok(Dropped { local: 0, shared })
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
 
     fn stats(&self) -> CacheStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    fn entries(&self) -> u64 {
+        0
     }
 }
 
@@ -236,6 +297,28 @@ impl LocalCache {
     pub fn clear(&self) {
         self.entries.invalidate_all();
     }
+
+    /// Drops this replica's copies of `target`; answers how many it held.
+    fn drop_local(&self, target: Copies<'_>) -> u64 {
+        let dropped = match target {
+            Copies::Key(key) => u64::from(self.entries.remove(key).is_some()),
+            Copies::Family(_) => {
+                // Bounded by the cache's capacity; an operator's call, not a request path.
+                let keys: Vec<Arc<String>> = self
+                    .entries
+                    .iter()
+                    .filter(|(key, _)| target.covers(key))
+                    .map(|(key, _)| key)
+                    .collect();
+                for key in &keys {
+                    self.entries.invalidate(key.as_str());
+                }
+                keys.len() as u64
+            }
+        };
+        self.stats.evictions.fetch_add(dropped, Relaxed);
+        dropped
+    }
 }
 
 #[async_trait]
@@ -272,12 +355,25 @@ impl Cache for LocalCache {
         Ok(())
     }
 
+    async fn drop_copies(&self, target: Copies<'_>) -> Result<Dropped, InfraError> {
+        Ok(Dropped {
+            local: self.drop_local(target),
+            shared: 0,
+        })
+    }
+
     fn kind(&self) -> &'static str {
         "in-process"
     }
 
     fn stats(&self) -> CacheStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    fn entries(&self) -> u64 {
+        // Moka counts lazily: settle what is pending first (an operator's call).
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 }
 
@@ -373,8 +469,15 @@ async fn listen(
                 if let Some((sender, key)) = payload.split_once('|')
                     && sender != origin
                 {
-                    local.entries.invalidate(key);
-                    stats.remote_evictions.fetch_add(1, Relaxed);
+                    // `*prefix` announces a family (keys never begin with `*`).
+                    let dropped = match key.strip_prefix('*') {
+                        Some(prefix) => local.drop_local(Copies::Family(prefix)),
+                        None => {
+                            local.entries.invalidate(key);
+                            1
+                        }
+                    };
+                    stats.remote_evictions.fetch_add(dropped, Relaxed);
                 }
             }
             Ok::<(), InfraError>(())
@@ -432,12 +535,27 @@ impl Cache for TieredCache {
         self.announce(key).await
     }
 
+    async fn drop_copies(&self, target: Copies<'_>) -> Result<Dropped, InfraError> {
+        let local = self.local.drop_local(target);
+        self.stats.evictions.fetch_add(local, Relaxed);
+        let shared = self.remote.drop_copies(target).await?.shared;
+        match target {
+            Copies::Key(key) => self.announce(key).await?,
+            Copies::Family(prefix) => self.announce(&format!("*{prefix}")).await?,
+        }
+        Ok(Dropped { local, shared })
+    }
+
     fn kind(&self) -> &'static str {
         "in-process + redis"
     }
 
     fn stats(&self) -> CacheStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    fn entries(&self) -> u64 {
+        self.local.entries()
     }
 }
 

@@ -54,8 +54,43 @@ pub trait DistributedLock: Send + Sync + 'static {
     /// Releases the lock if `guard` still holds it; `Ok(false)` when it had already lapsed.
     async fn release(&self, guard: &LockGuard) -> Result<bool, InfraError>;
 
+    /// The locks held now, a page at a time: `cursor` 0 begins, and the answer's cursor is 0
+    /// after the last page. `count` is a hint (Redis scans a slice of its keyspace per page).
+    async fn active(&self, cursor: u64, count: usize) -> Result<ActivePage, InfraError>;
+
     /// Which implementation this is, for logs.
     fn kind(&self) -> &'static str;
+}
+
+/// A lock held now, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveLock {
+    pub key: String,
+    /// The holder's replica (`unknown` for a holder whose token names none).
+    pub holder: String,
+    /// The fence of this acquisition (`None` if its fence key is gone).
+    pub fence: Option<i64>,
+    pub time_left: Duration,
+}
+
+/// A page of [`DistributedLock::active`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivePage {
+    pub locks: Vec<ActiveLock>,
+    /// Where the next page begins; 0 after the last.
+    pub next: u64,
+}
+
+/// A token names its holder's replica: `<replica>/<random>`.
+fn token_of(holder: &str) -> String {
+    format!("{holder}/{}", Uuid::new_v4().simple())
+}
+
+fn holder_of(token: &str) -> String {
+    token
+        .split_once('/')
+        .map_or("unknown", |(holder, _)| holder)
+        .to_owned()
 }
 
 fn check_ttl(ttl: Duration) -> Result<u64, InfraError> {
@@ -95,6 +130,8 @@ where
 #[derive(Debug, Clone)]
 pub struct RedisLock {
     pool: RedisPool,
+    /// This replica's id, named in its tokens.
+    holder: String,
     acquire_script: Arc<Script>,
     release_script: Arc<Script>,
 }
@@ -125,9 +162,11 @@ return 0
 ";
 
 impl RedisLock {
-    pub fn new(pool: RedisPool) -> Self {
+    /// The lock of replica `holder` (named in its tokens, so operators see who holds what).
+    pub fn new(pool: RedisPool, holder: &str) -> Self {
         Self {
             pool,
+            holder: holder.to_owned(),
             acquire_script: Arc::new(Script::new(ACQUIRE_LUA)),
             release_script: Arc::new(Script::new(RELEASE_LUA)),
         }
@@ -136,7 +175,7 @@ impl RedisLock {
     async fn try_acquire(&self, key: &str, ttl_ms: u64) -> Result<Option<LockGuard>, InfraError> {
         let lock_key = self.pool.key(&format!("lock:{key}"));
         let fence_key = self.pool.key(&format!("fence:{key}"));
-        let token = Uuid::new_v4().to_string();
+        let token = token_of(&self.holder);
         let started = Instant::now();
         let mut conn = self.pool.connection().await?;
         let fence: i64 = self
@@ -180,6 +219,43 @@ impl DistributedLock for RedisLock {
         Ok(deleted == 1)
     }
 
+    async fn active(&self, cursor: u64, count: usize) -> Result<ActivePage, InfraError> {
+        let (next, keys) = self.pool.scan("lock:*", cursor, count).await?;
+        if keys.is_empty() {
+            return Ok(ActivePage {
+                locks: Vec::new(),
+                next,
+            });
+        }
+        let mut pipe = deadpool_redis::redis::pipe();
+        for key in &keys {
+            let guarded = key.strip_prefix("lock:").unwrap_or(key);
+            pipe.cmd("GET")
+                .arg(self.pool.key(key))
+                .cmd("PTTL")
+                .arg(self.pool.key(key))
+                .cmd("GET")
+                .arg(self.pool.key(&format!("fence:{guarded}")));
+        }
+        let mut conn = self.pool.connection().await?;
+        let answers: Vec<(Option<String>, i64, Option<i64>)> = pipe.query_async(&mut conn).await?;
+        let locks = keys
+            .iter()
+            .zip(answers)
+            // Released or lapsed since the scan saw it.
+            .filter_map(|(key, (token, ttl_ms, fence))| {
+                let token = token?;
+                Some(ActiveLock {
+                    key: key.strip_prefix("lock:").unwrap_or(key).to_owned(),
+                    holder: holder_of(&token),
+                    fence,
+                    time_left: Duration::from_millis(u64::try_from(ttl_ms).ok()?),
+                })
+            })
+            .collect();
+        Ok(ActivePage { locks, next })
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
@@ -188,6 +264,7 @@ impl DistributedLock for RedisLock {
 #[derive(Debug)]
 struct Held {
     token: String,
+    fence: i64,
     expires_at: Instant,
 }
 
@@ -205,13 +282,19 @@ const LOCAL_PRUNE_AT: usize = 1024;
 /// The in-process lock of the embedded (single-node) mode.
 #[derive(Debug, Default)]
 pub struct LocalLock {
+    /// This replica's id, named in its tokens.
+    holder: String,
     state: Mutex<LocalState>,
     released: Notify,
 }
 
 impl LocalLock {
-    pub fn new() -> Self {
-        Self::default()
+    /// The lock of replica `holder`.
+    pub fn new(holder: &str) -> Self {
+        Self {
+            holder: holder.to_owned(),
+            ..Self::default()
+        }
     }
 
     fn try_acquire(&self, key: &str, ttl: Duration) -> Option<LockGuard> {
@@ -232,26 +315,28 @@ impl LocalLock {
         if state.held.len() >= LOCAL_PRUNE_AT {
             state.held.retain(|_, held| held.expires_at > now);
         }
-        let token = Uuid::new_v4().to_string();
+        let token = token_of(&self.holder);
         let expires_at = now + ttl;
-        state.held.insert(
-            key.to_owned(),
-            Held {
-                token: token.clone(),
-                expires_at,
-            },
-        );
         // Same rule as Redis: the clock in microseconds, or the last fence + 1.
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| {
                 i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
             });
-        state.last_fence = clock.max(state.last_fence + 1);
+        let fence = clock.max(state.last_fence + 1);
+        state.last_fence = fence;
+        state.held.insert(
+            key.to_owned(),
+            Held {
+                token: token.clone(),
+                fence,
+                expires_at,
+            },
+        );
         Some(LockGuard {
             key: key.to_owned(),
             token,
-            fence: state.last_fence,
+            fence,
             expires_at,
         })
     }
@@ -299,6 +384,38 @@ impl DistributedLock for LocalLock {
             self.released.notify_waiters();
         }
         Ok(released)
+    }
+
+    async fn active(&self, cursor: u64, count: usize) -> Result<ActivePage, InfraError> {
+        let now = Instant::now();
+        let mut held: Vec<ActiveLock> = {
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state
+                .held
+                .iter()
+                .filter(|(_, held)| held.expires_at > now)
+                .map(|(key, held)| ActiveLock {
+                    key: key.clone(),
+                    holder: holder_of(&held.token),
+                    fence: Some(held.fence),
+                    time_left: held.expires_at - now,
+                })
+                .collect()
+        };
+        // Pages in key order; the cursor is how many keys came before.
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        let start = usize::try_from(cursor)
+            .unwrap_or(usize::MAX)
+            .min(held.len());
+        let end = start.saturating_add(count.max(1)).min(held.len());
+        let next = if end < held.len() { end as u64 } else { 0 };
+        Ok(ActivePage {
+            locks: held.drain(start..end).collect(),
+            next,
+        })
     }
 
     fn kind(&self) -> &'static str {

@@ -209,39 +209,86 @@ impl RedisPool {
         conn: &mut RedisConnection,
         patterns: &[&str],
     ) -> Result<u64, InfraError> {
-        let prefix: String = self
-            .prefix
-            .chars()
-            .flat_map(|c| {
-                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
-                escape.into_iter().chain([c])
-            })
-            .collect();
         let mut removed = 0;
         for pattern in patterns {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}{pattern}"))
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(conn)
-                    .await?;
-                if !keys.is_empty() {
-                    removed += deadpool_redis::redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async::<u64>(conn)
-                        .await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            removed += self.unlink_scanned(conn, pattern, |_| true).await?;
         }
         Ok(removed)
+    }
+
+    /// Deletes this prefix's keys that match `pattern` (Redis glob, after the prefix) and
+    /// that `select` accepts (given the key without the prefix), scanning the keyspace a few
+    /// hundred keys at a time (never blocking Redis); answers how many went.
+    pub async fn unlink_where(
+        &self,
+        pattern: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<u64, InfraError> {
+        let mut conn = self.connection().await?;
+        self.unlink_scanned(&mut conn, pattern, select).await
+    }
+
+    async fn unlink_scanned(
+        &self,
+        conn: &mut RedisConnection,
+        pattern: &str,
+        select: impl Fn(&str) -> bool,
+    ) -> Result<u64, InfraError> {
+        let mut removed = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = self.scan_with(conn, pattern, cursor, 500).await?;
+            let chosen: Vec<String> = keys
+                .into_iter()
+                .filter(|key| select(key))
+                .map(|key| self.key(&key))
+                .collect();
+            if !chosen.is_empty() {
+                removed += deadpool_redis::redis::cmd("UNLINK")
+                    .arg(&chosen)
+                    .query_async::<u64>(conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// One step of `SCAN` over this prefix's keys matching `pattern` (Redis glob, after the
+    /// prefix): the keys found, without the prefix, and the cursor to go on from (0: done).
+    /// `count` is Redis's hint of how many keys to look at, not a bound on what matches.
+    pub async fn scan(
+        &self,
+        pattern: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), InfraError> {
+        let mut conn = self.connection().await?;
+        self.scan_with(&mut conn, pattern, cursor, count).await
+    }
+
+    async fn scan_with(
+        &self,
+        conn: &mut RedisConnection,
+        pattern: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), InfraError> {
+        let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}{pattern}", glob_escaped(&self.prefix)))
+            .arg("COUNT")
+            .arg(count)
+            .query_async(conn)
+            .await?;
+        let keys = keys
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&self.prefix).map(str::to_owned))
+            .collect();
+        Ok((next, keys))
     }
 
     /// Round-trips a PING: for start-up checks.
@@ -252,6 +299,16 @@ impl RedisPool {
             .await?;
         Ok(())
     }
+}
+
+/// `text` matched literally in a Redis glob pattern.
+pub fn glob_escaped(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+            escape.into_iter().chain([c])
+        })
+        .collect()
 }
 
 /// How often, at most, a start looks for [`LEGACY_UNBOUNDED_KEYS`].

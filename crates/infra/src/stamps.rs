@@ -44,6 +44,10 @@ pub trait Stamps: Send + Sync + 'static {
 
     /// Removes the stamps of `keys`: copies read under them are no longer current.
     async fn remove(&self, keys: &[String]) -> Result<(), InfraError>;
+
+    /// Removes the stamps of every key beginning with `prefix` (Redis scans its keyspace for
+    /// them: an operator's call, not a request path); answers how many went.
+    async fn remove_prefixed(&self, prefix: &str) -> Result<u64, InfraError>;
 }
 
 /// Stamps in Redis, shared by every replica.
@@ -91,6 +95,11 @@ impl Stamps for RedisStamps {
         let _: i64 = del.query_async(&mut conn).await?;
         Ok(())
     }
+
+    async fn remove_prefixed(&self, prefix: &str) -> Result<u64, InfraError> {
+        let pattern = format!("stamp:{}*", crate::redis::glob_escaped(prefix));
+        self.pool.unlink_where(&pattern, |_| true).await
+    }
 }
 
 /// Stamps of the embedded mode (one process). Bounded: a stamp evicted early only costs a
@@ -119,6 +128,26 @@ impl Stamps for LocalStamps {
         }
         Ok(())
     }
+
+    async fn remove_prefixed(&self, prefix: &str) -> Result<u64, InfraError> {
+        Ok(invalidate_prefixed(&self.stamps, prefix))
+    }
+}
+
+/// Drops the entries of `cache` whose keys begin with `prefix`; answers how many.
+fn invalidate_prefixed<V>(cache: &MokaCache<String, V>, prefix: &str) -> u64
+where
+    V: Clone + Send + Sync + 'static,
+{
+    let keys: Vec<Arc<String>> = cache
+        .iter()
+        .filter(|(key, _)| key.starts_with(prefix))
+        .map(|(key, _)| key)
+        .collect();
+    for key in &keys {
+        cache.invalidate(key.as_str());
+    }
+    keys.len() as u64
 }
 
 /// In-process copies of values read from the database, each served only while the stamp it
@@ -220,9 +249,31 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
         }
     }
 
+    /// Drops the copies of every key beginning with `prefix` on every replica (their stamps
+    /// go); answers the copies this replica held and the stamps removed. Unlike
+    /// [`Self::invalidate`], a failure is the caller's to report (an operator asked).
+    pub async fn invalidate_prefixed(&self, prefix: &str) -> Result<(u64, u64), InfraError> {
+        let local = invalidate_prefixed(&self.entries, prefix);
+        self.stats.evictions.fetch_add(local, Relaxed);
+        let stamps = self.stamps.remove_prefixed(prefix).await?;
+        Ok((local, stamps))
+    }
+
+    /// Whether this replica holds a copy of `key` (current or not).
+    pub fn holds(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Hits, misses (reads that went to the database) and invalidated keys so far.
     pub fn stats(&self) -> CacheStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Copies this replica holds (approximate: expired ones go lazily).
+    pub fn entries(&self) -> u64 {
+        // Moka counts lazily: settle what is pending first (an operator's call).
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
     }
 }
 
@@ -312,6 +363,10 @@ mod tests {
                 return Err(InfraError::Invalid("down"));
             }
             self.stamps.remove(keys).await
+        }
+
+        async fn remove_prefixed(&self, prefix: &str) -> Result<u64, InfraError> {
+            self.stamps.remove_prefixed(prefix).await
         }
     }
 

@@ -5,8 +5,9 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use marketing_domain::time::Clock;
+use marketing_domain::{MarketingError, time::Clock};
 use marketing_proto::v1::{
+    admin_service_server::AdminServiceServer,
     coupon_template_service_server::CouponTemplateServiceServer,
     event_service_server::EventServiceServer,
     points_account_service_server::PointsAccountServiceServer,
@@ -18,11 +19,11 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncomi
 use tonic_health::ServingStatus;
 
 use crate::{
-    app::AppState,
+    app::{AppState, admin::SweepRun},
     config::AuthMode,
     config::{Config, TransportConfig},
     grpc::{
-        CouponTemplates, Events, Points, Settings, UserCoupons, auth::AuthLayer,
+        Admin, CouponTemplates, Events, Points, Settings, UserCoupons, auth::AuthLayer,
         deadline::DeadlineLayer, metrics::RpcMetricsLayer, overload::OverloadLayer,
         refusals::RefusalsLayer,
     },
@@ -172,6 +173,8 @@ impl Server {
             "marketing.v1.UserCouponService",
             "marketing.v1.PointsAccountService",
             "marketing.v1.EventService",
+            "marketing.v1.TenantSettingsService",
+            "marketing.v1.AdminService",
         ];
         for name in service_names {
             health
@@ -225,6 +228,7 @@ impl Server {
             %addr,
             tls = tls.is_some(),
             client_certificates = app.shared().config.tls_client_ca.is_some(),
+            replica = %app.admin.replica().id,
             "serving gRPC"
         );
         let limits = transport.config().clone();
@@ -282,6 +286,7 @@ impl Server {
                 EventServiceServer::new(Events::new(app.events.clone()))
                     .max_decoding_message_size(max_request),
             )
+            .add_service(AdminServiceServer::new(Admin::new(app.admin.clone())))
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         // Aborting mid-sweep rolls its statement back: nothing is half-done.
@@ -422,72 +427,93 @@ async fn sweep_forever(app: AppState) {
     let count = |counter: &std::sync::atomic::AtomicU64, n: u64| {
         counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     };
+    let status = app.admin.sweeper.clone();
+    let clock = app.shared().clock.clone();
+    // Records a part's run in the admin service's status; a failure is counted and logged.
+    let record = |part: &str, outcome: Result<(u64, bool), MarketingError>| {
+        let run = match outcome {
+            Ok((items, full)) => SweepRun::Swept { items, full },
+            Err(err) => {
+                count(&metrics.sweep_failures, 1);
+                marketing_infra::warn_every!(error = %err, part, "a sweeper part failed; retrying next interval");
+                SweepRun::Failed(marketing_domain::error::chain(&err))
+            }
+        };
+        status.record(part, clock.now(), run);
+    };
     loop {
         interval.tick().await;
         count(&metrics.sweeps, 1);
-        match app.coupons.sweep_coupons(BATCH).await {
-            Ok((0, 0)) => {}
-            Ok((unlocked, expired)) => tracing::info!(unlocked, expired, "coupon sweep"),
-            Err(err) => {
-                count(&metrics.sweep_failures, 1);
-                marketing_infra::warn_every!(error = %err, "coupon sweep failed; retrying next interval");
-            }
+        app.admin.sample_caches();
+        let coupons = app.coupons.sweep_coupons(BATCH).await;
+        if let Ok((unlocked, expired)) = &coupons
+            && unlocked + expired > 0
+        {
+            tracing::info!(unlocked, expired, "coupon sweep");
         }
-        match app.events.remind_expiring(BATCH).await {
-            Ok((0, 0)) => {}
-            Ok((coupons, lots)) => {
-                count(&metrics.reminders, coupons + lots);
-                tracing::info!(coupons, lots, "expiry reminders");
-            }
-            Err(err) => {
-                count(&metrics.sweep_failures, 1);
-                marketing_infra::warn_every!(error = %err, "expiry reminders failed; retrying next interval");
-            }
+        record(
+            "coupons",
+            coupons.map(|(unlocked, expired)| (unlocked + expired, unlocked.max(expired) >= BATCH)),
+        );
+        let reminders = app.events.remind_expiring(BATCH).await;
+        if let Ok((coupons, lots)) = &reminders
+            && coupons + lots > 0
+        {
+            count(&metrics.reminders, coupons + lots);
+            tracing::info!(coupons, lots, "expiry reminders");
         }
-        match app.templates.resume_abandoned_generation().await {
-            Ok(false) => {}
-            Ok(true) => tracing::info!("resumed a coupon code generation a replica left"),
-            Err(err) => {
-                count(&metrics.sweep_failures, 1);
-                marketing_infra::warn_every!(error = %err, "resuming coupon code generations failed; retrying next interval");
-            }
+        record(
+            "reminders",
+            reminders.map(|(coupons, lots)| (coupons + lots, coupons.max(lots) >= BATCH)),
+        );
+        let generation = app.templates.resume_abandoned_generation().await;
+        if let Ok(true) = generation {
+            tracing::info!("resumed a coupon code generation a replica left");
         }
-        match app.points.sweep_points(BATCH).await {
-            Ok((0, 0)) => {}
-            Ok((holds_released, accounts_expired)) => {
-                count(&metrics.points_holds_released, holds_released as u64);
-                count(&metrics.points_accounts_expired, accounts_expired as u64);
-                tracing::info!(holds_released, accounts_expired, "points sweep");
-            }
-            Err(err) => {
-                count(&metrics.sweep_failures, 1);
-                marketing_infra::warn_every!(error = %err, "points sweep failed; retrying next interval");
-            }
+        // A generation resumed is one item; another may wait for the next round.
+        record(
+            "code_generations",
+            generation.map(|resumed| (u64::from(resumed), resumed)),
+        );
+        let points = app.points.sweep_points(BATCH).await;
+        if let Ok((holds_released, accounts_expired)) = &points
+            && holds_released + accounts_expired > 0
+        {
+            count(&metrics.points_holds_released, *holds_released as u64);
+            count(&metrics.points_accounts_expired, *accounts_expired as u64);
+            tracing::info!(holds_released, accounts_expired, "points sweep");
         }
+        record(
+            "points",
+            points.map(|(holds, accounts)| {
+                let (holds, accounts) = (holds as u64, accounts as u64);
+                (holds + accounts, holds.max(accounts) >= BATCH)
+            }),
+        );
         if last_retention.is_none_or(|at| at.elapsed() >= crate::app::RETENTION_SWEEP_EVERY) {
             last_retention = Some(std::time::Instant::now());
-            match app.retention.sweep_records(BATCH).await {
-                Ok((0, 0)) => {}
-                Ok((records, holds)) => {
-                    count(&metrics.records_deleted, records + holds);
-                    tracing::info!(records, holds, "retention sweep");
-                }
-                Err(err) => {
-                    count(&metrics.sweep_failures, 1);
-                    marketing_infra::warn_every!(error = %err, "retention sweep failed; retrying next interval");
-                }
+            let records = app.retention.sweep_records(BATCH).await;
+            if let Ok((records, holds)) = &records
+                && records + holds > 0
+            {
+                count(&metrics.records_deleted, records + holds);
+                tracing::info!(records, holds, "retention sweep");
             }
-            match app.retention.sweep_events(EVENT_BATCHES).await {
-                Ok(0) => {}
-                Ok(events) => {
-                    count(&metrics.event_batches_deleted, events);
-                    tracing::info!(events, "event retention sweep");
-                }
-                Err(err) => {
-                    count(&metrics.sweep_failures, 1);
-                    marketing_infra::warn_every!(error = %err, "event retention sweep failed; retrying next interval");
-                }
+            record(
+                "retention_records",
+                records.map(|(records, holds)| (records + holds, records.max(holds) >= BATCH)),
+            );
+            let events = app.retention.sweep_events(EVENT_BATCHES).await;
+            if let Ok(events) = &events
+                && *events > 0
+            {
+                count(&metrics.event_batches_deleted, *events);
+                tracing::info!(events, "event retention sweep");
             }
+            record(
+                "retention_events",
+                events.map(|events| (events, events >= EVENT_BATCHES)),
+            );
         }
     }
 }

@@ -486,7 +486,7 @@ impl Authenticator {
                 return Checked::Refused(ServerError::Unauthenticated);
             }
         };
-        if !client.role.allows(path) {
+        if !client.role.allows_for(&client.tenants, path) {
             marketing_infra::warn_every!(client = %client.name, role = %client.role, method, "call refused: method outside the role");
             return Checked::Refused(ServerError::MethodNotAllowed {
                 role: client.role.to_string(),

@@ -138,9 +138,14 @@ impl HeldCoupons {
     }
 }
 
-fn held_key(tenant: &str, member: &str) -> String {
+pub(super) fn held_key(tenant: &str, member: &str) -> String {
     // Ids never contain '/'.
     format!("coupons:{tenant}/{member}")
+}
+
+/// What every [`held_key`] of `tenant` begins with.
+pub(super) fn held_prefix(tenant: &str) -> String {
+    format!("coupons:{tenant}/")
 }
 
 /// What a transition does, with what it needs.

@@ -14,6 +14,7 @@ macro_rules! begin_or_replay {
     };
 }
 
+pub mod admin;
 mod answer;
 pub mod auth;
 mod batcher;
@@ -130,6 +131,7 @@ pub struct AppState {
     pub retention: RetentionService,
     pub events: EventService,
     pub settings: SettingsService,
+    pub admin: admin::AdminService,
 }
 
 impl AppState {
@@ -153,6 +155,10 @@ impl AppState {
     pub async fn connect(config: Config, clock: Clock) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;
         let url = config.effective_database_url();
+        let replica = admin::Replica {
+            id: config.effective_replica_id(),
+            started_at: clock.now(),
+        };
         type Backends = (
             Arc<dyn Cache>,
             Arc<dyn DistributedLock>,
@@ -191,7 +197,7 @@ impl AppState {
                             pool.clone(),
                             config.local_cache_capacity,
                         )),
-                        Arc::new(RedisLock::new(pool.clone())),
+                        Arc::new(RedisLock::new(pool.clone(), &replica.id)),
                         Arc::new(RedisLeaderboard::new(pool.clone())),
                         Arc::new(RedisStamps::new(pool.clone())),
                         Some(Arc::new(RedisRateLimiter::new(pool.clone()))),
@@ -206,7 +212,7 @@ impl AppState {
                 }
                 None => (
                     Arc::new(LocalCache::new(config.local_cache_capacity)),
-                    Arc::new(LocalLock::new()),
+                    Arc::new(LocalLock::new(&replica.id)),
                     Arc::new(LocalLeaderboard::new()),
                     Arc::new(LocalStamps::new(config.local_cache_capacity)),
                     None,
@@ -264,7 +270,17 @@ impl AppState {
         let templates = TemplateService {
             shared: shared.clone(),
         };
+        let admin = admin::AdminService {
+            shared: shared.clone(),
+            replica,
+            lock: lock.clone(),
+            coupon_lists: coupon_lists.clone(),
+            sweeper: Arc::default(),
+            samples: Arc::default(),
+            tenant_evictions: Arc::new(tokio::sync::Semaphore::new(1)),
+        };
         Ok(Self {
+            admin,
             coupons: CouponService {
                 shared: shared.clone(),
                 templates: templates.clone(),

@@ -28,7 +28,7 @@ pub struct SettingsService {
     pub(crate) shared: Shared,
 }
 
-fn settings_cache_key(tenant: &TenantId) -> String {
+pub(super) fn settings_cache_key(tenant: &TenantId) -> String {
     format!("settings:{tenant}")
 }
 

@@ -55,8 +55,13 @@ pub struct ChangeTemplate {
     pub actor: Option<String>,
 }
 
-fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
+pub(super) fn cache_key(tenant_id: &TenantId, id: TemplateId) -> String {
     format!("tpl:{tenant_id}:{id}")
+}
+
+/// What every [`cache_key`] of `tenant` begins with (followed by an id without `:`).
+pub(super) fn cache_family(tenant_id: &TenantId) -> String {
+    format!("tpl:{tenant_id}:")
 }
 
 /// Coupon templates: created, changed and archived in units of work; read through the cache.

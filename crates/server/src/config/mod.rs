@@ -85,6 +85,9 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// Namespaces every Redis key of this deployment.
     pub redis_key_prefix: String,
+    /// How this replica names itself (in the admin service's answers and the locks it
+    /// holds); unset: the host's name and a random suffix.
+    pub replica_id: Option<String>,
     #[serde(rename = "template_cache_ttl_secs", with = "fields::secs")]
     pub template_cache_ttl: Duration,
     /// Bound of the in-process cache, in entries.
@@ -272,6 +275,29 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+impl Config {
+    /// How this replica names itself: [`Config::replica_id`], or the host's name (as far as
+    /// the kernel tells it) and a random suffix, so replicas of one host differ.
+    pub fn effective_replica_id(&self) -> String {
+        if let Some(id) = &self.replica_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| {
+                name.trim()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .take(48)
+                    .collect::<String>()
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "replica".to_owned());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..8])
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -283,6 +309,7 @@ impl Default for Config {
             redis_url: None,
             redis_pool_size: 32,
             redis_key_prefix: "marketing:".to_owned(),
+            replica_id: None,
             template_cache_ttl: Duration::from_secs(600),
             local_cache_capacity: 100_000,
             coupon_list_cache_capacity: 50_000,
@@ -443,6 +470,14 @@ impl Config {
             return Err(invalid(
                 "MARKETING_REDIS_URL",
                 "must start with redis:// or rediss://",
+            ));
+        }
+        if let Some(id) = &self.replica_id
+            && marketing_domain::auth::check_client_name(id).is_err()
+        {
+            return Err(invalid(
+                "MARKETING_REPLICA_ID",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
             ));
         }
         if self.db_max_connections == 0 {

@@ -1,5 +1,6 @@
 //! The tonic adapters: thin handlers over the use cases in `app`.
 
+mod admin;
 pub mod auth;
 mod coupon_templates;
 pub mod deadline;
@@ -13,6 +14,7 @@ mod points;
 mod settings;
 mod user_coupons;
 
+pub use admin::Admin;
 pub use coupon_templates::CouponTemplates;
 pub use events::Events;
 pub use points::Points;

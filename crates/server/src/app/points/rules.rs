@@ -4,8 +4,13 @@
 use super::*;
 
 impl PointsService {
-    fn rule_cache_key(tenant: &TenantId, event: &str) -> String {
+    pub(crate) fn rule_cache_key(tenant: &TenantId, event: &str) -> String {
         format!("rule:{tenant}:{event}")
+    }
+
+    /// What every [`Self::rule_cache_key`] of `tenant` begins with (event types have no `:`).
+    pub(crate) fn rule_cache_family(tenant: &TenantId) -> String {
+        format!("rule:{tenant}:")
     }
 
     /// The tenant's rule for an event, read through the cache.
