@@ -720,6 +720,25 @@ impl TestRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops the server's process (SIGSTOP): connections stay open and commands wait, as with
+    /// a Redis that is slow rather than down.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server");
+    }
 }
 
 fn spawn_redis(port: u16) -> std::process::Child {

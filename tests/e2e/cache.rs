@@ -199,7 +199,7 @@ async fn lists_show_every_change_at_once(writer: &TestApp, reader: &TestApp) {
 }
 
 /// (id, state, version) of a member's coupons as `ListMemberCoupons` shows them, newest first.
-async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
+pub(crate) async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
     app.user_coupons()
         .list_member_coupons(pb::ListMemberCouponsRequest {
             tenant_id: "acme".into(),
@@ -217,7 +217,7 @@ async fn listed(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
 }
 
 /// The same, read from the database (the state shown at this instant).
-async fn stored(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
+pub(crate) async fn stored(app: &TestApp, member: &str) -> Vec<(String, i32, i64)> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     // The server's time, as the test moved it.
     let now = app.state.shared().clock.now().0;

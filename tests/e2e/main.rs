@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod bounds;
+mod breaker;
 mod cache;
 mod checkout;
 mod claims;

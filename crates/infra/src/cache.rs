@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -381,7 +381,8 @@ impl Cache for LocalCache {
 /// [`RedisCache`]. Every write or eviction is published on a Redis channel; the other replicas
 /// drop their local copy of that key when they hear it, so a change reaches every replica
 /// within the channel's latency (milliseconds), not the TTL. While this replica's subscription
-/// is down it cannot hear changes, so it bypasses its local level until it has resubscribed
+/// is down it cannot hear changes, so it serves its local copies for at most
+/// [`STALE_WHILE_UNHEARD`] more, then bypasses its local level until it has resubscribed
 /// (and cleared it).
 pub struct TieredCache {
     local: Arc<LocalCache>,
@@ -389,15 +390,66 @@ pub struct TieredCache {
     pool: RedisPool,
     /// This replica's id: its own announcements are not applied twice.
     origin: String,
-    subscribed: Arc<AtomicBool>,
+    hearing: Arc<Hearing>,
     stats: Arc<CacheStats>,
 }
+
+/// Since when this replica may have missed other replicas' announcements: its subscription
+/// lost, or Redis unreachable (the breaker open: writers cannot announce either).
+#[derive(Debug)]
+struct Hearing {
+    anchor: std::time::Instant,
+    /// Microseconds after `anchor` + 1 when the subscription was lost; 0 while subscribed.
+    lost: AtomicU64,
+    /// The breaker's recoveries this cache has seen: after each, what was missed while Redis
+    /// was unreachable is dropped.
+    recoveries: AtomicU64,
+}
+
+impl Hearing {
+    fn new() -> Self {
+        let hearing = Self {
+            anchor: std::time::Instant::now(),
+            lost: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+        };
+        // Not subscribed yet.
+        hearing.lose();
+        hearing
+    }
+
+    fn lose(&self) {
+        let at = self.anchor.elapsed().as_micros() as u64 + 1;
+        let _ = self.lost.compare_exchange(0, at, Relaxed, Relaxed);
+    }
+
+    fn heard(&self) {
+        self.lost.store(0, Relaxed);
+    }
+
+    /// How long ago the subscription was lost, if it is.
+    fn lost_for(&self) -> Option<Duration> {
+        match self.lost.load(Relaxed) {
+            0 => None,
+            at => Some(
+                self.anchor
+                    .elapsed()
+                    .saturating_sub(Duration::from_micros(at - 1)),
+            ),
+        }
+    }
+}
+
+/// How long a replica that may have missed announcements (its channel lost, or Redis
+/// unreachable) still serves its local copies: the staleness it allows, instead of sending
+/// every read to the database at once.
+pub const STALE_WHILE_UNHEARD: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for TieredCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TieredCache")
             .field("origin", &self.origin)
-            .field("subscribed", &self.subscribed.load(Relaxed))
+            .field("unheard_for", &self.hearing.lost_for())
             .finish_non_exhaustive()
     }
 }
@@ -411,7 +463,7 @@ impl TieredCache {
             remote: RedisCache::new(pool.clone()),
             origin: uuid::Uuid::new_v4().simple().to_string(),
             pool,
-            subscribed: Arc::new(AtomicBool::new(false)),
+            hearing: Arc::new(Hearing::new()),
             stats: Arc::default(),
         };
         tokio::spawn(listen(
@@ -419,7 +471,7 @@ impl TieredCache {
             cache.channel(),
             cache.origin.clone(),
             cache.local.clone(),
-            cache.subscribed.clone(),
+            cache.hearing.clone(),
             cache.stats.clone(),
         ));
         cache
@@ -438,8 +490,23 @@ impl TieredCache {
         Ok(())
     }
 
+    /// Whether local copies may be served: while this replica hears every announcement, and
+    /// for [`STALE_WHILE_UNHEARD`] after it may have begun to miss some.
     fn local_trusted(&self) -> bool {
-        self.subscribed.load(Relaxed)
+        let breaker = self.pool.breaker();
+        let recoveries = breaker.stats().recoveries.load(Relaxed);
+        if self.hearing.recoveries.load(Relaxed) != recoveries {
+            // Redis was unreachable: announcements may have been lost meanwhile.
+            self.hearing.recoveries.store(recoveries, Relaxed);
+            self.local.clear();
+        }
+        let unheard_for = match (self.hearing.lost_for(), breaker.open_since()) {
+            (None, None) => return true,
+            (lost, open) => lost
+                .max(open.map(|since| since.elapsed()))
+                .unwrap_or_default(),
+        };
+        unheard_for <= STALE_WHILE_UNHEARD
     }
 }
 
@@ -449,7 +516,7 @@ async fn listen(
     channel: String,
     origin: String,
     local: Arc<LocalCache>,
-    subscribed: Arc<AtomicBool>,
+    hearing: Arc<Hearing>,
     stats: Arc<CacheStats>,
 ) {
     use futures::StreamExt as _;
@@ -460,7 +527,7 @@ async fn listen(
             pubsub.subscribe(&channel).await?;
             // Changes made while unsubscribed were not heard: start clean.
             local.clear();
-            subscribed.store(true, Relaxed);
+            hearing.heard();
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let Ok(payload) = message.get_payload::<String>() else {
@@ -483,9 +550,9 @@ async fn listen(
             Ok::<(), InfraError>(())
         };
         let result = session.await;
-        subscribed.store(false, Relaxed);
+        hearing.lose();
         if let Err(err) = result {
-            tracing::warn!(error = %err, "cache eviction channel lost; bypassing the local cache until resubscribed");
+            tracing::warn!(error = %err, "cache eviction channel lost; the local cache is bypassed soon, until resubscribed");
         }
         tokio::time::sleep(crate::backoff(
             attempt,

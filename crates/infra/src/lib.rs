@@ -28,6 +28,10 @@ pub enum InfraError {
     Invalid(&'static str),
     #[error("redis pool configuration: {0}")]
     Config(String),
+    /// Redis timed out or failed again and again just now: calls are not sent until the
+    /// breaker lets a probe through (see [`redis::Breaker`]).
+    #[error("redis circuit open: it timed out or failed repeatedly, not sent")]
+    CircuitOpen,
 }
 
 /// Jittered exponential backoff: attempt 0 waits ~`base`, doubling up to `cap`, each wait

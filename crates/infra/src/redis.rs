@@ -11,8 +11,11 @@
 //! ([`RedisPool::client`]).
 
 use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
 };
 
 use deadpool_redis::{
@@ -33,6 +36,173 @@ pub struct RedisPool {
     prefix: String,
     info: ConnectionInfo,
     shared: Arc<Mutex<Shared>>,
+    breaker: Arc<Breaker>,
+}
+
+/// Failures within [`BREAKER_WINDOW`] that open the breaker.
+const BREAKER_THRESHOLD: usize = 3;
+const BREAKER_WINDOW: Duration = Duration::from_secs(1);
+/// How long the breaker stays open after it trips; doubled after each failed probe, up to
+/// [`BREAKER_MAX_OPEN`].
+const BREAKER_FIRST_OPEN: Duration = Duration::from_millis(250);
+const BREAKER_MAX_OPEN: Duration = Duration::from_secs(5);
+
+/// The circuit breaker in front of every command of a replica (locks, caches, stamps, rate
+/// limits, leaderboards, event streams): after [`BREAKER_THRESHOLD`] timeouts or connection
+/// failures within [`BREAKER_WINDOW`], commands fail at once ([`InfraError::CircuitOpen`]) and
+/// callers take their fallbacks, instead of each waiting for its own timeout (500 ms) while
+/// Redis is slow or gone. After a short time a probe (a `PING` on a new connection, in the
+/// background: no call waits for it) tries again: its success closes the breaker, its failure
+/// keeps it open twice as long (up to [`BREAKER_MAX_OPEN`]). An error *reply* (Redis
+/// answered) is no failure.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open: AtomicBool,
+    /// Whether failures were seen recently (so a success must clear them).
+    suspect: AtomicBool,
+    state: Mutex<BreakerState>,
+    stats: BreakerStats,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    /// When the recent failures happened (at most [`BREAKER_THRESHOLD`]).
+    recent: Vec<Instant>,
+    /// While open: when it opened, when the next probe may go, and for how long it then stays
+    /// open if that probe fails too.
+    opened_at: Option<Instant>,
+    probe_at: Option<Instant>,
+    open_for: Duration,
+}
+
+/// What the breaker did, for the replica's metrics.
+#[derive(Debug, Default)]
+pub struct BreakerStats {
+    /// Commands that timed out or could not reach Redis.
+    pub failures: AtomicU64,
+    /// Times the breaker opened.
+    pub trips: AtomicU64,
+    /// Commands not sent because it was open.
+    pub short_circuited: AtomicU64,
+    /// Times it closed again after a probe succeeded.
+    pub recoveries: AtomicU64,
+    /// Connections taken anew after the shared one failed.
+    pub reconnects: AtomicU64,
+}
+
+/// What the breaker says of a command about to be sent.
+enum Verdict {
+    Send,
+    Refuse,
+    /// Refuse it, and probe Redis in the background: the open time passed.
+    RefuseAndProbe,
+}
+
+impl Breaker {
+    /// Whether a command may be sent now: while closed, yes; while open, no, and once per open
+    /// time a probe is due.
+    fn verdict(&self) -> Verdict {
+        if !self.open.load(Relaxed) {
+            return Verdict::Send;
+        }
+        let now = Instant::now();
+        let mut state = lock_state(&self.state);
+        let Some(at) = state.probe_at else {
+            // Closed meanwhile.
+            return Verdict::Send;
+        };
+        self.stats.short_circuited.fetch_add(1, Relaxed);
+        if now < at {
+            return Verdict::Refuse;
+        }
+        // The next probe after another open time, even if this one never reports.
+        state.probe_at = Some(now + state.open_for);
+        Verdict::RefuseAndProbe
+    }
+
+    fn record_failure(&self) {
+        self.stats.failures.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        let mut state = lock_state(&self.state);
+        if state.opened_at.is_some() {
+            // A probe (or a command sent before the trip) failed: stay open, longer.
+            state.open_for = (state.open_for * 2).min(BREAKER_MAX_OPEN);
+            state.probe_at = Some(now + state.open_for);
+            return;
+        }
+        state
+            .recent
+            .retain(|at| now.duration_since(*at) < BREAKER_WINDOW);
+        state.recent.push(now);
+        self.suspect.store(true, Relaxed);
+        if state.recent.len() >= BREAKER_THRESHOLD {
+            state.recent.clear();
+            state.opened_at = Some(now);
+            state.open_for = BREAKER_FIRST_OPEN;
+            state.probe_at = Some(now + BREAKER_FIRST_OPEN);
+            self.open.store(true, Relaxed);
+            self.stats.trips.fetch_add(1, Relaxed);
+            tracing::warn!(
+                failures = BREAKER_THRESHOLD,
+                window_ms = BREAKER_WINDOW.as_millis() as u64,
+                "redis circuit open: it timed out or failed repeatedly; using fallbacks until a probe succeeds"
+            );
+        }
+    }
+
+    fn record_success(&self) {
+        if !self.open.load(Relaxed) && !self.suspect.load(Relaxed) {
+            return;
+        }
+        let mut state = lock_state(&self.state);
+        state.recent.clear();
+        self.suspect.store(false, Relaxed);
+        if let Some(opened_at) = state.opened_at.take() {
+            state.probe_at = None;
+            self.open.store(false, Relaxed);
+            self.stats.recoveries.fetch_add(1, Relaxed);
+            tracing::info!(
+                open_ms = opened_at.elapsed().as_millis() as u64,
+                "redis circuit closed: a probe succeeded"
+            );
+        }
+    }
+
+    /// Records how a command went: timeouts and connection failures count against Redis;
+    /// anything Redis answered (an error reply too) counts for it.
+    fn record<T>(&self, result: &Result<T, RedisError>) {
+        match result {
+            Err(err)
+                if err.is_timeout()
+                    || err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()
+                    || err.is_unrecoverable_error() =>
+            {
+                self.record_failure();
+            }
+            _ => self.record_success(),
+        }
+    }
+
+    /// Since when the breaker is open (`None`: closed).
+    pub fn open_since(&self) -> Option<Instant> {
+        if !self.open.load(Relaxed) {
+            return None;
+        }
+        lock_state(&self.state).opened_at
+    }
+
+    pub fn stats(&self) -> &BreakerStats {
+        &self.stats
+    }
+}
+
+fn lock_state(state: &Mutex<BreakerState>) -> std::sync::MutexGuard<'_, BreakerState> {
+    // Every critical section is a few assignments.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The connection every command uses, until it fails: then the next command takes a new
@@ -49,12 +219,14 @@ pub struct RedisConnection {
     conn: MultiplexedConnection,
     generation: u64,
     shared: Arc<Mutex<Shared>>,
+    breaker: Arc<Breaker>,
 }
 
 impl RedisConnection {
     /// Drops the shared connection after a failure that means it is broken (I/O, a timeout,
     /// a closed connection); an error reply of Redis leaves it in place.
     fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        self.breaker.record(&result);
         if let Err(err) = &result
             && (err.is_io_error() || err.is_unrecoverable_error())
         {
@@ -132,16 +304,31 @@ impl RedisPool {
             prefix: prefix.to_owned(),
             info,
             shared: Arc::default(),
+            breaker: Arc::default(),
         })
+    }
+
+    /// The breaker every command of this pool goes through.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// The shared connection; the first command after a failure takes a new one from the
     /// pool (bounded by the pool's 500 ms timeouts, so an outage fails fast).
     pub async fn connection(&self) -> Result<RedisConnection, InfraError> {
+        match self.breaker.verdict() {
+            Verdict::Send => {}
+            Verdict::Refuse => return Err(InfraError::CircuitOpen),
+            Verdict::RefuseAndProbe => {
+                tokio::spawn(self.clone().probe());
+                return Err(InfraError::CircuitOpen);
+            }
+        }
         let handle = |conn: MultiplexedConnection, generation| RedisConnection {
             conn,
             generation,
             shared: self.shared.clone(),
+            breaker: self.breaker.clone(),
         };
         {
             let shared = lock(&self.shared);
@@ -149,7 +336,14 @@ impl RedisPool {
                 return Ok(handle(conn.clone(), shared.generation));
             }
         }
-        let fresh = deadpool_redis::Connection::take(self.pool.get().await?);
+        let fresh = match self.pool.get().await {
+            Ok(fresh) => deadpool_redis::Connection::take(fresh),
+            Err(err) => {
+                self.breaker.record_failure();
+                return Err(err.into());
+            }
+        };
+        self.breaker.stats.reconnects.fetch_add(1, Relaxed);
         let mut shared = lock(&self.shared);
         // Another command may have installed one meanwhile: use it, drop ours.
         let conn = match &shared.current {
@@ -161,6 +355,25 @@ impl RedisPool {
             }
         };
         Ok(handle(conn, shared.generation))
+    }
+
+    /// Whether Redis answers again: a `PING` on a new connection (bounded by the pool's and
+    /// the connection's 500 ms timeouts), its outcome told to the breaker.
+    async fn probe(self) {
+        let outcome = match self.pool.get().await {
+            Ok(conn) => {
+                let mut conn = deadpool_redis::Connection::take(conn);
+                deadpool_redis::redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(drop)
+            }
+            Err(_) => {
+                self.breaker.record_failure();
+                return;
+            }
+        };
+        self.breaker.record(&outcome);
     }
 
     /// A client for connections outside the pool (pub/sub subscriptions).

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use marketing_infra::cache::CacheStatsSnapshot;
+use marketing_infra::{cache::CacheStatsSnapshot, redis::BreakerStats};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -152,6 +152,7 @@ pub fn counters(
     metrics: &Metrics,
     transport: &TransportCounters,
     caches: &[(&'static str, CacheStatsSnapshot)],
+    redis: Option<&BreakerStats>,
 ) -> Vec<Counter> {
     let Metrics {
         lock_unavailable,
@@ -334,6 +335,49 @@ pub fn counters(
             value: value.load(Relaxed),
         })
         .collect();
+    if let Some(BreakerStats {
+        failures,
+        trips,
+        short_circuited,
+        recoveries,
+        reconnects,
+    }) = redis
+    {
+        for (name, help, value) in [
+            (
+                "marketing_redis_failures_total",
+                "Redis commands that timed out or could not reach it",
+                failures,
+            ),
+            (
+                "marketing_redis_circuit_trips_total",
+                "times the Redis circuit breaker opened (repeated timeouts or failures)",
+                trips,
+            ),
+            (
+                "marketing_redis_short_circuited_total",
+                "Redis commands not sent because the breaker was open (their callers took fallbacks)",
+                short_circuited,
+            ),
+            (
+                "marketing_redis_circuit_recoveries_total",
+                "times the Redis circuit breaker closed again after a probe succeeded",
+                recoveries,
+            ),
+            (
+                "marketing_redis_connects_total",
+                "Redis connections made (the first, and one after each that failed)",
+                reconnects,
+            ),
+        ] {
+            all.push(Counter {
+                name,
+                help,
+                cache: None,
+                value: value.load(Relaxed),
+            });
+        }
+    }
     for (cache, stats) in caches {
         let CacheStatsSnapshot {
             local_hits,
@@ -757,10 +801,13 @@ mod tests {
             misses: 5,
             ..CacheStatsSnapshot::default()
         };
+        let redis = BreakerStats::default();
+        redis.trips.fetch_add(1, Relaxed);
         let all = counters(
             &metrics,
             &transport,
             &[("templates", stats), ("lists", stats)],
+            Some(&redis),
         );
         let unique: HashSet<(&str, Option<&str>)> = all.iter().map(|c| (c.name, c.cache)).collect();
         assert_eq!(
@@ -779,6 +826,7 @@ mod tests {
             value("marketing_cache_misses_total", Some("lists")),
             Some(5)
         );
-        assert_eq!(all.len(), 27 + 2 * 5);
+        assert_eq!(value("marketing_redis_circuit_trips_total", None), Some(1));
+        assert_eq!(all.len(), 27 + 5 + 2 * 5);
     }
 }

@@ -315,7 +315,17 @@ fn gauges(
         help,
         value: i64::try_from(value).unwrap_or(i64::MAX),
     };
+    let redis_open = app
+        .shared()
+        .redis
+        .as_ref()
+        .is_some_and(|pool| pool.breaker().open_since().is_some());
     vec![
+        gauge(
+            "marketing_redis_circuit_open",
+            "1 while the Redis circuit breaker is open (commands fail at once; fallbacks serve)",
+            usize::from(redis_open),
+        ),
         gauge(
             "marketing_db_pool_connections",
             "database connections open (in use or idle)",

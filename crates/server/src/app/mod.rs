@@ -118,6 +118,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Copies of templates and points rules (each context keys its own entries).
     pub cache: Arc<dyn Cache>,
+    /// The Redis connection every Redis-backed part shares (`None` in the embedded mode):
+    /// for its breaker's state and counts.
+    pub redis: Option<RedisPool>,
 }
 
 /// The services, one per context, each owning its stores, caches and batchers. The gRPC
@@ -143,7 +146,8 @@ impl AppState {
         if let Some(lists) = &self.coupons.coupon_lists {
             caches.push(("coupon_lists", lists.stats()));
         }
-        observability::counters(&shared.metrics, transport, &caches)
+        let redis = shared.redis.as_ref().map(|pool| pool.breaker().stats());
+        observability::counters(&shared.metrics, transport, &caches, redis)
     }
 
     /// What every service shares.
@@ -167,12 +171,14 @@ impl AppState {
             Option<Arc<dyn RateLimiter>>,
             Option<EventStreams>,
         );
+        let mut redis = None;
         let (cache, lock, leaderboard, stamps, rate_limiter, event_streams): Backends =
             match &config.redis_url {
                 Some(redis_url) => {
                     let pool =
                         RedisPool::new(redis_url, config.redis_pool_size, &config.redis_key_prefix)
                             .map_err(|err| anyhow::anyhow!("invalid Redis configuration: {err}"))?;
+                    redis = Some(pool.clone());
                     if let Err(err) = pool.ping().await {
                         // Redis is never the source of truth: start anyway, degraded.
                         tracing::warn!(redis = %redact(redis_url), error = %err, "redis unreachable at start-up; continuing on the database alone");
@@ -266,6 +272,7 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             cache,
+            redis,
         };
         let templates = TemplateService {
             shared: shared.clone(),
