@@ -65,6 +65,14 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     claim(app, "acme", "m1", &created.id)
         .await
         .expect("claimed");
+    app.user_coupons()
+        .list_member_coupons(pb::ListMemberCouponsRequest {
+            tenant_id: "acme".into(),
+            member_id: "m1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed");
     // Made-up methods, each a path of its own: one `unknown` series, however many.
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     for i in 0..3 {
@@ -155,6 +163,20 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     let pool = sample(&after, "marketing_db_pool_connections").expect("the pool's gauge");
     assert!((1.0..=8.0).contains(&pool), "{pool}");
     assert!(sample(&after, "marketing_open_connections").is_some_and(|open| open >= 1.0));
+    // The list's freshness check; the outbox and the breaker, as last measured.
+    let checks = |text: &str| sample(text, "marketing_stamp_checks_total").unwrap_or(0.0);
+    assert!(checks(&after) > checks(&before), "{after}");
+    for gauge in [
+        "marketing_outbox_unnumbered_events",
+        "marketing_outbox_unrelayed_events",
+        "marketing_outbox_relay_lag_seconds",
+    ] {
+        assert!(
+            sample(&after, gauge).is_some_and(|value| value >= 0.0),
+            "{gauge}: {after}"
+        );
+    }
+    assert_eq!(sample(&after, "marketing_redis_circuit_open"), Some(0.0));
     assert!(after.trim_end().ends_with("# EOF"));
 }
 

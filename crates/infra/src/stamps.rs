@@ -17,7 +17,10 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -156,6 +159,9 @@ pub struct StampedCache<V> {
     entries: MokaCache<String, (u64, Arc<V>)>,
     stamps: Arc<dyn Stamps>,
     stats: Arc<CacheStats>,
+    /// Stamps taken (one per read), and those that failed (the read went to the database).
+    checks: AtomicU64,
+    check_failures: AtomicU64,
     /// Removals that failed, with when they were due; one task retries them all.
     pending: Arc<Mutex<Pending>>,
 }
@@ -186,6 +192,8 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
                 .build(),
             stamps,
             stats: Arc::default(),
+            checks: AtomicU64::new(0),
+            check_failures: AtomicU64::new(0),
             pending: Arc::default(),
         }
     }
@@ -197,9 +205,11 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        self.checks.fetch_add(1, Relaxed);
         let stamp = match self.stamps.take(key, rand::random()).await {
             Ok(stamp) => stamp,
             Err(err) => {
+                self.check_failures.fetch_add(1, Relaxed);
                 // Without a stamp no copy can be trusted, nor kept.
                 self.stats.misses.fetch_add(1, Relaxed);
                 tracing::debug!(error = %err, "freshness stamp unavailable; reading through");
@@ -257,6 +267,11 @@ impl<V: Send + Sync + 'static> StampedCache<V> {
         self.stats.evictions.fetch_add(local, Relaxed);
         let stamps = self.stamps.remove_prefixed(prefix).await?;
         Ok((local, stamps))
+    }
+
+    /// Freshness checks made (a stamp taken per read), and those that failed.
+    pub fn stamp_checks(&self) -> (u64, u64) {
+        (self.checks.load(Relaxed), self.check_failures.load(Relaxed))
     }
 
     /// Whether this replica holds a copy of `key` (current or not).

@@ -675,11 +675,11 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// A value that goes up and down, read at each scrape.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Gauge {
     pub name: &'static str,
     pub help: &'static str,
-    pub value: i64,
+    pub value: f64,
 }
 
 /// What the replica reads at each scrape: its counters ([`counters`]) and gauges.

@@ -212,13 +212,14 @@ impl Server {
         );
         let exporter = metrics_listener.map(|listener| {
             let app_metrics = app.shared().metrics.clone();
+            let events = app.events.clone();
             let (app, transport, overload) = (app.clone(), transport.clone(), overload.clone());
             let replica = ReplicaCollector(Box::new(move || Readings {
                 counters: app.counters(&transport.counters),
                 gauges: gauges(&app, &transport, &overload),
             }));
             let registry = observability::registry(&rpc_metrics, &app_metrics, replica);
-            tokio::spawn(serve_metrics(listener, Arc::new(registry)))
+            tokio::spawn(serve_metrics(listener, Arc::new(registry), events))
         });
         let sweeper = tokio::spawn(sweep_forever(app.clone()));
         let sequencer = tokio::spawn(number_events_forever(app.events.clone()));
@@ -313,7 +314,11 @@ fn gauges(
     let gauge = |name, help, value: usize| observability::Gauge {
         name,
         help,
-        value: i64::try_from(value).unwrap_or(i64::MAX),
+        value: value as f64,
+    };
+    let outbox = &app.events.outbox;
+    let load = |value: &std::sync::atomic::AtomicU64| {
+        value.load(std::sync::atomic::Ordering::Relaxed) as usize
     };
     let redis_open = app
         .shared()
@@ -321,6 +326,21 @@ fn gauges(
         .as_ref()
         .is_some_and(|pool| pool.breaker().open_since().is_some());
     vec![
+        gauge(
+            "marketing_outbox_unnumbered_events",
+            "events committed and waiting for their position (the sequencer numbers them every 100 ms)",
+            load(&outbox.unnumbered),
+        ),
+        gauge(
+            "marketing_outbox_unrelayed_events",
+            "events numbered and not yet in the tenants' Redis streams (0 in the embedded mode)",
+            load(&outbox.unrelayed),
+        ),
+        observability::Gauge {
+            name: "marketing_outbox_relay_lag_seconds",
+            help: "how long ago the oldest event not yet relayed (or numbered) was recorded; 0 when none waits",
+            value: load(&outbox.relay_lag_micros) as f64 / 1e6,
+        },
         gauge(
             "marketing_redis_circuit_open",
             "1 while the Redis circuit breaker is open (commands fail at once; fallbacks serve)",
@@ -369,6 +389,7 @@ fn gauges(
 async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<prometheus_client::registry::Registry>,
+    events: crate::app::EventService,
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics");
@@ -377,7 +398,18 @@ async fn serve_metrics(
         "/metrics",
         axum::routing::get(move || {
             let registry = registry.clone();
+            let events = events.clone();
             async move {
+                // The outbox's gauges are measured per scrape (two indexed reads), not per call.
+                match tokio::time::timeout(Duration::from_secs(2), events.measure_outbox()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        marketing_infra::warn_every!(error = %err, "measuring the outbox for /metrics failed; its gauges show the last measure")
+                    }
+                    Err(_) => {
+                        marketing_infra::warn_every!("measuring the outbox for /metrics took over 2 s; its gauges show the last measure")
+                    }
+                }
                 (
                     [(
                         http::header::CONTENT_TYPE,

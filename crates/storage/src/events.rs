@@ -200,6 +200,20 @@ pub trait EventReads {
 
     /// The largest position of `tenant`'s events that retention deleted (0: none).
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError>;
+
+    /// What waits in the outbox, counting at most `limit` batches of each kind: events not
+    /// numbered yet, and (given the relay's cursor, an event position) events numbered after
+    /// it, with when the oldest of those was recorded.
+    async fn backlog(&self, relayed: Option<i64>, limit: u64) -> Result<Backlog, MarketingError>;
+}
+
+/// What [`EventReads::backlog`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub unnumbered: u64,
+    pub unrelayed: u64,
+    /// When the oldest event not relayed yet was recorded (numbered or not).
+    pub oldest_unrelayed: Option<UnixMicros>,
 }
 
 /// The sequencer's write: inside a unit of work only.
@@ -281,6 +295,61 @@ impl<C: ConnectionTrait> EventReads for Events<'_, C> {
             .all(self.0)
             .await
             .map_err(db_error)
+    }
+
+    async fn backlog(&self, relayed: Option<i64>, limit: u64) -> Result<Backlog, MarketingError> {
+        let waiting: Vec<(i32, i64)> = batch::Entity::find()
+            .select_only()
+            .columns([batch::Column::EventCount, batch::Column::FirstAt])
+            .filter(batch::Column::Position.is_null())
+            .order_by_asc(batch::Column::Id)
+            .limit(limit)
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        let mut backlog = Backlog {
+            unnumbered: waiting.iter().map(|(count, _)| *count as u64).sum(),
+            oldest_unrelayed: waiting.iter().map(|(_, at)| UnixMicros(*at)).min(),
+            ..Backlog::default()
+        };
+        let Some(cursor) = relayed else {
+            return Ok(backlog);
+        };
+        // The cursor's own batch counts with what is left of it.
+        let (through_batch, through_seq) =
+            (cursor.div_euclid(SEQ_SPAN), cursor.rem_euclid(SEQ_SPAN));
+        let numbered: Vec<(i64, i32, i64)> = batch::Entity::find()
+            .select_only()
+            .columns([
+                batch::Column::Position,
+                batch::Column::EventCount,
+                batch::Column::FirstAt,
+            ])
+            .filter(batch::Column::Position.gte(through_batch))
+            .order_by_asc(batch::Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(self.0)
+            .await
+            .map_err(db_error)?;
+        for (position, count, first_at) in numbered {
+            let left = if position == through_batch {
+                Ord::max(i64::from(count) - through_seq, 0)
+            } else {
+                i64::from(count)
+            };
+            if left > 0 {
+                backlog.unrelayed += left as u64;
+                let at = UnixMicros(first_at);
+                backlog.oldest_unrelayed = Some(
+                    backlog
+                        .oldest_unrelayed
+                        .map_or(at, |oldest| Ord::min(oldest, at)),
+                );
+            }
+        }
+        Ok(backlog)
     }
 
     async fn expired_through(&self, tenant: &TenantId) -> Result<i64, MarketingError> {

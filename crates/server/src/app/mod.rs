@@ -147,7 +147,25 @@ impl AppState {
             caches.push(("coupon_lists", lists.stats()));
         }
         let redis = shared.redis.as_ref().map(|pool| pool.breaker().stats());
-        observability::counters(&shared.metrics, transport, &caches, redis)
+        let mut all = observability::counters(&shared.metrics, transport, &caches, redis);
+        if let Some(lists) = &self.coupons.coupon_lists {
+            let (checks, failures) = lists.stamp_checks();
+            all.extend([
+                Counter {
+                    name: "marketing_stamp_checks_total",
+                    help: "freshness checks of members' coupon-list copies (one Redis command a read)",
+                    cache: None,
+                    value: checks,
+                },
+                Counter {
+                    name: "marketing_stamp_check_failures_total",
+                    help: "freshness checks that failed (Redis unreachable): the list was read from the database",
+                    cache: None,
+                    value: failures,
+                },
+            ]);
+        }
+        all
     }
 
     /// What every service shares.

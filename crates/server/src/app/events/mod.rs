@@ -121,6 +121,8 @@ pub struct EventService {
     pub(crate) streams: stream::StreamCounts,
     /// The Redis streams events are relayed to (none in embedded mode).
     pub(crate) relay: Option<EventStreams>,
+    /// What the outbox held when last measured (for `/metrics`).
+    pub outbox: Arc<relay::OutboxGauges>,
 }
 
 impl EventService {
@@ -131,6 +133,7 @@ impl EventService {
             heads: Arc::default(),
             streams: stream::StreamCounts::default(),
             relay,
+            outbox: Arc::default(),
         }
     }
 
