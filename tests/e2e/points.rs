@@ -817,6 +817,55 @@ marketing_tests::backend_suite! {
     a_planned_ledger_is_written_column_for_column,
     adjustments_add_a_lot_or_take_the_soonest_expiring_with_a_reason,
     rules_by_amount_earn_per_amount_spent_within_their_cap,
+    a_mass_expiry_is_swept_in_batches_and_the_ledger_still_sums,
+}
+
+/// A campaign's points all due at once: one sweep works through every account, many at a
+/// time in the points batches, batch after batch until none is due (or its time is up), and
+/// the ledger still sums to the balances.
+async fn a_mass_expiry_is_swept_in_batches_and_the_ledger_still_sums(app: &TestApp) {
+    use futures::StreamExt as _;
+    const MEMBERS: usize = 1_200;
+    let expiry = crate::fixtures::after_millis(60_000);
+    let earned: Vec<_> = futures::stream::iter(0..MEMBERS)
+        .map(|n| {
+            let mut client = app.points();
+            async move {
+                client
+                    .earn_points(pb::EarnPointsRequest {
+                        expire_time: expiry,
+                        ..earn(&format!("mass-{n}"), 100)
+                    })
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(earned.iter().all(Result::is_ok), "every earn");
+    app.advance_clock(Duration::from_secs(61));
+    let started = std::time::Instant::now();
+    let swept = app
+        .state
+        .points
+        .sweep_points(100, Duration::from_secs(600))
+        .await
+        .expect("sweep");
+    eprintln!(
+        "mass expiry: {} accounts swept in {:?}",
+        swept.accounts_expired,
+        started.elapsed()
+    );
+    assert_eq!(swept.accounts_expired, MEMBERS, "{swept:?}");
+    assert!(swept.caught_up);
+    let again = app
+        .state
+        .points
+        .sweep_points(100, Duration::from_secs(600))
+        .await
+        .expect("sweep");
+    assert_eq!(again.accounts_expired, 0, "nothing left due");
+    audit(app).await;
 }
 
 async fn rules_by_amount_earn_per_amount_spent_within_their_cap(app: &TestApp) {
@@ -1202,8 +1251,14 @@ async fn the_sweeper_expires_lots_and_holds(app: &TestApp) {
         (100, 0, 40, 60),
         "stored as they were until the sweep"
     );
-    let (holds, accounts) = app.state.points.sweep_points(100).await.expect("sweep");
-    assert_eq!((holds, accounts), (1, 1));
+    let swept = app
+        .state
+        .points
+        .sweep_points(100, Duration::from_secs(5))
+        .await
+        .expect("sweep");
+    assert_eq!((swept.holds_released, swept.accounts_expired), (1, 1));
+    assert!(swept.caught_up);
     assert_eq!(
         stored().await,
         (0, 100, 100, 0),

@@ -84,7 +84,7 @@ async fn records_past_their_retention_are_deleted(app: &TestApp) {
     // balance does not depend on when the background sweeper's tick comes).
     app.state
         .points
-        .sweep_points(500)
+        .sweep_points(500, std::time::Duration::from_secs(5))
         .await
         .expect("points sweep");
     // The same request id now is a new request: a second earn.

@@ -517,19 +517,34 @@ async fn sweep_forever(app: AppState) {
             "code_generations",
             generation.map(|resumed| (u64::from(resumed), resumed)),
         );
-        let points = app.points.sweep_points(BATCH).await;
-        if let Ok((holds_released, accounts_expired)) = &points
-            && holds_released + accounts_expired > 0
+        // Up to half a round for points: a mass expiry drains over rounds, the other parts
+        // still run every round.
+        let points = app
+            .points
+            .sweep_points(BATCH, app.shared().config.sweep_interval / 2)
+            .await;
+        if let Ok(swept) = &points
+            && swept.holds_released + swept.accounts_expired > 0
         {
-            count(&metrics.points_holds_released, *holds_released as u64);
-            count(&metrics.points_accounts_expired, *accounts_expired as u64);
-            tracing::info!(holds_released, accounts_expired, "points sweep");
+            count(&metrics.points_holds_released, swept.holds_released as u64);
+            count(
+                &metrics.points_accounts_expired,
+                swept.accounts_expired as u64,
+            );
+            tracing::info!(
+                holds_released = swept.holds_released,
+                accounts_expired = swept.accounts_expired,
+                caught_up = swept.caught_up,
+                "points sweep"
+            );
         }
         record(
             "points",
-            points.map(|(holds, accounts)| {
-                let (holds, accounts) = (holds as u64, accounts as u64);
-                (holds + accounts, holds.max(accounts) >= BATCH)
+            points.map(|swept| {
+                (
+                    (swept.holds_released + swept.accounts_expired) as u64,
+                    !swept.caught_up,
+                )
             }),
         );
         if last_retention.is_none_or(|at| at.elapsed() >= crate::app::RETENTION_SWEEP_EVERY) {
