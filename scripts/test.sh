@@ -12,8 +12,8 @@ ensure_grpcurl
 ensure_jq
 drop_stale_test_databases
 
-# The transport tests run the real binary in its own process.
-cargo build --locked -p marketing-server
+# The transport tests run the real binary in its own process; one test runs the load generator.
+cargo build --locked -p marketing-server -p marketing-bench
 # The end-to-end tests mostly wait (on servers, databases, sleeps): four at a time on two cores
 # finish the suite in about half the time of one per core. RUST_TEST_THREADS overrides it.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}

@@ -769,15 +769,24 @@ pub fn server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("MARKETING_SERVER_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("marketing-server")
+}
+
+/// The load generator's binary, built beside this test (scripts/test.sh builds it).
+pub fn bench_binary() -> PathBuf {
+    built_binary("marketing-bench")
+}
+
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
-    let binary = profile_dir.join("marketing-server");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run scripts/test.sh, which builds it (cargo build -p marketing-server)",
+        "{} is missing: run scripts/test.sh, which builds it (cargo build -p {name})",
         binary.display()
     );
     binary

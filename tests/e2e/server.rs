@@ -186,3 +186,90 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     assert!(shown.contains("\"field\":\"template_id\""), "{shown}");
     app.stop().await;
 }
+
+/// `marketing-bench --call`: any RPC by name, found through reflection, its JSON data
+/// rendered per call with ghz's template actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_calls_any_rpc_by_name_through_reflection() {
+    let app = marketing_tests::spawn_app(Backend::Embedded).await;
+    let addr = app.addr.to_string();
+    let data = r#"{"tenant_id":"acme","member_id":"bench-{{.WorkerID}}","request_id":"bench-{{.RequestNumber}}-{{newUUID}}","amount":"10","description":"{{randomString 12}}"}"#;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(marketing_tests::bench_binary())
+            .args([
+                "--call",
+                "marketing.v1.PointsAccountService/EarnPoints",
+                "-d",
+                data,
+                "-m",
+                r#"{"x-request-note":"call {{.RequestNumber}}"}"#,
+                "--addr",
+                &addr,
+                "-c",
+                "4",
+                "-n",
+                "40",
+                "-O",
+                "json",
+            ])
+            .output()
+            .expect("run marketing-bench")
+    })
+    .await
+    .expect("bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("ghz's JSON");
+    assert_eq!(report["statusCodeDistribution"]["OK"], 40, "{report}");
+    assert_eq!(
+        report["options"]["call"],
+        "marketing.v1.PointsAccountService/EarnPoints"
+    );
+    // Forty earns of 10 over the four workers' members, each call its own request id.
+    let mut total = 0;
+    for worker in 0..4 {
+        let account = app
+            .points()
+            .get_points_account(marketing_proto::v1::GetPointsAccountRequest {
+                tenant_id: "acme".into(),
+                member_id: format!("bench-{worker}"),
+            })
+            .await
+            .expect("an account per worker")
+            .into_inner()
+            .points_account
+            .expect("account");
+        total += account.available;
+    }
+    assert_eq!(total, 400);
+
+    // A method the server does not serve, or data that is not its request, stops before
+    // any call.
+    let addr = app.addr.to_string();
+    let refused = tokio::task::spawn_blocking(move || {
+        Command::new(marketing_tests::bench_binary())
+            .args([
+                "--call",
+                "marketing.v1.PointsAccountService/EarnPoints",
+                "-d",
+                r#"{"no_such_field":1}"#,
+                "--addr",
+                &addr,
+            ])
+            .output()
+            .expect("run marketing-bench")
+    })
+    .await
+    .expect("bench");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("EarnPointsRequest"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    app.stop().await;
+}

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! marketing-bench <scenario> [--addr 127.0.0.1:50051] [-c 50] [--connections 1]
+//! marketing-bench --call package.Service/Method [-d JSON] [-m JSON] [options as above]
 //!                 [-n COUNT | -z DURATION] [--rps N] [-O summary|json] [-o FILE] [--tenant T]
 //!                 [--token KEY] [--cacert CA.pem [--cert C.pem --key C.key] [--cname NAME]]
 //! marketing-bench report --dir DIR      (reads the JSON files bench.sh wrote)
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod call;
 mod consumer;
 mod report;
 mod runner;
@@ -53,8 +55,20 @@ enum ReportCommand {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// The scenario to run (see the list in the README, or an error's list).
-    scenario: String,
+    /// The scenario to run (see the list in the README, or an error's list); none with --call.
+    #[arg(required_unless_present = "call", conflicts_with = "call")]
+    scenario: Option<String>,
+    /// Instead of a scenario, any unary RPC of the served API, found through server
+    /// reflection: `package.Service/Method` (as ghz's --call).
+    #[arg(long)]
+    call: Option<String>,
+    /// --call's request as JSON, with ghz's template actions rendered per call:
+    /// {{.RequestNumber}}, {{.WorkerID}}, {{.TimestampUnix}}, {{newUUID}}, {{randomString N}}.
+    #[arg(short = 'd', long, requires = "call", default_value = "{}")]
+    data: String,
+    /// --call's metadata as a JSON object of strings (templates as in --data).
+    #[arg(short = 'm', long, requires = "call")]
+    metadata: Option<String>,
     /// The server, or replicas separated by commas: connections are spread over them in turn
     /// (at least one each).
     #[arg(long, visible_alias = "host", default_value = "127.0.0.1:50051")]
@@ -74,6 +88,10 @@ struct BenchArgs {
     /// Requests per second across all workers; unpaced when unset.
     #[arg(short = 'r', long)]
     rps: Option<f64>,
+    /// earn-expiring only: when the points it earns expire, in Unix seconds (default: two
+    /// minutes after it starts).
+    #[arg(long)]
+    expire_at: Option<i64>,
     /// summary or json (ghz's formats; pretty is json).
     #[arg(short = 'O', long, default_value = "summary", value_parser = ["summary", "json", "pretty"])]
     format: String,
@@ -129,7 +147,10 @@ impl TlsArgs {
 }
 
 struct Args {
+    /// The scenario, or `--call`'s method.
     scenario: String,
+    /// `--call`'s data and metadata, when it is a call.
+    call: Option<(String, Option<String>)>,
     addr: String,
     load: LoadOptions,
     json: bool,
@@ -145,8 +166,13 @@ impl From<BenchArgs> for Args {
             (None, None) => Some(200),
             (total, _) => total,
         };
+        let call = args
+            .call
+            .as_ref()
+            .map(|_| (args.data.clone(), args.metadata.clone()));
         Args {
-            scenario: args.scenario,
+            scenario: args.call.or(args.scenario).unwrap_or_default(),
+            call,
             addr: args.addr,
             load: LoadOptions {
                 concurrency: args.concurrency,
@@ -154,6 +180,7 @@ impl From<BenchArgs> for Args {
                 total,
                 duration: args.duration,
                 rps: args.rps,
+                expire_at: args.expire_at,
             },
             json: args.format != "summary",
             output: args.output,
@@ -229,12 +256,32 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .tenant
         .clone()
         .unwrap_or_else(|| format!("bench-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]));
-    let (run, scenario) = tokio::time::timeout(
-        scenarios::SETUP_TIMEOUT + args.load.duration.unwrap_or(Duration::from_secs(600)),
-        scenarios::run_scenario(&args.scenario, &tenant, &channels, &args.load),
-    )
-    .await
-    .context("the scenario did not finish in time")??;
+    let (run, scenario) = match &args.call {
+        Some((data, metadata)) => {
+            let call = std::sync::Arc::new(
+                call::Call::resolve(
+                    &channels[0],
+                    &args.scenario,
+                    data,
+                    metadata.as_deref(),
+                    args.load.concurrency,
+                )
+                .await?,
+            );
+            let run = runner::run(&args.load, &channels, move |channel, n| {
+                let call = call.clone();
+                async move { call.send(channel, n).await }
+            })
+            .await;
+            (run, json!({}))
+        }
+        None => tokio::time::timeout(
+            scenarios::SETUP_TIMEOUT + args.load.duration.unwrap_or(Duration::from_secs(600)),
+            scenarios::run_scenario(&args.scenario, &tenant, &channels, &args.load),
+        )
+        .await
+        .context("the scenario did not finish in time")??,
+    };
     let stats = Stats::of(&run);
     let text = if args.json {
         let options = json!({
@@ -577,7 +624,11 @@ fn report(dir: PathBuf) -> anyhow::Result<()> {
     println!();
     println!("| scenario | requests/s | P50 ms | P99 ms | status codes |");
     println!("|---|---|---|---|---|");
+    // Every scenario bench.sh ran (earn-expiring is scripts/mass-expiry.sh's).
     for name in scenarios::NAMES {
+        if !dir.join(format!("{name}.json")).exists() {
+            continue;
+        }
         let run = load_json(&dir, name)?;
         let p50 = run["latencyDistribution"]
             .as_array()

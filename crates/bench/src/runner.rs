@@ -46,6 +46,8 @@ pub struct LoadOptions {
     pub duration: Option<Duration>,
     /// Requests per second across all workers (`--rps`); unpaced when `None`.
     pub rps: Option<f64>,
+    /// earn-expiring: when the points it earns expire (Unix seconds, `--expire-at`).
+    pub expire_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

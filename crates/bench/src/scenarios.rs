@@ -17,7 +17,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::runner::{LoadOptions, Run, run};
 
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "health",
     "get-template",
     "claim-hot",
@@ -28,6 +28,7 @@ pub const NAMES: [&str; 12] = [
     "claim-sellout",
     "deduct-spread",
     "deduct-hot",
+    "earn-expiring",
     "list-coupons",
     "mixed",
 ];
@@ -347,6 +348,7 @@ impl Setup {
             total: Some(members),
             duration: None,
             rps: None,
+            expire_at: None,
         };
         let tenant = self.tenant.clone();
         let prefix = prefix.to_owned();
@@ -552,6 +554,38 @@ pub async fn run_scenario(
                 result,
                 json!({ "accounts": accounts, "concurrent_modification": aborted }),
             ))
+        }
+        "earn-expiring" => {
+            // Each call a new member's first points, all expiring at one time: the data of a
+            // mass expiry (scripts/mass-expiry.sh times its sweep).
+            let expire_at = load.expire_at.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |now| now.as_secs() as i64)
+                    + 120
+            });
+            let run_id = Arc::new(run_id);
+            let result = run(load, channels, move |channel, i| {
+                let request = pb::EarnPointsRequest {
+                    tenant_id: tenant.to_string(),
+                    member_id: format!("expiring-{run_id}-{i}"),
+                    request_id: format!("earn-{run_id}-{i}"),
+                    source: Some(pb::earn_points_request::Source::Amount(100)),
+                    expire_time: Some(prost_types::Timestamp {
+                        seconds: expire_at,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                };
+                async move {
+                    PointsAccountServiceClient::new(channel)
+                        .earn_points(request)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+            Ok((result, json!({ "expire_at": expire_at })))
         }
         "price-order" => {
             let held = Arc::new(checkout_members(&setup, &channels[0], 1).await?);
