@@ -122,12 +122,14 @@ impl Breaker {
 
     fn record_failure(&self) {
         self.stats.failures.fetch_add(1, Relaxed);
+        if self.open.load(Relaxed) {
+            // A command sent before the trip: the breaker is open already, and only its
+            // probes say how long it stays so.
+            return;
+        }
         let now = Instant::now();
         let mut state = lock_state(&self.state);
         if state.opened_at.is_some() {
-            // A probe (or a command sent before the trip) failed: stay open, longer.
-            state.open_for = (state.open_for * 2).min(BREAKER_MAX_OPEN);
-            state.probe_at = Some(now + state.open_for);
             return;
         }
         state
@@ -148,6 +150,17 @@ impl Breaker {
                 "redis circuit open: it timed out or failed repeatedly; using fallbacks until a probe succeeds"
             );
         }
+    }
+
+    /// A probe failed: the breaker stays open twice as long as before (up to the most).
+    fn probe_failed(&self) {
+        self.stats.failures.fetch_add(1, Relaxed);
+        let mut state = lock_state(&self.state);
+        if state.opened_at.is_none() {
+            return;
+        }
+        state.open_for = (state.open_for * 2).min(BREAKER_MAX_OPEN);
+        state.probe_at = Some(Instant::now() + state.open_for);
     }
 
     fn record_success(&self) {
@@ -171,17 +184,10 @@ impl Breaker {
     /// Records how a command went: timeouts and connection failures count against Redis;
     /// anything Redis answered (an error reply too) counts for it.
     fn record<T>(&self, result: &Result<T, RedisError>) {
-        match result {
-            Err(err)
-                if err.is_timeout()
-                    || err.is_io_error()
-                    || err.is_connection_dropped()
-                    || err.is_connection_refusal()
-                    || err.is_unrecoverable_error() =>
-            {
-                self.record_failure();
-            }
-            _ => self.record_success(),
+        if counts_against(result) {
+            self.record_failure();
+        } else {
+            self.record_success();
         }
     }
 
@@ -196,6 +202,15 @@ impl Breaker {
     pub fn stats(&self) -> &BreakerStats {
         &self.stats
     }
+}
+
+/// Whether a command's outcome says Redis is slow or unreachable (not an error reply).
+fn counts_against<T>(result: &Result<T, RedisError>) -> bool {
+    matches!(result, Err(err) if err.is_timeout()
+        || err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error())
 }
 
 fn lock_state(state: &Mutex<BreakerState>) -> std::sync::MutexGuard<'_, BreakerState> {
@@ -369,11 +384,15 @@ impl RedisPool {
                     .map(drop)
             }
             Err(_) => {
-                self.breaker.record_failure();
+                self.breaker.probe_failed();
                 return;
             }
         };
-        self.breaker.record(&outcome);
+        if counts_against(&outcome) {
+            self.breaker.probe_failed();
+        } else {
+            self.breaker.record_success();
+        }
     }
 
     /// A client for connections outside the pool (pub/sub subscriptions).
@@ -537,3 +556,56 @@ pub const LEGACY_UNBOUNDED_KEYS: &[&str] = &[
     "lb-names:[^{]*",
     "lb-built:[^{]*",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(breaker: &Breaker) -> &'static str {
+        match breaker.verdict() {
+            Verdict::Send => "send",
+            Verdict::Refuse => "refuse",
+            Verdict::RefuseAndProbe => "probe",
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_repeated_failures_and_a_probe_closes_it() {
+        let breaker = Breaker::default();
+        breaker.record_failure();
+        breaker.record_failure();
+        assert_eq!(verdict(&breaker), "send", "two failures: still closed");
+        breaker.record_failure();
+        assert_eq!(verdict(&breaker), "refuse", "the third opens it");
+        // Commands sent before the trip failing late do not keep it open longer.
+        for _ in 0..10 {
+            breaker.record_failure();
+        }
+        std::thread::sleep(BREAKER_FIRST_OPEN + Duration::from_millis(50));
+        assert_eq!(
+            verdict(&breaker),
+            "probe",
+            "a probe after the first open time"
+        );
+        assert_eq!(verdict(&breaker), "refuse", "one probe at a time");
+        breaker.probe_failed();
+        // Open twice as long after a failed probe: 500 ms from here.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(verdict(&breaker), "refuse");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(verdict(&breaker), "probe");
+        breaker.record_success();
+        assert_eq!(verdict(&breaker), "send", "the probe's success closes it");
+        let stats = breaker.stats();
+        assert_eq!(stats.trips.load(Relaxed), 1);
+        assert_eq!(stats.recoveries.load(Relaxed), 1);
+        assert!(stats.short_circuited.load(Relaxed) >= 4);
+        assert!(breaker.open_since().is_none());
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escaped("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escaped("tenant:eu-1"), "tenant:eu-1");
+    }
+}
