@@ -34,7 +34,7 @@ for n in $(seq "$REPLICAS"); do
   addr=127.0.0.1:$((50590 + n))
   # One at a time: the first migrates the database.
   MARKETING_AUTH=disabled MARKETING_DATABASE_URL="$DB" MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
-    MARKETING_REDIS_KEY_PREFIX="$prefix" MARKETING_GRPC_ADDR=$addr MARKETING_METRICS_ADDR= \
+    MARKETING_REDIS_KEY_PREFIX="$prefix" MARKETING_GRPC_ADDR=$addr MARKETING_METRICS_ADDR=127.0.0.1:$((9590 + n)) \
     MARKETING_REPLICA_ID=replica-$n RUST_LOG=warn \
     target/release/marketing-server >"$OUT/server-$n.log" 2>&1 &
   pids+=($!)
@@ -76,6 +76,16 @@ for scenario in ${SCENARIOS:-claim-hot deduct-spread}; do
   done
   median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
   printf '%s: %d replicas / one, median of %d rounds: %.2fx\n' $scenario "$REPLICAS" "$ROUNDS" "$median"
+done
+
+log "claims per batch on each replica (all runs)"
+for n in $(seq "$REPLICAS"); do
+  metrics=$(curl -s "http://127.0.0.1:$((9590 + n))/metrics")
+  batches=$(echo "$metrics" | awk '$1 == "marketing_claim_batches_total" {print $2}')
+  claims=$(echo "$metrics" | awk '$1 == "marketing_claims_batched_total" {print $2}')
+  wait_sum=$(echo "$metrics" | awk '$1 == "marketing_claim_lock_wait_seconds_sum" {print $2}')
+  printf 'replica %d: %s batches, %s claims (%.1f a batch), %.1f s waiting for the lock\n' \
+    "$n" "${batches:-0}" "${claims:-0}" "$(echo "${claims:-0} / (${batches:-0} + 0.0001)" | bc -l)" "${wait_sum:-0}"
 done
 
 log "a sell-out against every replica at once"
