@@ -24,6 +24,11 @@ fn main() -> io::Result<()> {
     config.protoc_executable(protoc);
 
     tonic_prost_build::configure()
+        // Written by hand, so a server can send coupons it encoded before (src/applicable.rs).
+        .extern_path(
+            ".marketing.v1.ApplicableCoupon",
+            "crate::applicable::ApplicableCoupon",
+        )
         .file_descriptor_set_path(out_dir.join("marketing_descriptor.bin"))
         .compile_with_config(config, &protos, &[proto_root.clone(), well_known])?;
     println!("cargo:rerun-if-changed={}", proto_root.display());

@@ -5,10 +5,14 @@ pub mod marketing {
     pub mod v1 {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         tonic::include_proto!("marketing.v1");
+
+        pub use crate::applicable::ApplicableCoupon;
     }
 }
 
 pub use marketing::v1;
+
+pub mod applicable;
 
 /// Encoded `FileDescriptorSet` of every file of the API and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("marketing_descriptor");

@@ -65,6 +65,9 @@ pub struct HeldCoupons {
     /// Each coupon's terms as pricing reads them: made once per copy, when it is first priced
     /// (not once per price, and not for copies only listed).
     terms: std::sync::OnceLock<Vec<Terms>>,
+    /// Each coupon as the contract encodes it, made when first sent (`encoded`), for as long as
+    /// its state is the stored one.
+    encoded: Box<[std::sync::OnceLock<bytes::Bytes>]>,
     /// Whether these are all the member's coupons.
     complete: bool,
 }
@@ -94,6 +97,7 @@ impl HeldCoupons {
 
     fn of(coupons: Vec<UserCoupon>, complete: bool) -> Self {
         Self {
+            encoded: coupons.iter().map(|_| std::sync::OnceLock::new()).collect(),
             coupons,
             terms: std::sync::OnceLock::new(),
             complete,
@@ -114,6 +118,21 @@ impl HeldCoupons {
     pub fn terms(&self) -> &[Terms] {
         self.terms
             .get_or_init(|| self.coupons.iter().map(super::pricing::terms_of).collect())
+    }
+
+    /// `coupons()[index]` as the contract encodes it at `now`: made once per copy while its
+    /// state at `now` is the stored one (an available coupon stays so until it expires, when
+    /// it is encoded anew each time).
+    pub fn encoded(&self, index: usize, now: UnixMicros) -> bytes::Bytes {
+        use prost::Message as _;
+        let coupon = &self.coupons[index];
+        let encode = || {
+            bytes::Bytes::from(crate::wire::convert::coupon_to_proto(coupon, now).encode_to_vec())
+        };
+        if coupon.effective_status(now) != coupon.status {
+            return encode();
+        }
+        self.encoded[index].get_or_init(encode).clone()
     }
 
     /// Whether these are all the member's coupons.

@@ -93,6 +93,13 @@ impl ApplicableCoupons {
             .iter()
             .map(|&(index, discount)| (&self.held.coupons()[index], discount))
     }
+
+    /// The same, each coupon as the contract encodes it (made once per held copy).
+    pub fn encoded(&self) -> impl Iterator<Item = (bytes::Bytes, i64)> {
+        self.coupons
+            .iter()
+            .map(|&(index, discount)| (self.held.encoded(index, self.at), discount))
+    }
 }
 
 /// How the tenant's points program prices points in `currency` (`None`: points do not pay

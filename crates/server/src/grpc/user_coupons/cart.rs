@@ -16,7 +16,6 @@ use super::requests::{optional_order, order_amount};
 use crate::{
     app::{ApplicableCoupons, Cart, MAX_CART_LINES, MAX_PRICED_COUPONS, PriceOrder, PricedOrder},
     grpc::parse::{Edge, capped, finish, reference},
-    wire::convert::coupon_to_proto,
 };
 
 /// The longest id of a line, product, category or brand.
@@ -251,11 +250,13 @@ pub(super) fn priced_to_proto(order: &PricedOrder) -> pb::PriceOrderResponse {
 
 pub(super) fn applicable_to_proto(answer: &ApplicableCoupons) -> pb::ListApplicableCouponsResponse {
     pb::ListApplicableCouponsResponse {
+        // Sent as encoded once per held copy, not encoded anew for every call.
         coupons: answer
-            .coupons()
+            .encoded()
             .map(|(coupon, discount)| pb::ApplicableCoupon {
-                user_coupon: Some(coupon_to_proto(coupon, answer.at)),
+                user_coupon: None,
                 discount_amount: discount,
+                encoded_user_coupon: Some(coupon),
             })
             .collect(),
         best_combination: answer.best.iter().map(ToString::to_string).collect(),
