@@ -3,10 +3,10 @@
 //! domain's `pricing`; this reads the coupons, the tenant's settings and the member's points
 //! and feeds it.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use marketing_domain::{
-    CouponId, MarketingError, MemberId, TenantId, UnixMicros,
+    CouponId, MarketingError, MemberId, TemplateId, TenantId, UnixMicros,
     coupon_template::{Currency, pricing_terms},
     error::Refusal,
     pricing::{self, Applied, Line, PointsRate, Terms},
@@ -242,8 +242,10 @@ impl CouponService {
         let (settings, held) = (settings?, held?);
         let now = self.shared.clock.now();
         let left: Vec<i64> = cart.lines.iter().map(Line::amount).collect();
-        // Each usable coupon (its index in the copy) and what it takes off alone.
+        // Each usable coupon (its index in the copy) and what it takes off alone. Copies of
+        // one template usually carry the same terms (members hold several): priced once.
         let mut usable: Vec<(usize, i64)> = Vec::new();
+        let mut priced: HashMap<TemplateId, Vec<(&Terms, i64)>> = HashMap::new();
         for (index, (coupon, terms)) in held.coupons().iter().zip(held.terms()).enumerate() {
             if !coupon
                 .cart_problems(now, &cart.currency, order_id)
@@ -251,8 +253,16 @@ impl CouponService {
             {
                 continue;
             }
-            let discount = pricing::apply(terms, &cart.lines, &left, cart.shipping)
-                .map_or(0, |applied| applied.discount);
+            let same = priced.entry(coupon.template_id).or_default();
+            let discount = match same.iter().find(|(seen, _)| *seen == terms) {
+                Some(&(_, discount)) => discount,
+                None => {
+                    let discount = pricing::apply(terms, &cart.lines, &left, cart.shipping)
+                        .map_or(0, |applied| applied.discount);
+                    same.push((terms, discount));
+                    discount
+                }
+            };
             if discount > 0 {
                 usable.push((index, discount));
             }
