@@ -5,15 +5,10 @@
 //!
 //! Calls go out as raw bytes ([`call`]), so a suite needs no per-RPC client code.
 
-use bytes::{Buf, BufMut};
-use marketing_proto::v1 as pb;
+use marketing_proto::{raw::Raw, v1 as pb};
 use prost::Message;
 use prost_types::{Duration, FieldMask};
-use tonic::{
-    Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    transport::Channel,
-};
+use tonic::{Status, transport::Channel};
 
 use crate::fixtures::template;
 
@@ -850,44 +845,4 @@ pub async fn call(
     grpc.unary(request, path_and_query, Raw)
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Messages as the bytes they are encoded to.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut bytes = vec![0; src.remaining()];
-        src.copy_to_slice(&mut bytes);
-        Ok(Some(bytes))
-    }
 }

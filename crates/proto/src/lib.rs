@@ -13,6 +13,7 @@ pub mod marketing {
 pub use marketing::v1;
 
 pub mod applicable;
+pub mod raw;
 
 /// Encoded `FileDescriptorSet` of every file of the API and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("marketing_descriptor");
