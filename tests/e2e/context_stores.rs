@@ -921,10 +921,15 @@ async fn accounts_and_ledgers_are_read_per_tenant_and_swept_when_due(db: &Databa
             .accounts_with_due_lots(now, 10)
             .await
             .expect("due")
+            .accounts
             .is_empty()
     );
     assert_eq!(
-        store.accounts_with_due_lots(later, 10).await.expect("due"),
+        store
+            .accounts_with_due_lots(later, 10)
+            .await
+            .expect("due")
+            .accounts,
         [("acme".to_owned(), "m1".to_owned())]
     );
     let holds = store.due_holds(later, 10).await.expect("due");

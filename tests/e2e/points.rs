@@ -818,6 +818,7 @@ marketing_tests::backend_suite! {
     adjustments_add_a_lot_or_take_the_soonest_expiring_with_a_reason,
     rules_by_amount_earn_per_amount_spent_within_their_cap,
     a_mass_expiry_is_swept_in_batches_and_the_ledger_still_sums,
+    accounts_with_many_due_lots_are_swept_to_the_last,
 }
 
 /// A campaign's points all due at once: one sweep works through every account, many at a
@@ -865,6 +866,42 @@ async fn a_mass_expiry_is_swept_in_batches_and_the_ledger_still_sums(app: &TestA
         .await
         .expect("sweep");
     assert_eq!(again.accounts_expired, 0, "nothing left due");
+    audit(app).await;
+}
+
+/// Accounts holding several due lots each: a pass that reads a batch of lots finds fewer
+/// accounts than that, and must not take it for the end of what is due.
+async fn accounts_with_many_due_lots_are_swept_to_the_last(app: &TestApp) {
+    const MEMBERS: usize = 12;
+    const LOTS: usize = 3;
+    let expiry = crate::fixtures::after_millis(60_000);
+    let mut client = app.points();
+    for n in 0..MEMBERS {
+        for _ in 0..LOTS {
+            client
+                .earn_points(pb::EarnPointsRequest {
+                    expire_time: expiry,
+                    ..earn(&format!("lots-{n}"), 10)
+                })
+                .await
+                .expect("earn");
+        }
+    }
+    app.advance_clock(Duration::from_secs(61));
+    // Ten lots a pass: at most four accounts, never ten.
+    let swept = app
+        .state
+        .points
+        .sweep_points(10, Duration::from_secs(600))
+        .await
+        .expect("sweep");
+    assert_eq!(swept.accounts_expired, MEMBERS, "{swept:?}");
+    assert!(swept.caught_up);
+    for n in 0..MEMBERS {
+        let account = account(app, &format!("lots-{n}")).await;
+        assert_eq!(account.available, 0, "lots-{n}: every lot expired");
+        assert_eq!(account.total_expired, (10 * LOTS) as i64);
+    }
     audit(app).await;
 }
 

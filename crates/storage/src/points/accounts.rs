@@ -43,12 +43,12 @@ pub trait PointsReads {
         n: u64,
     ) -> Result<Vec<(String, i64, i64)>, MarketingError>;
 
-    /// Up to `limit` (tenant, member) whose lots expired by `now`.
+    /// The accounts of up to `limit` lots expired by `now`.
     async fn accounts_with_due_lots(
         &self,
         now: UnixMicros,
         limit: u64,
-    ) -> Result<Vec<(String, String)>, MarketingError>;
+    ) -> Result<super::DueAccounts, MarketingError>;
 
     /// Up to `limit` (tenant, member, hold) held past their expiry at `now`.
     async fn due_holds(
@@ -140,7 +140,7 @@ impl<C: ConnectionTrait> PointsReads for Points<'_, C> {
         &self,
         now: UnixMicros,
         limit: u64,
-    ) -> Result<Vec<(String, String)>, MarketingError> {
+    ) -> Result<super::DueAccounts, MarketingError> {
         super::accounts_with_due_lots(self.0, now, limit).await
     }
 

@@ -644,15 +644,29 @@ pub async fn accounts_with_due_lots(
     conn: &impl ConnectionTrait,
     now: UnixMicros,
     limit: u64,
-) -> Result<Vec<(String, String)>, MarketingError> {
+) -> Result<DueAccounts, MarketingError> {
     let mut accounts: Vec<Uuid> = due_lots(now, limit)
         .into_tuple()
         .all(conn)
         .await
         .map_err(db_error)?;
+    let lots = accounts.len();
     let mut seen = HashSet::new();
     accounts.retain(|account| seen.insert(*account));
-    members_of(conn, accounts).await
+    Ok(DueAccounts {
+        accounts: members_of(conn, accounts).await?,
+        lots,
+    })
+}
+
+/// The accounts of the first lots due, and how many lots were read for them: fewer than were
+/// asked for means none is left due (an account may hold several, so its accounts alone do not
+/// tell).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueAccounts {
+    /// (tenant, member) of each account, once.
+    pub accounts: Vec<(String, String)>,
+    pub lots: usize,
 }
 
 /// The accounts of the first `limit` lots due at `now`, soonest first: a walk of the partial

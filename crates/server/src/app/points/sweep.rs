@@ -43,19 +43,21 @@ impl PointsService {
         }
     }
 
-    /// One pass over up to `batch` due holds and `batch` accounts with due lots: what it
-    /// released, expired, and the most it found of either.
+    /// One pass over up to `batch` due holds and the accounts of up to `batch` due lots: what
+    /// it released, expired, and the most it found of holds or lots (an account's lots all
+    /// expire in one command, so accounts alone would tell "caught up" too early).
     async fn sweep_points_once(&self, batch: u64) -> Result<(usize, usize, usize), MarketingError> {
         use futures::StreamExt as _;
         let now = self.shared.clock.now();
         let holds = self.shared.db.points().due_holds(now, batch).await?;
-        let accounts = self
+        let due = self
             .shared
             .db
             .points()
             .accounts_with_due_lots(now, batch)
             .await?;
-        let found = holds.len().max(accounts.len());
+        let found = holds.len().max(due.lots);
+        let accounts = due.accounts;
         let work = holds
             .into_iter()
             .map(|(tenant, member, hold)| (tenant, member, PointsOp::ExpireHold(hold)))
