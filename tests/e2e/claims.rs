@@ -625,8 +625,18 @@ async fn a_lapsed_lock_holder_cannot_take_stock(app: &TestApp) {
     let written = take_stock(1, Some(20)).await.expect("newer holder");
     assert_eq!(written.claimed_count, 1);
     let stale = take_stock(1, Some(10)).await;
-    assert!(
-        matches!(stale, Err(MarketingError::ConcurrentModification(_))),
+    let fenced = |result: &Result<_, MarketingError>| match result {
+        Err(MarketingError::ConcurrentModification(cause)) => cause
+            .downcast_ref::<marketing_domain::error::Fenced>()
+            .copied(),
+        _ => None,
+    };
+    assert_eq!(
+        fenced(&stale),
+        Some(marketing_domain::error::Fenced {
+            fence: 10,
+            current: 20
+        }),
         "{stale:?}"
     );
     // Without a lock (Redis down) the database's own conditions still hold: never below zero.
@@ -634,6 +644,13 @@ async fn a_lapsed_lock_holder_cannot_take_stock(app: &TestApp) {
     assert!(
         matches!(too_much, Err(MarketingError::ConcurrentModification(_))),
         "{too_much:?}"
+    );
+    assert_eq!(fenced(&too_much), None, "the stock, not a fence");
+    let too_much_fenced = take_stock(1000, Some(20)).await;
+    assert_eq!(
+        fenced(&too_much_fenced),
+        None,
+        "the stock, under the current fence"
     );
     let row = coupon_template::Entity::find_by_id(id.0)
         .one(db.conn())

@@ -177,6 +177,8 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
         );
     }
     assert_eq!(sample(&after, "marketing_redis_circuit_open"), Some(0.0));
+    // No lock lapsed here: no write was fenced off (tests/e2e/claims.rs fences one).
+    assert_eq!(sample(&after, "marketing_fencing_refusals_total"), Some(0.0));
     assert!(after.trim_end().ends_with("# EOF"));
 }
 

@@ -452,6 +452,16 @@ impl From<Vec<FieldViolation>> for Refusal {
 /// infrastructure (a race that outlasted its retries, a deadline, an unreachable or failing
 /// dependency) did not let it finish. Authentication, rate limits and transport limits are
 /// the server's own (`ServerError` there).
+/// A write refused because a newer holder of its lock wrote since: the lock's fencing token is
+/// older than the one stored (the lock lapsed while its holder worked). The cause of a
+/// [`MarketingError::ConcurrentModification`]: retried, under the lock again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("fenced off: the lock's fence {fence} is older than {current}, written by a newer holder")]
+pub struct Fenced {
+    pub fence: i64,
+    pub current: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MarketingError {
     #[error(transparent)]

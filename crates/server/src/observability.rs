@@ -58,6 +58,9 @@ pub struct Metrics {
     /// Claim batches whose template lock had lapsed (its TTL passed) by the time they released
     /// it: their writes were kept safe by the lock's fencing token alone.
     pub claim_lock_lapses: AtomicU64,
+    /// Claim and distribution transactions refused because a newer holder of the template's
+    /// lock had written (their lock lapsed; retried under the lock again).
+    pub fencing_refusals: AtomicU64,
     /// Calls refused by a rate limit.
     pub rate_limited: AtomicU64,
     /// Rate-limit checks this replica counted alone because Redis could not be reached.
@@ -93,6 +96,15 @@ impl Metrics {
 
     pub fn record_claim_lock_lapse(&self) {
         self.claim_lock_lapses.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `result` when a lock's fence refused it ([`marketing_domain::error::Fenced`]).
+    pub fn record_fencing<T>(&self, result: &Result<T, marketing_domain::MarketingError>) {
+        if let Err(marketing_domain::MarketingError::ConcurrentModification(cause)) = result
+            && cause.is::<marketing_domain::error::Fenced>()
+        {
+            self.fencing_refusals.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn record_claim_split(&self) {
@@ -165,6 +177,7 @@ pub fn counters(
         points_splits,
         claim_splits,
         claim_lock_lapses,
+        fencing_refusals,
         rate_limited,
         local_rate_limits,
         sweeps,
@@ -239,6 +252,11 @@ pub fn counters(
             "marketing_claim_lock_lapses_total",
             "claim batches whose template lock lapsed before they released it (kept safe by its fence)",
             claim_lock_lapses,
+        ),
+        (
+            "marketing_fencing_refusals_total",
+            "claim and distribution transactions refused by the template's fence: a newer lock holder had written (retried)",
+            fencing_refusals,
         ),
         (
             "marketing_rate_limited_total",

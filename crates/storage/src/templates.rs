@@ -587,9 +587,27 @@ async fn take_stock(
         .pop()
     {
         Some(row) => to_domain(row),
-        None => Err(MarketingError::ConcurrentModification(
-            "stock or lock fence changed under a claim batch".into(),
-        )),
+        None => {
+            // Told apart (on this path of lost races only): a newer lock holder's write, or
+            // the stock.
+            if let Some(fence) = fence {
+                let current: Option<i64> = tpl::Entity::find_by_id(id.0)
+                    .select_only()
+                    .column(tpl::Column::FenceToken)
+                    .into_tuple()
+                    .one(conn)
+                    .await
+                    .map_err(db_error)?;
+                if let Some(current) = current.filter(|current| *current > fence) {
+                    return Err(MarketingError::ConcurrentModification(Box::new(
+                        marketing_domain::error::Fenced { fence, current },
+                    )));
+                }
+            }
+            Err(MarketingError::ConcurrentModification(
+                "stock changed under a claim batch".into(),
+            ))
+        }
     }
 }
 

@@ -256,6 +256,7 @@ impl CouponService {
             let result = self
                 .claim_batch_transaction(tenant, template, claims, fence, attempt > 0)
                 .await;
+            self.shared.metrics.record_fencing(&result);
             self.release_template_lock(lock).await;
             result
         })
@@ -531,6 +532,7 @@ impl CouponService {
             let result = self
                 .distribution_transaction(cmd, lock.as_ref().map(|l| l.fence))
                 .await;
+            self.shared.metrics.record_fencing(&result);
             self.release_template_lock(lock).await;
             result
         })
