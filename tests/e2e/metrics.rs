@@ -144,6 +144,15 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     let batches = |text: &str| sample(text, "marketing_claim_batches_total").unwrap_or(0.0);
     assert!(batches(&after) >= batches(&before) + 1.0, "{after}");
     assert!(after.contains("marketing_cache_misses_total{cache=\"templates_and_rules\"}"));
+    // The template read is held in the cache now.
+    assert!(
+        sample(
+            &after,
+            "marketing_cache_entries{cache=\"templates_and_rules\"}"
+        )
+        .is_some_and(|entries| entries >= 1.0),
+        "{after}"
+    );
     // The claim's batch in the histograms: its size, duration and wait for the lock.
     for series in [
         "marketing_claim_batch_size_count",
@@ -178,7 +187,10 @@ async fn calls_move_the_metrics_and_unknown_methods_stay_one_series(app: &TestAp
     }
     assert_eq!(sample(&after, "marketing_redis_circuit_open"), Some(0.0));
     // No lock lapsed here: no write was fenced off (tests/e2e/claims.rs fences one).
-    assert_eq!(sample(&after, "marketing_fencing_refusals_total"), Some(0.0));
+    assert_eq!(
+        sample(&after, "marketing_fencing_refusals_total"),
+        Some(0.0)
+    );
     assert!(after.trim_end().ends_with("# EOF"));
 }
 

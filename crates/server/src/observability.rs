@@ -692,11 +692,12 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// A value that goes up and down, read at each scrape.
+/// A value that goes up and down, read at each scrape (per cache, for the caches' gauges).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gauge {
     pub name: &'static str,
     pub help: &'static str,
+    pub cache: Option<&'static str>,
     pub value: f64,
 }
 
@@ -724,16 +725,23 @@ impl Collector for ReplicaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Readings {
             counters: mut all,
-            gauges,
+            mut gauges,
         } = (self.0)();
-        for gauge in gauges {
-            let value = ConstGauge::new(gauge.value);
-            value.encode(encoder.encode_descriptor(
-                gauge.name,
-                gauge.help,
-                None,
-                value.metric_type(),
-            )?)?;
+        // One descriptor per name, its caches' values under it.
+        gauges.sort_by_key(|gauge| gauge.name);
+        for same in gauges.chunk_by(|a, b| a.name == b.name) {
+            let kind = ConstGauge::new(0.0).metric_type();
+            let mut metric = encoder.encode_descriptor(same[0].name, same[0].help, None, kind)?;
+            match same {
+                [alone] if alone.cache.is_none() => ConstGauge::new(alone.value).encode(metric)?,
+                _ => {
+                    for gauge in same {
+                        let cache = gauge.cache.unwrap_or("none");
+                        ConstGauge::new(gauge.value)
+                            .encode(metric.encode_family(&CacheLabel { cache })?)?;
+                    }
+                }
+            }
         }
         // One descriptor per name, its caches' values under it.
         all.sort_by_key(|counter| counter.name);
@@ -845,6 +853,6 @@ mod tests {
             Some(5)
         );
         assert_eq!(value("marketing_redis_circuit_trips_total", None), Some(1));
-        assert_eq!(all.len(), 27 + 5 + 2 * 5);
+        assert_eq!(all.len(), 28 + 5 + 2 * 5);
     }
 }

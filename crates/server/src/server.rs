@@ -314,6 +314,7 @@ fn gauges(
     let gauge = |name, help, value: usize| observability::Gauge {
         name,
         help,
+        cache: None,
         value: value as f64,
     };
     let outbox = &app.events.outbox;
@@ -325,7 +326,7 @@ fn gauges(
         .redis
         .as_ref()
         .is_some_and(|pool| pool.breaker().open_since().is_some());
-    vec![
+    let mut all = vec![
         gauge(
             "marketing_outbox_unnumbered_events",
             "events committed and waiting for their position (the sequencer numbers them every 100 ms)",
@@ -339,6 +340,7 @@ fn gauges(
         observability::Gauge {
             name: "marketing_outbox_relay_lag_seconds",
             help: "how long ago the oldest event not yet relayed (or numbered) was recorded; 0 when none waits",
+            cache: None,
             value: load(&outbox.relay_lag_micros) as f64 / 1e6,
         },
         gauge(
@@ -381,7 +383,19 @@ fn gauges(
             "calls of the marketing services being served (at most MARKETING_MAX_CALLS)",
             overload.in_progress(),
         ),
-    ]
+    ];
+    all.extend(
+        app.admin
+            .cache_entries()
+            .into_iter()
+            .map(|(cache, entries)| observability::Gauge {
+                name: "marketing_cache_entries",
+                help: "copies this replica's cache holds",
+                cache: Some(cache),
+                value: entries as f64,
+            }),
+    );
+    all
 }
 
 /// Serves `GET /metrics` (no auth: it binds to loopback unless configured otherwise) until

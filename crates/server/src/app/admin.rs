@@ -198,6 +198,15 @@ impl AdminService {
         caches
     }
 
+    /// Copies each cache holds, by the cache's name (for `/metrics`).
+    pub fn cache_entries(&self) -> Vec<(&'static str, u64)> {
+        self.caches_now()
+            .into_iter()
+            .map(|(name, ..)| name)
+            .zip(self.entries())
+            .collect()
+    }
+
     /// Copies each cache of [`Self::caches_now`] holds.
     fn entries(&self) -> Vec<u64> {
         let mut entries = vec![self.shared.cache.entries()];
