@@ -448,10 +448,6 @@ impl From<Vec<FieldViolation>> for Refusal {
     }
 }
 
-/// How a use case can fail below the server's edge: the domain refused it, or the
-/// infrastructure (a race that outlasted its retries, a deadline, an unreachable or failing
-/// dependency) did not let it finish. Authentication, rate limits and transport limits are
-/// the server's own (`ServerError` there).
 /// A write refused because a newer holder of its lock wrote since: the lock's fencing token is
 /// older than the one stored (the lock lapsed while its holder worked). The cause of a
 /// [`MarketingError::ConcurrentModification`]: retried, under the lock again.
@@ -462,6 +458,10 @@ pub struct Fenced {
     pub current: i64,
 }
 
+/// How a use case can fail below the server's edge: the domain refused it, or the
+/// infrastructure (a race that outlasted its retries, a deadline, an unreachable or failing
+/// dependency) did not let it finish. Authentication, rate limits and transport limits are
+/// the server's own (`ServerError` there).
 #[derive(Debug, thiserror::Error)]
 pub enum MarketingError {
     #[error(transparent)]
