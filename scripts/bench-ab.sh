@@ -34,8 +34,7 @@ declare -A PID=()
 trap 'kill ${PID[A]:-} ${PID[B]:-} 2>/dev/null || true' EXIT
 for side in A B; do
   db=mk_bench_ab_${side,,}
-  psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-  psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE $db" >/dev/null
+  fresh_database "$db"
   MARKETING_AUTH=disabled MARKETING_DATABASE_URL="$BASE/$db" \
     MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" \
     MARKETING_REDIS_KEY_PREFIX="bench-ab-$side:$(date +%s):" MARKETING_GRPC_ADDR=${ADDR[$side]} \
@@ -49,7 +48,7 @@ done
 
 run() { # side scenario seconds output
   target/release/marketing-bench "$2" --addr "${ADDR[$1]}" -c 64 -z "$3" -O json -o "$4" >/dev/null
-  grep -oE '"rps": *[0-9][0-9.]*' "$4" | head -n 1 | grep -oE '[0-9.]+$'
+  rps_of "$4"
 }
 
 log "warm-up (2s of each scenario on each side), then ANALYZE"

@@ -47,8 +47,7 @@ for round in $(seq "$ROUNDS"); do
   order="on off"
   if [ $((round % 2)) = 0 ]; then order="off on"; fi
   for auth in $order; do
-    psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS mk_bench_auth WITH (FORCE)" >/dev/null
-    psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE mk_bench_auth" >/dev/null
+    fresh_database mk_bench_auth
     token=()
     mode=disabled
     limits=""

@@ -33,11 +33,6 @@ drop_redis_keys 'bench*'
 command -v pgbench >/dev/null 2>&1 || apt_install postgresql-contrib
 BASE=${MARKETING_TEST_DATABASE_URL%/*}
 
-fresh_database() {
-  psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
-  psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE $1" >/dev/null
-}
-
 log "building the server and the bench (release)"
 cargo build --release --locked -p marketing-server -p marketing-bench
 

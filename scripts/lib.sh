@@ -115,6 +115,15 @@ ensure_buf() {
 # Test databases are dropped by the test that made them; this removes those of aborted runs.
 # Deletes the Redis keys matching a pattern (what an earlier benchmark left: each tenant's
 # stream of events holds up to MARKETING_EVENTS_STREAM_MAXLEN entries).
+# A new empty database NAME on the test server (dropped first if it is there).
+fresh_database() {
+  psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null
+  psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE $1" >/dev/null
+}
+
+# The requests per second of a marketing-bench JSON report.
+rps_of() { grep -oE '"rps": *[0-9][0-9.]*' "$1" | head -n 1 | grep -oE '[0-9.]+$'; }
+
 drop_redis_keys() {
   redis-cli -u "$MARKETING_TEST_REDIS_URL" --scan --pattern "$1" |
     xargs -r -n 500 redis-cli -u "$MARKETING_TEST_REDIS_URL" del >/dev/null

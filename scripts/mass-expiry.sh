@@ -23,8 +23,7 @@ drop_redis_keys 'mass*'
 BASE=${MARKETING_TEST_DATABASE_URL%/*}
 log "building the server and the bench (release)"
 cargo build --release --locked -p marketing-server -p marketing-bench
-psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS mk_mass_expiry WITH (FORCE)" >/dev/null
-psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE mk_mass_expiry" >/dev/null
+fresh_database mk_mass_expiry
 MARKETING_AUTH=disabled MARKETING_DATABASE_URL="$BASE/mk_mass_expiry" \
   MARKETING_REDIS_URL="$MARKETING_TEST_REDIS_URL" MARKETING_REDIS_KEY_PREFIX="mass:$(date +%s):" \
   MARKETING_GRPC_ADDR=$ADDR MARKETING_METRICS_ADDR=$METRICS RUST_LOG=warn \
@@ -33,7 +32,6 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 wait_for 60 "the server" env MARKETING_GRPC_ADDR=$ADDR target/release/marketing-server healthcheck
 bench() { target/release/marketing-bench "$@" --addr $ADDR -c 64 -O json; }
-rps() { grep -oE '"rps": *[0-9][0-9.]*' "$1" | head -n 1 | grep -oE '[0-9.]+$'; }
 expired() {
   curl -s "http://$METRICS/metrics" | grep -E '^marketing_points_accounts_expired_total ' | awk '{print $2}'
 }
@@ -43,12 +41,12 @@ bench earn-expiring -n 5000 --expire-at $(( $(date +%s) + 86400 )) --tenant warm
 bench deduct-spread -z 3s -o "$OUT/warmup.json" >/dev/null
 psql "$BASE/mk_mass_expiry" -qc ANALYZE >/dev/null
 # The expiry leaves room for the earns (at half the warm-up's rate) and a baseline run.
-rate=$(rps "$OUT/warm-earn.json")
+rate=$(rps_of "$OUT/warm-earn.json")
 during_s=${DURING%s}
 expire_at=$(( $(date +%s) + $(echo "$ACCOUNTS * 2 / $rate" | bc) + during_s + 30 ))
 log "earning points for $ACCOUNTS members, all expiring at $(date -d @$expire_at +%T)"
 bench earn-expiring -n "$ACCOUNTS" --expire-at $expire_at --tenant mass -o "$OUT/earn.json" >/dev/null
-log "earned at $(rps "$OUT/earn.json")/s; ANALYZE, then deduct-spread before the expiry"
+log "earned at $(rps_of "$OUT/earn.json")/s; ANALYZE, then deduct-spread before the expiry"
 psql "$BASE/mk_mass_expiry" -qc ANALYZE >/dev/null
 bench deduct-spread -z "$DURING" -o "$OUT/before.json" >/dev/null
 [ "$(date +%s)" -lt $expire_at ] || die "the expiry passed before the baseline ended (the earns were slower than planned)"
@@ -74,5 +72,5 @@ printf 'mass expiry: %d accounts swept in %.1f s (%.0f accounts/s, from the expi
   "$ACCOUNTS" "$took" "$(echo "$ACCOUNTS / $took" | bc -l)"
 bench deduct-spread -z "$DURING" -o "$OUT/after.json" >/dev/null
 printf 'deduct-spread: %.0f/s before the expiry, %.0f/s while the sweeper worked, %.0f/s after (during / mean of the others: %.2fx)\n' \
-  "$(rps "$OUT/before.json")" "$(rps "$OUT/during.json")" "$(rps "$OUT/after.json")" \
-  "$(echo "2 * $(rps "$OUT/during.json") / ($(rps "$OUT/before.json") + $(rps "$OUT/after.json"))" | bc -l)"
+  "$(rps_of "$OUT/before.json")" "$(rps_of "$OUT/during.json")" "$(rps_of "$OUT/after.json")" \
+  "$(echo "2 * $(rps_of "$OUT/during.json") / ($(rps_of "$OUT/before.json") + $(rps_of "$OUT/after.json"))" | bc -l)"

@@ -24,8 +24,7 @@ BASE=${MARKETING_TEST_DATABASE_URL%/*}
 DB=$BASE/mk_replicas
 log "building the server and the bench (release)"
 cargo build --release --locked -p marketing-server -p marketing-bench
-psql "$MARKETING_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS mk_replicas WITH (FORCE)" >/dev/null
-psql "$MARKETING_TEST_DATABASE_URL" -qc "CREATE DATABASE mk_replicas" >/dev/null
+fresh_database mk_replicas
 prefix="replicas:$(date +%s):"
 pids=()
 addrs=()
@@ -47,7 +46,7 @@ run() { # addrs scenario duration output [extra...]
   shift 4
   target/release/marketing-bench "$scenario" --addr "$addr" -c 64 --connections "$REPLICAS" \
     -z "$duration" -O json -o "$output" "$@" >/dev/null
-  grep -oE '"rps": *[0-9][0-9.]*' "$output" | head -n 1 | grep -oE '[0-9.]+$'
+  rps_of "$output"
 }
 log "warm-up (2s of each scenario), then ANALYZE"
 for scenario in claim-hot deduct-spread; do run "$all" $scenario 2s "$OUT/warmup.json" >/dev/null; done
